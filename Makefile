@@ -1,0 +1,38 @@
+# Set-up and the two entry points: `make demo` and `make test`.
+# The CPU build of torch goes in first so that no CUDA wheels are pulled on a CPU machine;
+# the package itself only asks for torch>=2.1 and so installs against any recent torch.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# On a CPU machine this resolves to the CPU wheel (a local wheel here, or the CPU index you pass in TORCH_INDEX).
+TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
+PIP    := $(PY) -m pip install -q --disable-pip-version-check
+
+.PHONY: demo test install install-test bench clean
+
+$(VENV)/.base: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip >/dev/null
+	$(PIP) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),) "$(TORCH)"
+	$(PIP) -e . "numpy<2"
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PIP) -e ".[test]" "numpy<2"
+	touch $@
+
+install: $(VENV)/.base
+install-test: $(VENV)/.test
+
+demo: $(VENV)/.base
+	$(VENV)/bin/policylens demo
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: $(VENV)/.test
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) runs/demo

@@ -1,0 +1,79 @@
+"""Checkpoints: a folder with ``config.json`` and ``weights.safetensors`` (+ ``optimizer.safetensors``).
+
+Nothing here unpickles: tensors come from safetensors, everything else from JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .registry import AgentConfig, build
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
+REFUSE_PICKLE = (
+    "{path} is a pickled PyTorch file; policylens never unpickles checkpoints (loading one can run arbitrary code). "
+    "Convert its state dict once, in a Python session you trust: "
+    "`sd = torch.load(PATH, weights_only=True)`, then "
+    "`policylens.agents.convert.from_cleanrl_procgen(sd, OUT_DIR)` for a CleanRL ppo_procgen agent, or "
+    "`safetensors.torch.save_file(sd, 'weights.safetensors')` next to a config.json for a policylens one."
+)
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_agent(agent: nn.Module, config: "AgentConfig | dict", path, extra: dict | None = None) -> Path:
+    """Write ``path/config.json`` (``{"agent": ..., **extra}``) and ``path/weights.safetensors``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = config.to_dict() if isinstance(config, AgentConfig) else dict(config)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in agent.state_dict().items()}
+    _atomic_write(path / "weights.safetensors", lambda p: save_file(tensors, str(p)))
+    body = json.dumps({"agent": cfg, **(extra or {})}, indent=2, default=str)
+    _atomic_write(path / "config.json", lambda p: p.write_text(body))
+    return path
+
+
+def read_config(path) -> dict:
+    path = Path(path)
+    if path.suffix in PICKLE_SUFFIXES and path.is_file():
+        raise ValueError(REFUSE_PICKLE.format(path=path))
+    file = path / "config.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: {file} is missing")
+    try:
+        cfg = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"checkpoint config {file} is not valid JSON: {e}") from None
+    if "agent" not in cfg:
+        raise ValueError(f"checkpoint config {file} has no 'agent' section")
+    return cfg
+
+
+def load_weights(module: nn.Module, file) -> None:
+    file = Path(file)
+    if not file.is_file():
+        raise FileNotFoundError(f"checkpoint weights missing: {file}")
+    try:
+        state = load_file(str(file))
+    except Exception as e:  # safetensors raises its own error types on corrupt files
+        raise ValueError(f"checkpoint weights {file} are corrupt or not safetensors: {e}") from None
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint weights {file} do not match the architecture: missing {missing}, unexpected {unexpected}")
+
+
+def load_agent(path, device: "str | torch.device" = "cpu") -> nn.Module:
+    """Build the agent from ``path/config.json`` and load ``path/weights.safetensors``."""
+    cfg = read_config(path)
+    agent = build(cfg["agent"])
+    load_weights(agent, Path(path) / "weights.safetensors")
+    return agent.to(device).eval()

@@ -1,0 +1,55 @@
+"""A registry of architectures, and ``build(config)`` from a checkpoint's ``agent`` config."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from torch import nn
+
+from .nets import MLP, Attention, Clear, GridCNN, Impala
+
+ARCHITECTURES: dict = {"impala": Impala, "clear": Clear, "cnn": GridCNN, "mlp": MLP, "attention": Attention}
+
+
+def register(name: str, cls) -> None:
+    """Add an architecture: ``cls(obs_shape, num_actions, obs_scale=..., recurrent=..., hidden=..., **options)``."""
+    ARCHITECTURES[name] = cls
+
+
+@dataclass
+class AgentConfig:
+    arch: str = "impala"
+    """architecture name (see ARCHITECTURES)"""
+    obs_shape: tuple = (64, 64, 3)
+    """observation shape (H, W, C) as the env gives it"""
+    num_actions: int = 15
+    """size of the discrete action space"""
+    obs_scale: float = 1 / 255
+    """factor from uint8 observation to network input"""
+    recurrent: bool = False
+    """fc -> GRU before the heads"""
+    hidden: int = 64
+    """GRU state size when recurrent"""
+    options: dict = field(default_factory=dict)
+    """architecture-specific keyword options (e.g. attention's base/heads)"""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["obs_shape"] = list(self.obs_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AgentConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        cfg = cls(**known)
+        cfg.obs_shape = tuple(cfg.obs_shape)
+        return cfg
+
+
+def build(config: "AgentConfig | dict") -> nn.Module:
+    if isinstance(config, dict):
+        config = AgentConfig.from_dict(config)
+    if config.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown agent architecture {config.arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+    cls = ARCHITECTURES[config.arch]
+    return cls(config.obs_shape, config.num_actions, obs_scale=config.obs_scale,
+               recurrent=config.recurrent, hidden=config.hidden, **config.options)

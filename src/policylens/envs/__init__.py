@@ -1,0 +1,29 @@
+"""Vector environments behind one interface, chosen by an env spec string.
+
+>>> env = make("minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0?obs=rgb", num_envs=8, seed=0)
+>>> obs = env.reset(0)               # (8, 56, 56, 3) uint8
+>>> obs, reward, done, info = env.step(actions)
+"""
+from __future__ import annotations
+
+from .base import CAUSES, VecEnv
+from .spec import EnvSpec, parse_spec
+
+FAMILIES = ("procgen", "minigrid")
+
+
+def make(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None) -> VecEnv:
+    """Make the vector env named by ``spec`` (see :mod:`policylens.envs.spec`)."""
+    spec = parse_spec(spec)
+    if spec.family == "procgen":
+        from .procgen import ProcgenVecEnv
+
+        return ProcgenVecEnv(spec, num_envs=num_envs, seed=seed)
+    if spec.family == "minigrid":
+        from .minigrid import MiniGridVecEnv
+
+        return MiniGridVecEnv(spec, num_envs=num_envs, seed=seed)
+    raise ValueError(f"unknown env family {spec.family!r} in {str(spec)!r}; expected one of {FAMILIES}")
+
+
+__all__ = ["make", "parse_spec", "EnvSpec", "VecEnv", "CAUSES", "FAMILIES"]

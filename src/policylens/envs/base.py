@@ -1,0 +1,77 @@
+"""The one vector-env interface every analysis relies on.
+
+Semantics (gym3-like, auto-reset): ``step`` returns for each env the reward of the step and whether the
+episode ended with it; where it ended, the returned observation is already the first of the next episode.
+``info[i]`` always holds ``level_seed`` (of the episode the returned obs belongs to); on an episode's last
+step it also holds ``episode = {"return", "length", "cause", "success", "level_seed"}`` for the episode
+that just ended.
+"""
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+#: Every cause an episode can end by. CoinRun uses all but ``obstacle``; MiniGrid uses success, obstacle (a moving ball), wall, lava, timeout.
+CAUSES = ("success", "saw", "enemy", "lava", "obstacle", "wall", "timeout", "other")
+
+
+class VecEnv(abc.ABC):
+    """A batch of ``num_envs`` environments stepped together. Observations are uint8 ``(N, H, W, C)``."""
+
+    num_envs: int
+    observation_space: "object"  # gymnasium.spaces.Box, uint8, shape (H, W, C)
+    action_space: "object"  # gymnasium.spaces.Discrete
+    action_names: list
+    spec: "object"  # the EnvSpec it was made from
+    obs_scale: float = 1 / 255  # factor from uint8 obs to a network's input (agents read it at build time)
+
+    @abc.abstractmethod
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start fresh episodes in every env; returns obs ``(N, H, W, C)`` uint8."""
+
+    @abc.abstractmethod
+    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+        """Act; returns ``obs (N,H,W,C) uint8, reward (N,) float32, done (N,) bool, info list[dict]``."""
+
+    def get_state(self) -> list:
+        """Opaque per-env state (bytes) that :meth:`set_state` restores exactly."""
+        raise NotImplementedError(f"{type(self).__name__} cannot save its state")
+
+    def set_state(self, states: list) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot restore a state")
+
+    def entities(self) -> list | None:
+        """Ground-truth entities per env (list of dicts), or None where the game gives none."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class EpisodeTracker:
+    """Running return/length per env, turned into an ``episode`` record when an episode ends."""
+
+    def __init__(self, num_envs: int):
+        self.returns = np.zeros(num_envs, dtype=np.float64)
+        self.lengths = np.zeros(num_envs, dtype=np.int64)
+
+    def update(self, reward: np.ndarray, done: np.ndarray, info: list, causes: list, level_seeds: list) -> None:
+        self.returns += reward
+        self.lengths += 1
+        for i in np.flatnonzero(done):
+            info[i]["episode"] = {
+                "return": float(self.returns[i]),
+                "length": int(self.lengths[i]),
+                "cause": causes[i],
+                "success": causes[i] == "success",
+                "level_seed": level_seeds[i],
+            }
+            self.returns[i] = 0.0
+            self.lengths[i] = 0

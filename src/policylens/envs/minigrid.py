@@ -1,0 +1,147 @@
+"""MiniGrid (gymnasium) behind the vector interface, with episode-end causes from the grid itself.
+
+Spec options: ``obs`` = ``symbolic`` (7x7x3 integer encoding, default) | ``onehot`` (7x7x20, 0/1) |
+``rgb`` (the agent's partial view rendered, ``tile_size`` px per cell, default 8 -> 56x56x3);
+``num_levels``/``start_level``: episode seeds drawn from ``[start_level, start_level + num_levels)``
+(0 = unlimited), so seeds play the role of procgen's levels; any other option goes to ``gymnasium.make``.
+"""
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from .base import EpisodeTracker, VecEnv
+from .spec import EnvSpec
+
+OBS_MODES = ("symbolic", "onehot", "rgb")
+# One-hot widths of the three planes of MiniGrid's encoding: object, colour, state.
+ONEHOT_SIZES = (11, 6, 3)
+_OWN_OPTIONS = ("obs", "tile_size", "num_levels", "start_level", "ground_truth")
+
+
+def _minigrid_ids() -> list:
+    import minigrid  # noqa: F401  (registers the ids)
+
+    return sorted(k for k in gym.registry if k.startswith("MiniGrid") or k.startswith("BabyAI"))
+
+
+def onehot(image: np.ndarray) -> np.ndarray:
+    """``(..., 7, 7, 3)`` integer encoding -> ``(..., 7, 7, 20)`` uint8 one-hot."""
+    planes = [np.eye(n, dtype=np.uint8)[np.clip(image[..., k], 0, n - 1)] for k, n in enumerate(ONEHOT_SIZES)]
+    return np.concatenate(planes, axis=-1)
+
+
+class MiniGridVecEnv(VecEnv):
+    def __init__(self, spec: EnvSpec, num_envs: int = 1, seed: int | None = None):
+        ids = _minigrid_ids()
+        if spec.name not in ids:
+            raise ValueError(f"unknown MiniGrid env {spec.name!r}; registered ids include: {', '.join(ids[:60])}")
+        opts = dict(spec.options)
+        self.obs_mode = opts.get("obs", "symbolic")
+        if self.obs_mode not in OBS_MODES:
+            raise ValueError(f"minigrid option obs={self.obs_mode!r}; expected one of {OBS_MODES}")
+        self.tile_size = int(opts.get("tile_size", 8))
+        self.num_levels = int(opts.get("num_levels", 0))
+        self.start_level = int(opts.get("start_level", 0))
+        make_kwargs = {k: v for k, v in opts.items() if k not in _OWN_OPTIONS}
+        self.spec = spec
+        self.num_envs = num_envs
+        self.envs = [gym.make(spec.name, **make_kwargs).unwrapped for _ in range(num_envs)]
+        self.action_space = spaces.Discrete(self.envs[0].action_space.n)
+        self.action_names = [a.name for a in self.envs[0].actions][: self.action_space.n]
+        view = self.envs[0].agent_view_size
+        shape = {
+            "symbolic": (view, view, 3),
+            "onehot": (view, view, sum(ONEHOT_SIZES)),
+            "rgb": (view * self.tile_size, view * self.tile_size, 3),
+        }[self.obs_mode]
+        self.observation_space = spaces.Box(0, 255, shape, np.uint8)
+        self.obs_scale = {"symbolic": 1 / 10, "onehot": 1.0, "rgb": 1 / 255}[self.obs_mode]
+        self._tracker = EpisodeTracker(num_envs)
+        self._level_seeds = [0] * num_envs
+        self.reset(seed)
+
+    # ----------------------------------------------------------------------------------------------
+    def _next_seed(self, i: int) -> int:
+        rng = self._rngs[i]
+        if self.num_levels > 0:
+            return self.start_level + int(rng.integers(self.num_levels))
+        return int(rng.integers(2**31 - 1))
+
+    def _observe(self, i: int) -> np.ndarray:
+        env = self.envs[i]
+        if self.obs_mode == "rgb":
+            return env.get_frame(highlight=False, tile_size=self.tile_size, agent_pov=True)
+        image = env.gen_obs()["image"]
+        return onehot(image) if self.obs_mode == "onehot" else image.astype(np.uint8)
+
+    def _reset_one(self, i: int) -> np.ndarray:
+        self._level_seeds[i] = self._next_seed(i)
+        self.envs[i].reset(seed=self._level_seeds[i])
+        return self._observe(i)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        base = np.random.SeedSequence(seed)
+        self._rngs = [np.random.default_rng(s) for s in base.spawn(self.num_envs)]
+        self._tracker = EpisodeTracker(self.num_envs)
+        return np.stack([self._reset_one(i) for i in range(self.num_envs)])
+
+    def step(self, actions):
+        actions = np.asarray(actions).reshape(self.num_envs)
+        obs, rewards = [], np.zeros(self.num_envs, np.float32)
+        dones, causes, ended_seeds = np.zeros(self.num_envs, bool), [None] * self.num_envs, list(self._level_seeds)
+        for i, env in enumerate(self.envs):
+            a = int(actions[i])
+            front = env.grid.get(*env.front_pos)
+            front_type = front.type if front is not None else None
+            _, reward, terminated, truncated, _ = env.step(a)
+            rewards[i] = reward
+            if terminated or truncated:
+                dones[i] = True
+                causes[i] = _cause(env, a, front_type, reward, terminated)
+                obs.append(self._reset_one(i))
+            else:
+                obs.append(self._observe(i))
+        info = [{"level_seed": s} for s in self._level_seeds]
+        self._tracker.update(rewards, dones, info, causes, ended_seeds)
+        return np.stack(obs), rewards, dones, info
+
+    # ----------------------------------------------------------------------------------------------
+    def get_state(self) -> list:
+        return [copy.deepcopy((env, self._rngs[i], self._level_seeds[i])) for i, env in enumerate(self.envs)]
+
+    def set_state(self, states: list) -> None:
+        for i, state in enumerate(states):
+            env, rng, level = copy.deepcopy(state)
+            self.envs[i], self._rngs[i], self._level_seeds[i] = env, rng, level
+
+    def entities(self) -> list:
+        out = []
+        for env in self.envs:
+            ents = [{"type": "agent", "x": int(env.agent_pos[0]), "y": int(env.agent_pos[1]), "dir": int(env.agent_dir)}]
+            for x in range(env.grid.width):
+                for y in range(env.grid.height):
+                    cell = env.grid.get(x, y)
+                    if cell is not None and cell.type != "wall":
+                        ents.append({"type": cell.type, "x": x, "y": y})
+            out.append(ents)
+        return out
+
+
+def _cause(env, action: int, front_type: str | None, reward: float, terminated: bool) -> str:
+    """Why a MiniGrid episode ended, read from the grid (not from pixels)."""
+    if not terminated:
+        return "timeout"
+    if reward > 0:
+        return "success"
+    here = env.grid.get(*env.agent_pos)
+    if here is not None and here.type == "lava":
+        return "lava"
+    if action == env.actions.forward and front_type == "ball":
+        return "obstacle"
+    if action == env.actions.forward and front_type == "wall":
+        return "wall"
+    return "other"
