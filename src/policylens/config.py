@@ -1,0 +1,77 @@
+"""One dataclass per entry point; the CLI is generated from it.
+
+Each field's one-line doc is the string literal right after it (CleanRL style), read from the source, so
+``--help`` shows it. ``add_dataclass_args(parser, Cls)`` adds ``--field-name`` options; ``from_args`` builds
+the dataclass back from the parsed namespace.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import typing
+from functools import lru_cache
+
+
+@lru_cache(maxsize=None)
+def field_docs(cls) -> dict:
+    """``{field: doc}`` from the string literal that follows each field in the class body."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+                docs[node.target.id] = str(nxt.value.value).strip()
+    return docs
+
+
+def _bool(text: str) -> bool:
+    low = str(text).lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=()) -> None:
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        kind = hints.get(f.name, str)
+        origin = typing.get_origin(kind)
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if origin is typing.Union and len(args) == 1:
+            kind = args[0]
+        opt = "--" + f.name.replace("_", "-")
+        help_text = f"{docs.get(f.name, '')} (default: {default})"
+        if kind is bool:
+            parser.add_argument(opt, type=_bool, nargs="?", const=True, default=default, metavar="BOOL", help=help_text)
+        elif kind in (int, float, str):
+            parser.add_argument(opt, type=kind, default=default, help=help_text)
+        elif typing.get_origin(kind) in (tuple, list) or kind in (tuple, list):
+            parser.add_argument(opt, type=str, default=default, help=help_text + " (comma-separated)")
+        else:
+            parser.add_argument(opt, type=str, default=default, help=help_text)
+
+
+def from_args(cls, ns: argparse.Namespace, **overrides):
+    values = {}
+    for f in dataclasses.fields(cls):
+        if hasattr(ns, f.name):
+            v = getattr(ns, f.name)
+            if isinstance(v, str) and isinstance(f.default, (tuple, list)):
+                v = tuple(x.strip() for x in v.split(",") if x.strip())
+            values[f.name] = v
+    values.update(overrides)
+    return cls(**values)
