@@ -75,7 +75,7 @@ class ActorCritic(nn.Module):
                 state = h0
             elif first is not None:
                 keep = (~first.bool()).float().unsqueeze(-1)  # (B, 1)
-                state = keep * state + (1 - keep) * h0
+                state = state
             x = self.hx(self.gru(x, state))  # (B, hidden)
         return AgentOutput(self.pi(x), self.v(x).squeeze(-1), x if self.recurrent else None)
 
@@ -98,13 +98,24 @@ def get_layer(agent: nn.Module, name: str) -> nn.Module:
 
 
 @torch.no_grad()
-def layer_shapes(agent: nn.Module, obs_shape=None) -> dict:
-    """``{layer name: activation shape without the batch}`` from one dummy forward pass."""
-    obs_shape = tuple(obs_shape or agent.obs_shape)
+def layer_shapes(agent: nn.Module, obs_shape=None, names=None) -> dict:
+    """``{layer name: activation shape without the batch}`` from one dummy forward pass, over ``names``
+    (default :func:`layer_names`); a module the pass does not reach is left out."""
+    obs_shape = obs_shape or getattr(agent, "obs_shape", None)
+    if obs_shape is None:
+        raise ValueError(f"{type(agent).__name__} has no obs_shape attribute; pass obs_shape=(H, W, C)")
+    obs_shape = tuple(obs_shape)
     shapes, handles = {}, []
-    for name in layer_names(agent):
+
+    def record(name, out):
+        if isinstance(out, (tuple, list)):  # e.g. nn.GRU / nn.LSTM: (output, state) -> the first tensor
+            out = next((o for o in out if isinstance(o, torch.Tensor)), None)
+        if isinstance(out, torch.Tensor):
+            shapes[name] = tuple(out.shape[1:])
+
+    for name in (layer_names(agent) if names is None else names):
         mod = get_layer(agent, name)
-        handles.append(mod.register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape[1:]))))
+        handles.append(mod.register_forward_hook(lambda m, i, o, name=name: record(name, o)))
     try:
         agent(torch.zeros((2, *obs_shape), dtype=torch.uint8))
     finally:

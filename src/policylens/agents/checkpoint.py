@@ -48,12 +48,15 @@ def read_config(path) -> dict:
         raise ValueError(REFUSE_PICKLE.format(path=path))
     file = path / "config.json"
     if not file.is_file():
+        pickled = sorted(p for p in path.glob("*") if p.suffix in PICKLE_SUFFIXES) if path.is_dir() else []
+        if pickled:
+            raise FileNotFoundError(f"no checkpoint at {path}: {file} is missing. " + REFUSE_PICKLE.format(path=pickled[0]))
         raise FileNotFoundError(f"no checkpoint at {path}: {file} is missing")
     try:
         cfg = json.loads(file.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"checkpoint config {file} is not valid JSON: {e}") from None
-    if "agent" not in cfg:
+    if not isinstance(cfg, dict) or "agent" not in cfg:
         raise ValueError(f"checkpoint config {file} has no 'agent' section")
     return cfg
 
@@ -66,9 +69,15 @@ def load_weights(module: nn.Module, file) -> None:
         state = load_file(str(file))
     except Exception as e:  # safetensors raises its own error types on corrupt files
         raise ValueError(f"checkpoint weights {file} are corrupt or not safetensors: {e}") from None
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"checkpoint weights {file} do not match the architecture: missing {missing}, unexpected {unexpected}")
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the agent"
+             for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        raise ValueError(f"checkpoint weights {file} do not match the architecture: missing {missing}, "
+                         f"unexpected {unexpected}, wrong shapes [{'; '.join(wrong)}]")
+    module.load_state_dict(state, strict=True)
 
 
 def load_agent(path, device: "str | torch.device" = "cpu") -> nn.Module:

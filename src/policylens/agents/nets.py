@@ -126,6 +126,8 @@ class Clear(ActorCritic):
     def __init__(self, obs_shape, num_actions, obs_scale=1 / 255, **kw):
         super().__init__(obs_shape, num_actions, 512, **kw)
         h, w, c = obs_shape
+        if min(h, w) < 16:  # four 2x poolings
+            raise ValueError(f"the clear architecture needs observations of at least 16x16, got {tuple(obs_shape)}")
         self.scale = ScaleObs(obs_scale)
         self.conv1a, self.pool1 = ConvReLU(c, 16, 7), L2Pool(2)
         self.conv2a, self.conv2b, self.pool2 = ConvReLU(16, 32, 5), ConvReLU(32, 32, 5), L2Pool(2)
@@ -151,9 +153,9 @@ class GridCNN(ActorCritic):
     RGB view with 8-px tiles, 1 for symbolic obs), two 3x3 convs over the 7x7 cells, dense 256."""
 
     LAYERS = {
-        "embed": "(B, 32, 7, 7) post-ReLU, one vector per grid cell",
-        "conv1": "(B, 32, 7, 7) post-ReLU",
-        "conv2": "(B, 64, 7, 7) post-ReLU",
+        "embed": "(B, 32, H/patch, W/patch) post-ReLU, one vector per grid cell (7x7 in MiniGrid)",
+        "conv1": "(B, 32, H/patch, W/patch) post-ReLU",
+        "conv2": "(B, 64, H/patch, W/patch) post-ReLU",
         "fc": "(B, 256) post-ReLU",
     }
 
@@ -197,7 +199,7 @@ class Attention(ActorCritic):
     attention maps over the last conv features, multiplied into them, then dense 256."""
 
     LAYERS = {
-        "attention_logits": "(B, heads, h, w) pre-softmax",
+        "attention_logits": "(B, heads, h, w) pre-softmax; (h, w) = the trunk's last conv map, (H/8, W/8) for impala",
         "attention": "(B, heads, h, w) attention maps, each summing to 1 over h*w",
         "fc": "(B, 256) post-ReLU",
     }

@@ -9,6 +9,7 @@ that just ended.
 from __future__ import annotations
 
 import abc
+import base64
 
 import numpy as np
 
@@ -41,6 +42,21 @@ class VecEnv(abc.ABC):
     def set_state(self, states: list) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot restore a state")
 
+    def observe(self) -> np.ndarray:
+        """The current observation ``(N, H, W, C)`` without stepping (e.g. after :meth:`set_state`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot observe without stepping")
+
+    def snapshot(self) -> dict:
+        """Everything needed to continue exactly from here, JSON-able (env states base64-encoded)."""
+        return {"states": [base64.b64encode(s).decode() for s in self.get_state()],
+                "tracker": self._tracker.state()}
+
+    def restore(self, snap: dict) -> np.ndarray:
+        """Undo to a :meth:`snapshot`; returns the current observation."""
+        self.set_state([base64.b64decode(s) for s in snap["states"]])
+        self._tracker.load(snap["tracker"])
+        return self.observe()
+
     def entities(self) -> list | None:
         """Ground-truth entities per env (list of dicts), or None where the game gives none."""
         return None
@@ -61,6 +77,13 @@ class EpisodeTracker:
     def __init__(self, num_envs: int):
         self.returns = np.zeros(num_envs, dtype=np.float64)
         self.lengths = np.zeros(num_envs, dtype=np.int64)
+
+    def state(self) -> dict:
+        return {"returns": self.returns.tolist(), "lengths": self.lengths.tolist()}
+
+    def load(self, state: dict) -> None:
+        self.returns[:] = state["returns"]
+        self.lengths[:] = state["lengths"]
 
     def update(self, reward: np.ndarray, done: np.ndarray, info: list, causes: list, level_seeds: list) -> None:
         self.returns += reward

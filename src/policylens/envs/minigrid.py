@@ -7,7 +7,7 @@ Spec options: ``obs`` = ``symbolic`` (7x7x3 integer encoding, default) | ``oneho
 """
 from __future__ import annotations
 
-import copy
+import json
 
 import gymnasium as gym
 import numpy as np
@@ -38,7 +38,13 @@ class MiniGridVecEnv(VecEnv):
     def __init__(self, spec: EnvSpec, num_envs: int = 1, seed: int | None = None):
         ids = _minigrid_ids()
         if spec.name not in ids:
-            raise ValueError(f"unknown MiniGrid env {spec.name!r}; registered ids include: {', '.join(ids[:60])}")
+            import difflib
+
+            close = difflib.get_close_matches(spec.name, ids, n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            listed = [i for i in ids if i.startswith("MiniGrid")]
+            raise ValueError(f"unknown MiniGrid env {spec.name!r}; {hint}registered MiniGrid ids: {', '.join(listed)} "
+                             f"(and {len(ids) - len(listed)} BabyAI ids)")
         opts = dict(spec.options)
         self.obs_mode = opts.get("obs", "symbolic")
         if self.obs_mode not in OBS_MODES:
@@ -81,11 +87,17 @@ class MiniGridVecEnv(VecEnv):
     def _reset_one(self, i: int) -> np.ndarray:
         self._level_seeds[i] = self._next_seed(i)
         self.envs[i].reset(seed=self._level_seeds[i])
+        self._actions[i] = []
         return self._observe(i)
+
+    def observe(self) -> np.ndarray:
+        """The current observation of every env, ``(N, H, W, C)`` uint8."""
+        return np.stack([self._observe(i) for i in range(self.num_envs)])
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         base = np.random.SeedSequence(seed)
         self._rngs = [np.random.default_rng(s) for s in base.spawn(self.num_envs)]
+        self._actions = [[] for _ in range(self.num_envs)]
         self._tracker = EpisodeTracker(self.num_envs)
         return np.stack([self._reset_one(i) for i in range(self.num_envs)])
 
@@ -98,6 +110,7 @@ class MiniGridVecEnv(VecEnv):
             front = env.grid.get(*env.front_pos)
             front_type = front.type if front is not None else None
             _, reward, terminated, truncated, _ = env.step(a)
+            self._actions[i].append(a)
             rewards[i] = reward
             if terminated or truncated:
                 dones[i] = True
@@ -111,12 +124,25 @@ class MiniGridVecEnv(VecEnv):
 
     # ----------------------------------------------------------------------------------------------
     def get_state(self) -> list:
-        return [copy.deepcopy((env, self._rngs[i], self._level_seeds[i])) for i, env in enumerate(self.envs)]
+        """Per env, JSON bytes: the episode's seed, the actions taken so far and the seed generator's state.
+        MiniGrid is deterministic given the reset seed, so :meth:`set_state` replays the actions."""
+        return [json.dumps({"level_seed": self._level_seeds[i], "actions": self._actions[i],
+                            "rng": self._rngs[i].bit_generator.state}).encode() for i in range(self.num_envs)]
 
     def set_state(self, states: list) -> None:
-        for i, state in enumerate(states):
-            env, rng, level = copy.deepcopy(state)
-            self.envs[i], self._rngs[i], self._level_seeds[i] = env, rng, level
+        if len(states) != self.num_envs:
+            raise ValueError(f"set_state got {len(states)} states for {self.num_envs} envs")
+        for i, raw in enumerate(states):
+            try:
+                state = json.loads(raw)
+                self._rngs[i].bit_generator.state = state["rng"]
+                self._level_seeds[i], actions = int(state["level_seed"]), list(state["actions"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"not a MiniGrid env state (env {i}): {e}") from None
+            self.envs[i].reset(seed=self._level_seeds[i])
+            for a in actions:
+                self.envs[i].step(a)
+            self._actions[i] = actions
 
     def entities(self) -> list:
         out = []

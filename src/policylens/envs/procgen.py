@@ -7,6 +7,8 @@ episode end with its cause from the game's state (see :mod:`policylens.envs.coin
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 
 import numpy as np
@@ -35,7 +37,8 @@ TIMEOUT_STEPS = 1000
 
 
 def _gym3_env(game: str, num: int, seed: int | None, options: dict):
-    with warnings.catch_warnings():
+    # procgen imports the old `gym`, which prints a deprecation notice to stderr on import: keep it quiet.
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         from procgen import ProcgenGym3Env
     kwargs = {"num_threads": 2, **options}
@@ -118,9 +121,9 @@ class ProcgenVecEnv(VecEnv):
     def entities(self) -> list | None:
         if self.game != "coinrun":
             return None
-        from .coinrun import parse_state
+        from .coinrun import objects, parse_state
 
-        return [parse_state(s)["entities"] for s in self.get_state()]
+        return [objects(parse_state(s)) for s in self.get_state()]  # entities plus the coin tile
 
     def close(self) -> None:
         self.env = None

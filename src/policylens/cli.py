@@ -1,0 +1,45 @@
+"""The ``policylens`` command: one sub-command per pipeline step, each with its own ``--help``."""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+# name -> (module with main(argv), one-line help). These names are the interface.
+COMMANDS = {
+    "train": ("policylens.train.cli", "train an agent with PPO (presets: minigrid, procgen-easy, procgen-hard-rec)"),
+    "record": ("policylens.rollouts.record", "record episodes of an agent into a rollout store (zarr)"),
+    "evaluate": ("policylens.evaluate", "success rate with a 95% CI, return, length and failure causes over N levels"),
+    "layers": ("policylens.agents.inspect", "list an agent's named layers with their shapes"),
+    "demo": ("policylens.demo", "the main job: agent -> record -> evaluate -> report on MiniGrid"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return ("usage: policylens COMMAND [options]   (policylens COMMAND --help for its options)\n\n"
+            "commands:\n" + "\n".join(lines) + "\n\nA RUN argument is a run directory or zoo:NAME.")
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"policylens: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        raise SystemExit(2)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        module.main(rest)
+    except (ValueError, FileNotFoundError, KeyError) as e:  # bad input: a clear message, no stack trace
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"policylens {name}: error: {msg}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Playing an agent on a fixed list of levels, and :func:`evaluate` over it.
+
+Levels: episode ``k`` plays level ``start_level + k`` (or ``start_level + k % num_levels`` when a level
+range is given), in procgen and MiniGrid alike (a MiniGrid level is its reset seed). Each episode gets its
+own single-env vector env made with ``start_level=LEVEL&num_levels=1`` (about 1 ms to make in both
+families) and its own random streams seeded from ``(seed, k)``, so an episode's outcome depends only on
+the agent, the level, ``seed``, ``k`` and the batch size -- not on which worker played it or what played
+beside it. Two agents evaluated with the same levels and seed face the same levels and the same env
+randomness (common random numbers, which is what a paired comparison wants).
+
+Batching: each worker keeps ``batch`` episodes in flight and runs one agent forward for all of them, always
+on exactly ``batch`` rows (idle slots are zero-padded). CPU kernels give a row bitwise-identical results
+for a fixed batch shape whatever the other rows hold, but not across batch shapes, so results are exactly
+reproducible -- across workers, backends and thread counts -- for a fixed ``batch``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+import numpy as np
+import torch
+
+from ..agents import load, read_config, resolve_run
+from ..agents.policy import POLICIES, select_actions
+from ..envs import make, parse_spec
+from .stats import summarize
+
+LEVEL_OPTIONS = ("start_level", "num_levels")
+
+
+def episode_plan(episodes: int, start_level: int = 0, num_levels: "int | None" = None) -> list:
+    """``[(k, level)]`` for episodes ``k = 0..episodes-1``: level ``start_level + k``, or cycling through
+    ``[start_level, start_level + num_levels)`` when ``num_levels`` is given (> 0)."""
+    if not isinstance(episodes, (int, np.integer)) or episodes <= 0:
+        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    if start_level < 0:
+        raise ValueError(f"start_level must be >= 0, got {start_level}")
+    if num_levels is not None and num_levels < 0:
+        raise ValueError(f"num_levels must be >= 0 (0 or unset: a new level per episode), got {num_levels}")
+    if num_levels:
+        return [(k, start_level + k % num_levels) for k in range(episodes)]
+    return [(k, start_level + k) for k in range(episodes)]
+
+
+def episode_seed(seed: int, k: int) -> int:
+    """The seed of episode ``k``'s env and action sampling: a hash of ``(seed, k)`` in ``[0, 2**31)``."""
+    return int(np.random.SeedSequence([int(seed), int(k)]).generate_state(1)[0]) % 2**31
+
+
+def eval_spec(spec) -> "object":
+    """The spec episodes are played on: without level options; CoinRun labels causes (``ground_truth``)."""
+    spec = parse_spec(spec).replace(start_level=None, num_levels=None)
+    if (spec.family == "procgen" and spec.name == "coinrun" and "ground_truth" not in spec.options
+            and importlib.util.find_spec("policylens.envs.coinrun") is not None):
+        spec = spec.replace(ground_truth=True)
+    return spec
+
+
+def run_env_spec(run) -> str:
+    """The env spec a run's agent was trained on (top-level ``env`` of its ``config.json``)."""
+    path = resolve_run(run)
+    cfg = read_config(path)
+    if not cfg.get("env"):
+        raise ValueError(f"{path / 'config.json'} names no env the agent was trained on; pass an env spec (--env)")
+    return str(cfg["env"])
+
+
+@torch.no_grad()
+def play(agent, spec, plan: list, policy: str = "sample", temperature: float = 1.0, seed: int = 0,
+         batch: int = 8, device="cpu", on_episode=None) -> list:
+    """Play each ``(k, level)`` of ``plan`` once; returns one record per episode, in plan order.
+
+    A record: ``episode`` (k), ``level``, ``return``, ``length``, ``cause``, ``success``.
+    ``on_episode(record)`` is called as each episode ends (progress).
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    spec = parse_spec(spec)
+    pending = list(plan)[::-1]  # popped from the end, so in plan order
+    envs, episodes, gens, obs = [None] * batch, [None] * batch, [None] * batch, [None] * batch
+    first = torch.ones(batch, dtype=torch.bool)
+    records = []
+
+    def start(i: int) -> None:
+        if not pending:
+            envs[i] = episodes[i] = None
+            return
+        k, level = pending.pop()
+        s = episode_seed(seed, k)
+        envs[i] = make(spec.replace(start_level=int(level), num_levels=1), num_envs=1, seed=s)
+        obs[i] = envs[i].reset(s)[0]  # (H, W, C)
+        episodes[i], gens[i], first[i] = (k, level), torch.Generator().manual_seed(s), True
+
+    for i in range(batch):
+        start(i)
+    if envs[0] is None:
+        return records
+    blank = np.zeros_like(obs[0])
+    init = getattr(agent, "initial_state", None)
+    state = init(batch) if callable(init) else None
+    while any(e is not None for e in envs):
+        batch_obs = np.stack([o if e is not None else blank for o, e in zip(obs, envs)])  # (B, H, W, C)
+        out = agent(torch.as_tensor(batch_obs, device=device), state, first.to(device))
+        logits = out.logits.float().cpu()  # (B, A)
+        state = out.state
+        for i, env in enumerate(envs):
+            if env is None:
+                continue
+            action = select_actions(logits[i:i + 1], policy, temperature, gens[i]).numpy()  # (1,)
+            next_obs, _, done, info = env.step(action)
+            if done[0]:
+                ep = info[0]["episode"]
+                k, level = episodes[i]
+                rec = {"episode": int(k), "level": int(ep["level_seed"]), "return": float(ep["return"]),
+                       "length": int(ep["length"]), "cause": str(ep["cause"]), "success": bool(ep["success"])}
+                if rec["level"] != level:
+                    raise RuntimeError(f"episode {k} was meant for level {level} but the env played {rec['level']}")
+                records.append(rec)
+                if on_episode is not None:
+                    on_episode(rec)
+                env.close()
+                start(i)
+            else:
+                obs[i] = next_obs[0]
+                first[i] = False
+    return sorted(records, key=lambda r: r["episode"])
+
+
+def play_shard(job: dict, on_episode=None) -> list:
+    """Worker entry: load the agent from ``job["checkpoint"]`` (a path, never a pickled agent) and
+    :func:`play` ``job["plan"]`` with one torch thread."""
+    torch.set_num_threads(1)
+    agent = load(job["checkpoint"], device=job["device"])
+    return play(agent, job["spec"], job["plan"], policy=job["policy"], temperature=job["temperature"],
+                seed=job["seed"], batch=job["batch"], device=job["device"], on_episode=on_episode)
+
+
+def evaluate(agent_or_run, env_spec=None, episodes: int = 100, *, start_level: "int | None" = None,
+             num_levels: "int | None" = None, policy: str = "sample", temperature: float = 1.0, seed: int = 0,
+             workers: int = 1, backend: str = "process", batch: int = 8, device="cpu", progress: bool = False,
+             ray_address: "str | None" = None) -> dict:
+    """Evaluate an agent (a module, or a run dir / checkpoint / ``zoo:NAME``) on ``episodes`` levels.
+
+    ``env_spec`` defaults to the run's training env; ``start_level`` to the spec's (else 0). Returns the
+    :func:`~policylens.evaluate.stats.summarize` keys (``episodes``, ``success_rate``, ``ci95``,
+    ``mean_return``, ``mean_length``, ``causes``, ...) plus ``per_episode`` (records in episode order),
+    ``setup`` (what determines the result) and ``timing`` (what does not).
+    """
+    from .backends import BACKENDS, run_parallel
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    is_module = isinstance(agent_or_run, torch.nn.Module)
+    checkpoint = None if is_module else resolve_run(agent_or_run)
+    if checkpoint is not None:
+        read_config(checkpoint)  # a clear error naming the path if there is no checkpoint there
+    if env_spec is None:
+        if is_module:
+            raise ValueError("evaluate(agent, ...) of an agent module needs env_spec")
+        env_spec = run_env_spec(agent_or_run)
+    given = parse_spec(env_spec)
+    if start_level is None:
+        start_level = int(given.options.get("start_level", 0))
+    plan = episode_plan(episodes, start_level, num_levels)
+    spec = eval_spec(given)
+    workers = min(workers, episodes)
+    setup = {"run": None if is_module else str(agent_or_run), "env": str(spec), "start_level": start_level,
+             "num_levels": num_levels or None, "policy": policy, "temperature": temperature, "seed": seed,
+             "batch": batch}
+    t0 = time.perf_counter()
+    with _Progress(episodes, progress) as bar:
+        if workers == 1 and backend == "process":
+            agent = agent_or_run if is_module else load(checkpoint, device=device)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # as in each worker: small batches run faster on one thread
+            try:
+                records = play(agent, spec, plan, policy, temperature, seed, batch, device, bar.episode)
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            if is_module:
+                raise ValueError(f"workers={workers} / backend={backend!r} load the agent in each worker from "
+                                 "its checkpoint: pass a run dir or checkpoint path, not an agent module "
+                                 "(save it first with policylens.agents.save_agent)")
+            job = {"checkpoint": str(checkpoint), "spec": str(spec), "policy": policy, "temperature": temperature,
+                   "seed": seed, "batch": batch, "device": str(device)}
+            records = run_parallel(job, plan, workers, backend, bar, ray_address=ray_address)
+    seconds = time.perf_counter() - t0
+    result = summarize(records)
+    frames = sum(r["length"] for r in records)
+    result.update(per_episode=records, setup=setup, timing={
+        "workers": workers, "backend": backend, "seconds": seconds, "frames": frames,
+        "episodes_per_s": len(records) / seconds, "frames_per_s": frames / seconds})
+    return result
+
+
+class _Progress:
+    """A tqdm bar on stderr counting episodes, with frames/s; ``episode(record)`` advances it."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar, self.frames, self.t0 = None, 0, time.perf_counter()
+        if enabled:
+            import sys
+
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="ep", desc="evaluate", file=sys.stderr, dynamic_ncols=True)
+
+    def episode(self, record: dict) -> None:
+        self.advance(1, record["length"])
+
+    def advance(self, episodes: int, frames: int) -> None:
+        self.frames += frames
+        if self.bar is not None:
+            self.bar.update(episodes)
+            self.bar.set_postfix_str(f"{self.frames / max(time.perf_counter() - self.t0, 1e-9):.0f} frames/s",
+                                     refresh=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+

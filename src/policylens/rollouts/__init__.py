@@ -1,0 +1,16 @@
+"""Rollouts: record an agent's episodes into a chunked, compressed, append-only zarr store and read them lazily.
+
+>>> from policylens import rollouts
+>>> rollouts.record(rollouts.RecordConfig(run="runs/x", episodes=100))   # -> runs/x/rollouts.zarr
+>>> store = rollouts.open("runs/x/rollouts.zarr")
+>>> len(store), store.fields, store.env, store.action_names
+>>> ep = store.episode(0); ep["obs"]        # (T, H, W, C) uint8, read on access
+>>> for batch in store.batches(("obs", "value"), batch_size=256, shuffle=True): ...
+
+The store layout and its commit protocol are described in :mod:`policylens.rollouts.store`.
+"""
+from .gae import add_advantages, gae
+from .record import RecordConfig, main, record
+from .store import FORMAT, Episode, Rollouts, StoreWriter, open
+
+__all__ = ["record", "RecordConfig", "main", "open", "Rollouts", "Episode", "StoreWriter", "gae", "add_advantages", "FORMAT"]

@@ -1,0 +1,74 @@
+"""Generalised advantage estimation over recorded data, alone or written into a store.
+
+``advantages[t] = sum_k (gamma * lam)^k * delta[t + k]`` within an episode, with
+``delta[t] = reward[t] + gamma * value[t + 1] * (1 - done[t]) - value[t]``; ``returns = advantages + value``.
+An episode's last frame (``done``) does not bootstrap; episodes cut by ``max_steps`` are treated the same.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .store import DERIVED, SMALL_CHUNK, StoreWriter, codecs_for
+
+
+def gae(reward, value, done, gamma: float = 0.999, lam: float = 0.95, last_value=0.0):
+    """``reward, value, done``: ``(T,)`` or time-major ``(T, N)`` -> ``(advantages, returns)`` float32, same shape.
+
+    ``last_value`` bootstraps the step after the last one where that step did not end an episode.
+    """
+    reward, value = np.asarray(reward, np.float64), np.asarray(value, np.float64)  # (T, ...)
+    nonterminal = 1.0 - np.asarray(done, np.float64)  # (T, ...)
+    if not reward.shape == value.shape == nonterminal.shape:
+        raise ValueError(f"reward, value and done must have one shape; got {reward.shape}, {value.shape}, {nonterminal.shape}")
+    adv = np.zeros_like(reward)  # (T, ...)
+    if reward.ndim == 1:  # fast path on Python floats
+        r, v, m, out = reward.tolist(), value.tolist(), nonterminal.tolist(), [0.0] * len(reward)
+        next_adv, next_value = 0.0, float(last_value)
+        for t in range(len(r) - 1, -1, -1):
+            delta = r[t] + gamma * next_value * m[t] - v[t]
+            next_adv = delta + gamma * lam * m[t] * next_adv
+            out[t], next_value = next_adv, v[t]
+        adv[:] = out
+    else:
+        next_adv = np.zeros_like(reward[0])  # (N, ...)
+        next_value = np.broadcast_to(np.asarray(last_value, np.float64), reward[0].shape)
+        for t in range(len(reward) - 1, -1, -1):
+            delta = reward[t] + gamma * next_value * nonterminal[t] - value[t]  # (N,)
+            next_adv = delta + gamma * lam * nonterminal[t] * next_adv
+            adv[t], next_value = next_adv, value[t]
+    return adv.astype(np.float32), (adv + value).astype(np.float32)
+
+
+def add_advantages(store, gamma: float = 0.999, lam: float = 0.95, block_frames: int = 1 << 20) -> Path:
+    """Write fields ``advantages`` and ``returns`` into ``store`` from its reward/value/done.
+
+    Works through whole episodes a block at a time (memory stays bounded), and only over episodes not yet
+    covered when the store already holds advantages for the same ``gamma``/``lam``.
+    """
+    with StoreWriter(store) as w:
+        group, n = w.group, w.num_frames
+        params = {"gamma": float(gamma), "lam": float(lam)}
+        done_upto = n
+        for name in DERIVED:
+            arr = group[name] if name in w.arrays() else None
+            same = arr is not None and all(arr.attrs.get(k) == v for k, v in params.items())
+            if not same:
+                arr = group.create_array(name, shape=(0,), chunks=(SMALL_CHUNK,), dtype="float32",
+                                         compressors=codecs_for(np.float32), overwrite=True,
+                                         attributes={**params, "num_frames": 0})
+            done_upto = min(done_upto, int(arr.attrs.get("num_frames", 0)))
+        starts = w.index["start"]  # (E,)
+        e = int(np.searchsorted(starts, done_upto))  # first episode not covered (coverage ends on a boundary)
+        while e < w.num_episodes:
+            a = int(starts[e])
+            e_end = max(int(np.searchsorted(starts, a + block_frames, side="right")), e + 1)
+            b = int(starts[e_end]) if e_end < w.num_episodes else n
+            adv, ret = gae(group["reward"][a:b], group["value"][a:b], group["done"][a:b], gamma, lam)  # (b - a,)
+            for name, values in zip(DERIVED, (adv, ret)):
+                w._write(group[name], a, values)
+            for name in DERIVED:
+                group[name].attrs.update({**params, "num_frames": b})
+            e = e_end
+    return Path(store)

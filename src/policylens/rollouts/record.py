@@ -1,0 +1,256 @@
+"""Record an agent's episodes into a rollouts store; resumable after any interruption.
+
+    python -m policylens.rollouts.record RUN --episodes 1000 [--out STORE] [--env SPEC] [--policy greedy]
+
+Episodes are played in ``num_envs`` parallel envs. Each env's current episode is buffered and appended only
+when it finishes, so the store never shows half an episode. The recorded episodes are the first N *started*
+ones (an env starts a counted episode only while fewer than N have been started), so the sample is not
+biased towards short episodes.
+
+Resuming: re-running the same command on a store holding K < N episodes keeps those K untouched and records
+N - K more with envs and action sampling seeded by ``seed + K``. "Same result" therefore means: exactly N
+complete episodes, the K recorded before the interruption byte-for-byte unchanged, and the rest a
+deterministic function of (command, K); it does not reproduce the episodes an uninterrupted run would have
+recorded after the K-th (those in flight at the kill are replayed from fresh seeds). The recording settings
+(agent weights, env, policy, seed, num_envs, ...) must match the store's, else it refuses to append.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..agents import load_agent, read_config, resolve_run
+from ..agents.policy import POLICIES, AgentStepper
+from ..config import add_dataclass_args, from_args
+from ..envs import CAUSES, make
+from .gae import add_advantages
+from .store import OBS_CHUNK, StoreWriter
+from .store import open as open_store
+
+
+@dataclass
+class RecordConfig:
+    run: str = ""
+    """run directory, checkpoint folder or zoo:NAME of the agent to record"""
+    episodes: int = 100
+    """number of complete episodes the store should hold (a resumed recording tops it up to this)"""
+    out: str = ""
+    """store path (default: RUN/rollouts.zarr, or runs/NAME/rollouts.zarr for zoo:NAME)"""
+    env: str = ""
+    """env spec to record in (default: the env in the run's config.json)"""
+    num_envs: int = 8
+    """environments stepped in parallel"""
+    policy: str = "sample"
+    """action selection: sample | greedy | temperature"""
+    temperature: float = 1.0
+    """softmax temperature when policy is temperature"""
+    seed: int = 0
+    """seed of the envs and of action sampling (a resumed recording uses seed + episodes already stored)"""
+    save_state: bool = False
+    """also store every frame's env state bytes (envs whose get_state gives bytes, e.g. procgen)"""
+    entities: bool = True
+    """store ground-truth entities per frame (JSON) where the env gives them"""
+    max_steps: int = 10000
+    """guard: cut an episode after this many steps (stored with cause 'max_steps')"""
+    gamma: float = 0.999
+    """discount for the advantages/returns fields computed after recording"""
+    gae_lambda: float = 0.95
+    """GAE lambda for the advantages field"""
+    flush_seconds: float = 2.0
+    """commit finished episodes to the store at least this often (0: as soon as they finish)"""
+    device: str = "cpu"
+    """torch device for the agent"""
+    progress: bool = True
+    """show a progress bar (episodes done, frames/s)"""
+
+
+def default_out(run: str, agent_dir: Path) -> Path:
+    if str(run).startswith("zoo:"):
+        return Path("runs") / str(run)[4:] / "rollouts.zarr"
+    run_dir = agent_dir.parent if agent_dir.name == "agent" else agent_dir
+    return run_dir / "rollouts.zarr"
+
+
+def _sha256(file: Path) -> str:
+    return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+
+
+def _check(cfg: RecordConfig) -> None:
+    if not cfg.run:
+        raise ValueError("record needs a RUN: a run directory, checkpoint folder or zoo:NAME")
+    if cfg.policy not in POLICIES:
+        raise ValueError(f"policy {cfg.policy!r}; expected one of {POLICIES}")
+    for name in ("episodes", "num_envs", "max_steps"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+
+
+class _Buffer:
+    """The frames of one env's episode in progress."""
+
+    def __init__(self):
+        self.steps = []  # one dict of per-step values per frame
+
+    def finish(self, cause: str, ret: float, level_seed: int) -> dict:
+        """The episode as ``{field: (T, ...)}`` plus ``cause`` and ``return``; empties the buffer."""
+        ep = {}
+        for key in self.steps[0]:
+            values = [s[key] for s in self.steps]
+            ep[key] = values if key == "env_state" else np.array(values, dtype=object if key == "entities" else None)
+        ep["done"][-1] = True  # already so unless cut by max_steps
+        ep["level_seed"] = np.full(len(self.steps), level_seed, np.int64)  # (T,)
+        self.steps = []
+        return {**ep, "cause": cause, "return": float(ret)}
+
+
+def record(cfg: RecordConfig) -> Path:
+    """Record ``cfg.episodes`` complete episodes of the run's agent into a rollouts store; returns its path."""
+    _check(cfg)
+    agent_dir = resolve_run(cfg.run)
+    conf = read_config(agent_dir)
+    agent = load_agent(agent_dir, device=cfg.device)
+    env_spec = cfg.env or conf.get("env")
+    if not env_spec:
+        raise ValueError(f"{agent_dir / 'config.json'} names no env the agent was trained on; pass --env SPEC")
+    out = Path(cfg.out) if cfg.out else default_out(cfg.run, agent_dir)
+    recurrent = agent.initial_state(1) is not None if hasattr(agent, "initial_state") else False
+
+    # a throwaway 1-env instance tells the fields' shapes and what the env offers
+    probe = make(env_spec, num_envs=1, seed=cfg.seed)
+    obs_shape, num_actions = tuple(probe.observation_space.shape), int(probe.action_space.n)
+    if tuple(getattr(agent, "obs_shape", obs_shape)) != obs_shape or getattr(agent, "num_actions", num_actions) != num_actions:
+        raise ValueError(f"agent {cfg.run} takes obs {tuple(agent.obs_shape)} and {agent.num_actions} actions, "
+                         f"but env {env_spec} gives obs {obs_shape} and {num_actions} actions")
+    has_entities = cfg.entities and probe.entities() is not None
+    if cfg.save_state and not all(isinstance(s, bytes) for s in probe.get_state()):
+        raise ValueError(f"env {env_spec} gives no byte state to save (--save-state needs an env whose get_state "
+                         "returns bytes, e.g. procgen)")
+    action_names = list(probe.action_names)
+    probe.close()
+
+    fields = {"obs": (obs_shape, "uint8"), "action": ((), "int32"), "logits": ((num_actions,), "float32"),
+              "value": ((), "float32"), "reward": ((), "float32"), "done": ((), "bool"), "level_seed": ((), "int64")}
+    if recurrent:
+        fields["agent_state"] = ((int(agent.initial_state(1).shape[-1]),), "float32")
+    if has_entities:
+        fields["entities"] = ((), str)
+    if cfg.save_state:
+        fields["env_state"] = ((), "bytes")
+    recording = {"env": str(env_spec), "agent_sha256": _sha256(agent_dir / "weights.safetensors"),
+                 "policy": cfg.policy, "temperature": cfg.temperature, "seed": cfg.seed, "num_envs": cfg.num_envs,
+                 "save_state": cfg.save_state, "entities": has_entities, "max_steps": cfg.max_steps}
+    run_name = cfg.run if str(cfg.run).startswith("zoo:") else str(Path(cfg.run).resolve())
+    attrs = {"env": str(env_spec), "run": run_name, "agent": conf["agent"], "action_names": action_names,
+             "obs_shape": list(obs_shape), "recurrent": recurrent, "causes": [*CAUSES, "max_steps"],
+             "recording": recording}
+
+    with StoreWriter(out, fields, attrs) as writer:
+        stored = writer.group.attrs.get("recording", {})
+        if stored != recording:
+            diff = sorted(k for k in set(stored) | set(recording) if stored.get(k) != recording.get(k))
+            raise ValueError(f"rollouts store {out} was recorded with other settings ({', '.join(diff)}: "
+                             f"{ {k: stored.get(k) for k in diff} } vs now { {k: recording.get(k) for k in diff} }); "
+                             "use another --out or the same settings")
+        _record_into(writer, agent, cfg, env_spec, has_entities, recurrent)
+    add_advantages(out, cfg.gamma, cfg.gae_lambda)
+    return out
+
+
+def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, has_entities: bool, recurrent: bool):
+    from tqdm.auto import tqdm
+
+    k = writer.num_episodes
+    target = cfg.episodes - k  # episodes still to record
+    if target <= 0:
+        return
+    n, seed = cfg.num_envs, cfg.seed + k
+    env = make(env_spec, num_envs=n, seed=seed)
+    obs = env.reset(seed)  # (n, H, W, C)
+    stepper = AgentStepper(agent, n, policy=cfg.policy, temperature=cfg.temperature, seed=seed, device=cfg.device)
+    h0 = agent.initial_state(n).detach() if recurrent else None  # (n, hidden)
+    counted = np.zeros(n, bool)  # env i is playing an episode that will be stored
+    started = min(n, target)
+    counted[:started] = True
+    buffers = [_Buffer() for _ in range(n)]
+    pending, pending_frames, finished, frames = [], 0, 0, 0
+    last_flush = t0 = time.monotonic()
+    bar = tqdm(total=cfg.episodes, initial=k, unit="ep", desc=f"record {Path(writer.path).name}", disable=not cfg.progress)
+    step_guard = (target + n) * cfg.max_steps
+    try:
+        for _ in range(step_guard):
+            if finished >= target:
+                break
+            ents = env.entities() if has_entities else None
+            states = env.get_state() if cfg.save_state else None
+            state_in = None
+            if recurrent:  # what the agent receives: its last state, or h0 where an episode begins
+                state_in = torch.where(stepper.first.to(h0.device)[:, None], h0, stepper.state).detach().cpu().numpy()  # (n, hidden)
+            out, actions = stepper.act(obs)
+            next_obs, reward, done, info = env.step(actions)
+            stepper.observe_done(done)
+            logits, value = out.logits.float().cpu().numpy(), out.value.float().cpu().numpy()  # (n, A), (n,)
+            frames += int(counted.sum())
+            for i in np.flatnonzero(counted):
+                step = {"obs": obs[i], "action": np.int32(actions[i]), "logits": logits[i], "value": value[i],
+                        "reward": np.float32(reward[i]), "done": bool(done[i])}
+                if recurrent:
+                    step["agent_state"] = state_in[i]
+                if has_entities:
+                    step["entities"] = json.dumps(ents[i], separators=(",", ":"))
+                if states is not None:
+                    step["env_state"] = states[i]
+                buffers[i].steps.append(step)
+                if done[i]:
+                    ep = info[i]["episode"]
+                    pending.append(buffers[i].finish(ep["cause"], ep["return"], ep["level_seed"]))
+                elif len(buffers[i].steps) >= cfg.max_steps:
+                    ret = float(sum(s["reward"] for s in buffers[i].steps))
+                    pending.append(buffers[i].finish("max_steps", ret, info[i]["level_seed"]))
+                else:
+                    continue
+                finished += 1
+                pending_frames += len(pending[-1]["done"])
+                counted[i] = False  # a truncated env waits for its episode to end before starting a counted one
+                bar.update(1)
+            for i in np.flatnonzero(done & ~counted):
+                if started < target and not buffers[i].steps:
+                    counted[i], started = True, started + 1
+            now = time.monotonic()
+            if pending and (finished >= target or pending_frames >= OBS_CHUNK or now - last_flush >= cfg.flush_seconds):
+                frames_done = writer.num_frames + pending_frames
+                writer.append(pending)
+                pending, pending_frames, last_flush = [], 0, now
+                bar.set_postfix(frames=frames_done, fps=f"{frames / max(now - t0, 1e-9):.0f}")
+            obs = next_obs
+        else:
+            raise RuntimeError(f"recording stopped after {step_guard} steps with {finished}/{target} episodes; "
+                               "envs never ended their episodes (lower --max-steps?)")
+    finally:
+        bar.close()
+        env.close()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``RUN`` positional + one ``--option`` per :class:`RecordConfig` field."""
+    parser.add_argument("run", help="run directory, checkpoint folder or zoo:NAME of the agent to record")
+    add_dataclass_args(parser, RecordConfig, skip=("run",))
+    return parser
+
+
+def main(argv=None) -> Path:
+    parser = add_arguments(argparse.ArgumentParser(prog="policylens record", description=__doc__.split("\n")[0]))
+    cfg = from_args(RecordConfig, parser.parse_args(argv))
+    out = record(cfg)
+    print(f"{out}: {len(open_store(out))} episodes")
+    return out
+
+
+if __name__ == "__main__":
+    main()

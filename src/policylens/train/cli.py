@@ -1,0 +1,30 @@
+"""``policylens train``: PPO from a preset, options overriding it."""
+from __future__ import annotations
+
+import argparse
+
+from ..config import add_dataclass_args, from_args
+from .config import PRESETS, TrainConfig
+
+DESCRIPTION = """Train an agent with PPO. Start from a preset and override any option:
+
+  policylens train --preset minigrid --out runs/do8
+  policylens train --preset procgen-easy --arch clear --out runs/coinrun-clear
+  policylens train --out runs/do8 --resume          # continue after Ctrl-C or a kill
+
+Presets: """ + "; ".join(f"{k}: {v['env']} {v['arch']}{' recurrent' if v.get('recurrent') else ''}"
+                         f" {v['num_envs']}x{v['num_steps']}" for k, v in PRESETS.items())
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="policylens train", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_args(parser, TrainConfig)
+    cfg = from_args(TrainConfig, parser.parse_args(argv))
+    from .ppo import train
+
+    try:
+        out = train(cfg)
+    except KeyboardInterrupt:
+        raise SystemExit(130)
+    print(f"trained: {out / 'agent'}  (curve: {out / 'curve.png'}, log: {out / 'train.csv'})")
