@@ -75,7 +75,7 @@ class ActorCritic(nn.Module):
                 state = h0
             elif first is not None:
                 keep = (~first.bool()).float().unsqueeze(-1)  # (B, 1)
-                state = state
+                state = keep * state + (1 - keep) * h0
             x = self.hx(self.gru(x, state))  # (B, hidden)
         return AgentOutput(self.pi(x), self.v(x).squeeze(-1), x if self.recurrent else None)
 
