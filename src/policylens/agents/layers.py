@@ -60,3 +60,25 @@ def format_layers(layers, obs_shape=None, all_modules: bool = False) -> str:
         if k == 0:
             lines.append("  ".join("-" * w for w in widths) + "  ---")
     return title + "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    """``policylens layers RUN``: the table of an agent's layers."""
+    import argparse
+
+    from . import load
+
+    parser = argparse.ArgumentParser(prog="policylens layers",
+                                     description="List an agent's named layers (hook points) with activation shapes.")
+    parser.add_argument("run", help="run directory, checkpoint folder or zoo:NAME")
+    parser.add_argument("--all", action="store_true", help="every named submodule, not only the documented layers")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    agent = load(args.run)
+    if args.json:
+        import json
+
+        rows = describe_layers(agent, all_modules=args.all)
+        print(json.dumps([{**r, "shape": list(r["shape"]) if r["shape"] else None} for r in rows]))
+    else:
+        print(format_layers(agent, all_modules=args.all))

@@ -156,13 +156,12 @@ def parse_state(state: bytes) -> dict:
     """
     r = _Reader(state)
     p: dict = {}
-    head = r.data[:4 + 4 + 7]
-    if len(r.data) >= 15 and head[4:] != struct.pack("<i", 7) + b"coinrun":
-        name = "?"
-        if len(r.data) >= 8:
-            n = struct.unpack_from("<i", r.data, 4)[0]
-            name = r.data[8:8 + max(0, min(n, 32))].decode("latin-1", "replace")
-        raise ValueError(f"not a CoinRun state: the game name is {name!r}, expected 'coinrun'")
+    # Game::serialize starts with SERIALIZE_VERSION and game_name: check them before anything else
+    got, want = r.data[4:15], struct.pack("<i", 7) + b"coinrun"
+    if len(r.data) >= 8 and got != want[:len(got)]:  # (a shorter prefix is reported as truncated below)
+        n = struct.unpack_from("<i", r.data, 4)[0]
+        name = r.data[8:8 + max(0, min(n, 32))].decode("latin-1", "replace")
+        raise ValueError(f"not a CoinRun state: its game name is {name!r}, expected 'coinrun'")
     r.fields(GAME_FIELDS, p)  # Game::serialize
     if p["serialize_version"] != 0:
         raise ValueError(f"CoinRun state has serialize version {p['serialize_version']}, expected 0")
@@ -287,7 +286,7 @@ def _tile(parsed: dict, x: int, y: int) -> int:
     return int(grid[y, x]) if (0 <= x < w and 0 <= y < h) else int(parsed["out_of_bounds_object"])
 
 
-def _reach(parsed: dict, action: int) -> tuple:
+def reach_box(parsed: dict, action: int) -> tuple:
     """A box ``(x0, x1, y0, y1)`` that surely holds the agent's box after one step with ``action``.
 
     CoinRun::update_agent_velocity mixes vx towards ``maxspeed * action_vx``; vy is set to ``max_jump`` by a
@@ -309,10 +308,10 @@ def _reach(parsed: dict, action: int) -> tuple:
 def hazards_in_reach(parsed: dict, action: int) -> dict:
     """``{"saw"|"enemy"|"lava": [...]}``: the hazards the agent could touch during one step with ``action``
     (entity indices for saws/monsters, ``(x, y)`` tiles for lava). A superset of what can kill it."""
-    x0, x1, y0, y1 = _reach(parsed, action)
+    x0, x1, y0, y1 = reach_box(parsed, action)
     found: dict = {}
     for i, e in enumerate(parsed["entities"]):
-        if e["type_id"] in HAZARDS and not e["will_erase"]:
+        if e["type_id"] in HAZARDS:  # (has_agent_collision ignores will_erase too)
             m = abs(e["vx"]) + abs(e["vy"]) + max(0.0, e["collision_margin"])  # its own move this step
             if e["x"] + e["rx"] + m > x0 and e["x"] - e["rx"] - m < x1 and e["y"] + e["ry"] + m > y0 \
                     and e["y"] - e["ry"] - m < y1:
@@ -350,7 +349,7 @@ def replay_step(state: bytes, action: int, options: dict | None = None) -> tuple
     return float(rew[0]), bool(first[0]), bool(info.get("prev_level_complete", 0)), env.callmethod("get_state")[0]
 
 
-def _harmless(parsed: dict, lethal: tuple = ()) -> dict:
+def make_harmless(parsed: dict, lethal: tuple = ()) -> dict:
     """A copy in which nothing but the categories in ``lethal`` can kill, with unchanged physics: hazard
     entities get a collision margin of -(1e6 + index) (has_collision then never fires; the margin is used for
     nothing else in CoinRun, and it tags the entity), and lava tiles become SPACE (lava neither blocks nor
@@ -372,7 +371,7 @@ def killers(state_before: bytes, action: int, options: dict | None = None) -> li
     hazard made harmless and applying the game's collision rules to the exact positions after the move.
     Returns None when that step ends the episode anyway (goal, timeout, out of bounds)."""
     before = parse_state(state_before)
-    _, done, _, after_bytes = replay_step(serialize_state(_harmless(before)), action, options)
+    _, done, _, after_bytes = replay_step(serialize_state(make_harmless(before)), action, options)
     if done:
         return None
     after = parse_state(after_bytes)
@@ -383,7 +382,7 @@ def killers(state_before: bytes, action: int, options: dict | None = None) -> li
     agent_idx = next(i for i in range(len(before["entities"]) - 1, -1, -1)
                      if before["entities"][i]["type_id"] == PLAYER)
     found = []
-    for i in range(len(before["entities"])):  # game_step's collision loop
+    for i in range(len(before["entities"]) - 1, -1, -1):  # game_step's collision loop
         e = before["entities"][i]
         if i in moved and _collides(moved[i], after["agent"], e["collision_margin"]):
             found.append((HAZARDS[e["type_id"]], i))
@@ -392,30 +391,31 @@ def killers(state_before: bytes, action: int, options: dict | None = None) -> li
     return found
 
 
-def end_cause(state_before: bytes, action: int, options: dict | None = None, replay: bool | None = None) -> str:
+def end_cause(state_before: bytes, action: int, options: dict | None = None, replay: bool = False) -> str:
     """Why the step ``action`` from ``state_before`` ended the episode (given it was not success or timeout):
     ``"saw"``, ``"enemy"``, ``"lava"`` or ``"other"``.
 
-    Fast path (``replay=None``): when the hazards within the agent's one-step reach (:func:`hazards_in_reach`)
-    are all of one kind, that kind is the cause, since nothing else in CoinRun ends an episode early. Otherwise
-    (or with ``replay=True``) the step is replayed with hazards made harmless (:func:`killers`) and the first
-    hazard the game would have hit is the cause; if rounding leaves that empty, each kind alone is made lethal
-    and the first that still ends the episode is the cause.
+    Fast path: the hazards within the agent's one-step reach (:func:`hazards_in_reach`) are a superset of what
+    can have killed it, and nothing else in CoinRun ends an episode early; so if they are all of one kind, that
+    kind is the cause, and if there are none the cause is "other". Otherwise (or with ``replay=True``) the step
+    is replayed with hazards made harmless (:func:`killers`) and the first hazard the game would have hit is
+    the cause; should float rounding leave that empty, each kind alone is made lethal and the first with which
+    the step still ends the episode is the cause.
     """
     parsed = parse_state(state_before)
     if not replay:
         kinds = hazards_in_reach(parsed, action)
+        if not kinds:
+            return "other"
         if len(kinds) == 1 and parsed["cur_time"] + 1 < parsed["timeout"]:
             return next(iter(kinds))
-        if not kinds and replay is None:
-            return "other"
     found = killers(state_before, action, options)
     if found:
         return found[0][0]
-    if found is None:
+    if found is None:  # the step ends the episode even with every hazard harmless
         return "other"
     for kind in ("saw", "enemy", "lava"):  # counterfactual: only this kind can kill
-        if replay_step(serialize_state(_harmless(parsed, lethal=(kind,))), action, options)[1]:
+        if replay_step(serialize_state(make_harmless(parsed, lethal=(kind,))), action, options)[1]:
             return kind
     return "other"
 
@@ -442,11 +442,12 @@ def screen_rect(parsed: dict, x: float, y: float, dx: float, dy: float, obs_hw: 
     return x * unit - x_off, (view_dim - y) * unit + y_off, dx * unit, dy * unit
 
 
-def entity_rect(parsed: dict, e: dict, obs_hw: int = 64) -> tuple:
-    """Pixel rect the game draws entity ``e`` in (get_object_rect; the agent's sprite is 1.7415 times its
-    box high, extending upwards: CoinRun::get_adjusted_image_rect)."""
+def entity_rect(parsed: dict, e: dict, obs_hw: int = 64, draw_rect: bool = False) -> tuple:
+    """Pixel rect ``(left, top, width, height)`` of entity ``e``'s box (get_object_rect). With ``draw_rect``
+    the rect its image is drawn in: for the agent 1.7415 times the box high, extending upwards
+    (CoinRun::get_adjusted_image_rect), though that extra part of the image is transparent."""
     left, top, w, h = screen_rect(parsed, e["x"] - e["rx"], e["y"] + e["ry"], 2 * e["rx"], 2 * e["ry"], obs_hw)
-    if e["type_id"] == PLAYER:
+    if draw_rect and e["type_id"] == PLAYER:
         top, h = top - 0.7415 * h, 1.7415 * h
     return left, top, w, h
 
@@ -461,9 +462,10 @@ def _rect_mask(rect: tuple, hw: int) -> np.ndarray:
 
 
 def entity_masks(parsed: dict, obs_shape: tuple = (64, 64)) -> dict:
-    """Boolean ``(H, W)`` pixel masks of the observation per kind: ``agent`` (its sprite rect), ``saw``,
-    ``enemy``, ``crate`` (entity rects) and the tiles ``coin``, ``lava``, ``wall``. Rects are the game's draw
-    rects, so they include the sprites' transparent margins (a saw is drawn as a half-saw in its box)."""
+    """Boolean ``(H, W)`` pixel masks of the observation per kind: the entities ``agent``, ``saw``, ``enemy``,
+    ``crate`` (their boxes, which is where their images are drawn; the agent's image is drawn taller but its
+    visible part lies in its box) and the tiles ``coin``, ``lava``, ``wall``. A pixel is in a mask when its
+    centre is in the rect; masks include the sprites' transparent margins (a saw is a half-saw in its box)."""
     hw = int(obs_shape[0])
     if obs_shape[0] != obs_shape[1]:
         raise ValueError(f"procgen observations are square, got obs_shape {obs_shape}")
@@ -487,6 +489,6 @@ def entity_masks(parsed: dict, obs_shape: tuple = (64, 64)) -> dict:
 
 
 __all__ = [
-    "parse_state", "serialize_state", "end_cause", "killers", "hazards_in_reach", "replay_step", "make_entity",
-    "objects", "entity_masks", "entity_rect", "camera", "screen_rect", "type_name",
+    "parse_state", "serialize_state", "end_cause", "killers", "hazards_in_reach", "reach_box", "make_harmless",
+    "replay_step", "make_entity", "objects", "entity_masks", "entity_rect", "camera", "screen_rect", "type_name",
 ]
