@@ -7,10 +7,13 @@
 >>> ep = store.episode(0); ep["obs"]        # (T, H, W, C) uint8, read on access
 >>> for batch in store.batches(("obs", "value"), batch_size=256, shuffle=True): ...
 
-The store layout and its commit protocol are described in :mod:`policylens.rollouts.store`.
+From the shell: ``python -m policylens.rollouts RUN --episodes 100`` (``--help`` lists the options).
+The store layout and its commit protocol are described in :mod:`policylens.rollouts.store`; recording,
+resuming and what a resumed recording guarantees in :mod:`policylens.rollouts.record`.
 """
 from .gae import add_advantages, gae
 from .record import RecordConfig, main, record
 from .store import FORMAT, Episode, Rollouts, StoreWriter, open
 
-__all__ = ["record", "RecordConfig", "main", "open", "Rollouts", "Episode", "StoreWriter", "gae", "add_advantages", "FORMAT"]
+__all__ = ["record", "RecordConfig", "main", "open", "Rollouts", "Episode", "StoreWriter", "gae", "add_advantages",
+           "FORMAT"]

@@ -21,7 +21,8 @@ def gae(reward, value, done, gamma: float = 0.999, lam: float = 0.95, last_value
     reward, value = np.asarray(reward, np.float64), np.asarray(value, np.float64)  # (T, ...)
     nonterminal = 1.0 - np.asarray(done, np.float64)  # (T, ...)
     if not reward.shape == value.shape == nonterminal.shape:
-        raise ValueError(f"reward, value and done must have one shape; got {reward.shape}, {value.shape}, {nonterminal.shape}")
+        raise ValueError(f"reward, value and done must have one shape; got {reward.shape}, {value.shape}, "
+                         f"{nonterminal.shape}")
     adv = np.zeros_like(reward)  # (T, ...)
     if reward.ndim == 1:  # fast path on Python floats
         r, v, m, out = reward.tolist(), value.tolist(), nonterminal.tolist(), [0.0] * len(reward)
@@ -50,14 +51,14 @@ def add_advantages(store, gamma: float = 0.999, lam: float = 0.95, block_frames:
     with StoreWriter(store) as w:
         group, n = w.group, w.num_frames
         params = {"gamma": float(gamma), "lam": float(lam)}
-        done_upto = n
+        done_upto, arrays = n, {}
         for name in DERIVED:
-            arr = group[name] if name in w.arrays() else None
-            same = arr is not None and all(arr.attrs.get(k) == v for k, v in params.items())
-            if not same:
+            arr = w.array(name) if name in w.arrays() else None
+            if arr is None or any(arr.attrs.get(k) != v for k, v in params.items()):
                 arr = group.create_array(name, shape=(0,), chunks=(SMALL_CHUNK,), dtype="float32",
                                          compressors=codecs_for(np.float32), overwrite=True,
                                          attributes={**params, "num_frames": 0})
+            arrays[name] = arr
             done_upto = min(done_upto, int(arr.attrs.get("num_frames", 0)))
         starts = w.index["start"]  # (E,)
         e = int(np.searchsorted(starts, done_upto))  # first episode not covered (coverage ends on a boundary)
@@ -65,10 +66,11 @@ def add_advantages(store, gamma: float = 0.999, lam: float = 0.95, block_frames:
             a = int(starts[e])
             e_end = max(int(np.searchsorted(starts, a + block_frames, side="right")), e + 1)
             b = int(starts[e_end]) if e_end < w.num_episodes else n
-            adv, ret = gae(group["reward"][a:b], group["value"][a:b], group["done"][a:b], gamma, lam)  # (b - a,)
+            reward, value, done = (w.array(k)[a:b] for k in ("reward", "value", "done"))  # (b - a,) each
+            adv, ret = gae(reward, value, done, gamma, lam)  # (b - a,)
             for name, values in zip(DERIVED, (adv, ret)):
-                w._write(group[name], a, values)
+                w.write_at(arrays[name], a, values)
             for name in DERIVED:
-                group[name].attrs.update({**params, "num_frames": b})
+                arrays[name] = arrays[name].update_attributes({**params, "num_frames": b})  # one metadata write
             e = e_end
     return Path(store)

@@ -1,11 +1,16 @@
 """Record an agent's episodes into a rollouts store; resumable after any interruption.
 
-    python -m policylens.rollouts.record RUN --episodes 1000 [--out STORE] [--env SPEC] [--policy greedy]
+    python -m policylens.rollouts RUN --episodes 1000 [--out STORE] [--env SPEC] [--policy greedy]
 
 Episodes are played in ``num_envs`` parallel envs. Each env's current episode is buffered and appended only
 when it finishes, so the store never shows half an episode. The recorded episodes are the first N *started*
 ones (an env starts a counted episode only while fewer than N have been started), so the sample is not
-biased towards short episodes.
+biased towards short episodes. Finished episodes are committed every ``flush_seconds`` (and at the end);
+a kill loses at most the ones finished since the last commit. ``max_steps`` cuts a runaway episode: it is
+stored with cause ``max_steps`` and ``done`` on its last stored frame, and its env joins again once its
+real episode ends. Per frame: obs, action, logits, value, reward, done, level_seed, agent_state (recurrent
+agents: the state the agent received), entities (JSON, where the env gives them), env_state (optional);
+per episode: cause, return, level seed. Afterwards ``advantages``/``returns`` are computed (GAE).
 
 Resuming: re-running the same command on a store holding K < N episodes keeps those K untouched and records
 N - K more with envs and action sampling seeded by ``seed + K``. "Same result" therefore means: exactly N
@@ -31,8 +36,10 @@ from ..agents.policy import POLICIES, AgentStepper
 from ..config import add_dataclass_args, from_args
 from ..envs import CAUSES, make
 from .gae import add_advantages
-from .store import OBS_CHUNK, StoreWriter
+from .store import StoreWriter
 from .store import open as open_store
+
+MAX_PENDING = 8192  # frames of finished episodes held in memory before a commit is forced
 
 
 @dataclass
@@ -125,8 +132,9 @@ def record(cfg: RecordConfig) -> Path:
     # a throwaway 1-env instance tells the fields' shapes and what the env offers
     probe = make(env_spec, num_envs=1, seed=cfg.seed)
     obs_shape, num_actions = tuple(probe.observation_space.shape), int(probe.action_space.n)
-    if tuple(getattr(agent, "obs_shape", obs_shape)) != obs_shape or getattr(agent, "num_actions", num_actions) != num_actions:
-        raise ValueError(f"agent {cfg.run} takes obs {tuple(agent.obs_shape)} and {agent.num_actions} actions, "
+    agent_obs, agent_actions = tuple(getattr(agent, "obs_shape", obs_shape)), getattr(agent, "num_actions", num_actions)
+    if agent_obs != obs_shape or agent_actions != num_actions:
+        raise ValueError(f"agent {cfg.run} takes obs {agent_obs} and {agent_actions} actions, "
                          f"but env {env_spec} gives obs {obs_shape} and {num_actions} actions")
     has_entities = cfg.entities and probe.entities() is not None
     if cfg.save_state and not all(isinstance(s, bytes) for s in probe.get_state()):
@@ -182,16 +190,19 @@ def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, h
     pending, pending_frames, finished, frames = [], 0, 0, 0
     last_flush = t0 = time.monotonic()
     bar = tqdm(total=cfg.episodes, initial=k, unit="ep", desc=f"record {Path(writer.path).name}", disable=not cfg.progress)
-    step_guard = (target + n) * cfg.max_steps
+    step_guard, steps = (target + n) * cfg.max_steps, 0
     try:
-        for _ in range(step_guard):
-            if finished >= target:
-                break
+        while finished < target:
+            steps += 1
+            if steps > step_guard:
+                raise RuntimeError(f"recording stopped after {step_guard} steps with {finished}/{target} episodes; "
+                                   "envs never ended their episodes (lower --max-steps?)")
             ents = env.entities() if has_entities else None
             states = env.get_state() if cfg.save_state else None
             state_in = None
             if recurrent:  # what the agent receives: its last state, or h0 where an episode begins
-                state_in = torch.where(stepper.first.to(h0.device)[:, None], h0, stepper.state).detach().cpu().numpy()  # (n, hidden)
+                first = stepper.first.to(h0.device)[:, None]  # (n, 1)
+                state_in = torch.where(first, h0, stepper.state).detach().cpu().numpy()  # (n, hidden)
             out, actions = stepper.act(obs)
             next_obs, reward, done, info = env.step(actions)
             stepper.observe_done(done)
@@ -223,15 +234,15 @@ def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, h
                 if started < target and not buffers[i].steps:
                     counted[i], started = True, started + 1
             now = time.monotonic()
-            if pending and (finished >= target or pending_frames >= OBS_CHUNK or now - last_flush >= cfg.flush_seconds):
+            if pending and (finished >= target or pending_frames >= MAX_PENDING or now - last_flush >= cfg.flush_seconds):
                 frames_done = writer.num_frames + pending_frames
                 writer.append(pending)
                 pending, pending_frames, last_flush = [], 0, now
                 bar.set_postfix(frames=frames_done, fps=f"{frames / max(now - t0, 1e-9):.0f}")
             obs = next_obs
-        else:
-            raise RuntimeError(f"recording stopped after {step_guard} steps with {finished}/{target} episodes; "
-                               "envs never ended their episodes (lower --max-steps?)")
+    except KeyboardInterrupt:  # keep what finished; re-running the command resumes from there
+        writer.append(pending)
+        raise
     finally:
         bar.close()
         env.close()

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -94,7 +96,7 @@ def read_commit(group, path: Path) -> tuple[int, int, dict]:
             raise ValueError(f"corrupt episode index: cannot read {path / 'episodes' / name}: {e!r}") from None
     length = index["length"]  # (E,)
     starts = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)  # (E,)
-    if n_ep and (length.min() <= 0 or not np.array_equal(index["start"], starts) or int(length.sum()) != n_fr):
+    if int(length.sum()) != n_fr or (n_ep and (length.min() <= 0 or not np.array_equal(index["start"], starts))):
         raise ValueError(f"corrupt episode index in {path / 'episodes'}: starts/lengths are not contiguous "
                          f"or do not add up to the {n_fr} committed frames")
     index["cause"] = index["cause"].astype(str)
@@ -102,8 +104,24 @@ def read_commit(group, path: Path) -> tuple[int, int, dict]:
 
 
 def frame_fields(group) -> list:
-    """Names of the per-frame arrays recorded in the store (not the derived ones)."""
+    """Names of the per-frame fields recorded in the store (not the derived ones)."""
     return list(group.attrs.get("fields", []))
+
+
+def check_length(arr, path: Path, n_frames: int) -> None:
+    """A frame array must hold at least the committed frames (more is a torn tail)."""
+    if arr.shape[0] < n_frames:
+        raise ValueError(f"corrupt rollouts store: {path} holds {arr.shape[0]} frames but the index commits {n_frames}")
+
+
+def chunk_frames(shape: tuple, dtype) -> int:
+    """Frames per chunk: a few hundred for images, else up to SMALL_CHUNK keeping a chunk near 4 MB raw."""
+    if len(shape) >= 2:
+        return OBS_CHUNK
+    if dtype is str:
+        return 2048
+    frame_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return int(min(SMALL_CHUNK, max(OBS_CHUNK, (1 << 22) // max(frame_bytes, 1))))
 
 
 class StoreWriter:
@@ -115,40 +133,54 @@ class StoreWriter:
 
     def __init__(self, path, fields: dict | None = None, attrs: dict | None = None):
         self.path = Path(path)
-        exists = (self.path / "zarr.json").is_file()
-        if not exists:
+        if not (self.path / "zarr.json").is_file():
             if fields is None:
                 _open_group(self.path, "r")  # raises the clear "no store" error
             if self.path.exists() and any(self.path.iterdir()):
                 raise FileExistsError(f"{self.path} exists and is not a rollouts store; choose another --out")
-            self.path.mkdir(parents=True, exist_ok=True)
+            self._create(fields, attrs or {})
         self._lock_fd = os.open(self.path, os.O_RDONLY)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._lock_fd)
             raise RuntimeError(f"another process is writing to the rollouts store {self.path}") from None
-        if not (self.path / "zarr.json").is_file():
-            self._create(fields, attrs or {})
         self.group = _open_group(self.path, "a")
         self.num_episodes, self.num_frames, self.index = read_commit(self.group, self.path)
         self.fields = frame_fields(self.group)
+        self._cache = {}
         self._truncate()
+
+    def array(self, name: str):
+        """A store array by path (``obs``, ``episodes/length``), opened once."""
+        if name not in self._cache:
+            self._cache[name] = self.group[name]
+        return self._cache[name]
 
     # ----------------------------------------------------------------------------------------------
     def _create(self, fields: dict, attrs: dict) -> None:
-        group = zarr.open_group(str(self.path), mode="a", attributes={**attrs, "format": FORMAT, "fields": list(fields)})
+        """Build the empty store beside ``path`` and rename it into place, so no reader sees it half made."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.creating")
+        group = zarr.open_group(str(tmp), mode="w", attributes={**attrs, "format": FORMAT, "fields": list(fields)})
         for name, (shape, dtype) in fields.items():
             if name == "env_state":
-                group.create_array(STATE_END, shape=(0,), chunks=(SMALL_CHUNK,), dtype="int64", compressors=codecs_for(np.int64))
-                group.create_array(STATE_DATA, shape=(0,), chunks=(STATE_DATA_CHUNK,), dtype="uint8", compressors=codecs_for(np.uint8))
+                group.create_array(STATE_END, shape=(0,), chunks=(SMALL_CHUNK,), dtype="int64",
+                                   compressors=codecs_for(np.int64))
+                group.create_array(STATE_DATA, shape=(0,), chunks=(STATE_DATA_CHUNK,), dtype="uint8",
+                                   compressors=codecs_for(np.uint8))
                 continue
-            chunk = OBS_CHUNK if len(shape) >= 2 else SMALL_CHUNK
-            group.create_array(name, shape=(0, *shape), chunks=(chunk, *shape), dtype=dtype, compressors=codecs_for(dtype))
-        episodes = group.create_group("episodes")
+            group.create_array(name, shape=(0, *shape), chunks=(chunk_frames(shape, dtype), *shape), dtype=dtype,
+                               compressors=codecs_for(dtype))
+        episodes = group.create_group("episodes", attributes={"num_episodes": 0, "num_frames": 0})
         for name, dtype in INDEX_FIELDS.items():
             episodes.create_array(name, shape=(0,), chunks=(INDEX_CHUNK,), dtype=dtype, compressors=codecs_for(dtype))
-        episodes.attrs.update({"num_episodes": 0, "num_frames": 0})
+        try:
+            os.rename(tmp, self.path)  # replaces an empty directory; fails if another writer got there first
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (self.path / "zarr.json").is_file():
+                raise
 
     def _truncate(self) -> None:
         """Cut every array back to the commit (a torn append leaves longer arrays behind)."""
@@ -156,16 +188,18 @@ class StoreWriter:
             p.unlink(missing_ok=True)
         n = self.num_frames
         for name in self.arrays():
-            arr = self.group[name]
+            arr = self.array(name)
             keep = n
+            if name not in DERIVED and name != STATE_DATA:
+                check_length(arr, self.path / name, n)
             if name == STATE_DATA:
-                keep = int(self.group[STATE_END][n - 1]) if n else 0
+                keep = int(self.array(STATE_END)[n - 1]) if n else 0
             elif name in DERIVED:
                 keep = min(int(arr.attrs.get("num_frames", 0)), n)
             if arr.shape[0] != keep:
                 arr.resize((keep, *arr.shape[1:]))
         for name in INDEX_FIELDS:
-            arr = self.group["episodes"][name]
+            arr = self.array(f"episodes/{name}")
             if arr.shape[0] != self.num_episodes:
                 arr.resize((self.num_episodes,))
 
@@ -177,9 +211,13 @@ class StoreWriter:
         return names + [d for d in DERIVED if d in self.group]
 
     @staticmethod
-    def _write(arr, at: int, data) -> None:
-        arr.resize((at + len(data), *arr.shape[1:]))
-        arr[at:at + len(data)] = data
+    def write_at(arr, at: int, data) -> None:
+        """Write ``data`` at ``[at, at + len)`` and make that the array's end."""
+        if arr.shape[0] == at:
+            arr.append(data, axis=0)  # resize + write in one call
+        else:
+            arr.resize((at + len(data), *arr.shape[1:]))
+            arr[at:at + len(data)] = data
 
     def append(self, episodes: list) -> None:
         """Append finished episodes: dicts of per-step fields ``(T, ...)`` plus ``cause`` and ``return``.
@@ -194,7 +232,7 @@ class StoreWriter:
             if name == "env_state":
                 self._append_states([s for ep in episodes for s in ep["env_state"]], f0)
             else:
-                self._write(self.group[name], f0, np.concatenate([np.asarray(ep[name]) for ep in episodes]))
+                self.write_at(self.array(name), f0, np.concatenate([np.asarray(ep[name]) for ep in episodes]))
         index = {
             "start": f0 + np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),  # (e,)
             "length": lengths,
@@ -203,17 +241,18 @@ class StoreWriter:
             "cause": np.array([str(ep["cause"]) for ep in episodes], dtype=object),
         }
         for name, values in index.items():
-            self._write(self.group["episodes"][name], e0, values)
+            self.write_at(self.array(f"episodes/{name}"), e0, values)
         n_ep, n_fr = e0 + len(episodes), f0 + int(lengths.sum())
-        self.group["episodes"].attrs.update({"num_episodes": n_ep, "num_frames": n_fr})  # the commit
+        self.array("episodes").update_attributes({"num_episodes": n_ep, "num_frames": n_fr})  # the commit: one write
         self.num_episodes, self.num_frames = n_ep, n_fr
-        self.index = {k: np.concatenate([v, index[k].astype(v.dtype)]) for k, v in self.index.items()}
+        self.index = {k: np.concatenate([v, index[k]]) for k, v in self.index.items()}
+        self.index["cause"] = self.index["cause"].astype(str)
 
     def _append_states(self, states: list, f0: int) -> None:
-        base = int(self.group[STATE_END][f0 - 1]) if f0 else 0
+        base = int(self.array(STATE_END)[f0 - 1]) if f0 else 0
         sizes = np.array([len(s) for s in states], np.int64)  # (T,)
-        self._write(self.group[STATE_DATA], base, np.frombuffer(b"".join(states), np.uint8))
-        self._write(self.group[STATE_END], f0, base + np.cumsum(sizes))
+        self.write_at(self.array(STATE_DATA), base, np.frombuffer(b"".join(states), np.uint8))
+        self.write_at(self.array(STATE_END), f0, base + np.cumsum(sizes))
 
     def close(self) -> None:
         if self._lock_fd is not None:
@@ -265,9 +304,8 @@ class Rollouts:
         for name in self._frame_fields:
             for part in ((STATE_END, STATE_DATA) if name == "env_state" else (name,)):
                 self._arrays[part] = _member(self._group, part, self.path)
-                if self._arrays[part].shape[0] < (self.num_frames if part != STATE_DATA else 0):
-                    raise ValueError(f"corrupt rollouts store: {self.path / part} holds {self._arrays[part].shape[0]} "
-                                     f"frames but the index commits {self.num_frames}")
+                if part != STATE_DATA:
+                    check_length(self._arrays[part], self.path / part, self.num_frames)
         self._derived = {}  # name -> frames it covers
         for name in DERIVED:
             if (self.path / name / "zarr.json").is_file():

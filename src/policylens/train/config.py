@@ -52,6 +52,8 @@ class TrainConfig:
     """seeds the envs, the initialisation, sampling and minibatch order"""
     checkpoint_every: int = 10
     """save a resumable checkpoint every this many updates (and at the end)"""
+    init_from: str = ""
+    """start from this run's / zoo agent's weights (same architecture), e.g. for a curriculum over env sizes"""
     resume: bool = False
     """continue from OUT/agent's last checkpoint (same seed: same weights as an uninterrupted run)"""
     bf16: bool = False

@@ -106,6 +106,8 @@ def train(cfg: TrainConfig) -> Path:
                             num_actions=int(env.action_space.n), obs_scale=env.obs_scale, recurrent=cfg.recurrent)
     torch.manual_seed(cfg.seed)
     agent = build(agent_cfg).to(device)
+    if cfg.init_from and not cfg.resume:
+        _init_from(agent, agent_cfg, cfg.init_from)
     if cfg.bf16:
         agent = agent.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=1e-5)
@@ -224,6 +226,20 @@ def train(cfg: TrainConfig) -> Path:
 
     plot_curve(out / "train.csv", out / "curve.png", title=f"{cfg.arch} on {cfg.env}")
     return out
+
+
+def _init_from(agent: nn.Module, agent_cfg: AgentConfig, run: str) -> None:
+    from ..agents import read_config, resolve_run
+    from ..agents.checkpoint import load_weights
+
+    folder = resolve_run(run)
+    theirs = read_config(folder)["agent"]
+    mine = agent_cfg.to_dict()
+    differ = {k: (theirs.get(k), mine[k]) for k in ("arch", "obs_shape", "num_actions", "recurrent", "hidden")
+              if theirs.get(k) != mine[k]}
+    if differ:
+        raise ValueError(f"init_from {run}: its agent differs from the one being trained in {differ} (theirs, ours)")
+    load_weights(agent, folder / "weights.safetensors")
 
 
 def _update(cfg, agent, optimizer, probe, gen, device, obs_buf, act_buf, logp_buf, val_buf, adv, ret,
