@@ -13,6 +13,7 @@ import queue as queue_module
 import traceback
 
 BACKENDS = ("process", "ray")
+BAD_INPUT = {"ValueError": ValueError, "FileNotFoundError": FileNotFoundError, "KeyError": KeyError}
 
 
 def shards(plan: list, n: int) -> list:
@@ -43,8 +44,8 @@ def _process_worker(job: dict, index: int, out) -> None:
     try:
         records = play_shard(job, on_episode=lambda r: out.put(json.dumps(["episode", index, r["length"]])))
         out.put(json.dumps(["done", index, records]))
-    except BaseException:
-        out.put(json.dumps(["error", index, traceback.format_exc()]))
+    except BaseException as e:
+        out.put(json.dumps(["error", index, [type(e).__name__, str(e), traceback.format_exc()]]))
 
 
 def _run_processes(job: dict, parts: list, bar) -> list:
@@ -69,7 +70,10 @@ def _run_processes(job: dict, parts: list, bar) -> list:
             elif kind == "done":
                 results[index] = payload
             else:
-                raise RuntimeError(f"evaluation worker {index} failed:\n{payload}")
+                kind, message, trace = payload
+                if kind in BAD_INPUT:  # the same clear error a single worker gives
+                    raise BAD_INPUT[kind](message)
+                raise RuntimeError(f"evaluation worker {index} failed with {kind}: {message}\n{trace}")
     finally:
         for p in procs:
             if p.is_alive():

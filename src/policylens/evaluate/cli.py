@@ -21,7 +21,7 @@ class EvalConfig:
     start_level: Optional[int] = None
     """first level: episode k plays level start_level + k (default: the env spec's start_level, else 0)"""
     num_levels: Optional[int] = None
-    """if > 0, cycle through levels [start_level, start_level + num_levels): episode k plays start_level + k % num_levels"""
+    """if > 0, cycle through levels [start_level, start_level + num_levels): episode k plays start_level + (k mod num_levels)"""
     env: Optional[str] = None
     """env spec to evaluate on instead of the one the agent was trained on (level options are replaced)"""
     policy: str = "sample"

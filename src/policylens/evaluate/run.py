@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import importlib.util
 import time
+
 import numpy as np
 import torch
 
 from ..agents import load, read_config, resolve_run
-from ..agents.policy import POLICIES, select_actions
+from ..agents.policy import POLICIES
 from ..envs import make, parse_spec
 from .stats import summarize
-
-LEVEL_OPTIONS = ("start_level", "num_levels")
-
 
 def episode_plan(episodes: int, start_level: int = 0, num_levels: "int | None" = None) -> list:
     """``[(k, level)]`` for episodes ``k = 0..episodes-1``: level ``start_level + k``, or cycling through
@@ -65,6 +63,21 @@ def run_env_spec(run) -> str:
     return str(cfg["env"])
 
 
+def pick_actions(logits: torch.Tensor, policy: str, temperature: float, rngs: list) -> np.ndarray:
+    """``(B, A)`` logits -> ``(B,)`` actions, row i drawn with its own episode's generator ``rngs[i]``
+    (rows whose generator is None are skipped), so a row's action never depends on the other rows."""
+    if policy == "greedy":
+        return logits.argmax(-1).numpy()
+    if policy == "temperature":
+        logits = logits / temperature
+    cdf = torch.softmax(logits.double(), -1).cumsum(-1).numpy()  # (B, A)
+    actions = np.zeros(len(cdf), np.int64)
+    for i, rng in enumerate(rngs):
+        if rng is not None:
+            actions[i] = min(np.searchsorted(cdf[i], rng.random() * cdf[i, -1], side="right"), cdf.shape[1] - 1)
+    return actions
+
+
 @torch.no_grad()
 def play(agent, spec, plan: list, policy: str = "sample", temperature: float = 1.0, seed: int = 0,
          batch: int = 8, device="cpu", on_episode=None) -> list:
@@ -75,9 +88,13 @@ def play(agent, spec, plan: list, policy: str = "sample", temperature: float = 1
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
+    if policy == "temperature" and not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     spec = parse_spec(spec)
+    if spec.family == "procgen" and "num_threads" not in spec.options:
+        spec = spec.replace(num_threads=0)  # one env per gym3 instance: stepping in this thread is fastest
     pending = list(plan)[::-1]  # popped from the end, so in plan order
     envs, episodes, gens, obs = [None] * batch, [None] * batch, [None] * batch, [None] * batch
     first = torch.ones(batch, dtype=torch.bool)
@@ -91,7 +108,7 @@ def play(agent, spec, plan: list, policy: str = "sample", temperature: float = 1
         s = episode_seed(seed, k)
         envs[i] = make(spec.replace(start_level=int(level), num_levels=1), num_envs=1, seed=s)
         obs[i] = envs[i].reset(s)[0]  # (H, W, C)
-        episodes[i], gens[i], first[i] = (k, level), torch.Generator().manual_seed(s), True
+        episodes[i], gens[i], first[i] = (k, level), np.random.default_rng(s), True
 
     for i in range(batch):
         start(i)
@@ -103,13 +120,13 @@ def play(agent, spec, plan: list, policy: str = "sample", temperature: float = 1
     while any(e is not None for e in envs):
         batch_obs = np.stack([o if e is not None else blank for o, e in zip(obs, envs)])  # (B, H, W, C)
         out = agent(torch.as_tensor(batch_obs, device=device), state, first.to(device))
-        logits = out.logits.float().cpu()  # (B, A)
+        live_rngs = [g if e is not None else None for g, e in zip(gens, envs)]
+        actions = pick_actions(out.logits.cpu(), policy, temperature, live_rngs)  # (B,)
         state = out.state
         for i, env in enumerate(envs):
             if env is None:
                 continue
-            action = select_actions(logits[i:i + 1], policy, temperature, gens[i]).numpy()  # (1,)
-            next_obs, _, done, info = env.step(action)
+            next_obs, _, done, info = env.step(actions[i:i + 1])
             if done[0]:
                 ep = info[0]["episode"]
                 k, level = episodes[i]
