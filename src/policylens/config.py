@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import inspect
 import textwrap
+import types
 import typing
 from functools import lru_cache
 
@@ -51,10 +52,10 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=()) -> None:
         kind = hints.get(f.name, str)
         origin = typing.get_origin(kind)
         args = [a for a in typing.get_args(kind) if a is not type(None)]
-        if origin is typing.Union and len(args) == 1:
-            kind = args[0]
+        if origin in (typing.Union, types.UnionType) and len(args) == 1:
+            kind = args[0]  # Optional[X] / X | None
         opt = "--" + f.name.replace("_", "-")
-        help_text = f"{docs.get(f.name, '')} (default: {default})"
+        help_text = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")
         if kind is bool:
             parser.add_argument(opt, type=_bool, nargs="?", const=True, default=default, metavar="BOOL", help=help_text)
         elif kind in (int, float, str):

@@ -37,9 +37,18 @@ class DemoConfig:
     """seed of training, recording and evaluation"""
 
 
+FALLBACK_FRAMES = 100_000  # trained here when the zoo's agent is missing (a few minutes on 2 cores)
+
+
 def _take_agent(cfg: DemoConfig, out: Path) -> dict:
     from .agents import resolve_run
 
+    if cfg.train_frames <= 0:
+        try:
+            resolve_run(cfg.agent)
+        except FileNotFoundError as e:
+            print(f"[demo] {e}; training a fresh agent for {FALLBACK_FRAMES} frames instead")
+            cfg.train_frames = FALLBACK_FRAMES
     if cfg.train_frames > 0:
         from .train import TrainConfig, train
 
@@ -53,7 +62,7 @@ def _take_agent(cfg: DemoConfig, out: Path) -> dict:
     for name in ("train.csv", "curve.png"):
         if (run_dir / name).is_file():
             shutil.copy(run_dir / name, out / name)
-    return {"source": cfg.agent}
+    return {"source": f"taken from {cfg.agent}"}
 
 
 def run_demo(cfg: DemoConfig) -> Path:
@@ -98,14 +107,14 @@ def _report(cfg, origin, config, result, store, layers: str, times: dict) -> str
     agent = config["agent"]
     lo, hi = result["ci95"]
     causes = "\n".join(f"| {c} | {n} | {n / result['episodes']:.1%} |"
-                       for c, n in sorted(result["causes"].items(), key=lambda kv: -kv[1]))
+                       for c, n in sorted(result["causes"].items(), key=lambda kv: -kv[1]) if n)
     frames = sum(len(store.episode(i)["reward"]) for i in range(len(store)))
     lines = [
         "# policylens demo",
         "",
         f"Environment: `{config.get('env')}`. Agent: `{agent['arch']}`"
-        f"{' (recurrent)' if agent.get('recurrent') else ''}, from {origin['source']}"
-        f"{', trained for ' + format(config['frames'], ',') + ' frames' if config.get('frames') else ''}.",
+        f"{' (recurrent)' if agent.get('recurrent') else ''}, {origin['source']}"
+        f"{' (' + format(config['frames'], ',') + ' training frames)' if config.get('frames') else ''}.",
         "",
         "## Training curve",
         "",
