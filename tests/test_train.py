@@ -35,7 +35,9 @@ def test_gae_matches_hand_computation():
     a2 = 4.5
     a1 = -1.0
     a0 = 1.4 + g * lam * a1
-    assert torch.allclose(gae(r, v, d, nv, g, lam)[:, 0], torch.tensor([a0, a1, a2]))
+    adv, ret = gae(r.numpy(), v.numpy(), d.numpy(), g, lam, last_value=nv.numpy())
+    assert torch.allclose(torch.from_numpy(adv)[:, 0], torch.tensor([a0, a1, a2]))
+    assert torch.allclose(torch.from_numpy(ret), torch.from_numpy(adv) + v)
 
 
 def test_presets_carry_the_published_hyperparameters():

@@ -10,36 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..gae import gae  # noqa: F401  (re-exported: usable alone on recorded arrays)
 from .store import DERIVED, SMALL_CHUNK, StoreWriter, codecs_for
-
-
-def gae(reward, value, done, gamma: float = 0.999, lam: float = 0.95, last_value=0.0):
-    """``reward, value, done``: ``(T,)`` or time-major ``(T, N)`` -> ``(advantages, returns)`` float32, same shape.
-
-    ``last_value`` bootstraps the step after the last one where that step did not end an episode.
-    """
-    reward, value = np.asarray(reward, np.float64), np.asarray(value, np.float64)  # (T, ...)
-    nonterminal = 1.0 - np.asarray(done, np.float64)  # (T, ...)
-    if not reward.shape == value.shape == nonterminal.shape:
-        raise ValueError(f"reward, value and done must have one shape; got {reward.shape}, {value.shape}, "
-                         f"{nonterminal.shape}")
-    adv = np.zeros_like(reward)  # (T, ...)
-    if reward.ndim == 1:  # fast path on Python floats
-        r, v, m, out = reward.tolist(), value.tolist(), nonterminal.tolist(), [0.0] * len(reward)
-        next_adv, next_value = 0.0, float(last_value)
-        for t in range(len(r) - 1, -1, -1):
-            delta = r[t] + gamma * next_value * m[t] - v[t]
-            next_adv = delta + gamma * lam * m[t] * next_adv
-            out[t], next_value = next_adv, v[t]
-        adv[:] = out
-    else:
-        next_adv = np.zeros_like(reward[0])  # (N, ...)
-        next_value = np.broadcast_to(np.asarray(last_value, np.float64), reward[0].shape)
-        for t in range(len(reward) - 1, -1, -1):
-            delta = reward[t] + gamma * next_value * nonterminal[t] - value[t]  # (N,)
-            next_adv = delta + gamma * lam * nonterminal[t] * next_adv
-            adv[t], next_value = next_adv, value[t]
-    return adv.astype(np.float32), (adv + value).astype(np.float32)
 
 
 def add_advantages(store, gamma: float = 0.999, lam: float = 0.95, block_frames: int = 1 << 20) -> Path:

@@ -1,5 +1,6 @@
 """PPO training: ``train(TrainConfig(...))`` or ``policylens train``."""
 from .config import PRESETS, TrainConfig, resolve
-from .ppo import gae, train
+from ..gae import gae
+from .ppo import train
 
 __all__ = ["TrainConfig", "PRESETS", "resolve", "train", "gae"]

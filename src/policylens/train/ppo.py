@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .. import envs
 from ..agents import AgentConfig, build
 from ..agents.nets import attention_entropy
+from ..gae import gae
 from .config import TrainConfig, resolve
 from .state import load_optimizer, optimizer_tensors, read_checkpoint, write_checkpoint
 
@@ -52,21 +53,6 @@ class RewardNormalizer:
     def load(self, s: dict) -> None:
         self.ret = np.asarray(s["ret"], dtype=np.float64)
         self.mean, self.var, self.count = s["mean"], s["var"], s["count"]
-
-
-def gae(rewards, values, dones, next_value, gamma: float, lam: float):
-    """Generalised advantage estimates. ``rewards, values, dones``: (T, N); ``dones[t]``: the episode ended
-    with step t; ``next_value``: (N,) value of the observation after the last step. Returns (T, N)."""
-    T = rewards.shape[0]
-    adv = torch.zeros_like(rewards)
-    last = torch.zeros_like(next_value)
-    for t in reversed(range(T)):
-        nxt = next_value if t == T - 1 else values[t + 1]
-        live = 1.0 - dones[t]
-        delta = rewards[t] + gamma * nxt * live - values[t]
-        last = delta + gamma * lam * live * last
-        adv[t] = last
-    return adv
 
 
 class _AttentionProbe:
@@ -194,7 +180,8 @@ def train(cfg: TrainConfig) -> Path:
             frames += N * T
             with torch.no_grad(), _autocast(cfg):
                 next_value = agent(torch.as_tensor(obs).to(device), state, first.to(device)).value.float().cpu()
-            adv = gae(rew_buf, val_buf, done_buf, next_value, cfg.gamma, cfg.gae_lambda)
+            adv = torch.from_numpy(gae(rew_buf.numpy(), val_buf.numpy(), done_buf.numpy(), cfg.gamma,
+                                       cfg.gae_lambda, last_value=next_value.numpy())[0])  # (T, N)
             ret = adv + val_buf
             # ---- update --------------------------------------------------------------------------
             stats = _update(cfg, agent, optimizer, probe, gen, device, obs_buf, act_buf, logp_buf, val_buf,
