@@ -54,7 +54,11 @@ def main(argv=None):
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated setup names")
     args = parser.parse_args(argv)
-    results = {}
+    from .common import RESULTS
+    import json
+
+    old = RESULTS / "ppo_overhead.json"
+    results = json.loads(old.read_text())["setups"] if old.is_file() and args.only else {}
     for name, setup in SETUPS.items():
         if args.only and name not in args.only.split(","):
             continue

@@ -47,6 +47,8 @@ def test_presets_carry_the_published_hyperparameters():
     hard = resolve(TrainConfig(preset="procgen-hard-rec"))
     assert hard.recurrent and hard.num_envs == 256 and hard.num_envs * hard.num_steps // hard.num_minibatches == 2048
     assert resolve(TrainConfig(preset="minigrid", num_envs=3)).num_envs == 3  # explicit values win
+    assert resolve(TrainConfig(preset="procgen-easy", bf16=False, anneal_lr=False)).bf16 is False
+    assert resolve(TrainConfig(preset="procgen-easy")).bf16 is True
     with pytest.raises(ValueError, match="procgen-easy"):
         resolve(TrainConfig(preset="nope"))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import Optional
 
 
 @dataclass
@@ -10,29 +11,29 @@ class TrainConfig:
     """run directory to write (agent/, train.csv, curve.png)"""
     preset: str = "minigrid"
     """starting hyperparameters: minigrid | procgen-easy | procgen-hard-rec (other options override them)"""
-    env: str = ""
+    env: Optional[str] = None
     """env spec string (default: the preset's)"""
-    arch: str = ""
+    arch: Optional[str] = None
     """agent architecture: impala | clear | cnn | mlp | attention (default: the preset's)"""
-    recurrent: bool = False
+    recurrent: Optional[bool] = None
     """put a GRU (64 hidden, learned initial state) before the heads"""
-    total_frames: int = 0
+    total_frames: Optional[int] = None
     """environment frames to train for (default: the preset's)"""
-    num_envs: int = 0
+    num_envs: Optional[int] = None
     """parallel environments (default: the preset's)"""
-    num_steps: int = 0
+    num_steps: Optional[int] = None
     """steps per env per rollout (default: the preset's)"""
-    lr: float = 0.0
+    lr: Optional[float] = None
     """Adam learning rate (default: the preset's)"""
-    anneal_lr: bool = False
+    anneal_lr: Optional[bool] = None
     """linearly anneal the learning rate to 0"""
-    num_minibatches: int = 0
+    num_minibatches: Optional[int] = None
     """minibatches per epoch (default: the preset's)"""
-    update_epochs: int = 0
+    update_epochs: Optional[int] = None
     """PPO epochs per rollout (default: the preset's)"""
-    gamma: float = 0.0
+    gamma: Optional[float] = None
     """discount (default: the preset's)"""
-    gae_lambda: float = 0.0
+    gae_lambda: Optional[float] = None
     """GAE lambda (default: the preset's)"""
     clip_coef: float = 0.2
     """PPO clip range"""
@@ -56,7 +57,7 @@ class TrainConfig:
     """start from this run's / zoo agent's weights (same architecture), e.g. for a curriculum over env sizes"""
     resume: bool = False
     """continue from OUT/agent's last checkpoint (same seed: same weights as an uninterrupted run)"""
-    bf16: bool = False
+    bf16: Optional[bool] = None
     """bfloat16 autocast + channels_last (about 2x faster for procgen CNNs on CPU)"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
@@ -85,14 +86,13 @@ PRESETS = {
 }
 
 
+#: Values of the preset-able fields that a preset leaves unset.
+FALLBACK = dict(anneal_lr=False, recurrent=False, bf16=False)
+
+
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Fill every unset (zero/empty) field from the preset; explicit values win."""
+    """Fill every unset (None) field from the preset, then from FALLBACK; explicit values win."""
     if cfg.preset not in PRESETS:
         raise ValueError(f"unknown preset {cfg.preset!r}; expected one of {', '.join(PRESETS)}")
-    defaults = TrainConfig()
-    filled = {}
-    for key, value in PRESETS[cfg.preset].items():
-        current = getattr(cfg, key)
-        if current == getattr(defaults, key) or current in (0, 0.0, ""):
-            filled[key] = value
-    return replace(cfg, **filled)
+    merged = {**FALLBACK, **PRESETS[cfg.preset]}
+    return replace(cfg, **{k: v for k, v in merged.items() if getattr(cfg, k) is None})
