@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .. import envs
 from ..agents import AgentConfig, build
 from ..agents.nets import attention_entropy
+from ..agents.policy import select_actions
 from ..gae import gae
 from .config import TrainConfig, resolve
 from .state import load_optimizer, optimizer_tensors, read_checkpoint, write_checkpoint
@@ -167,7 +168,7 @@ def train(cfg: TrainConfig) -> Path:
                 with torch.no_grad(), _autocast(cfg):
                     o = agent(obs_t.to(device), state, first.to(device))
                 logits = o.logits.float().cpu()
-                action = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(-1)  # (N,)
+                action = select_actions(logits, "sample", generator=gen)  # (N,)
                 act_buf[t] = action
                 logp_buf[t] = torch.log_softmax(logits, -1).gather(-1, action[:, None]).squeeze(-1)
                 val_buf[t] = o.value.float().cpu()
