@@ -81,8 +81,11 @@ def load_weights(module: nn.Module, file) -> None:
 
 
 def load_agent(path, device: "str | torch.device" = "cpu") -> nn.Module:
-    """Build the agent from ``path/config.json`` and load ``path/weights.safetensors``."""
+    """Build the agent from ``path/config.json`` and load ``path/weights.safetensors``; the env's action
+    names, when the checkpoint has them, become ``agent.action_names``."""
     cfg = read_config(path)
     agent = build(cfg["agent"])
     load_weights(agent, Path(path) / "weights.safetensors")
+    if cfg.get("action_names"):
+        agent.action_names = list(cfg["action_names"])  # the env's names for the logits, e.g. "forward"
     return agent.to(device).eval()
