@@ -55,7 +55,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=()) -> None:
         if origin in (typing.Union, types.UnionType) and len(args) == 1:
             kind = args[0]  # Optional[X] / X | None
         opt = "--" + f.name.replace("_", "-")
-        help_text = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")
+        doc = docs.get(f.name, "")
+        # a doc that states its own default ("default: the preset's") is not followed by "(default: None)"
+        help_text = (doc if "default" in doc else f"{doc} (default: {default})").replace("%", "%%")
         if kind is bool:
             parser.add_argument(opt, type=_bool, nargs="?", const=True, default=default, metavar="BOOL", help=help_text)
         elif kind in (int, float, str):

@@ -16,7 +16,7 @@ class TrainConfig:
     arch: Optional[str] = None
     """agent architecture: impala | clear | cnn | mlp | attention (default: the preset's)"""
     recurrent: Optional[bool] = None
-    """put a GRU (64 hidden, learned initial state) before the heads"""
+    """put a GRU (64 hidden, learned initial state) before the heads (default: the preset's)"""
     total_frames: Optional[int] = None
     """environment frames to train for (default: the preset's)"""
     num_envs: Optional[int] = None
@@ -26,7 +26,7 @@ class TrainConfig:
     lr: Optional[float] = None
     """Adam learning rate (default: the preset's)"""
     anneal_lr: Optional[bool] = None
-    """linearly anneal the learning rate to 0"""
+    """linearly anneal the learning rate to 0 (default: the preset's)"""
     num_minibatches: Optional[int] = None
     """minibatches per epoch (default: the preset's)"""
     update_epochs: Optional[int] = None
@@ -58,7 +58,7 @@ class TrainConfig:
     resume: bool = False
     """continue from OUT/agent's last checkpoint (same seed: same weights as an uninterrupted run)"""
     bf16: Optional[bool] = None
-    """bfloat16 autocast + channels_last (about 2x faster for procgen CNNs on CPU)"""
+    """bfloat16 autocast + channels_last (about 2x faster for procgen CNNs on CPU) (default: the preset's)"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
     device: str = "cpu"

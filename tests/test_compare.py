@@ -1,0 +1,73 @@
+"""policylens compare: paired failure-by-cause statistics and the end-to-end command."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from policylens.agents import load, save_agent
+from policylens.agents.checkpoint import read_config
+from policylens.agents import resolve_run
+from policylens.evaluate.compare import compare_records, holm, main, mcnemar_exact
+
+
+def records(causes, levels=None):
+    return [{"level": (levels or range(len(causes)))[i], "cause": c, "success": c == "success",
+             "return": 0.0, "length": 1} for i, c in enumerate(causes)]
+
+
+def test_mcnemar_exact_matches_the_binomial_by_hand():
+    assert mcnemar_exact(0, 10) == pytest.approx(2 * 0.5 ** 10)
+    assert mcnemar_exact(3, 3) == pytest.approx(1.0)
+    # P(X <= 1) for Binomial(6, 1/2) = 7/64, two-sided doubles it
+    assert mcnemar_exact(1, 5) == pytest.approx(2 * 7 / 64)
+    assert mcnemar_exact(0, 0) == 1.0
+
+
+def test_holm_adjusts_in_rank_order_and_stays_monotone():
+    adj = holm({"x": 0.01, "y": 0.04, "z": 0.03})
+    assert adj["x"] == pytest.approx(0.03)  # 3 * 0.01
+    assert adj["z"] == pytest.approx(0.06)  # 2 * 0.03
+    assert adj["y"] == pytest.approx(0.06)  # max(0.06, 1 * 0.04)
+
+
+def test_targeted_rise_is_significant_and_the_rest_is_not():
+    n = 400
+    a = ["success"] * (n - 8) + ["saw"] * 4 + ["enemy"] * 4
+    b = list(a)
+    for i in range(0, 60):  # 60 levels A won, B died by saw
+        b[i] = "saw"
+    b[100], b[n - 1] = "enemy", "success"  # enemy: one moved from a success, one to a success: flat
+    result = compare_records(records(a), records(b))
+    saw, enemy = result["causes"]["saw"], result["causes"]["enemy"]
+    assert saw["a"]["count"] == 4 and saw["b"]["count"] == 64 and saw["only_b"] == 60 and saw["only_a"] == 0
+    assert saw["significant"] and not enemy["significant"]
+    assert enemy["a"]["count"] == enemy["b"]["count"] == 4
+    lo, hi = saw["b"]["ci95"]
+    assert lo < 64 / n < hi
+
+
+def test_unpaired_levels_are_refused():
+    with pytest.raises(ValueError, match="same levels"):
+        compare_records(records(["success", "saw"], [0, 1]), records(["success", "saw"], [0, 2]))
+
+
+def test_compare_command_finds_the_failure_an_edit_causes(tmp_path, capsys):
+    """An agent pushed to always walk forward dies on walls/obstacles far more often than the zoo agent."""
+    agent = load("zoo:minigrid-do8-rgb")
+    reckless = copy.deepcopy(agent)
+    with torch.no_grad():
+        reckless.pi.bias[agent.action_names.index("forward")] += 50.0
+    cfg = read_config(resolve_run("zoo:minigrid-do8-rgb"))
+    save_agent(reckless, cfg["agent"], tmp_path / "reckless", extra={k: v for k, v in cfg.items() if k != "agent"})
+    out = tmp_path / "cmp"
+    main(["zoo:minigrid-do8-rgb", str(tmp_path / "reckless"), "--episodes", "40", "--start-level", "1000",
+          "--out", str(out), "--progress", "false"])
+    result = json.loads((out / "compare.json").read_text())
+    assert (out / "compare.png").stat().st_size > 1000
+    assert result["episodes"] == 40 and result["success"]["b"] < result["success"]["a"]
+    died = {c: r for c, r in result["causes"].items() if r["b"]["count"] > r["a"]["count"]}
+    assert died and any(r["significant"] for r in died.values())
+    assert "p (Holm)" in capsys.readouterr().out
