@@ -11,6 +11,7 @@ COMMANDS = {
     "record": ("policylens.rollouts.record", "record episodes of an agent into a rollout store (zarr)"),
     "evaluate": ("policylens.evaluate", "success rate with a 95% CI, return, length and failure causes over N levels"),
     "compare": ("policylens.evaluate.compare", "two agents on the same levels: failure rate by cause, paired tests, bar chart"),
+    "sweep": ("policylens.sweep", "one agent per level count (diversity) or attention-entropy coefficient, evaluated and plotted"),
     "layers": ("policylens.agents.layers", "list an agent's named layers with their shapes"),
     "demo": ("policylens.demo", "the main job: agent -> record -> evaluate -> report on MiniGrid"),
 }

@@ -1,0 +1,51 @@
+"""policylens sweep: one run per setting, train vs held-out evaluation, resumable, plotted."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from policylens.sweep import SweepConfig, main, settings, train_config
+
+TRAIN = ("--preset minigrid --env minigrid:MiniGrid-Empty-5x5-v0?obs=symbolic --arch mlp --total-frames 512 "
+         "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1")
+
+
+def test_levels_sweep_trains_evaluates_both_splits_and_skips_done_runs(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["levels", "--levels", "2,0", "--train-args", TRAIN, "--episodes", "6", "--out", str(out),
+            "--progress", "false"]
+    main(argv)
+    result = json.loads((out / "sweep.json").read_text())
+    assert [r["name"] for r in result["runs"]] == ["levels-2", "levels-0"]
+    two = result["runs"][0]
+    assert "num_levels=2" in two["env"] and "start_level=0" in two["env"]
+    assert two["train"]["episodes"] == two["held_out"]["episodes"] == 6
+    assert (out / "sweep.png").stat().st_size > 1000
+    assert "held-out" in capsys.readouterr().out
+    weights = out / "levels-2" / "agent" / "weights.safetensors"
+    before = weights.stat().st_mtime_ns
+    main(argv)  # done runs are read back, not retrained
+    assert weights.stat().st_mtime_ns == before
+    assert json.loads((out / "sweep.json").read_text())["runs"] == result["runs"]
+
+
+def test_an_interrupted_setting_resumes(tmp_path):
+    cfg = SweepConfig(train_args=TRAIN, out=str(tmp_path))
+    name, setting = settings(cfg)[0]
+    run_dir = tmp_path / name
+    assert not train_config(cfg, run_dir, setting).resume
+    from policylens.train.ppo import train
+
+    train(train_config(cfg, run_dir, setting))  # trained but never evaluated: no sweep.json
+    assert train_config(cfg, run_dir, setting).resume
+
+
+def test_attention_settings_and_bad_values():
+    cfg = SweepConfig(kind="attention", coefs="0,0.005")
+    assert settings(cfg) == [("attention-0", {"arch": "attention", "attention_entropy_coef": 0.0}),
+                             ("attention-0.005", {"arch": "attention", "attention_entropy_coef": 0.005})]
+    with pytest.raises(ValueError, match="--levels"):
+        settings(SweepConfig(levels="10,many"))
+    with pytest.raises(ValueError, match="unknown sweep kind"):
+        settings(SweepConfig(kind="colours"))
