@@ -1,0 +1,50 @@
+"""Entity masks for recorded frames, in observation pixels or pooled onto a layer's spatial grid.
+
+Masks are laid out like the observation (MiniGrid symbolic obs are ``[x, y]``-indexed, and so are the agent's
+conv maps over them), so they line up with attributions and activations without any transposition.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def episode_masks(store, i: int, kinds=None) -> dict:
+    """``{kind: (T, H, W) bool}`` for episode ``i`` of a rollout store, from its ground truth.
+
+    MiniGrid stores read the per-frame ``entities`` JSON; CoinRun stores need the ``env_state`` field
+    (``policylens record --save-state``). Kinds absent from every frame are left out unless asked for.
+    """
+    from ..envs.masks import coinrun_masks, minigrid_masks
+
+    ep = store.episode(i)
+    env = str(store.env)
+    obs_shape = tuple(store.metadata.get("obs_shape") or ep["obs"].shape[1:])
+    if env.startswith("minigrid:"):
+        if "entities" not in ep:
+            raise ValueError(f"store {store.path} has no 'entities' field; record with entities to get masks")
+        frames = [minigrid_masks(json.loads(e), obs_shape) for e in ep["entities"]]
+    elif env.startswith("procgen:coinrun"):
+        if "env_state" not in ep:
+            raise ValueError(f"store {store.path} has no 'env_state' field; CoinRun masks need "
+                             "`policylens record --save-state true`")
+        frames = [coinrun_masks(bytes(s), obs_shape) for s in ep["env_state"]]
+    else:
+        raise ValueError(f"no ground-truth masks for env {env!r} (MiniGrid and CoinRun have them)")
+    kinds = kinds or sorted({k for f in frames for k in f})
+    empty = np.zeros(obs_shape[:2], bool)
+    return {k: np.stack([f.get(k, empty) for f in frames]) for k in kinds}
+
+
+def pool_masks(masks: dict, size: tuple) -> dict:
+    """Pixel masks ``{kind: (N, H, W) bool}`` -> the share of each cell of an ``(h, w)`` grid they cover
+    ``{kind: (N, h, w) float}`` (area averaging, as a layer's position sees its patch of the observation)."""
+    out = {}
+    for kind, m in masks.items():
+        t = torch.as_tensor(np.asarray(m), dtype=torch.float32).unsqueeze(1)  # (N, 1, H, W)
+        out[kind] = F.adaptive_avg_pool2d(t, size).squeeze(1).numpy()  # (N, h, w)
+    return out
+
