@@ -10,6 +10,8 @@ COMMANDS = {
     "train": ("policylens.train.cli", "train an agent with PPO (presets: minigrid, procgen-easy, procgen-hard-rec)"),
     "record": ("policylens.rollouts.record", "record episodes of an agent into a rollout store (zarr)"),
     "evaluate": ("policylens.evaluate", "success rate with a 95% CI, return, length and failure causes over N levels"),
+    "factorize": ("policylens.factors.cli", "NMF / PCA / ICA directions of a layer's activations or attributions"),
+    "edit": ("policylens.edit.cli", "project directions out of an agent's layer into a new run (seed 001's model editing)"),
     "compare": ("policylens.evaluate.compare", "two agents on the same levels: failure rate by cause, paired tests, bar chart"),
     "sweep": ("policylens.sweep", "one agent per level count (diversity) or attention-entropy coefficient, evaluated and plotted"),
     "layers": ("policylens.agents.layers", "list an agent's named layers with their shapes"),

@@ -14,6 +14,10 @@ from pathlib import Path
 import torch
 
 
+# meta entries holding one item per direction (kept in step by ``select``)
+PER_DIRECTION_META = ("unmixing", "explained_variance_ratio", "explained_variance", "positive_share", "channels")
+
+
 @dataclass(frozen=True)
 class Directions:
     vectors: torch.Tensor  # (K, C) one row per direction, in the layer's channel space
@@ -55,9 +59,36 @@ class Directions:
         return self.vectors[self.index(key)]  # (C,)
 
     def select(self, keys) -> "Directions":
-        """A new ``Directions`` with only ``keys`` (indices or labels), in that order."""
+        """A new ``Directions`` with only ``keys`` (indices or labels), in that order; the per-direction
+        entries of ``meta`` (``PER_DIRECTION_META``, e.g. ICA's unmixing rows) are selected alike."""
         idx = [self.index(k) for k in keys]
-        return Directions(self.vectors[idx], self.layer, tuple(self.labels[i] for i in idx), self.method, dict(self.meta))
+        meta = dict(self.meta)
+        for key in PER_DIRECTION_META:
+            if isinstance(meta.get(key), list) and len(meta[key]) == len(self):
+                meta[key] = [meta[key][i] for i in idx]
+        return Directions(self.vectors[idx], self.layer, tuple(self.labels[i] for i in idx), self.method, meta)
+
+    @classmethod
+    def one_hot(cls, layer: str, channels, num_channels: int) -> "Directions":
+        """Unit vectors ``e_c`` for each channel ``c`` of a ``num_channels``-channel layer, labelled ``"channel c"``."""
+        channels = [int(c) for c in channels]
+        bad = [c for c in channels if not 0 <= c < num_channels]
+        if not channels or bad:
+            raise ValueError(f"channels {bad or channels} out of range: layer {layer!r} has {num_channels} channels")
+        vectors = torch.zeros(len(channels), num_channels)  # (K, C)
+        vectors[torch.arange(len(channels)), torch.tensor(channels)] = 1.0
+        return cls(vectors, layer, tuple(f"channel {c}" for c in channels), "one-hot", {"channels": channels})
+
+    def basis(self, tol: float = 1e-6) -> torch.Tensor:
+        """An orthonormal basis of the directions' span, ``(r, C)`` with ``r <= K`` (r < K when they are
+        linearly dependent). Raises ValueError when every direction is zero."""
+        v = self.vectors.double()  # (K, C)
+        _, s, vh = torch.linalg.svd(v, full_matrices=False)  # s (min(K, C),), vh (min(K, C), C)
+        rank = int((s > tol * s.max().clamp_min(1e-300)).sum()) if s.numel() and s.max() > 0 else 0
+        if rank == 0:
+            raise ValueError(f"directions {', '.join(self.labels)} of layer {self.layer!r} are all zero: "
+                             f"nothing to span")
+        return vh[:rank].float()  # (r, C)
 
     def normalized(self) -> "Directions":
         """Unit-norm vectors (zero vectors stay zero)."""
@@ -97,8 +128,17 @@ class Directions:
                 raise FileNotFoundError(f"directions file missing: {f}")
         try:
             info = json.loads(meta_file.read_text())
-            vectors = load_file(str(tensor_file))["vectors"]
+            if not isinstance(info, dict) or not isinstance(info.get("layer"), str):
+                raise ValueError("expected a JSON object with a 'layer' string")
         except Exception as e:  # corrupt file: name it
-            raise ValueError(f"cannot read directions {path}: {e}") from e
-        return cls(vectors, info["layer"], tuple(info.get("labels", ())), info.get("method", "manual"),
-                   info.get("meta", {}))
+            raise ValueError(f"cannot read directions file {meta_file}: {e}") from None
+        try:
+            vectors = load_file(str(tensor_file))["vectors"]
+        except Exception as e:
+            raise ValueError(f"cannot read directions file {tensor_file} (expected safetensors with a 'vectors' "
+                             f"tensor): {e!r}") from None
+        try:
+            return cls(vectors, info["layer"], tuple(info.get("labels", ())), info.get("method", "manual"),
+                       info.get("meta", {}))
+        except ValueError as e:
+            raise ValueError(f"directions {path} are inconsistent ({meta_file} vs {tensor_file}): {e}") from None

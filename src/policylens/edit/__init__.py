@@ -1,0 +1,13 @@
+"""Out-of-place edits: project a direction out of a layer (a new agent), and temporary ablations.
+
+>>> from policylens.edit import project_out, ablate
+>>> edited = project_out(agent, "conv1", directions.select(["coin"]))   # agent is untouched
+>>> edited.policylens_edits[-1]["how"]          # "fold" (weights of the next layer) or "hook"
+>>> with ablate(agent, "conv2", channels=[3], mode="mean", mean=mean_acts): agent(obs)
+
+From the shell: ``policylens edit RUN --layer L --directions PATH --direction K --out NEW_RUN``.
+"""
+from .ablate import Ablation, ablate
+from .project import project_out
+
+__all__ = ["project_out", "ablate", "Ablation"]
