@@ -309,3 +309,37 @@ def test_edit_command_refuses_an_edit_a_checkpoint_cannot_carry(grid_runs, capsy
         edit_cli.main([str(grid_runs / "ff"), "--directions", str(grid_runs / "dirs" / "nope"), "--direction", "0",
                        "--out", str(grid_runs / "y")])
     assert "nope.json" in capsys.readouterr().err
+
+
+def test_oblique_projector_removes_the_direction_and_passes_the_kept_ones():
+    from policylens.edit.project import projector
+
+    g = torch.Generator().manual_seed(7)
+    keep = torch.rand(3, 10, generator=g).double()  # (3, C)
+    v = (keep[0] + 0.3 * keep[1] + 0.2 * torch.rand(10, generator=g)).double()  # overlaps the kept span
+    basis = (v / v.norm())[None]
+    m = projector(basis.float(), keep.float())
+    torch.testing.assert_close(m @ v, torch.zeros_like(v), atol=1e-6, rtol=0)
+    torch.testing.assert_close(m @ keep.T, keep.T, atol=1e-6, rtol=0)
+    torch.testing.assert_close(m @ m, m, atol=1e-6, rtol=0)  # a projection
+    orthogonal = projector(basis.float())
+    torch.testing.assert_close(projector(basis.float(), torch.zeros(0, 10)), orthogonal)
+    assert (orthogonal @ keep.T - keep.T).abs().max() > 0.1  # the plain projection disturbs the kept ones
+    with pytest.raises(ValueError, match="span"):
+        projector((keep[0] / keep[0].norm())[None].float(), keep.float())
+
+
+def test_edit_command_keep_others_folds_the_oblique_projection(grid_runs):
+    new = grid_runs / "ball-keep-wall"
+    dirs = Directions.load(grid_runs / "dirs" / "conv1-nmf")
+    assert edit_cli.main([str(grid_runs / "ff"), "--directions", str(grid_runs / "dirs" / "conv1-nmf"),
+                          "--direction", "ball", "--keep", "others", "--out", str(new)]) == 0
+    agent, obs = agents.load(grid_runs / "ff"), observations(GRID)
+    expected = project_out(agent, "conv1", dirs.select(["ball"]), keep=dirs.select(["wall"]))
+    torch.testing.assert_close(run(agents.load(new), obs), run(expected, obs))
+    # the kept direction passes: an activation along "wall" reaches conv2 exactly as before
+    wall = dirs["wall"][None, :, None, None].expand(1, 32, 7, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(agents.load(new).conv2(wall), agent.conv2(wall), atol=1e-5, rtol=1e-5)
+        assert (agents.load(new).conv2(dirs["ball"][None, :, None, None].expand(1, 32, 7, 7))
+                - agent.conv2.conv.bias[None, :, None, None].relu()).abs().max() < 1e-4

@@ -32,6 +32,8 @@ class EditConfig:
     """which of them to project out: indices or labels, comma-separated, or 'all'"""
     channel: str = ""
     """instead of --directions: channel indices (one-hot directions), comma-separated"""
+    keep: str = ""
+    """directions to pass unchanged (oblique projection): indices or labels, or 'others' = every direction of the file not projected out"""
     overwrite: bool = False
     """replace a checkpoint already at OUT/agent"""
 
@@ -63,8 +65,27 @@ def chosen_directions(cfg: EditConfig, agent) -> Directions:
                          f"{', '.join(dirs.labels)}), or --direction all")
     if cfg.direction == "all":
         return dirs
-    keys = [int(k) if k.lstrip("-").isdigit() else k for k in _split(cfg.direction)]
-    return dirs.select(keys)
+    return dirs.select(_keys(cfg.direction))
+
+
+def _keys(text: str) -> list:
+    return [int(k) if k.lstrip("-").isdigit() else k for k in _split(text)]
+
+
+def kept_directions(cfg: EditConfig, chosen: Directions) -> "Directions | None":
+    """The directions ``--keep`` names (from the same file), or None."""
+    if not cfg.keep:
+        return None
+    if not cfg.directions:
+        raise ValueError("--keep needs --directions PATH (the directions to keep come from that file)")
+    dirs = Directions.load(cfg.directions)
+    if cfg.keep == "others":
+        chosen_rows = {tuple(v.tolist()) for v in chosen.vectors}
+        rest = [i for i in range(len(dirs)) if tuple(dirs.vectors[i].tolist()) not in chosen_rows]
+        if not rest:
+            raise ValueError("--keep others: every direction of the file is projected out; nothing to keep")
+        return dirs.select(rest)
+    return dirs.select(_keys(cfg.keep))
 
 
 def edit(cfg: EditConfig) -> Path:
@@ -78,14 +99,15 @@ def edit(cfg: EditConfig) -> Path:
         raise ValueError(f"{target} already holds a checkpoint; pass --overwrite to replace it")
     agent = load_agent(agent_dir)
     dirs = chosen_directions(cfg, agent)
-    edited = project_out(agent, dirs.layer, dirs)
+    edited = project_out(agent, dirs.layer, dirs, keep=kept_directions(cfg, dirs))
     record = edited.policylens_edits[-1]
     if record["how"] != "fold":
         raise ValueError(f"projecting out of layer {dirs.layer!r} cannot be folded into the next layer's weights "
                          f"({record['reason']}); a checkpoint cannot carry the forward hook it would need. "
                          f"Edit a layer whose output feeds a conv or linear layer directly, or use "
                          f"policylens.edit.project_out in Python")
-    record = {**record, "directions": cfg.directions or None, "selected": cfg.direction or cfg.channel}
+    record = {**record, "directions": cfg.directions or None, "selected": cfg.direction or cfg.channel,
+              "kept": cfg.keep or None}
     extra = {k: v for k, v in config.items() if k != "agent"}
     extra["edits"] = [*config.get("edits", []), {**record, "edited_from": cfg.run}]
     return save_agent(edited, config["agent"], target, extra=extra)
@@ -94,7 +116,9 @@ def edit(cfg: EditConfig) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="policylens edit", description=(
         "Make an agent blind to directions of a layer (Understanding RL Vision, Appendix A): fold the "
-        "projection P = I - v v^T / |v|^2 into the next layer's weights and save a new checkpoint."))
+        "projection P = I - v v^T / |v|^2 into the next layer's weights and save a new checkpoint. With "
+        "--keep, the projection is oblique: it removes the directions while passing the kept ones (e.g. the "
+        "other NMF directions) unchanged, so an edit of a shared direction does not disturb the others."))
     parser.add_argument("run", help="run directory, checkpoint folder or zoo:NAME of the agent to edit")
     add_dataclass_args(parser, EditConfig, skip=("run",))
     return parser

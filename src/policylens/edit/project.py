@@ -40,10 +40,27 @@ class ProjectOutHook:
         return channel_matmul(out, self.projector)
 
 
-def projector(basis: torch.Tensor) -> torch.Tensor:
-    """``I - Q^T Q`` for an orthonormal basis ``Q`` ``(r, C)``: the projection onto the complement, ``(C, C)``."""
-    q = basis.double()
-    return torch.eye(q.shape[1], dtype=torch.float64) - q.T @ q
+def projector(basis: torch.Tensor, keep: "torch.Tensor | None" = None) -> torch.Tensor:
+    """The ``(C, C)`` projection that removes the span of ``basis`` ``(r, C)`` (orthonormal rows).
+
+    Without ``keep``: the orthogonal projection ``I - Q^T Q`` (seed 001). With ``keep`` ``(m, C)`` (vectors
+    that must come through unchanged, e.g. the other NMF directions): the oblique projection
+    ``M = I - V (U^T V)^-1 U^T`` where ``U`` is ``V`` minus its part in span(keep); ``M V = 0`` and ``M k = k``
+    for every ``k`` in span(keep), so a direction shared with the kept ones is removed without disturbing them.
+    With ``keep`` empty it is the orthogonal projection again.
+    """
+    v = basis.double().T  # (C, r)
+    eye = torch.eye(v.shape[0], dtype=torch.float64)
+    if keep is None or len(keep) == 0:
+        return eye - v @ v.T
+    k = keep.double()  # (m, C)
+    _, s, vh = torch.linalg.svd(k, full_matrices=False)
+    q = vh[: int((s > 1e-6 * s.max()).sum())].T  # (C, m') orthonormal basis of span(keep)
+    u = v - q @ (q.T @ v)  # (C, r) the part of the directions outside span(keep)
+    if torch.linalg.svdvals(u).min() < 1e-4:  # v has orthonormal columns: u's scale is absolute
+        raise ValueError("the directions to project out lie (almost) in the span of the ones to keep: "
+                         "no projection can remove one and keep the other")
+    return eye - v @ torch.linalg.solve(u.T @ v, u.T)  # u^T v = u^T u (r, r), invertible here
 
 
 def probe_obs(agent: nn.Module, obs=None) -> torch.Tensor:
@@ -152,16 +169,20 @@ def check_fold(agent: nn.Module, layer: str, consumers, num_channels: int, obs: 
     return ""
 
 
-def project_out(agent: nn.Module, layer: str, directions, *, obs=None) -> nn.Module:
+def project_out(agent: nn.Module, layer: str, directions, *, keep=None, obs=None) -> nn.Module:
     """A copy of ``agent`` in which ``layer``'s output loses its component along ``directions``
     (``Directions`` of that layer, or a ``(C,)`` / ``(K, C)`` tensor; several: their span).
+
+    ``keep`` (``Directions`` or ``(M, C)``): directions that must pass unchanged; the projection is then the
+    oblique one of :func:`projector` (removes ``directions`` even where they overlap the kept ones).
 
     ``obs``: observations to trace and check the edit with (default: random frames of ``agent.obs_shape``).
     Appends to ``edited.policylens_edits`` a record ``{"op", "layer", "how": "fold" | "hook", "into",
     "reason", "method", "labels", "vectors"}`` (see the module doc for fold vs hook).
     """
     dirs = as_directions(directions, layer)
-    proj = projector(dirs.basis())  # (C, C)
+    kept = None if keep is None else as_directions(keep, layer)
+    proj = projector(dirs.basis(), None if kept is None else kept.vectors)  # (C, C)
     obs = probe_obs(agent, obs)
     acts, consumers, reason = trace_consumers(agent, layer, obs)
     if acts.shape[1] != dirs.channels:
@@ -176,6 +197,7 @@ def project_out(agent: nn.Module, layer: str, directions, *, obs=None) -> nn.Mod
         get_layer(edited, layer).register_forward_hook(ProjectOutHook(proj))
         how, into = "hook", [layer]
     record = {"op": "project_out", "layer": layer, "how": how, "into": into, "reason": reason,
-              "method": dirs.method, "labels": list(dirs.labels), "vectors": dirs.vectors.tolist()}
+              "method": dirs.method, "labels": list(dirs.labels), "vectors": dirs.vectors.tolist(),
+              "keep": None if kept is None else kept.vectors.tolist()}
     edited.policylens_edits = [*getattr(agent, "policylens_edits", []), record]
     return edited
