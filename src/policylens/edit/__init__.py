@@ -4,10 +4,12 @@
 >>> edited = project_out(agent, "conv1", directions.select(["coin"]))   # agent is untouched
 >>> edited.policylens_edits[-1]["how"]          # "fold" (weights of the next layer) or "hook"
 >>> with ablate(agent, "conv2", channels=[3], mode="mean", mean=mean_acts): agent(obs)
+>>> blinded, info = blind(agent, obs, masks, "ball", layer="embed")   # the NMF direction that locates balls
 
 From the shell: ``policylens edit RUN --layer L --directions PATH --direction K --out NEW_RUN``.
 """
 from .ablate import Ablation, ablate
-from .project import project_out
+from .blind import blind
+from .project import project_out, projector
 
-__all__ = ["project_out", "ablate", "Ablation"]
+__all__ = ["project_out", "projector", "ablate", "Ablation", "blind"]
