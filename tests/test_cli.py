@@ -61,3 +61,18 @@ def test_train_record_evaluate_layers_demo(tmp_path):
     pl("demo", "--out", demo, "--agent", run, "--record-episodes", 2, "--eval-episodes", 5, "--workers", 1)
     report = (demo / "report.md").read_text()
     assert "success rate" in report and "## Training curve" in report and (demo / "evaluation.json").is_file()
+    assert "no spatial (conv) layer" in report  # an MLP agent: the vision section says why it is skipped
+
+
+def test_demo_vision_section_on_the_zoo_agent(tmp_path):
+    demo = tmp_path / "demo"
+    pl("demo", "--out", demo, "--record-episodes", 3, "--eval-episodes", 8, "--workers", 1)
+    report = (demo / "report.md").read_text()
+    for part in ("## Directions, scored against ground truth", "| direction | best entity |", "## Attribution",
+                 "## Editing: blind the agent to balls", "| keep-others |", "| plain |"):
+        assert part in report
+    for name in ("directions.png", "edit-compare.png", "analysis/scores.json", "analysis/edit.json",
+                 "analysis/directions/embed-nmf.safetensors"):
+        assert (demo / name).is_file(), name
+    edit = json.loads((demo / "analysis" / "edit.json").read_text())
+    assert edit["keep-others"]["compare"]["episodes"] == 8

@@ -35,6 +35,8 @@ class DemoConfig:
     """evaluation worker processes"""
     seed: int = 0
     """seed of training, recording and evaluation"""
+    vision: bool = True
+    """add the vision analyses: NMF directions scored against ground truth, attribution, the editing experiment"""
 
 
 FALLBACK_FRAMES = 100_000  # trained here when the zoo's agent is missing (a few minutes on 2 cores)
@@ -90,20 +92,26 @@ def run_demo(cfg: DemoConfig) -> Path:
     t = time.time()
     result = evaluate(str(out), episodes=cfg.eval_episodes, start_level=cfg.eval_start_level,
                       workers=cfg.workers, seed=cfg.seed, progress=True)
-    result.pop("per_episode", None)
-    (out / "evaluation.json").write_text(json.dumps(result, indent=2))
+    (out / "evaluation.json").write_text(json.dumps({k: v for k, v in result.items() if k != "per_episode"}, indent=2))
     times["evaluate"] = time.time() - t
     print(f"[demo] success {result['success_rate']:.3f} (95% CI {result['ci95'][0]:.3f}-{result['ci95'][1]:.3f})")
 
     config = read_config(out / "agent")
     store = open_store(store_path)
-    report = _report(cfg, origin, config, result, store, format_layers(load(out)), times)
+    vision = []
+    if cfg.vision:
+        from .demo_vision import vision_section
+
+        print("[demo] vision: directions, scores, attribution, editing")
+        vision, more = vision_section(out, store, load(out), result, cfg)
+        times.update(more)
+    report = _report(cfg, origin, config, result, store, format_layers(load(out)), times, vision)
     (out / "report.md").write_text(report)
     print(f"[demo] report: {out / 'report.md'}")
     return out
 
 
-def _report(cfg, origin, config, result, store, layers: str, times: dict) -> str:
+def _report(cfg, origin, config, result, store, layers: str, times: dict, vision: list) -> str:
     agent = config["agent"]
     lo, hi = result["ci95"]
     causes = "\n".join(f"| {c} | {n} | {n / result['episodes']:.1%} |"
@@ -141,6 +149,7 @@ def _report(cfg, origin, config, result, store, layers: str, times: dict) -> str
         "",
         f"`rollouts.zarr`: {len(store)} episodes, {frames} frames, fields: {', '.join(store.fields)}.",
         "",
+        *vision,
         "## The agent's layers (hook points)",
         "",
         "```",
