@@ -10,6 +10,7 @@ COMMANDS = {
     "train": ("policylens.train.cli", "train an agent with PPO (presets: minigrid, procgen-easy, procgen-hard-rec)"),
     "record": ("policylens.rollouts.record", "record episodes of an agent into a rollout store (zarr)"),
     "evaluate": ("policylens.evaluate", "success rate with a 95% CI, return, length and failure causes over N levels"),
+    "attribute": ("policylens.attribution.cli", "saliency / grad x act / integrated gradients / SmoothGrad / VarGrad of recorded frames"),
     "factorize": ("policylens.factors.cli", "NMF / PCA / ICA directions of a layer's activations or attributions"),
     "featvis": ("policylens.featvis.cli", "feature visualisation: dataset examples, spatial examples, optimised images, thumbnails"),
     "edit": ("policylens.edit.cli", "project directions out of an agent's layer into a new run (seed 001's model editing)"),

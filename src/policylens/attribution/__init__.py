@@ -1,0 +1,18 @@
+"""Attribution: which parts of an observation, or of a hidden layer's activation, a target depends on.
+
+>>> from policylens.attribution import attribute
+>>> attr = attribute(agent, obs, target="value", layer="block2", method="ig", steps=10)   # (N, 32, 16, 16)
+>>> attr, delta = attribute(agent, obs, layer="block2", return_delta=True)          # delta (N,): completeness
+>>> attribute(agent, obs, target="action:left-action:right", method="smoothgrad", samples=16, noise=0.1)
+
+Methods ``saliency``, ``grad_x_act``, ``ig``, ``smoothgrad``, ``vargrad`` (see :mod:`.methods`); targets
+``"value"``, an action index or ``"action:NAME"``, a logit difference, or a callable (see :mod:`.targets`).
+Hidden layers are done in one batched pass, folding the points into the batch above the layer
+(see :mod:`.layer`). From the shell: ``policylens attribute RUN --store STORE --layer L`` (:mod:`.cli`).
+"""
+from .layer import LayerSwap, NotACutWarning, Rows, evaluate_rows
+from .methods import METHODS, attribute
+from .targets import Target, action_index, resolve_target
+
+__all__ = ["attribute", "METHODS", "resolve_target", "Target", "action_index", "evaluate_rows", "Rows",
+           "LayerSwap", "NotACutWarning"]
