@@ -144,3 +144,10 @@ def test_procgen_options_reach_the_game():
     env.reset(0)
     _, _, _, info = env.step([4, 4])
     assert {i["level_seed"] for i in info} == {5}
+
+
+def test_minigrid_num_actions_keeps_the_first_actions():
+    env = make("minigrid:MiniGrid-Empty-Random-6x6-v0?num_actions=3", num_envs=1, seed=0)
+    assert env.action_space.n == 3 and env.action_names == ["left", "right", "forward"]
+    with pytest.raises(ValueError, match="num_actions=9"):
+        make("minigrid:MiniGrid-Empty-Random-6x6-v0?num_actions=9", num_envs=1)

@@ -3,7 +3,9 @@
 Spec options: ``obs`` = ``symbolic`` (7x7x3 integer encoding, default) | ``onehot`` (7x7x20, 0/1) |
 ``rgb`` (the agent's partial view rendered, ``tile_size`` px per cell, default 8 -> 56x56x3);
 ``num_levels``/``start_level``: episode seeds drawn from ``[start_level, start_level + num_levels)``
-(0 = unlimited), so seeds play the role of procgen's levels; any other option goes to ``gymnasium.make``.
+(0 = unlimited), so seeds play the role of procgen's levels; ``num_actions``: keep only the first n actions
+(e.g. 3 = left, right, forward, as Dynamic-Obstacles has, so an agent trained on Empty-Random can go on to
+Dynamic-Obstacles in a curriculum); any other option goes to ``gymnasium.make``.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from .spec import EnvSpec
 OBS_MODES = ("symbolic", "onehot", "rgb")
 # One-hot widths of the three planes of MiniGrid's encoding: object, colour, state.
 ONEHOT_SIZES = (11, 6, 3)
-_OWN_OPTIONS = ("obs", "tile_size", "num_levels", "start_level", "ground_truth")
+_OWN_OPTIONS = ("obs", "tile_size", "num_levels", "start_level", "ground_truth", "num_actions")
 
 
 def _minigrid_ids() -> list:
@@ -56,7 +58,11 @@ class MiniGridVecEnv(VecEnv):
         self.spec = spec
         self.num_envs = num_envs
         self.envs = [gym.make(spec.name, **make_kwargs).unwrapped for _ in range(num_envs)]
-        self.action_space = spaces.Discrete(self.envs[0].action_space.n)
+        available = int(self.envs[0].action_space.n)
+        n_actions = int(opts.get("num_actions", available))
+        if not 1 <= n_actions <= available:
+            raise ValueError(f"minigrid option num_actions={n_actions}: {spec.name} has {available} actions")
+        self.action_space = spaces.Discrete(n_actions)
         self.action_names = [a.name for a in self.envs[0].actions][: self.action_space.n]
         view = self.envs[0].agent_view_size
         shape = {
