@@ -1,0 +1,49 @@
+"""``policylens dt SUBCOMMAND``: the decision-transformer suite, one sub-command per step, each with ``--help``."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module with main(argv), one-line help)
+SUBCOMMANDS = {
+    "collect": ("policylens.dt.collect", "record a PPO agent's episodes with sampling strategies into a trajectory store"),
+    "train": ("policylens.dt.train", "train a decision transformer on a trajectory store (resumable)"),
+    "calibrate": ("policylens.dt.calibrate", "achieved return against target RTG, and behaviours by RTG from ground truth"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    return ("usage: policylens dt SUBCOMMAND [options]   (policylens dt SUBCOMMAND --help for its options)\n\n"
+            "subcommands:\n" + "\n".join(lines) + "\n\n"
+            "  policylens dt collect zoo:minigrid-do8-rgb --episodes 1000 --out runs/dt/trajectories.zarr\n"
+            "  policylens dt train --store runs/dt/trajectories.zarr --out runs/dt\n"
+            "  policylens dt calibrate runs/dt --rtgs -1,-0.5,0,0.5,0.9,1 --episodes 50")
+
+
+def join_negative_values(argv, options) -> list:
+    """``--rtgs -1,0`` -> ``--rtgs=-1,0``: argparse would otherwise read the negative list as an option."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = []
+    for arg in argv:
+        if out and out[-1] in options and arg.startswith("-") and not arg.startswith("--"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return None
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        raise ValueError(f"unknown dt subcommand {name!r}; expected one of: {', '.join(SUBCOMMANDS)}")
+    return importlib.import_module(SUBCOMMANDS[name][0]).main(rest)
+
+
+if __name__ == "__main__":
+    main()
