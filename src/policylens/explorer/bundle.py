@@ -1,0 +1,201 @@
+"""The explorer's content in memory (:class:`LayerView`, :class:`Trajectory`) and :func:`write_explorer`, which
+lays it out as a folder that opens from disk:
+
+    OUT/index.html, explorer.css, explorer.js, render.js, live.js    (copied from the package)
+    OUT/data/manifest.js        run, env, action names, layers (features: label, colour, thumbnail), trajectories
+    OUT/data/tI.js              trajectory I: PNG sprite sheet of its frames, value, action probabilities,
+                                sampled action, reward, done, advantages, GAE bookmarks
+    OUT/data/tI-lJ.js           trajectory I, layer J: per output, uint8 maps (T, signs, features, h, w),
+                                deflated + base64, their scale, and each feature's total per frame and sign
+
+Everything here is already computed (precompute and plot are separate); this module only encodes it.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .bookmarks import bookmarks
+from .encode import deflate_b64, display_rgb, png_data_url, rounded, sprite_sheet, write_js
+from .maps import quantise
+
+STATIC = Path(__file__).resolve().parent / "static"
+STATIC_FILES = ("index.html", "explorer.css", "explorer.js", "render.js", "live.js")
+# feature colours (distinct on a faded observation); the residual is grey
+FEATURE_COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+                  "#ffe119", "#469990", "#9a6324", "#800000", "#808000", "#000075")
+RESIDUAL_COLOR = "#a0a0a0"
+FORMAT = 1  # version of the data files' layout
+SIGN_LABELS = ("good news (positive attribution)", "bad news (negative attribution)")
+
+
+@dataclass(frozen=True)
+class Output:
+    """One network output whose attribution the explorer shows."""
+
+    name: str  # key in the maps: "value", "action" (the sampled action's logit) or "attention"
+    label: str  # shown in the output picker
+    signs: tuple = SIGN_LABELS  # one overlay panel per sign, captioned so
+
+
+@dataclass
+class LayerView:
+    """A layer as the explorer shows it: features (K directions + residual, or attention heads) per output."""
+
+    name: str  # the agent's layer name
+    kind: str  # "nmf" (attribution split over NMF directions + residual) or "attention" (attention maps)
+    grid: tuple  # (h, w) spatial size of the layer
+    labels: tuple  # one label per feature, the residual last for "nmf"
+    outputs: tuple  # Output, ...
+    thumbnails: "np.ndarray | None" = None  # (F, s, s, 3) uint8 legend images (None: none)
+    meta: dict = field(default_factory=dict)  # JSON-able: method, steps, NMF residual share, ...
+    directions: object = None  # the Directions the features come from ("nmf"), kept for the live server
+
+    def __post_init__(self):
+        if self.kind not in ("nmf", "attention"):
+            raise ValueError(f"layer view kind must be 'nmf' or 'attention', got {self.kind!r}")
+        if not self.outputs or len({len(o.signs) for o in self.outputs}) != 1:
+            raise ValueError(f"layer view {self.name!r}: outputs must be given and share one number of signs")
+
+    @property
+    def residual(self) -> bool:
+        return self.kind == "nmf"
+
+    @property
+    def signs(self) -> int:
+        return len(self.outputs[0].signs)
+
+
+@dataclass
+class Trajectory:
+    """One recorded trajectory (T steps) and its maps per layer and output."""
+
+    obs: np.ndarray  # (T, H, W, C) uint8
+    value: np.ndarray  # (T,)
+    logits: np.ndarray  # (T, A)
+    action: np.ndarray  # (T,) the sampled action
+    reward: np.ndarray  # (T,)
+    done: np.ndarray  # (T,) bool
+    advantages: np.ndarray  # (T,) GAE
+    info: dict = field(default_factory=dict)  # episode, cause, return, level_seed
+    maps: dict = field(default_factory=dict)  # {layer name: {output name: (T, S, F, h, w) float, >= 0}}
+    state: "np.ndarray | None" = None  # (T, hidden) the state a recurrent agent received (not exported)
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+
+def probabilities(logits) -> np.ndarray:
+    """Softmax over the last axis, ``(T, A)``."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def feature_colors(view: LayerView) -> list:
+    n = len(view.labels) - (1 if view.residual else 0)
+    colors = [FEATURE_COLORS[k % len(FEATURE_COLORS)] for k in range(n)]
+    return colors + ([RESIDUAL_COLOR] if view.residual else [])
+
+
+def _check(view: LayerView, traj: Trajectory, i: int) -> None:
+    t = len(traj)
+    for name in ("obs", "logits", "action", "reward", "done", "advantages"):
+        if len(getattr(traj, name)) != t:
+            raise ValueError(f"trajectory {i}: {name} has {len(getattr(traj, name))} steps, value has {t}")
+    if view.name not in traj.maps:
+        raise ValueError(f"trajectory {i} has no maps for layer {view.name!r}; it has {', '.join(traj.maps) or 'none'}")
+    for out in view.outputs:
+        maps = traj.maps[view.name].get(out.name)
+        want = (t, len(out.signs), len(view.labels), *view.grid)
+        if maps is None or tuple(np.shape(maps)) != want:
+            got = None if maps is None else tuple(np.shape(maps))
+            raise ValueError(f"trajectory {i}, layer {view.name!r}, output {out.name!r}: maps of shape {got}, "
+                             f"expected (T, signs, features, h, w) = {want}")
+
+
+def _clear_data(data: Path) -> None:
+    """Remove the data files of an earlier export (only ours: manifest.js and t*.js)."""
+    if (data / "manifest.js").is_file():
+        for f in [data / "manifest.js", *data.glob("t*.js")]:
+            f.unlink()
+
+
+def _plain(info: dict) -> dict:
+    """numpy scalars -> Python numbers, for JSON."""
+    return {str(k): (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
+
+
+def trajectory_payload(i: int, traj: Trajectory, marks: np.ndarray) -> dict:
+    frames, display = display_rgb(traj.obs)
+    sheet, columns = sprite_sheet(frames)
+    adv = np.asarray(traj.advantages, np.float64)
+    return {
+        "id": i, "length": len(traj),
+        "frames": {"sheet": png_data_url(sheet), "columns": columns, "tile": list(frames.shape[1:3]),
+                   "display": display},
+        "value": rounded(traj.value), "probs": np.round(probabilities(traj.logits), 3).tolist(),
+        "action": [int(a) for a in traj.action], "reward": rounded(traj.reward),
+        "done": [int(bool(d)) for d in traj.done], "advantages": rounded(adv),
+        "bookmarks": [{"t": int(t), "advantage": float(f"{adv[t]:.5g}")} for t in marks],
+        "info": _plain(traj.info),
+    }
+
+
+def maps_payload(i: int, j: int, view: LayerView, traj: Trajectory) -> dict:
+    outputs = {}
+    for out in view.outputs:
+        maps = np.asarray(traj.maps[view.name][out.name], np.float32)  # (T, S, F, h, w)
+        q, scale = quantise(maps)
+        outputs[out.name] = {"scale": scale, "data": deflate_b64(q), "totals": rounded(maps.sum((-2, -1)), 4)}
+    return {"trajectory": i, "layer": j, "shape": [len(traj), view.signs, len(view.labels), *view.grid],
+            "outputs": outputs}
+
+
+def _features(view: LayerView) -> list:
+    """The manifest's features of a layer: label, colour and thumbnail (a PNG data URL or None)."""
+    thumbs = display_rgb(view.thumbnails)[0] if view.thumbnails is not None else []
+    return [{"label": str(label), "color": color, "thumbnail": png_data_url(thumbs[f]) if f < len(thumbs) else None}
+            for f, (label, color) in enumerate(zip(view.labels, feature_colors(view)))]
+
+
+def write_explorer(out, layers, trajectories, *, title: str, env: str = "", run: str = "", action_names=(),
+                   bookmark_count: int = 10, bookmark_separation: int = 3, meta: "dict | None" = None) -> dict:
+    """Write the explorer for ``trajectories`` (list of :class:`Trajectory`) with the ``layers`` (list of
+    :class:`LayerView`) into folder ``out``; returns ``{"index": path, "bytes": total size, "files": count}``."""
+    out = Path(out)
+    layers, trajectories = list(layers), list(trajectories)
+    if not layers:
+        raise ValueError("the explorer needs at least one layer view")
+    for i, traj in enumerate(trajectories):
+        for view in layers:
+            _check(view, traj, i)
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    _clear_data(data)
+    for name in STATIC_FILES:
+        shutil.copyfile(STATIC / name, out / name)
+    entries = []
+    for i, traj in enumerate(trajectories):
+        marks = bookmarks(traj.advantages, bookmark_count, separation=bookmark_separation)
+        write_js(data / f"t{i}.js", "trajectory", trajectory_payload(i, traj, marks))
+        for j, view in enumerate(layers):
+            write_js(data / f"t{i}-l{j}.js", "maps", maps_payload(i, j, view, traj))
+        entries.append({"id": i, "length": len(traj), "file": f"data/t{i}.js",
+                        "maps": [f"data/t{i}-l{j}.js" for j in range(len(layers))],
+                        **_plain(traj.info)})
+    manifest = {
+        "format": FORMAT, "title": title, "env": env, "run": run, "action_names": [str(a) for a in action_names],
+        "layers": [{"name": v.name, "kind": v.kind, "grid": list(v.grid), "meta": v.meta,
+                    "features": _features(v),
+                    "outputs": [{"name": o.name, "label": o.label, "signs": list(o.signs)} for o in v.outputs]}
+                   for v in layers],
+        "trajectories": entries, "meta": meta or {},
+    }
+    write_js(data / "manifest.js", "manifest", manifest)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    return {"index": out / "index.html", "bytes": sum(p.stat().st_size for p in files), "files": len(files)}

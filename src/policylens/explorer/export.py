@@ -1,0 +1,280 @@
+"""Compute what the explorer shows for recorded trajectories, and write it (``policylens explore RUN``).
+
+    >>> from policylens.explorer import export
+    >>> export("runs/demo", episodes="0-7", steps=512, k=8)      # -> runs/demo/explorer/index.html
+
+Per trajectory: frames, value, action probabilities, sampled action, reward, done, GAE advantages and
+bookmarks (from the rollouts store). Per exported layer: integrated-gradients attribution of the value and of
+the sampled action's logit to the layer, split over ``k`` NMF directions of value attributions (fitted on
+frames sampled evenly from these trajectories, positive and negative parts stacked as seed 001) plus a
+residual, per sign (:mod:`.maps`); a legend thumbnail per direction (its top dataset example). Attention
+agents also get their attention maps as a layer. All analysis calls sit in :func:`analyse_layer`.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .bundle import LayerView, Output, Trajectory, write_explorer
+from .maps import attention_maps, feature_maps, pool_factor, pool_sum
+
+OUTPUTS = (Output("value", "value"), Output("action", "sampled action's logit"))
+PREFERRED_LAYER = {"Clear": "conv2b"}  # the paper's layer 2b
+RECORD_ALL = 8  # episodes recorded for --episodes all when the run has no store yet
+
+
+# ------------------------------------------------------------------------------------------------ choosing
+def parse_episodes(text, available: int) -> list:
+    """``"0-7"``, ``"0,3,5-6"`` or ``"all"`` -> episode indices, checked against ``available``."""
+    if str(text).strip() == "all":
+        return list(range(available))
+    chosen = []
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise ValueError(f"episodes {text!r}: expected indices and ranges like 0-7 or 0,3,5-6, or 'all'")
+        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+        if b < a:
+            raise ValueError(f"episodes {text!r}: range {a}-{b} runs backwards")
+        seen = set(chosen)
+        chosen += [e for e in range(a, b + 1) if e not in seen]
+    if chosen and max(chosen) >= available:
+        raise ValueError(f"episodes {text!r} asks for episode {max(chosen)}, but the store holds {available} "
+                         f"(0..{available - 1}); record more with `policylens record RUN --episodes N`")
+    return chosen
+
+
+def candidate_layers(agent) -> list:
+    """The agent's documented layers, plus its attention trunk's (``trunk.NAME``) when it has one."""
+    from ..agents import layer_names
+
+    modules = dict(agent.named_modules())
+    names = [n for n in layer_names(agent) if n in modules]
+    trunk = getattr(agent, "trunk", None)
+    if trunk is not None and getattr(trunk, "LAYERS", None):
+        names += [f"trunk.{n}" for n in trunk.LAYERS if f"trunk.{n}" in modules]
+    return names
+
+
+def is_attention(agent, layer: str) -> bool:
+    from ..agents import get_layer
+    from ..agents.nets import SpatialSoftmax
+
+    return isinstance(get_layer(agent, layer), SpatialSoftmax)
+
+
+def spatial_layers(agent) -> dict:
+    """``{name: (C, h, w)}`` of the candidate layers whose activations are spatial."""
+    from ..agents import layer_shapes
+
+    shapes = layer_shapes(agent, names=candidate_layers(agent))
+    return {n: s for n, s in shapes.items() if len(s) == 3}
+
+
+def default_layers(agent) -> list:
+    """The layers exported when none are named: the paper's layer for its architecture, else the last
+    spatial layer that is not attention; plus the attention maps of an attention agent."""
+    spatial = spatial_layers(agent)
+    attention = [n for n in spatial if is_attention(agent, n)]
+    plain = [n for n in spatial if n not in attention and not n.startswith("attention")]
+    if not plain:
+        raise ValueError(f"{type(agent).__name__} has no spatial layer to attribute to (layers: "
+                         f"{', '.join(candidate_layers(agent))}); the explorer needs a (C, h, w) layer")
+    preferred = PREFERRED_LAYER.get(type(agent).__name__)
+    return [preferred if preferred in plain else plain[-1], *attention]
+
+
+def check_layer(agent, layer: str) -> tuple:
+    """The layer's activation shape ``(C, h, w)``; KeyError for an unknown layer, ValueError for a flat one."""
+    from ..agents import get_layer, layer_shapes
+
+    get_layer(agent, layer)  # KeyError listing the layers
+    shape = layer_shapes(agent, names=[layer]).get(layer)
+    if shape is None or len(shape) != 3:
+        raise ValueError(f"layer {layer!r} gives activations of shape {shape}, but the explorer draws spatial "
+                         f"(C, h, w) layers; spatial layers: {', '.join(spatial_layers(agent))}")
+    return tuple(shape)
+
+
+# ------------------------------------------------------------------------------------------------ trajectories
+def load_trajectories(store, episodes, steps: int) -> list:
+    """The first ``steps`` frames of each chosen episode of a rollouts store, as :class:`Trajectory`."""
+    from ..gae import gae
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    trajectories = []
+    for e in episodes:
+        ep = store.episode(e)
+        t = min(ep.length, steps)
+        field = lambda name: np.asarray(ep[name])[:t]  # noqa: E731
+        reward, value, done = field("reward"), field("value"), field("done")
+        if "advantages" in store.fields:
+            advantages = field("advantages")
+        else:  # a store written before advantages were added: compute them with the recording defaults
+            advantages = gae(np.asarray(ep["reward"]), np.asarray(ep["value"]), np.asarray(ep["done"]))[0][:t]
+        info = {"episode": int(e), "cause": ep.info["cause"], "return": float(ep.info["return"]),
+                "level_seed": int(ep.info["level_seed"]), "steps_recorded": int(ep.length)}
+        state = field("agent_state") if "agent_state" in store.fields else None  # (T, hidden) input state
+        trajectories.append(Trajectory(field("obs"), value, field("logits"), field("action"), reward, done,
+                                       advantages, info, state=state))
+    return trajectories
+
+
+def _state(traj: Trajectory):
+    return None if traj.state is None else torch.as_tensor(traj.state)  # (T, hidden)
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+def attributions(agent, obs, state, layer: str, target, ig_steps: int = 10, batch: int = 64) -> tuple:
+    """IG attribution of ``target`` to ``layer`` for observations ``(n, H, W, C)`` (recurrent agents: their
+    input ``state`` ``(n, hidden)``), ``batch`` frames per pass: ``(n, C, h, w)`` and the completeness gaps
+    ``(n,)``."""
+    from ..attribution import attribute
+
+    obs = torch.as_tensor(obs)
+    parts, gaps = [], []
+    for a in range(0, len(obs), batch):
+        attr, delta = attribute(agent, obs[a:a + batch], target=target, layer=layer, method="ig", steps=ig_steps,
+                                state=None if state is None else state[a:a + batch], return_delta=True)
+        parts.append(attr.detach().cpu())
+        gaps.append(delta.detach().cpu())
+    return torch.cat(parts), torch.cat(gaps)
+
+
+def nmf_maps(agent, obs, state, actions, directions, ig_steps: int = 10, batch: int = 64, pool: int = 1) -> tuple:
+    """For observations ``(n, H, W, C)`` and the sampled ``actions`` ``(n,)``: ``({"value": maps, "action":
+    maps}, {output: largest completeness gap})``, maps ``(n, 2, K + 1, h, w)`` over ``directions``, summed
+    over ``pool`` x ``pool`` blocks of positions."""
+    layer = directions.layer
+    value, gap = attributions(agent, obs, state, layer, "value", ig_steps, batch)  # (n, C, h, w)
+    gaps = {"value": float(gap.abs().max()), "action": 0.0}
+    action = torch.empty_like(value)
+    actions = np.asarray(actions)
+    for a in np.unique(actions):  # the sampled action's logit: one target per action
+        chosen = np.flatnonzero(actions == a)
+        action[chosen], gap = attributions(agent, torch.as_tensor(obs)[chosen],
+                                           None if state is None else state[chosen], layer, int(a), ig_steps, batch)
+        gaps["action"] = max(gaps["action"], float(gap.abs().max()))
+    maps = {"value": feature_maps(value, directions), "action": feature_maps(action, directions)}
+    return {name: pool_sum(m.numpy(), pool) for name, m in maps.items()}, gaps
+
+
+def attention_layer_maps(agent, obs, state, layer: str, pool: int = 1) -> dict:
+    """``{"attention": (n, 1, heads, h, w)}``: an attention layer's maps for observations ``(n, H, W, C)``
+    (summed over ``pool`` x ``pool`` blocks of positions)."""
+    from ..factors import collect_activations
+
+    return {"attention": pool_sum(attention_maps(collect_activations(agent, obs, layer, state=state)).numpy(), pool)}
+
+
+def nmf_sample(trajectories, frames: int) -> list:
+    """``[(trajectory, frame indices)]``: about ``frames`` frames spread evenly over all trajectories."""
+    total = sum(len(t) for t in trajectories)
+    every = max(1, -(-total // max(1, frames)))
+    return [(t, np.arange(0, len(t), every)) for t in trajectories]
+
+
+def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int = 10, nmf_frames: int = 1024,
+                  thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, progress=None) -> LayerView:
+    """Fill ``traj.maps[layer]`` of every trajectory and return the layer's view: attribution, NMF of value
+    attributions (frames sampled evenly), maps over the directions, dataset-example thumbnails. Maps of a
+    layer wider than ``map_size`` are stored summed over blocks of positions (0: never)."""
+    from ..factors import nmf_attributions
+    from ..featvis import dataset_examples, thumbnails
+
+    _, gh, gw = check_layer(agent, layer)
+    pool = pool_factor((gh, gw), map_size)
+    grid = (-(-gh // pool), -(-gw // pool))
+    shape = {"layer_grid": [int(gh), int(gw)], "pool": pool}
+    if is_attention(agent, layer):
+        for traj in trajectories:
+            traj.maps[layer] = attention_layer_maps(agent, traj.obs, _state(traj), layer, pool)
+            progress and progress(1)
+        heads = trajectories[0].maps[layer]["attention"].shape[2]
+        return LayerView(layer, "attention", grid, tuple(f"head {h + 1}" for h in range(heads)),
+                         (Output("attention", "attention maps", ("attention",)),), None,
+                         {"method": "attention", **shape})
+
+    sample = []
+    for traj, frames in nmf_sample(trajectories, nmf_frames):
+        state = _state(traj)
+        sample.append(attributions(agent, traj.obs[frames], None if state is None else state[frames], layer,
+                                   "value", ig_steps, batch)[0])
+    directions = nmf_attributions(torch.cat(sample), k, layer=layer, seed=seed)  # (k, C)
+    gaps = {"value": 0.0, "action": 0.0}  # largest IG completeness gap |sum(attr) - (F(x) - F(0))|
+    for traj in trajectories:
+        traj.maps[layer], gap = nmf_maps(agent, traj.obs, _state(traj), traj.action, directions, ig_steps, batch, pool)
+        gaps = {name: max(gaps[name], gap[name]) for name in gaps}
+        progress and progress(1)
+    obs = np.concatenate([t.obs for t in trajectories])  # (N, H, W, C)
+    states = [_state(t) for t in trajectories]
+    state = None if states[0] is None else torch.cat(states)
+    examples = dataset_examples(agent, obs, directions, k=1, state=state)
+    labels = tuple(f"NMF {i + 1}" for i in range(k)) + ("residual",)
+    meta = {"method": "ig", "ig_steps": ig_steps, "k": k, "nmf_on": "value attributions",
+            "nmf_frames": int(sum(len(s) for s in sample)), "nmf_residual": directions.meta.get("residual"),
+            "ig_completeness_gap": gaps, **shape}
+    return LayerView(layer, "nmf", grid, labels, OUTPUTS, thumbnails(examples, thumbnail), meta, directions)
+
+
+# ------------------------------------------------------------------------------------------------ the command
+def run_paths(run, store=None, out=None) -> tuple:
+    """``(agent dir, store path, explorer folder)`` for a RUN (zoo runs write under ``runs/NAME``)."""
+    from ..agents import resolve_run
+    from ..rollouts.record import default_out
+
+    agent_dir = resolve_run(run)
+    store_path = Path(store) if store else default_out(run, agent_dir)
+    out = Path(out) if out else default_out(run, agent_dir).parent / "explorer"
+    return agent_dir, store_path, out
+
+
+def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k: int = 8, out=None,
+           ig_steps: int = 10, nmf_frames: int = 1024, bookmarks: int = 10, bookmark_separation: int = 3,
+           thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, device: str = "cpu",
+           progress: bool = True) -> dict:
+    """Write the explorer for ``episodes`` of the run's rollouts store (recorded first when the store does
+    not exist). ``layers``: names (a list or a comma-separated string; default :func:`default_layers`).
+    Returns :func:`~policylens.explorer.bundle.write_explorer`'s summary plus ``layers`` and ``store``."""
+    from tqdm.auto import tqdm
+
+    from .. import rollouts
+    from ..agents import load_agent
+
+    agent_dir, store_path, out = run_paths(run, store, out)
+    agent = load_agent(agent_dir, device=device).eval()
+    names = [n.strip() for n in layers.split(",")] if isinstance(layers, str) else list(layers or [])
+    names = [n for n in names if n] or default_layers(agent)
+    for name in names:
+        check_layer(agent, name)
+    if k < 1:
+        raise ValueError(f"k (NMF directions) must be >= 1, got {k}")
+    if not (store_path / "zarr.json").is_file():
+        if store:
+            raise FileNotFoundError(f"no rollouts store at {store_path}")
+        needed = RECORD_ALL if str(episodes).strip() == "all" else max(parse_episodes(episodes, 1 << 62)) + 1
+        rollouts.record(rollouts.RecordConfig(run=str(run), episodes=needed, out=str(store_path), seed=seed,
+                                              progress=progress, device=device))
+    data = rollouts.open(store_path)
+    trajectories = load_trajectories(data, parse_episodes(episodes, len(data)), steps)
+    bar = tqdm(total=len(trajectories) * len(names), desc="explore", unit="traj", disable=not progress)
+    try:
+        views = [analyse_layer(agent, trajectories, name, k=k, ig_steps=ig_steps, nmf_frames=nmf_frames,
+                               thumbnail=thumbnail, map_size=map_size, batch=batch, seed=seed, progress=bar.update)
+                 for name in names]
+    finally:
+        bar.close()
+    for j, view in enumerate(views):
+        if view.directions is not None:
+            view.directions.save(out / "directions" / f"l{j}")
+    action_names = data.action_names or list(getattr(agent, "action_names", []) or [])
+    title = f"{Path(str(run)).name if not str(run).startswith('zoo:') else run} - {data.env}"
+    summary = write_explorer(out, views, trajectories, title=title, env=data.env, run=str(data.run or run),
+                             action_names=action_names, bookmark_count=bookmarks,
+                             bookmark_separation=bookmark_separation,
+                             meta={"store": str(store_path), "steps": steps, "episodes": str(episodes)})
+    return {**summary, "layers": names, "store": store_path}

@@ -1,0 +1,195 @@
+"""``policylens explore RUN --serve``: the written explorer served on 127.0.0.1 with a live panel.
+
+The page is the static one (``index.html`` with ``data-mode="live"``); its live panel plays one env: the user
+presses actions (keys or buttons) or lets the agent act, and the server computes each new frame's value,
+policy and attribution maps exactly as the export does (the same NMF directions, saved by the export in
+``OUT/directions/``), so live frames and recorded ones read alike. Only 127.0.0.1 is bound.
+
+    POST /api/live/reset  {"seed": optional int}        -> {"frame": FRAME}
+    POST /api/live/step   {"action": int or null}       -> {"taken": {t, action, reward, done, cause}, "frame": FRAME}
+
+``FRAME``: ``{"t", "episode", "image" (PNG data URL), "value", "probs", "preferred", "maps": [per layer
+{output: {"scale", "data", "totals"}}]}``; ``"action"`` maps are for the agent's most probable action.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .encode import deflate_b64, display_rgb, png_data_url, read_js, rounded
+from .export import attention_layer_maps, nmf_maps
+from .maps import quantise
+
+
+class LiveSession:
+    """One env (1 copy) and the agent; thread-safe. ``views``: per manifest layer ``(kind, layer, directions,
+    pool)`` (maps summed over ``pool`` x ``pool`` blocks of positions, as the export stored them)."""
+
+    def __init__(self, agent, env_spec: str, views, *, ig_steps: int = 10, seed: int = 0):
+        from ..envs import make
+
+        self.agent, self.views, self.ig_steps, self.seed = agent, list(views), ig_steps, seed
+        self.env = make(env_spec, num_envs=1, seed=seed)
+        self.num_actions = int(self.env.action_space.n)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.lock = threading.Lock()
+        self.episode = -1
+        self.reset()
+
+    def _initial_state(self):
+        init = getattr(self.agent, "initial_state", None)
+        state = init(1) if callable(init) else None
+        return None if state is None else state.detach()
+
+    def reset(self, seed: "int | None" = None) -> dict:
+        with self.lock:
+            self.episode += 1
+            self.obs = self.env.reset(self.seed + self.episode if seed is None else int(seed))  # (1, H, W, C)
+            self.state, self.t = self._initial_state(), 0
+            return {"frame": self._frame()}
+
+    def step(self, action=None) -> dict:
+        """Take ``action`` (None: the agent samples one from its policy) and analyse the new frame."""
+        from ..agents.policy import select_actions
+
+        with self.lock:
+            if action is None:
+                action = int(select_actions(self.out.logits, "sample", generator=self.generator)[0])
+            valid = isinstance(action, (int, np.integer)) and not isinstance(action, bool)
+            if not valid or not 0 <= action < self.num_actions:
+                raise ValueError(f"action must be an integer in [0, {self.num_actions}), got {action!r}")
+            obs, reward, done, info = self.env.step(np.array([action]))
+            cause = (info[0].get("episode") or {}).get("cause") if done[0] else None
+            taken = {"t": self.t, "action": int(action), "reward": float(reward[0]), "done": bool(done[0]),
+                     "cause": cause}
+            self.state = self._initial_state() if done[0] else self.out.state
+            self.obs, self.t = obs, self.t + 1
+            return {"taken": taken, "frame": self._frame()}
+
+    @torch.no_grad()
+    def _outputs(self):
+        return self.agent(torch.as_tensor(self.obs), self.state)
+
+    def _frame(self) -> dict:
+        self.out = self._outputs()
+        logits = self.out.logits.float()  # (1, A)
+        preferred = int(logits.argmax(-1)[0])
+        maps = []
+        for kind, layer, directions, pool in self.views:
+            if kind == "attention":
+                per_output = attention_layer_maps(self.agent, self.obs, self.state, layer, pool)
+            else:
+                per_output, _ = nmf_maps(self.agent, self.obs, self.state, [preferred], directions, self.ig_steps,
+                                         pool=pool)
+            encoded = {}
+            for name, m in per_output.items():  # m (1, S, F, h, w)
+                q, scale = quantise(m[0])
+                encoded[name] = {"scale": scale, "data": deflate_b64(q), "totals": rounded(m[0].sum((-2, -1)), 4)}
+            maps.append(encoded)
+        return {"t": self.t, "episode": self.episode, "image": png_data_url(display_rgb(self.obs)[0][0]),
+                "value": float(self.out.value[0]), "probs": rounded(torch.softmax(logits, -1)[0].numpy(), 4),
+                "preferred": preferred, "maps": maps}
+
+
+def load_session(run, folder, *, device: str = "cpu", seed: int = 0) -> LiveSession:
+    """A live session for the explorer written in ``folder`` (its manifest names the env and the layers)."""
+    from ..agents import load
+    from ..factors import Directions
+
+    folder = Path(folder)
+    manifest_file = folder / "data" / "manifest.js"
+    if not manifest_file.is_file():
+        raise FileNotFoundError(f"no explorer in {folder} (missing {manifest_file}); "
+                                "run `policylens explore RUN` first")
+    _, manifest = read_js(manifest_file)
+    agent = load(run, device=device).eval()
+    views, ig_steps = [], 10
+    for j, layer in enumerate(manifest["layers"]):
+        directions = Directions.load(folder / "directions" / f"l{j}") if layer["kind"] == "nmf" else None
+        ig_steps = int(layer["meta"].get("ig_steps", ig_steps))
+        views.append((layer["kind"], layer["name"], directions, int(layer["meta"].get("pool", 1))))
+    if not manifest.get("env"):
+        raise ValueError(f"{manifest_file} names no env to play")
+    return LiveSession(agent, manifest["env"], views, ig_steps=ig_steps, seed=seed)
+
+
+def create_app(folder, session: LiveSession):
+    """The Starlette app: the explorer folder's files, ``/`` in live mode, and the live API."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    folder = Path(folder)
+    page = (folder / "index.html").read_text(encoding="utf-8").replace('data-mode="static"', 'data-mode="live"', 1)
+
+    async def index(request):
+        return HTMLResponse(page)
+
+    async def body(request) -> dict:
+        try:
+            data = await request.json()
+        except ValueError:
+            data = None
+        return data if isinstance(data, dict) else {}
+
+    async def call(fn, *args):
+        try:
+            return JSONResponse(await run_in_threadpool(fn, *args))
+        except ValueError as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+
+    async def reset(request):
+        return await call(session.reset, (await body(request)).get("seed"))
+
+    async def step(request):
+        return await call(session.step, (await body(request)).get("action"))
+
+    routes = [Route("/", index), Route("/index.html", index),
+              Route("/api/live/reset", reset, methods=["POST"]), Route("/api/live/step", step, methods=["POST"]),
+              Mount("/", StaticFiles(directory=str(folder)))]
+    return Starlette(routes=routes)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_server(run, folder, *, port: int = 8000, device: str = "cpu", seed: int = 0):
+    """A uvicorn server for the explorer in ``folder`` on 127.0.0.1 (``port`` 0: a free one); ``(server, url)``."""
+    import uvicorn
+
+    port = port or free_port()
+    app = create_app(folder, load_session(run, folder, device=device, seed=seed))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    return server, f"http://127.0.0.1:{port}/"
+
+
+def serve(run, folder, *, port: int = 8000, device: str = "cpu", seed: int = 0) -> None:
+    """Serve until interrupted (Ctrl-C)."""
+    server, url = make_server(run, folder, port=port, device=device, seed=seed)
+    print(f"live explorer on {url}  (Ctrl-C to stop)")
+    server.run()
+
+
+def serve_in_thread(run, folder, **kwargs):
+    """Start the server in a daemon thread; returns ``(server, url)``; stop with ``server.should_exit = True``."""
+    import time
+
+    server, url = make_server(run, folder, **kwargs)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the explorer server did not start on {url}")
+        time.sleep(0.05)
+    server.thread = thread
+    return server, url
