@@ -69,9 +69,9 @@ def test_demo_vision_section_on_the_zoo_agent(tmp_path):
     pl("demo", "--out", demo, "--record-episodes", 3, "--eval-episodes", 8, "--workers", 1)
     report = (demo / "report.md").read_text()
     for part in ("## Directions, scored against ground truth", "| direction | best entity |", "## Attribution",
-                 "## Editing: blind the agent to balls", "| keep-others |", "| plain |"):
+                 "## Editing: blind the agent to balls", "| keep-others |", "| plain |", "## The trajectory explorer"):
         assert part in report
-    for name in ("directions.png", "edit-compare.png", "analysis/scores.json", "analysis/edit.json",
+    for name in ("explorer/index.html", "directions.png", "edit-compare.png", "analysis/scores.json", "analysis/edit.json",
                  "analysis/directions/embed-nmf.safetensors"):
         assert (demo / name).is_file(), name
     edit = json.loads((demo / "analysis" / "edit.json").read_text())

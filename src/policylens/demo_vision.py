@@ -131,9 +131,23 @@ def vision_section(out: Path, store, agent, evaluation: dict, cfg, layer: "str |
     t = time.time()
     edits = blind_experiment(agent, obs, masks, out, evaluation, cfg, layer, k)
     times["edit"] = time.time() - t
+    t = time.time()
+    from .explorer import export
+
+    explorer = export(str(out), store=str(out / "rollouts.zarr"), episodes=f"0-{min(8, len(store)) - 1}", k=k,
+                      progress=False)
+    times["explorer"] = time.time() - t
     mass, curves = stats["mass"], stats["curves"]
     keep = edits["keep-others"]["compare"]
     lines = [
+        "## The trajectory explorer",
+        "",
+        f"[explorer/index.html](explorer/index.html) (opens from disk, {explorer['bytes'] / 1e6:.1f} MB): "
+        f"{min(8, len(store))} recorded "
+        f"episodes with the attribution of the value and of the sampled action over NMF features of layer(s) "
+        f"{', '.join(f'`{x}`' for x in explorer['layers'])}, good and bad news side by side, the timeline and GAE "
+        "bookmarks. `policylens explore runs/demo --serve` plays live.",
+        "",
         "## Directions, scored against ground truth",
         "",
         f"NMF ({k} directions) of layer `{layer}` over the {len(obs)} recorded frames; each direction's map of where "
