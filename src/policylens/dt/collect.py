@@ -32,9 +32,9 @@ from ..config import add_dataclass_args, from_args
 from ..envs import CAUSES, make
 from ..rollouts import StoreWriter, add_advantages
 from ..rollouts import open as open_store
-from ..rollouts.record import MAX_PENDING, _Buffer
+from ..rollouts.record import MAX_PENDING, EpisodeBuffer, default_out
 from .data import returns_to_go
-from .strategies import allocate, episode_plan, parse_shares, parse_strategies
+from .strategies import episode_plan, parse_shares, parse_strategies
 
 DEFAULT_ENV = "minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0"
 # success (greedy .. topk), failure (bottomk:1, random, most of temperature:5) and timeouts (bottomk:2 turns in place)
@@ -74,12 +74,6 @@ class CollectConfig:
     """show a progress bar"""
 
 
-def default_out(run: str, agent_dir: Path) -> Path:
-    if str(run).startswith("zoo:"):
-        return Path("runs") / str(run)[4:] / "trajectories.zarr"
-    return (agent_dir.parent if agent_dir.name == "agent" else agent_dir) / "trajectories.zarr"
-
-
 def observe_as(env, mode: str) -> np.ndarray:
     """Every env's current view ``(N, ...)`` exactly as a MiniGrid env made with ``obs=MODE`` would give it."""
     if not hasattr(env, "obs_mode") or not hasattr(env, "observe"):
@@ -111,7 +105,7 @@ def collect(cfg: CollectConfig) -> Path:
     conf = read_config(agent_dir)
     agent = load_agent(agent_dir, device=cfg.device)
     env_spec = cfg.env or conf.get("env") or DEFAULT_ENV
-    out = Path(cfg.out) if cfg.out else default_out(cfg.run, agent_dir)
+    out = Path(cfg.out) if cfg.out else default_out(cfg.run, agent_dir, "trajectories.zarr")
 
     probe = make(env_spec, num_envs=1, seed=cfg.seed)
     obs_shape, num_actions = tuple(probe.observation_space.shape), int(probe.action_space.n)
@@ -187,7 +181,7 @@ def _collect_into(writer, agent, cfg, env_spec, strategies, shares, extra, has_e
     assigned = np.full(n, -1)  # strategy of the counted episode each env plays; -1: not counted
     for i in range(min(n, target)):
         assigned[i] = plan.pop(0)
-    buffers = [_Buffer() for _ in range(n)]
+    buffers = [EpisodeBuffer() for _ in range(n)]
     pending, pending_frames, finished, last_flush = [], 0, 0, time.monotonic()
     bar = tqdm(total=cfg.episodes, initial=k, unit="ep", desc=f"collect {writer.path.name}", disable=not cfg.progress)
     step_guard, steps = (target + n) * cfg.max_steps, 0

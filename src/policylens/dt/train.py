@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..config import add_dataclass_args, from_args
 from ..envs import make
-from ..train.state import load_optimizer, optimizer_tensors, read_checkpoint, write_checkpoint
+from ..train.state import load_optimizer, optimizer_tensors, read_checkpoint, truncate_csv, write_checkpoint
 from .data import Trajectories, load_trajectories
 
 VOLATILE = ("steps", "resume", "progress", "device", "threads", "eval_every", "eval_episodes", "checkpoint_every")
@@ -145,16 +145,6 @@ def validate(model, traj: Trajectories, frames: np.ndarray, context: int, device
     return total_loss / len(frames), total_acc / len(frames)
 
 
-def _truncate_csv(path: Path, step: int) -> None:
-    """Drop rows written after the checkpoint being resumed."""
-    if not path.is_file():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if int(r[0]) <= step] if rows else [])
-
-
 class _Setup:
     """Everything a training run is made of, built from its config and store (fresh or to resume)."""
 
@@ -244,7 +234,7 @@ def train(cfg: DTTrainConfig) -> Path:
     csv_path = s.out / "train.csv"
     start, accum = s.restore() if cfg.resume else (0, [0.0, 0.0, 0])  # accum: loss sum, accuracy sum, steps
     if cfg.resume:
-        _truncate_csv(csv_path, start)
+        truncate_csv(csv_path, start)
     else:
         csv_path.unlink(missing_ok=True)
     fields = ["step", "frames", "lr", "loss", "acc", "val_loss", "val_acc", *_eval_columns(cfg)]

@@ -78,11 +78,12 @@ class RecordConfig:
     """show a progress bar (episodes done, frames/s)"""
 
 
-def default_out(run: str, agent_dir: Path) -> Path:
+def default_out(run: str, agent_dir: Path, name: str = "rollouts.zarr") -> Path:
+    """Where a store of RUN goes by default: beside its agent, or ``runs/NAME/`` for ``zoo:NAME``."""
     if str(run).startswith("zoo:"):
-        return Path("runs") / str(run)[4:] / "rollouts.zarr"
+        return Path("runs") / str(run)[4:] / name
     run_dir = agent_dir.parent if agent_dir.name == "agent" else agent_dir
-    return run_dir / "rollouts.zarr"
+    return run_dir / name
 
 
 def _sha256(file: Path) -> str:
@@ -99,7 +100,7 @@ def _check(cfg: RecordConfig) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
 
 
-class _Buffer:
+class EpisodeBuffer:
     """The frames of one env's episode in progress."""
 
     def __init__(self):
@@ -186,7 +187,7 @@ def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, h
     counted = np.zeros(n, bool)  # env i is playing an episode that will be stored
     started = min(n, target)
     counted[:started] = True
-    buffers = [_Buffer() for _ in range(n)]
+    buffers = [EpisodeBuffer() for _ in range(n)]
     pending, pending_frames, finished, frames = [], 0, 0, 0
     last_flush = t0 = time.monotonic()
     bar = tqdm(total=cfg.episodes, initial=k, unit="ep", desc=f"record {Path(writer.path).name}", disable=not cfg.progress)

@@ -24,7 +24,7 @@ from ..agents.nets import attention_entropy
 from ..agents.policy import select_actions
 from ..gae import gae
 from .config import TrainConfig, resolve
-from .state import load_optimizer, optimizer_tensors, read_checkpoint, write_checkpoint
+from .state import load_optimizer, optimizer_tensors, read_checkpoint, truncate_csv, write_checkpoint
 
 CSV_FIELDS = ["update", "frames", "seconds", "fps", "episodes", "return_mean", "length_mean", "success_rate",
               "pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "attention_entropy", "lr"]
@@ -118,7 +118,7 @@ def train(cfg: TrainConfig) -> Path:
         first = tensors["agent.first"].bool()
         start_update, frames = meta["update"], meta["frames"]
         recent.extend(meta["recent"])
-        _truncate_csv(out / "train.csv", start_update)
+        truncate_csv(out / "train.csv", start_update)
 
     def capture(update: int) -> dict:
         """Everything at an update boundary, copied, so it can be written at any later moment."""
@@ -315,13 +315,3 @@ def _row(update, frames, seconds, fps, ended, stats, lr) -> dict:
     return row
 
 
-def _truncate_csv(path: Path, last_update: int) -> None:
-    """Drop rows after ``last_update`` (written by a run killed after its last checkpoint)."""
-    if not path.is_file():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(r for r in rows if int(r["update"]) <= last_update)

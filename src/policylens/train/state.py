@@ -70,3 +70,15 @@ def read_checkpoint(agent_dir: Path) -> tuple[dict, dict, dict]:
                 json.loads((folder / "trainer.json").read_text()))
     except Exception as e:
         raise ValueError(f"checkpoint in {folder} is corrupt: {e}") from None
+
+
+def truncate_csv(path: Path, last: int) -> None:
+    """Drop the log rows after step ``last`` (first column), written by a run killed after its last checkpoint."""
+    import csv
+
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if int(r[0]) <= last] if rows else [])
