@@ -7,20 +7,22 @@ import pytest
 
 from policylens.sweep import SweepConfig, main, settings, train_config
 
-TRAIN = ("--preset minigrid --env minigrid:MiniGrid-Empty-5x5-v0?obs=symbolic --arch mlp --total-frames 512 "
+TRAIN = ("--preset minigrid --env minigrid:MiniGrid-Empty-5x5-v0?obs=symbolic --arch cnn --total-frames 512 "
          "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1")
 
 
 def test_levels_sweep_trains_evaluates_both_splits_and_skips_done_runs(tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["levels", "--levels", "2,0", "--train-args", TRAIN, "--episodes", "6", "--out", str(out),
-            "--progress", "false"]
+            "--progress", "false", "--score-episodes", "2", "--score-k", "3"]
     main(argv)
     result = json.loads((out / "sweep.json").read_text())
     assert [r["name"] for r in result["runs"]] == ["levels-2", "levels-0"]
     two = result["runs"][0]
     assert "num_levels=2" in two["env"] and "start_level=0" in two["env"]
     assert two["train"]["episodes"] == two["held_out"]["episodes"] == 6
+    scored = two["interpretability"]  # NMF of the first conv layer scored against the entity masks
+    assert scored["layer"] == "embed" and 0 <= scored["interpretable_share"] <= 1 and scored["frames"] > 0
     assert (out / "sweep.png").stat().st_size > 1000
     assert "held-out" in capsys.readouterr().out
     weights = out / "levels-2" / "agent" / "weights.safetensors"

@@ -10,19 +10,9 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ENTITIES = ("agent", "ball", "goal")
-
-
-def store_frames(store) -> tuple:
-    """All frames of a store and their entity masks: ``(obs (N, H, W, C), {kind: (N, H, W)})``."""
-    from .scores import episode_masks
-
-    obs = np.concatenate([store.episode(i)["obs"] for i in range(len(store))])
-    per = [episode_masks(store, i, kinds=list(ENTITIES)) for i in range(len(store))]
-    return obs, {k: np.concatenate([m[k] for m in per]) for k in ENTITIES}
 
 
 def _direction_table(scores: dict) -> list:
@@ -36,15 +26,11 @@ def _direction_table(scores: dict) -> list:
 
 def directions_and_scores(agent, obs, masks, out: Path, layer: str, k: int) -> tuple:
     """NMF of ``layer``'s activations, scored against the masks, with dataset-example thumbnails."""
-    from .factors import coefficients, collect_activations, nmf
     from .featvis import dataset_examples, save_grid, thumbnails
-    from .scores import direction_entity_scores, pool_masks
+    from .scores import score_layer
 
-    acts = collect_activations(agent, torch.as_tensor(obs), layer).clamp_min(0)  # (N, C, h, w)
-    directions = nmf(acts, k, layer=layer)
+    directions, scores, _ = score_layer(agent, obs, masks, layer, k)
     directions.save(out / "analysis" / "directions" / f"{layer}-nmf")
-    maps = coefficients(acts, directions).numpy()  # (N, K, h, w)
-    scores = direction_entity_scores(maps, pool_masks(masks, tuple(acts.shape[-2:])), labels=directions.labels)
     examples = dataset_examples(agent, obs, directions, k=4, max_per_obs=1)
     labels = [f"{lab}: {r['best_entity']}" for lab, r in zip(directions.labels, scores["directions"])]
     save_grid(out / "directions.png", thumbnails(examples, size=48), labels,
@@ -119,7 +105,9 @@ def vision_section(out: Path, store, agent, evaluation: dict, cfg, layer: "str |
     layer, attr_layer = layer or spatial[0], attr_layer or spatial[-1]
     times, t = {}, time.time()
     (out / "analysis").mkdir(parents=True, exist_ok=True)
-    obs, masks = store_frames(store)
+    from .scores import store_frames
+
+    obs, masks = store_frames(store, kinds=list(ENTITIES))
     k = min(k, len(obs))
     directions, scores = directions_and_scores(agent, obs, masks, out, layer, k)
     (out / "analysis" / "scores.json").write_text(json.dumps(scores, indent=1))

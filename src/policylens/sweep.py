@@ -46,6 +46,10 @@ class SweepConfig:
     """folder for one run per setting, sweep.json and sweep.png"""
     workers: int = 1
     """evaluation worker processes"""
+    score_episodes: int = 8
+    """episodes recorded per run to score its NMF directions against ground truth (0: skip the scores)"""
+    score_k: int = 8
+    """NMF directions per run for the scores"""
     progress: bool = True
     """progress bars"""
 
@@ -106,6 +110,41 @@ def tail_mean(csv_path: Path, column: str, share: float = 0.1) -> "float | None"
     return sum(values[-n:]) / n
 
 
+def interpretability(run_dir: Path, cfg: SweepConfig) -> "dict | None":
+    """Record a few episodes of the run and score NMF directions of its first spatial layer against the
+    entity masks (:func:`policylens.scores.score_layer`): the objective version of seed 001's "share of
+    interpretable features". None when the env has no ground truth or the agent no spatial layer."""
+    from .agents import layer_shapes, load
+    from .rollouts import open as open_store
+    from .rollouts.record import RecordConfig, record
+    from .scores import score_layer, store_frames
+
+    agent = load(run_dir)
+    spatial = [n for n, shape in layer_shapes(agent).items() if len(shape) == 3]
+    store_path = run_dir / "rollouts.zarr"
+    if not spatial:
+        return None
+    procgen = "procgen:" in str(json.loads((run_dir / "agent" / "config.json").read_text()).get("env", ""))
+    record(RecordConfig(run=str(run_dir), episodes=cfg.score_episodes, out=str(store_path), save_state=procgen,
+                        env=f"{train_env(run_dir)}", progress=False))
+    try:
+        obs, masks = store_frames(open_store(store_path))
+    except ValueError:  # no ground truth for this env
+        return None
+    _, scores, _ = score_layer(agent, obs, masks, spatial[0], cfg.score_k)
+    best = {r["label"]: r["best_entity"] for r in scores["directions"] if r["interpretable"]}
+    return {"layer": spatial[0], "k": cfg.score_k, "frames": len(obs),
+            "interpretable_share": scores["interpretable_share"], "interpretable": best}
+
+
+def train_env(run_dir: Path) -> str:
+    """The run's env with its level options removed (scores are taken on unseen levels)."""
+    from .envs import parse_spec
+
+    spec = parse_spec(json.loads((run_dir / "agent" / "config.json").read_text())["env"])
+    return str(spec.replace(num_levels=None, start_level=1_000_000))
+
+
 def run_setting(cfg: SweepConfig, name: str, setting: dict) -> dict:
     """Train (or resume, or skip if done) and evaluate one setting; returns its row of the sweep."""
     from .evaluate import evaluate
@@ -128,6 +167,8 @@ def run_setting(cfg: SweepConfig, name: str, setting: dict) -> dict:
         row["train"] = pick(train_split)
     else:
         row["train"] = row["held_out"]  # unlimited levels: every level is a training-distribution level
+    if cfg.score_episodes > 0:
+        row["interpretability"] = interpretability(run_dir, cfg)
     log = run_dir / "train.csv"
     row["final_return"] = tail_mean(log, "return_mean")
     row["final_attention_entropy"] = tail_mean(log, "attention_entropy")
@@ -157,8 +198,15 @@ def plot(result: dict, path) -> Path:
         ax.set_xticks(xs, [str(r["num_levels"] or "unlimited") for r in rows])
         ax.set_xlabel("training levels")
         ax.set_ylabel("success rate")
-        ax.legend(fontsize=8)
-        ax.set_title("Diversity: generalisation against the number of levels", fontsize=9)
+        scored = [(x, r["interpretability"]["interpretable_share"]) for x, r in zip(xs, rows) if r.get("interpretability")]
+        if scored:
+            twin = ax.twinx()
+            twin.plot(*zip(*scored), "^:", color="tab:green", label="interpretable directions (share)")
+            twin.set_ylabel("interpretable share", color="tab:green")
+            twin.set_ylim(0, 1.05)
+            twin.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left")
+        ax.set_title("Diversity: generalisation and interpretability against the number of levels", fontsize=9)
     else:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=120)
         labels = [f"{r['attention_entropy_coef']:g}" for r in rows]
@@ -194,6 +242,8 @@ def main(argv=None) -> int:
     for r in result["runs"]:
         line = (f"{r['name']:<20} train {r['train']['success_rate']:.3f}  held-out {r['held_out']['success_rate']:.3f}"
                 f"  return {r['final_return'] if r['final_return'] is not None else float('nan'):.2f}")
+        if r.get("interpretability"):
+            line += f"  interpretable {r['interpretability']['interpretable_share']:.2f}"
         if r.get("final_attention_entropy") is not None:
             line += f"  attention entropy {r['final_attention_entropy']:.3f}"
         print(line)

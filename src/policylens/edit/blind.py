@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..factors import coefficients, collect_activations, nmf
 from .project import project_out
 
 
@@ -26,17 +25,12 @@ def blind(agent, obs, masks: dict, entity: str, *, layer: str, k: int = 8, keep_
     ``info``: ``directions`` (the NMF :class:`Directions`), ``chosen`` (index), ``scores`` (every direction's
     entity scores), ``edit`` (the edit record).
     """
-    from ..scores import direction_entity_scores, pool_masks
+    from ..scores import score_layer
 
     if entity not in masks:
         raise KeyError(f"no masks for entity {entity!r}; have: {', '.join(sorted(masks))}")
     obs = torch.as_tensor(np.asarray(obs))
-    acts = collect_activations(agent, obs, layer, state=state)  # (N, C, h, w)
-    if acts.ndim != 4:
-        raise ValueError(f"layer {layer!r} is not spatial ({tuple(acts.shape[1:])}); blinding needs a conv layer")
-    directions = nmf(acts.clamp_min(0), k, layer=layer, seed=seed)
-    maps = coefficients(acts.clamp_min(0), directions).numpy()  # (N, K, h, w)
-    scores = direction_entity_scores(maps, pool_masks(masks, tuple(acts.shape[-2:])), labels=directions.labels)
+    directions, scores, _ = score_layer(agent, obs, masks, layer, k, seed=seed, state=state)
     chosen = max(range(len(directions)), key=lambda j: scores["directions"][j]["entities"][entity]["nmi"])
     others = directions.select([j for j in range(len(directions)) if j != chosen])
     edited = project_out(agent, layer, directions.select([chosen]), keep=others if keep_others else None,

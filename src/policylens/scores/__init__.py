@@ -5,9 +5,9 @@
   interpretable directions; attribution mass on entities against background;
 - :mod:`.faithfulness`: sparsity (top-10 share), deletion/insertion curves, parameter-randomisation check.
 """
-from .entities import attribution_entity_mass, direction_entity_scores, mutual_information
+from .entities import attribution_entity_mass, direction_entity_scores, mutual_information, score_layer
 from .faithfulness import deletion_insertion, randomisation_check, sparsity
-from .masks import episode_masks, pool_masks
+from .masks import episode_masks, pool_masks, store_frames
 
-__all__ = ["episode_masks", "pool_masks", "direction_entity_scores", "attribution_entity_mass",
+__all__ = ["episode_masks", "pool_masks", "store_frames", "score_layer", "direction_entity_scores", "attribution_entity_mass",
            "mutual_information", "sparsity", "deletion_insertion", "randomisation_check"]

@@ -80,3 +80,20 @@ def attribution_entity_mass(attr: np.ndarray, masks: dict) -> dict:
     for v in out.values():
         v["ratio"] = v["mass"] / v["area"] if v["area"] > 0 else 0.0
     return out
+
+
+def score_layer(agent, obs, masks: dict, layer: str, k: int = 8, seed: int = 0, state=None) -> tuple:
+    """NMF (``k`` directions) of a spatial layer's activations over ``obs``, each direction scored against the
+    entity masks: ``(Directions, direction_entity_scores(...), coefficient maps (N, K, h, w))``."""
+    import torch
+
+    from ..factors import coefficients, collect_activations, nmf
+    from .masks import pool_masks
+
+    acts = collect_activations(agent, torch.as_tensor(np.asarray(obs)), layer, state=state).clamp_min(0)
+    if acts.ndim != 4:
+        raise ValueError(f"layer {layer!r} is not spatial ({tuple(acts.shape[1:])}); scoring needs (C, h, w) maps")
+    directions = nmf(acts, min(k, acts.shape[0] * acts.shape[2] * acts.shape[3], acts.shape[1]), layer=layer, seed=seed)
+    maps = coefficients(acts, directions).numpy()  # (N, K, h, w)
+    scores = direction_entity_scores(maps, pool_masks(masks, tuple(acts.shape[-2:])), labels=directions.labels)
+    return directions, scores, maps

@@ -48,3 +48,13 @@ def pool_masks(masks: dict, size: tuple) -> dict:
         out[kind] = F.adaptive_avg_pool2d(t, size).squeeze(1).numpy()  # (N, h, w)
     return out
 
+
+def store_frames(store, kinds=None, episodes=None) -> tuple:
+    """Frames of a store and their entity masks: ``(obs (N, H, W, C), {kind: (N, H, W) bool})`` over
+    ``episodes`` (default all); ``kinds`` default to every kind seen in any of them."""
+    episodes = list(range(len(store)) if episodes is None else episodes)
+    per = [episode_masks(store, i) for i in episodes]
+    kinds = list(kinds or sorted({k for m in per for k in m}))
+    obs = [store.episode(i)["obs"] for i in episodes]
+    empty = lambda o: np.zeros(o.shape[:3], bool)  # noqa: E731  (T, H, W)
+    return np.concatenate(obs), {k: np.concatenate([m.get(k, empty(o)) for m, o in zip(per, obs)]) for k in kinds}
