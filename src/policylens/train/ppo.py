@@ -128,7 +128,7 @@ def train(cfg: TrainConfig) -> Path:
         if state is not None:
             tensors["agent.state"] = state.detach().cpu().clone()
         meta = {"update": update, "frames": frames, "param_groups": groups, "reward_norm": norm.state(),
-                "env": env.snapshot(), "recent": list(recent)}
+                "env": env.snapshot(), "recent": list(recent), "seconds": elapsed()}
         weights = {k: v.detach().cpu().clone() for k, v in agent.state_dict().items()}
         return {"weights": weights, "tensors": tensors, "meta": meta}
 
@@ -144,6 +144,11 @@ def train(cfg: TrainConfig) -> Path:
     bar = tqdm(total=num_updates * N * T, initial=frames, unit="frame", unit_scale=True, disable=not cfg.progress,
                desc=f"train {cfg.arch}{'-rec' if cfg.recurrent else ''}", dynamic_ncols=True)
     snap, t_start, frames_at_start = None, time.time(), frames
+    seconds_before = meta.get("seconds", 0.0) if cfg.resume else 0.0  # train.csv's clock goes on across resumes
+
+    def elapsed() -> float:
+        return seconds_before + time.time() - t_start
+
     try:
         for update in range(start_update, num_updates):
             snap = capture(update)
@@ -188,7 +193,7 @@ def train(cfg: TrainConfig) -> Path:
             stats = _update(cfg, agent, optimizer, probe, gen, device, obs_buf, act_buf, logp_buf, val_buf,
                             adv, ret, first_buf, state_buf)
             recent.extend([e["return"], e["length"], e["success"]] for e in ended)
-            row = _row(update + 1, frames, time.time() - t_start, N * T / (time.time() - t0), ended, stats,
+            row = _row(update + 1, frames, elapsed(), N * T / (time.time() - t0), ended, stats,
                        optimizer.param_groups[0]["lr"])
             writer.writerow(row)
             csv_file.flush()
