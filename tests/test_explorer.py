@@ -215,6 +215,26 @@ def test_export_shows_the_store_and_its_maps_add_up_to_the_agents_output(exporte
         assert torch.cat(changes).max() > 20 * (gaps[name] + 2e-4)
 
 
+def test_export_has_the_saliency_tree_of_the_first_and_bookmarked_frames(exported):
+    from policylens.attribution import saliency_tree, tree_nodes
+
+    run, store_path, out, _ = exported
+    _, manifest = read_js(out / "data" / "manifest.js")
+    store, agent = rollouts.open(store_path), agents.load(run)
+    for i, entry in enumerate(manifest["trajectories"]):
+        _, traj = read_js(out / entry["file"])
+        assert sorted(map(int, traj["trees"])) == sorted({0, *(b["t"] for b in traj["bookmarks"])})
+        ep = store.episode(i)
+        for t, shown in traj["trees"].items():
+            t = int(t)
+            assert shown["activation"] == pytest.approx(float(ep["value"][t]), rel=1e-3, abs=1e-4)
+            truth = saliency_tree(agent, ep["obs"][t:t + 1], k=2, state=ep["agent_state"][t:t + 1])
+            assert shown["layers"] == truth["layers"] == ["hx", "fc", "conv2", "conv1", "embed", "input"]
+            for a, b in zip(tree_nodes(shown), tree_nodes(truth)):  # same units, numbers to 4 digits
+                assert (a["layer"], a["unit"]) == (b["layer"], b["unit"])
+                assert a["share"] == pytest.approx(b["share"], rel=1e-3, abs=1e-6)
+
+
 def test_attention_agent_gets_its_attention_maps_as_a_layer(recorded, tmp_path):
     run, store_path = recorded
     agent, cfg = tiny_agent("attention", base="cnn", heads=2)

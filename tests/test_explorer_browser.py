@@ -37,6 +37,22 @@ def synthetic_trajectory(seed: int) -> Trajectory:
                       {"conv": {"value": maps, "action": maps[:, ::-1].copy()}, "attention": {"attention": attention}})
 
 
+def synthetic_tree(k: int = 2) -> dict:
+    """A saliency tree as attribution.saliency_tree gives it: value -> k units of "conv" -> k pixels each."""
+    def node(layer, unit, share, box, children=()):
+        return {"layer": layer, "unit": unit, "activation": 0.5, "score": -share, "share": share, "box": box,
+                "children": list(children)}
+
+    def pixels(y):
+        return [node("input", [y, 8 * j], 0.3 - 0.1 * j, [y, 8 * j, y + 1, 8 * j + 1]) for j in range(k)]
+
+    units = [node(EVIL if c == 1 else "conv", [c, 2, c], 0.5 - 0.1 * c, [16, 8 * c, 24, 8 * c + 8], pixels(20 + c))
+             for c in range(k)]
+    root = node("output", "value", 1.0, None, units)
+    return {**root, "activation": 0.75, "target": "value", "method": "grad_x_act", "k": k,
+            "layers": ["conv", "input"], "obs_shape": [48, 48, 3]}
+
+
 @pytest.fixture(scope="module")
 def explorer_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("explorer")
@@ -45,7 +61,9 @@ def explorer_dir(tmp_path_factory):
                     np.random.default_rng(0).integers(0, 255, (K, 8, 8, 3)).astype(np.uint8))
     att = LayerView("attention", "attention", (G, G), ("head 1", "head 2"),
                     (Output("attention", "attention maps", ("attention",)),))
-    write_explorer(out, [nmf, att], [synthetic_trajectory(0), synthetic_trajectory(1)], title="<i>run</i>",
+    first = synthetic_trajectory(0)
+    first.trees = {0: synthetic_tree(), 5: synthetic_tree(k=3)}
+    write_explorer(out, [nmf, att], [first, synthetic_trajectory(1)], title="<i>run</i>",
                    env="minigrid:<env>", action_names=ACTIONS, bookmark_count=4, bookmark_separation=2)
     return out
 
@@ -227,3 +245,30 @@ def test_live_mode_plays_the_game_and_shows_each_new_frame(context, live_server)
     assert len(state(page, "drawnFeatures")) > 0  # the new frame's attribution is drawn
     assert problems == []
     page.close()
+
+
+def test_saliency_tree_panel_shows_the_root_and_k_children_and_hover_outlines_the_unit(page):
+    assert state(page, "treeFrames") == [0, 5]
+    root = page.locator("#saliency-tree > li")
+    assert root.count() == 1 and "value = 0.750" in root.locator(":scope > .node").inner_text()
+    children = page.locator("#saliency-tree > li > ul > li")
+    assert children.count() == 2
+    assert children.nth(0).locator(":scope > .node").inner_text().startswith("conv [0,2,0] 50.0%")
+    assert children.nth(1).locator(":scope > .node").inner_text().startswith(EVIL)  # shown as text
+    assert page.locator("#saliency-tree img").count() == 0
+    assert children.nth(0).locator(":scope > ul > li").count() == 2  # each unit's own k children
+    # hovering a unit outlines its box [16, 0, 24, 8] (of a 48 x 48 observation) on the observation
+    children.nth(0).locator(":scope > .node").hover()
+    assert state(page, "treeBox") == [16, 0, 24, 8]
+    screen = page.locator("#obs-canvas").bounding_box()
+    box = page.locator("#tree-highlight").bounding_box()
+    assert box["y"] - screen["y"] == pytest.approx(screen["height"] * 16 / 48, abs=1.5)
+    assert box["width"] == pytest.approx(screen["width"] * 8 / 48, abs=1.5)
+    page.mouse.move(0, 0)
+    assert state(page, "treeBox") is None and page.locator("#tree-highlight").is_hidden()
+    # a frame without a tree lists the frames that have one; its button jumps there (k = 3 at frame 5)
+    page.evaluate("window.explorer.setFrame(3)")
+    assert page.locator("#saliency-tree > li").count() == 0
+    page.locator("#tree-frames button", has_text="5").click()
+    assert state(page, "frame") == 5 and page.locator("#saliency-tree > li > ul > li").count() == 3
+    assert page.problems == []

@@ -13,6 +13,7 @@ Hidden layers are done in one batched pass, folding the points into the batch ab
 from .layer import LayerSwap, NotACutWarning, Rows, evaluate_rows
 from .methods import METHODS, attribute
 from .targets import Target, action_index, resolve_target
+from .tree import UnitTarget, saliency_tree, tree_nodes
 
 __all__ = ["attribute", "METHODS", "resolve_target", "Target", "action_index", "evaluate_rows", "Rows",
-           "LayerSwap", "NotACutWarning"]
+           "LayerSwap", "NotACutWarning", "saliency_tree", "UnitTarget", "tree_nodes"]

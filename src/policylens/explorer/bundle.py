@@ -4,7 +4,8 @@ lays it out as a folder that opens from disk:
     OUT/index.html, explorer.css, explorer.js, render.js, live.js    (copied from the package)
     OUT/data/manifest.js        run, env, action names, layers (features: label, colour, thumbnail), trajectories
     OUT/data/tI.js              trajectory I: PNG sprite sheet of its frames, value, action probabilities,
-                                sampled action, reward, done, advantages, GAE bookmarks
+                                sampled action, reward, done, advantages, GAE bookmarks, saliency trees of
+                                some frames ({frame: tree})
     OUT/data/tI-lJ.js           trajectory I, layer J: per output, uint8 maps (T, signs, features, h, w),
                                 deflated + base64, their scale, and each feature's total per frame and sign
 
@@ -83,6 +84,7 @@ class Trajectory:
     info: dict = field(default_factory=dict)  # episode, cause, return, level_seed
     maps: dict = field(default_factory=dict)  # {layer name: {output name: (T, S, F, h, w) float, >= 0}}
     state: "np.ndarray | None" = None  # (T, hidden) the state a recurrent agent received (not exported)
+    trees: dict = field(default_factory=dict)  # {frame t: saliency tree (attribution.saliency_tree's dict)}
 
     def __len__(self) -> int:
         return len(self.value)
@@ -143,7 +145,15 @@ def trajectory_payload(i: int, traj: Trajectory, marks: np.ndarray) -> dict:
         "done": [int(bool(d)) for d in traj.done], "advantages": rounded(adv),
         "bookmarks": [{"t": int(t), "advantage": float(f"{adv[t]:.5g}")} for t in marks],
         "info": _plain(traj.info),
+        "trees": {str(int(t)): _rounded_tree(tree) for t, tree in sorted(traj.trees.items())},
     }
+
+
+def _rounded_tree(node: dict) -> dict:
+    """A saliency tree with its numbers at 4 significant digits (smaller files; the page shows 3)."""
+    out = {key: (float(f"{v:.4g}") if isinstance(v, float) else v) for key, v in node.items() if key != "children"}
+    out["children"] = [_rounded_tree(c) for c in node.get("children", [])]
+    return out
 
 
 def maps_payload(i: int, j: int, view: LayerView, traj: Trajectory) -> dict:

@@ -37,6 +37,8 @@ class ExploreConfig:
     """legend thumbnail size in pixels"""
     map_size: int = 16
     """store maps of wider layers summed over blocks of positions, at most this many cells a side (0: the layer's own resolution; the overlays are smoothed over about a cell anyway)"""
+    tree_k: int = 2
+    """saliency tree (rl-attention) of the value at each trajectory's first frame and its bookmarks: top-k units per layer (0: none)"""
     batch: int = 64
     """frames per attribution pass (bounds memory)"""
     seed: int = 0
@@ -52,7 +54,7 @@ class ExploreConfig:
 
 
 EXPORT_FIELDS = ("store", "episodes", "steps", "k", "out", "ig_steps", "nmf_frames", "bookmarks",
-                 "bookmark_separation", "thumbnail", "map_size", "batch", "seed", "device", "progress")
+                 "bookmark_separation", "thumbnail", "map_size", "tree_k", "batch", "seed", "device", "progress")
 
 
 def build_parser() -> argparse.ArgumentParser:

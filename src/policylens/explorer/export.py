@@ -8,7 +8,9 @@ bookmarks (from the rollouts store). Per exported layer: integrated-gradients at
 the sampled action's logit to the layer, split over ``k`` NMF directions of value attributions (fitted on
 frames sampled evenly from these trajectories, positive and negative parts stacked as seed 001) plus a
 residual, per sign (:mod:`.maps`); a legend thumbnail per direction (its top dataset example). Attention
-agents also get their attention maps as a layer. All analysis calls sit in :func:`analyse_layer`.
+agents also get their attention maps as a layer. The first frame and the bookmarked frames of each
+trajectory get the value's saliency tree (:func:`~policylens.attribution.saliency_tree`). All analysis calls
+sit in :func:`analyse_layer` and :func:`add_saliency_trees`.
 """
 from __future__ import annotations
 
@@ -221,6 +223,27 @@ def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int 
     return LayerView(layer, "nmf", grid, labels, OUTPUTS, thumbnails(examples, thumbnail), meta, directions)
 
 
+def tree_frames(traj: Trajectory, bookmark_count: int, separation: int) -> list:
+    """The frames that get a saliency tree: the first frame and the GAE bookmarks (as the page lists them)."""
+    from .bookmarks import bookmarks
+
+    marks = bookmarks(traj.advantages, bookmark_count, separation=separation) if bookmark_count > 0 else []
+    return sorted({0, *(int(t) for t in marks)})
+
+
+def add_saliency_trees(agent, trajectories, frames_of, *, k: int = 2, progress=None) -> None:
+    """Fill ``traj.trees`` with the saliency tree of the value (gradient x activation, ``k`` children per
+    node, down to the input pixels) at the frames ``frames_of(traj)`` of every trajectory."""
+    from ..attribution import saliency_tree
+
+    for traj in trajectories:
+        state = _state(traj)
+        for t in frames_of(traj):
+            traj.trees[t] = saliency_tree(agent, traj.obs[t:t + 1], target="value", k=k,
+                                          state=None if state is None else state[t:t + 1])
+        progress and progress(1)
+
+
 # ------------------------------------------------------------------------------------------------ the command
 def run_paths(run, store=None, out=None) -> tuple:
     """``(agent dir, store path, explorer folder)`` for a RUN (zoo runs write under ``runs/NAME``)."""
@@ -236,9 +259,11 @@ def run_paths(run, store=None, out=None) -> tuple:
 def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k: int = 8, out=None,
            ig_steps: int = 10, nmf_frames: int = 1024, bookmarks: int = 10, bookmark_separation: int = 3,
            thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, device: str = "cpu",
-           progress: bool = True) -> dict:
+           tree_k: int = 2, progress: bool = True) -> dict:
     """Write the explorer for ``episodes`` of the run's rollouts store (recorded first when the store does
     not exist). ``layers``: names (a list or a comma-separated string; default :func:`default_layers`).
+    ``tree_k``: children per node of the saliency trees of each trajectory's first frame and bookmarks
+    (0: no trees).
     Returns :func:`~policylens.explorer.bundle.write_explorer`'s summary plus ``layers`` and ``store``."""
     from tqdm.auto import tqdm
 
@@ -253,6 +278,8 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
         check_layer(agent, name)
     if k < 1:
         raise ValueError(f"k (NMF directions) must be >= 1, got {k}")
+    if tree_k < 0:
+        raise ValueError(f"tree_k (children per saliency-tree node) must be >= 0 (0: no trees), got {tree_k}")
     if not (store_path / "zarr.json").is_file():
         if store:
             raise FileNotFoundError(f"no rollouts store at {store_path}")
@@ -266,6 +293,10 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
         views = [analyse_layer(agent, trajectories, name, k=k, ig_steps=ig_steps, nmf_frames=nmf_frames,
                                thumbnail=thumbnail, map_size=map_size, batch=batch, seed=seed, progress=bar.update)
                  for name in names]
+        if tree_k:
+            bar.total += len(trajectories)
+            add_saliency_trees(agent, trajectories, lambda tr: tree_frames(tr, bookmarks, bookmark_separation),
+                               k=tree_k, progress=bar.update)
     finally:
         bar.close()
     for j, view in enumerate(views):

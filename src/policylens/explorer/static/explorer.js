@@ -281,6 +281,67 @@
     const body = document.body.dataset;
     body.frame = String(t); body.trajectory = String(state.traj); body.layer = layer.name; body.output = out.name;
     body.visible = visible.join(",");
+    renderTree(t);
+  }
+
+  // ------------------------------------------------------------------------------------------ saliency tree
+  /** Show the saliency tree of frame t (if the export computed one) as an indented list; hovering a node
+   *  outlines its box on the observation. Rebuilt only when the frame or trajectory changes. */
+  function renderTree(t) {
+    const trees = (source && source.trees) || {}, key = state.traj + "/" + t;
+    if (state.treeKey === key) return;
+    state.treeKey = key;
+    const frames = Object.keys(trees).map(Number).sort((x, y) => x - y);
+    const list = $("saliency-tree"), note = $("tree-frames");
+    list.replaceChildren();
+    note.replaceChildren();
+    showTreeBox(null);
+    const tree = trees[String(t)];
+    if (!tree) {
+      note.append(el("span", "", frames.length ? "no tree at this frame; trees at frames " : "no saliency trees in this export"));
+      frames.forEach((f) => {
+        const b = el("button", "", f);
+        b.type = "button";
+        b.addEventListener("click", () => setFrame(f));
+        note.append(b);
+      });
+      return;
+    }
+    const shape = tree.obs_shape || [1, 1];
+    note.append(el("span", "", "method " + (tree.method || "-") + ", k = " + (tree.k || "-") + ", layers " + (tree.layers || []).join(" \u2192 ")));
+    list.appendChild(treeItem(tree, shape, true));
+  }
+
+  function treeItem(node, shape, isRoot) {
+    const li = el("li"), label = el("span", "node");
+    li.dataset.layer = String(node.layer);
+    if (isRoot) label.append(el("span", "", String(node.unit) + " = " + fmt(node.activation)));
+    else {
+      const unit = Array.isArray(node.unit) ? "[" + node.unit.join(",") + "]" : String(node.unit);
+      label.append(el("span", "", node.layer + " " + unit + " "),
+        el("span", "share", (100 * Number(node.share)).toFixed(1) + "% "),
+        el("span", Number(node.score) < 0 ? "neg" : "", (Number(node.score) >= 0 ? "+" : "") + fmt(node.score, 4)));
+      label.title = "activation " + fmt(node.activation, 4) + ", attribution " + fmt(node.score, 4) + ", share of the parent's |attribution| " + fmt(node.share, 3);
+    }
+    label.addEventListener("mouseenter", () => { label.classList.add("hot"); showTreeBox(node.box, shape); });
+    label.addEventListener("mouseleave", () => { label.classList.remove("hot"); showTreeBox(null); });
+    li.appendChild(label);
+    if (node.children && node.children.length) {
+      const ul = el("ul");
+      node.children.forEach((c) => ul.appendChild(treeItem(c, shape, false)));
+      li.appendChild(ul);
+    }
+    return li;
+  }
+
+  function showTreeBox(box, shape) {
+    const hl = $("tree-highlight");
+    if (!Array.isArray(box) || box.length !== 4 || !shape) { hl.hidden = true; state.treeBox = null; return; }
+    const [y0, x0, y1, x1] = box.map(Number), [H, W] = shape;
+    hl.style.top = (100 * y0 / H) + "%"; hl.style.left = (100 * x0 / W) + "%";
+    hl.style.height = (100 * (y1 - y0) / H) + "%"; hl.style.width = (100 * (x1 - x0) / W) + "%";
+    hl.hidden = false;
+    state.treeBox = [y0, x0, y1, x1];
   }
 
   // ------------------------------------------------------------------------------------------ actions
@@ -440,6 +501,8 @@
     get isolated() { return isolated(); },
     get length() { return source ? source.length : 0; },
     get drawnFeatures() { return state.drawn.slice(); },
+    get treeFrames() { return Object.keys((source && source.trees) || {}).map(Number).sort((x, y) => x - y); },
+    get treeBox() { return state.treeBox ? state.treeBox.slice() : null; },
     get bookmarks() { return source ? (source.bookmarks || []).map((b) => ({ t: b.t, advantage: b.advantage })) : []; },
     whenReady,
     visibleFeatures,
