@@ -37,6 +37,8 @@ class DemoConfig:
     """seed of training, recording and evaluation"""
     vision: bool = True
     """add the vision analyses: NMF directions scored against ground truth, attribution, the editing experiment"""
+    dt: bool = False
+    """add the decision-transformer section: collect -> train -> calibrate -> analyse (about 4 more minutes)"""
 
 
 FALLBACK_FRAMES = 100_000  # trained here when the zoo's agent is missing (a few minutes on 2 cores)
@@ -105,6 +107,13 @@ def run_demo(cfg: DemoConfig) -> Path:
         print("[demo] vision: directions, scores, attribution, editing")
         vision, more = vision_section(out, store, load(out), result, cfg)
         times.update(more)
+    if cfg.dt:
+        from .dt import dt_demo
+
+        print("[demo] decision transformer: collect, train, calibrate, analyse")
+        t = time.time()
+        vision = vision + ["", dt_demo(out, seed=cfg.seed), ""]
+        times["decision transformer"] = time.time() - t
     report = _report(cfg, origin, config, result, store, format_layers(load(out)), times, vision)
     (out / "report.md").write_text(report)
     print(f"[demo] report: {out / 'report.md'}")
