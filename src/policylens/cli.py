@@ -17,7 +17,7 @@ COMMANDS = {
     "edit": ("policylens.edit.cli", "project directions out of an agent's layer into a new run (seed 001's model editing)"),
     "compare": ("policylens.evaluate.compare", "two agents on the same levels: failure rate by cause, paired tests, bar chart"),
     "sweep": ("policylens.sweep", "one agent per level count (diversity) or attention-entropy coefficient, evaluated and plotted"),
-    "dt": ("policylens.dt.cli", "decision transformer: collect trajectories, train, calibrate (policylens dt --help)"),
+    "dt": ("policylens.dt.cli", "decision transformer: collect, train, calibrate, analyze, ablate (policylens dt --help)"),
     "layers": ("policylens.agents.layers", "list an agent's named layers with their shapes"),
     "demo": ("policylens.demo", "the main job: agent -> record -> evaluate -> report on MiniGrid"),
 }

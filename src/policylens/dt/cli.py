@@ -4,11 +4,15 @@ from __future__ import annotations
 import importlib
 import sys
 
-# name -> (module with main(argv), one-line help)
+# name -> (module with main(argv), or "module:function", one-line help)
 SUBCOMMANDS = {
     "collect": ("policylens.dt.collect", "record a PPO agent's episodes with sampling strategies into a trajectory store"),
     "train": ("policylens.dt.train", "train a decision transformer on a trajectory store (resumable)"),
     "calibrate": ("policylens.dt.calibrate", "achieved return against target RTG, and behaviours by RTG from ground truth"),
+    "analyze": ("policylens.dt.analysis.analyze",
+                "attribution, ablation table, patching, RTG scans, QK/OV circuits -> RUN/analysis, RUN/report.md"),
+    "ablate": ("policylens.dt.analysis.analyze:ablate_main",
+               "ablate heads/MLPs and compare behaviour by RTG with the unablated model"),
 }
 
 
@@ -19,7 +23,9 @@ def usage() -> str:
             "subcommands:\n" + "\n".join(lines) + "\n\n"
             "  policylens dt collect zoo:minigrid-do8-rgb --episodes 1000 --out runs/dt/trajectories.zarr\n"
             "  policylens dt train --store runs/dt/trajectories.zarr --out runs/dt\n"
-            "  policylens dt calibrate runs/dt --rtgs -1,-0.5,0,0.5,0.9,1 --episodes 50")
+            "  policylens dt calibrate runs/dt --rtgs -1,-0.5,0,0.5,0.9,1 --episodes 50\n"
+            "  policylens dt analyze runs/dt --episodes 100\n"
+            "  policylens dt ablate runs/dt --components blocks.0.attn.head0,blocks.0.attn.head1,blocks.0.mlp")
 
 
 def join_negative_values(argv, options) -> list:
@@ -42,7 +48,8 @@ def main(argv=None):
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
         raise ValueError(f"unknown dt subcommand {name!r}; expected one of: {', '.join(SUBCOMMANDS)}")
-    return importlib.import_module(SUBCOMMANDS[name][0]).main(rest)
+    module, _, function = SUBCOMMANDS[name][0].partition(":")
+    return getattr(importlib.import_module(module), function or "main")(rest)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""The decision-transformer section of the demo: collect -> train -> calibrate -> a report section.
+"""The decision-transformer section of the demo: collect -> train -> calibrate -> analyze -> a report section.
 
 ``dt_demo(out)`` writes everything under ``OUT/dt/`` and returns the markdown section (links relative to
-``OUT``, for ``OUT/report.md``). The defaults fit in a few minutes on a 2-core CPU.
+``OUT``, for ``OUT/report.md``): the data, the model, its calibration and behaviours, then the analysis
+(ablation table, attribution by situation, the QK/OV reading of obstacle avoidance, RTG scans, patching).
+The defaults fit in a few minutes on a 2-core CPU.
 """
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ from pathlib import Path
 
 
 def dt_demo(out, agent: str = "zoo:minigrid-do8-rgb", episodes: int = 480, steps: int = 2000,
-            calibration_episodes: int = 30, seed: int = 0, fresh: bool = True) -> str:
-    """Run the suite on small sizes; returns the report section (markdown)."""
+            calibration_episodes: int = 30, ablation_episodes: int = 30, seed: int = 0, fresh: bool = True) -> str:
+    """Run the suite on small sizes; returns the report section (markdown). ``ablation_episodes`` 0 skips
+    the analysis."""
+    from .analysis.analyze import AnalyzeConfig, analyze
+    from .analysis.report import analysis_section
     from .calibrate import CalibrateConfig, behaviour_table, calibrate
     from .collect import CollectConfig, collect, report_paths
     from .train import DTTrainConfig, train
@@ -37,8 +42,17 @@ def dt_demo(out, agent: str = "zoo:minigrid-do8-rgb", episodes: int = 480, steps
     t = time.time()
     report = calibrate(CalibrateConfig(run=str(root), episodes=calibration_episodes, seed=seed, progress=False))
     times["calibrate"] = time.time() - t
+    analysis = ""
+    if ablation_episodes > 0:
+        t = time.time()
+        # RTG 0 is left out of the demo's ablation table: its episodes mostly run to the time limit (slow)
+        result = analyze(AnalyzeConfig(run=str(root), episodes=ablation_episodes, rtgs=("-1", "0.9"), windows=1000,
+                                       seed=seed, progress=False))
+        times["analyze"] = time.time() - t
+        print("[demo] dt: analysed")
+        analysis = analysis_section(result, prefix="dt/", calibration=False, level=3)
     summary = json.loads(report_paths(store)[0].read_text())
-    return "\n".join(_section(summary, report, root, times, behaviour_table))
+    return "\n".join(_section(summary, report, root, times, behaviour_table) + ([analysis, ""] if analysis else []))
 
 
 def _section(summary: dict, report: dict, root: Path, times: dict, behaviour_table) -> list:
