@@ -210,14 +210,10 @@ def _collect_into(writer, agent, cfg, env_spec, strategies, shares, extra, has_e
                 if has_entities:
                     step["entities"] = json.dumps(ents[i], separators=(",", ":"))
                 buffers[i].steps.append(step)
-                if done[i]:
-                    ep = info[i]["episode"]
-                    pending.append(buffers[i].finish(ep["cause"], ep["return"], ep["level_seed"]))
-                elif len(buffers[i].steps) >= cfg.max_steps:
-                    ret = float(sum(s["reward"] for s in buffers[i].steps))
-                    pending.append(buffers[i].finish("max_steps", ret, info[i]["level_seed"]))
-                else:
+                episode = buffers[i].close_if_ended(done[i], info[i], cfg.max_steps)
+                if episode is None:
                     continue
+                pending.append(episode)
                 pending[-1]["rtg"] = returns_to_go(pending[-1]["reward"], pending[-1]["done"])  # (T,)
                 finished, pending_frames = finished + 1, pending_frames + len(pending[-1]["done"])
                 assigned[i] = -1  # a cut env waits for its real episode to end before starting a counted one

@@ -117,6 +117,16 @@ class EpisodeBuffer:
         self.steps = []
         return {**ep, "cause": cause, "return": float(ret)}
 
+    def close_if_ended(self, done: bool, info: dict, max_steps: int) -> "dict | None":
+        """The episode if the env ended it (with its cause) or it reached ``max_steps`` (cause ``max_steps``,
+        the guard against envs that never end), else None."""
+        if done:
+            ep = info["episode"]
+            return self.finish(ep["cause"], ep["return"], ep["level_seed"])
+        if len(self.steps) >= max_steps:
+            return self.finish("max_steps", float(sum(s["reward"] for s in self.steps)), info["level_seed"])
+        return None
+
 
 def record(cfg: RecordConfig) -> Path:
     """Record ``cfg.episodes`` complete episodes of the run's agent into a rollouts store; returns its path."""
@@ -219,14 +229,10 @@ def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, h
                 if states is not None:
                     step["env_state"] = states[i]
                 buffers[i].steps.append(step)
-                if done[i]:
-                    ep = info[i]["episode"]
-                    pending.append(buffers[i].finish(ep["cause"], ep["return"], ep["level_seed"]))
-                elif len(buffers[i].steps) >= cfg.max_steps:
-                    ret = float(sum(s["reward"] for s in buffers[i].steps))
-                    pending.append(buffers[i].finish("max_steps", ret, info[i]["level_seed"]))
-                else:
+                episode = buffers[i].close_if_ended(done[i], info[i], cfg.max_steps)
+                if episode is None:
                     continue
+                pending.append(episode)
                 finished += 1
                 pending_frames += len(pending[-1]["done"])
                 counted[i] = False  # a truncated env waits for its episode to end before starting a counted one
