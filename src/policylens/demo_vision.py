@@ -32,9 +32,10 @@ def directions_and_scores(agent, obs, masks, out: Path, layer: str, k: int) -> t
     directions, scores, _ = score_layer(agent, obs, masks, layer, k)
     directions.save(out / "analysis" / "directions" / f"{layer}-nmf")
     examples = dataset_examples(agent, obs, directions, k=4, max_per_obs=1)
-    labels = [f"{lab}: {r['best_entity']}" for lab, r in zip(directions.labels, scores["directions"])]
+    labels = [f"{lab}: {r['best_entity'] if r['interpretable'] else '(none)'}"
+              for lab, r in zip(directions.labels, scores["directions"])]
     save_grid(out / "directions.png", thumbnails(examples, size=48), labels,
-              title=f"NMF directions of {layer}: best dataset example and best-matching entity")
+              title=f"NMF directions of {layer}: best dataset example and the entity it locates (if any)")
     return directions, scores
 
 
