@@ -5,6 +5,8 @@ import importlib
 import os
 import sys
 
+from .config import BAD_INPUT, error_message
+
 # name -> (module with main(argv), one-line help). These names are the interface.
 COMMANDS = {
     "train": ("policylens.train.cli", "train an agent with PPO (presets: minigrid, procgen-easy, procgen-hard-rec)"),
@@ -43,9 +45,8 @@ def main(argv=None) -> None:
     module = importlib.import_module(COMMANDS[name][0])
     try:
         module.main(rest)
-    except (ValueError, FileNotFoundError, KeyError) as e:  # bad input: a clear message, no stack trace
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"policylens {name}: error: {msg}", file=sys.stderr)
+    except BAD_INPUT as e:  # bad input: a clear message, no stack trace
+        print(f"policylens {name}: error: {error_message(e)}", file=sys.stderr)
         raise SystemExit(2)
 
 

@@ -78,3 +78,27 @@ def from_args(cls, ns: argparse.Namespace, **overrides):
             values[f.name] = v
     values.update(overrides)
     return cls(**values)
+
+
+BAD_INPUT = (FileNotFoundError, ValueError, KeyError)
+
+
+def error_message(e: BaseException) -> str:
+    """The text of a bad-input error (a KeyError's message without the quotes ``str`` adds)."""
+    return str(e.args[0] if isinstance(e, KeyError) and e.args else e)
+
+
+class clear_errors:
+    """``with clear_errors(parser):`` bad input raised inside exits 2 with ``PROG: error: message``, no traceback.
+    ``also``: more exception types that mean bad input for this command."""
+
+    def __init__(self, parser: argparse.ArgumentParser, also: tuple = ()):
+        self.parser, self.kinds = parser, BAD_INPUT + tuple(also)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if e is not None and isinstance(e, self.kinds):
+            self.parser.exit(2, f"{self.parser.prog}: error: {error_message(e)}\n")
+        return False

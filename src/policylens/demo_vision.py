@@ -55,14 +55,16 @@ def attribution_stats(agent, obs, masks, layer: str) -> dict:
 def blind_experiment(agent, obs, masks, out: Path, original: dict, cfg, layer: str, k: int) -> dict:
     """Project out the ball direction (keeping the others, and seed 001's plain projection), evaluate both
     edits on the evaluation's levels and compare failures by cause with the original."""
-    from .edit import blind
+    from .edit import blind, project_out
     from .evaluate import evaluate
     from .evaluate.compare import compare_records, plot
 
     env = original["setup"]["env"]
+    blinded, info = blind(agent, obs, masks, "ball", layer=layer, k=k, keep_others=True)
+    chosen = info["directions"].select([info["chosen"]])
+    plain = project_out(agent, layer, chosen, obs=obs[:64])  # seed 001's projection of the same direction
     results = {}
-    for name, keep in (("keep-others", True), ("plain", False)):
-        edited, info = blind(agent, obs, masks, "ball", layer=layer, k=k, keep_others=keep)
+    for name, edited in (("keep-others", blinded), ("plain", plain)):
         ev = evaluate(edited, env, original["episodes"], start_level=cfg.eval_start_level, seed=cfg.seed)
         cmp = compare_records(original["per_episode"], ev["per_episode"])
         cmp.update(run_a="original", run_b=f"ball direction projected out ({name})")
@@ -88,18 +90,13 @@ def _cause_rows(results: dict) -> list:
     return rows
 
 
-def spatial_layers(agent) -> list:
-    """The agent's documented layers with (C, h, w) activations, input side first."""
-    from .agents import layer_shapes
-
-    return [name for name, shape in layer_shapes(agent).items() if len(shape) == 3]
-
-
 def vision_section(out: Path, store, agent, evaluation: dict, cfg, layer: "str | None" = None,
                    attr_layer: "str | None" = None, k: int = 8) -> tuple:
     """Run the analyses and return ``(markdown lines, {step: seconds})``. ``layer`` (NMF directions and the
     edit; default the first spatial layer) and ``attr_layer`` (attribution statistics; default the last)."""
-    spatial = spatial_layers(agent)
+    from .agents import spatial_layers
+
+    spatial = list(spatial_layers(agent))
     if not spatial:
         return ["## Vision analyses", "", f"Skipped: the agent ({type(agent).__name__}) has no spatial (conv) "
                 "layer to factorise and edit.", ""], {}

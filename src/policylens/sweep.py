@@ -111,22 +111,22 @@ def tail_mean(csv_path: Path, column: str, share: float = 0.1) -> "float | None"
 
 
 def interpretability(run_dir: Path, cfg: SweepConfig) -> "dict | None":
-    """Record a few episodes of the run and score NMF directions of its first spatial layer against the
-    entity masks (:func:`policylens.scores.score_layer`): the objective version of seed 001's "share of
-    interpretable features". None when the env has no ground truth or the agent no spatial layer."""
-    from .agents import layer_shapes, load
+    """Record a few episodes of the run on unseen levels and score NMF directions of its first spatial layer
+    against the entity masks (:func:`policylens.scores.score_layer`): the objective version of seed 001's
+    "share of interpretable features". None when the env has no ground truth or the agent no spatial layer."""
+    from .agents import load, read_config, spatial_layers
+    from .envs import parse_spec
     from .rollouts import open as open_store
     from .rollouts.record import RecordConfig, record
     from .scores import score_layer, store_frames
 
     agent = load(run_dir)
-    spatial = [n for n, shape in layer_shapes(agent).items() if len(shape) == 3]
-    store_path = run_dir / "rollouts.zarr"
+    spatial = list(spatial_layers(agent))
     if not spatial:
         return None
-    procgen = "procgen:" in str(json.loads((run_dir / "agent" / "config.json").read_text()).get("env", ""))
-    record(RecordConfig(run=str(run_dir), episodes=cfg.score_episodes, out=str(store_path), save_state=procgen,
-                        env=f"{train_env(run_dir)}", progress=False))
+    spec = parse_spec(read_config(run_dir / "agent")["env"]).replace(num_levels=None, start_level=1_000_000)
+    store_path = record(RecordConfig(run=str(run_dir), episodes=cfg.score_episodes, out=str(run_dir / "rollouts.zarr"),
+                                     save_state=spec.family == "procgen", env=str(spec), progress=False))
     try:
         obs, masks = store_frames(open_store(store_path))
     except ValueError:  # no ground truth for this env
@@ -135,14 +135,6 @@ def interpretability(run_dir: Path, cfg: SweepConfig) -> "dict | None":
     best = {r["label"]: r["best_entity"] for r in scores["directions"] if r["interpretable"]}
     return {"layer": spatial[0], "k": cfg.score_k, "frames": len(obs),
             "interpretable_share": scores["interpretable_share"], "interpretable": best}
-
-
-def train_env(run_dir: Path) -> str:
-    """The run's env with its level options removed (scores are taken on unseen levels)."""
-    from .envs import parse_spec
-
-    spec = parse_spec(json.loads((run_dir / "agent" / "config.json").read_text())["env"])
-    return str(spec.replace(num_levels=None, start_level=1_000_000))
 
 
 def run_setting(cfg: SweepConfig, name: str, setting: dict) -> dict:

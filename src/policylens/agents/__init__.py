@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import ActorCritic, AgentOutput, get_layer, layer_names, layer_shapes
+from .base import ActorCritic, AgentOutput, get_layer, layer_names, layer_shapes, spatial_layers
 from .checkpoint import load_agent, read_config, save_agent
 from .registry import ARCHITECTURES, AgentConfig, build, register
 
@@ -41,4 +41,4 @@ def load(run, device="cpu"):
 
 
 __all__ = ["ActorCritic", "AgentOutput", "AgentConfig", "ARCHITECTURES", "build", "register", "load",
-           "load_agent", "save_agent", "read_config", "resolve_run", "layer_names", "layer_shapes", "get_layer"]
+           "load_agent", "save_agent", "read_config", "resolve_run", "layer_names", "layer_shapes", "get_layer", "spatial_layers"]

@@ -122,3 +122,9 @@ def layer_shapes(agent: nn.Module, obs_shape=None, names=None) -> dict:
         for h in handles:
             h.remove()
     return shapes
+
+
+def spatial_layers(agent: nn.Module, names=None) -> dict:
+    """``{name: (C, h, w)}`` of the layers among ``names`` (default :func:`layer_names`) with spatial
+    activations, in the order listed (input side first for documented layers)."""
+    return {n: s for n, s in layer_shapes(agent, names=names).items() if len(s) == 3}

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..config import add_dataclass_args, from_args
+from ..config import add_dataclass_args, clear_errors, from_args
 from .methods import METHODS, attribute
 from .results import check_path, save_attributions
 from .targets import resolve_target
@@ -180,10 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> Path:
     parser = build_parser()
     cfg = from_args(AttributeConfig, parser.parse_args(argv))
-    try:
+    with clear_errors(parser):
         out = run_config(cfg)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        parser.exit(2, f"policylens attribute: error: {msg}\n")
     print(out)
     return out

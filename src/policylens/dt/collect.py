@@ -18,7 +18,6 @@ Afterwards the RTG distribution (the seed's Figure 4) is written beside the stor
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from ..config import add_dataclass_args, from_args
 from ..envs import CAUSES, make
 from ..rollouts import StoreWriter, add_advantages
 from ..rollouts import open as open_store
-from ..rollouts.record import MAX_PENDING, EpisodeBuffer, default_out
+from ..rollouts.record import MAX_PENDING, EpisodeBuffer, check_same_settings, default_out, run_label, sha256
 from .data import returns_to_go
 from .strategies import episode_plan, parse_shares, parse_strategies
 
@@ -126,21 +125,14 @@ def collect(cfg: CollectConfig) -> Path:
     probe.close()
     init = getattr(agent, "initial_state", None)
     recurrent = callable(init) and init(1) is not None
-    weights_sha = hashlib.sha256((agent_dir / "weights.safetensors").read_bytes()).hexdigest()
-    recording = {"env": str(env_spec), "agent_sha256": weights_sha,
+    recording = {"env": str(env_spec), "agent_sha256": sha256(agent_dir / "weights.safetensors"),
                  "strategies": [str(s) for s in strategies], "shares": [float(x) for x in shares], "seed": cfg.seed,
                  "num_envs": cfg.num_envs, "extra_obs": extra, "entities": has_entities, "max_steps": cfg.max_steps}
-    run_name = cfg.run if str(cfg.run).startswith("zoo:") else str(Path(cfg.run).resolve())
-    attrs = {"env": str(env_spec), "run": run_name, "agent": conf["agent"], "action_names": action_names,
+    attrs = {"env": str(env_spec), "run": run_label(cfg.run), "agent": conf["agent"], "action_names": action_names,
              "obs_shape": list(obs_shape), "recurrent": recurrent, "causes": [*CAUSES, "max_steps"],
              "strategies": recording["strategies"], "recording": recording}
     with StoreWriter(out, fields, attrs) as writer:
-        stored = writer.group.attrs.get("recording", {})
-        if stored != recording:
-            diff = sorted(k for k in set(stored) | set(recording) if stored.get(k) != recording.get(k))
-            raise ValueError(f"trajectory store {out} was collected with other settings ({', '.join(diff)}: "
-                             f"{ {k: stored.get(k) for k in diff} } vs now { {k: recording.get(k) for k in diff} }); "
-                             "use another --out or the same settings")
+        check_same_settings(writer, recording, "trajectory store")
         _collect_into(writer, agent, cfg, env_spec, strategies, shares, extra, has_entities)
     add_advantages(out)
     rtg_report(out)

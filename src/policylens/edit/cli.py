@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..agents import layer_shapes, load_agent, read_config, resolve_run, save_agent
-from ..config import add_dataclass_args, from_args
+from ..config import add_dataclass_args, clear_errors, from_args
 from ..factors import Directions
 from .project import project_out
 
@@ -127,11 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     cfg = from_args(EditConfig, parser.parse_args(argv))
-    try:
+    with clear_errors(parser, also=(IndexError,)):
         path = edit(cfg)
-    except (FileNotFoundError, ValueError, KeyError, IndexError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        parser.exit(2, f"policylens edit: error: {msg}\n")
     record = read_config(path)["edits"][-1]
     print(f"wrote {path}: {', '.join(record['labels'])} projected out of {record['layer']!r}, folded into "
           f"{', '.join(record['into'])}")

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from ..config import add_dataclass_args, from_args
+from ..config import add_dataclass_args, clear_errors, from_args
 from .run import evaluate
 
 
@@ -91,12 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     cfg = from_args(EvalConfig, parser.parse_args(argv))
-    try:
-        # Only the result goes to stdout: anything a library prints goes to stderr.
-        with contextlib.redirect_stdout(sys.stderr):
-            result = run_config(cfg)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        parser.exit(2, f"policylens evaluate: error: {e}\n")
+    # Only the result goes to stdout: anything a library prints goes to stderr.
+    with clear_errors(parser, also=(ImportError,)), contextlib.redirect_stdout(sys.stderr):
+        result = run_config(cfg)
     if cfg.json:
         if not cfg.per_episode:
             result.pop("per_episode")

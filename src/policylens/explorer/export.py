@@ -70,10 +70,9 @@ def is_attention(agent, layer: str) -> bool:
 
 def spatial_layers(agent) -> dict:
     """``{name: (C, h, w)}`` of the candidate layers whose activations are spatial."""
-    from ..agents import layer_shapes
+    from ..agents import spatial_layers as spatial
 
-    shapes = layer_shapes(agent, names=candidate_layers(agent))
-    return {n: s for n, s in shapes.items() if len(s) == 3}
+    return spatial(agent, candidate_layers(agent))
 
 
 def default_layers(agent) -> list:

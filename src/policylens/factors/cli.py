@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import add_dataclass_args, from_args
+from ..config import add_dataclass_args, clear_errors, from_args
 from .collect import choose_frames, collect_activations, iter_store, open_store
 from .decompose import METHODS, nmf_attributions
 from .directions import Directions
@@ -142,11 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     cfg = from_args(FactorizeConfig, parser.parse_args(argv))
-    try:
+    with clear_errors(parser, also=(ImportError, IndexError)):
         path = factorize(cfg)
-    except (FileNotFoundError, ValueError, KeyError, ImportError, IndexError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        parser.exit(2, f"policylens factorize: error: {msg}\n")
     info = json.loads(path.read_text())
     meta = info["meta"]
     summary = f"residual {meta['residual']:.4f}"

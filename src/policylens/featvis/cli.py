@@ -17,7 +17,7 @@ import torch
 
 from .. import rollouts
 from ..agents import layer_shapes, load_agent, resolve_run
-from ..config import add_dataclass_args, from_args
+from ..config import add_dataclass_args, clear_errors, from_args
 from ..factors import Directions
 from ..rollouts.record import default_out as default_store
 from .examples import dataset_examples, spatial_examples
@@ -180,11 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> dict:
     parser = build_parser()
     cfg = from_args(FeatvisConfig, parser.parse_args(argv))
-    try:
+    with clear_errors(parser):
         written = run_featvis(cfg)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        parser.exit(2, f"policylens featvis: error: {msg}\n")
     for what, path in written.items():
         print(f"{what:<15} {path}")
     return written

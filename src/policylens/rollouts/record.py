@@ -86,8 +86,23 @@ def default_out(run: str, agent_dir: Path, name: str = "rollouts.zarr") -> Path:
     return run_dir / name
 
 
-def _sha256(file: Path) -> str:
+def sha256(file: Path) -> str:
     return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+
+
+def run_label(run) -> str:
+    """How a store names the run it came from: ``zoo:NAME`` as given, a path made absolute."""
+    return str(run) if str(run).startswith("zoo:") else str(Path(run).resolve())
+
+
+def check_same_settings(writer: "StoreWriter", recording: dict, what: str = "rollouts store") -> None:
+    """An existing store is only appended to with the settings it was made with (else resume would mix them)."""
+    stored = writer.group.attrs.get("recording", {})
+    if stored != recording:
+        diff = sorted(k for k in set(stored) | set(recording) if stored.get(k) != recording.get(k))
+        raise ValueError(f"{what} {writer.path} was recorded with other settings ({', '.join(diff)}: "
+                         f"{ {k: stored.get(k) for k in diff} } vs now { {k: recording.get(k) for k in diff} }); "
+                         "use another --out or the same settings")
 
 
 def _check(cfg: RecordConfig) -> None:
@@ -162,21 +177,15 @@ def record(cfg: RecordConfig) -> Path:
         fields["entities"] = ((), str)
     if cfg.save_state:
         fields["env_state"] = ((), "bytes")
-    recording = {"env": str(env_spec), "agent_sha256": _sha256(agent_dir / "weights.safetensors"),
+    recording = {"env": str(env_spec), "agent_sha256": sha256(agent_dir / "weights.safetensors"),
                  "policy": cfg.policy, "temperature": cfg.temperature, "seed": cfg.seed, "num_envs": cfg.num_envs,
                  "save_state": cfg.save_state, "entities": has_entities, "max_steps": cfg.max_steps}
-    run_name = cfg.run if str(cfg.run).startswith("zoo:") else str(Path(cfg.run).resolve())
-    attrs = {"env": str(env_spec), "run": run_name, "agent": conf["agent"], "action_names": action_names,
+    attrs = {"env": str(env_spec), "run": run_label(cfg.run), "agent": conf["agent"], "action_names": action_names,
              "obs_shape": list(obs_shape), "recurrent": recurrent, "causes": [*CAUSES, "max_steps"],
              "recording": recording}
 
     with StoreWriter(out, fields, attrs) as writer:
-        stored = writer.group.attrs.get("recording", {})
-        if stored != recording:
-            diff = sorted(k for k in set(stored) | set(recording) if stored.get(k) != recording.get(k))
-            raise ValueError(f"rollouts store {out} was recorded with other settings ({', '.join(diff)}: "
-                             f"{ {k: stored.get(k) for k in diff} } vs now { {k: recording.get(k) for k in diff} }); "
-                             "use another --out or the same settings")
+        check_same_settings(writer, recording)
         _record_into(writer, agent, cfg, env_spec, has_entities, recurrent)
     add_advantages(out, cfg.gamma, cfg.gae_lambda)
     return out
