@@ -48,6 +48,9 @@ class AgentConfig:
 def build(config: "AgentConfig | dict") -> nn.Module:
     if isinstance(config, dict):
         config = AgentConfig.from_dict(config)
+    if config.arch == "decision_transformer":
+        raise ValueError("this checkpoint is a decision transformer, not a PPO agent: load it with "
+                         "policylens.dt.load_dt(RUN) and use the `policylens dt ...` commands")
     if config.arch not in ARCHITECTURES:
         raise ValueError(f"unknown agent architecture {config.arch!r}; expected one of {', '.join(ARCHITECTURES)}")
     cls = ARCHITECTURES[config.arch]

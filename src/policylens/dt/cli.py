@@ -13,6 +13,8 @@ SUBCOMMANDS = {
                 "attribution, ablation table, patching, RTG scans, QK/OV circuits -> RUN/analysis, RUN/report.md"),
     "ablate": ("policylens.dt.analysis.analyze:ablate_main",
                "ablate heads/MLPs and compare behaviour by RTG with the unablated model"),
+    "app": ("policylens.dt.app.server", "play MiniGrid beside the model on 127.0.0.1: policy, attention, contributions, "
+            "ablations live"),
 }
 
 
@@ -25,7 +27,8 @@ def usage() -> str:
             "  policylens dt train --store runs/dt/trajectories.zarr --out runs/dt\n"
             "  policylens dt calibrate runs/dt --rtgs -1,-0.5,0,0.5,0.9,1 --episodes 50\n"
             "  policylens dt analyze runs/dt --episodes 100\n"
-            "  policylens dt ablate runs/dt --components blocks.0.attn.head0,blocks.0.attn.head1,blocks.0.mlp")
+            "  policylens dt ablate runs/dt --components blocks.0.attn.head0,blocks.0.attn.head1,blocks.0.mlp\n"
+            "  policylens dt app zoo:dt-minigrid-do8")
 
 
 def join_negative_values(argv, options) -> list:

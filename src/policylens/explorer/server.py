@@ -13,13 +13,14 @@ policy and attribution maps exactly as the export does (the same NMF directions,
 """
 from __future__ import annotations
 
-import socket
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import webapp
+from ..webapp import answer, json_body
 from .encode import deflate_b64, display_rgb, png_data_url, read_js, rounded
 from .export import attention_layer_maps, nmf_maps
 from .maps import quantise
@@ -120,8 +121,7 @@ def load_session(run, folder, *, device: str = "cpu", seed: int = 0) -> LiveSess
 def create_app(folder, session: LiveSession):
     """The Starlette app: the explorer folder's files, ``/`` in live mode, and the live API."""
     from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
-    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.responses import HTMLResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
@@ -131,24 +131,11 @@ def create_app(folder, session: LiveSession):
     async def index(request):
         return HTMLResponse(page)
 
-    async def body(request) -> dict:
-        try:
-            data = await request.json()
-        except ValueError:
-            data = None
-        return data if isinstance(data, dict) else {}
-
-    async def call(fn, *args):
-        try:
-            return JSONResponse(await run_in_threadpool(fn, *args))
-        except ValueError as e:
-            return JSONResponse({"error": str(e)}, status_code=400)
-
     async def reset(request):
-        return await call(session.reset, (await body(request)).get("seed"))
+        return await answer(session.reset, (await json_body(request)).get("seed"))
 
     async def step(request):
-        return await call(session.step, (await body(request)).get("action"))
+        return await answer(session.step, (await json_body(request)).get("action"))
 
     routes = [Route("/", index), Route("/index.html", index),
               Route("/api/live/reset", reset, methods=["POST"]), Route("/api/live/step", step, methods=["POST"]),
@@ -156,20 +143,9 @@ def create_app(folder, session: LiveSession):
     return Starlette(routes=routes)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_server(run, folder, *, port: int = 8000, device: str = "cpu", seed: int = 0):
     """A uvicorn server for the explorer in ``folder`` on 127.0.0.1 (``port`` 0: a free one); ``(server, url)``."""
-    import uvicorn
-
-    port = port or free_port()
-    app = create_app(folder, load_session(run, folder, device=device, seed=seed))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    return server, f"http://127.0.0.1:{port}/"
+    return webapp.make_server(create_app(folder, load_session(run, folder, device=device, seed=seed)), port)
 
 
 def serve(run, folder, *, port: int = 8000, device: str = "cpu", seed: int = 0) -> None:
@@ -181,15 +157,4 @@ def serve(run, folder, *, port: int = 8000, device: str = "cpu", seed: int = 0) 
 
 def serve_in_thread(run, folder, **kwargs):
     """Start the server in a daemon thread; returns ``(server, url)``; stop with ``server.should_exit = True``."""
-    import time
-
-    server, url = make_server(run, folder, **kwargs)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the explorer server did not start on {url}")
-        time.sleep(0.05)
-    server.thread = thread
-    return server, url
+    return webapp.start_in_thread(*make_server(run, folder, **kwargs))
