@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .registry import AgentConfig, build
+from .swapped import restore_swap
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
 REFUSE_PICKLE = (
@@ -31,13 +32,17 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def save_agent(agent: nn.Module, config: "AgentConfig | dict", path, extra: dict | None = None) -> Path:
-    """Write ``path/config.json`` (``{"agent": ..., **extra}``) and ``path/weights.safetensors``."""
+    """Write ``path/config.json`` (``{"agent": ..., **extra}``) and ``path/weights.safetensors``. The agent's
+    ``policylens_edits`` (what out-of-place edits record) go into ``edits`` unless ``extra`` has its own."""
     path = Path(path)
+    extra = dict(extra or {})
+    if getattr(agent, "policylens_edits", None) and "edits" not in extra:
+        extra["edits"] = list(agent.policylens_edits)
     path.mkdir(parents=True, exist_ok=True)
     cfg = config.to_dict() if isinstance(config, AgentConfig) else dict(config)
     tensors = {k: v.detach().contiguous().cpu() for k, v in agent.state_dict().items()}
     _atomic_write(path / "weights.safetensors", lambda p: save_file(tensors, str(p)))
-    body = json.dumps({"agent": cfg, **(extra or {})}, indent=2, default=str)
+    body = json.dumps({"agent": cfg, **extra}, indent=2, default=str)
     _atomic_write(path / "config.json", lambda p: p.write_text(body))
     return path
 
@@ -84,7 +89,7 @@ def load_agent(path, device: "str | torch.device" = "cpu") -> nn.Module:
     """Build the agent from ``path/config.json`` and load ``path/weights.safetensors``; the env's action
     names, when the checkpoint has them, become ``agent.action_names``."""
     cfg = read_config(path)
-    agent = build(cfg["agent"])
+    agent = restore_swap(build(cfg["agent"]), cfg)
     load_weights(agent, Path(path) / "weights.safetensors")
     if cfg.get("action_names"):
         agent.action_names = list(cfg["action_names"])  # the env's names for the logits, e.g. "forward"
