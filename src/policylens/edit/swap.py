@@ -41,7 +41,8 @@ def coefficient_matrix(directions: Directions) -> torch.Tensor:
     return torch.linalg.pinv(v)
 
 
-def _index(directions: Directions, key) -> int:
+def direction_index(directions: Directions, key) -> "int | None":
+    """A direction given by index or label -> its index (None stays None); KeyError naming the choices."""
     if key is None:
         return None
     if isinstance(key, str) and not key.lstrip("-").isdigit():
@@ -57,7 +58,7 @@ def _index(directions: Directions, key) -> int:
 def swap_matrix(directions: Directions, swaps) -> torch.Tensor:
     """``M`` (C, C) such that ``delta' = delta @ M`` for ``swaps`` = pairs ``(from, to)`` of direction indices or
     labels, ``to = None`` to collapse ``from`` into the nullspace."""
-    swaps = [(_index(directions, a), _index(directions, b)) for a, b in swaps]
+    swaps = [(direction_index(directions, a), direction_index(directions, b)) for a, b in swaps]
     if not swaps:
         raise ValueError("a swap needs at least one (from, to) pair")
     v = directions.vectors.double()  # (K, C)

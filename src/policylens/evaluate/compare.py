@@ -107,25 +107,32 @@ def compare(run_a, run_b, episodes: int = 1000, *, alpha: float = 0.05, env=None
 
 def plot(result: dict, path) -> Path:
     """Grouped bars of failure rate by cause with 95% intervals, significant differences starred."""
+    causes = list(result["causes"])
+    groups = [(result[f"run_{side}"], {c: result["causes"][c][side] for c in causes}) for side in ("a", "b")]
+    labels = [c + (" *" if result["causes"][c]["significant"] else "") for c in causes]
+    title = f"Failure rate by cause, {result['episodes']} paired levels (* p < {result['alpha']}, Holm)"
+    return plot_rates(groups, causes, labels, title, path)
+
+
+def plot_rates(groups: list, causes: list, labels: list, title: str, path) -> Path:
+    """Bars of rate by cause for each group ``(name, {cause: {"rate", "ci95"}})`` with their 95% intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    causes = list(result["causes"])
-    fig, ax = plt.subplots(figsize=(1.3 * max(len(causes), 2) + 2, 3.4), dpi=120)
-    width = 0.38
-    for k, (side, name) in enumerate((("a", result["run_a"]), ("b", result["run_b"]))):
-        rates = [100 * result["causes"][c][side]["rate"] for c in causes]
-        err = [[100 * (result["causes"][c][side]["rate"] - result["causes"][c][side]["ci95"][0]) for c in causes],
-               [100 * (result["causes"][c][side]["ci95"][1] - result["causes"][c][side]["rate"]) for c in causes]]
-        xs = [i + (k - 0.5) * width for i in range(len(causes))]
+    fig, ax = plt.subplots(figsize=(0.65 * len(groups) * max(len(causes), 2) + 2, 3.4), dpi=120)
+    width = 0.8 / len(groups)
+    for k, (name, rates_by_cause) in enumerate(groups):
+        rates = [100 * rates_by_cause[c]["rate"] for c in causes]
+        err = [[100 * (rates_by_cause[c]["rate"] - rates_by_cause[c]["ci95"][0]) for c in causes],
+               [100 * (rates_by_cause[c]["ci95"][1] - rates_by_cause[c]["rate"]) for c in causes]]
+        xs = [i + (k - (len(groups) - 1) / 2) * width for i in range(len(causes))]
         bars = ax.bar(xs, rates, width, yerr=err, capsize=3, label=name)
         ax.bar_label(bars, labels=[f"{r:.2f}%" for r in rates], fontsize=7, padding=2)
-    ax.set_xticks(range(len(causes)), [c + (" *" if result["causes"][c]["significant"] else "") for c in causes])
+    ax.set_xticks(range(len(causes)), labels)
     ax.set_ylabel("failure rate (% of episodes)")
-    ax.set_title(f"Failure rate by cause, {result['episodes']} paired levels (* p < {result['alpha']}, Holm)",
-                 fontsize=9)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
