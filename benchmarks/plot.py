@@ -24,6 +24,13 @@ def main():
         s = json.loads(store.read_text())
         panels.append(("rollout store (bytes/frame, log)", ["raw uint8 obs", "stored obs", "whole store"],
                        [[s["raw_obs_bytes_per_frame"], s["obs_bytes_per_frame"], s["store_bytes_per_frame"]]], [None]))
+    app = RESULTS / "dt_app_latency.json"
+    if app.is_file():
+        rows = json.loads(app.read_text())["rows"]
+        labels = [("browser" if r["setting"].startswith("browser") else r["setting"])
+                  + (" (big model)" if "random" in r["model"] else "") for r in rows]
+        panels.append(("DT app: one step, ms (budget 200)", labels,
+                       [[r["median_ms"] for r in rows], [r["p95_ms"] for r in rows]], ["median", "95th percentile"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), dpi=110, squeeze=False)
     for ax, (title, labels, series, names) in zip(axes[0], panels):
         width = 0.8 / len(series)
