@@ -1,8 +1,9 @@
 """``policylens dt SUBCOMMAND``: the decision-transformer suite, one sub-command per step, each with ``--help``."""
 from __future__ import annotations
 
-import importlib
 import sys
+
+from ..subcommands import dispatch
 
 # name -> (module with main(argv), or "module:function", one-line help)
 SUBCOMMANDS = {
@@ -18,17 +19,14 @@ SUBCOMMANDS = {
 }
 
 
-def usage() -> str:
-    width = max(map(len, SUBCOMMANDS))
-    lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
-    return ("usage: policylens dt SUBCOMMAND [options]   (policylens dt SUBCOMMAND --help for its options)\n\n"
-            "subcommands:\n" + "\n".join(lines) + "\n\n"
-            "  policylens dt collect zoo:minigrid-do8-rgb --episodes 1000 --out runs/dt/trajectories.zarr\n"
-            "  policylens dt train --store runs/dt/trajectories.zarr --out runs/dt\n"
-            "  policylens dt calibrate runs/dt --rtgs -1,-0.5,0,0.5,0.9,1 --episodes 50\n"
-            "  policylens dt analyze runs/dt --episodes 100\n"
-            "  policylens dt ablate runs/dt --components blocks.0.attn.head0,blocks.0.attn.head1,blocks.0.mlp\n"
-            "  policylens dt app zoo:dt-minigrid-do8")
+EXAMPLES = [
+    "policylens dt collect zoo:minigrid-do8-rgb --episodes 1000 --out runs/dt/trajectories.zarr",
+    "policylens dt train --store runs/dt/trajectories.zarr --out runs/dt",
+    "policylens dt calibrate runs/dt --rtgs -1,-0.5,0,0.5,0.9,1 --episodes 50",
+    "policylens dt analyze runs/dt --episodes 100",
+    "policylens dt ablate runs/dt --components blocks.0.attn.head0,blocks.0.attn.head1,blocks.0.mlp",
+    "policylens dt app zoo:dt-minigrid-do8",
+]
 
 
 def join_negative_values(argv, options) -> list:
@@ -44,15 +42,7 @@ def join_negative_values(argv, options) -> list:
 
 
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
-        return None
-    name, rest = argv[0], argv[1:]
-    if name not in SUBCOMMANDS:
-        raise ValueError(f"unknown dt subcommand {name!r}; expected one of: {', '.join(SUBCOMMANDS)}")
-    module, _, function = SUBCOMMANDS[name][0].partition(":")
-    return getattr(importlib.import_module(module), function or "main")(rest)
+    return dispatch("dt", SUBCOMMANDS, EXAMPLES, argv)
 
 
 if __name__ == "__main__":
