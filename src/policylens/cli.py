@@ -20,6 +20,7 @@ COMMANDS = {
     "compare": ("policylens.evaluate.compare", "two agents on the same levels: failure rate by cause, paired tests, bar chart"),
     "sweep": ("policylens.sweep", "one agent per level count (diversity) or attention-entropy coefficient, evaluated and plotted"),
     "dt": ("policylens.dt.cli", "decision transformer: collect, train, calibrate, analyze, ablate (policylens dt --help)"),
+    "sim": ("policylens.sim.cli", "differentiable simulator with the frozen agent inside: train, hx, swap (policylens sim --help)"),
     "layers": ("policylens.agents.layers", "list an agent's named layers with their shapes"),
     "demo": ("policylens.demo", "the main job: agent -> record -> evaluate -> report on MiniGrid"),
 }

@@ -1,0 +1,46 @@
+"""The differentiable simulator (Saliency as causality, seeds 000/002): a recurrent state-space model of the
+agent's environment with the frozen agent inside, so gradients flow through time and through the environment.
+
+>>> from policylens import sim
+>>> sim.train_sim(sim.SimTrainConfig(run="zoo:minigrid-do8-recurrent", store="runs/rec/rollouts.zarr",
+...                                  out="runs/rec/sim"))
+>>> model, agent = sim.load_sim("runs/rec/sim")                 # Simulator (eval), FrozenAgent
+>>> z = torch.randn(8, model.config.latent, requires_grad=True)
+>>> r = sim.rollout(model, agent, z, steps=20, mode="modal")    # Rollout: obs, logits, value, hx, h, s, ...
+>>> r.value[:, -1].sum().backward()                              # d value at the last step / d z
+
+Modules: :mod:`~policylens.sim.config` (SimConfig), :mod:`~policylens.sim.model` (Simulator),
+:mod:`~policylens.sim.obs` (observation encoder/decoder and what the agent sees), :mod:`~policylens.sim.loop`
+(FrozenAgent, rollout), :mod:`~policylens.sim.data` (windows from a store), :mod:`~policylens.sim.train`,
+:mod:`~policylens.sim.checkpoint`, :mod:`~policylens.sim.hx` (hidden-state analysis: PCA/ICA/NMF, k-means,
+t-SNE; simulated states on the real components), :mod:`~policylens.sim.swap` (hidden-state direction swaps with
+paired statistics and a random control). Names load on first use; ``train`` is exported as ``train_sim``.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {  # exported name -> (module, name there)
+    **{n: ("config", n) for n in ("SimConfig", "for_data", "obs_kind")},
+    **{n: ("model", n) for n in ("Simulator", "Gaussian", "kl_divergence", "balanced_kl")},
+    **{n: ("obs", n) for n in ("agent_view", "obs_loss", "obs_score")},
+    **{n: ("loop", n) for n in ("FrozenAgent", "Context", "Noise", "Rollout", "rollout", "choose_action",
+                                "agent_sha256")},
+    **{n: ("data", n) for n in ("SimData", "Windows", "load_sim_data")},
+    **{n: ("checkpoint", n) for n in ("load_sim", "save_sim", "read_sim_config", "sim_dir")},
+    "SimTrainConfig": ("train", "SimTrainConfig"), "train_sim": ("train", "train"),
+    **{n: ("hx", n) for n in ("HxAnalysis", "analyze", "project", "store_frames", "simulated_frames",
+                              "save_analysis", "load_analysis", "zscore")},
+    "HxConfig": ("hx_cli", "HxConfig"), "run_hx": ("hx_cli", "run_hx"),
+    **{n: ("swap", n) for n in ("SwapConfig", "swap_experiment", "random_control", "parse_swaps")},
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module, attr = _EXPORTS[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

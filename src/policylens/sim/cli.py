@@ -1,0 +1,29 @@
+"""``policylens sim SUBCOMMAND``: the differentiable simulator, one sub-command per step, each with ``--help``."""
+from __future__ import annotations
+
+from ..subcommands import dispatch
+
+# name -> (module with main(argv), or "module:function", one-line help)
+SUBCOMMANDS = {
+    "train": ("policylens.sim.train", "train the simulator of a recurrent agent's environment on its rollouts (resumable)"),
+    "hx": ("policylens.sim.hx_cli", "hidden-state analysis: z-scored hx -> PCA/ICA/NMF, k-means, t-SNE, figures; "
+           "simulated hx on the real components (-> RUN/analysis/hx)"),
+    "swap": ("policylens.sim.swap", "swap hidden-state directions: the agent, the swap and a random control on the "
+             "same levels, failures by cause with paired tests"),
+}
+
+EXAMPLES = [
+    "policylens record zoo:minigrid-do8-recurrent --episodes 2000",
+    "policylens sim train zoo:minigrid-do8-recurrent      # -> runs/minigrid-do8-recurrent/sim",
+    "policylens sim hx zoo:minigrid-do8-recurrent",
+    "policylens sim swap zoo:minigrid-do8-recurrent --directions runs/minigrid-do8-recurrent/analysis/hx/ica "
+    "--swap 0:1 --episodes 1000",
+]
+
+
+def main(argv=None):
+    return dispatch("sim", SUBCOMMANDS, EXAMPLES, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Windows of T consecutive frames from a rollouts store, for training and checking the simulator.
+
+A window never crosses an episode's end: it starts at a frame from which T frames remain in the episode
+(or, in an episode shorter than T, at its first frame, and is padded past its end with ``mask`` False).
+The held-out split is by whole episodes. The fields the simulator needs (``obs``, ``action``, ``reward``,
+``done``, ``agent_state``, ``logits``) are read into memory: ~0.4 kB a frame for MiniGrid's symbolic view,
+~9.6 kB for 56x56 RGB; ``max_episodes`` bounds what is read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .loop import Context
+
+NEEDED = ("obs", "action", "reward", "done", "logits", "agent_state")
+
+
+@dataclass
+class Windows:
+    """A batch of windows (B windows of T steps)."""
+
+    obs: torch.Tensor  # (B, T, H, W, C) uint8 observation the agent saw
+    action: torch.Tensor  # (B, T) long action it took
+    reward: torch.Tensor  # (B, T) float reward of that action
+    done: torch.Tensor  # (B, T) float 1 where the action ended the episode
+    logits: torch.Tensor  # (B, T, A) float the agent's logits
+    agent_state: torch.Tensor  # (B, T, hidden) float the state the agent received
+    mask: torch.Tensor  # (B, T) bool, False on padding past an episode's end
+
+    def to(self, device) -> "Windows":
+        return Windows(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def rows(self, index) -> "Windows":
+        return Windows(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def context(self, frames: int) -> Context:
+        """The encoder's input: the first ``frames`` frames and the agent's state at the first."""
+        return Context(self.obs[:, :frames], self.agent_state[:, 0], self.mask[:, :frames])
+
+
+@dataclass
+class SimData:
+    """Whole episodes in memory; episode e is frames ``[start[e], start[e] + length[e])``."""
+
+    obs: np.ndarray  # (F, H, W, C) uint8
+    action: np.ndarray  # (F,) int64
+    reward: np.ndarray  # (F,) float32
+    done: np.ndarray  # (F,) bool
+    logits: np.ndarray  # (F, A) float32
+    agent_state: np.ndarray  # (F, hidden) float32
+    start: np.ndarray  # (E,) int64
+    length: np.ndarray  # (E,) int64
+    env: str = ""
+    action_names: tuple = ()
+    run: str = ""  # the agent the store was recorded with (zoo:NAME or a path)
+    agent_sha256: str = ""  # sha256 of its weights file
+    path: str = ""
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.start)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.action)
+
+    def split(self, val_fraction: float, seed: int = 0) -> tuple:
+        """Episodes ``(train, held_out)``, seeded; held-out gets ``round(E * val_fraction)`` episodes (at least one
+        when ``val_fraction > 0`` and there are two or more)."""
+        order = np.random.default_rng(seed).permutation(self.num_episodes)  # (E,)
+        n_val = int(round(self.num_episodes * val_fraction))
+        if val_fraction > 0 and self.num_episodes > 1:
+            n_val = min(max(n_val, 1), self.num_episodes - 1)
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+    def window_starts(self, episodes: np.ndarray, steps: int) -> np.ndarray:
+        """First frames of every window of ``steps`` frames inside the given episodes, (n,) global indices."""
+        starts = [np.arange(self.start[e], self.start[e] + max(self.length[e] - steps, 0) + 1) for e in episodes]
+        return np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, np.int64)
+
+    def windows(self, starts: np.ndarray, steps: int) -> Windows:
+        """The windows of ``steps`` frames starting at the given global frames, padded past episode ends."""
+        starts = np.asarray(starts, np.int64)  # (B,)
+        episode = np.searchsorted(self.start, starts, side="right") - 1  # (B,)
+        end = self.start[episode] + self.length[episode]  # (B,) one past each episode's last frame
+        idx = starts[:, None] + np.arange(steps)[None]  # (B, T)
+        valid = idx < end[:, None]  # (B, T)
+        idx = np.minimum(idx, end[:, None] - 1)  # padding reads the last frame, then is blanked
+
+        def take(a, dtype):
+            x = a[idx]  # (B, T, ...)
+            blank = valid.reshape(valid.shape + (1,) * (x.ndim - 2))
+            return torch.from_numpy(np.where(blank, x, 0).astype(dtype))
+
+        return Windows(obs=take(self.obs, np.uint8), action=take(self.action, np.int64),
+                       reward=take(self.reward, np.float32), done=take(self.done, np.float32),
+                       logits=take(self.logits, np.float32), agent_state=take(self.agent_state, np.float32),
+                       mask=torch.from_numpy(valid))
+
+
+def load_sim_data(path, max_episodes: int = 0) -> SimData:
+    """Read a rollouts store's frames for the simulator (the first ``max_episodes`` episodes; 0: all), with
+    clear errors when it cannot serve one."""
+    from ..rollouts import open as open_store
+
+    store = open_store(Path(path))
+    if "agent_state" not in store.fields:
+        arch = store.metadata.get("agent", {}).get("arch", "?")
+        raise ValueError(f"rollouts store {path} has no agent_state: it was recorded with a feed-forward agent "
+                         f"(arch {arch!r}, {store.run or 'unknown run'}). The simulator trains the agent's hidden "
+                         "state, so it needs a recurrent agent (e.g. zoo:minigrid-do8-recurrent); record one with "
+                         "`policylens record RUN`")
+    missing = [f for f in NEEDED if f not in store.fields]
+    if missing:
+        raise ValueError(f"rollouts store {path} lacks the field(s) {', '.join(missing)} the simulator needs "
+                         f"(it has {', '.join(store.fields)})")
+    if len(store) == 0:
+        raise ValueError(f"rollouts store {path} holds no episodes")
+    n_ep = len(store) if max_episodes <= 0 else min(max_episodes, len(store))
+    n = int(store.index["start"][n_ep - 1] + store.index["length"][n_ep - 1])
+
+    def read(name):
+        return store.read(name, 0, n)
+
+    recording = store.metadata.get("recording", {})
+    return SimData(obs=read("obs").astype(np.uint8), action=read("action").astype(np.int64),
+                   reward=read("reward").astype(np.float32), done=read("done").astype(bool),
+                   logits=read("logits").astype(np.float32), agent_state=read("agent_state").astype(np.float32),
+                   start=store.index["start"][:n_ep].astype(np.int64),
+                   length=store.index["length"][:n_ep].astype(np.int64), env=store.env,
+                   action_names=tuple(store.action_names), run=store.run,
+                   agent_sha256=str(recording.get("agent_sha256", "")), path=str(Path(path).resolve()))

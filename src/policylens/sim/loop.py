@@ -1,0 +1,276 @@
+"""The frozen agent inside the simulator: unroll from a latent, every step differentiable.
+
+Each step t: the simulator decodes o_t from its state (h_t, s_t); the agent reads it with the state hx_t it
+received and gives logits, value and hx_{t+1}; an action a_t (the agent's own, or a recorded one when
+teacher-forced) drives h_{t+1} = GRU(h_t, [s_t, a_t]); reward and done of a_t are read from h_{t+1}; s_{t+1}
+comes from the prior (imagined) or the posterior given the recorded o_{t+1} (teacher-forced).
+
+>>> sim, agent = load_sim("runs/x")                              # Simulator, FrozenAgent
+>>> z = torch.randn(8, sim.config.latent, requires_grad=True)
+>>> r = rollout(sim, agent, z, steps=20, mode="modal")           # imagined, agent-driven
+>>> r.value[:, 10].sum().backward()                              # gradients through time to z and every step
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from ..agents import AgentOutput
+from .model import Gaussian, Simulator
+from .obs import agent_view
+
+MODES = ("modal", "sample")
+
+
+def agent_sha256(agent: nn.Module) -> str:
+    """sha256 of the agent's weights as safetensors bytes: equal to the sha256 of its ``weights.safetensors``
+    file (the identity a rollouts store records as ``agent_sha256``)."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in agent.state_dict().items()}
+    return hashlib.sha256(safetensors_bytes(tensors)).hexdigest()
+
+
+class FrozenAgent:
+    """A deep copy of a recurrent agent in eval mode with ``requires_grad`` off on every parameter.
+
+    Gradients flow through it to its inputs (observations, hidden state) but its parameters never get a
+    ``.grad`` and never change; the agent given is not modified. Deliberately not an ``nn.Module``, so it
+    is never registered inside the simulator's state dict, optimizer or DDP wrapper.
+    """
+
+    def __init__(self, agent: nn.Module):
+        if not callable(getattr(agent, "initial_state", None)) or agent.initial_state(1) is None:
+            raise ValueError(f"the simulator needs a recurrent agent (its hidden state hx is a training target and "
+                             f"carries the agent's memory through the rollout); {type(agent).__name__} "
+                             "has no recurrent state")
+        self.sha256 = agent_sha256(agent)
+        self.net = copy.deepcopy(agent).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.obs_shape = tuple(getattr(agent, "obs_shape", ()))
+        self.num_actions = int(getattr(agent, "num_actions", 0))
+        self.hidden = int(agent.initial_state(1).shape[-1])
+        self.action_names = list(getattr(agent, "action_names", []))
+
+    def __call__(self, obs: torch.Tensor, hx: torch.Tensor) -> AgentOutput:
+        """``obs`` (B, H, W, C) float or uint8, ``hx`` (B, hidden) -> AgentOutput(logits, value, next hx)."""
+        return self.net(obs, hx)
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        return self.net.initial_state(batch).detach()  # (B, hidden)
+
+    def to(self, device) -> "FrozenAgent":
+        self.net.to(device)
+        return self
+
+
+@dataclass
+class Context:
+    """What the encoder reads: the first K frames of a window and the agent's state at the first."""
+
+    obs: torch.Tensor  # (B, K, H, W, C) recorded observations
+    agent_state: torch.Tensor  # (B, hidden) the state the agent received at the first frame
+    mask: "torch.Tensor | None" = None  # (B, K) bool, False on padding past an episode's end
+
+
+@dataclass
+class Noise:
+    """Standard draws for one rollout, fixed up front so a rollout is a function of its inputs alone."""
+
+    z: torch.Tensor  # (B, latent) for z ~ q(z | context)
+    s: torch.Tensor  # (B, T, stoch) for s_t, t >= 1 (index 0 unused: s_0 comes from the converter)
+    gumbel: torch.Tensor  # (B, T, A) Gumbel(0, 1) noise for mode="sample"
+
+    @classmethod
+    def draw(cls, batch: int, steps: int, sim: Simulator, generator: "torch.Generator | None" = None,
+             device="cpu") -> "Noise":
+        cfg = sim.config
+        z = torch.randn(batch, cfg.latent, generator=generator)
+        s = torch.randn(batch, steps, cfg.stoch, generator=generator)
+        u = torch.rand(batch, steps, cfg.num_actions, generator=generator).clamp(1e-10, 1 - 1e-7)
+        return cls(z, s, -torch.log(-torch.log(u))).to(device)
+
+    def rows(self, index) -> "Noise":
+        """The draws of some batch rows (e.g. one DDP rank's share of a global batch)."""
+        return Noise(self.z[index], self.s[index], self.gumbel[index])
+
+    def to(self, device) -> "Noise":
+        return Noise(self.z.to(device), self.s.to(device), self.gumbel.to(device))
+
+
+@dataclass
+class Rollout:
+    """Per-step tensors of one unroll, all differentiable (T = steps, s_t and h_t the state o_t comes from)."""
+
+    z: torch.Tensor  # (B, latent) the latent it unrolled from
+    obs: torch.Tensor  # (B, T, H, W, C) float, what the agent saw
+    decoded: torch.Tensor  # (B, T, H, W, channels) the decoder's output: categorical logits or pixels
+    logits: torch.Tensor  # (B, T, A) the agent's policy logits
+    value: torch.Tensor  # (B, T) the agent's value
+    hx: torch.Tensor  # (B, T, hidden) the state the agent received at t (as the store's agent_state)
+    hx_last: torch.Tensor  # (B, hidden) the agent's state after the last step
+    action: torch.Tensor  # (B, T, A) one-hot (straight-through) action that drove the dynamics
+    h: torch.Tensor  # (B, T, deter) deterministic simulator state
+    s: torch.Tensor  # (B, T, stoch) stochastic simulator state
+    reward: torch.Tensor  # (B, T) predicted reward of a_t
+    done_logit: torch.Tensor  # (B, T) predicted logit that a_t ended the episode
+    prior: Gaussian  # (B, T-1, stoch) p(s_t | h_t) for t >= 1
+    posterior: "Gaussian | None"  # (B, T-1, stoch) q(s_t | h_t, o_t) for t >= 1 (teacher-forced only)
+    z_dist: "Gaussian | None"  # (B, latent) q(z | context) when started from a context
+
+    @property
+    def done(self) -> torch.Tensor:
+        """(B, T) predicted probability that a_t ended the episode."""
+        return torch.sigmoid(self.done_logit)
+
+    @property
+    def action_index(self) -> torch.Tensor:
+        """(B, T) long."""
+        return self.action.argmax(-1)
+
+    def detach(self) -> "Rollout":
+        def cut(v):
+            if isinstance(v, Gaussian):
+                return v.detach()
+            return v.detach() if isinstance(v, torch.Tensor) else v
+
+        return Rollout(**{f.name: cut(getattr(self, f.name)) for f in fields(self)})
+
+
+def choose_action(logits: torch.Tensor, mode: str, gumbel: "torch.Tensor | None" = None,
+                  temperature: float = 1.0) -> torch.Tensor:
+    """A one-hot action (B, A) from logits (B, A), differentiable by straight-through.
+
+    ``modal``: the argmax one-hot forward, softmax(logits) backward. ``sample``: straight-through
+    Gumbel-softmax: argmax of logits + ``gumbel`` forward, softmax((logits + gumbel) / temperature) backward.
+    """
+    if mode not in MODES:
+        raise ValueError(f"action mode {mode!r}; expected one of {MODES}")
+    if mode == "sample":
+        if gumbel is None:
+            raise ValueError("mode='sample' needs Gumbel noise")
+        logits = logits + gumbel
+    soft = F.softmax(logits / (temperature if mode == "sample" else 1.0), -1)  # (B, A)
+    hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)  # (B, A)
+    return hard + (soft - soft.detach())  # exactly the one-hot forward
+
+
+def _start(sim: Simulator, start, latent: str, noise: Noise) -> tuple:
+    """``(z, q(z) or None)`` from a latent tensor or a :class:`Context`."""
+    if isinstance(start, Context):
+        q = sim.encode(start.obs, start.agent_state, start.mask)
+        return q.sample(None if latent == "mean" else noise.z), q
+    if isinstance(start, torch.Tensor):
+        if start.dim() != 2 or start.shape[1] != sim.config.latent:
+            raise ValueError(f"z must be (B, {sim.config.latent}), got {tuple(start.shape)}")
+        return start, None
+    raise ValueError(f"rollout starts from a latent z (B, latent) tensor or a Context, got {type(start).__name__}")
+
+
+def _check(sim: Simulator, agent: FrozenAgent, steps: int, mode: str, latent: str) -> None:
+    if not isinstance(agent, FrozenAgent):
+        raise ValueError(f"rollout needs a FrozenAgent (policylens.sim.FrozenAgent(agent)), got {type(agent).__name__}")
+    cfg = sim.config
+    wrong_obs = bool(agent.obs_shape) and tuple(agent.obs_shape) != tuple(cfg.obs_shape)
+    if wrong_obs or agent.num_actions != cfg.num_actions or agent.hidden != cfg.agent_hidden:
+        raise ValueError(f"agent takes obs {agent.obs_shape}, {agent.num_actions} actions, hidden {agent.hidden}; the "
+                         f"simulator was built for obs {tuple(cfg.obs_shape)}, {cfg.num_actions} actions, "
+                         f"hidden {cfg.agent_hidden}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if mode not in MODES:
+        raise ValueError(f"action mode {mode!r}; expected one of {MODES}")
+    if latent not in ("sample", "mean"):
+        raise ValueError(f"latent {latent!r}; expected 'sample' (draw s_t and z) or 'mean' (their means)")
+
+
+def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "modal", detach_actions: bool = False,
+            *, actions: "torch.Tensor | None" = None, obs: "torch.Tensor | None" = None,
+            mask: "torch.Tensor | None" = None, latent: str = "sample", noise: "Noise | None" = None,
+            generator: "torch.Generator | None" = None, temperature: float = 1.0,
+            straight_through: "bool | None" = None, intervene=None) -> Rollout:
+    """Unroll the simulator with the frozen agent inside for ``steps`` steps from ``start``.
+
+    ``start``: a latent z (B, latent) (e.g. ``torch.randn`` or a tensor being optimised) or a
+    :class:`Context` (encoded to q(z | context), then sampled or its mean).
+    Imagined (default): the agent's action (``mode`` ``modal`` or ``sample``, straight-through) drives the
+    dynamics and s_t comes from the prior. Teacher-forced: ``actions`` (B, T) recorded action indices drive
+    the dynamics instead, and with ``obs`` (B, T, H, W, C) recorded observations s_t comes from the
+    posterior given o_t (``mask`` (B, T) False where a window runs past its episode: the prior there).
+    ``detach_actions``: the action fed to the dynamics carries no gradient (cuts the environment path from
+    the agent's logits back through the simulator). ``latent="mean"``: z and every s_t are their
+    distributions' means (deterministic); else they are drawn with ``noise`` (or fresh from ``generator``).
+    ``straight_through``: overrides the config's choice of hard categorical observations for the agent.
+    ``intervene(name, t, tensor) -> tensor``: called on ``"h"``, ``"s"`` (the simulator's state), ``"obs"`` (what
+    the agent sees), ``"hx"`` (the state it receives) and ``"action"`` (what drives the dynamics) at every step
+    before they are used; what it returns is used and recorded. For edits (swap a hidden-state direction) and
+    gradient probes (return ``tensor + probe`` with a zero ``probe`` that requires grad: its gradient is the
+    gradient w.r.t. that step's tensor).
+    """
+    _check(sim, agent, steps, mode, latent)
+    if noise is None and (latent == "sample" or (mode == "sample" and actions is None)):
+        batch = start.obs.shape[0] if isinstance(start, Context) else start.shape[0]
+        noise = Noise.draw(batch, steps, sim, generator, device=next(sim.parameters()).device)
+    z, z_dist = _start(sim, start, latent, noise)
+    if actions is not None and tuple(actions.shape) != (z.shape[0], steps):
+        raise ValueError(f"recorded actions must be (B, steps) = ({z.shape[0]}, {steps}), got {tuple(actions.shape)}")
+    if obs is not None and actions is None:
+        raise ValueError("teacher forcing with recorded obs needs the recorded actions too")
+    h, s, hx = sim.initial(z)  # (B, deter), (B, stoch), (B, hidden)
+    embeds = sim.embed(obs[:, 1:steps]) if obs is not None and steps > 1 else None  # (B, T-1, embed)
+    keep = mask.bool() if mask is not None else None  # (B, T)
+    out = {k: [] for k in ("obs", "decoded", "logits", "value", "hx", "action", "h", "s", "reward", "done_logit",
+                           "prior_mean", "prior_std", "post_mean", "post_std")}
+    tap = intervene or (lambda name, t, x: x)
+    for t in range(steps):
+        h, s = tap("h", t, h), tap("s", t, s)
+        decoded = sim.decode_obs(h, s)  # (B, H, W, channels)
+        seen = tap("obs", t, agent_view(decoded, sim.config, straight_through))  # (B, H, W, C)
+        hx = tap("hx", t, hx)
+        step = agent(seen, hx)
+        if actions is not None:
+            action = F.one_hot(actions[:, t].long(), sim.config.num_actions).to(seen.dtype)  # (B, A)
+        else:
+            gumbel = noise.gumbel[:, t] if mode == "sample" else None  # (B, A)
+            action = choose_action(step.logits, mode, gumbel, temperature)  # (B, A)
+        if detach_actions:
+            action = action.detach()
+        action = tap("action", t, action)
+        h_next = sim.transition(h, s, action)  # (B, deter)
+        for key, value in (("obs", seen), ("decoded", decoded), ("logits", step.logits), ("value", step.value),
+                           ("hx", hx), ("action", action), ("h", h), ("s", s), ("reward", sim.reward(h_next)),
+                           ("done_logit", sim.done_logit(h_next))):
+            out[key].append(value)
+        hx = step.state
+        if t + 1 == steps:
+            break
+        prior = sim.prior(h_next)
+        dist = prior
+        if embeds is not None:
+            posterior = sim.posterior(torch.cat([h_next, embeds[:, t]], -1))
+            if keep is not None:  # past the episode's end there is no o_{t+1}: the prior
+                posterior = posterior.where(keep[:, t + 1], prior)
+            out["post_mean"].append(posterior.mean)
+            out["post_std"].append(posterior.std)
+            dist = posterior
+        out["prior_mean"].append(prior.mean)
+        out["prior_std"].append(prior.std)
+        h, s = h_next, dist.sample(None if latent == "mean" else noise.s[:, t + 1])
+
+    def stacked(key, empty_dim=None):
+        if not out[key]:
+            return h.new_zeros(z.shape[0], 0, empty_dim) if empty_dim else None
+        return torch.stack(out[key], 1)
+
+    stoch = sim.config.stoch
+    prior = Gaussian(stacked("prior_mean", stoch), stacked("prior_std", stoch))
+    posterior = Gaussian(stacked("post_mean", stoch), stacked("post_std", stoch)) if embeds is not None else None
+    return Rollout(z=z, obs=stacked("obs"), decoded=stacked("decoded"), logits=stacked("logits"),
+                   value=stacked("value"), hx=stacked("hx"), hx_last=hx, action=stacked("action"), h=stacked("h"),
+                   s=stacked("s"), reward=stacked("reward"), done_logit=stacked("done_logit"), prior=prior,
+                   posterior=posterior, z_dist=z_dist)

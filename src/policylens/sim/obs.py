@@ -1,0 +1,149 @@
+"""Observations in the simulator: the conv encoder and decoder, what the agent sees, and the loss.
+
+Three kinds (:data:`policylens.sim.config.OBS_KINDS`), chosen from the env spec:
+
+- ``symbolic``: MiniGrid's (H, W, 3) integer codes (object, colour, state). The decoder gives categorical
+  logits per cell and plane, (..., H, W, 11 + 6 + 3); the agent is shown the expected code of each plane
+  (softmax-weighted code values), or with ``straight_through`` the argmax code in the forward pass and the
+  expected code's gradient. Loss: cross-entropy, summed over cells and planes.
+- ``onehot``: MiniGrid's (H, W, 20) 0/1 planes: the same categorical logits; the agent is shown the
+  softmax probabilities (straight-through: the one-hot argmax).
+- ``pixels``: RGB (H, W, 3) uint8. The decoder gives sigmoid * 255; the agent sees those floats (agents take
+  float obs of their uint8 shape and scale inside). Loss: squared error on [0, 1], summed over pixels.
+
+Spatial layout: stride-2 4x4 convs halve the image while both sides are even and above 8 (56 -> 28 -> 14 -> 7,
+64 -> 32 -> 16 -> 8; a 7x7 MiniGrid view keeps its size with 3x3 convs); the decoder mirrors them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SimConfig
+
+
+def downsamplings(height: int, width: int, most: int = 4) -> int:
+    """How many times the conv stack halves an image of this size."""
+    n = 0
+    while n < most and height % 2 == 0 and width % 2 == 0 and min(height, width) > 8:
+        height, width, n = height // 2, width // 2, n + 1
+    return n
+
+
+def channels_of(cfg: SimConfig) -> int:
+    """Channels of the network-side observation: one per category for symbolic/onehot, 3 for pixels."""
+    return sum(cfg.planes) if cfg.obs_kind != "pixels" else cfg.obs_shape[-1]
+
+
+def network_input(obs: torch.Tensor, cfg: SimConfig) -> torch.Tensor:
+    """Recorded observations (..., H, W, C) (uint8 or float of the same values) -> (..., H, W, channels) float:
+    one-hot codes for symbolic, as is for onehot, [0, 1] for pixels."""
+    if cfg.obs_kind == "symbolic":
+        codes = obs.long()  # (..., H, W, 3)
+        return torch.cat([F.one_hot(codes[..., k], n) for k, n in enumerate(cfg.planes)], -1).float()
+    if cfg.obs_kind == "onehot":
+        return obs.float()
+    return obs.float() / 255.0
+
+
+class ObsEncoder(nn.Module):
+    """(B, H, W, C) recorded observation -> (B, embed)."""
+
+    def __init__(self, cfg: SimConfig):
+        super().__init__()
+        self.cfg = cfg
+        h, w, _ = cfg.obs_shape
+        n, ch = downsamplings(h, w), cfg.channels
+        layers, cin = [], channels_of(cfg)
+        if n == 0:
+            for cout in (ch, 2 * ch):
+                layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ELU()]
+                cin = cout
+        for k in range(n):
+            layers += [nn.Conv2d(cin, ch * 2 ** k, 4, stride=2, padding=1), nn.ELU()]
+            cin = ch * 2 ** k
+        self.convs = nn.Sequential(*layers)
+        self.fc = nn.Sequential(nn.Linear(cin * (h >> n) * (w >> n), cfg.embed), nn.ELU())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = network_input(obs, self.cfg).permute(0, 3, 1, 2)  # (B, channels, H, W)
+        return self.fc(self.convs(x).flatten(1))  # (B, embed)
+
+
+class ObsDecoder(nn.Module):
+    """(B, features) -> (B, H, W, channels): categorical logits (symbolic, onehot) or pixels in [0, 255]."""
+
+    def __init__(self, cfg: SimConfig, features: int):
+        super().__init__()
+        self.cfg = cfg
+        h, w, _ = cfg.obs_shape
+        n, ch = downsamplings(h, w), cfg.channels
+        top = 2 * ch if n == 0 else ch * 2 ** (n - 1)
+        self.top = (top, h >> n, w >> n)
+        self.fc = nn.Sequential(nn.Linear(features, top * (h >> n) * (w >> n)), nn.ELU())
+        layers, cin, cout_last = [], top, channels_of(cfg)
+        if n == 0:
+            layers = [nn.Conv2d(top, ch, 3, padding=1), nn.ELU(), nn.Conv2d(ch, cout_last, 3, padding=1)]
+        for k in range(n - 1, -1, -1):
+            cout = ch * 2 ** (k - 1) if k > 0 else cout_last
+            layers.append(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1))
+            if k > 0:
+                layers.append(nn.ELU())
+            cin = cout
+        self.deconvs = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.fc(features).view(-1, *self.top)  # (B, top, h, w)
+        out = self.deconvs(x).permute(0, 2, 3, 1)  # (B, H, W, channels)
+        return torch.sigmoid(out) * 255.0 if self.cfg.obs_kind == "pixels" else out
+
+
+def _plane_probs(pred: torch.Tensor, planes) -> list:
+    """Softmax of each plane's logits: a list of (..., H, W, n_k)."""
+    return [p.float().softmax(-1) for p in pred.split(list(planes), -1)]
+
+
+def agent_view(pred: torch.Tensor, cfg: SimConfig, straight_through: "bool | None" = None) -> torch.Tensor:
+    """The decoded observation (..., H, W, channels) as the agent takes it: (..., H, W, C) float, differentiable."""
+    if cfg.obs_kind == "pixels":
+        return pred
+    hard = cfg.straight_through_obs if straight_through is None else straight_through
+    views = []
+    for probs in _plane_probs(pred, cfg.planes):
+        n = probs.shape[-1]
+        if cfg.obs_kind == "symbolic":
+            soft = (probs * torch.arange(n, device=probs.device, dtype=probs.dtype)).sum(-1, keepdim=True)  # (..., 1)
+            sharp = probs.argmax(-1, keepdim=True).to(probs.dtype)  # (..., 1) the argmax code
+        else:
+            soft, sharp = probs, F.one_hot(probs.argmax(-1), n).to(probs.dtype)  # (..., n)
+        views.append(sharp + (soft - soft.detach()) if hard else soft)  # exactly sharp forward
+    return torch.cat(views, -1)  # (..., H, W, C)
+
+
+def categorical_targets(obs: torch.Tensor, cfg: SimConfig) -> torch.Tensor:
+    """Recorded obs (..., H, W, C) -> the category of each plane, (..., H, W, planes) long."""
+    if cfg.obs_kind == "symbolic":
+        return obs.long()
+    return torch.stack([p.argmax(-1) for p in obs.split(list(cfg.planes), -1)], -1)
+
+
+def obs_loss(pred: torch.Tensor, obs: torch.Tensor, cfg: SimConfig) -> torch.Tensor:
+    """Per-frame loss of the decoded ``pred`` (..., H, W, channels) against recorded ``obs`` (..., H, W, C): (...,)."""
+    if cfg.obs_kind == "pixels":
+        return ((pred.float() - obs.float()) / 255.0).pow(2).flatten(-3).sum(-1)
+    target = categorical_targets(obs, cfg)  # (..., H, W, planes)
+    total = 0.0
+    for k, logits in enumerate(pred.float().split(list(cfg.planes), -1)):
+        total = total - logits.log_softmax(-1).gather(-1, target[..., k:k + 1]).squeeze(-1)  # (..., H, W)
+    return total.flatten(-2).sum(-1)
+
+
+def obs_score(pred: torch.Tensor, obs: torch.Tensor, cfg: SimConfig) -> torch.Tensor:
+    """Per-frame fidelity: share of (cell, plane) categories decoded exactly (symbolic, onehot), or the mean
+    squared error on [0, 1] (pixels); (...,)."""
+    if cfg.obs_kind == "pixels":
+        return ((pred.float() - obs.float()) / 255.0).pow(2).flatten(-3).mean(-1)
+    target = categorical_targets(obs, cfg)  # (..., H, W, planes)
+    guess = torch.stack([p.argmax(-1) for p in pred.split(list(cfg.planes), -1)], -1)  # (..., H, W, planes)
+    return (guess == target).float().flatten(-3).mean(-1)

@@ -1,0 +1,324 @@
+"""The simulator: the frozen agent in the loop, straight-through actions and observations, the KL terms,
+episode-respecting windows, training (resume bit-for-bit, DDP on gloo equal to one process), checkpoints
+tied to their agent and env, bad input."""
+from __future__ import annotations
+
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from policylens import agents, rollouts
+from policylens.rollouts import RecordConfig, record
+from policylens.sim import cli as sim_cli
+from policylens.sim.checkpoint import load_sim, read_sim_config
+from policylens.sim.config import SimConfig, for_data, obs_kind
+from policylens.sim.data import load_sim_data
+from policylens.sim.loop import Context, FrozenAgent, Noise, choose_action, rollout
+from policylens.sim.model import Gaussian, Simulator, balanced_kl, kl_divergence, standard_normal_kl
+from policylens.sim.obs import agent_view, obs_loss
+from policylens.sim.objective import SimObjective
+from policylens.sim.train import SimTrainConfig, fit, train
+
+ENV = "minigrid:MiniGrid-Empty-Random-5x5-v0?num_actions=3"  # a random agent wanders: episodes of tens of steps
+AGENT = {"arch": "cnn", "obs_shape": [7, 7, 3], "num_actions": 3, "obs_scale": 0.1}
+TINY = SimConfig(context_frames=2, latent=8, deter=16, stoch=4, hidden=16, embed=16, channels=4)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for k, (name, extra) in enumerate((("rnn", {"recurrent": True, "hidden": 8}), ("other", {"recurrent": True,
+                                      "hidden": 8}), ("ff", {}))):
+        torch.manual_seed(k)
+        cfg = {**AGENT, **extra}
+        agents.save_agent(agents.build(cfg), cfg, root / name / "agent", extra={"env": ENV})
+    record(RecordConfig(run=str(root / "rnn"), episodes=6, num_envs=2, progress=False))
+    return root
+
+
+def _train_cfg(runs, out, **kw) -> SimTrainConfig:
+    base = dict(run=str(runs / "rnn"), out=str(out), window=5, steps=2, batch_size=4, eval_every=2,
+                checkpoint_every=2, val_windows=8, progress=False, sim=TINY, lr=1e-3)
+    return SimTrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def data(runs):
+    return load_sim_data(runs / "rnn" / "rollouts.zarr")
+
+
+@pytest.fixture(scope="module")
+def parts(runs, data):
+    """A tiny simulator, the frozen agent and some windows of real frames."""
+    agent = agents.load(runs / "rnn")
+    cfg = for_data(TINY, data.env, data.obs.shape[1:], 3, 8)
+    return Simulator(cfg, seed=0), FrozenAgent(agent), agent, data.windows(data.window_starts(np.arange(6), 5)[::3], 5)
+
+
+# -------------------------------------------------------------------------------------------------- the loop
+def test_frozen_agent_gets_no_grad_and_stays_bit_identical_while_gradients_pass_through_it(parts):
+    sim, frozen, agent, batch = parts
+    sim = Simulator(sim.config, seed=1)
+    before = {k: v.clone() for k, v in agent.state_dict().items()}
+    # only the agent-in-the-loop terms: the decoder learns solely through the agent's hx and logits
+    cfg = _train_cfg(Path("."), "x", obs_weight=0, reward_weight=0, done_weight=0, kl_weight=0, z_kl_weight=0)
+    loss, _ = SimObjective(sim, frozen, cfg)(batch, Noise.draw(len(batch.mask), 5, sim, torch.Generator()))
+    opt = torch.optim.AdamW(sim.parameters(), lr=1e-2)
+    loss.backward()
+    opt.step()
+    assert all(p.grad is None and not p.requires_grad for p in frozen.net.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in frozen.net.state_dict().items())
+    assert all(torch.equal(v, before[k]) for k, v in agent.state_dict().items())
+    assert all(p.requires_grad for p in agent.parameters())  # the original is not modified
+    decoder_grad = sum(p.grad.abs().sum() for p in sim.obs_decoder.parameters())
+    assert decoder_grad > 0  # reached the decoder only through the frozen agent
+    with pytest.raises(ValueError, match="recurrent"):
+        FrozenAgent(agents.build(AGENT))
+
+
+def test_the_prior_learns_from_the_kl_or_from_open_loop_unrolls_and_from_nothing_else(parts):
+    sim, frozen, _, batch = parts
+    noise = Noise.draw(len(batch.mask), 5, sim, torch.Generator().manual_seed(0))
+    grads = {}
+    for kl, open_loop in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)):
+        model = Simulator(sim.config, seed=1)
+        cfg = _train_cfg(Path("."), "x", kl_weight=kl, open_loop_weight=open_loop, free_nats=0.0)
+        loss, sums = SimObjective(model, frozen, cfg)(batch, noise)
+        loss.backward()
+        grads[kl, open_loop] = sum(p.grad.abs().sum() for p in model.prior.parameters() if p.grad is not None)
+        assert (sums["open_loop"] > 0) == (open_loop > 0)
+    assert grads[0.0, 0.0] == 0 and grads[1.0, 0.0] > 0 and grads[0.0, 1.0] > 0
+
+
+def test_agent_in_the_loop_reproduces_the_recording_when_the_decoder_shows_the_recorded_frames(parts):
+    """If the decoder gave exactly the recorded frames and the converter the recorded state, the agent in the
+    loop must give the recorded hidden states (the state *received* at each step) and logits."""
+    sim, frozen, _, batch = parts
+    codes = batch.obs.long()  # (B, T, 7, 7, 3)
+    exact = torch.cat([F.one_hot(codes[..., k], n) for k, n in enumerate(sim.config.planes)], -1) * 50.0
+    steps = iter(range(codes.shape[1]))
+
+    class Replay(Simulator):
+        def decode_obs(self, h, s):
+            return exact[:, next(steps)]  # (B, 7, 7, 20) logits whose argmax are the recorded codes
+
+        def initial(self, z):
+            h0, s0, _ = super().initial(z)
+            return h0, s0, batch.agent_state[:, 0]
+
+    replay = Replay(sim.config, seed=0)
+    with torch.no_grad():
+        r = rollout(replay, frozen, batch.context(2), 5, actions=batch.action, obs=batch.obs, mask=batch.mask)
+    valid = batch.mask
+    torch.testing.assert_close(r.hx[valid], batch.agent_state[valid], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r.logits[valid], batch.logits[valid], atol=1e-5, rtol=1e-5)
+    assert torch.equal(r.obs[valid], batch.obs[valid].float())  # straight-through: exactly the codes forward
+
+
+def test_detached_actions_give_the_gradient_of_fixed_actions_and_attached_ones_do_not(parts):
+    sim, frozen, _, _ = parts
+    z = torch.randn(3, sim.config.latent, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    imagined = rollout(sim, frozen, z, 6, latent="mean")
+    fixed = rollout(sim, frozen, z, 6, latent="mean", actions=imagined.action_index.detach())
+    detached = rollout(sim, frozen, z, 6, latent="mean", detach_actions=True)
+    assert torch.equal(detached.action, fixed.action) and torch.equal(detached.h, fixed.h)
+    grads = [torch.autograd.grad(r.value[:, -1].sum(), z)[0] for r in (imagined, fixed, detached)]
+    assert grads[0].abs().sum() > 0  # through time back to the latent
+    torch.testing.assert_close(grads[2], grads[1])
+    assert not torch.allclose(grads[0], grads[1])  # the environment path through the agent's actions
+
+
+def test_gradient_probes_see_the_past_not_the_future_and_edits_take_effect(parts):
+    sim, frozen, _, _ = parts
+    z = torch.randn(2, sim.config.latent, generator=torch.Generator().manual_seed(3))
+    probes = {(name, t): torch.zeros((), requires_grad=True) for name in ("obs", "hx", "h") for t in range(5)}
+    r = rollout(sim, frozen, z, 5, latent="mean",
+                intervene=lambda name, t, x: x + probes[name, t] if (name, t) in probes else x)
+    grads = dict(zip(probes, torch.autograd.grad(r.logits[:, 2].sum(), list(probes.values()), allow_unused=True)))
+    for (name, t), g in grads.items():  # the logits at step 2 depend on every step up to 2 and on none after
+        assert (g is not None and g != 0) if t <= 2 else (g is None or g == 0), (name, t)
+    zeroed = rollout(sim, frozen, z, 3, latent="mean", intervene=lambda name, t, x: x * 0 if name == "hx" else x)
+    assert zeroed.hx.abs().max() == 0
+    plain = rollout(sim, frozen, z, 3, latent="mean")
+    assert not torch.equal(plain.logits, zeroed.logits)
+
+
+def test_straight_through_actions():
+    logits = torch.randn(5, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    w = torch.randn(5, 4)
+    modal = choose_action(logits, "modal")
+    assert torch.equal(modal.detach(), F.one_hot(logits.argmax(-1), 4).float())
+    (grad,) = torch.autograd.grad((modal * w).sum(), logits)
+    (expected,) = torch.autograd.grad((F.softmax(logits, -1) * w).sum(), logits)
+    torch.testing.assert_close(grad, expected)
+    # Gumbel: forward is the argmax of perturbed logits; the samples follow softmax(logits)
+    probe = torch.tensor([[1.0, 0.0, -1.0]]).expand(40000, 3)
+    g = Noise.draw(40000, 1, _StubSim(), torch.Generator().manual_seed(1)).gumbel[:, 0]
+    freq = choose_action(probe, "sample", g).mean(0)
+    torch.testing.assert_close(freq, F.softmax(probe[0], -1), atol=0.01, rtol=0)
+    with pytest.raises(ValueError, match="mode"):
+        choose_action(logits, "greedy")
+
+
+class _StubSim:
+    config = replace(TINY, num_actions=3)
+
+
+def test_symbolic_view_and_loss_against_hand_computations():
+    cfg = for_data(TINY, "minigrid:MiniGrid-Empty-5x5-v0", (7, 7, 3), 3, 8)
+    pred = torch.randn(2, 7, 7, 20, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    soft = agent_view(pred, cfg, straight_through=False)
+    hard = agent_view(pred, cfg, straight_through=True)
+    planes = pred.split([11, 6, 3], -1)
+    expected = torch.stack([(p.softmax(-1) * torch.arange(p.shape[-1])).sum(-1) for p in planes], -1)
+    torch.testing.assert_close(soft, expected)
+    assert torch.equal(hard, torch.stack([p.argmax(-1) for p in planes], -1).float())
+    w = torch.randn(2, 7, 7, 3)
+    g_hard, g_soft = (torch.autograd.grad((v * w).sum(), pred, retain_graph=True)[0] for v in (hard, soft))
+    torch.testing.assert_close(g_hard, g_soft)  # straight-through: the expected code's gradient
+    codes = torch.stack([torch.randint(0, n, (2, 7, 7), generator=torch.Generator().manual_seed(n)) for n in
+                         (11, 6, 3)], -1)
+    reference = sum(F.cross_entropy(p.reshape(-1, p.shape[-1]), codes[..., k].reshape(-1), reduction="sum")
+                    for k, p in enumerate(planes)) / 2
+    torch.testing.assert_close(obs_loss(pred, codes, cfg).mean(), reference)
+
+
+def test_obs_kinds_and_a_pixel_simulator_unrolls():
+    assert obs_kind("minigrid:MiniGrid-Empty-5x5-v0", (7, 7, 3))[0] == "symbolic"
+    assert obs_kind("minigrid:MiniGrid-Empty-5x5-v0?obs=onehot", (7, 7, 20))[0] == "onehot"
+    assert obs_kind("minigrid:MiniGrid-Empty-5x5-v0?obs=rgb", (56, 56, 3))[0] == "pixels"
+    assert obs_kind("procgen:coinrun", (64, 64, 3))[0] == "pixels"
+    torch.manual_seed(0)
+    agent = agents.build({**AGENT, "obs_shape": [56, 56, 3], "obs_scale": 1 / 255, "recurrent": True, "hidden": 8})
+    cfg = for_data(TINY, "minigrid:MiniGrid-Empty-5x5-v0?obs=rgb", (56, 56, 3), 3, 8)
+    sim = Simulator(cfg, seed=0)
+    obs = torch.randint(0, 256, (2, 2, 56, 56, 3), dtype=torch.uint8)
+    r = rollout(sim, FrozenAgent(agent), Context(obs, torch.zeros(2, 8)), 3, mode="sample",
+                generator=torch.Generator().manual_seed(0))
+    assert r.obs.shape == (2, 3, 56, 56, 3) and 0 <= r.obs.min() and r.obs.max() <= 255
+    assert obs_loss(obs.float(), obs, cfg).abs().max() == 0
+    onehot = agents.build({**AGENT, "obs_shape": [7, 7, 20], "obs_scale": 1.0, "recurrent": True, "hidden": 8})
+    cfg = for_data(TINY, "minigrid:MiniGrid-Empty-5x5-v0?obs=onehot", (7, 7, 20), 3, 8)
+    r = rollout(Simulator(cfg, seed=0), FrozenAgent(onehot), torch.randn(2, cfg.latent), 2)
+    sums = torch.stack([p.sum(-1) for p in r.obs.split([11, 6, 3], -1)], -1)  # each plane: a one-hot
+    assert torch.equal(sums, torch.ones_like(sums)) and set(r.obs.unique().tolist()) == {0.0, 1.0}
+    with pytest.raises(ValueError, match="56, 56"):
+        rollout(sim, FrozenAgent(agents.build({**AGENT, "recurrent": True, "hidden": 8})), r.z, 2)
+
+
+def test_kl_terms_against_torch_distributions_and_the_balance_of_their_gradients():
+    gen = torch.Generator().manual_seed(0)
+    qm, pm = torch.randn(4, 5, generator=gen, requires_grad=True), torch.randn(4, 5, generator=gen, requires_grad=True)
+    qs, ps = torch.rand(4, 5, generator=gen) + 0.2, torch.rand(4, 5, generator=gen) + 0.2
+    q, p = Gaussian(qm, qs), Gaussian(pm, ps)
+    normal = torch.distributions.Normal
+    reference = torch.distributions.kl_divergence(normal(qm, qs), normal(pm, ps)).sum(-1)
+    torch.testing.assert_close(kl_divergence(q, p), reference)
+    prior = torch.distributions.kl_divergence(normal(qm, qs), normal(0.0, 1.0)).sum(-1)
+    torch.testing.assert_close(standard_normal_kl(q), prior)
+    g_q, g_p = torch.autograd.grad(reference.sum(), (qm, pm))
+    b_q, b_p = torch.autograd.grad(balanced_kl(q, p, 0.8).sum(), (qm, pm))
+    torch.testing.assert_close(b_q, 0.2 * g_q)  # the posterior moves with weight 1 - alpha
+    torch.testing.assert_close(b_p, 0.8 * g_p)  # the prior with weight alpha
+    free = balanced_kl(q, p, 0.8, free_nats=1e6)  # below the free nats: the floor, and no gradient
+    assert torch.all(free == 1e6)
+    assert all(g.abs().sum() == 0 for g in torch.autograd.grad(free.sum(), (qm, pm)))
+
+
+# -------------------------------------------------------------------------------------------------- data
+def test_windows_stay_in_their_episode_and_the_split_is_by_episode(runs, data):
+    store = rollouts.open(runs / "rnn" / "rollouts.zarr")
+    train_eps, val_eps = data.split(0.34, seed=0)
+    assert len(val_eps) == 2 and sorted(np.concatenate([train_eps, val_eps]).tolist()) == list(range(6))
+    starts = data.window_starts(val_eps, 5)
+    assert set(data.start[np.searchsorted(data.start, starts, side="right") - 1]) <= set(data.start[val_eps])
+    w = data.windows(np.concatenate([starts, [data.start[0] + data.length[0] - 2]]), 5)  # the last one runs out
+    for i, a in enumerate(np.concatenate([starts, [data.start[0] + data.length[0] - 2]])):
+        n = int(w.mask[i].sum())
+        assert w.mask[i, :n].all() and not w.mask[i, n:].any()
+        np.testing.assert_array_equal(w.obs[i, :n].numpy(), store.read("obs", int(a), int(a) + n))
+        np.testing.assert_array_equal(w.agent_state[i, :n].numpy(), store.read("agent_state", int(a), int(a) + n))
+        assert not w.done[i, :n - 1].any()  # an episode's end can only be a window's last valid step
+    assert w.mask[-1].sum() == 2 and w.done[-1, 1] == 1 and (w.obs[-1, 2:] == 0).all()
+
+
+# -------------------------------------------------------------------------------------------------- training
+def test_resume_is_bit_for_bit_and_the_checkpoint_loads(runs, tmp_path):
+    whole = train(_train_cfg(runs, tmp_path / "whole", steps=4))
+    sim_cli.main(["train", str(runs / "rnn"), "--out", str(tmp_path / "parts"), "--steps", "2", "--window", "5",
+                  "--batch-size", "4", "--eval-every", "2", "--checkpoint-every", "2", "--val-windows", "8",
+                  "--lr", "0.001", "--progress", "false", "--context-frames", "2", "--latent", "8", "--deter", "16",
+                  "--stoch", "4", "--hidden", "16", "--embed", "16", "--channels", "4"])
+    parts = train(_train_cfg(runs, tmp_path / "parts", steps=4, resume=True))
+    a, b = (load_file(str(p / "weights.safetensors")) for p in (whole, parts))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (whole / "train.csv").read_text() == (parts / "train.csv").read_text()
+    init = Simulator(read_sim_config(whole)[0], seed=0).state_dict()
+    assert any(not torch.equal(init[k], a[k]) for k in a)  # it trained
+    sim, frozen = load_sim(whole)
+    assert all(torch.equal(v, a[k]) for k, v in sim.state_dict().items()) and not sim.training
+    assert frozen.sha256 == read_sim_config(whole)[1]["agent"]["sha256"]
+    with pytest.raises(ValueError, match="pass --resume"):
+        train(_train_cfg(runs, tmp_path / "whole"))
+    with pytest.raises(ValueError, match=r"other settings \(lr"):
+        train(_train_cfg(runs, tmp_path / "whole", steps=6, lr=0.5, resume=True))
+
+
+def _ddp_worker(rank, port, cfg, out):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        sim, _ = fit(cfg)
+        save_file({k: v.contiguous() for k, v in sim.state_dict().items()}, str(Path(out) / f"rank{rank}.safetensors"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_on_two_gloo_ranks_equals_one_process(runs, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = _train_cfg(runs, tmp_path / "ddp")
+    torch.multiprocessing.spawn(_ddp_worker, args=(port, cfg, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)  # identical replicas
+    single, _ = fit(replace(cfg, out=str(tmp_path / "single")))
+    init = Simulator(single.config, seed=0).state_dict()
+    for k, v in single.state_dict().items():  # the same two steps as one process on the whole batch
+        torch.testing.assert_close(r0[k], v, atol=1e-5, rtol=1e-4)
+    moved = [k for k in r0 if not torch.equal(r0[k], init[k])]
+    assert len(moved) > len(r0) // 2
+
+
+# -------------------------------------------------------------------------------------------------- bad input
+def test_bad_input_is_refused_with_clear_errors(runs, tmp_path, capsys):
+    ff_store = record(RecordConfig(run=str(runs / "ff"), episodes=2, num_envs=2, progress=False))
+    with pytest.raises(ValueError, match="needs a recurrent agent"):
+        train(_train_cfg(runs, tmp_path / "a", run=str(runs / "ff"), store=str(ff_store)))
+    with pytest.raises(ValueError, match="recorded with agent .*rnn.*not .*other"):
+        train(_train_cfg(runs, tmp_path / "b", run=str(runs / "other"), store=str(runs / "rnn" / "rollouts.zarr")))
+    out = train(_train_cfg(runs, tmp_path / "sim", steps=1))
+    with pytest.raises(ValueError, match=r"trained with agent .*rnn.*not .*other"):
+        load_sim(out, agent=runs / "other")
+    with pytest.raises(ValueError, match=r"trained on env .*Empty-Random.*not .*Empty-8x8"):
+        load_sim(out, env="minigrid:MiniGrid-Empty-8x8-v0")
+    other_store = record(RecordConfig(run=str(runs / "other"), episodes=2, num_envs=2, progress=False))
+    with pytest.raises(ValueError, match=r"trained with agent .*rnn.*not .*other"):
+        train(_train_cfg(runs, out, run=str(runs / "other"), store=str(other_store), resume=True))
+    with pytest.raises(ValueError, match="window"):
+        train(_train_cfg(runs, tmp_path / "c", window=2))
+    sim_cli.main(["--help"])
+    assert "train" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        sim_cli.main(["train", "--help"])
+    assert "--kl-balance" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown sim subcommand"):
+        sim_cli.main(["fit"])
