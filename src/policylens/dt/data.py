@@ -95,13 +95,10 @@ class Trajectories:
         return np.concatenate([np.arange(self.start[e], self.start[e] + self.length[e]) for e in episodes])
 
     def split(self, val_fraction: float, seed: int = 0) -> tuple:
-        """Episodes ``(train, held_out)``, a seeded split; held-out gets ``round(E * val_fraction)`` (>= 1 when
-        ``val_fraction > 0`` and there are at least two episodes)."""
-        order = np.random.default_rng(seed).permutation(self.num_episodes)  # (E,)
-        n_val = int(round(self.num_episodes * val_fraction))
-        if val_fraction > 0 and self.num_episodes > 1:
-            n_val = min(max(n_val, 1), self.num_episodes - 1)
-        return np.sort(order[n_val:]), np.sort(order[:n_val])
+        """Episodes ``(train, held_out)``: :func:`policylens.train.state.split_episodes`."""
+        from ..train.state import split_episodes
+
+        return split_episodes(self.num_episodes, val_fraction, seed)
 
     def windows(self, ends: np.ndarray, context: int) -> Batch:
         """The ``context``-step windows ending at the given global frames (each window stays in its episode)."""

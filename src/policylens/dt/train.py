@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from ..config import add_dataclass_args, from_args
 from ..envs import make
-from ..train.state import load_optimizer, optimizer_tensors, read_checkpoint, truncate_csv, write_checkpoint
+from ..train.state import (check_settings, load_optimizer, optimizer_tensors, read_checkpoint, truncate_csv,
+                           write_checkpoint)
 from .data import Trajectories, load_trajectories
 
 VOLATILE = ("steps", "resume", "progress", "device", "threads", "eval_every", "eval_episodes", "checkpoint_every")
@@ -189,11 +190,7 @@ class _Setup:
 
     def restore(self) -> tuple:
         weights, tensors, meta = read_checkpoint(self.agent_dir)
-        if meta.get("settings") != self.settings:
-            stored = meta.get("settings", {})
-            diff = sorted(k for k in set(stored) | set(self.settings) if stored.get(k) != self.settings.get(k))
-            raise ValueError(f"cannot resume {self.agent_dir}: it was trained with other settings ({', '.join(diff)}: "
-                             f"{ {k: stored.get(k) for k in diff} } vs now { {k: self.settings.get(k) for k in diff} })")
+        check_settings(meta, self.settings, self.agent_dir)
         self.model.load_state_dict(weights)
         load_optimizer(self.optimizer, tensors, meta["param_groups"])
         return int(meta["step"]), list(meta["accum"])

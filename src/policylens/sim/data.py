@@ -69,13 +69,10 @@ class SimData:
         return len(self.action)
 
     def split(self, val_fraction: float, seed: int = 0) -> tuple:
-        """Episodes ``(train, held_out)``, seeded; held-out gets ``round(E * val_fraction)`` episodes (at least one
-        when ``val_fraction > 0`` and there are two or more)."""
-        order = np.random.default_rng(seed).permutation(self.num_episodes)  # (E,)
-        n_val = int(round(self.num_episodes * val_fraction))
-        if val_fraction > 0 and self.num_episodes > 1:
-            n_val = min(max(n_val, 1), self.num_episodes - 1)
-        return np.sort(order[n_val:]), np.sort(order[:n_val])
+        """Episodes ``(train, held_out)``: :func:`policylens.train.state.split_episodes`."""
+        from ..train.state import split_episodes
+
+        return split_episodes(self.num_episodes, val_fraction, seed)
 
     def window_starts(self, episodes: np.ndarray, steps: int) -> np.ndarray:
         """First frames of every window of ``steps`` frames inside the given episodes, (n,) global indices."""

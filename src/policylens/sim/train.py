@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from ..config import add_dataclass_args, clear_errors, from_args
-from ..train.state import load_optimizer, optimizer_tensors, read_checkpoint, truncate_csv, write_checkpoint
+from ..train.state import (check_settings, load_optimizer, optimizer_tensors, read_checkpoint, truncate_csv,
+                           write_checkpoint)
 from .config import SimConfig, for_data
 from .data import SimData, load_sim_data
 from .loop import FrozenAgent, Noise
@@ -225,12 +226,7 @@ class _Setup:
 
     def restore(self) -> tuple:
         weights, tensors, meta = read_checkpoint(self.out / "trainer")
-        if meta.get("settings") != self.settings:
-            stored = meta.get("settings", {})
-            diff = sorted(k for k in set(stored) | set(self.settings) if stored.get(k) != self.settings.get(k))
-            then, now = {k: stored.get(k) for k in diff}, {k: self.settings.get(k) for k in diff}
-            raise ValueError(f"cannot resume {self.out}: it was trained with other settings ({', '.join(diff)}: "
-                             f"{then} vs now {now})")
+        check_settings(meta, self.settings, self.out)
         self.sim.load_state_dict(weights)
         load_optimizer(self.optimizer, tensors, meta["param_groups"])
         return int(meta["step"]), dict(meta["accum"])
