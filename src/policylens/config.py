@@ -18,7 +18,16 @@ from functools import lru_cache
 
 @lru_cache(maxsize=None)
 def field_docs(cls) -> dict:
-    """``{field: doc}`` from the string literal that follows each field in the class body."""
+    """``{field: doc}`` from the string literal that follows each field in the class body, a base dataclass's
+    fields included (a subclass's doc wins)."""
+    docs = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls) -> dict:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):

@@ -6,6 +6,12 @@ from ..subcommands import dispatch
 # name -> (module with main(argv), or "module:function", one-line help)
 SUBCOMMANDS = {
     "train": ("policylens.sim.train", "train the simulator of a recurrent agent's environment on its rollouts (resumable)"),
+    "fidelity": ("policylens.sim.fidelity_cli", "fidelity on held-out episodes against a VAE+LSTM baseline at equal "
+                 "wall time and a repeat-the-last-frame reference: obs, action, value, reward, done per step "
+                 "(-> RUN/analysis/fidelity)"),
+    "saliency": ("policylens.sim.saliency_cli", "saliency through time: gradients of a target at step t w.r.t. "
+                 "obs, hx, the simulator's state and actions at every earlier step, with and without the "
+                 "environment; SmoothGrad in latent space; blue/red videos (-> RUN/analysis/saliency)"),
     "hx": ("policylens.sim.hx_cli", "hidden-state analysis: z-scored hx -> PCA/ICA/NMF, k-means, t-SNE, figures; "
            "simulated hx on the real components (-> RUN/analysis/hx)"),
     "swap": ("policylens.sim.swap", "swap hidden-state directions: the agent, the swap and a random control on the "
@@ -15,6 +21,8 @@ SUBCOMMANDS = {
 EXAMPLES = [
     "policylens record zoo:minigrid-do8-recurrent --episodes 2000",
     "policylens sim train zoo:minigrid-do8-recurrent      # -> runs/minigrid-do8-recurrent/sim",
+    "policylens sim fidelity zoo:minigrid-do8-recurrent",
+    "policylens sim saliency zoo:minigrid-do8-recurrent --target value --t 12 --samples 0-3",
     "policylens sim hx zoo:minigrid-do8-recurrent",
     "policylens sim swap zoo:minigrid-do8-recurrent --directions runs/minigrid-do8-recurrent/analysis/hx/ica "
     "--swap 0:1 --episodes 1000",

@@ -17,26 +17,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..config import add_dataclass_args, clear_errors, from_args
+from .command import SimCommand, resolve, say
 from .hx import analyze, project, save_analysis, simulated_frames, store_frames
 
 COLOUR_FIELDS = ("value", "action", "entropy", "reward", "progress")
 
 
 @dataclass
-class HxConfig:
-    run: str = ""
-    """run directory, checkpoint folder or zoo:NAME of the recurrent agent"""
-    store: str = ""
-    """rollouts store of that agent (default: RUN/rollouts.zarr, runs/NAME/rollouts.zarr for zoo:NAME)"""
-    out: str = ""
-    """output folder (default: RUN/analysis/hx, runs/NAME/analysis/hx for zoo:NAME)"""
+class HxConfig(SimCommand):
+    sim: str = "auto"
+    """simulator to compare: auto (RUN/sim when it exists), none, or a simulator folder"""
     k: int = 8
     """directions kept per method (PCA, ICA, NMF)"""
     clusters: int = 8
@@ -51,12 +47,8 @@ class HxConfig:
     """t-SNE optimisation steps (at least 250)"""
     std_floor: float = 1e-6
     """smallest per-unit standard deviation used in z-scoring (a unit that never moves gets z = 0)"""
-    seed: int = 0
-    """seed of ICA, NMF, k-means, t-SNE and the simulated latents"""
     max_iter: int = 1000
     """iteration cap of ICA and NMF"""
-    sim: str = "auto"
-    """simulator to compare: auto (RUN/sim when it exists), none, or a simulator folder"""
     sim_samples: int = 256
     """simulated rollouts, one latent z ~ N(0, 1) each"""
     sim_steps: int = 20
@@ -65,43 +57,12 @@ class HxConfig:
     """write the PNG figures beside the arrays"""
     batch_size: int = 256
     """frames per agent forward pass"""
-    device: str = "cpu"
-    """torch device for the agent and the simulator"""
-    progress: bool = True
-    """show progress on stderr"""
 
 
 def _check(cfg: HxConfig) -> None:
-    if not cfg.run:
-        raise ValueError("sim hx needs a RUN: a run directory, checkpoint folder or zoo:NAME of a recurrent agent")
     for name in ("k", "clusters", "sim_samples", "sim_steps", "batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-
-
-def _paths(cfg: HxConfig) -> tuple:
-    """``(agent dir, store, output folder, simulator folder or None)`` with the defaults filled in."""
-    from ..agents import resolve_run
-    from ..rollouts.record import default_out
-    from .checkpoint import sim_dir
-
-    agent_dir = resolve_run(cfg.run)
-    run_dir = default_out(cfg.run, agent_dir).parent
-    store = Path(cfg.store) if cfg.store else run_dir / "rollouts.zarr"
-    out = Path(cfg.out) if cfg.out else run_dir / "analysis" / "hx"
-    if cfg.sim == "none":
-        sim = None
-    elif cfg.sim == "auto":
-        candidates = [run_dir / "sim", sim_dir(cfg.run)]
-        sim = next((c for c in candidates if (c / "config.json").is_file()), None)
-    else:
-        sim = Path(cfg.sim)
-    return agent_dir, store, out, sim
-
-
-def _say(cfg: HxConfig, text: str) -> None:
-    if cfg.progress:
-        print(text, file=sys.stderr, flush=True)
 
 
 def _analyze(cfg: HxConfig, states, colours: dict, out: Path, layer: str, action_names, source: dict,
@@ -160,9 +121,10 @@ def run_hx(cfg: HxConfig) -> tuple:
     from ..agents import load_agent
 
     _check(cfg)
-    agent_dir, store_path, out, sim_folder = _paths(cfg)
+    paths = resolve(cfg, "hx", require_sim=False)
+    agent_dir, store_path, out, sim_folder = paths.agent_dir, paths.store, paths.out, paths.sim
     agent = load_agent(agent_dir, device=cfg.device).eval()
-    _say(cfg, f"reading hidden states from {store_path}")
+    say(cfg, f"reading hidden states from {store_path}")
     frames = store_frames(store_path, agent, max_frames=cfg.max_frames, batch_size=cfg.batch_size,
                           device=cfg.device, progress=cfg.progress)
     action_names = list(getattr(agent, "action_names", []) or [])
@@ -173,11 +135,11 @@ def run_hx(cfg: HxConfig) -> tuple:
     colours = {name: frames[name] for name in (*COLOUR_FIELDS, "done", "episode", "t")}
     source = {"run": cfg.run, "store": str(store_path), "hx": "produced: the agent's state after its GRU at each "
               "frame (recomputed from obs and the received agent_state)", "config": asdict(cfg)}
-    _say(cfg, f"analysing {len(frames['hx'])} frames: PCA, ICA, NMF, k-means, t-SNE")
+    say(cfg, f"analysing {len(frames['hx'])} frames: PCA, ICA, NMF, k-means, t-SNE")
     path, analysis = _analyze(cfg, frames["hx"], colours, out, "hx", action_names, source, cfg.k, cfg.clusters)
     if sim_folder is None:
         return path, None
-    _say(cfg, f"comparing with the simulator at {sim_folder}")
+    say(cfg, f"comparing with the simulator at {sim_folder}")
     return path, compare_simulated(cfg, sim_folder, agent, analysis, out, action_names)
 
 

@@ -8,7 +8,9 @@ Writes ``RUN/sim/`` (config.json + weights.safetensors, :mod:`policylens.sim.che
 ``RUN/sim/trainer/`` and ``RUN/sim/train.csv`` (one row per ``eval_every`` steps: running training terms,
 teacher-forced held-out terms, and open-loop fidelity on held-out windows: the recorded actions drive the
 prior from z alone, scored on the frames after the context). ``--resume`` continues bit-for-bit: step s's
-windows and noise come from a generator seeded by (seed, s) alone.
+windows and noise come from a generator seeded by (seed, s) alone. ``config.json`` records ``trained_steps`` and
+``trained_seconds`` (wall time of the optimizer steps over all sessions, evaluation excluded: the compute budget a
+baseline is matched to).
 
 Several processes (``torchrun --nproc_per_node N -m policylens.sim.train RUN``, or any launcher that sets
 RANK / WORLD_SIZE): DistributedDataParallel, each rank taking its share of every step's global batch, so N
@@ -20,6 +22,7 @@ import argparse
 import csv
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -213,23 +216,23 @@ class _Setup:
         windows = self.data.windows(self.train_starts[picks[share]], cfg.window).to(self.device)
         return windows, noise.rows(share).to(self.device)
 
-    def save(self, step: int, accum: dict) -> None:
+    def save(self, step: int, accum: dict, seconds: float) -> None:
         from .checkpoint import FORMAT, save_sim
 
         tensors, groups = optimizer_tensors(self.optimizer)
         weights = {k: v.detach().cpu().clone() for k, v in self.sim.state_dict().items()}
-        meta = {"step": step, "param_groups": groups, "accum": accum, "settings": self.settings}
+        meta = {"step": step, "param_groups": groups, "accum": accum, "settings": self.settings, "seconds": seconds}
         rest = {k: v for k, v in self.extra.items() if k != "agent"}
         body = {"format": FORMAT, "sim": self.sim_cfg.to_dict(), **rest}
         write_checkpoint(self.out / "trainer", weights, self.extra["agent"], body, tensors, meta)  # whole, atomic
-        save_sim(self.sim, self.out, {**self.extra, "trained_steps": step})
+        save_sim(self.sim, self.out, {**self.extra, "trained_steps": step, "trained_seconds": round(seconds, 3)})
 
     def restore(self) -> tuple:
         weights, tensors, meta = read_checkpoint(self.out / "trainer")
         check_settings(meta, self.settings, self.out)
         self.sim.load_state_dict(weights)
         load_optimizer(self.optimizer, tensors, meta["param_groups"])
-        return int(meta["step"]), dict(meta["accum"])
+        return int(meta["step"]), dict(meta["accum"]), float(meta.get("seconds", 0.0))
 
 
 def _row(s: _Setup, step: int, accum: dict, score: str) -> dict:
@@ -268,7 +271,7 @@ def fit(cfg: SimTrainConfig) -> tuple:
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(s.loss, device_ids=[s.device.index] if s.device.type == "cuda" else None)
-    start, accum = s.restore() if cfg.resume else (0, {})
+    start, accum, spent = s.restore() if cfg.resume else (0, {}, 0.0)  # wall seconds of the optimizer steps
     csv_path = s.out / "train.csv"
     score = "acc" if s.sim_cfg.obs_kind != "pixels" else "mse"
     if lead:
@@ -281,6 +284,7 @@ def fit(cfg: SimTrainConfig) -> tuple:
     s.sim.train()
     try:
         for step in range(start, cfg.steps):
+            began = time.perf_counter()
             windows, noise = s.batch(cfg, step)
             with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss, sums = model(windows, noise)
@@ -290,6 +294,7 @@ def fit(cfg: SimTrainConfig) -> tuple:
                 nn.utils.clip_grad_norm_(s.sim.parameters(), cfg.max_grad_norm)
             s.optimizer.step()
             accum = {k: accum.get(k, 0.0) + float(v.detach()) for k, v in sums.items()}
+            spent += time.perf_counter() - began
             done = step + 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -306,7 +311,7 @@ def fit(cfg: SimTrainConfig) -> tuple:
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 accum = {}
             if lead and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-                s.save(done, accum)
+                s.save(done, accum, spent)
     except KeyboardInterrupt:
         bar.write(f"interrupted: the last checkpoint in {s.out} is intact; rerun with --resume true to continue")
         raise

@@ -1,0 +1,222 @@
+"""Fidelity of an environment model, step by step after its context, scored the same way for any model.
+
+A model is scored through one small protocol, an *unroll*: ``unroll(windows, context) -> Prediction`` takes
+held-out windows of ``context + H`` recorded frames (:class:`~policylens.sim.data.Windows`) and returns, for the
+H frames after the context, the decoder's output (categorical logits or pixels, the simulator's format), the
+reward and the episode-end logit of the recorded action there. It may read the context frames, the agent's
+state at the first frame and the recorded actions, never a frame after the context. Adapters:
+:func:`simulator_unroll` (the simulator's open loop: z from the context, the context frames through the
+posterior, then the recorded actions driving the prior, latent means; or z alone), :func:`baseline_unroll` (:class:`~policylens.sim.baseline.VaeLstm`) and
+:func:`repeat_unroll` (the last context frame forever, no reward, no end: the score of a model that predicts
+nothing, so readers see what a good score is).
+
+Per step h = 1..H after the context (:data:`METRICS`): the observation score (:func:`~policylens.sim.obs.
+obs_score`), and the real agent read twice from the recorded state it received at the first frame after the
+context, carrying its own state forward: once on the predicted frames (as it sees them,
+:func:`~policylens.sim.obs.agent_view`) and once on the recorded frames; the agreement of its argmax actions
+and the absolute difference of its values. Reward absolute error and episode-end accuracy against the record.
+Steps past an episode's end are masked; every mean comes with its count and a bootstrap 95% interval over
+windows (the same resamples for every model, so intervals of differences are paired).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .baseline import Prediction, VaeLstm
+from .config import SimConfig
+from .data import SimData, Windows
+from .obs import agent_view, network_input, obs_score
+
+METRICS = {
+    "obs_score": "observation score of the predicted frame (cell accuracy for MiniGrid codes, higher is better; "
+                 "mean squared error on [0, 1] for pixels, lower is better)",
+    "action_agreement": "share of windows where the agent's argmax action on the predicted frames equals its "
+                        "argmax on the recorded frames (both runs from the recorded state, carrying their own)",
+    "value_error": "absolute difference of the agent's value on predicted and on recorded frames",
+    "reward_error": "absolute error of the predicted reward of the recorded action",
+    "done_accuracy": "share of steps where the predicted episode end (logit > 0) equals the recorded one",
+}
+HORIZONS = (1, 10, 32)
+
+Unroll = Callable[[Windows, int], Prediction]
+
+
+def as_decoded(obs: torch.Tensor, cfg: SimConfig, confidence: float = 50.0) -> torch.Tensor:
+    """Recorded frames (..., H, W, C) in the decoder's format, decoding exactly to them: categorical logits
+    ``confidence`` on the recorded category and 0 elsewhere (symbolic, onehot), the pixels themselves (pixels)."""
+    if cfg.obs_kind == "pixels":
+        return obs.float()
+    return network_input(obs, cfg) * confidence  # (..., H, W, channels)
+
+
+def simulator_unroll(sim, agent, filtered: bool = True) -> Unroll:
+    """The simulator's open loop with the recorded actions and latent means, scored on the frames after the
+    context. ``filtered`` (default): the context frames also reach the posterior (s_1 .. s_{K-1} given them, as the
+    baseline's LSTM reads them), the prior alone after; else z alone carries the context (how ``sim sample`` and
+    the other commands imagine from an encoded start)."""
+    from .loop import rollout
+
+    def unroll(windows: Windows, context: int) -> Prediction:
+        if context != sim.config.context_frames:
+            raise ValueError(f"the simulator reads {sim.config.context_frames} context frames, not {context}")
+        steps = windows.obs.shape[1]
+        seen = {}
+        if filtered:  # the posterior on the context frames, the prior after them
+            keep = torch.zeros_like(windows.mask, dtype=torch.bool)  # (B, T)
+            keep[:, :context] = windows.mask[:, :context].bool()
+            seen = {"obs": windows.obs, "mask": keep}
+        with torch.no_grad():
+            r = rollout(sim, agent, windows.context(context), steps, actions=windows.action, latent="mean", **seen)
+        return Prediction(r.decoded[:, context:], r.reward[:, context:], r.done_logit[:, context:])
+
+    return unroll
+
+
+def baseline_unroll(model: VaeLstm) -> Unroll:
+    """The VAE+LSTM's open loop from the context frames with the recorded actions."""
+
+    def unroll(windows: Windows, context: int) -> Prediction:
+        return model.unroll(windows.obs[:, :context], windows.action)
+
+    return unroll
+
+
+def repeat_unroll(cfg: SimConfig, never_done: float = -20.0) -> Unroll:
+    """The reference that predicts nothing: the last context frame repeated, reward 0, episode never ending."""
+
+    def unroll(windows: Windows, context: int) -> Prediction:
+        b, t = windows.action.shape
+        last = windows.obs[:, context - 1:context].expand(-1, t - context, *windows.obs.shape[2:])  # (B, H, h, w, C)
+        flat = torch.zeros(b, t - context)  # (B, H)
+        return Prediction(as_decoded(last, cfg), flat, flat + never_done)
+
+    return unroll
+
+
+@torch.no_grad()
+def agent_trace(agent, frames: torch.Tensor, hx: torch.Tensor) -> tuple:
+    """The agent over ``frames`` (B, H, h, w, C) (uint8 or float) from state ``hx`` (B, hidden), carrying its own
+    state: ``(argmax action (B, H) long, value (B, H))``."""
+    actions, values = [], []
+    for t in range(frames.shape[1]):
+        out = agent(frames[:, t], hx)
+        actions.append(out.logits.argmax(-1))
+        values.append(out.value.float())
+        hx = out.state
+    return torch.stack(actions, 1), torch.stack(values, 1)
+
+
+def step_scores(pred: Prediction, windows: Windows, context: int, cfg: SimConfig, agent, real: tuple) -> dict:
+    """Each metric per window and step after the context, ``{name: (B, H)}``; ``real`` is :func:`agent_trace` on
+    the recorded frames."""
+    after = slice(context, None)
+    h = windows.obs.shape[1] - context
+    if tuple(pred.decoded.shape[:2]) != (windows.obs.shape[0], h):
+        raise ValueError(f"a model predicted {tuple(pred.decoded.shape[:2])} (windows, steps); expected "
+                         f"({windows.obs.shape[0]}, {h}): the frames after the {context} context frames")
+    seen = agent_view(pred.decoded, cfg)  # (B, H, h, w, C)
+    action, value = agent_trace(agent, seen, windows.agent_state[:, context])
+    return {"obs_score": obs_score(pred.decoded, windows.obs[:, after], cfg).float(),
+            "action_agreement": (action == real[0]).float(),
+            "value_error": (value - real[1]).abs(),
+            "reward_error": (pred.reward.float() - windows.reward[:, after]).abs(),
+            "done_accuracy": ((pred.done_logit > 0).float() == windows.done[:, after]).float()}
+
+
+def score_models(models: dict, windows: Windows, context: int, cfg: SimConfig, agent, batch_size: int = 128,
+                 progress: bool = False) -> tuple:
+    """Every model on every window: ``({model: {metric: (N, H) array}}, mask (N, H) bool)``."""
+    from tqdm.auto import tqdm
+
+    if windows.agent_state.numel() == 0:
+        raise ValueError("fidelity needs the agent's recorded state at every frame (a store of a recurrent agent)")
+    if windows.obs.shape[1] <= context:
+        raise ValueError(f"windows of {windows.obs.shape[1]} frames leave no step after {context} context frames")
+    n = windows.obs.shape[0]
+    parts = {name: {k: [] for k in METRICS} for name in models}
+    chunks = range(0, n, batch_size)
+    for a in tqdm(chunks, desc="fidelity", unit="batch", disable=not progress):
+        part = windows.rows(slice(a, a + batch_size))
+        real = agent_trace(agent, part.obs[:, context:], part.agent_state[:, context])
+        for name, unroll in models.items():
+            for k, v in step_scores(unroll(part, context), part, context, cfg, agent, real).items():
+                parts[name][k].append(v.detach().cpu().numpy())
+    values = {name: {k: np.concatenate(v) for k, v in metrics.items()} for name, metrics in parts.items()}
+    return values, windows.mask[:, context:].cpu().numpy()
+
+
+def resample_weights(windows: int, samples: int, seed: int) -> np.ndarray:
+    """Bootstrap resamples of the windows as counts, (samples, windows)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(windows, np.full(windows, 1.0 / windows), size=samples).astype(np.float64)
+
+
+def curve(values: np.ndarray, mask: np.ndarray, weights: np.ndarray) -> dict:
+    """Masked per-step mean of ``values`` (N, H) with its count and the bootstrap 95% interval from ``weights``
+    (S, N); steps no window reaches get None."""
+    keep = mask.astype(np.float64)  # (N, H)
+    count = keep.sum(0)  # (H,)
+    mean = (values * keep).sum(0) / np.maximum(count, 1)  # (H,)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a step no resample reaches: NaN, reported as None
+        boot = (weights @ (values * keep)) / (weights @ keep)  # (S, H)
+        low, high = np.nanpercentile(boot, 2.5, axis=0), np.nanpercentile(boot, 97.5, axis=0)  # (H,)
+
+    def listed(x):
+        return [float(v) if c > 0 else None for v, c in zip(x, count)]
+
+    return {"mean": listed(mean), "low": listed(low), "high": listed(high), "count": [int(c) for c in count]}
+
+
+def at_horizons(curves: dict, horizons) -> dict:
+    """``{str(h): {metric: {mean, low, high, count}}}`` read off per-step curves."""
+    return {str(h): {k: {f: c[f][h - 1] for f in ("mean", "low", "high", "count")} for k, c in curves.items()}
+            for h in horizons}
+
+
+def report_horizons(steps: int) -> list:
+    """The summary's horizons: 1, 10, 32 where the windows reach them, and the last step."""
+    return sorted({h for h in HORIZONS if h <= steps} | {steps})
+
+
+def summarize(values: dict, mask: np.ndarray, bootstrap: int = 1000, seed: int = 0, reference: str = "") -> dict:
+    """Per-model per-step curves, the summary at :func:`report_horizons`, and (with ``reference``) each other
+    model's paired difference ``reference - model`` per metric at those horizons."""
+    n, steps = mask.shape
+    weights = resample_weights(n, bootstrap, seed)
+    horizons = report_horizons(steps)
+    out = {}
+    for name, metrics in values.items():
+        curves = {k: curve(v, mask, weights) for k, v in metrics.items()}
+        out[name] = {"per_step": curves, "summary": at_horizons(curves, horizons)}
+        if reference and name != reference and reference in values:
+            diff = {k: curve(values[reference][k] - v, mask, weights) for k, v in metrics.items()}
+            out[name][f"{reference}_minus_this"] = at_horizons(diff, horizons)
+    return out
+
+
+def held_out_windows(data: SimData, val_fraction: float, split_seed: int, context: int, horizon: int, count: int,
+                     seed: int = 0) -> tuple:
+    """Up to ``count`` windows of ``context + horizon`` frames from the held-out episodes of the seeded split: a
+    seeded sorted subsample of every start with at least one frame after the context in its episode (a window
+    running past the episode's end is padded, so late steps are scored on fewer windows: see the counts).
+    Returns ``(Windows, split info)``."""
+    if horizon < 1 or count < 1:
+        raise ValueError(f"horizon and windows must be >= 1, got {horizon}, {count}")
+    _, held_out = data.split(val_fraction, split_seed)
+    usable = np.array([e for e in held_out if data.length[e] > context], np.int64)
+    starts = np.concatenate([np.arange(data.start[e], data.start[e] + data.length[e] - context) for e in usable]
+                            or [np.zeros(0, np.int64)]).astype(np.int64)
+    if len(starts) == 0:
+        raise ValueError(f"rollouts store {data.path}: no held-out episode (of {len(held_out)} held out by "
+                         f"val_fraction {val_fraction}, seed {split_seed}) is longer than the {context} context "
+                         "frames; record more episodes")
+    if len(starts) > count:
+        starts = np.sort(np.random.default_rng(seed).choice(starts, count, replace=False))
+    info = {"val_fraction": val_fraction, "seed": split_seed, "store_episodes": data.num_episodes,
+            "held_out_episodes": len(held_out), "scored_episodes": usable.tolist(), "windows": len(starts)}
+    return data.windows(starts, context + horizon), info

@@ -1,0 +1,271 @@
+"""``policylens sim fidelity RUN [--horizon 32] [--windows 512] [--baseline auto|train|none|DIR]``.
+
+How well the simulator predicts held-out episodes, step by step after its context, against seed 000's first
+architecture (a Gaussian VAE with an action-conditioned LSTM, :mod:`policylens.sim.baseline`) trained for the
+same wall time, and against repeating the last context frame (:mod:`policylens.sim.fidelity` says how each
+metric is scored). The windows come from the episodes ``sim train`` held out (its ``val_fraction`` and
+``seed`` in ``RUN/sim/config.json``), so neither model has trained on them.
+
+``--baseline auto`` loads the baseline beside the simulator (``RUN/sim/baseline``; ``runs/NAME/sim/baseline``
+for a simulator shipped in the zoo) when it exists (refused if it was trained on another split), else trains one
+for the simulator's recorded ``trained_seconds`` (optimizer-step wall time; ``--baseline-seconds`` when the
+simulator predates that record, ``--baseline-steps`` to match steps instead) on the simulator's training
+windows, batch size and learning rate, and saves it there; ``train`` always trains (and overwrites); ``none``
+scores the simulator and the reference alone.
+
+Writes ``OUT/fidelity.json`` (default ``RUN/analysis/fidelity``): per model, per-step curves (mean, bootstrap
+95% interval, count) of every metric, the summary at horizons 1, 10 and 32 (and the last), the paired
+difference simulator minus each other model there, each model's training steps and seconds; and
+``OUT/fidelity.png`` (one panel per metric against the horizon, a line and band per model).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .command import SimCommand, command_main, load_parts, resolve, say
+from .fidelity import METRICS
+
+FORMAT = "policylens.sim.fidelity/1"
+TABLE = {"obs_score": "obs", "action_agreement": "action", "value_error": "value err", "reward_error": "reward err",
+         "done_accuracy": "done acc"}
+
+
+@dataclass
+class FidelityConfig(SimCommand):
+    horizon: int = 32
+    """steps scored after the context frames"""
+    windows: int = 512
+    """held-out windows scored (a seeded subsample when there are more)"""
+    baseline: str = "auto"
+    """VAE+LSTM baseline: auto (RUN/sim/baseline, trained there if missing), train, none, or a baseline folder"""
+    baseline_seconds: float = 0.0
+    """training wall time of a new baseline (0: the simulator's recorded trained_seconds)"""
+    baseline_steps: int = 0
+    """train a new baseline for this many steps instead (0: by wall time)"""
+    baseline_latent: int = 0
+    """per-frame latent size of a new baseline (0: the simulator's stoch)"""
+    baseline_lstm: int = 0
+    """LSTM width of a new baseline (0: the simulator's deter)"""
+    batch_size: int = 128
+    """windows per forward pass"""
+    bootstrap: int = 1000
+    """bootstrap resamples of the windows for the 95% intervals"""
+    plots: bool = True
+    """write fidelity.png beside the JSON"""
+
+
+def _check(cfg: FidelityConfig) -> None:
+    for name in ("horizon", "windows", "batch_size", "bootstrap"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("baseline_seconds", "baseline_steps", "baseline_latent", "baseline_lstm"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+
+
+def _split(conf: dict) -> dict:
+    """How ``sim train`` split the store: its val_fraction and seed (the defaults when it recorded none)."""
+    from .train import SimTrainConfig
+
+    train = conf.get("train") or {}
+    default = SimTrainConfig()
+    keys = ("val_fraction", "seed", "window", "batch_size", "lr", "max_grad_norm", "device", "threads")
+    out = {k: train.get(k, getattr(default, k)) for k in keys}
+    out["source"] = "the simulator's training config" if train else "defaults: the simulator's config.json has " \
+                                                                     "no train section"
+    return out
+
+
+def _read_data(paths, conf: dict, frozen):
+    """The store's episodes as the simulator saw them (its first ``data.episodes``, so the split is rebuilt)."""
+    from .data import load_sim_data
+
+    episodes = int((conf.get("data") or {}).get("episodes", 0))
+    data = load_sim_data(paths.store, max_episodes=episodes)
+    if episodes and data.num_episodes < episodes:
+        raise ValueError(f"rollouts store {paths.store} holds {data.num_episodes} episodes; the simulator was "
+                         f"trained on {episodes}, so its held-out split cannot be rebuilt from this store")
+    if data.agent_sha256 and data.agent_sha256 != frozen.sha256:
+        raise ValueError(f"rollouts store {paths.store} was recorded with agent {data.run or '?'} (weights sha256 "
+                         f"{data.agent_sha256[:12]}), not the simulator's (sha256 {frozen.sha256[:12]})")
+    return data
+
+
+def _check_baseline(bconf: dict, where, sim_cfg, split: dict, data) -> None:
+    """Refuse a baseline for other observations or trained on another split (its held-out windows would not be
+    held out)."""
+    from .config import SimConfig
+
+    mine = SimConfig.from_dict(bconf["sim"])
+    if (mine.obs_shape, mine.obs_kind, mine.num_actions) != (sim_cfg.obs_shape, sim_cfg.obs_kind, sim_cfg.num_actions):
+        raise ValueError(f"baseline {where} models {mine.obs_kind} obs {mine.obs_shape} with {mine.num_actions} "
+                         f"actions; the simulator {sim_cfg.obs_kind} obs {sim_cfg.obs_shape} with "
+                         f"{sim_cfg.num_actions}")
+    train = bconf.get("train", {})
+    theirs = (train.get("val_fraction"), train.get("seed"), train.get("store_episodes"))
+    ours = (split["val_fraction"], split["seed"], data.num_episodes)
+    if theirs != ours:
+        raise ValueError(f"baseline {where} was trained on the split (val_fraction, seed, episodes) {theirs}; the "
+                         f"simulator's is {ours}, so its held-out windows would not be held out from the baseline; "
+                         "retrain it with --baseline train")
+
+
+def baseline_dir(paths) -> Path:
+    """Where ``--baseline auto|train`` keeps the baseline: beside the simulator it is matched to
+    (``RUN/sim/baseline``), or ``RUN/sim/baseline`` of the run's outputs when the simulator ships in the read-only
+    zoo."""
+    from ..agents import zoo_dir
+
+    inside_zoo = Path(paths.sim).resolve().is_relative_to(zoo_dir().resolve())
+    return (paths.run_dir / "sim" if inside_zoo else Path(paths.sim)) / "baseline"
+
+
+def _baseline(cfg: FidelityConfig, paths, conf: dict, sim_cfg, split: dict, data) -> tuple:
+    """``(VaeLstm, its training info)`` as ``--baseline`` asks, or ``(None, None)``."""
+    from .baseline import load_baseline, save_baseline, train_baseline
+
+    choice, folder = cfg.baseline, baseline_dir(paths)
+    if choice == "none":
+        return None, None
+    if choice not in ("auto", "train"):
+        folder = Path(choice)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"--baseline {choice!r}: expected auto, train, none or a baseline folder; "
+                                    f"{folder / 'config.json'} does not exist")
+    if choice != "train" and (folder / "config.json").is_file():
+        model, bconf = load_baseline(folder, cfg.device)
+        _check_baseline(bconf, folder, sim_cfg, split, data)
+        say(cfg, f"baseline: {folder} ({bconf['train'].get('steps')} steps, {bconf['train'].get('seconds')} s)")
+        return model, {**bconf["train"], "folder": str(folder), "trained_now": False}
+    steps, seconds = cfg.baseline_steps or None, cfg.baseline_seconds or None
+    budget = "--baseline-steps" if steps else "--baseline-seconds"
+    if steps is None and seconds is None:
+        seconds, budget = conf.get("trained_seconds"), "equal wall time: the simulator's trained_seconds"
+        if not seconds:
+            raise ValueError(f"simulator {paths.sim}: its config.json records no trained_seconds (trained before "
+                             f"`sim train` recorded its wall time; trained_steps {conf.get('trained_steps', '?')}), "
+                             "so the baseline's equal-compute budget is unknown: pass --baseline-seconds S or "
+                             "--baseline-steps N")
+    say(cfg, f"training the VAE+LSTM baseline ({budget}: {steps or seconds} {'steps' if steps else 's'})")
+    model, info = train_baseline(data, sim_cfg, seconds=seconds, steps=steps, window=split["window"],
+                                 batch_size=split["batch_size"], lr=split["lr"], seed=split["seed"],
+                                 val_fraction=split["val_fraction"], latent=cfg.baseline_latent,
+                                 lstm=cfg.baseline_lstm, max_grad_norm=split["max_grad_norm"], device=cfg.device,
+                                 progress=cfg.progress)
+    info["budget"] = budget
+    save_baseline(model, folder, info, data)
+    return model, {**info, "folder": str(folder), "trained_now": True}
+
+
+def run_fidelity(cfg: FidelityConfig) -> Path:
+    """Score the simulator, the baseline and the repeat reference as ``cfg`` says; returns ``OUT/fidelity.json``."""
+    from .checkpoint import read_sim_config
+    from .fidelity import baseline_unroll, held_out_windows, repeat_unroll, score_models, simulator_unroll, summarize
+
+    _check(cfg)
+    paths = resolve(cfg, "fidelity")
+    sim, frozen, _, _ = load_parts(cfg, paths)
+    _, conf = read_sim_config(paths.sim)
+    split, k = _split(conf), sim.config.context_frames
+    data = _read_data(paths, conf, frozen)
+    windows, split_info = held_out_windows(data, split["val_fraction"], split["seed"], k, cfg.horizon, cfg.windows,
+                                           cfg.seed)
+    baseline, baseline_info = _baseline(cfg, paths, conf, sim.config, split, data)
+    models = {"simulator": simulator_unroll(sim, frozen), "simulator (z only)": simulator_unroll(sim, frozen, False)}
+    if baseline is not None:
+        models["baseline"] = baseline_unroll(baseline.to(cfg.device))
+    models["repeat"] = repeat_unroll(sim.config)
+    say(cfg, f"scoring {len(models)} models on {split_info['windows']} held-out windows, {cfg.horizon} steps")
+    values, mask = score_models(models, windows.to(cfg.device), k, sim.config, frozen, cfg.batch_size, cfg.progress)
+    scored = summarize(values, mask, cfg.bootstrap, cfg.seed, reference="simulator")
+    scored["simulator"]["training"] = {"steps": conf.get("trained_steps"), "seconds": conf.get("trained_seconds"),
+                                       "device": split["device"], "threads": split["threads"], "folder": str(paths.sim)}
+    if baseline is not None:
+        scored["baseline"]["training"] = baseline_info
+    scored["repeat"]["training"] = None
+    higher = {k: not (k.endswith("_error") or (k == "obs_score" and sim.config.obs_kind == "pixels")) for k in METRICS}
+    report = {"format": FORMAT, "metrics": METRICS, "higher_is_better": higher, "models": scored, "settings": {
+        "run": cfg.run, "store": str(paths.store), "simulator": str(paths.sim), "context_frames": k,
+        "horizon": cfg.horizon, "obs_kind": sim.config.obs_kind, "split": {**split_info, "source": split["source"]},
+        "bootstrap": cfg.bootstrap, "config": asdict(cfg)}}
+    paths.out.mkdir(parents=True, exist_ok=True)
+    path = paths.out / "fidelity.json"
+    path.write_text(json.dumps(report, indent=1))
+    if cfg.plots:
+        plot_fidelity(path)
+    return path
+
+
+def plot_fidelity(report_path, path=None) -> Path:
+    """``fidelity.png`` from ``fidelity.json``: one panel per metric against the horizon, a line per model with
+    its 95% band; the last panel names each model's training budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    report = json.loads(Path(report_path).read_text())
+    pixels = report["settings"]["obs_kind"] == "pixels"
+    labels = {**TABLE, "obs_score": "pixel MSE (lower is better)" if pixels else "obs cell accuracy",
+              "action_agreement": "action agreement (sim vs real frames)", "value_error": "|value sim - value real|",
+              "reward_error": "|reward error|", "done_accuracy": "episode-end accuracy"}
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), dpi=110)
+    for ax, metric in zip(axes.flat, METRICS):
+        for k, (name, model) in enumerate(report["models"].items()):
+            c = {f: np.array(model["per_step"][metric][f], dtype=float) for f in ("mean", "low", "high")}
+            h = np.arange(1, len(c["mean"]) + 1)
+            colour = "grey" if name == "repeat" else f"C{k}"
+            ax.plot(h, c["mean"], label=name, lw=1.5, color=colour, ls="--" if name == "repeat" else "-")
+            ax.fill_between(h, c["low"], c["high"], alpha=0.2, color=colour)
+        ax.set_title(labels[metric], fontsize=9)
+        ax.set_xlabel("steps after the context", fontsize=8)
+        ax.grid(alpha=0.3)
+    legend = axes.flat[-1]
+    legend.axis("off")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    legend.legend(handles, names, loc="upper left", fontsize=9)
+    lines = [f"{name}: {t.get('steps') or '?'} steps, {t.get('seconds') or '?'} s of training" for name, t in
+             ((n, m.get("training") or {}) for n, m in report["models"].items()) if t]
+    s = report["settings"]
+    counts = next(iter(report["models"].values()))["per_step"]["obs_score"]["count"]
+    reach = ", ".join(f"{counts[h - 1]} at {h}" for h in sorted({1, 10, 32, len(counts)}) if h <= len(counts))
+    lines.append(f"{s['split']['windows']} held-out windows, {s['context_frames']} context frames;\n"
+                 f"windows reaching step h: {reach}")
+    legend.text(0.0, 0.45, "\n".join(lines), fontsize=8, va="top", transform=legend.transAxes)
+    fig.suptitle(f"simulator fidelity: {s['run']}", fontsize=10)
+    fig.tight_layout()
+    out = Path(path) if path else Path(report_path).with_suffix(".png")
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def table(report: dict) -> str:
+    """The summary as a short text table, one row per model and horizon."""
+    lines = [f"{'model':<10} {'h':>3} " + " ".join(f"{v:>10}" for v in TABLE.values())]
+    for name, model in report["models"].items():
+        for h, metrics in model["summary"].items():
+            cells = [metrics[k]["mean"] for k in TABLE]
+            lines.append(f"{name:<10} {h:>3} " + " ".join(f"{'-' if v is None else f'{v:.3f}':>10}" for v in cells))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> Path:
+    path = command_main(FidelityConfig, run_fidelity, __doc__.split("\n\n")[1], argv, prog="policylens sim fidelity")
+    report = json.loads(path.read_text())
+    s = report["settings"]
+    train = {m: v.get("training") or {} for m, v in report["models"].items()}
+    print(f"wrote {path.parent}: {s['split']['windows']} held-out windows, {s['context_frames']} context frames + "
+          f"{s['horizon']} steps; simulator {train['simulator'].get('steps')} steps / "
+          f"{train['simulator'].get('seconds')} s" + (f", baseline {train['baseline'].get('steps')} steps / "
+                                                      f"{train['baseline'].get('seconds')} s" if "baseline" in train
+                                                      else ""))
+    print(table(report))
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""Simulator fidelity (policylens sim fidelity): a model that unrolls the recorded frames scores perfectly, the
+repeat reference equals a hand computation, padding is masked, models read only their context, the VAE+LSTM
+baseline trains on the training split for its wall-time budget and round-trips through safetensors, the CLI end
+to end (equal compute from the simulator's record, the training split), bad input."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sim_runs import AGENT, ENV, make_run, tiny_parts
+
+from policylens import agents
+from policylens.rollouts import RecordConfig, record
+from policylens.sim import fidelity_cli
+from policylens.sim.baseline import Prediction, VaeLstm, load_baseline, save_baseline, train_baseline
+from policylens.sim.data import load_sim_data
+from policylens.sim.fidelity import (baseline_unroll, curve, held_out_windows, repeat_unroll, resample_weights,
+                                     score_models, simulator_unroll, summarize)
+from policylens.train.state import split_episodes
+
+STEPS = 12  # steps after the context
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("fidelity"))
+
+
+@pytest.fixture(scope="module")
+def parts(run):
+    """The tiny simulator, its frozen agent, the store's data and windows of context + STEPS frames: one from each
+    episode's start (whole) and one from 5 frames before each episode's end (padded past it)."""
+    sim, frozen = tiny_parts(run)
+    data = load_sim_data(run / "rollouts.zarr")
+    k = sim.config.context_frames
+    starts = np.concatenate([data.start, data.start + data.length - 5])
+    windows = data.windows(starts, k + STEPS)
+    assert not windows.mask.all() and windows.mask[:, :k + 1].all()
+    return sim, frozen, data, windows
+
+
+def _recorded_logits(obs: torch.Tensor, planes) -> torch.Tensor:
+    """MiniGrid codes (..., 3) as logits 30 on the recorded category of each plane, 0 elsewhere."""
+    codes = obs.long()
+    return torch.cat([F.one_hot(codes[..., i], n) for i, n in enumerate(planes)], -1).float() * 30.0
+
+
+def _recorded_model(planes, garbage_on_padding: bool = False):
+    """Unrolls the recorded frames, rewards and episode ends; optionally nonsense where the window is padding."""
+
+    def unroll(w, k):
+        decoded = _recorded_logits(w.obs[:, k:], planes)  # (B, H, 7, 7, 20)
+        reward, done = w.reward[:, k:].clone(), (w.done[:, k:] * 2 - 1) * 20.0  # (B, H)
+        if garbage_on_padding:
+            pad = ~w.mask[:, k:]  # (B, H)
+            decoded[pad] = torch.randn_like(decoded[pad]) * 30
+            reward[pad], done[pad] = 99.0, 20.0
+        return Prediction(decoded, reward, done)
+
+    return unroll
+
+
+# -------------------------------------------------------------------------------------------------- scoring
+def test_unrolling_the_recorded_frames_scores_perfectly_even_with_nonsense_on_the_padding(parts):
+    sim, frozen, _, w = parts
+    k, planes = sim.config.context_frames, sim.config.planes
+    models = {"clean": _recorded_model(planes), "padded": _recorded_model(planes, garbage_on_padding=True)}
+    values, mask = score_models(models, w, k, sim.config, frozen, batch_size=5)
+    np.testing.assert_array_equal(mask, w.mask[:, k:].numpy())
+    report = summarize(values, mask, bootstrap=50)
+    for name in models:
+        curves = report[name]["per_step"]
+        reached = mask.sum(0) > 0
+        assert curves["obs_score"]["count"] == mask.sum(0).tolist()
+        for metric, perfect in (("obs_score", 1.0), ("action_agreement", 1.0), ("done_accuracy", 1.0)):
+            assert [v for v, r in zip(curves[metric]["mean"], reached) if r] == [perfect] * reached.sum()
+        for metric in ("value_error", "reward_error"):
+            assert max(v for v, r in zip(curves[metric]["mean"], reached) if r) < 1e-5
+        assert [v is None for v in curves["obs_score"]["mean"]] == (~reached).tolist()
+    # the real agent, carried from the recorded state after the context, reproduces the recorded actions
+    from policylens.sim.fidelity import agent_trace
+
+    actions, _ = agent_trace(frozen, w.obs[:, k:], w.agent_state[:, k])
+    valid = w.mask[:, k:]
+    assert torch.equal(actions[valid], w.logits[:, k:].argmax(-1)[valid])
+
+
+def test_the_repeat_reference_equals_a_hand_computation(parts):
+    sim, frozen, _, w = parts
+    k = sim.config.context_frames
+    values, mask = score_models({"repeat": repeat_unroll(sim.config)}, w, k, sim.config, frozen)
+    curves = summarize(values, mask, bootstrap=20)["repeat"]["per_step"]
+    obs, last = w.obs.numpy(), w.obs[:, k - 1].numpy()
+    for h in range(STEPS):
+        rows = np.flatnonzero(mask[:, h])
+        same = [(obs[i, k + h] == last[i]).mean() for i in rows]  # share of (cell, plane) codes unchanged
+        assert curves["obs_score"]["mean"][h] == pytest.approx(np.mean(same), abs=1e-6)
+        reward = np.abs(w.reward[rows, k + h].numpy()).mean()  # the reference predicts no reward
+        assert curves["reward_error"]["mean"][h] == pytest.approx(reward, abs=1e-6)
+        assert curves["done_accuracy"]["mean"][h] == pytest.approx((w.done[rows, k + h] == 0).float().mean().item())
+
+
+def test_bootstrap_intervals_bracket_the_mean_and_differences_are_paired():
+    rng = np.random.default_rng(0)
+    values, mask = rng.normal(size=(200, 3)), np.ones((200, 3), bool)
+    mask[:150, 2] = False
+    weights = resample_weights(200, 400, seed=0)
+    assert (weights.sum(1) == 200).all()
+    c = curve(values, mask, weights)
+    assert c["count"] == [200, 200, 50]
+    for h in range(3):
+        assert c["low"][h] < c["mean"][h] < c["high"][h]
+        assert c["mean"][h] == pytest.approx(values[mask[:, h], h].mean())
+    width = [c["high"][h] - c["low"][h] for h in range(3)]
+    assert width[2] > 1.5 * width[0]  # 50 windows give a wider interval than 200
+    offset = {"a": {"m": values}, "b": {"m": values + 0.25}}  # b = a + constant: a paired difference has no spread
+    diff = summarize(offset, mask, bootstrap=100, reference="a")["b"]["a_minus_this"]
+    assert diff["1"]["m"]["low"] == pytest.approx(-0.25) and diff["1"]["m"]["high"] == pytest.approx(-0.25)
+
+
+def test_models_read_only_their_context(parts):
+    sim, frozen, _, w = parts
+    k = sim.config.context_frames
+    baseline = VaeLstm(sim.config, seed=0).eval()
+    later = w.rows(slice(None))
+    later.obs = w.obs.clone()
+    later.obs[:, k:] = torch.flip(w.obs[:, k:], dims=[0])  # other windows' frames after the context
+    later.reward, later.done = torch.rand_like(w.reward), torch.ones_like(w.done)
+    earlier = w.rows(slice(None))
+    earlier.obs = w.obs.clone()
+    earlier.obs[:, k - 1] = torch.flip(w.obs[:, k - 1], dims=[0])
+    for unroll in (baseline_unroll(baseline), simulator_unroll(sim, frozen), simulator_unroll(sim, frozen, False)):
+        a, b, c = unroll(w, k), unroll(later, k), unroll(earlier, k)
+        assert a.decoded.shape[:2] == (len(w.mask), STEPS)
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+        assert not torch.equal(a.decoded, c.decoded)  # it does read the context
+
+
+# -------------------------------------------------------------------------------------------------- the baseline
+def test_baseline_trains_on_the_training_split_for_its_budget_and_learns(parts, monkeypatch):
+    sim, _, data, _ = parts
+    train_eps, held_out = split_episodes(data.num_episodes, 0.34, 3)
+    seen = []
+    real_windows = data.windows
+    monkeypatch.setattr(data, "windows", lambda starts, steps: seen.append(np.asarray(starts)) or
+                        real_windows(starts, steps))
+    kw = dict(window=6, batch_size=4, lr=3e-3, seed=3, val_fraction=0.34)
+    _, info = train_baseline(data, sim.config, seconds=0.4, **kw)
+    assert info["seconds"] >= 0.4 and info["seconds"] - info["last_step_seconds"] < 0.4  # stopped at the budget
+    assert info["steps"] == len(seen) >= 1
+    episode = np.searchsorted(data.start, np.concatenate(seen), side="right") - 1
+    assert set(episode) <= set(train_eps) and not set(episode) & set(held_out)
+    first, _ = train_baseline(data, sim.config, steps=1, **kw)
+    model, info = train_baseline(data, sim.config, steps=25, **kw)
+    assert info["steps"] == 25
+    batch = real_windows(data.window_starts(train_eps, 6)[:16], 6)
+    losses = [m.loss(batch.obs, batch.action, batch.reward, batch.done, batch.mask)[0].item() for m in (first, model)]
+    assert losses[1] < 0.5 * losses[0]
+    with pytest.raises(ValueError, match="budget"):
+        train_baseline(data, sim.config, **kw)
+
+
+def test_baseline_save_load_round_trip(run, parts, tmp_path):
+    sim, _, data, w = parts
+    model, info = train_baseline(data, sim.config, steps=2, window=6, batch_size=4, latent=5, lstm=7)
+    save_baseline(model, tmp_path / "b", info, data)
+    loaded, conf = load_baseline(tmp_path / "b")
+    assert (loaded.latent, loaded.width) == (5, 7) and conf["train"]["steps"] == 2
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    k = sim.config.context_frames
+    assert all(torch.equal(x, y) for x, y in zip(model.unroll(w.obs[:, :k], w.action),
+                                                 loaded.unroll(w.obs[:, :k], w.action)))
+    with pytest.raises(FileNotFoundError, match="no baseline"):
+        load_baseline(tmp_path / "missing")
+    with pytest.raises(ValueError, match="not a VAE\\+LSTM baseline"):
+        load_baseline(run / "sim")  # a simulator folder
+
+
+# -------------------------------------------------------------------------------------------------- the command
+def _run_copy(run, tmp_path, **train) -> str:
+    """A copy of the run whose simulator records a training section and trained_seconds."""
+    root = tmp_path / "copy"
+    shutil.copytree(run.parent, root)
+    conf_file = root / "rnn" / "sim" / "config.json"
+    conf = json.loads(conf_file.read_text())
+    conf.update(trained_seconds=0.3, trained_steps=7, train={"val_fraction": 0.34, "seed": 3, "window": 6,
+                                                             "batch_size": 4, "lr": 1e-3, **train})
+    conf_file.write_text(json.dumps(conf))
+    return str(root / "rnn")
+
+
+def test_cli_matches_the_simulators_compute_and_split_and_writes_json_and_figure(run, tmp_path, capsys):
+    rnn = _run_copy(run, tmp_path)
+    args = [rnn, "--horizon", "5", "--windows", "16", "--bootstrap", "50", "--progress", "false"]
+    path = fidelity_cli.main(args)
+    report = json.loads(path.read_text())
+    assert list(report["models"]) == ["simulator", "simulator (z only)", "baseline", "repeat"]
+    base = report["models"]["baseline"]["training"]
+    assert base["budget_seconds"] == 0.3 and base["seconds"] >= 0.3 and base["trained_now"]
+    assert (base["window"], base["batch_size"], base["seed"], base["val_fraction"]) == (6, 4, 3, 0.34)
+    assert report["models"]["simulator"]["training"]["seconds"] == 0.3
+    split = report["settings"]["split"]
+    _, held_out = split_episodes(6, 0.34, 3)
+    assert set(split["scored_episodes"]) <= set(held_out.tolist()) and split["held_out_episodes"] == len(held_out)
+    for model in report["models"].values():
+        assert set(model["summary"]) == {"1", "5"}
+        assert all(len(c["mean"]) == 5 for c in model["per_step"].values())
+        assert max(model["per_step"]["obs_score"]["count"]) <= split["windows"] <= 16
+    assert "simulator_minus_this" in report["models"]["baseline"]
+    assert (path.parent / "fidelity.png").stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert "baseline" in out and "simulator" in out and "repeat" in out
+    again = json.loads(fidelity_cli.main(args + ["--plots", "false"]).read_text())  # auto: the saved one
+    assert not again["models"]["baseline"]["training"]["trained_now"]
+    assert again["models"]["baseline"]["per_step"] == report["models"]["baseline"]["per_step"]
+
+
+def test_bad_input_gives_clear_errors(run, tmp_path, capsys):
+    rnn = str(run)
+    quick = ["--horizon", "3", "--windows", "4", "--progress", "false", "--plots", "false"]
+
+    def refused(args, text):
+        with pytest.raises(SystemExit) as e:
+            fidelity_cli.main(quick + args)  # the later option wins
+        assert e.value.code == 2
+        assert text in capsys.readouterr().err
+
+    refused([rnn, "--baseline", "bogus"], "expected auto, train, none or a baseline folder")
+    refused([rnn, "--out", str(tmp_path / "o")], "no trained_seconds")  # an untrained simulator: no budget known
+    refused([rnn, "--horizon", "0"], "--horizon must be >= 1")
+    torch.manual_seed(0)
+    agents.save_agent(agents.build(dict(AGENT, recurrent=False)), dict(AGENT, recurrent=False), tmp_path / "ff" /
+                      "agent", extra={"env": ENV})
+    ff_store = record(RecordConfig(run=str(tmp_path / "ff"), episodes=2, num_envs=2, progress=False))
+    refused([rnn, "--store", str(ff_store), "--baseline", "none"], "no agent_state")
+    rnn_copy = _run_copy(run, tmp_path)
+    fidelity_cli.main([rnn_copy, "--baseline", "train", "--baseline-steps", "1"] + quick)
+    conf_file = tmp_path / "copy" / "rnn" / "sim" / "config.json"
+    conf = json.loads(conf_file.read_text())
+    conf["train"]["seed"] = 4
+    conf_file.write_text(json.dumps(conf))
+    refused([rnn_copy], "retrain it with --baseline train")  # a baseline trained on another split
+
+
+def test_held_out_windows_come_from_the_held_out_episodes_and_reach_past_the_context(parts, monkeypatch):
+    _, _, data, _ = parts
+    seen = []
+    real_windows = data.windows
+    monkeypatch.setattr(data, "windows", lambda starts, steps: seen.append(np.asarray(starts)) or
+                        real_windows(starts, steps))
+    w, info = held_out_windows(data, 0.34, 3, context=2, horizon=4, count=1000)
+    _, held_out = split_episodes(data.num_episodes, 0.34, 3)
+    episode = np.searchsorted(data.start, seen[0], side="right") - 1
+    assert set(episode) == set(held_out) == set(info["scored_episodes"])
+    assert len(seen[0]) == sum(data.length[e] - 2 for e in held_out) == info["windows"]  # every start
+    assert w.mask[:, :3].all()  # the context and at least one step after it
+    few, _ = held_out_windows(data, 0.34, 3, context=2, horizon=4, count=5, seed=1)
+    assert few.obs.shape[0] == 5
