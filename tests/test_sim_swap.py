@@ -25,15 +25,17 @@ def setup(tmp_path_factory):
     return root
 
 
-def _cfg(root, swap, name, **kw):
-    return SwapConfig(run=str(root / "run"), directions=str(root / "hx"), swap=swap, episodes=12,
-                      out=str(root / name), progress=False, **kw)
+def _cfg(root, swap, name, run="run", **kw):
+    return SwapConfig(**{"run": str(root / run), "directions": str(root / "hx"), "swap": swap, "episodes": 12,
+                         "out": str(root / name), "progress": False, **kw})
 
 
 def test_identity_swap_reproduces_the_original_level_by_level(setup):
     report = swap_experiment(_cfg(setup, "saw:saw", "identity"))
-    assert report["success"]["swapped"] == report["success"]["original"]
-    for cause, row in report["swapped"]["causes"].items():
+    real = report["settings"]["real"]
+    assert set(report["settings"]) == {"real"}  # no simulator beside this run
+    assert real["success"]["swapped"] == real["success"]["original"]
+    for cause, row in real["swapped"]["causes"].items():
         assert row["only_a"] == row["only_b"] == 0  # no level's outcome changed
     assert report["swap_labels"] == [["saw", "saw"]]
 
@@ -43,7 +45,7 @@ def test_swap_writes_three_paired_evaluations_and_loadable_edited_agents(setup):
     out = setup / "real"
     saved = json.loads((out / "swap.json").read_text())
     assert saved["swaps"] == [[0, 1], [2, None]] and saved["episodes"] == 12
-    assert {"swapped", "control"} <= set(saved) and (out / "swap.png").stat().st_size > 0
+    assert {"swapped", "control"} <= set(saved["settings"]["real"]) and (out / "swap.png").stat().st_size > 0
     assert "random control" in (out / "swap.md").read_text()
     swapped, control = load(out / "swapped"), load(out / "control")
     assert not torch.equal(swapped.gru.swap, control.gru.swap)
@@ -76,3 +78,50 @@ def test_cli_names_a_missing_direction(setup, capsys):
         main([str(setup / "run"), "--directions", str(setup / "hx"), "--swap", "saw:lava", "--episodes", "2",
               "--out", str(setup / "bad")])
     assert "no direction labelled 'lava'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- in the simulator
+def test_imagined_outcomes_read_the_cell_ahead_and_the_predicted_end():
+    from types import SimpleNamespace
+
+    from policylens.sim.swap_sim import imagined_outcomes
+
+    b, t = 4, 5
+    obs = torch.ones(b, t, 7, 7, 3)  # empty cells everywhere
+    action = torch.zeros(b, t, 3)
+    action[..., 0] = 1  # turning left
+    obs[0, 2, 3, 5, 0], action[0, 2] = 6, torch.tensor([0.0, 0, 1])  # forward into a ball at step 2
+    obs[1, 1, 3, 5, 0], action[1, 1] = 8, torch.tensor([0.0, 0, 1])  # forward into the goal at step 1
+    obs[2, 0, 3, 5, 0] = 6  # a ball ahead but the agent turns: nothing happens
+    done = torch.full((b, t), -5.0)
+    done[2, 3] = 3.0  # the simulator predicts an end at step 3 with no reward
+    r = SimpleNamespace(value=torch.zeros(b, t), action=action, done_logit=done, reward=torch.zeros(b, t), obs=obs)
+    cfg = SimpleNamespace(obs_kind="symbolic", num_actions=3, planes=(11, 6, 3))
+    got = [(x["cause"], x["step"], x["success"]) for x in imagined_outcomes(r, cfg, ("left", "right", "forward"))]
+    assert got == [("obstacle", 2, False), ("success", 1, True), ("ended", 3, False), ("timeout", t, False)]
+
+
+@pytest.fixture(scope="module")
+def sim_run(tmp_path_factory):
+    from sim_runs import make_run
+
+    root = tmp_path_factory.mktemp("simswap")
+    run = make_run(root)
+    q, _ = torch.linalg.qr(torch.randn(8, 3, generator=torch.Generator().manual_seed(1)))
+    Directions(q.T.contiguous(), "hx", ("saw", "box", "coin"), "pca", {"std": [2.0] * 8}).save(root / "hx")
+    return root, run
+
+
+def test_in_the_simulator_identity_swap_changes_nothing_and_the_same_starts_pair_up(sim_run):
+    root, run = sim_run
+    kw = dict(run="rnn", sim_samples=24, sim_steps=6, episodes=4)
+    report = swap_experiment(_cfg(root, "saw:saw", "sim-identity", **kw))
+    imagined = report["settings"]["simulator"]
+    assert imagined["samples"] == 24 and imagined["simulator"] == str(run / "sim")
+    assert all(row["only_a"] == row["only_b"] == 0 for row in imagined["swapped"]["causes"].values())
+    moved = swap_experiment(_cfg(root, "saw:none,box:none,coin:none", "sim-null", **kw))
+    assert moved["settings"]["simulator"]["swapped"]["episodes"] == 24
+    assert (root / "sim-null" / "swap-simulator.png").stat().st_size > 0
+    assert "In the simulator" in (root / "sim-null" / "swap.md").read_text()
+    none = swap_experiment(_cfg(root, "saw:box", "sim-none", sim="none", **kw))
+    assert set(none["settings"]) == {"real"}

@@ -14,8 +14,11 @@ SUBCOMMANDS = {
                  "environment; SmoothGrad in latent space; blue/red videos (-> RUN/analysis/saliency)"),
     "hx": ("policylens.sim.hx_cli", "hidden-state analysis: z-scored hx -> PCA/ICA/NMF, k-means, t-SNE, figures; "
            "simulated hx on the real components (-> RUN/analysis/hx)"),
+    "behaviours": ("policylens.sim.behaviours_cli", "cluster simulated agent+simulator dynamics into behaviours; "
+                   "lagged cross-correlation vs cross-causation (gradient) matrices of hx directions with and "
+                   "without the environment, sign consistency against a shuffled null (-> RUN/analysis/behaviours)"),
     "swap": ("policylens.sim.swap", "swap hidden-state directions: the agent, the swap and a random control on the "
-             "same levels, failures by cause with paired tests"),
+             "same levels (and imagined episodes in the simulator), failures by cause with paired tests"),
 }
 
 EXAMPLES = [
@@ -24,6 +27,7 @@ EXAMPLES = [
     "policylens sim fidelity zoo:minigrid-do8-recurrent",
     "policylens sim saliency zoo:minigrid-do8-recurrent --target value --t 12 --samples 0-3",
     "policylens sim hx zoo:minigrid-do8-recurrent",
+    "policylens sim behaviours zoo:minigrid-do8-recurrent",
     "policylens sim swap zoo:minigrid-do8-recurrent --directions runs/minigrid-do8-recurrent/analysis/hx/ica "
     "--swap 0:1 --episodes 1000",
 ]

@@ -9,7 +9,12 @@ directions of the same space. Each cause's rate gets a Wilson 95% interval and e
 with the original by McNemar's exact test, Holm-corrected over the causes (:func:`~policylens.evaluate.compare.
 compare_records`). A hypothesis holds when the swap moves the predicted cause and the control does not.
 
-Writes ``OUT/swap.json``, ``OUT/swap.png`` (rates by cause, the three agents side by side), ``OUT/swap.md`` and
+With a simulator (``--sim auto`` finds ``RUN/sim``) the three agents also drive the same imagined episodes from
+encoded real episode beginnings, with the same noise, and the same statistics are computed on outcomes read
+from what the simulator showed (:mod:`policylens.sim.swap_sim`): does the simulator predict what the swap does?
+
+Writes ``OUT/swap.json`` (``settings``: ``real`` and ``simulator``), ``OUT/swap.png`` / ``swap-simulator.png``
+(rates by cause, the three agents side by side), ``OUT/swap.md`` and
 the two edited checkpoints (``OUT/swapped/agent``, ``OUT/control/agent``: any command that takes a RUN can use
 them).
 """
@@ -25,6 +30,7 @@ import torch
 
 from ..config import add_dataclass_args, clear_errors, from_args
 from ..factors import Directions
+from .command import resolve
 
 
 @dataclass
@@ -53,6 +59,16 @@ class SwapConfig:
     """significance level after Holm's correction over causes"""
     out: str = ""
     """output folder (default: RUN/sim/swap, or runs/swap/NAME for a zoo agent)"""
+    sim: str = "auto"
+    """also run the three agents inside this simulator: auto (RUN/sim when it exists), none, or a folder"""
+    store: str = ""
+    """rollouts store whose episode beginnings start the imagined episodes (default: RUN/rollouts.zarr)"""
+    sim_samples: int = 1000
+    """imagined episodes per agent (the same starts and noise for all three)"""
+    sim_steps: int = 32
+    """steps per imagined episode"""
+    device: str = "cpu"
+    """torch device of the simulator"""
     progress: bool = True
     """show progress bars on stderr"""
 
@@ -93,7 +109,6 @@ def swap_experiment(cfg: SwapConfig) -> dict:
     """Run the three evaluations and compare; returns what ``OUT/swap.json`` holds."""
     from ..agents import load, read_config, resolve_run, save_agent
     from ..edit.swap import direction_index, swap_directions
-    from ..evaluate.compare import compare_records, plot_rates
     from ..evaluate.run import evaluate, run_env_spec
 
     if cfg.episodes < 1:
@@ -113,29 +128,64 @@ def swap_experiment(cfg: SwapConfig) -> dict:
     env = cfg.env or run_env_spec(cfg.run)
     kwargs = dict(start_level=cfg.start_level, policy=cfg.policy, seed=cfg.seed, workers=cfg.workers,
                   progress=cfg.progress)
-    results = {name: evaluate(run, env, cfg.episodes, **kwargs) for name, run in runs.items()}
-    base = results["original"]["per_episode"]
-    comparisons = {name: compare_records(base, results[name]["per_episode"], cfg.alpha) for name in edited}
+    evaluations = {name: evaluate(run, env, cfg.episodes, **kwargs) for name, run in runs.items()}
+    results = {name: e["per_episode"] for name, e in evaluations.items()}
     label = lambda k: directions.labels[k] if k < len(directions.labels) else str(k)  # noqa: E731
     names = [[label(a), "nullspace" if b is None else label(b)] for a, b in swaps]
     report = {"run": cfg.run, "env": env, "directions": cfg.directions, "method": directions.method,
-              "swaps": [[a, b] for a, b in swaps], "swap_labels": names, "episodes": cfg.episodes,
-              "setup": results["original"]["setup"], "runs": runs,
-              "success": {n: r["success_rate"] for n, r in results.items()},
-              "swapped": comparisons["swapped"], "control": comparisons["control"]}
+              "swaps": [[a, b] for a, b in swaps], "swap_labels": names, "runs": runs,
+              "episodes": cfg.episodes, "setup": evaluations["original"]["setup"],
+              "settings": {"real": _compared(results, cfg.alpha)}}
+    simulator = _simulator(cfg)
+    if simulator is not None:
+        from .checkpoint import load_sim
+        from .data import load_sim_data
+        from .swap_sim import simulated_swap
+
+        sim, _ = load_sim(simulator, agent=agent, device=cfg.device)
+        data = load_sim_data(resolve(cfg, "swap", require_sim=False).store)
+        imagined = simulated_swap(sim, {"original": agent, **edited}, data, cfg.sim_samples, cfg.sim_steps,
+                                  cfg.seed, getattr(agent, "action_names", ()), device=cfg.device,
+                                  progress=cfg.progress)
+        report["settings"]["simulator"] = {**_compared(imagined, cfg.alpha), "simulator": str(simulator),
+                                           "samples": cfg.sim_samples, "steps": cfg.sim_steps}
     out.mkdir(parents=True, exist_ok=True)
     (out / "swap.json").write_text(json.dumps(report, indent=1))
-    causes = sorted(set(comparisons["swapped"]["causes"]) | set(comparisons["control"]["causes"]))
-    groups = [("original", {c: _side(comparisons, c, "a") for c in causes}),
-              ("swapped", {c: _side({"x": comparisons["swapped"]}, c, "b") for c in causes}),
-              ("random control", {c: _side({"x": comparisons["control"]}, c, "b") for c in causes})]
-    labels = [c + "".join(m for m, k in (("*", "swapped"), ("†", "control"))
-                          if comparisons[k]["causes"].get(c, {}).get("significant")) for c in causes]
-    title = (f"Swap {', '.join(f'{a} -> {b}' for a, b in names)}: {cfg.episodes} paired levels "
-             f"(* swapped, † control differ from the original, p < {cfg.alpha} Holm)")
-    plot_rates(groups, causes, labels, title, out / "swap.png")
+    for setting, compared in report["settings"].items():
+        _plot(compared, names, cfg.alpha, setting, out / ("swap.png" if setting == "real" else f"swap-{setting}.png"))
     (out / "swap.md").write_text(markdown(report))
     return report
+
+
+def _simulator(cfg: SwapConfig) -> "Path | None":
+    if cfg.sim == "none":
+        return None
+    return resolve(cfg, "swap", require_sim=cfg.sim != "auto").sim
+
+
+def _compared(records: dict, alpha: float) -> dict:
+    """Each edited agent's records against the original's: success rates and :func:`compare_records`."""
+    from ..evaluate.compare import compare_records
+
+    base = records["original"]
+    return {"success": {n: sum(bool(r["success"]) for r in recs) / len(recs) for n, recs in records.items()},
+            **{n: compare_records(base, recs, alpha) for n, recs in records.items() if n != "original"}}
+
+
+def _plot(compared: dict, names: list, alpha: float, setting: str, path: Path) -> None:
+    from ..evaluate.compare import plot_rates
+
+    causes = sorted(set(compared["swapped"]["causes"]) | set(compared["control"]["causes"]))
+    edits = {k: compared[k] for k in ("swapped", "control")}
+    groups = [("original", {c: _side(edits, c, "a") for c in causes}),
+              ("swapped", {c: _side({"x": compared["swapped"]}, c, "b") for c in causes}),
+              ("random control", {c: _side({"x": compared["control"]}, c, "b") for c in causes})]
+    labels = [c + "".join(m for m, k in (("*", "swapped"), ("†", "control"))
+                          if compared[k]["causes"].get(c, {}).get("significant")) for c in causes]
+    where = "levels" if setting == "real" else "imagined episodes"
+    title = (f"Swap {', '.join(f'{a} -> {b}' for a, b in names)} ({setting}): {compared['swapped']['episodes']} "
+             f"paired {where} (* swapped, † control differ from the original, p < {alpha} Holm)")
+    plot_rates(groups, causes, labels, title, path)
 
 
 def _side(comparisons: dict, cause: str, side: str) -> dict:
@@ -147,23 +197,36 @@ def _side(comparisons: dict, cause: str, side: str) -> dict:
 
 
 def markdown(report: dict) -> str:
-    """The experiment as a table: each cause's rate per agent with its interval and paired test."""
+    """The experiment as tables, one per setting: each cause's rate per agent with its interval and paired test."""
     swaps = ", ".join(f"{a} → {b}" for a, b in report["swap_labels"])
-    lines = [f"### Hidden-state swap: {swaps}", "",
-             f"{report['episodes']} held-out levels, each played by the three agents with the same env and action "
-             f"seeds; rates with Wilson 95% intervals; p: McNemar exact against the original, Holm over causes.", "",
-             "| outcome | original | swapped | p | random control | p |", "|---|---|---|---|---|---|"]
+    lines = [f"### Hidden-state swap: {swaps}", ""]
+    for setting, compared in report["settings"].items():
+        n = compared["swapped"]["episodes"]
+        if setting == "real":
+            lines += [f"In the environment: {n} held-out levels, each played by the three agents with the same env "
+                      "and action seeds; causes from the env's ground truth."]
+        else:
+            lines += [f"In the simulator (`{compared['simulator']}`): {n} imagined episodes of {compared['steps']} "
+                      "steps from encoded real episode beginnings, the same latent and action noise for the three "
+                      "agents; outcomes read from the views the simulator showed."]
+        lines += ["Rates with Wilson 95% intervals; p: McNemar exact against the original, Holm over causes.", "",
+                  "| outcome | original | swapped | p | random control | p |", "|---|---|---|---|---|---|"]
+        lines += _rows(compared)
+        lines += ["", f"![swap ({setting})]({'swap.png' if setting == 'real' else f'swap-{setting}.png'})", ""]
+    return "\n".join(lines)
+
+
+def _rows(compared: dict) -> list:
     fmt = lambda r: f"{100 * r['rate']:.2f}% [{100 * r['ci95'][0]:.2f}, {100 * r['ci95'][1]:.2f}]"  # noqa: E731
-    causes = sorted(set(report["swapped"]["causes"]) | set(report["control"]["causes"]))
-    for c in causes:
-        s, k = report["swapped"]["causes"].get(c), report["control"]["causes"].get(c)
-        base = (s or k)["a"]
-        cell = lambda r: ("–", "–") if r is None else (fmt(r["b"]), f"{r['p_holm']:.2g}" + (" *" if r["significant"] else ""))  # noqa: E731
-        lines.append(f"| {c} | {fmt(base)} | {' | '.join(cell(s))} | {' | '.join(cell(k))} |")
-    success = report["success"]
-    lines.append(f"| success | {100 * success['original']:.2f}% | {100 * success['swapped']:.2f}% | | "
-                 f"{100 * success['control']:.2f}% | |")
-    return "\n".join(lines) + "\n\n![swap](swap.png)\n"
+    cell = lambda r: ("–", "–") if r is None else (fmt(r["b"]), f"{r['p_holm']:.2g}" + (" *" if r["significant"] else ""))  # noqa: E731
+    rows = []
+    for c in sorted(set(compared["swapped"]["causes"]) | set(compared["control"]["causes"])):
+        s, k = compared["swapped"]["causes"].get(c), compared["control"]["causes"].get(c)
+        rows.append(f"| {c} | {fmt((s or k)['a'])} | {' | '.join(cell(s))} | {' | '.join(cell(k))} |")
+    success = compared["success"]
+    rows.append(f"| success | {100 * success['original']:.2f}% | {100 * success['swapped']:.2f}% | | "
+                f"{100 * success['control']:.2f}% | |")
+    return rows
 
 
 def main(argv=None) -> dict:

@@ -1,0 +1,80 @@
+"""The swap experiment inside the simulator (seed 000 ran its swaps there): the agent, the swapped agent and the
+random control each drive the same imagined episodes (same starts, same latent and action noise), and each
+imagined episode gets an outcome read from what the simulator shows, so the real-env statistics apply.
+
+Outcomes (:func:`imagined_outcomes`): for MiniGrid views (symbolic / onehot) the first step where the agent
+moves forward into a ball (``obstacle``), lava (``lava``) or the goal (``success``), the cell in front of it read
+from the decoded view it saw (the agent stands at the bottom centre facing up); otherwise, and for pixel
+simulators, the first step with a predicted episode end (``success`` when the predicted reward is positive, else
+``ended``); ``timeout`` when nothing happens within the steps. Starts are encoded real episode beginnings.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+OBJECTS = {6: "obstacle", 8: "success", 9: "lava"}  # MiniGrid's object codes of ball, goal, lava
+
+
+def _forward_index(action_names, num_actions: int) -> "int | None":
+    names = [str(n).lower() for n in action_names or ()]
+    if "forward" in names:
+        return names.index("forward")
+    return 2 if num_actions >= 3 and not names else None  # MiniGrid's order: left, right, forward
+
+
+def imagined_outcomes(r, cfg, action_names=()) -> list:
+    """One ``{"level": sample, "cause", "success", "step"}`` record per imagined episode of Rollout ``r``."""
+    b, t = r.value.shape
+    action = r.action.argmax(-1).cpu().numpy()  # (B, T)
+    ended = (r.done_logit > 0).cpu().numpy()  # (B, T)
+    reward = r.reward.float().cpu().numpy()  # (B, T)
+    events = np.full((b, t), "", dtype=object)
+    forward = _forward_index(action_names, cfg.num_actions)
+    if cfg.obs_kind in ("symbolic", "onehot") and forward is not None:
+        codes = r.obs[..., 0] if cfg.obs_kind == "symbolic" else r.obs[..., :cfg.planes[0]].argmax(-1)  # (B,T,W,H)
+        w, h = codes.shape[2:4]
+        front = codes[:, :, w // 2, h - 2].round().long().cpu().numpy()  # (B, T) the cell ahead
+        for code, name in OBJECTS.items():
+            events[(action == forward) & (front == code)] = name
+    sim_end = ended & (events == "")
+    events[sim_end] = np.where(reward[sim_end] > 0, "success", "ended")
+    records = []
+    for k in range(b):
+        hits = np.flatnonzero(events[k] != "")
+        cause, step = (events[k, hits[0]], int(hits[0])) if len(hits) else ("timeout", t)
+        records.append({"level": k, "cause": cause, "success": cause == "success", "step": step})
+    return records
+
+
+def episode_starts(data, samples: int, context: int, seed: int) -> "object":
+    """Windows of ``context`` frames at the beginnings of ``samples`` episodes of the store (seeded; with
+    replacement only when the store has fewer episodes)."""
+    rng = np.random.default_rng(seed)
+    episodes = np.flatnonzero(data.length >= 1)
+    picks = rng.choice(episodes, samples, replace=len(episodes) < samples)
+    return data.windows(data.start[picks], context)
+
+
+@torch.no_grad()
+def simulated_swap(sim, agents: dict, data, samples: int, steps: int, seed: int = 0, action_names=(),
+                   batch_size: int = 256, device="cpu", progress: bool = False) -> dict:
+    """Each of ``agents`` (name -> agent module, the first the original) drives the same imagined episodes:
+    ``{name: records}`` (:func:`imagined_outcomes`)."""
+    from tqdm.auto import tqdm
+
+    from .loop import FrozenAgent, Noise, rollout
+
+    k = sim.config.context_frames
+    starts = episode_starts(data, samples, k, seed).to(device)
+    frozen = {name: FrozenAgent(agent).to(device) for name, agent in agents.items()}
+    noise = Noise.draw(samples, steps, sim, torch.Generator().manual_seed(seed), device=device)
+    records = {name: [] for name in agents}
+    for a in tqdm(range(0, samples, batch_size), desc="swap in the simulator", unit="batch", disable=not progress):
+        part = slice(a, a + batch_size)
+        context = starts.rows(part).context(k)
+        for name, agent in frozen.items():
+            r = rollout(sim, agent, context, steps, mode="sample", noise=noise.rows(part))
+            for rec in imagined_outcomes(r, sim.config, action_names):
+                records[name].append({**rec, "level": rec["level"] + a})
+    return records
