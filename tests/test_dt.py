@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from policylens import agents, rollouts
-from policylens.dt import collect as collect_mod
 from policylens.dt import train as train_mod
 from policylens.dt.calibrate import CalibrateConfig, calibrate
 from policylens.dt.collect import CollectConfig, collect, observe_as

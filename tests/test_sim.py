@@ -106,6 +106,8 @@ def test_agent_in_the_loop_reproduces_the_recording_when_the_decoder_shows_the_r
 
     class Replay(Simulator):
         def decode_obs(self, h, s):
+            if h.shape[0] == exact.shape[0] * exact.shape[1]:  # all steps at once (recorded actions)
+                return exact.flatten(0, 1)
             return exact[:, next(steps)]  # (B, 7, 7, 20) logits whose argmax are the recorded codes
 
         def initial(self, z):
@@ -322,3 +324,26 @@ def test_bad_input_is_refused_with_clear_errors(runs, tmp_path, capsys):
     assert "--kl-balance" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown sim subcommand"):
         sim_cli.main(["fit"])
+
+
+def test_recorded_actions_batched_over_time_equal_the_step_by_step_loop(parts):
+    sim, frozen, _, w = parts
+    assert frozen.batches_time
+    k, steps = sim.config.context_frames, w.mask.shape[1]
+    noise = Noise.draw(w.mask.shape[0], steps, sim, torch.Generator().manual_seed(3))
+    for kw in (dict(obs=w.obs, mask=w.mask), {}):  # teacher-forced, and open loop on the prior
+        fast = rollout(sim, frozen, w.context(k), steps, actions=w.action, noise=noise, **kw)
+        slow = rollout(sim, frozen, w.context(k), steps, actions=w.action, noise=noise,
+                       intervene=lambda name, t, x: x, **kw)  # an intervention takes the step-by-step loop
+        for name in ("obs", "decoded", "logits", "value", "hx", "hx_last", "action", "h", "s", "reward",
+                     "done_logit"):
+            torch.testing.assert_close(getattr(fast, name), getattr(slow, name), rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(fast.prior.mean, slow.prior.mean, rtol=1e-4, atol=1e-5)
+        assert (fast.posterior is None) == (slow.posterior is None)
+        fast.value.sum().backward()  # and the gradient reaches the simulator the same way
+        grads = [p.grad.clone() for p in sim.parameters() if p.grad is not None]
+        sim.zero_grad()
+        slow.value.sum().backward()
+        for a, b in zip(grads, [p.grad for p in sim.parameters() if p.grad is not None]):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+        sim.zero_grad()

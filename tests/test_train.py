@@ -1,6 +1,5 @@
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from policylens.train import PRESETS, TrainConfig, gae, resolve, train
+from policylens.train import TrainConfig, gae, resolve, train
 
 TINY = dict(preset="minigrid", env="minigrid:MiniGrid-Dynamic-Obstacles-5x5-v0", arch="mlp", num_envs=4,
             num_steps=16, progress=False, threads=1)

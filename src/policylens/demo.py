@@ -39,6 +39,9 @@ class DemoConfig:
     """add the vision analyses: NMF directions scored against ground truth, attribution, the editing experiment"""
     dt: bool = False
     """add the decision-transformer section: collect -> train -> calibrate -> analyse (about 4 more minutes)"""
+    sim: bool = False
+    """add the simulator section on the zoo's recurrent agent: record -> sim train -> fidelity, hx, sample,
+    optimize, saliency, behaviours, swap (OUT/recurrent)"""
 
 
 FALLBACK_FRAMES = 100_000  # trained here when the zoo's agent is missing (a few minutes on 2 cores)
@@ -114,6 +117,13 @@ def run_demo(cfg: DemoConfig) -> Path:
         t = time.time()
         vision = vision + ["", dt_demo(out, seed=cfg.seed), ""]
         times["decision transformer"] = time.time() - t
+    if cfg.sim:
+        from .sim.demo import sim_demo
+
+        print("[demo] simulator: record, train, fidelity, hx, sample, optimize, saliency, behaviours, swap")
+        t = time.time()
+        vision = vision + ["", sim_demo(out, seed=cfg.seed), ""]
+        times["simulator"] = time.time() - t
     report = _report(cfg, origin, config, result, store, format_layers(load(out)), times, vision)
     (out / "report.md").write_text(report)
     print(f"[demo] report: {out / 'report.md'}")

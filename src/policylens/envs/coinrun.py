@@ -20,7 +20,6 @@ In CoinRun saws (``SAW``), walking monsters (``ENEMY``) and crates (``CRATE``) a
 """
 from __future__ import annotations
 
-import copy
 import struct
 
 import numpy as np

@@ -14,7 +14,12 @@ Modules: :mod:`~policylens.sim.config` (SimConfig), :mod:`~policylens.sim.model`
 (FrozenAgent, rollout), :mod:`~policylens.sim.data` (windows from a store), :mod:`~policylens.sim.train`,
 :mod:`~policylens.sim.checkpoint`, :mod:`~policylens.sim.hx` (hidden-state analysis: PCA/ICA/NMF, k-means,
 t-SNE; simulated states on the real components), :mod:`~policylens.sim.swap` (hidden-state direction swaps with
-paired statistics and a random control). Names load on first use; ``train`` is exported as ``train_sim``.
+paired statistics and a random control, in the env and in the simulator), :mod:`~policylens.sim.targets` (what to
+explain or optimise), :mod:`~policylens.sim.sample`, :mod:`~policylens.sim.optimize` (generative visualisation),
+:mod:`~policylens.sim.saliency` (saliency through time), :mod:`~policylens.sim.fidelity` (against
+:mod:`~policylens.sim.baseline`, seed 000's VAE+LSTM), :mod:`~policylens.sim.behaviours`, :mod:`~policylens.sim.video`,
+:mod:`~policylens.sim.command` (what the commands share). Names load on first use; ``train`` is exported as
+``train_sim``.
 """
 from __future__ import annotations
 
@@ -33,6 +38,20 @@ _EXPORTS = {  # exported name -> (module, name there)
                               "save_analysis", "load_analysis", "zscore")},
     "HxConfig": ("hx_cli", "HxConfig"), "run_hx": ("hx_cli", "run_hx"),
     **{n: ("swap", n) for n in ("SwapConfig", "swap_experiment", "random_control", "parse_swaps")},
+    "simulated_swap": ("swap_sim", "simulated_swap"), "imagined_outcomes": ("swap_sim", "imagined_outcomes"),
+    **{n: ("targets", n) for n in ("Target", "make_target", "direction_readout", "produced_hx")},
+    **{n: ("sample", n) for n in ("sample", "to_trajectories", "write_videos", "SampleConfig", "run_sample")},
+    **{n: ("optimize", n) for n in ("optimize_latents", "Optimized", "load_latents", "save_latents")},
+    "OptimizeConfig": ("optimize_cli", "OptimizeConfig"), "run_optimize": ("optimize_cli", "run_optimize"),
+    **{n: ("saliency", n) for n in ("Saliency", "saliency", "at_step")},
+    "SaliencyConfig": ("saliency_cli", "SaliencyConfig"), "run_saliency": ("saliency_cli", "run_saliency"),
+    **{n: ("baseline", n) for n in ("VaeLstm", "train_baseline", "save_baseline", "load_baseline")},
+    **{n: ("fidelity", n) for n in ("score_models", "summarize", "simulator_unroll", "baseline_unroll",
+                                    "repeat_unroll", "held_out_windows")},
+    "FidelityConfig": ("fidelity_cli", "FidelityConfig"), "run_fidelity": ("fidelity_cli", "run_fidelity"),
+    **{n: ("behaviours", n) for n in ("Readout", "jacobians", "simulate", "lagged_xcorr", "sign_consistency")},
+    "BehavioursConfig": ("behaviours_cli", "BehavioursConfig"), "run_behaviours": ("behaviours_cli", "run_behaviours"),
+    "sim_demo": ("demo", "sim_demo"),
 }
 
 

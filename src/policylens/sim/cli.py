@@ -9,6 +9,11 @@ SUBCOMMANDS = {
     "fidelity": ("policylens.sim.fidelity_cli", "fidelity on held-out episodes against a VAE+LSTM baseline at equal "
                  "wall time and a repeat-the-last-frame reference: obs, action, value, reward, done per step "
                  "(-> RUN/analysis/fidelity)"),
+    "sample": ("policylens.sim.sample", "imagined rollouts from the latent prior or encoded real starts: arrays, "
+               "captioned videos, the trajectory explorer (-> RUN/analysis/sample)"),
+    "optimize": ("policylens.sim.optimize_cli", "generative visualisation: optimise latents to maximise or minimise "
+                 "value, a value drop, actions, a hidden unit or direction, kept on the prior; videos and curves "
+                 "(-> RUN/analysis/optimize/NAME)"),
     "saliency": ("policylens.sim.saliency_cli", "saliency through time: gradients of a target at step t w.r.t. "
                  "obs, hx, the simulator's state and actions at every earlier step, with and without the "
                  "environment; SmoothGrad in latent space; blue/red videos (-> RUN/analysis/saliency)"),
@@ -25,6 +30,8 @@ EXAMPLES = [
     "policylens record zoo:minigrid-do8-recurrent --episodes 2000",
     "policylens sim train zoo:minigrid-do8-recurrent      # -> runs/minigrid-do8-recurrent/sim",
     "policylens sim fidelity zoo:minigrid-do8-recurrent",
+    "policylens sim sample zoo:minigrid-do8-recurrent --n 8 --start real",
+    "policylens sim optimize zoo:minigrid-do8-recurrent --target value --minimize true",
     "policylens sim saliency zoo:minigrid-do8-recurrent --target value --t 12 --samples 0-3",
     "policylens sim hx zoo:minigrid-do8-recurrent",
     "policylens sim behaviours zoo:minigrid-do8-recurrent",

@@ -245,11 +245,11 @@ def plot_fidelity(report_path, path=None) -> Path:
 
 def table(report: dict) -> str:
     """The summary as a short text table, one row per model and horizon."""
-    lines = [f"{'model':<10} {'h':>3} " + " ".join(f"{v:>10}" for v in TABLE.values())]
+    lines = [f"{'model':<20} {'h':>3} " + " ".join(f"{v:>10}" for v in TABLE.values())]
     for name, model in report["models"].items():
         for h, metrics in model["summary"].items():
             cells = [metrics[k]["mean"] for k in TABLE]
-            lines.append(f"{name:<10} {h:>3} " + " ".join(f"{'-' if v is None else f'{v:.3f}':>10}" for v in cells))
+            lines.append(f"{name:<20} {h:>3} " + " ".join(f"{'-' if v is None else f'{v:.3f}':>10}" for v in cells))
     return "\n".join(lines)
 
 

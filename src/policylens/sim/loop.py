@@ -64,6 +64,30 @@ class FrozenAgent:
     def initial_state(self, batch: int) -> torch.Tensor:
         return self.net.initial_state(batch).detach()  # (B, hidden)
 
+    @property
+    def batches_time(self) -> bool:
+        """Whether :meth:`sequence` can run the feature extractor once over all steps (an actor-critic with
+        ``features``, a GRU cell and ``pi`` / ``v`` heads, as every policylens recurrent agent)."""
+        net = self.net
+        return all(callable(getattr(net, n, None)) for n in ("features", "pi", "v", "hx", "check_obs")) and \
+            isinstance(getattr(net, "gru", None), nn.GRUCell)
+
+    def sequence(self, obs: torch.Tensor, hx: torch.Tensor) -> tuple:
+        """The agent over ``obs`` (B, T, H, W, C) from state ``hx`` (B, hidden), carrying its state: the same as
+        T calls, with the convolutions run once over all B*T frames. Returns ``(logits (B, T, A), value (B, T),
+        received (B, T, hidden), last (B, hidden))``; ``received[:, t]`` is the state the agent read at t."""
+        b, t = obs.shape[:2]
+        net = self.net
+        net.check_obs(obs[:, 0])
+        x = net.features(obs.reshape(b * t, *obs.shape[2:])).reshape(b, t, -1)  # (B, T, F)
+        received, produced = [], []
+        for k in range(t):
+            received.append(hx)
+            hx = net.hx(net.gru(x[:, k], hx))  # (B, hidden)
+            produced.append(hx)
+        out = torch.stack(produced, 1)  # (B, T, hidden)
+        return net.pi(out), net.v(out).squeeze(-1), torch.stack(received, 1), hx
+
     def to(self, device) -> "FrozenAgent":
         self.net.to(device)
         return self
@@ -224,6 +248,9 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
     h, s, hx = sim.initial(z)  # (B, deter), (B, stoch), (B, hidden)
     embeds = sim.embed(obs[:, 1:steps]) if obs is not None and steps > 1 else None  # (B, T-1, embed)
     keep = mask.bool() if mask is not None else None  # (B, T)
+    if actions is not None and intervene is None and not detach_actions and agent.batches_time:
+        return _recorded(sim, agent, z, z_dist, (h, s, hx), steps, actions, embeds, keep, latent, noise,
+                         straight_through)
     out = {k: [] for k in ("obs", "decoded", "logits", "value", "hx", "action", "h", "s", "reward", "done_logit",
                            "prior_mean", "prior_std", "post_mean", "post_std")}
     tap = intervene or (lambda name, t, x: x)
@@ -262,15 +289,63 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
         out["prior_std"].append(prior.std)
         h, s = h_next, dist.sample(None if latent == "mean" else noise.s[:, t + 1])
 
+    return _assemble(sim, z, z_dist, out, hx, embeds is not None)
+
+
+def _assemble(sim: Simulator, z, z_dist, out: dict, hx_last, teacher_forced: bool) -> Rollout:
+    """The :class:`Rollout` from per-step lists (or ready (B, T, ...) tensors) in ``out``."""
+    h = z
+
     def stacked(key, empty_dim=None):
+        if isinstance(out[key], torch.Tensor):
+            return out[key]
         if not out[key]:
             return h.new_zeros(z.shape[0], 0, empty_dim) if empty_dim else None
         return torch.stack(out[key], 1)
 
     stoch = sim.config.stoch
     prior = Gaussian(stacked("prior_mean", stoch), stacked("prior_std", stoch))
-    posterior = Gaussian(stacked("post_mean", stoch), stacked("post_std", stoch)) if embeds is not None else None
+    posterior = Gaussian(stacked("post_mean", stoch), stacked("post_std", stoch)) if teacher_forced else None
     return Rollout(z=z, obs=stacked("obs"), decoded=stacked("decoded"), logits=stacked("logits"),
-                   value=stacked("value"), hx=stacked("hx"), hx_last=hx, action=stacked("action"), h=stacked("h"),
-                   s=stacked("s"), reward=stacked("reward"), done_logit=stacked("done_logit"), prior=prior,
-                   posterior=posterior, z_dist=z_dist)
+                   value=stacked("value"), hx=stacked("hx"), hx_last=hx_last, action=stacked("action"),
+                   h=stacked("h"), s=stacked("s"), reward=stacked("reward"), done_logit=stacked("done_logit"),
+                   prior=prior, posterior=posterior, z_dist=z_dist)
+
+
+def _recorded(sim: Simulator, agent: FrozenAgent, z, z_dist, state: tuple, steps: int, actions, embeds, keep,
+              latent: str, noise, straight_through) -> Rollout:
+    """:func:`rollout` driven by recorded actions, batched over time: with the actions given, the simulator's
+    states do not depend on what the agent sees, so they are unrolled first (small GRU and MLP steps) and the
+    decoder, the agent's convolutions and the heads then run once over all B*T steps. Equal to the step-by-step
+    loop up to float rounding (tested); several times faster on a CPU."""
+    h, s, hx = state
+    b = z.shape[0]
+    onehot = F.one_hot(actions.long(), sim.config.num_actions).to(h.dtype)  # (B, T, A)
+    out = {k: [] for k in ("h", "s", "h_next", "prior_mean", "prior_std", "post_mean", "post_std")}
+    for t in range(steps):
+        out["h"].append(h)
+        out["s"].append(s)
+        h_next = sim.transition(h, s, onehot[:, t])  # (B, deter)
+        out["h_next"].append(h_next)
+        if t + 1 == steps:
+            break
+        dist = prior = sim.prior(h_next)
+        if embeds is not None:
+            posterior = sim.posterior(torch.cat([h_next, embeds[:, t]], -1))
+            if keep is not None:
+                posterior = posterior.where(keep[:, t + 1], prior)
+            out["post_mean"].append(posterior.mean)
+            out["post_std"].append(posterior.std)
+            dist = posterior
+        out["prior_mean"].append(prior.mean)
+        out["prior_std"].append(prior.std)
+        h, s = h_next, dist.sample(None if latent == "mean" else noise.s[:, t + 1])
+    hs, ss, nexts = (torch.stack(out.pop(k), 1) for k in ("h", "s", "h_next"))  # (B, T, deter | stoch | deter)
+    decoded = sim.decode_obs(hs.flatten(0, 1), ss.flatten(0, 1))  # (B*T, H, W, channels)
+    seen = agent_view(decoded, sim.config, straight_through)  # (B*T, H, W, C)
+    decoded, seen = decoded.reshape(b, steps, *decoded.shape[1:]), seen.reshape(b, steps, *seen.shape[1:])
+    logits, value, received, last = agent.sequence(seen, hx)
+    flat = nexts.flatten(0, 1)  # (B*T, deter)
+    out.update(obs=seen, decoded=decoded, logits=logits, value=value, hx=received, action=onehot, h=hs, s=ss,
+               reward=sim.reward(flat).reshape(b, steps), done_logit=sim.done_logit(flat).reshape(b, steps))
+    return _assemble(sim, z, z_dist, out, last, embeds is not None)

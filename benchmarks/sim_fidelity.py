@@ -1,0 +1,55 @@
+"""Simulator fidelity against seed 000's VAE+LSTM at equal compute, at horizons 1, 10 and 32.
+
+    python -m benchmarks.sim_fidelity [--run zoo:minigrid-do8-recurrent] [--windows 1024] [--horizon 32]
+
+Runs ``policylens sim fidelity`` on the run's trained simulator (``policylens sim train RUN`` first): a fresh
+baseline is trained for the simulator's own ``trained_seconds`` on the same split, windows and batch size, then
+both are scored on the same held-out windows with the agent read on simulated and on real frames. The result
+keeps, per model and horizon, the mean with its bootstrap interval and count, and the paired difference
+simulator - baseline; ``better_everywhere`` says whether the simulator wins on every metric at every horizon
+the windows reach (intervals of the paired difference above zero for higher-is-better metrics).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+from .common import RESULTS, write
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", default="zoo:minigrid-do8-recurrent")
+    parser.add_argument("--windows", type=int, default=1024)
+    parser.add_argument("--horizon", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="runs/bench-sim-fidelity")
+    args = parser.parse_args(argv)
+    from policylens.sim import fidelity_cli
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    path = fidelity_cli.main([args.run, "--windows", str(args.windows), "--horizon", str(args.horizon),
+                              "--baseline", "train", "--device", args.device, "--out", args.out,
+                              "--progress", "false"])
+    report = json.loads(path.read_text())
+    higher = report["higher_is_better"]
+    models = report["models"]
+    summary = {name: {"training": m.get("training"), "summary": m["summary"]} for name, m in models.items()}
+    diffs = models.get("baseline", {}).get("simulator_minus_this", {})
+    wins = {}
+    for h, metrics in diffs.items():
+        for k, d in metrics.items():
+            if d["count"] and k in ("obs_score", "action_agreement", "value_error"):
+                low, high = d["low"], d["high"]
+                wins[f"{k}@{h}"] = bool(low > 0) if higher[k] else bool(high < 0)
+    result = {"run": args.run, "settings": report["settings"], "models": summary, "simulator_minus_baseline": diffs,
+              "wins": wins, "better_everywhere": bool(wins) and all(wins.values())}
+    png = RESULTS / "sim_fidelity.png"
+    shutil.copyfile(path.with_suffix(".png"), png)
+    write("sim_fidelity", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
