@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from policylens.sim.demo import sim_demo
 
 
-def test_the_simulator_section_runs_every_command_and_links_what_exists(tmp_path):
-    section = sim_demo(tmp_path, quick=True)
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("simdemo")
+    return root, sim_demo(root, quick=True)
+
+
+def test_the_simulator_section_runs_every_command_and_links_what_exists(demo):
+    tmp_path, section = demo
     run = tmp_path / "recurrent"
     assert section.startswith("## Simulator")
-    for part in ("Fidelity", "Hidden states", "Imagined episodes", "saliency through time", "Behaviours",
+    for part in ("### Fidelity", "### Hidden states", "imagined episodes", "### Saliency through time", "### Behaviours", "### Swap",
                  "In the environment", "In the simulator"):
         assert part in section, part
     for link in re.findall(r"\]\(([^)]+\.png)\)", section):  # every figure the section shows was written
@@ -21,3 +29,15 @@ def test_the_simulator_section_runs_every_command_and_links_what_exists(tmp_path
                                                                   "index.html").is_file()
     assert list((run / "analysis" / "optimize").rglob("result.json"))
     assert (run / "sim" / "baseline").is_dir()
+
+
+def test_sim_report_copies_every_figure_it_links(demo):
+    from policylens.sim.report import main
+
+    tmp_path = demo[0]
+    path = main([str(tmp_path / "recurrent"), "--out", str(tmp_path / "report"), "--progress", "false"])
+    text = path.read_text()
+    links = re.findall(r"\]\(([^)]+\.png)\)", text)
+    assert len(links) >= 6 and all((path.parent / link).is_file() for link in links)
+    assert all(link.startswith("figures/") for link in links)  # the folder stands alone
+    assert "### Simulator" in text and "### Swap" in text

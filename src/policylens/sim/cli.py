@@ -24,6 +24,8 @@ SUBCOMMANDS = {
                    "without the environment, sign consistency against a shuffled null (-> RUN/analysis/behaviours)"),
     "swap": ("policylens.sim.swap", "swap hidden-state directions: the agent, the swap and a random control on the "
              "same levels (and imagined episodes in the simulator), failures by cause with paired tests"),
+    "report": ("policylens.sim.report", "one markdown report of what the sim commands found on a run, figures "
+               "copied beside it (-> RUN/analysis/report)"),
 }
 
 EXAMPLES = [

@@ -7,7 +7,6 @@ environment and in the simulator). Returns the report section (markdown, links r
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -133,59 +132,18 @@ def _hypothesis(run: Path) -> tuple:
     return str(path), words
 
 
-def _fidelity_rows(report: dict) -> list:
-    rows = []
-    for name, model in report["models"].items():
-        for h, m in model["summary"].items():
-            cells = [m[k]["mean"] for k in ("obs_score", "action_agreement", "value_error")]
-            rows.append(f"| {name} | {h} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in cells) + " |")
-    return rows
-
-
 def _section(run: Path, times: dict, hypothesis: str) -> list:
-    analysis = run / "analysis"
-    fid = json.loads((analysis / "fidelity" / "fidelity.json").read_text())
-    train = {m: v.get("training") or {} for m, v in fid["models"].items()}
-    hx = json.loads((analysis / "hx" / "summary.json").read_text())
-    swap_md = (analysis / "swap" / "swap.md").read_text().replace("](swap", "](recurrent/analysis/swap/swap")
-    rel = "recurrent/analysis"
-    return [
-        "## Simulator",
-        "",
-        f"The zoo's recurrent agent (`{AGENT}`, a GRU over the symbolic view) in `recurrent/`: its recorded episodes, "
-        f"a small simulator trained on them ({train['simulator'].get('steps')} steps, "
-        f"{train['simulator'].get('seconds') or 0:.0f} s), and every `policylens sim` command.",
-        "",
-        f"**Fidelity** on {fid['settings']['split']['windows']} held-out windows, "
-        f"{fid['settings']['context_frames']} context frames, against seed 000's VAE+LSTM trained for the same "
-        f"wall time ({train.get('baseline', {}).get('steps', '?')} steps) and a model that repeats the last frame:",
-        "",
-        "| model | step | obs cell accuracy | action agreement | value error |",
-        "|---|---|---|---|---|",
-        *_fidelity_rows(fid),
-        "",
-        f"![fidelity]({rel}/fidelity/fidelity.png)",
-        "",
-        f"**Hidden states**: {hx['frames']} frames of the agent's {hx['units']}-unit state; the top {hx['k']} "
-        f"principal components hold {100 * hx['pca']['cumulative'][-1]:.1f}% of the z-scored variance.",
-        "",
-        f"![hidden states]({rel}/hx/pcs.png)",
-        "",
-        f"**Imagined episodes** from encoded real starts (`{rel}/sample/`), latents optimised to minimise the "
-        f"value (`{rel}/optimize/`), and **saliency through time** of the value at step 10 with and without "
-        "gradients through the environment:",
-        "",
-        f"![saliency norms]({rel}/saliency/norms.png)",
-        "",
-        f"**Behaviours**: cross-correlation against cross-causation of the ICA directions "
-        f"(`{rel}/behaviours/behaviours.json`).",
-        "",
-        f"![sign consistency]({rel}/behaviours/consistency.png)",
-        "",
-        f"**Swap**, a hypothesis from ground truth: {hypothesis}.",
-        "",
-        swap_md.replace("### Hidden-state swap:", "Swap"),
-        "",
-        "Time: " + " | ".join(f"{k} {v:.0f} s" for k, v in times.items()),
-        "",
-    ]
+    import os
+
+    from .report import report_lines
+
+    def link(path: Path) -> str:  # relative to OUT, where report.md is
+        return os.path.relpath(path, run.parent)
+
+    return ["## Simulator", "",
+            f"The zoo's recurrent agent (`{AGENT}`, a GRU over the symbolic view) in `recurrent/`: its recorded "
+            "episodes, a small simulator trained on them and every `policylens sim` command on it; imagined "
+            "episodes in `recurrent/analysis/sample/` (videos and the trajectory explorer), latents optimised to "
+            "lower the value in `recurrent/analysis/optimize/`.", "",
+            *report_lines(run, run / "sim", link, hypothesis=hypothesis),
+            "Time: " + " | ".join(f"{k} {v:.0f} s" for k, v in times.items()), ""]

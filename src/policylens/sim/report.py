@@ -1,0 +1,153 @@
+"""``policylens sim report RUN [--out DIR]``: what the sim commands found on a run, as one markdown report.
+
+Reads the simulator (``config.json``, ``train.csv``) and whatever the commands wrote under ``RUN/analysis``
+(fidelity, hx, sample, optimize, saliency, behaviours, swap folders; a part that was not run is left out) and
+writes ``OUT/report.md`` with the figures it shows copied beside it (``OUT/figures/``), so the folder stands
+alone (the zoo's simulators ship theirs). :func:`report_lines` gives the same text for the demo's report.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .command import SimCommand, command_main, resolve
+
+METRICS = ("obs_score", "action_agreement", "value_error")
+
+
+@dataclass
+class ReportConfig(SimCommand):
+    swaps: str = "swap*"
+    """folders under RUN/analysis (glob) holding swap experiments to report"""
+
+
+def _json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def fidelity_rows(report: dict) -> list:
+    """Markdown rows ``| model | step | obs | action | value error |`` at the report's horizons."""
+    rows = []
+    for name, model in report["models"].items():
+        for h, m in model["summary"].items():
+            cells = [m[k]["mean"] for k in METRICS]
+            rows.append(f"| {name} | {h} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in cells) + " |")
+    return rows
+
+
+def curve(sim_folder: Path, path: Path) -> "Path | None":
+    """The simulator's training curve (held-out losses and open-loop scores) from its ``train.csv``."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader((sim_folder / "train.csv").open())) if (sim_folder / "train.csv").is_file() else []
+    if not rows:
+        return None
+    step = [int(r["step"]) for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), dpi=110)
+    for key in ("loss", "val_loss"):
+        axes[0].plot(step, [float(r[key]) for r in rows], label=key.replace("_", " "))
+    axes[0].set_yscale("log")
+    for key in [k for k in rows[0] if k.startswith("open_obs") or k == "open_action_acc" or k == "val_action_acc"]:
+        axes[1].plot(step, [float(r[key]) for r in rows], label=key.replace("_", " "))
+    for ax, title in zip(axes, ("loss (teacher-forced + open loop)", "held-out scores")):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = "##", hypothesis: str = "",
+                 swaps: str = "swap*") -> list:
+    """The report's markdown lines; ``link(path) -> str`` turns a figure's path into the link to write (the
+    report copies, the demo points into the run)."""
+    analysis = run_dir / "analysis"
+    sub = heading + "#"
+    lines = []
+    conf = _json(sim_folder / "config.json") if sim_folder else None
+    if conf:
+        c = conf["sim"]
+        seconds = conf.get("trained_seconds")
+        lines += [f"{sub} Simulator", "",
+                  f"`{sim_folder}`: {conf.get('trained_steps')} steps"
+                  + (f", {seconds:.0f} s of optimizer steps" if seconds else "")
+                  + f" on {conf['data']['train_episodes']} episodes ({conf['data']['frames']} frames, "
+                  f"{conf['data']['val_episodes']} held out) of `{conf['env']}`; latent {c['latent']}, deter "
+                  f"{c['deter']}, stoch {c['stoch']}, {c['obs_kind']} observations.", ""]
+        png = curve(sim_folder, analysis / "report" / "curve.png")
+        if png:
+            lines += [f"![training curve]({link(png)})", ""]
+    fid = _json(analysis / "fidelity" / "fidelity.json")
+    if fid:
+        train = {m: v.get("training") or {} for m, v in fid["models"].items()}
+        lines += [f"{sub} Fidelity", "",
+                  f"{fid['settings']['split']['windows']} held-out windows, {fid['settings']['context_frames']} "
+                  f"context frames; seed 000's VAE+LSTM trained for the same wall time "
+                  f"({train.get('baseline', {}).get('steps', '?')} steps) and a model that repeats the last frame. "
+                  "Action agreement and value error: the real agent on simulated against real frames.", "",
+                  "| model | step | obs score | action agreement | value error |", "|---|---|---|---|---|",
+                  *fidelity_rows(fid), "", f"![fidelity]({link(analysis / 'fidelity' / 'fidelity.png')})", ""]
+    hx = _json(analysis / "hx" / "summary.json")
+    if hx:
+        lines += [f"{sub} Hidden states", "",
+                  f"{hx['frames']} frames of the agent's {hx['units']}-unit state; the top {hx['k']} principal "
+                  f"components hold {100 * hx['pca']['cumulative'][-1]:.1f}% of the z-scored variance.", "",
+                  f"![hidden states]({link(analysis / 'hx' / 'pcs.png')})", ""]
+    sal = _json(analysis / "saliency" / "saliency.json")
+    if sal:
+        lines += [f"{sub} Saliency through time", "",
+                  "Gradient norms of the target at step t against the steps before it, with and without gradients "
+                  "through the environment (videos in `analysis/saliency/`):", "",
+                  f"![saliency]({link(analysis / 'saliency' / 'norms.png')})", ""]
+    beh = _json(analysis / "behaviours" / "behaviours.json")
+    if beh:
+        lines += [f"{sub} Behaviours", "",
+                  "Cross-correlation against cross-causation of the ICA directions per behaviour; the share of "
+                  "entries whose signs agree, against a shuffled null:", "",
+                  f"![sign consistency]({link(analysis / 'behaviours' / 'consistency.png')})", ""]
+    for folder in sorted(p for p in analysis.glob(swaps) if (p / "swap.md").is_file()):
+        text = (folder / "swap.md").read_text().replace("### Hidden-state swap:", f"{sub} Swap")
+        for png in sorted(folder.glob("swap*.png")):
+            text = text.replace(f"]({png.name})", f"]({link(png)})")
+        head, _, body = text.partition("\n")
+        lines += [head, "", f"Hypothesis from ground truth: {hypothesis}." if hypothesis else "", body, ""]
+    return lines
+
+
+def write_report(cfg: ReportConfig) -> Path:
+    paths = resolve(cfg, "report", require_sim=False)
+    out = Path(cfg.out) if cfg.out else paths.run_dir / "analysis" / "report"
+    figures = out / "figures"
+
+    def link(path: Path) -> str:
+        name = f"{path.parent.name}-{path.name}"
+        figures.mkdir(parents=True, exist_ok=True)
+        if Path(path).resolve() != (figures / name).resolve():
+            shutil.copyfile(path, figures / name)
+        return f"figures/{name}"
+
+    lines = [f"# Simulator report: `{cfg.run}`", "", *report_lines(paths.run_dir, paths.sim, link, swaps=cfg.swaps)]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text("\n".join(lines))
+    return out / "report.md"
+
+
+def main(argv=None) -> Path:
+    path = command_main(ReportConfig, write_report, __doc__.split("\n\n")[0], argv, prog="policylens sim report")
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
