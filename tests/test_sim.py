@@ -347,3 +347,34 @@ def test_recorded_actions_batched_over_time_equal_the_step_by_step_loop(parts):
         for a, b in zip(grads, [p.grad for p in sim.parameters() if p.grad is not None]):
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
         sim.zero_grad()
+
+
+def test_symbolic_cells_decode_to_codes_the_env_shows_not_plane_by_plane():
+    from policylens.sim.config import cell_codes
+    from policylens.sim.obs import cell_choice, obs_score
+
+    obs = np.zeros((2, 7, 7, 3), np.uint8)
+    obs[..., 0] = 1  # empty (colour 0)
+    obs[0, 3, 5] = (6, 2, 0)  # a blue ball
+    cfg = for_data(TINY, ENV, (7, 7, 3), 3, 8, obs=obs)
+    assert cfg.cells == cell_codes(obs) == ((1, 0, 0), (6, 2, 0))
+    assert SimConfig.from_dict(cfg.to_dict()) == cfg
+    pred = torch.full((1, 7, 7, 20), -30.0)
+    types, colours = pred[..., :11], pred[..., 11:17]
+    pred[..., 17] = 0.0  # state 0
+    types[..., 1], colours[..., 0] = 0.0, 0.0  # empty everywhere, surely
+    types[0, 3, 5, 1], types[0, 3, 5, 6] = np.log(0.4), np.log(0.6)  # the ball is likelier by type...
+    colours[0, 3, 5, 0], colours[0, 3, 5, 2] = np.log(0.9), np.log(0.1)  # ...but its colour says empty
+    plane_by_plane = replace(cfg, cells=())
+    assert agent_view(pred, plane_by_plane)[0, 3, 5].tolist() == [6, 0, 0]  # a red ball: no such thing here
+    codes, probs, _ = cell_choice(pred, cfg)
+    assert codes[0, 3, 5].tolist() == [1, 0, 0]  # 0.4 * 0.9 > 0.6 * 0.1: empty
+    torch.testing.assert_close(probs[0, 3, 5], torch.tensor([0.36, 0.06]) / 0.42)
+    pred.requires_grad_(True)
+    view = agent_view(pred, cfg)
+    assert torch.equal(view.detach(), codes.float())  # forward: exactly the chosen codes
+    soft = agent_view(pred, cfg, straight_through=False)
+    g1, = torch.autograd.grad(view[0, 3, 5, 0], pred)
+    g2, = torch.autograd.grad(soft[0, 3, 5, 0], pred)
+    torch.testing.assert_close(g1, g2)  # backward: the expected code's gradient
+    assert obs_score(pred.detach(), torch.as_tensor(obs[1:]), cfg).item() == 1.0

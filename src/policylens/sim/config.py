@@ -43,17 +43,22 @@ class SimConfig:
     """(set from the data) the agent's number of actions"""
     agent_hidden: int = 0
     """(set from the data) size of the agent's recurrent state hx"""
+    cells: tuple = ()
+    """(set from the data) the (object, colour, state) codes found in a symbolic store's cells: the view decodes to
+    the likeliest of them, not plane by plane (which can make a red ball no env ever shows)"""
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["obs_shape"], d["planes"] = list(self.obs_shape), list(self.planes)
+        d["cells"] = [list(c) for c in self.cells]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SimConfig":
         known = {f.name for f in fields(cls)}
         cfg = cls(**{k: v for k, v in d.items() if k in known})
-        return replace(cfg, obs_shape=tuple(cfg.obs_shape), planes=tuple(cfg.planes))
+        return replace(cfg, obs_shape=tuple(cfg.obs_shape), planes=tuple(cfg.planes),
+                       cells=tuple(tuple(int(v) for v in c) for c in cfg.cells))
 
     def check(self) -> None:
         """Clear errors for sizes that cannot build a simulator."""
@@ -97,10 +102,20 @@ def obs_kind(env: str, obs_shape: tuple) -> tuple:
     return "pixels", ()
 
 
-def for_data(cfg: SimConfig, env: str, obs_shape: tuple, num_actions: int, agent_hidden: int) -> SimConfig:
-    """``cfg`` with the fields set from the data filled in (and checked)."""
+def cell_codes(obs) -> tuple:
+    """The distinct (object, colour, state) codes in symbolic observations ``(..., H, W, 3)``, sorted."""
+    import numpy as np
+
+    return tuple(tuple(int(v) for v in c) for c in np.unique(np.asarray(obs).reshape(-1, 3), axis=0))
+
+
+def for_data(cfg: SimConfig, env: str, obs_shape: tuple, num_actions: int, agent_hidden: int,
+             obs=None) -> SimConfig:
+    """``cfg`` with the fields set from the data filled in (and checked); ``obs``: the store's observations, whose
+    cell codes a symbolic simulator decodes to."""
     kind, planes = obs_kind(env, obs_shape)
+    cells = cell_codes(obs) if kind == "symbolic" and obs is not None else ()
     out = replace(cfg, obs_shape=tuple(obs_shape), obs_kind=kind, planes=tuple(planes), num_actions=int(num_actions),
-                  agent_hidden=int(agent_hidden))
+                  agent_hidden=int(agent_hidden), cells=cells)
     out.check()
     return out

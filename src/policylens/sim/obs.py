@@ -104,11 +104,27 @@ def _plane_probs(pred: torch.Tensor, planes) -> list:
     return [p.float().softmax(-1) for p in pred.split(list(planes), -1)]
 
 
+def cell_choice(pred: torch.Tensor, cfg: SimConfig) -> tuple:
+    """Symbolic views with known cell codes: each cell's likeliest code among ``cfg.cells`` (the sum of its planes'
+    log-probabilities). Returns ``(codes (..., H, W, 3) long, probabilities over the codes (..., H, W, M),
+    the codes (M, 3))``."""
+    codes = torch.as_tensor(cfg.cells, dtype=torch.long, device=pred.device)  # (M, 3)
+    logp = [p.float().log_softmax(-1) for p in pred.split(list(cfg.planes), -1)]  # (..., H, W, n_k)
+    score = sum(lp[..., codes[:, k]] for k, lp in enumerate(logp))  # (..., H, W, M)
+    return codes[score.argmax(-1)], score.softmax(-1), codes
+
+
 def agent_view(pred: torch.Tensor, cfg: SimConfig, straight_through: "bool | None" = None) -> torch.Tensor:
-    """The decoded observation (..., H, W, channels) as the agent takes it: (..., H, W, C) float, differentiable."""
+    """The decoded observation (..., H, W, channels) as the agent takes it: (..., H, W, C) float, differentiable.
+    Forward: the argmax code (straight-through) or the expected code; symbolic views with ``cfg.cells`` choose
+    among the codes the env shows (:func:`cell_choice`), others plane by plane."""
     if cfg.obs_kind == "pixels":
         return pred
     hard = cfg.straight_through_obs if straight_through is None else straight_through
+    if cfg.obs_kind == "symbolic" and cfg.cells:
+        sharp, probs, codes = cell_choice(pred, cfg)
+        soft = probs @ codes.to(probs.dtype)  # (..., H, W, 3) the expected code
+        return sharp.to(soft.dtype) + (soft - soft.detach()) if hard else soft
     views = []
     for probs in _plane_probs(pred, cfg.planes):
         n = probs.shape[-1]
@@ -145,5 +161,8 @@ def obs_score(pred: torch.Tensor, obs: torch.Tensor, cfg: SimConfig) -> torch.Te
     if cfg.obs_kind == "pixels":
         return ((pred.float() - obs.float()) / 255.0).pow(2).flatten(-3).mean(-1)
     target = categorical_targets(obs, cfg)  # (..., H, W, planes)
-    guess = torch.stack([p.argmax(-1) for p in pred.split(list(cfg.planes), -1)], -1)  # (..., H, W, planes)
+    if cfg.obs_kind == "symbolic" and cfg.cells:  # what the agent is shown
+        guess = cell_choice(pred, cfg)[0]  # (..., H, W, 3)
+    else:
+        guess = torch.stack([p.argmax(-1) for p in pred.split(list(cfg.planes), -1)], -1)  # (..., H, W, planes)
     return (guess == target).float().flatten(-3).mean(-1)

@@ -40,7 +40,7 @@ from .model import Simulator
 from .objective import TERMS, SimObjective, held_out_scores, means
 
 VOLATILE = ("steps", "resume", "progress", "device", "threads", "eval_every", "checkpoint_every")
-DERIVED = ("obs_shape", "obs_kind", "planes", "num_actions", "agent_hidden")
+DERIVED = ("obs_shape", "obs_kind", "planes", "num_actions", "agent_hidden", "cells")
 
 
 @dataclass
@@ -178,7 +178,7 @@ class _Setup:
             raise ValueError(f"agent {label} takes obs {self.agent.obs_shape}, {self.agent.num_actions} actions, "
                              f"hidden {self.agent.hidden}; store {store} holds obs {tuple(shape)}, {actions} actions, "
                              f"hidden {hidden}")
-        self.sim_cfg = for_data(cfg.sim, self.data.env, shape, actions, hidden)
+        self.sim_cfg = for_data(cfg.sim, self.data.env, shape, actions, hidden, obs=self.data.obs)
         _check_codes(self.data, self.sim_cfg)
         trainer_conf = self.out / "trainer" / "config.json"
         if trainer_conf.is_file() or (self.out / "config.json").is_file():
