@@ -21,6 +21,8 @@ METRICS = ("obs_score", "action_agreement", "value_error")
 class ReportConfig(SimCommand):
     swaps: str = "swap*"
     """folders under RUN/analysis (glob) holding swap experiments to report"""
+    note: str = ""
+    """a paragraph under the title (how the run was made, what to keep in mind)"""
 
 
 def _json(path: Path):
@@ -96,7 +98,8 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
                   f"context frames; seed 000's VAE+LSTM trained for the same wall time "
                   f"({train.get('baseline', {}).get('steps', '?')} steps) and a model that repeats the last frame. "
                   "Action agreement and value error: the real agent on simulated against real frames.", "",
-                  "| model | step | obs score | action agreement | value error |", "|---|---|---|---|---|",
+                  f"| model | step | {'obs MSE (lower is better)' if fid['settings']['obs_kind'] == 'pixels' else 'obs cell accuracy'} | action agreement | value error |",
+                  "|---|---|---|---|---|",
                   *fidelity_rows(fid), "", f"![fidelity]({link(analysis / 'fidelity' / 'fidelity.png')})", ""]
     hx = _json(analysis / "hx" / "summary.json")
     if hx:
@@ -137,7 +140,7 @@ def write_report(cfg: ReportConfig) -> Path:
             shutil.copyfile(path, figures / name)
         return f"figures/{name}"
 
-    lines = [f"# Simulator report: `{cfg.run}`", "", *report_lines(paths.run_dir, paths.sim, link, swaps=cfg.swaps)]
+    lines = [f"# Simulator report: `{cfg.run}`", "", *([cfg.note, ""] if cfg.note else []), *report_lines(paths.run_dir, paths.sim, link, swaps=cfg.swaps)]
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text("\n".join(lines))
     return out / "report.md"
