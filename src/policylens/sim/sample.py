@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .command import SimCommand, command_main, load_parts, resolve, say
+from .obs import agent_view
 from .loop import Context, Noise, Rollout, rollout
 from .model import Gaussian
 
@@ -112,16 +113,13 @@ def real_windows(data, n: int, steps: int, seed: int = 0, episodes=None, context
 
 # ------------------------------------------------------------------------------------------------ trajectories
 def env_obs(decoded: torch.Tensor, cfg) -> np.ndarray:
-    """The decoder's output ``(..., H, W, channels)`` -> observations in the env's format, uint8 ``(..., H, W, C)``:
-    each plane's most likely code (symbolic), its one-hot (onehot), pixels rounded (pixels)."""
+    """The decoder's output ``(..., H, W, channels)`` -> what the agent is shown, in the env's format, uint8
+    ``(..., H, W, C)`` (:func:`~policylens.sim.obs.agent_view`'s forward: each cell's code for symbolic views,
+    the one-hot planes for onehot), pixels rounded."""
     decoded = decoded.detach().float().cpu()
-    if cfg.obs_kind == "pixels":
-        return decoded.round().clamp(0, 255).to(torch.uint8).numpy()
-    planes = decoded.split(list(cfg.planes), -1)
-    if cfg.obs_kind == "symbolic":
-        return torch.stack([p.argmax(-1) for p in planes], -1).to(torch.uint8).numpy()
-    return torch.cat([torch.nn.functional.one_hot(p.argmax(-1), p.shape[-1]) for p in planes], -1).to(
-        torch.uint8).numpy()
+    if cfg.obs_kind != "pixels":
+        decoded = agent_view(decoded, cfg, straight_through=True)
+    return decoded.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def episode_lengths(done_logit: torch.Tensor) -> np.ndarray:
