@@ -67,6 +67,26 @@ def test_a_larger_prior_weight_keeps_the_latents_nearer_the_origin(parts):
     assert (norms[1.0] < norms[0.01]).all()
 
 
+def test_the_typical_prior_keeps_the_norm_on_the_shell_where_draws_lie(parts):
+    import math
+
+    from policylens.sim.optimize import prior_penalty
+
+    sim, agent = parts
+    x = torch.randn(4, 9)
+    torch.testing.assert_close(prior_penalty(x, "typical"), (x.norm(dim=1) - 3.0) ** 2)
+    torch.testing.assert_close(prior_penalty(x, "map"), 0.5 * (x ** 2).sum(1))
+    shell = math.sqrt(sim.config.latent)
+    start = torch.randn(3, sim.config.latent, generator=torch.Generator().manual_seed(5)) * 2.0  # off the shell
+    kw = {**FAST, "iterations": 60, "z_start": start}
+    typical = optimize_latents(sim, agent, _target("value"), prior_weight=10.0, prior="typical", **kw)
+    mode = optimize_latents(sim, agent, _target("value"), prior_weight=10.0, prior="map", **kw)
+    assert ((typical.z.norm(dim=1) - shell).abs() < 0.25 * shell).all()  # pulled back onto the shell
+    assert (mode.z.norm(dim=1) < 0.5 * shell).all()  # pulled towards z = 0, off the shell
+    with pytest.raises(ValueError, match="expected one of map, typical"):
+        optimize_latents(sim, agent, _target("value"), prior="flat", **FAST)
+
+
 def test_recorded_numbers_agree_with_a_fresh_unroll_of_the_saved_latents(parts, tmp_path):
     sim, agent = parts
     target = _target("value_drop", start=1)

@@ -5,10 +5,12 @@ prior by a penalty.
 For each of ``samples`` starting latents z ~ N(0, I) (and the per-step noise of the stochastic state, drawn with
 the same ``seed``), Adam minimises, per sample,
 
-    loss = -sign * target(rollout(z, noise)) + prior_weight * 0.5 * |z|^2      (+ prior_weight * 0.5 * |noise|^2
+    loss = -sign * target(rollout(z, noise)) + prior_weight * penalty(z)      (+ prior_weight * penalty(noise)
                                                                                  when the noise is optimised too)
 
-i.e. ``-sign * target - prior_weight * log N(z; 0, I)`` up to a constant: a MAP estimate under the prior. Each
+with ``prior="map"``: penalty 0.5 |z|^2, i.e. ``-sign * target - prior_weight * log N(z; 0, I)`` up to a constant,
+a MAP estimate under the prior; ``prior="typical"``: penalty (|z| - sqrt(d))^2, which keeps z's norm where draws
+of N(0, I) lie and leaves its direction free (:func:`prior_penalty`). Each
 sample's loss depends on its own latent alone (the rows of a rollout never mix), so one batch holds independent
 optimisations. The iterate with the lowest loss seen is kept (straight-through actions make the loss jump).
 The default ``prior_weight`` 0.001 comes from the MiniGrid Dynamic-Obstacles zoo agent's simulator (2000 training
@@ -40,6 +42,18 @@ def log_prior(x: torch.Tensor) -> torch.Tensor:
     """Standard normal log-density of each row of ``x`` ``(B, ...)``, summed over the rest: ``(B,)``."""
     flat = x.detach().flatten(1).double()  # (B, D)
     return (-0.5 * flat.pow(2).sum(1) - 0.5 * flat.shape[1] * math.log(2 * math.pi)).float()
+
+
+PRIORS = ("map", "typical")
+
+
+def prior_penalty(x: torch.Tensor, prior: str) -> torch.Tensor:
+    """Per-row penalty keeping ``x`` (S, D) on the standard normal prior: ``map`` 0.5 |x|^2 (-log N(x; 0, I) up
+    to a constant: pulls towards the mode x = 0, itself atypical in many dimensions), ``typical`` (|x| - sqrt(D))^2
+    (keeps the norm on the shell where nearly all of the prior's draws lie, free in direction)."""
+    if prior == "typical":
+        return (x.norm(dim=1) - math.sqrt(x.shape[1])).pow(2)
+    return 0.5 * x.pow(2).sum(1)
 
 
 def typical_log_prior(size: int) -> float:
@@ -89,7 +103,7 @@ class Optimized:
 
 
 def optimize_latents(sim, agent, target, *, samples: int = 8, steps: int = 24, iterations: int = 100,
-                     lr: float = 0.05, maximize: bool = True, prior_weight: float = 0.001,
+                     lr: float = 0.05, maximize: bool = True, prior_weight: float = 0.001, prior: str = "map",
                      optimize_noise: bool = False, mode: str = "modal", latent: str = "sample", seed: int = 0,
                      z_start: "torch.Tensor | None" = None, progress: bool = False) -> Optimized:
     """Optimise ``samples`` latents (see the module doc) for ``iterations`` Adam steps of ``lr``.
@@ -105,6 +119,8 @@ def optimize_latents(sim, agent, target, *, samples: int = 8, steps: int = 24, i
         raise ValueError(f"samples must be >= 1 and iterations >= 0, got {samples} and {iterations}")
     if not lr > 0 or prior_weight < 0:
         raise ValueError(f"lr must be > 0 and prior_weight >= 0, got {lr} and {prior_weight}")
+    if prior not in PRIORS:
+        raise ValueError(f"prior {prior!r}; expected one of {', '.join(PRIORS)}")
     if optimize_noise and latent == "mean":
         raise ValueError("optimize_noise needs latent='sample': with latent='mean' the stochastic states use no noise")
     check_fits(target, steps)
@@ -127,9 +143,9 @@ def optimize_latents(sim, agent, target, *, samples: int = 8, steps: int = 24, i
     for it in tqdm(range(iterations + 1), desc="optimise", unit="it", disable=not progress):
         r = rollout(sim, agent, z, steps, mode, latent=latent, noise=Noise(z, s, drawn.gumbel))
         value = target(r)  # (S,)
-        penalty = 0.5 * z.pow(2).sum(1)  # (S,)
+        penalty = prior_penalty(z, prior)  # (S,)
         if optimize_noise:
-            penalty = penalty + 0.5 * s[:, 1:].pow(2).flatten(1).sum(1)
+            penalty = penalty + prior_penalty(s[:, 1:].flatten(1), prior)
         loss = -sign * value + prior_weight * penalty  # (S,)
         curve.append(value.detach().cpu())
         prior_curve.append(log_prior(z).cpu())

@@ -50,7 +50,9 @@ class OptimizeConfig(SimCommand):
     lr: float = 0.05
     """Adam learning rate"""
     prior_weight: float = 0.001
-    """weight of 0.5 |z|^2 (the negative log prior) in the loss: larger keeps the latents closer to the prior"""
+    """weight of the prior penalty in the loss (see --prior): larger keeps the latents closer to the prior"""
+    prior: str = "map"
+    """the penalty: map (0.5 |z|^2, towards the prior's mode) | typical (keep |z| near sqrt(latent), where draws lie)"""
     optimize_noise: bool = False
     """optimise the per-step noise of the stochastic state too (with the same prior penalty)"""
     mode: str = "modal"
@@ -154,7 +156,7 @@ def run_optimize(cfg: OptimizeConfig) -> dict:
     out = paths.out / folder_name(cfg, maximize)
     say(cfg, f"{'maximising' if maximize else 'minimising'} {target.label} over {cfg.samples} samples")
     result = optimize_latents(sim, frozen, target, samples=cfg.samples, steps=cfg.steps, iterations=cfg.iterations,
-                              lr=cfg.lr, maximize=maximize, prior_weight=cfg.prior_weight,
+                              lr=cfg.lr, maximize=maximize, prior_weight=cfg.prior_weight, prior=cfg.prior,
                               optimize_noise=cfg.optimize_noise, mode=cfg.mode, latent=cfg.latent, seed=cfg.seed,
                               progress=cfg.progress)
     out.mkdir(parents=True, exist_ok=True)
