@@ -2,8 +2,9 @@
 
     python -m benchmarks.sim_fidelity [--run zoo:minigrid-do8-recurrent] [--windows 1024] [--horizon 32]
 
-Runs ``policylens sim fidelity`` on the run's trained simulator (``policylens sim train RUN`` first): a fresh
-baseline is trained for the simulator's own ``trained_seconds`` on the same split, windows and batch size, then
+Runs ``policylens sim fidelity`` on the run's trained simulator (``policylens sim train RUN`` first): the baseline
+is trained (or reused, ``--baseline auto``) for the simulator's own ``trained_seconds`` on the same split, windows
+and batch size, then
 both are scored on the same held-out windows with the agent read on simulated and on real frames. The result
 keeps, per model and horizon, the mean with its bootstrap interval and count, and the paired difference
 simulator - baseline; ``better_everywhere`` says whether the simulator wins on every metric at every horizon
@@ -25,12 +26,14 @@ def main(argv=None):
     parser.add_argument("--horizon", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/bench-sim-fidelity")
+    parser.add_argument("--baseline", default="auto", help="auto: reuse RUN/sim/baseline when it was trained at equal "
+                        "time on the same split, else train it (train: always retrain)")
     args = parser.parse_args(argv)
     from policylens.sim import fidelity_cli
 
     shutil.rmtree(args.out, ignore_errors=True)
     path = fidelity_cli.main([args.run, "--windows", str(args.windows), "--horizon", str(args.horizon),
-                              "--baseline", "train", "--device", args.device, "--out", args.out,
+                              "--baseline", args.baseline, "--device", args.device, "--out", args.out,
                               "--progress", "false"])
     report = json.loads(path.read_text())
     higher = report["higher_is_better"]

@@ -133,7 +133,7 @@ def test_models_read_only_their_context(parts):
     earlier = w.rows(slice(None))
     earlier.obs = w.obs.clone()
     earlier.obs[:, k - 1] = torch.flip(w.obs[:, k - 1], dims=[0])
-    for unroll in (baseline_unroll(baseline), simulator_unroll(sim, frozen), simulator_unroll(sim, frozen, False)):
+    for unroll in (baseline_unroll(baseline), simulator_unroll(sim, frozen), simulator_unroll(sim, frozen, True)):
         a, b, c = unroll(w, k), unroll(later, k), unroll(earlier, k)
         assert a.decoded.shape[:2] == (len(w.mask), STEPS)
         assert all(torch.equal(x, y) for x, y in zip(a, b))
@@ -198,7 +198,7 @@ def test_cli_matches_the_simulators_compute_and_split_and_writes_json_and_figure
     args = [rnn, "--horizon", "5", "--windows", "16", "--bootstrap", "50", "--progress", "false"]
     path = fidelity_cli.main(args)
     report = json.loads(path.read_text())
-    assert list(report["models"]) == ["simulator", "simulator (z only)", "baseline", "repeat"]
+    assert list(report["models"]) == ["simulator", "simulator (filtered)", "baseline", "repeat"]
     base = report["models"]["baseline"]["training"]
     assert base["budget_seconds"] == 0.3 and base["seconds"] >= 0.3 and base["trained_now"]
     assert (base["window"], base["batch_size"], base["seed"], base["val_fraction"]) == (6, 4, 3, 0.34)

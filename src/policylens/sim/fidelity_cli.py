@@ -173,7 +173,7 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
     windows, split_info = held_out_windows(data, split["val_fraction"], split["seed"], k, cfg.horizon, cfg.windows,
                                            cfg.seed)
     baseline, baseline_info = _baseline(cfg, paths, conf, sim.config, split, data)
-    models = {"simulator": simulator_unroll(sim, frozen), "simulator (z only)": simulator_unroll(sim, frozen, False)}
+    models = {"simulator": simulator_unroll(sim, frozen), "simulator (filtered)": simulator_unroll(sim, frozen, True)}
     if baseline is not None:
         models["baseline"] = baseline_unroll(baseline.to(cfg.device))
     models["repeat"] = repeat_unroll(sim.config)
