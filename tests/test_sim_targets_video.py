@@ -116,6 +116,10 @@ def test_caption_grid_and_videos_round_trip(tmp_path):
     frames = (np.random.default_rng(0).random((5, 20, 30, 3)) * 255).astype(np.uint8)
     shown = video.caption(frames, [f"t={t}" for t in range(5)], height=10)
     assert shown.shape == (5, 30, 30, 3) and (shown[:, :20] == frames).all()
+    long = video.caption(frames, ["step 3 RIGHT+UP v=0.71"] * 5, height=10)  # too wide for 30 pixels
+    factor = long.shape[2] // 30
+    assert factor > 1 and long.shape == (5, 20 * factor + 10, 30 * factor, 3)
+    assert (long[:, :20 * factor:factor, ::factor] == frames).all()  # the frames, enlarged by whole pixels
     both = video.grid([frames, frames[:3]], gap=2)
     assert both.shape == (5, 20, 62, 3) and (both[4, :, 32:] == frames[2]).all()  # padded with the last frame
     gif = video.write_video(both, tmp_path / "a.gif", fps=5)

@@ -30,7 +30,6 @@ from .loop import Context, Noise, Rollout, rollout
 from .model import Gaussian
 
 STARTS = ("prior", "real")
-CAPTION_WIDTH = 160  # frames are enlarged by a whole factor to at least this many pixels, so captions fit
 
 
 # ------------------------------------------------------------------------------------------------ sampling
@@ -165,8 +164,6 @@ def frames(traj, obs_kind: str, action_names=()) -> np.ndarray:
     from .video import caption, render_obs
 
     images = render_obs(traj.obs, obs_kind)  # (T, h, w, 3)
-    factor = max(1, math.ceil(CAPTION_WIDTH / images.shape[2]))
-    images = images.repeat(factor, 1).repeat(factor, 2)
     names = list(action_names)
     lines = []
     for t, (a, v, rew, end) in enumerate(zip(traj.action, traj.value, traj.reward, traj.done)):

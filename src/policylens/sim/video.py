@@ -92,13 +92,19 @@ def overlay(frames, heat, scale: "float | None" = None, strength: float = 0.75) 
     return np.rint(frames * (1 - alpha) + colour * alpha).astype(np.uint8)
 
 
-def caption(frames, lines, height: int = 14) -> np.ndarray:
-    """A black strip with one line of white text under each frame: ``lines`` has one string per frame."""
+def caption(frames, lines, height: int = 14, fit: bool = True) -> np.ndarray:
+    """A black strip with one line of white text under each frame: ``lines`` has one string per frame.
+    ``fit``: frames too narrow for the longest line are first enlarged by a whole factor (pixels repeated)."""
     from PIL import Image, ImageDraw
 
     frames = _stack(frames)
     if len(lines) != len(frames):
         raise ValueError(f"{len(lines)} captions for {len(frames)} frames")
+    if fit and len(lines):
+        measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        factor = int(np.ceil((max(measure.textlength(str(t)) for t in lines) + 4) / frames.shape[2]))
+        if factor > 1:
+            frames = frames.repeat(factor, 1).repeat(factor, 2)
     out = []
     for frame, text in zip(frames, lines):
         image = Image.new("RGB", (frame.shape[1], frame.shape[0] + height))
