@@ -47,6 +47,16 @@ class DemoConfig:
 FALLBACK_FRAMES = 100_000  # trained here when the zoo's agent is missing (a few minutes on 2 cores)
 
 
+def copy_agent(agent: str, out: Path) -> Path:
+    """Copy the checkpoint of ``agent`` (a run dir or zoo:NAME) to ``out/agent``; returns where it came from."""
+    from .agents import resolve_run
+
+    src = resolve_run(agent)
+    shutil.rmtree(out / "agent", ignore_errors=True)
+    shutil.copytree(src, out / "agent")
+    return src
+
+
 def _take_agent(cfg: DemoConfig, out: Path) -> dict:
     from .agents import resolve_run
 
@@ -62,10 +72,8 @@ def _take_agent(cfg: DemoConfig, out: Path) -> dict:
         train(TrainConfig(out=str(out), preset="minigrid", env=DEFAULT_ENV, total_frames=cfg.train_frames,
                           seed=cfg.seed))
         return {"source": f"trained here for {cfg.train_frames} frames"}
-    src = resolve_run(cfg.agent)
+    src = copy_agent(cfg.agent, out)
     run_dir = src.parent if src.name == "agent" else src
-    shutil.rmtree(out / "agent", ignore_errors=True)
-    shutil.copytree(src, out / "agent")
     for name in ("train.csv", "curve.png"):
         if (run_dir / name).is_file():
             shutil.copy(run_dir / name, out / name)

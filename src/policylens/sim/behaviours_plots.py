@@ -10,7 +10,6 @@ beside them):
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +29,9 @@ def _pyplot():
 
 def _read(folder) -> tuple:
     from .behaviours_cli import ARRAYS_FILE, JSON_FILE
+    from .command import read_saved
 
-    folder = Path(folder)
-    for name in (JSON_FILE, ARRAYS_FILE):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"no behaviour analysis at {folder}: {folder / name} is missing "
-                                    "(run `policylens sim behaviours RUN` first)")
-    with np.load(folder / ARRAYS_FILE, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    return arrays, json.loads((folder / JSON_FILE).read_text())
+    return read_saved(folder, JSON_FILE, ARRAYS_FILE, "behaviour analysis", "behaviours")
 
 
 def _labels(summary: dict) -> list:

@@ -82,6 +82,23 @@ def load_parts(cfg: SimCommand, paths: SimPaths) -> tuple:
     return sim, frozen, agent, names or [str(a) for a in range(sim.config.num_actions)]
 
 
+def read_saved(folder, summary_file: str, arrays_file: str, what: str, command: str) -> tuple:
+    """``(arrays, summary)`` that a sim command saved in ``folder`` (an ``.npz`` and a ``.json``); a clear error
+    naming the missing file and the command that writes it."""
+    import json
+
+    import numpy as np
+
+    folder = Path(folder)
+    for name in (summary_file, arrays_file):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"no {what} at {folder}: {folder / name} is missing (run `policylens sim "
+                                    f"{command} RUN` first)")
+    with np.load(folder / arrays_file, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    return arrays, json.loads((folder / summary_file).read_text())
+
+
 def say(cfg: SimCommand, text: str) -> None:
     """A progress line on stderr, unless ``--progress false``."""
     if cfg.progress:

@@ -16,14 +16,6 @@ AGENT = "zoo:minigrid-do8-recurrent"
 SMALL = ["--latent", "32", "--deter", "64", "--stoch", "16", "--hidden", "128", "--embed", "128", "--channels", "16"]
 
 
-def _copy_agent(agent: str, run: Path) -> None:
-    from ..agents import resolve_run
-
-    src = resolve_run(agent)
-    shutil.rmtree(run / "agent", ignore_errors=True)
-    shutil.copytree(src, run / "agent")
-
-
 def sim_demo(out, agent: str = AGENT, seed: int = 0, threads: int = 1, quick: bool = False) -> str:
     """Run the suite on small sizes under ``OUT/recurrent``; returns the report section (markdown). ``quick``:
     tiny sizes (the pipeline's test, not its results).
@@ -48,6 +40,7 @@ QUICK = {"episodes": 24, "steps": 8, "swap": 8, "windows": 32, "tsne": 0, "sampl
 
 
 def _run(out: Path, agent: str, size: dict, seed: int) -> str:
+    from ..demo import copy_agent
     from ..rollouts.record import RecordConfig, record
     from . import behaviours_cli, fidelity_cli, hx_cli, optimize_cli, saliency_cli, sample
     from . import swap as swap_cli
@@ -56,7 +49,7 @@ def _run(out: Path, agent: str, size: dict, seed: int) -> str:
     run = out / "recurrent"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
-    _copy_agent(agent, run)
+    copy_agent(agent, run)
     quiet, times = ["--progress", "false"], {}
 
     def step(name, fn):

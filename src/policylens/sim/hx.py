@@ -314,16 +314,12 @@ def save_analysis(analysis: HxAnalysis, out, extra: "dict | None" = None) -> Pat
 
 def load_analysis(folder) -> HxAnalysis:
     """Read what :func:`save_analysis` wrote."""
+    from .command import read_saved
+
     folder = Path(folder)
-    for name in (SUMMARY_FILE, FRAMES_FILE):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"no hidden-state analysis at {folder}: {folder / name} is missing "
-                                    "(run `policylens sim hx RUN` first)")
-    with np.load(folder / FRAMES_FILE, allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
+    arrays, summary = read_saved(folder, SUMMARY_FILE, FRAMES_FILE, "hidden-state analysis", "hx")
     fixed = {name: torch.from_numpy(arrays.pop(name)) for name in ("zscore_mean", "zscore_std", "centroids",
                                                                   "variance_ratio")}
     dirs = {m: Directions.load(folder / m) for m in METHODS}
-    summary = json.loads((folder / SUMMARY_FILE).read_text())
     return HxAnalysis(fixed["zscore_mean"], fixed["zscore_std"], dirs, fixed["centroids"], fixed["variance_ratio"],
                       arrays, summary)

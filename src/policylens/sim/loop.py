@@ -276,31 +276,36 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
         hx = step.state
         if t + 1 == steps:
             break
-        prior = sim.prior(h_next)
-        dist = prior
-        if embeds is not None:
-            posterior = sim.posterior(torch.cat([h_next, embeds[:, t]], -1))
-            if keep is not None:  # past the episode's end there is no o_{t+1}: the prior
-                posterior = posterior.where(keep[:, t + 1], prior)
-            out["post_mean"].append(posterior.mean)
-            out["post_std"].append(posterior.std)
-            dist = posterior
-        out["prior_mean"].append(prior.mean)
-        out["prior_std"].append(prior.std)
-        h, s = h_next, dist.sample(None if latent == "mean" else noise.s[:, t + 1])
+        h, s = h_next, _next_stochastic(sim, h_next, t, embeds, keep, latent, noise, out)
 
     return _assemble(sim, z, z_dist, out, hx, embeds is not None)
 
 
+def _next_stochastic(sim: Simulator, h_next, t: int, embeds, keep, latent: str, noise, out: dict) -> torch.Tensor:
+    """s_{t+1} (B, stoch): from the prior p(s | h_{t+1}), or teacher-forced from the posterior given the recorded
+    o_{t+1} (``embeds``; the prior past an episode's end, where ``keep`` is False); the distributions are appended
+    to ``out``."""
+    dist = prior = sim.prior(h_next)
+    if embeds is not None:
+        posterior = sim.posterior(torch.cat([h_next, embeds[:, t]], -1))
+        if keep is not None:  # past the episode's end there is no o_{t+1}: the prior
+            posterior = posterior.where(keep[:, t + 1], prior)
+        out["post_mean"].append(posterior.mean)
+        out["post_std"].append(posterior.std)
+        dist = posterior
+    out["prior_mean"].append(prior.mean)
+    out["prior_std"].append(prior.std)
+    return dist.sample(None if latent == "mean" else noise.s[:, t + 1])
+
+
 def _assemble(sim: Simulator, z, z_dist, out: dict, hx_last, teacher_forced: bool) -> Rollout:
     """The :class:`Rollout` from per-step lists (or ready (B, T, ...) tensors) in ``out``."""
-    h = z
 
     def stacked(key, empty_dim=None):
         if isinstance(out[key], torch.Tensor):
             return out[key]
         if not out[key]:
-            return h.new_zeros(z.shape[0], 0, empty_dim) if empty_dim else None
+            return z.new_zeros(z.shape[0], 0, empty_dim) if empty_dim else None
         return torch.stack(out[key], 1)
 
     stoch = sim.config.stoch
@@ -329,17 +334,7 @@ def _recorded(sim: Simulator, agent: FrozenAgent, z, z_dist, state: tuple, steps
         out["h_next"].append(h_next)
         if t + 1 == steps:
             break
-        dist = prior = sim.prior(h_next)
-        if embeds is not None:
-            posterior = sim.posterior(torch.cat([h_next, embeds[:, t]], -1))
-            if keep is not None:
-                posterior = posterior.where(keep[:, t + 1], prior)
-            out["post_mean"].append(posterior.mean)
-            out["post_std"].append(posterior.std)
-            dist = posterior
-        out["prior_mean"].append(prior.mean)
-        out["prior_std"].append(prior.std)
-        h, s = h_next, dist.sample(None if latent == "mean" else noise.s[:, t + 1])
+        h, s = h_next, _next_stochastic(sim, h_next, t, embeds, keep, latent, noise, out)
     hs, ss, nexts = (torch.stack(out.pop(k), 1) for k in ("h", "s", "h_next"))  # (B, T, deter | stoch | deter)
     decoded = sim.decode_obs(hs.flatten(0, 1), ss.flatten(0, 1))  # (B*T, H, W, channels)
     seen = agent_view(decoded, sim.config, straight_through)  # (B*T, H, W, C)

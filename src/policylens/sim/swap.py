@@ -20,7 +20,6 @@ them).
 """
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +27,22 @@ from typing import Optional
 
 import torch
 
-from ..config import add_dataclass_args, clear_errors, from_args
 from ..factors import Directions
-from .command import resolve
+from .command import SimCommand, command_main, resolve
 
 
 @dataclass
-class SwapConfig:
-    run: str = ""
-    """run directory, checkpoint folder or zoo:NAME of a recurrent agent"""
+class SwapConfig(SimCommand):
+    sim: str = "auto"
+    """also run the three agents inside this simulator: auto (RUN/sim when it exists), none, or a folder"""
+    store: str = ""
+    """rollouts store whose episode beginnings start the imagined episodes (default: RUN/rollouts.zarr)"""
+    out: str = ""
+    """output folder (default: RUN/sim/swap, or runs/swap/NAME for a zoo agent)"""
+    seed: int = 0
+    """env and action seed, shared by the three agents (and the imagined episodes' starts and noise)"""
+    device: str = "cpu"
+    """torch device of the simulator"""
     directions: str = ""
     """hidden-state directions (layer hx, e.g. from policylens sim hx): PATH, PATH.json or PATH.safetensors"""
     swap: str = ""
@@ -49,28 +55,16 @@ class SwapConfig:
     """env spec (default: the run's training env)"""
     policy: str = "sample"
     """how actions are picked: sample | greedy | temperature"""
-    seed: int = 0
-    """env and action seed, shared by the three agents"""
     control_seed: int = 0
     """seed of the random control directions"""
     workers: int = 1
     """worker processes per evaluation"""
     alpha: float = 0.05
     """significance level after Holm's correction over causes"""
-    out: str = ""
-    """output folder (default: RUN/sim/swap, or runs/swap/NAME for a zoo agent)"""
-    sim: str = "auto"
-    """also run the three agents inside this simulator: auto (RUN/sim when it exists), none, or a folder"""
-    store: str = ""
-    """rollouts store whose episode beginnings start the imagined episodes (default: RUN/rollouts.zarr)"""
     sim_samples: int = 1000
     """imagined episodes per agent (the same starts and noise for all three)"""
     sim_steps: int = 32
     """steps per imagined episode"""
-    device: str = "cpu"
-    """torch device of the simulator"""
-    progress: bool = True
-    """show progress bars on stderr"""
 
 
 def parse_swaps(text: str) -> list:
@@ -136,14 +130,15 @@ def swap_experiment(cfg: SwapConfig) -> dict:
               "swaps": [[a, b] for a, b in swaps], "swap_labels": names, "runs": runs,
               "episodes": cfg.episodes, "setup": evaluations["original"]["setup"],
               "settings": {"real": _compared(results, cfg.alpha)}}
-    simulator = _simulator(cfg)
+    paths = resolve(cfg, "swap", require_sim=False)  # the simulator: None with --sim none or none found
+    simulator = paths.sim
     if simulator is not None:
         from .checkpoint import load_sim
         from .data import load_sim_data
         from .swap_sim import simulated_swap
 
         sim, _ = load_sim(simulator, agent=agent, device=cfg.device)
-        data = load_sim_data(resolve(cfg, "swap", require_sim=False).store)
+        data = load_sim_data(paths.store)
         imagined = simulated_swap(sim, {"original": agent, **edited}, data, cfg.sim_samples, cfg.sim_steps,
                                   cfg.seed, getattr(agent, "action_names", ()), device=cfg.device,
                                   progress=cfg.progress)
@@ -155,12 +150,6 @@ def swap_experiment(cfg: SwapConfig) -> dict:
         _plot(compared, names, cfg.alpha, setting, out / ("swap.png" if setting == "real" else f"swap-{setting}.png"))
     (out / "swap.md").write_text(markdown(report))
     return report
-
-
-def _simulator(cfg: SwapConfig) -> "Path | None":
-    if cfg.sim == "none":
-        return None
-    return resolve(cfg, "swap", require_sim=cfg.sim != "auto").sim
 
 
 def _compared(records: dict, alpha: float) -> dict:
@@ -230,11 +219,10 @@ def _rows(compared: dict) -> list:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="policylens sim swap", description=__doc__.split("\n\n")[1])
-    parser.add_argument("run", help="run directory, checkpoint folder or zoo:NAME of a recurrent agent")
-    add_dataclass_args(parser, SwapConfig, skip=("run",))
-    with clear_errors(parser):
-        cfg = from_args(SwapConfig, parser.parse_args(argv))
-        report = swap_experiment(cfg)
+    report = command_main(SwapConfig, swap_experiment, __doc__.split("\n\n")[1], argv, prog="policylens sim swap")
     print(markdown(report))
     return report
+
+
+if __name__ == "__main__":
+    main()

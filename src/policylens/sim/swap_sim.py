@@ -50,9 +50,7 @@ def imagined_outcomes(r, cfg, action_names=()) -> list:
 def episode_starts(data, samples: int, context: int, seed: int) -> "object":
     """Windows of ``context`` frames at the beginnings of ``samples`` episodes of the store (seeded; with
     replacement only when the store has fewer episodes)."""
-    rng = np.random.default_rng(seed)
-    episodes = np.flatnonzero(data.length >= 1)
-    picks = rng.choice(episodes, samples, replace=len(episodes) < samples)
+    picks = np.random.default_rng(seed).choice(data.num_episodes, samples, replace=data.num_episodes < samples)
     return data.windows(data.start[picks], context)
 
 
