@@ -3,6 +3,7 @@ and against the agent itself (IG completeness through the whole pipeline), atten
 from __future__ import annotations
 
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -235,6 +236,25 @@ def test_export_has_the_saliency_tree_of_the_first_and_bookmarked_frames(exporte
                 assert a["share"] == pytest.approx(b["share"], rel=1e-3, abs=1e-6)
 
 
+def test_an_export_with_the_same_agent_store_and_settings_is_kept_and_any_change_recomputes(exported, tmp_path):
+    from policylens.explorer.export import written_key
+
+    run, store_path, out, summary = exported
+    same = dict(episodes="0-2", steps=10, k=3, ig_steps=64, nmf_frames=30, bookmarks=4, bookmark_separation=1,
+                map_size=4, progress=False)
+    key = written_key(out)
+    assert key["settings"]["k"] == 3 and key["store"]["episodes"] == len(rollouts.open(store_path))
+    mtime = (out / "data" / "t0-l0.js").stat().st_mtime_ns
+    kept = export(run, reuse=True, **same)
+    assert kept["reused"] and kept["index"] == summary["index"] and kept["bytes"] == summary["bytes"]
+    assert (out / "data" / "t0-l0.js").stat().st_mtime_ns == mtime  # nothing rewritten
+    elsewhere = tmp_path / "copy"
+    shutil.copytree(out, elsewhere)
+    assert not export(run, reuse=True, out=elsewhere, **{**same, "k": 2})["reused"]  # another setting
+    assert written_key(elsewhere)["settings"]["k"] == 2
+    assert not export(run, reuse=False, out=elsewhere, **{**same, "k": 2})["reused"]  # asked to recompute
+
+
 def test_attention_agent_gets_its_attention_maps_as_a_layer(recorded, tmp_path):
     run, store_path = recorded
     agent, cfg = tiny_agent("attention", base="cnn", heads=2)
@@ -257,6 +277,7 @@ def test_attention_agent_gets_its_attention_maps_as_a_layer(recorded, tmp_path):
 
 
 def test_live_session_analyses_each_new_frame_like_the_export(exported):
+    from policylens.attribution import saliency_tree, tree_nodes
     from policylens.explorer.server import load_session
 
     run, _, out, _ = exported
@@ -278,6 +299,10 @@ def test_live_session_analyses_each_new_frame_like_the_export(exported):
         check_completeness(np.asarray(maps["value"]["totals"])[None], (full.value - zero.value).numpy(), 2e-3)
         change = (full.logits - zero.logits)[:, preferred].numpy()
         check_completeness(np.asarray(maps["action"]["totals"])[None], change, 2e-3)
+        truth = saliency_tree(agent, obs, k=2, state=state)  # the export's tree_k, read from its manifest
+        assert [(n["layer"], n["unit"]) for n in tree_nodes(frame["tree"])] == \
+            [(n["layer"], n["unit"]) for n in tree_nodes(truth)]
+        assert frame["tree"]["activation"] == pytest.approx(float(full.value[0]), rel=1e-3, abs=1e-4)
     # the state carried into the second frame is the one the agent produced at the first (recurrent agent)
     with torch.no_grad():
         carried = agent(torch.as_tensor(frames[0][1]), frames[0][2]).state

@@ -243,6 +243,12 @@ def test_live_mode_plays_the_game_and_shows_each_new_frame(context, live_server)
     assert actions[1] == 1 and actions[0] in (0, 1, 2) and actions[2] == -1  # frame 2 awaits its action
     assert state(page, "frame") == 2 and obs_image(page) != before_turn
     assert len(state(page, "drawnFeatures")) > 0  # the new frame's attribution is drawn
+    assert state(page, "treeFrames") == [0, 1, 2]  # and its value's saliency tree (the export's tree_k = 2)
+    assert page.locator("#saliency-tree > li").count() == 1
+    assert page.locator("#saliency-tree > li > ul > li").count() == 2
+    page.click("#live-reset")  # a new episode: frame 0's tree is the new one's
+    page.wait_for_function("() => window.explorer.length === 1 && !window.PolicyLensLive.busy")
+    assert state(page, "treeFrames") == [0] and page.locator("#saliency-tree > li").count() == 1
     assert problems == []
     page.close()
 

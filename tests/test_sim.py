@@ -22,7 +22,7 @@ from policylens.sim.data import load_sim_data
 from policylens.sim.loop import Context, FrozenAgent, Noise, choose_action, rollout
 from policylens.sim.model import Gaussian, Simulator, balanced_kl, kl_divergence, standard_normal_kl
 from policylens.sim.obs import agent_view, obs_loss
-from policylens.sim.objective import SimObjective
+from policylens.sim.objective import SimObjective, seen_mask
 from policylens.sim.train import SimTrainConfig, fit, train
 
 ENV = "minigrid:MiniGrid-Empty-Random-5x5-v0?num_actions=3"  # a random agent wanders: episodes of tens of steps
@@ -94,6 +94,24 @@ def test_the_prior_learns_from_the_kl_or_from_open_loop_unrolls_and_from_nothing
         grads[kl, open_loop] = sum(p.grad.abs().sum() for p in model.prior.parameters() if p.grad is not None)
         assert (sums["open_loop"] > 0) == (open_loop > 0)
     assert grads[0.0, 0.0] == 0 and grads[1.0, 0.0] > 0 and grads[0.0, 1.0] > 0
+
+
+def test_open_loop_starts_read_their_seen_frames_through_the_posterior_and_no_more(parts):
+    sim, frozen, _, batch = parts
+    b, t = batch.mask.shape
+    assert seen_mask(torch.ones(2, 4), torch.tensor([1, 3])).tolist() == [[True, False, False, False],
+                                                                           [True, True, True, False]]
+    noise = Noise.draw(b, t, sim, torch.Generator().manual_seed(0))
+    objective = SimObjective(sim, frozen, _train_cfg(Path("."), "x"))
+    with torch.no_grad():
+        z_alone = objective(batch, noise)[1]["open_loop"]
+        ones = objective(batch, noise, seen=torch.ones(b, dtype=torch.long))[1]["open_loop"]
+        context = objective(batch, noise, seen=torch.full((b,), 3))[1]["open_loop"]
+        _, whole = objective(batch, noise, seen=torch.full((b,), t))
+    assert torch.equal(z_alone, ones) and not torch.allclose(context, z_alone)
+    # reading every frame through the posterior, the open-loop unroll is the teacher-forced one
+    teacher = sum(whole[k] for k in ("obs", "reward", "done", "hx", "logits"))
+    torch.testing.assert_close(whole["open_loop"], teacher)
 
 
 def test_agent_in_the_loop_reproduces_the_recording_when_the_decoder_shows_the_recorded_frames(parts):

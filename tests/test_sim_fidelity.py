@@ -199,6 +199,7 @@ def test_cli_matches_the_simulators_compute_and_split_and_writes_json_and_figure
     path = fidelity_cli.main(args)
     report = json.loads(path.read_text())
     assert list(report["models"]) == ["simulator", "simulator (filtered)", "baseline", "repeat"]
+    assert report["settings"]["simulator_start"] == "z"  # auto, for a simulator trained before mixed starts
     base = report["models"]["baseline"]["training"]
     assert base["budget_seconds"] == 0.3 and base["seconds"] >= 0.3 and base["trained_now"]
     assert (base["window"], base["batch_size"], base["seed"], base["val_fraction"]) == (6, 4, 3, 0.34)
@@ -217,6 +218,14 @@ def test_cli_matches_the_simulators_compute_and_split_and_writes_json_and_figure
     again = json.loads(fidelity_cli.main(args + ["--plots", "false"]).read_text())  # auto: the saved one
     assert not again["models"]["baseline"]["training"]["trained_now"]
     assert again["models"]["baseline"]["per_step"] == report["models"]["baseline"]["per_step"]
+    swapped = json.loads(fidelity_cli.main(args + ["--plots", "false", "--start", "filtered", "--baseline", "none"])
+                         .read_text())["models"]
+    assert list(swapped) == ["simulator", "simulator (z alone)", "repeat"]
+    assert swapped["simulator"]["per_step"] == report["models"]["simulator (filtered)"]["per_step"]
+    assert swapped["simulator (z alone)"]["per_step"] == report["models"]["simulator"]["per_step"]
+    mixed = fidelity_cli.FidelityConfig(run="x")
+    assert fidelity_cli._start(mixed, {"train": {"open_loop_start": "mixed"}}) == "filtered"
+    assert fidelity_cli._start(mixed, {"train": {"open_loop_start": "z"}}) == fidelity_cli._start(mixed, {}) == "z"
 
 
 def test_bad_input_gives_clear_errors(run, tmp_path, capsys):

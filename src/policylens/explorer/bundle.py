@@ -145,14 +145,14 @@ def trajectory_payload(i: int, traj: Trajectory, marks: np.ndarray) -> dict:
         "done": [int(bool(d)) for d in traj.done], "advantages": rounded(adv),
         "bookmarks": [{"t": int(t), "advantage": float(f"{adv[t]:.5g}")} for t in marks],
         "info": _plain(traj.info),
-        "trees": {str(int(t)): _rounded_tree(tree) for t, tree in sorted(traj.trees.items())},
+        "trees": {str(int(t)): rounded_tree(tree) for t, tree in sorted(traj.trees.items())},
     }
 
 
-def _rounded_tree(node: dict) -> dict:
+def rounded_tree(node: dict) -> dict:
     """A saliency tree with its numbers at 4 significant digits (smaller files; the page shows 3)."""
     out = {key: (float(f"{v:.4g}") if isinstance(v, float) else v) for key, v in node.items() if key != "children"}
-    out["children"] = [_rounded_tree(c) for c in node.get("children", [])]
+    out["children"] = [rounded_tree(c) for c in node.get("children", [])]
     return out
 
 

@@ -45,6 +45,9 @@ class ExploreConfig:
     """seed of the NMF (and of recording, when the store is recorded first)"""
     device: str = "cpu"
     """torch device for the agent"""
+    reuse: bool = True
+    """keep an explorer already in OUT that was written with the same agent weights, store and settings instead of
+    recomputing it (false: always recompute)"""
     serve: bool = False
     """after writing, serve the explorer on 127.0.0.1 with a live panel (play the game, see each new frame's attribution)"""
     port: int = 8000
@@ -54,7 +57,7 @@ class ExploreConfig:
 
 
 EXPORT_FIELDS = ("store", "episodes", "steps", "k", "out", "ig_steps", "nmf_frames", "bookmarks",
-                 "bookmark_separation", "thumbnail", "map_size", "tree_k", "batch", "seed", "device", "progress")
+                 "bookmark_separation", "thumbnail", "map_size", "tree_k", "batch", "seed", "device", "progress", "reuse")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +84,8 @@ def main(argv=None) -> dict:
     if not cfg.run:
         raise ValueError("explore needs a RUN: a run directory, checkpoint folder or zoo:NAME")
     summary = run_config(cfg)
-    print(f"{summary['index']}  ({summary['bytes'] / 1e6:.1f} MB in {summary['files']} files; layers "
+    kept = "kept: written before with the same agent, store and settings; " if summary.get("reused") else ""
+    print(f"{summary['index']}  ({kept}{summary['bytes'] / 1e6:.1f} MB in {summary['files']} files; layers "
           f"{', '.join(summary['layers'])}; open it in a browser)")
     if cfg.serve:
         from .server import serve

@@ -14,6 +14,7 @@ sit in :func:`analyse_layer` and :func:`add_saliency_trees`.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -255,15 +256,41 @@ def run_paths(run, store=None, out=None) -> tuple:
     return agent_dir, store_path, out
 
 
+def export_key(agent_dir: Path, store_path: Path, settings: dict) -> dict:
+    """What an export is a function of: the agent's weights (sha256), the store (sha256 of its attributes, its
+    episode and frame counts) and the export's settings. Two exports with equal keys write the same explorer."""
+    from .. import rollouts
+    from ..rollouts.record import sha256
+
+    data = rollouts.open(store_path)
+    return {"agent_sha256": sha256(Path(agent_dir) / "weights.safetensors"),
+            "store": {"attributes_sha256": sha256(Path(store_path) / "zarr.json"), "episodes": len(data),
+                      "frames": data.num_frames}, "settings": settings}
+
+
+def written_key(out: Path) -> "dict | None":
+    """The :func:`export_key` the explorer in ``out`` was written with (None: none there, or an older one)."""
+    from .encode import read_js
+
+    manifest = out / "data" / "manifest.js"
+    if not manifest.is_file():
+        return None
+    try:
+        return read_js(manifest)[1].get("meta", {}).get("key")
+    except ValueError:
+        return None
+
+
 def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k: int = 8, out=None,
            ig_steps: int = 10, nmf_frames: int = 1024, bookmarks: int = 10, bookmark_separation: int = 3,
            thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, device: str = "cpu",
-           tree_k: int = 2, progress: bool = True) -> dict:
+           tree_k: int = 2, progress: bool = True, reuse: bool = False) -> dict:
     """Write the explorer for ``episodes`` of the run's rollouts store (recorded first when the store does
     not exist). ``layers``: names (a list or a comma-separated string; default :func:`default_layers`).
     ``tree_k``: children per node of the saliency trees of each trajectory's first frame and bookmarks
-    (0: no trees).
-    Returns :func:`~policylens.explorer.bundle.write_explorer`'s summary plus ``layers`` and ``store``."""
+    (0: no trees). ``reuse``: when ``out`` already holds an explorer written with the same agent weights,
+    store and settings (:func:`export_key`), keep it instead of recomputing it (``"reused": True``).
+    Returns :func:`~policylens.explorer.bundle.write_explorer`'s summary plus ``layers``, ``store``, ``reused``."""
     from tqdm.auto import tqdm
 
     from .. import rollouts
@@ -285,6 +312,14 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
         needed = RECORD_ALL if str(episodes).strip() == "all" else max(parse_episodes(episodes, 1 << 62)) + 1
         rollouts.record(rollouts.RecordConfig(run=str(run), episodes=needed, out=str(store_path), seed=seed,
                                               progress=progress, device=device))
+    settings = {"episodes": str(episodes), "steps": steps, "layers": names, "k": k, "ig_steps": ig_steps,
+                "nmf_frames": nmf_frames, "bookmarks": bookmarks, "bookmark_separation": bookmark_separation,
+                "thumbnail": thumbnail, "map_size": map_size, "tree_k": tree_k, "seed": seed}
+    key = json.loads(json.dumps(export_key(agent_dir, store_path, settings)))  # as the manifest stores it
+    if reuse and written_key(out) == key:
+        files = [p for p in out.rglob("*") if p.is_file()]
+        return {"index": out / "index.html", "bytes": sum(p.stat().st_size for p in files), "files": len(files),
+                "layers": names, "store": store_path, "reused": True}
     data = rollouts.open(store_path)
     trajectories = load_trajectories(data, parse_episodes(episodes, len(data)), steps)
     bar = tqdm(total=len(trajectories) * len(names), desc="explore", unit="traj", disable=not progress)
@@ -306,5 +341,6 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
     summary = write_explorer(out, views, trajectories, title=title, env=data.env, run=str(data.run or run),
                              action_names=action_names, bookmark_count=bookmarks,
                              bookmark_separation=bookmark_separation,
-                             meta={"store": str(store_path), "steps": steps, "episodes": str(episodes)})
-    return {**summary, "layers": names, "store": store_path}
+                             meta={"store": str(store_path), "steps": steps, "episodes": str(episodes),
+                                   "tree_k": tree_k, "key": key})
+    return {**summary, "layers": names, "store": store_path, "reused": False}

@@ -9,7 +9,9 @@ policy and attribution maps exactly as the export does (the same NMF directions,
     POST /api/live/step   {"action": int or null}       -> {"taken": {t, action, reward, done, cause}, "frame": FRAME}
 
 ``FRAME``: ``{"t", "episode", "image" (PNG data URL), "value", "probs", "preferred", "maps": [per layer
-{output: {"scale", "data", "totals"}}]}``; ``"action"`` maps are for the agent's most probable action.
+{output: {"scale", "data", "totals"}}], "tree"}``; ``"action"`` maps are for the agent's most probable action;
+``"tree"`` is the value's saliency tree with the export's ``tree_k`` children per node (null when the export drew
+no trees).
 """
 from __future__ import annotations
 
@@ -28,12 +30,13 @@ from .maps import quantise
 
 class LiveSession:
     """One env (1 copy) and the agent; thread-safe. ``views``: per manifest layer ``(kind, layer, directions,
-    pool)`` (maps summed over ``pool`` x ``pool`` blocks of positions, as the export stored them)."""
+    pool)`` (maps summed over ``pool`` x ``pool`` blocks of positions, as the export stored them); ``tree_k``:
+    children per node of each frame's value saliency tree (0: none)."""
 
-    def __init__(self, agent, env_spec: str, views, *, ig_steps: int = 10, seed: int = 0):
+    def __init__(self, agent, env_spec: str, views, *, ig_steps: int = 10, tree_k: int = 0, seed: int = 0):
         from ..envs import make
 
-        self.agent, self.views, self.ig_steps, self.seed = agent, list(views), ig_steps, seed
+        self.agent, self.views, self.ig_steps, self.tree_k, self.seed = agent, list(views), ig_steps, tree_k, seed
         self.env = make(env_spec, num_envs=1, seed=seed)
         self.num_actions = int(self.env.action_space.n)
         self.generator = torch.Generator().manual_seed(seed)
@@ -93,7 +96,16 @@ class LiveSession:
             maps.append(encoded)
         return {"t": self.t, "episode": self.episode, "image": png_data_url(display_rgb(self.obs)[0][0]),
                 "value": float(self.out.value[0]), "probs": rounded(torch.softmax(logits, -1)[0].numpy(), 4),
-                "preferred": preferred, "maps": maps}
+                "preferred": preferred, "maps": maps, "tree": self._tree()}
+
+    def _tree(self) -> "dict | None":
+        """The value's saliency tree of the current frame, rounded as the export writes it."""
+        from ..attribution import saliency_tree
+        from .bundle import rounded_tree
+
+        if not self.tree_k:
+            return None
+        return rounded_tree(saliency_tree(self.agent, self.obs, target="value", k=self.tree_k, state=self.state))
 
 
 def load_session(run, folder, *, device: str = "cpu", seed: int = 0) -> LiveSession:
@@ -108,14 +120,14 @@ def load_session(run, folder, *, device: str = "cpu", seed: int = 0) -> LiveSess
                                 "run `policylens explore RUN` first")
     _, manifest = read_js(manifest_file)
     agent = load(run, device=device).eval()
-    views, ig_steps = [], 10
+    views, ig_steps, tree_k = [], 10, int(manifest.get("meta", {}).get("tree_k", 0))
     for j, layer in enumerate(manifest["layers"]):
         directions = Directions.load(folder / "directions" / f"l{j}") if layer["kind"] == "nmf" else None
         ig_steps = int(layer["meta"].get("ig_steps", ig_steps))
         views.append((layer["kind"], layer["name"], directions, int(layer["meta"].get("pool", 1))))
     if not manifest.get("env"):
         raise ValueError(f"{manifest_file} names no env to play")
-    return LiveSession(agent, manifest["env"], views, ig_steps=ig_steps, seed=seed)
+    return LiveSession(agent, manifest["env"], views, ig_steps=ig_steps, tree_k=tree_k, seed=seed)
 
 
 def create_app(folder, session: LiveSession):

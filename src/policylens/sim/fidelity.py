@@ -60,6 +60,7 @@ def simulator_unroll(sim, agent, filtered: bool = False) -> Unroll:
     s_{K-1} given them, as the baseline's LSTM reads them), the prior alone after (on the zoo's MiniGrid simulator
     this scored lower than z alone: its prior is trained to unroll from z)."""
     from .loop import rollout
+    from .objective import seen_mask
 
     def unroll(windows: Windows, context: int) -> Prediction:
         if context != sim.config.context_frames:
@@ -67,9 +68,8 @@ def simulator_unroll(sim, agent, filtered: bool = False) -> Unroll:
         steps = windows.obs.shape[1]
         seen = {}
         if filtered:  # the posterior on the context frames, the prior after them
-            keep = torch.zeros_like(windows.mask, dtype=torch.bool)  # (B, T)
-            keep[:, :context] = windows.mask[:, :context].bool()
-            seen = {"obs": windows.obs, "mask": keep}
+            reads = torch.full((windows.mask.shape[0],), context, device=windows.mask.device)  # (B,)
+            seen = {"obs": windows.obs, "mask": seen_mask(windows.mask, reads)}
         with torch.no_grad():
             r = rollout(sim, agent, windows.context(context), steps, actions=windows.action, latent="mean", **seen)
         return Prediction(r.decoded[:, context:], r.reward[:, context:], r.done_logit[:, context:])

@@ -38,6 +38,10 @@ class FidelityConfig(SimCommand):
     """steps scored after the context frames"""
     windows: int = 512
     """held-out windows scored (a seeded subsample when there are more)"""
+    start: str = "auto"
+    """how the simulator scored as "simulator" reads its context: filtered (the context frames through the
+    posterior, then the prior: what the baseline reads), z (the prior from z alone, how sim sample imagines), or
+    auto (filtered when it was trained with open_loop_start mixed, else z); the other way is a second row"""
     baseline: str = "auto"
     """VAE+LSTM baseline: auto (RUN/sim/baseline, trained there if missing), train, none, or a baseline folder"""
     baseline_seconds: float = 0.0
@@ -60,6 +64,8 @@ def _check(cfg: FidelityConfig) -> None:
     for name in ("horizon", "windows", "batch_size", "bootstrap"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.start not in ("auto", "filtered", "z"):
+        raise ValueError(f"--start {cfg.start!r}; expected auto, filtered or z")
     for name in ("baseline_seconds", "baseline_steps", "baseline_latent", "baseline_lstm"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
@@ -76,6 +82,17 @@ def _split(conf: dict) -> dict:
     out["source"] = "the simulator's training config" if train else "defaults: the simulator's config.json has " \
                                                                      "no train section"
     return out
+
+
+STARTS = {"filtered": "simulator (filtered)", "z": "simulator (z alone)"}
+
+
+def _start(cfg: FidelityConfig, conf: dict) -> str:
+    """``filtered`` or ``z``: ``--start``, or for auto how the simulator's open-loop term was trained (``z`` for a
+    simulator trained before ``open_loop_start`` existed)."""
+    if cfg.start != "auto":
+        return cfg.start
+    return "filtered" if (conf.get("train") or {}).get("open_loop_start", "z") == "mixed" else "z"
 
 
 def _read_data(paths, conf: dict, frozen):
@@ -173,7 +190,10 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
     windows, split_info = held_out_windows(data, split["val_fraction"], split["seed"], k, cfg.horizon, cfg.windows,
                                            cfg.seed)
     baseline, baseline_info = _baseline(cfg, paths, conf, sim.config, split, data)
-    models = {"simulator": simulator_unroll(sim, frozen), "simulator (filtered)": simulator_unroll(sim, frozen, True)}
+    start = _start(cfg, conf)
+    other = "z" if start == "filtered" else "filtered"
+    models = {"simulator": simulator_unroll(sim, frozen, start == "filtered"),
+              STARTS[other]: simulator_unroll(sim, frozen, other == "filtered")}
     if baseline is not None:
         models["baseline"] = baseline_unroll(baseline.to(cfg.device))
     models["repeat"] = repeat_unroll(sim.config)
@@ -188,7 +208,7 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
     higher = {k: not (k.endswith("_error") or (k == "obs_score" and sim.config.obs_kind == "pixels")) for k in METRICS}
     report = {"format": FORMAT, "metrics": METRICS, "higher_is_better": higher, "models": scored, "settings": {
         "run": cfg.run, "store": str(paths.store), "simulator": str(paths.sim), "context_frames": k,
-        "horizon": cfg.horizon, "obs_kind": sim.config.obs_kind, "split": {**split_info, "source": split["source"]},
+        "horizon": cfg.horizon, "simulator_start": start, "obs_kind": sim.config.obs_kind, "split": {**split_info, "source": split["source"]},
         "bootstrap": cfg.bootstrap, "config": asdict(cfg)}}
     paths.out.mkdir(parents=True, exist_ok=True)
     path = paths.out / "fidelity.json"

@@ -12,8 +12,12 @@ loss on the global batch; the loss divides by the batch's window steps, padding 
   summed over units; ``logits``: KL(recorded policy || policy of the agent in the loop);
 - ``kl``: DreamerV2's balanced KL between posterior and prior (:func:`policylens.sim.model.balanced_kl`);
 - ``z_kl``: KL(q(z | context) || N(0, I)), per window;
-- ``open_loop``: the same z unrolled on the prior alone with the recorded actions (what imagination does),
-  scored on the five per-step terms above with their weights (PlaNet's observation overshooting).
+- ``open_loop``: the same z unrolled on the prior with the recorded actions (what imagination does), scored on
+  the five per-step terms above with their weights (PlaNet's observation overshooting). Each window may first
+  read some of its context frames through the posterior (``seen``: frames 0 .. seen-1, where frame 0 is never
+  read, s_0 comes from z): with ``open_loop_start="mixed"`` training draws seen from 1 .. context_frames, so
+  the prior learns to unroll from z alone (seen=1, how ``sim sample`` and ``sim optimize`` imagine) and from
+  the filtered context (seen=K, how ``sim fidelity`` scores a simulator trained so).
 
 Why ``open_loop``: with teacher forcing alone the posterior carries each frame and the prior lags far behind.
 On the MiniGrid recurrent zoo agent's store, 600 steps of teacher forcing reached 0.966 per-cell accuracy
@@ -40,24 +44,31 @@ if TYPE_CHECKING:
     from .train import SimTrainConfig
 
 TERMS = ("obs", "reward", "done", "hx", "logits", "kl", "z_kl", "open_loop")
+OPEN_LOOP_STARTS = ("z", "mixed")
 
 
 class SimObjective(nn.Module):
-    """The training objective as a module (so DistributedDataParallel can wrap it): ``forward(windows, noise)``
-    -> ``(loss, sums)``, the teacher-forced terms and the open-loop one. The frozen agent rides along
-    unregistered; only ``self.sim`` has parameters."""
+    """The training objective as a module (so DistributedDataParallel can wrap it): ``forward(windows, noise,
+    seen=None)`` -> ``(loss, sums)``, the teacher-forced terms and the open-loop one; ``seen`` (B,) long: the
+    frames of each window the open-loop unroll reads through the posterior first (None: 1, z alone). The frozen
+    agent rides along unregistered; only ``self.sim`` has parameters."""
 
     def __init__(self, sim: Simulator, agent: FrozenAgent, cfg: "SimTrainConfig"):
         super().__init__()
         self.sim, self.agent, self.cfg = sim, agent, cfg
 
-    def forward(self, batch: Windows, noise: "Noise | None" = None, latent: str = "sample"):
+    def forward(self, batch: Windows, noise: "Noise | None" = None, latent: str = "sample",
+                seen: "torch.Tensor | None" = None):
         steps = batch.obs.shape[1]
         r = rollout(self.sim, self.agent, batch.context(self.sim.config.context_frames), steps,
                     actions=batch.action, obs=batch.obs, mask=batch.mask, latent=latent, noise=noise)
         sums = step_sums(r, batch, self.sim.config, self.cfg)
-        if self.cfg.open_loop_weight > 0:  # the same z unrolled on the prior alone, with the recorded actions
-            imagined = rollout(self.sim, self.agent, r.z, steps, actions=batch.action, latent=latent, noise=noise)
+        if self.cfg.open_loop_weight > 0:  # the same z unrolled on the prior, with the recorded actions
+            posterior = {}
+            if seen is not None and bool((seen > 1).any()):  # the first seen frames through the posterior
+                posterior = {"obs": batch.obs, "mask": seen_mask(batch.mask, seen)}
+            imagined = rollout(self.sim, self.agent, r.z, steps, actions=batch.action, latent=latent, noise=noise,
+                               **posterior)
             terms = per_step_terms(imagined, batch, self.sim.config)
             sums["open_loop"] = sum(getattr(self.cfg, f"{k}_weight") * (v * batch.mask).sum() for k, v in terms.items())
         else:
@@ -66,6 +77,13 @@ class SimObjective(nn.Module):
         weights = {k: getattr(self.cfg, f"{k}_weight") for k in TERMS}
         loss = sum(weights[k] * sums[k] for k in TERMS if k != "z_kl") / (b * t) + weights["z_kl"] * sums["z_kl"] / b
         return loss, sums
+
+
+def seen_mask(mask: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: True at the frames ``t < seen[b]`` of each window that lie in its episode (``mask``), the
+    frames a rollout reads through the posterior."""
+    t = torch.arange(mask.shape[1], device=mask.device)  # (T,)
+    return (t[None] < seen[:, None]) & mask.bool()  # (B, T)
 
 
 def per_step_terms(r: Rollout, batch: Windows, sim_cfg: SimConfig) -> dict:

@@ -37,7 +37,7 @@ from .config import SimConfig, for_data
 from .data import SimData, load_sim_data
 from .loop import FrozenAgent, Noise
 from .model import Simulator
-from .objective import TERMS, SimObjective, held_out_scores, means
+from .objective import OPEN_LOOP_STARTS, TERMS, SimObjective, held_out_scores, means
 
 VOLATILE = ("steps", "resume", "progress", "device", "threads", "eval_every", "checkpoint_every")
 DERIVED = ("obs_shape", "obs_kind", "planes", "num_actions", "agent_hidden", "cells")
@@ -84,6 +84,10 @@ class SimTrainConfig:
     open_loop_weight: float = 1.0
     """weight of the same windows unrolled open-loop (prior only, from z, recorded actions), scored with the
     weights above (observation overshooting; a second unroll per step; 0: teacher forcing alone)"""
+    open_loop_start: str = "mixed"
+    """where that open-loop unroll starts: z (the prior from z alone, as imagination starts) or mixed (each window
+    first reads 0 to context_frames-1 of its context frames after the first through the posterior, drawn
+    uniformly, so unrolls from z alone and from the filtered context are both trained)"""
     val_fraction: float = 0.1
     """share of the episodes held out"""
     val_windows: int = 256
@@ -120,6 +124,8 @@ def _check(cfg: SimTrainConfig, world: int) -> None:
         raise ValueError(f"window ({cfg.window}) must be longer than context_frames ({cfg.sim.context_frames})")
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {world} ranks")
+    if cfg.open_loop_start not in OPEN_LOOP_STARTS:
+        raise ValueError(f"open_loop_start {cfg.open_loop_start!r}; expected one of {OPEN_LOOP_STARTS}")
     if not 0 <= cfg.kl_balance <= 1 or not 0 <= cfg.val_fraction < 1:
         raise ValueError(f"kl_balance must lie in [0, 1] and val_fraction in [0, 1), got {cfg.kl_balance}, "
                          f"{cfg.val_fraction}")
@@ -207,14 +213,18 @@ class _Setup:
                       "train": asdict(cfg)}
 
     def batch(self, cfg: SimTrainConfig, step: int) -> tuple:
-        """This rank's share of step ``step``'s windows and noise: a function of (seed, step, rank) alone."""
+        """This rank's share of step ``step``'s windows, noise and open-loop starts (context frames each window's
+        open-loop unroll reads, :class:`~policylens.sim.objective.SimObjective`): a function of (seed, step, rank)
+        alone."""
         rng = np.random.default_rng([cfg.seed, step])
         picks = rng.choice(len(self.train_starts), size=cfg.batch_size)  # (B,) the global batch
         noise = Noise.draw(cfg.batch_size, cfg.window, self.sim,
                            torch.Generator().manual_seed(int(rng.integers(2 ** 62))))
+        k = self.sim_cfg.context_frames if cfg.open_loop_start == "mixed" else 1
+        seen = torch.from_numpy(rng.integers(1, k + 1, size=cfg.batch_size))  # (B,)
         share = slice(self.rank * cfg.batch_size // self.world, (self.rank + 1) * cfg.batch_size // self.world)
         windows = self.data.windows(self.train_starts[picks[share]], cfg.window).to(self.device)
-        return windows, noise.rows(share).to(self.device)
+        return windows, noise.rows(share).to(self.device), seen[share].to(self.device)
 
     def save(self, step: int, accum: dict, seconds: float) -> None:
         from .checkpoint import FORMAT, save_sim
@@ -285,9 +295,9 @@ def fit(cfg: SimTrainConfig) -> tuple:
     try:
         for step in range(start, cfg.steps):
             began = time.perf_counter()
-            windows, noise = s.batch(cfg, step)
+            windows, noise, seen = s.batch(cfg, step)
             with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss, sums = model(windows, noise)
+                loss, sums = model(windows, noise, seen=seen)
             s.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.max_grad_norm > 0:

@@ -2,8 +2,8 @@
  *
  * A "live play" trajectory grows one frame per step: the user presses an action (arrow keys or the action
  * buttons) or lets the agent act; the server plays the env and sends the new frame with its value, policy
- * and attribution maps, which are drawn like a recorded trajectory's. Action maps are for the agent's most
- * probable action at that frame.
+ * and attribution maps, which are drawn like a recorded trajectory's, and its value's saliency tree. Action maps
+ * are for the agent's most probable action at that frame.
  */
 (function () {
   "use strict";
@@ -17,7 +17,7 @@
   function newSource() {
     return {
       id: "live", length: 0, value: [], probs: [], action: [], reward: [], done: [], advantages: [], bookmarks: [],
-      info: { episode: "live" }, images: [], perFrame: [], refs: {}, maps: new Map(),
+      info: { episode: "live" }, images: [], perFrame: [], refs: {}, maps: new Map(), trees: {},
       outputLabels: { action: "most probable action's logit (live)" },
       tile(t) {
         const img = this.images[t];
@@ -44,6 +44,7 @@
       }
       maps.push(decoded);
     }
+    if (frame.tree) live.trees[String(live.length)] = frame.tree;
     live.images.push(image); live.perFrame.push(maps);
     live.value.push(frame.value); live.probs.push(frame.probs); live.action.push(-1);
     live.reward.push(0); live.done.push(0); live.advantages.push(0);
@@ -92,6 +93,7 @@
       const data = await post("/api/live/reset", {});
       live = newSource();
       X().sources.set("live", live);
+      X().state.treeKey = null;  // frame 0 of the new episode is not the old one's
       await addFrame(data.frame);
       await X().selectTrajectory("live");
       show();
