@@ -31,6 +31,14 @@ def main():
                   + (" (big model)" if "random" in r["model"] else "") for r in rows]
         panels.append(("DT app: one step, ms (budget 200)", labels,
                        [[r["median_ms"] for r in rows], [r["p95_ms"] for r in rows]], ["median", "95th percentile"]))
+    evaluation = RESULTS / "evaluate_coinrun_10000.json"
+    if evaluation.is_file():
+        e = json.loads(evaluation.read_text())
+        if "agent_forward_bound_frames_per_s" in e:
+            panels.append(("CoinRun evaluation, 10k levels (frames/s, log)",
+                           ["env steps alone", "agent forward alone", "both (bound)", "evaluation"],
+                           [[e["env_step_bound_frames_per_s"], e["agent_forward_bound_frames_per_s"],
+                             e["combined_bound_frames_per_s"], e["eval_frames_per_s"]]], [None]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), dpi=110, squeeze=False)
     for ax, (title, labels, series, names) in zip(axes[0], panels):
         width = 0.8 / len(series)

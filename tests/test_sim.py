@@ -302,6 +302,19 @@ def _ddp_worker(rank, port, cfg, out):
         dist.destroy_process_group()
 
 
+def test_a_time_budget_stops_training_at_a_checkpoint_and_a_resume_without_time_left_adds_no_step(runs, tmp_path):
+    out = tmp_path / "timed"
+    train(_train_cfg(runs, out, steps=1000, seconds=1e-9))  # the first step spends the budget
+    conf = read_sim_config(out)[1]
+    assert conf["trained_steps"] == 1 and conf["trained_seconds"] > 0
+    weights = load_file(str(out / "weights.safetensors"))
+    train(_train_cfg(runs, out, steps=1000, seconds=1e-9, resume=True))
+    assert read_sim_config(out)[1]["trained_steps"] == 1
+    assert all(torch.equal(v, weights[k]) for k, v in load_file(str(out / "weights.safetensors")).items())
+    train(_train_cfg(runs, out, steps=3, resume=True))  # no time limit: on to the step limit
+    assert read_sim_config(out)[1]["trained_steps"] == 3
+
+
 def test_ddp_on_two_gloo_ranks_equals_one_process(runs, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -39,7 +39,7 @@ from .loop import FrozenAgent, Noise
 from .model import Simulator
 from .objective import OPEN_LOOP_STARTS, TERMS, SimObjective, held_out_scores, means
 
-VOLATILE = ("steps", "resume", "progress", "device", "threads", "eval_every", "checkpoint_every")
+VOLATILE = ("steps", "seconds", "resume", "progress", "device", "threads", "eval_every", "checkpoint_every")
 DERIVED = ("obs_shape", "obs_kind", "planes", "num_actions", "agent_hidden", "cells")
 
 
@@ -55,6 +55,9 @@ class SimTrainConfig:
     """frames per training window (the first context_frames of them also feed the encoder)"""
     steps: int = 2000
     """optimizer steps (raise it with --resume to train on)"""
+    seconds: float = 0.0
+    """also stop once the optimizer steps have taken this many seconds over all sessions (0: no time limit; the
+    rule the VAE+LSTM baseline's equal-time budget follows, so both can be given the same seconds)"""
     batch_size: int = 32
     """windows per step, over all ranks (a multiple of the number of ranks)"""
     lr: float = 3e-4
@@ -84,10 +87,12 @@ class SimTrainConfig:
     open_loop_weight: float = 1.0
     """weight of the same windows unrolled open-loop (prior only, from z, recorded actions), scored with the
     weights above (observation overshooting; a second unroll per step; 0: teacher forcing alone)"""
-    open_loop_start: str = "mixed"
+    open_loop_start: str = "z"
     """where that open-loop unroll starts: z (the prior from z alone, as imagination starts) or mixed (each window
     first reads 0 to context_frames-1 of its context frames after the first through the posterior, drawn
-    uniformly, so unrolls from z alone and from the filtered context are both trained)"""
+    uniformly, so unrolls from z alone and from the filtered context are both trained; on the zoo's MiniGrid
+    agent at equal time it scored lower: action agreement 0.675 filtered / 0.735 z alone 1 step after the
+    context, against 0.801 for z)"""
     val_fraction: float = 0.1
     """share of the episodes held out"""
     val_windows: int = 256
@@ -122,6 +127,8 @@ def _check(cfg: SimTrainConfig, world: int) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.window <= cfg.sim.context_frames:
         raise ValueError(f"window ({cfg.window}) must be longer than context_frames ({cfg.sim.context_frames})")
+    if cfg.seconds < 0:
+        raise ValueError(f"seconds must be >= 0 (0: no time limit), got {cfg.seconds}")
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {world} ranks")
     if cfg.open_loop_start not in OPEN_LOOP_STARTS:
@@ -261,6 +268,18 @@ def _columns(score: str) -> list:
     return [c.replace("obs_score", f"obs_{score}") for c in ["step", *train, *val]]
 
 
+def _out_of_time(cfg: SimTrainConfig, spent: float, world: int, device) -> bool:
+    """Whether ``cfg.seconds`` of optimizer steps are spent (rank 0's clock decides for every rank)."""
+    if cfg.seconds <= 0:
+        return False
+    over = torch.tensor([float(spent >= cfg.seconds)], device=device)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.broadcast(over, 0)
+    return bool(over.item())
+
+
 def train(cfg: SimTrainConfig) -> Path:
     """Train (or resume) the simulator of ``cfg.run``'s agent on its store; returns the simulator folder."""
     return fit(cfg)[1]
@@ -293,7 +312,8 @@ def fit(cfg: SimTrainConfig) -> tuple:
     bar = tqdm(total=cfg.steps, initial=start, unit="step", desc="sim train", disable=not (cfg.progress and lead))
     s.sim.train()
     try:
-        for step in range(start, cfg.steps):
+        stop = start if _out_of_time(cfg, spent, world, s.device) else cfg.steps  # resumed with no time left
+        for step in range(start, stop):
             began = time.perf_counter()
             windows, noise, seen = s.batch(cfg, step)
             with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -308,7 +328,8 @@ def fit(cfg: SimTrainConfig) -> tuple:
             done = step + 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if lead and (done % cfg.eval_every == 0 or done == cfg.steps):
+            last = done == cfg.steps or _out_of_time(cfg, spent, world, s.device)
+            if lead and (done % cfg.eval_every == 0 or last):
                 row = _row(s, done, accum, score)
                 new = not csv_path.is_file()
                 with open(csv_path, "a", newline="") as f:
@@ -318,10 +339,12 @@ def fit(cfg: SimTrainConfig) -> tuple:
                     writer.writerow(row)
                 bar.write(" ".join(f"{k} {v}" for k, v in row.items() if k in ("step", "loss", "val_loss",
                                                                                f"open_obs_{score}", "open_action_acc")))
-            if done % cfg.eval_every == 0 or done == cfg.steps:
+            if done % cfg.eval_every == 0 or last:
                 accum = {}
-            if lead and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            if lead and (done % cfg.checkpoint_every == 0 or last):
                 s.save(done, accum, spent)
+            if last:
+                break
     except KeyboardInterrupt:
         bar.write(f"interrupted: the last checkpoint in {s.out} is intact; rerun with --resume true to continue")
         raise
