@@ -302,6 +302,22 @@ def _ddp_worker(rank, port, cfg, out):
         dist.destroy_process_group()
 
 
+def test_the_weight_average_is_what_is_saved_and_resumes_bit_for_bit(runs, tmp_path):
+    one = train(_train_cfg(runs, tmp_path / "one", steps=1, ema=0.99))
+    init = Simulator(read_sim_config(one)[0], seed=0).state_dict()
+    raw = load_file(str(one / "trainer" / "weights.safetensors"))  # the weights after the one step
+    saved = load_file(str(one / "weights.safetensors"))
+    for k, v in saved.items():  # step 0's decay is min(0.99, 1 / 10): 0.1 of the initial weights, 0.9 of the step's
+        torch.testing.assert_close(v, 0.1 * init[k] + 0.9 * raw[k])
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved)
+    whole = train(_train_cfg(runs, tmp_path / "whole", steps=4, ema=0.99))
+    train(_train_cfg(runs, tmp_path / "parts", steps=2, ema=0.99))
+    parts = train(_train_cfg(runs, tmp_path / "parts", steps=4, ema=0.99, resume=True))
+    a, b = (load_file(str(p / "weights.safetensors")) for p in (whole, parts))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (whole / "train.csv").read_text() == (parts / "train.csv").read_text()
+
+
 def test_a_time_budget_stops_training_at_a_checkpoint_and_a_resume_without_time_left_adds_no_step(runs, tmp_path):
     out = tmp_path / "timed"
     train(_train_cfg(runs, out, steps=1000, seconds=1e-9))  # the first step spends the budget

@@ -19,6 +19,7 @@ ranks compute the gradient one process would (NCCL on GPUs, gloo on CPUs). Rank 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -66,6 +67,9 @@ class SimTrainConfig:
     """AdamW weight decay"""
     max_grad_norm: float = 10.0
     """gradient clipping (0: off)"""
+    ema: float = 0.0
+    """decay of an exponential moving average of the weights, which is what is saved, scored and used by the other
+    commands (0: off, the last step's weights); it warms up as min(ema, (1 + step) / (10 + step))"""
     kl_balance: float = 0.8
     """DreamerV2's KL balancing: weight of KL(sg(posterior) || prior), the rest on KL(posterior || sg(prior))"""
     free_nats: float = 1.0
@@ -133,6 +137,8 @@ def _check(cfg: SimTrainConfig, world: int) -> None:
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {world} ranks")
     if cfg.open_loop_start not in OPEN_LOOP_STARTS:
         raise ValueError(f"open_loop_start {cfg.open_loop_start!r}; expected one of {OPEN_LOOP_STARTS}")
+    if not 0 <= cfg.ema < 1:
+        raise ValueError(f"ema (the weight average's decay) must lie in [0, 1), got {cfg.ema}")
     if not 0 <= cfg.kl_balance <= 1 or not 0 <= cfg.val_fraction < 1:
         raise ValueError(f"kl_balance must lie in [0, 1] and val_fraction in [0, 1), got {cfg.kl_balance}, "
                          f"{cfg.val_fraction}")
@@ -204,6 +210,7 @@ class _Setup:
         self.agent.to(self.device)
         self.loss = SimObjective(self.sim, self.agent, cfg)
         self.optimizer = torch.optim.AdamW(self.sim.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.ema = {k: v.detach().clone() for k, v in self.sim.state_dict().items()} if cfg.ema else None
         train_eps, val_eps = self.data.split(cfg.val_fraction, cfg.seed)
         self.train_starts = self.data.window_starts(train_eps, cfg.window)
         val_starts = self.data.window_starts(val_eps, cfg.window)
@@ -233,22 +240,51 @@ class _Setup:
         windows = self.data.windows(self.train_starts[picks[share]], cfg.window).to(self.device)
         return windows, noise.rows(share).to(self.device), seen[share].to(self.device)
 
+    @torch.no_grad()
+    def average(self, cfg: SimTrainConfig, step: int) -> None:
+        """Fold the weights after step ``step`` (0-based) into the moving average."""
+        if self.ema is None:
+            return
+        decay = min(cfg.ema, (1 + step) / (10 + step))
+        for k, v in self.sim.state_dict().items():
+            if v.is_floating_point():
+                self.ema[k].mul_(decay).add_(v, alpha=1 - decay)
+            else:
+                self.ema[k].copy_(v)
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """The simulator holds the averaged weights inside the block (as it is saved and scored), its own after."""
+        if self.ema is None:
+            yield
+            return
+        own = {k: v.detach().clone() for k, v in self.sim.state_dict().items()}
+        self.sim.load_state_dict(self.ema)
+        try:
+            yield
+        finally:
+            self.sim.load_state_dict(own)
+
     def save(self, step: int, accum: dict, seconds: float) -> None:
         from .checkpoint import FORMAT, save_sim
 
         tensors, groups = optimizer_tensors(self.optimizer)
+        tensors.update({f"ema.{k}": v.detach().cpu().clone() for k, v in (self.ema or {}).items()})
         weights = {k: v.detach().cpu().clone() for k, v in self.sim.state_dict().items()}
         meta = {"step": step, "param_groups": groups, "accum": accum, "settings": self.settings, "seconds": seconds}
         rest = {k: v for k, v in self.extra.items() if k != "agent"}
         body = {"format": FORMAT, "sim": self.sim_cfg.to_dict(), **rest}
         write_checkpoint(self.out / "trainer", weights, self.extra["agent"], body, tensors, meta)  # whole, atomic
-        save_sim(self.sim, self.out, {**self.extra, "trained_steps": step, "trained_seconds": round(seconds, 3)})
+        with self.averaged():
+            save_sim(self.sim, self.out, {**self.extra, "trained_steps": step, "trained_seconds": round(seconds, 3)})
 
     def restore(self) -> tuple:
         weights, tensors, meta = read_checkpoint(self.out / "trainer")
         check_settings(meta, self.settings, self.out)
         self.sim.load_state_dict(weights)
         load_optimizer(self.optimizer, tensors, meta["param_groups"])
+        if self.ema is not None:
+            self.ema = {k: tensors[f"ema.{k}"].to(v.device) for k, v in self.ema.items()}
         return int(meta["step"]), dict(meta["accum"]), float(meta.get("seconds", 0.0))
 
 
@@ -257,7 +293,8 @@ def _row(s: _Setup, step: int, accum: dict, score: str) -> dict:
     row = {"step": step, **{k: f"{v:.6f}" for k, v in means(accum, s.loss.cfg).items()}}
     if s.val is not None:
         s.sim.eval()
-        row.update({k: f"{v:.6f}" for k, v in held_out_scores(s.loss, s.val).items()})
+        with s.averaged():
+            row.update({k: f"{v:.6f}" for k, v in held_out_scores(s.loss, s.val).items()})
         s.sim.train()
     return {k.replace("obs_score", f"obs_{score}"): v for k, v in row.items()}
 
@@ -323,6 +360,7 @@ def fit(cfg: SimTrainConfig) -> tuple:
             if cfg.max_grad_norm > 0:
                 nn.utils.clip_grad_norm_(s.sim.parameters(), cfg.max_grad_norm)
             s.optimizer.step()
+            s.average(cfg, step)
             accum = {k: accum.get(k, 0.0) + float(v.detach()) for k, v in sums.items()}
             spent += time.perf_counter() - began
             done = step + 1
@@ -350,6 +388,8 @@ def fit(cfg: SimTrainConfig) -> tuple:
         raise
     finally:
         bar.close()
+    if s.ema is not None:
+        s.sim.load_state_dict(s.ema)  # what was saved
     return s.sim, s.out
 
 
