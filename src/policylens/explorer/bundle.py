@@ -207,5 +207,11 @@ def write_explorer(out, layers, trajectories, *, title: str, env: str = "", run:
         "trajectories": entries, "meta": meta or {},
     }
     write_js(data / "manifest.js", "manifest", manifest)
+    return explorer_summary(out)
+
+
+def explorer_summary(out) -> dict:
+    """``{"index": path, "bytes": total size, "files": count}`` of the explorer written in folder ``out``."""
+    out = Path(out)
     files = [p for p in out.rglob("*") if p.is_file()]
     return {"index": out / "index.html", "bytes": sum(p.stat().st_size for p in files), "files": len(files)}

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bundle import LayerView, Output, Trajectory, write_explorer
+from .bundle import LayerView, Output, Trajectory, explorer_summary, write_explorer
 from .maps import attention_maps, feature_maps, pool_factor, pool_sum
 
 OUTPUTS = (Output("value", "value"), Output("action", "sampled action's logit"))
@@ -256,15 +256,14 @@ def run_paths(run, store=None, out=None) -> tuple:
     return agent_dir, store_path, out
 
 
-def export_key(agent_dir: Path, store_path: Path, settings: dict) -> dict:
-    """What an export is a function of: the agent's weights (sha256), the store (sha256 of its attributes, its
-    episode and frame counts) and the export's settings. Two exports with equal keys write the same explorer."""
-    from .. import rollouts
+def export_key(agent_dir: Path, data, settings: dict) -> dict:
+    """What an export is a function of: the agent's weights (sha256), the store ``data`` (sha256 of its
+    attributes, its episode and frame counts) and the export's settings. Two exports with equal keys write the
+    same explorer."""
     from ..rollouts.record import sha256
 
-    data = rollouts.open(store_path)
     return {"agent_sha256": sha256(Path(agent_dir) / "weights.safetensors"),
-            "store": {"attributes_sha256": sha256(Path(store_path) / "zarr.json"), "episodes": len(data),
+            "store": {"attributes_sha256": sha256(Path(data.path) / "zarr.json"), "episodes": len(data),
                       "frames": data.num_frames}, "settings": settings}
 
 
@@ -315,12 +314,10 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
     settings = {"episodes": str(episodes), "steps": steps, "layers": names, "k": k, "ig_steps": ig_steps,
                 "nmf_frames": nmf_frames, "bookmarks": bookmarks, "bookmark_separation": bookmark_separation,
                 "thumbnail": thumbnail, "map_size": map_size, "tree_k": tree_k, "seed": seed}
-    key = json.loads(json.dumps(export_key(agent_dir, store_path, settings)))  # as the manifest stores it
-    if reuse and written_key(out) == key:
-        files = [p for p in out.rglob("*") if p.is_file()]
-        return {"index": out / "index.html", "bytes": sum(p.stat().st_size for p in files), "files": len(files),
-                "layers": names, "store": store_path, "reused": True}
     data = rollouts.open(store_path)
+    key = json.loads(json.dumps(export_key(agent_dir, data, settings)))  # as the manifest stores it
+    if reuse and written_key(out) == key:
+        return {**explorer_summary(out), "layers": names, "store": store_path, "reused": True}
     trajectories = load_trajectories(data, parse_episodes(episodes, len(data)), steps)
     bar = tqdm(total=len(trajectories) * len(names), desc="explore", unit="traj", disable=not progress)
     try:

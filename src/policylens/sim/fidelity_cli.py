@@ -64,8 +64,8 @@ def _check(cfg: FidelityConfig) -> None:
     for name in ("horizon", "windows", "batch_size", "bootstrap"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.start not in ("auto", "filtered", "z"):
-        raise ValueError(f"--start {cfg.start!r}; expected auto, filtered or z")
+    if cfg.start not in ("auto", *STARTS):
+        raise ValueError(f"--start {cfg.start!r}; expected auto, {' or '.join(STARTS)}")
     for name in ("baseline_seconds", "baseline_steps", "baseline_latent", "baseline_lstm"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")

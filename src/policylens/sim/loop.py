@@ -101,6 +101,10 @@ class Context:
     agent_state: torch.Tensor  # (B, hidden) the state the agent received at the first frame
     mask: "torch.Tensor | None" = None  # (B, K) bool, False on padding past an episode's end
 
+    def rows(self, index) -> "Context":
+        """The contexts of some batch rows."""
+        return Context(self.obs[index], self.agent_state[index], None if self.mask is None else self.mask[index])
+
 
 @dataclass
 class Noise:

@@ -101,24 +101,22 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
                   f"| model | step | {'obs MSE (lower is better)' if fid['settings']['obs_kind'] == 'pixels' else 'obs cell accuracy'} | action agreement | value error |",
                   "|---|---|---|---|---|",
                   *fidelity_rows(fid), "", f"![fidelity]({link(analysis / 'fidelity' / 'fidelity.png')})", ""]
+    def figure(title: str, text: str, png: Path, alt: str) -> list:
+        return [f"{sub} {title}", "", text, "", f"![{alt}]({link(png)})", ""]
+
     hx = _json(analysis / "hx" / "summary.json")
     if hx:
-        lines += [f"{sub} Hidden states", "",
-                  f"{hx['frames']} frames of the agent's {hx['units']}-unit state; the top {hx['k']} principal "
-                  f"components hold {100 * hx['pca']['cumulative'][-1]:.1f}% of the z-scored variance.", "",
-                  f"![hidden states]({link(analysis / 'hx' / 'pcs.png')})", ""]
-    sal = _json(analysis / "saliency" / "saliency.json")
-    if sal:
-        lines += [f"{sub} Saliency through time", "",
-                  "Gradient norms of the target at step t against the steps before it, with and without gradients "
-                  "through the environment (videos in `analysis/saliency/`):", "",
-                  f"![saliency]({link(analysis / 'saliency' / 'norms.png')})", ""]
-    beh = _json(analysis / "behaviours" / "behaviours.json")
-    if beh:
-        lines += [f"{sub} Behaviours", "",
-                  "Cross-correlation against cross-causation of the ICA directions per behaviour; the share of "
-                  "entries whose signs agree, against a shuffled null:", "",
-                  f"![sign consistency]({link(analysis / 'behaviours' / 'consistency.png')})", ""]
+        lines += figure("Hidden states", f"{hx['frames']} frames of the agent's {hx['units']}-unit state; the top "
+                        f"{hx['k']} principal components hold {100 * hx['pca']['cumulative'][-1]:.1f}% of the "
+                        "z-scored variance.", analysis / "hx" / "pcs.png", "hidden states")
+    if _json(analysis / "saliency" / "saliency.json"):
+        lines += figure("Saliency through time", "Gradient norms of the target at step t against the steps before "
+                        "it, with and without gradients through the environment (videos in `analysis/saliency/`):",
+                        analysis / "saliency" / "norms.png", "saliency")
+    if _json(analysis / "behaviours" / "behaviours.json"):
+        lines += figure("Behaviours", "Cross-correlation against cross-causation of the ICA directions per "
+                        "behaviour; the share of entries whose signs agree, against a shuffled null:",
+                        analysis / "behaviours" / "consistency.png", "sign consistency")
     for folder in sorted(p for p in analysis.glob(swaps) if (p / "swap.md").is_file()):
         text = (folder / "swap.md").read_text().replace("### Hidden-state swap:", f"{sub} Swap")
         for png in sorted(folder.glob("swap*.png")):

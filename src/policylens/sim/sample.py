@@ -49,11 +49,6 @@ def _context(sim, start) -> "Context | None":
     raise ValueError(f"start must be 'prior', Windows or a Context, got {type(start).__name__}")
 
 
-def _rows(context: Context, index: slice) -> Context:
-    return Context(context.obs[index], context.agent_state[index],
-                   None if context.mask is None else context.mask[index])
-
-
 def concat(parts: list) -> Rollout:
     """Rollouts of the same steps stacked along the batch: one :class:`Rollout`."""
     def cat(values):
@@ -92,7 +87,7 @@ def sample(sim, agent, n: "int | None" = None, steps: int = 32, start="prior", m
     with torch.no_grad():
         for a in range(0, n, batch_size):
             rows = slice(a, min(n, a + batch_size))
-            begin = noise.z[rows] if context is None else _rows(context, rows)
+            begin = noise.z[rows] if context is None else context.rows(rows)
             parts.append(rollout(sim, agent, begin, steps, mode, latent=latent, noise=noise.rows(rows)))
     return concat(parts)
 
