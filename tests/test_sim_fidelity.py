@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from minigrid.core.constants import IDX_TO_OBJECT, OBJECT_TO_IDX
 from sim_runs import AGENT, ENV, make_run, tiny_parts
 
 from policylens import agents
@@ -18,8 +19,8 @@ from policylens.rollouts import RecordConfig, record
 from policylens.sim import fidelity_cli
 from policylens.sim.baseline import Prediction, VaeLstm, load_baseline, save_baseline, train_baseline
 from policylens.sim.data import load_sim_data
-from policylens.sim.fidelity import (baseline_unroll, curve, held_out_windows, repeat_unroll, resample_weights,
-                                     score_models, simulator_unroll, summarize)
+from policylens.sim.fidelity import (baseline_unroll, curve, held_out_windows, object_recall, repeat_unroll,
+                                     resample_weights, score_models, simulator_unroll, summarize)
 from policylens.train.state import split_episodes
 
 STEPS = 12  # steps after the context
@@ -69,9 +70,15 @@ def test_unrolling_the_recorded_frames_scores_perfectly_even_with_nonsense_on_th
     sim, frozen, _, w = parts
     k, planes = sim.config.context_frames, sim.config.planes
     models = {"clean": _recorded_model(planes), "padded": _recorded_model(planes, garbage_on_padding=True)}
-    values, mask = score_models(models, w, k, sim.config, frozen, batch_size=5)
+    values, mask, objects = score_models(models, w, k, sim.config, frozen, batch_size=5)
     np.testing.assert_array_equal(mask, w.mask[:, k:].numpy())
     report = summarize(values, mask, bootstrap=50)
+    kinds = w.obs[:, k:, ..., 0].numpy()  # (N, H, 7, 7) recorded object type (symbolic codes)
+    for name, recall in object_recall(objects, mask).items():  # every recorded cell drawn, padding left out
+        assert set(recall) == {IDX_TO_OBJECT[m] for m in np.unique(kinds[mask])}
+        for m, r in recall.items():
+            cells = [(kinds[mask[:, h], h] == OBJECT_TO_IDX[m]).sum() for h in range(STEPS)]
+            assert r["cells"] == cells and r["recall"] == [1.0 if c else None for c in cells]
     for name in models:
         curves = report[name]["per_step"]
         reached = mask.sum(0) > 0
@@ -92,13 +99,19 @@ def test_unrolling_the_recorded_frames_scores_perfectly_even_with_nonsense_on_th
 def test_the_repeat_reference_equals_a_hand_computation(parts):
     sim, frozen, _, w = parts
     k = sim.config.context_frames
-    values, mask = score_models({"repeat": repeat_unroll(sim.config)}, w, k, sim.config, frozen)
+    values, mask, objects = score_models({"repeat": repeat_unroll(sim.config)}, w, k, sim.config, frozen)
     curves = summarize(values, mask, bootstrap=20)["repeat"]["per_step"]
+    recall = object_recall(objects, mask)["repeat"]
     obs, last = w.obs.numpy(), w.obs[:, k - 1].numpy()
     for h in range(STEPS):
         rows = np.flatnonzero(mask[:, h])
         same = [(obs[i, k + h] == last[i]).mean() for i in rows]  # share of (cell, plane) codes unchanged
         assert curves["obs_score"]["mean"][h] == pytest.approx(np.mean(same), abs=1e-6)
+        kept = (obs[rows, k + h] == last[rows]).all(-1)  # (n, 7, 7) cells unchanged in every plane
+        kind = obs[rows, k + h, ..., 0]  # (n, 7, 7)
+        for name, r in recall.items():
+            here = kind == OBJECT_TO_IDX[name]
+            assert r["recall"][h] == (pytest.approx(kept[here].mean()) if here.any() else None)
         reward = np.abs(w.reward[rows, k + h].numpy()).mean()  # the reference predicts no reward
         assert curves["reward_error"]["mean"][h] == pytest.approx(reward, abs=1e-6)
         assert curves["done_accuracy"]["mean"][h] == pytest.approx((w.done[rows, k + h] == 0).float().mean().item())
@@ -211,10 +224,11 @@ def test_cli_matches_the_simulators_compute_and_split_and_writes_json_and_figure
         assert set(model["summary"]) == {"1", "5"}
         assert all(len(c["mean"]) == 5 for c in model["per_step"].values())
         assert max(model["per_step"]["obs_score"]["count"]) <= split["windows"] <= 16
+        assert "wall" in model["object_recall"] and len(model["object_recall"]["wall"]["recall"]) == 5
     assert "simulator_minus_this" in report["models"]["baseline"]
     assert (path.parent / "fidelity.png").stat().st_size > 10_000
     out = capsys.readouterr().out
-    assert "baseline" in out and "simulator" in out and "repeat" in out
+    assert "baseline" in out and "simulator" in out and "repeat" in out and "recall by object" in out
     again = json.loads(fidelity_cli.main(args + ["--plots", "false"]).read_text())  # auto: the saved one
     assert not again["models"]["baseline"]["training"]["trained_now"]
     assert again["models"]["baseline"]["per_step"] == report["models"]["baseline"]["per_step"]

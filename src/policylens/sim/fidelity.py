@@ -17,6 +17,10 @@ context, carrying its own state forward: once on the predicted frames (as it see
 and the absolute difference of its values. Reward absolute error and episode-end accuracy against the record.
 Steps past an episode's end are masked; every mean comes with its count and a bootstrap 95% interval over
 windows (the same resamples for every model, so intervals of differences are paired).
+
+For categorical (MiniGrid) views, :func:`object_recall` says which objects a model loses: per step and recorded
+object type (wall, goal, ball...), the share of its cells drawn exactly. The cell accuracy is dominated by walls
+and empty floor; the agent's action often hangs on the one goal or obstacle cell.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import torch
 from .baseline import Prediction, VaeLstm
 from .config import SimConfig
 from .data import SimData, Windows
-from .obs import agent_view, network_input, obs_score
+from .obs import agent_view, categorical_targets, decoded_categories, network_input, obs_score
 
 METRICS = {
     "obs_score": "observation score of the predicted frame (cell accuracy for MiniGrid codes, higher is better; "
@@ -128,9 +132,36 @@ def step_scores(pred: Prediction, windows: Windows, context: int, cfg: SimConfig
             "done_accuracy": ((pred.done_logit > 0).float() == windows.done[:, after]).float()}
 
 
+def object_cells(decoded: torch.Tensor, recorded: torch.Tensor, cfg: SimConfig) -> tuple:
+    """Per window, step and recorded object type (a categorical view's first plane): the cells drawn exactly
+    (every plane right) and the cells there, ``(hits (B, H, M), cells (B, H, M))`` for the M object types."""
+    target = categorical_targets(recorded, cfg)  # (B, H, h, w, planes)
+    exact = (decoded_categories(decoded, cfg) == target).all(-1)  # (B, H, h, w)
+    kind = torch.nn.functional.one_hot(target[..., 0], cfg.planes[0]).float()  # (B, H, h, w, M)
+    return (kind * exact[..., None]).sum((2, 3)), kind.sum((2, 3))
+
+
+def object_recall(objects: dict, mask: np.ndarray, names: "dict | None" = None) -> dict:
+    """``{model: {object name: {"recall": [per step], "cells": [per step]}}}`` from :func:`score_models`' object
+    counts: recall pools the cells of every window in its episode at that step (None where there are none);
+    object types never recorded are left out. ``names``: object index -> name (MiniGrid's by default)."""
+    if names is None:
+        from minigrid.core.constants import IDX_TO_OBJECT as names
+    keep = mask.astype(np.float64)[..., None]  # (N, H, 1)
+    out = {}
+    for model, (hits, cells) in objects.items():
+        hit, seen = (hits * keep).sum(0), (cells * keep).sum(0)  # (H, M)
+        out[model] = {names.get(m, f"object {m}"): {
+            "recall": [float(a / c) if c else None for a, c in zip(hit[:, m], seen[:, m])],
+            "cells": [int(c) for c in seen[:, m]]} for m in np.flatnonzero(seen.sum(0))}
+    return out
+
+
 def score_models(models: dict, windows: Windows, context: int, cfg: SimConfig, agent, batch_size: int = 128,
                  progress: bool = False) -> tuple:
-    """Every model on every window: ``({model: {metric: (N, H) array}}, mask (N, H) bool)``."""
+    """Every model on every window: ``({model: {metric: (N, H) array}}, mask (N, H) bool, objects)``, where
+    ``objects`` is ``{model: (hits, cells)}`` of :func:`object_cells`, each (N, H, M), for categorical views
+    (empty for pixels)."""
     from tqdm.auto import tqdm
 
     if windows.agent_state.numel() == 0:
@@ -139,15 +170,20 @@ def score_models(models: dict, windows: Windows, context: int, cfg: SimConfig, a
         raise ValueError(f"windows of {windows.obs.shape[1]} frames leave no step after {context} context frames")
     n = windows.obs.shape[0]
     parts = {name: {k: [] for k in METRICS} for name in models}
+    counts = {name: ([], []) for name in models} if cfg.obs_kind != "pixels" else {}
     chunks = range(0, n, batch_size)
     for a in tqdm(chunks, desc="fidelity", unit="batch", disable=not progress):
         part = windows.rows(slice(a, a + batch_size))
         real = agent_trace(agent, part.obs[:, context:], part.agent_state[:, context])
         for name, unroll in models.items():
-            for k, v in step_scores(unroll(part, context), part, context, cfg, agent, real).items():
+            pred = unroll(part, context)
+            for k, v in step_scores(pred, part, context, cfg, agent, real).items():
                 parts[name][k].append(v.detach().cpu().numpy())
+            for into, v in zip(counts.get(name, ()), object_cells(pred.decoded, part.obs[:, context:], cfg)):
+                into.append(v.cpu().numpy())
     values = {name: {k: np.concatenate(v) for k, v in metrics.items()} for name, metrics in parts.items()}
-    return values, windows.mask[:, context:].cpu().numpy()
+    objects = {name: tuple(np.concatenate(v) for v in pair) for name, pair in counts.items()}
+    return values, windows.mask[:, context:].cpu().numpy(), objects
 
 
 def resample_weights(windows: int, samples: int, seed: int) -> np.ndarray:

@@ -15,8 +15,9 @@ scores the simulator and the reference alone.
 
 Writes ``OUT/fidelity.json`` (default ``RUN/analysis/fidelity``): per model, per-step curves (mean, bootstrap
 95% interval, count) of every metric, the summary at horizons 1, 10 and 32 (and the last), the paired
-difference simulator minus each other model there, each model's training steps and seconds; and
-``OUT/fidelity.png`` (one panel per metric against the horizon, a line and band per model).
+difference simulator minus each other model there, each model's training steps and seconds, for MiniGrid views
+each model's recall per object type and step (the share of the recorded goal / ball / wall cells it draws
+exactly); and ``OUT/fidelity.png`` (one panel per metric against the horizon, a line and band per model).
 """
 from __future__ import annotations
 
@@ -179,7 +180,8 @@ def _baseline(cfg: FidelityConfig, paths, conf: dict, sim_cfg, split: dict, data
 def run_fidelity(cfg: FidelityConfig) -> Path:
     """Score the simulator, the baseline and the repeat reference as ``cfg`` says; returns ``OUT/fidelity.json``."""
     from .checkpoint import read_sim_config
-    from .fidelity import baseline_unroll, held_out_windows, repeat_unroll, score_models, simulator_unroll, summarize
+    from .fidelity import (baseline_unroll, held_out_windows, object_recall, repeat_unroll, score_models,
+                           simulator_unroll, summarize)
 
     _check(cfg)
     paths = resolve(cfg, "fidelity")
@@ -198,8 +200,11 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
         models["baseline"] = baseline_unroll(baseline.to(cfg.device))
     models["repeat"] = repeat_unroll(sim.config)
     say(cfg, f"scoring {len(models)} models on {split_info['windows']} held-out windows, {cfg.horizon} steps")
-    values, mask = score_models(models, windows.to(cfg.device), k, sim.config, frozen, cfg.batch_size, cfg.progress)
+    values, mask, objects = score_models(models, windows.to(cfg.device), k, sim.config, frozen, cfg.batch_size,
+                                         cfg.progress)
     scored = summarize(values, mask, cfg.bootstrap, cfg.seed, reference="simulator")
+    for name, recall in object_recall(objects, mask).items():
+        scored[name]["object_recall"] = recall
     scored["simulator"]["training"] = {"steps": conf.get("trained_steps"), "seconds": conf.get("trained_seconds"),
                                        "device": split["device"], "threads": split["threads"], "folder": str(paths.sim)}
     if baseline is not None:
@@ -273,6 +278,20 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def recall_table(report: dict, horizons=(1, 10)) -> str:
+    """Object recall (MiniGrid views) as a short text table, one row per model and horizon; empty for pixels."""
+    models = {n: m["object_recall"] for n, m in report["models"].items() if "object_recall" in m}
+    if not models:
+        return ""
+    names = list(next(iter(models.values())))
+    lines = [f"{'recall by object':<20} {'h':>3} " + " ".join(f"{n:>8}" for n in names)]
+    for model, recall in models.items():
+        for h in horizons:
+            cells = [recall[n]["recall"][h - 1] if h <= len(recall[n]["recall"]) else None for n in names]
+            lines.append(f"{model:<20} {h:>3} " + " ".join(f"{'-' if v is None else f'{v:.3f}':>8}" for v in cells))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> Path:
     path = command_main(FidelityConfig, run_fidelity, __doc__.split("\n\n")[1], argv, prog="policylens sim fidelity")
     report = json.loads(path.read_text())
@@ -284,6 +303,8 @@ def main(argv=None) -> Path:
                                                       f"{train['baseline'].get('seconds')} s" if "baseline" in train
                                                       else ""))
     print(table(report))
+    if recall := recall_table(report):
+        print(recall)
     return path
 
 

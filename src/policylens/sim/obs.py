@@ -160,9 +160,13 @@ def obs_score(pred: torch.Tensor, obs: torch.Tensor, cfg: SimConfig) -> torch.Te
     squared error on [0, 1] (pixels); (...,)."""
     if cfg.obs_kind == "pixels":
         return ((pred.float() - obs.float()) / 255.0).pow(2).flatten(-3).mean(-1)
-    target = categorical_targets(obs, cfg)  # (..., H, W, planes)
-    if cfg.obs_kind == "symbolic" and cfg.cells:  # what the agent is shown
-        guess = cell_choice(pred, cfg)[0]  # (..., H, W, 3)
-    else:
-        guess = torch.stack([p.argmax(-1) for p in pred.split(list(cfg.planes), -1)], -1)  # (..., H, W, planes)
-    return (guess == target).float().flatten(-3).mean(-1)
+    return (decoded_categories(pred, cfg) == categorical_targets(obs, cfg)).float().flatten(-3).mean(-1)
+
+
+def decoded_categories(pred: torch.Tensor, cfg: SimConfig) -> torch.Tensor:
+    """The category of each plane a categorical decoder's output (..., H, W, channels) decodes to, as the agent is
+    shown it: (..., H, W, planes) long (symbolic views with known cell codes: the likeliest code, else plane by
+    plane)."""
+    if cfg.obs_kind == "symbolic" and cfg.cells:
+        return cell_choice(pred, cfg)[0]  # (..., H, W, 3)
+    return torch.stack([p.argmax(-1) for p in pred.split(list(cfg.planes), -1)], -1)  # (..., H, W, planes)
