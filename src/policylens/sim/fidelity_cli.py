@@ -278,16 +278,27 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def recall_at(report: dict, h: int) -> tuple:
+    """``(object names, {model: [recall at step h or None per object]})`` from a report's object recall (MiniGrid
+    views; no names for pixels)."""
+    models = {n: m["object_recall"] for n, m in report["models"].items() if "object_recall" in m}
+    names = list(next(iter(models.values()), {}))
+
+    def at(r: list):
+        return r[h - 1] if h <= len(r) else None
+
+    return names, {model: [at(recall[n]["recall"]) if n in recall else None for n in names]
+                   for model, recall in models.items()}
+
+
 def recall_table(report: dict, horizons=(1, 10)) -> str:
     """Object recall (MiniGrid views) as a short text table, one row per model and horizon; empty for pixels."""
-    models = {n: m["object_recall"] for n, m in report["models"].items() if "object_recall" in m}
-    if not models:
+    names, _ = recall_at(report, 1)
+    if not names:
         return ""
-    names = list(next(iter(models.values())))
     lines = [f"{'recall by object':<20} {'h':>3} " + " ".join(f"{n:>8}" for n in names)]
-    for model, recall in models.items():
-        for h in horizons:
-            cells = [recall[n]["recall"][h - 1] if h <= len(recall[n]["recall"]) else None for n in names]
+    for h in horizons:
+        for model, cells in recall_at(report, h)[1].items():
             lines.append(f"{model:<20} {h:>3} " + " ".join(f"{'-' if v is None else f'{v:.3f}':>8}" for v in cells))
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .command import SimCommand, command_main, resolve
+from .fidelity_cli import recall_at
 
 METRICS = ("obs_score", "action_agreement", "value_error")
 
@@ -100,7 +101,15 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
                   "Action agreement and value error: the real agent on simulated against real frames.", "",
                   f"| model | step | {'obs MSE (lower is better)' if fid['settings']['obs_kind'] == 'pixels' else 'obs cell accuracy'} | action agreement | value error |",
                   "|---|---|---|---|---|",
-                  *fidelity_rows(fid), "", f"![fidelity]({link(analysis / 'fidelity' / 'fidelity.png')})", ""]
+                  *fidelity_rows(fid), ""]
+        names, recall = recall_at(fid, 1)
+        if names:
+            lines += ["Recall by object one step after the context: the share of the recorded cells of each object "
+                      "type drawn exactly (the agent's action often hangs on the goal or an obstacle).", "",
+                      "| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
+                      *(f"| {m} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in row) + " |"
+                        for m, row in recall.items()), ""]
+        lines += [f"![fidelity]({link(analysis / 'fidelity' / 'fidelity.png')})", ""]
     def figure(title: str, text: str, png: Path, alt: str) -> list:
         return [f"{sub} {title}", "", text, "", f"![{alt}]({link(png)})", ""]
 
