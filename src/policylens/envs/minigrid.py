@@ -9,6 +9,7 @@ Dynamic-Obstacles in a curriculum); any other option goes to ``gymnasium.make``.
 """
 from __future__ import annotations
 
+import importlib
 import json
 
 import gymnasium as gym
@@ -25,7 +26,7 @@ _OWN_OPTIONS = ("obs", "tile_size", "num_levels", "start_level", "ground_truth",
 
 
 def _minigrid_ids() -> list:
-    import minigrid  # noqa: F401  (registers the ids)
+    importlib.import_module("minigrid")  # importing it registers the ids
 
     return sorted(k for k in gym.registry if k.startswith("MiniGrid") or k.startswith("BabyAI"))
 
