@@ -1,6 +1,7 @@
 """Simulator fidelity against seed 000's VAE+LSTM at equal compute, at horizons 1, 10 and 32.
 
     python -m benchmarks.sim_fidelity [--run zoo:minigrid-do8-recurrent] [--windows 1024] [--horizon 32]
+    python -m benchmarks.sim_fidelity --sim DIR --lever "z_kl_weight 0.1" --baseline runs/.../sim/baseline
 
 Runs ``policylens sim fidelity`` on the run's trained simulator (``policylens sim train RUN`` first): the baseline
 is trained (or reused, ``--baseline auto``) for the simulator's own ``trained_seconds`` on the same split, windows
@@ -8,7 +9,11 @@ and batch size, then
 both are scored on the same held-out windows with the agent read on simulated and on real frames. The result
 keeps, per model and horizon, the mean with its bootstrap interval and count, and the paired difference
 simulator - baseline; ``better_everywhere`` says whether the simulator wins on every metric at every horizon
-the windows reach (intervals of the paired difference above zero for higher-is-better metrics).
+the windows reach (intervals of the paired difference above zero for higher-is-better metrics), and for MiniGrid
+views each model's recall by object type at horizons 1 and 10.
+
+``--lever LABEL`` scores another simulator (``--sim DIR``, trained with one setting changed) the same way and
+files the result under ``runs[LABEL]`` of ``results/sim_fidelity_levers.json`` instead, beside the other levers.
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ def main(argv=None):
     parser.add_argument("--horizon", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/bench-sim-fidelity")
+    parser.add_argument("--sim", default="auto", help="the simulator folder (auto: the run's)")
+    parser.add_argument("--lever", default="", help="file the result as this lever in sim_fidelity_levers.json")
     parser.add_argument("--baseline", default="auto", help="auto: reuse RUN/sim/baseline when it was trained at equal "
                         "time on the same split, else train it (train: always retrain)")
     args = parser.parse_args(argv)
@@ -34,7 +41,7 @@ def main(argv=None):
     shutil.rmtree(args.out, ignore_errors=True)
     path = fidelity_cli.main([args.run, "--windows", str(args.windows), "--horizon", str(args.horizon),
                               "--baseline", args.baseline, "--device", args.device, "--out", args.out,
-                              "--progress", "false"])
+                              "--sim", args.sim, "--progress", "false"])
     report = json.loads(path.read_text())
     higher = report["higher_is_better"]
     models = report["models"]
@@ -46,11 +53,28 @@ def main(argv=None):
             if d["count"] and k in ("obs_score", "action_agreement", "value_error"):
                 low, high = d["low"], d["high"]
                 wins[f"{k}@{h}"] = bool(low > 0) if higher[k] else bool(high < 0)
+    recall = {}
+    for h in (1, 10):
+        names, rows = fidelity_cli.recall_at(report, h)
+        if names:
+            recall[f"h={h}"] = {model: dict(zip(names, row)) for model, row in rows.items()}
     result = {"run": args.run, "settings": report["settings"], "models": summary, "simulator_minus_baseline": diffs,
-              "wins": wins, "better_everywhere": bool(wins) and all(wins.values())}
+              "wins": wins, "better_everywhere": bool(wins) and all(wins.values()), "object_recall": recall}
+    if args.lever:
+        return file_lever(args.lever, result)
     png = RESULTS / "sim_fidelity.png"
     shutil.copyfile(path.with_suffix(".png"), png)
     write("sim_fidelity", result)
+    return result
+
+
+def file_lever(label: str, result: dict) -> dict:
+    """Put ``result`` under ``runs[label]`` of results/sim_fidelity_levers.json, keeping the other levers."""
+    path = RESULTS / "sim_fidelity_levers.json"
+    levers = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    levers.pop("machine", None)
+    levers["runs"][label] = result
+    write("sim_fidelity_levers", levers)
     return result
 
 

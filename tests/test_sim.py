@@ -82,18 +82,38 @@ def test_frozen_agent_gets_no_grad_and_stays_bit_identical_while_gradients_pass_
         FrozenAgent(agents.build(AGENT))
 
 
-def test_the_prior_learns_from_the_kl_or_from_open_loop_unrolls_and_from_nothing_else(parts):
+def test_the_prior_learns_from_the_kl_open_loop_unrolls_or_prior_frames_and_from_nothing_else(parts):
     sim, frozen, _, batch = parts
     noise = Noise.draw(len(batch.mask), 5, sim, torch.Generator().manual_seed(0))
     grads = {}
-    for kl, open_loop in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)):
+    for kl, open_loop, prior_obs in ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)):
         model = Simulator(sim.config, seed=1)
-        cfg = _train_cfg(Path("."), "x", kl_weight=kl, open_loop_weight=open_loop, free_nats=0.0)
+        cfg = _train_cfg(Path("."), "x", kl_weight=kl, open_loop_weight=open_loop, prior_obs_weight=prior_obs,
+                         free_nats=0.0)
         loss, sums = SimObjective(model, frozen, cfg)(batch, noise)
         loss.backward()
-        grads[kl, open_loop] = sum(p.grad.abs().sum() for p in model.prior.parameters() if p.grad is not None)
-        assert (sums["open_loop"] > 0) == (open_loop > 0)
-    assert grads[0.0, 0.0] == 0 and grads[1.0, 0.0] > 0 and grads[0.0, 1.0] > 0
+        grads[kl, open_loop, prior_obs] = sum(p.grad.abs().sum() for p in model.prior.parameters()
+                                              if p.grad is not None)
+        assert (sums["open_loop"] > 0) == (open_loop > 0) and (sums["prior_obs"] > 0) == (prior_obs > 0)
+    assert grads[0.0, 0.0, 0.0] == 0 and all(g > 0 for key, g in grads.items() if any(key))
+
+
+def test_the_prior_frame_term_decodes_each_frame_from_the_prior_one_step_after_the_posterior(parts):
+    sim, frozen, _, batch = parts
+    b, t = batch.mask.shape
+    noise = Noise.draw(b, t, sim, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        off, _ = SimObjective(sim, frozen, _train_cfg(Path("."), "x"))(batch, noise)
+        on, sums = SimObjective(sim, frozen, _train_cfg(Path("."), "x", prior_obs_weight=2.0))(batch, noise)
+        r = rollout(sim, frozen, batch.context(sim.config.context_frames), t, actions=batch.action, obs=batch.obs,
+                    mask=batch.mask, noise=noise)
+        total = 0.0
+        for k in range(1, t):  # o_k from p(s_k | h_k), h_k after the posterior state at k-1
+            prior = sim.prior(r.h[:, k])
+            decoded = sim.decode_obs(r.h[:, k], prior.mean + prior.std * noise.s[:, k])
+            total = total + (obs_loss(decoded, batch.obs[:, k], sim.config) * batch.mask[:, k]).sum()
+    torch.testing.assert_close(sums["prior_obs"], total)
+    torch.testing.assert_close(on - off, 2.0 * total / (b * t))
 
 
 def test_open_loop_starts_read_their_seen_frames_through_the_posterior_and_no_more(parts):

@@ -12,6 +12,8 @@ loss on the global batch; the loss divides by the batch's window steps, padding 
   summed over units; ``logits``: KL(recorded policy || policy of the agent in the loop);
 - ``kl``: DreamerV2's balanced KL between posterior and prior (:func:`policylens.sim.model.balanced_kl`);
 - ``z_kl``: KL(q(z | context) || N(0, I)), per window;
+- ``prior_obs`` (off by default): each recorded frame decoded from the prior one step after the teacher-forced
+  state before it, the frame a filtered start draws first after its context;
 - ``open_loop``: the same z unrolled on the prior with the recorded actions (what imagination does), scored on
   the five per-step terms above with their weights (PlaNet's observation overshooting). Each window may first
   read some of its context frames through the posterior (``seen``: frames 0 .. seen-1, where frame 0 is never
@@ -43,7 +45,7 @@ from .obs import obs_loss, obs_score
 if TYPE_CHECKING:
     from .train import SimTrainConfig
 
-TERMS = ("obs", "reward", "done", "hx", "logits", "kl", "z_kl", "open_loop")
+TERMS = ("obs", "reward", "done", "hx", "logits", "kl", "z_kl", "open_loop", "prior_obs")
 OPEN_LOOP_STARTS = ("z", "mixed")
 
 
@@ -73,10 +75,25 @@ class SimObjective(nn.Module):
             sums["open_loop"] = sum(getattr(self.cfg, f"{k}_weight") * (v * batch.mask).sum() for k, v in terms.items())
         else:
             sums["open_loop"] = torch.zeros((), device=batch.mask.device)
+        sums["prior_obs"] = prior_obs_sum(self.sim, r, batch, noise if latent == "sample" else None) \
+            if self.cfg.prior_obs_weight > 0 else torch.zeros((), device=batch.mask.device)
         b, t = batch.mask.shape
         weights = {k: getattr(self.cfg, f"{k}_weight") for k in TERMS}
         loss = sum(weights[k] * sums[k] for k in TERMS if k != "z_kl") / (b * t) + weights["z_kl"] * sums["z_kl"] / b
         return loss, sums
+
+
+def prior_obs_sum(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None") -> torch.Tensor:
+    """Observation loss of each recorded frame o_t (t >= 1) decoded from the prior one step after the teacher-forced
+    state at t-1, ``decode(h_t, s_t ~ p(s_t | h_t))`` (the prior's mean without ``noise``; the draws are the
+    rollout's own), summed over the valid steps."""
+    b, t = batch.mask.shape
+    if t < 2:
+        return torch.zeros((), device=batch.mask.device)
+    s = r.prior.sample(None if noise is None else noise.s[:, 1:])  # (B, T-1, stoch)
+    decoded = sim.decode_obs(r.h[:, 1:].flatten(0, 1), s.flatten(0, 1))  # (B*(T-1), H, W, channels)
+    loss = obs_loss(decoded.reshape(b, t - 1, *decoded.shape[1:]), batch.obs[:, 1:], sim.config)  # (B, T-1)
+    return (loss * batch.mask[:, 1:]).sum()
 
 
 def seen_mask(mask: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:

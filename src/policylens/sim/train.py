@@ -91,6 +91,10 @@ class SimTrainConfig:
     open_loop_weight: float = 1.0
     """weight of the same windows unrolled open-loop (prior only, from z, recorded actions), scored with the
     weights above (observation overshooting; a second unroll per step; 0: teacher forcing alone)"""
+    prior_obs_weight: float = 0.0
+    """weight of the observation loss of each recorded frame decoded from the prior one step after the posterior
+    state before it (decode(h_t, s_t ~ p(s_t | h_t)) against o_t): trains the decoder on the states a filtered
+    start predicts one step after its context (0: off)"""
     open_loop_start: str = "z"
     """where that open-loop unroll starts: z (the prior from z alone, as imagination starts) or mixed (each window
     first reads 0 to context_frames-1 of its context frames after the first through the posterior, drawn
@@ -305,6 +309,12 @@ def _columns(score: str) -> list:
     return [c.replace("obs_score", f"obs_{score}") for c in ["step", *train, *val]]
 
 
+def _header(path) -> list:
+    """The column names of an existing CSV log."""
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
+
+
 def _out_of_time(cfg: SimTrainConfig, spent: float, world: int, device) -> bool:
     """Whether ``cfg.seconds`` of optimizer steps are spent (rank 0's clock decides for every rank)."""
     if cfg.seconds <= 0:
@@ -370,8 +380,9 @@ def fit(cfg: SimTrainConfig) -> tuple:
             if lead and (done % cfg.eval_every == 0 or last):
                 row = _row(s, done, accum, score)
                 new = not csv_path.is_file()
+                columns = _columns(score) if new else _header(csv_path)  # a resumed log keeps its own columns
                 with open(csv_path, "a", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=_columns(score), extrasaction="ignore")
+                    writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
                     if new:
                         writer.writeheader()
                     writer.writerow(row)
