@@ -32,6 +32,8 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/bench-sim-fidelity")
     parser.add_argument("--sim", default="auto", help="the simulator folder (auto: the run's)")
+    parser.add_argument("--start", default="auto", help="how the simulator scored as 'simulator' reads its "
+                        "context: auto, filtered or z (sim fidelity --start)")
     parser.add_argument("--lever", default="", help="file the result as this lever in sim_fidelity_levers.json")
     parser.add_argument("--baseline", default="auto", help="auto: reuse RUN/sim/baseline when it was trained at equal "
                         "time on the same split, else train it (train: always retrain)")
@@ -41,7 +43,7 @@ def main(argv=None):
     shutil.rmtree(args.out, ignore_errors=True)
     path = fidelity_cli.main([args.run, "--windows", str(args.windows), "--horizon", str(args.horizon),
                               "--baseline", args.baseline, "--device", args.device, "--out", args.out,
-                              "--sim", args.sim, "--progress", "false"])
+                              "--sim", args.sim, "--start", args.start, "--progress", "false"])
     report = json.loads(path.read_text())
     higher = report["higher_is_better"]
     models = report["models"]
