@@ -30,14 +30,15 @@ def _json(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def row(labels: list, values: list) -> str:
+    """One markdown table row: the labels as they are, then the values to 3 decimals ("–" for None)."""
+    return "| " + " | ".join([*map(str, labels), *("–" if v is None else f"{v:.3f}" for v in values)]) + " |"
+
+
 def fidelity_rows(report: dict) -> list:
     """Markdown rows ``| model | step | obs | action | value error |`` at the report's horizons."""
-    rows = []
-    for name, model in report["models"].items():
-        for h, m in model["summary"].items():
-            cells = [m[k]["mean"] for k in METRICS]
-            rows.append(f"| {name} | {h} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in cells) + " |")
-    return rows
+    return [row([name, h], [m[k]["mean"] for k in METRICS])
+            for name, model in report["models"].items() for h, m in model["summary"].items()]
 
 
 def curve(sim_folder: Path, path: Path) -> "Path | None":
@@ -107,8 +108,7 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
             lines += ["Recall by object one step after the context: the share of the recorded cells of each object "
                       "type drawn exactly (the agent's action often hangs on the goal or an obstacle).", "",
                       "| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
-                      *(f"| {m} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in row) + " |"
-                        for m, row in recall.items()), ""]
+                      *(row([m], values) for m, values in recall.items()), ""]
         lines += [f"![fidelity]({link(analysis / 'fidelity' / 'fidelity.png')})", ""]
     def figure(title: str, text: str, png: Path, alt: str) -> list:
         return [f"{sub} {title}", "", text, "", f"![{alt}]({link(png)})", ""]
