@@ -86,16 +86,17 @@ def test_the_prior_learns_from_the_kl_open_loop_unrolls_or_prior_frames_and_from
     sim, frozen, _, batch = parts
     noise = Noise.draw(len(batch.mask), 5, sim, torch.Generator().manual_seed(0))
     grads = {}
-    for kl, open_loop, prior_obs in ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)):
+    for weights in np.eye(4).tolist() + [[0.0] * 4]:
+        kl, open_loop, prior_obs, prior_step = weights
         model = Simulator(sim.config, seed=1)
         cfg = _train_cfg(Path("."), "x", kl_weight=kl, open_loop_weight=open_loop, prior_obs_weight=prior_obs,
-                         free_nats=0.0)
+                         prior_step_weight=prior_step, free_nats=0.0)
         loss, sums = SimObjective(model, frozen, cfg)(batch, noise)
         loss.backward()
-        grads[kl, open_loop, prior_obs] = sum(p.grad.abs().sum() for p in model.prior.parameters()
-                                              if p.grad is not None)
+        grads[tuple(weights)] = sum(p.grad.abs().sum() for p in model.prior.parameters() if p.grad is not None)
         assert (sums["open_loop"] > 0) == (open_loop > 0) and (sums["prior_obs"] > 0) == (prior_obs > 0)
-    assert grads[0.0, 0.0, 0.0] == 0 and all(g > 0 for key, g in grads.items() if any(key))
+        assert (sums["prior_step"] > 0) == (prior_step > 0)
+    assert grads[0.0, 0.0, 0.0, 0.0] == 0 and all(g > 0 for key, g in grads.items() if any(key))
 
 
 def test_the_prior_frame_term_decodes_each_frame_from_the_prior_one_step_after_the_posterior(parts):
@@ -114,6 +115,33 @@ def test_the_prior_frame_term_decodes_each_frame_from_the_prior_one_step_after_t
             total = total + (obs_loss(decoded, batch.obs[:, k], sim.config) * batch.mask[:, k]).sum()
     torch.testing.assert_close(sums["prior_obs"], total)
     torch.testing.assert_close(on - off, 2.0 * total / (b * t))
+
+
+def test_the_prior_step_term_scores_the_frame_reward_and_end_one_prior_step_after_the_posterior(parts):
+    sim, frozen, _, batch = parts
+    b, t = batch.mask.shape
+    batch = replace(batch, reward=torch.rand(b, t), done=(torch.rand(b, t) < 0.3).float())  # a reward to score
+    noise = Noise.draw(b, t, sim, torch.Generator().manual_seed(0))
+    weights = dict(obs_weight=0.5, reward_weight=2.0, done_weight=3.0)
+    with torch.no_grad():
+        off, _ = SimObjective(sim, frozen, _train_cfg(Path("."), "x", **weights))(batch, noise)
+        on, sums = SimObjective(sim, frozen, _train_cfg(Path("."), "x", prior_step_weight=4.0, **weights))(batch,
+                                                                                                          noise)
+        r = rollout(sim, frozen, batch.context(sim.config.context_frames), t, actions=batch.action, obs=batch.obs,
+                    mask=batch.mask, noise=noise)
+        total = 0.0
+        for k in range(1, t):  # from h_k (after the posterior state at k-1) and s_k from the prior: o_k, r_k, d_k
+            prior = sim.prior(r.h[:, k])
+            s = prior.mean + prior.std * noise.s[:, k]  # (B, stoch)
+            h_next = sim.cell(sim.step_input(torch.cat([s, F.one_hot(batch.action[:, k].long(), 3).float()], -1)),
+                              r.h[:, k])
+            obs = obs_loss(sim.decode_obs(r.h[:, k], s), batch.obs[:, k], sim.config)
+            reward = (sim.reward_head(h_next)[:, 0] - batch.reward[:, k]).pow(2)
+            done = F.binary_cross_entropy_with_logits(sim.done_head(h_next)[:, 0], batch.done[:, k], reduction="none")
+            total = total + ((0.5 * obs + 2.0 * reward + 3.0 * done) * batch.mask[:, k]).sum()
+    torch.testing.assert_close(sums["prior_step"], total)
+    assert float(sums["prior_obs"]) == 0.0
+    torch.testing.assert_close(on - off, 4.0 * total / (b * t))
 
 
 def test_open_loop_starts_read_their_seen_frames_through_the_posterior_and_no_more(parts):
@@ -286,6 +314,21 @@ def test_windows_stay_in_their_episode_and_the_split_is_by_episode(runs, data):
         np.testing.assert_array_equal(w.agent_state[i, :n].numpy(), store.read("agent_state", int(a), int(a) + n))
         assert not w.done[i, :n - 1].any()  # an episode's end can only be a window's last valid step
     assert w.mask[-1].sum() == 2 and w.done[-1, 1] == 1 and (w.obs[-1, 2:] == 0).all()
+
+
+def test_a_split_seed_keeps_the_held_out_episodes_while_the_seed_changes_the_weights(runs, tmp_path):
+    from policylens.sim.fidelity_cli import _split
+    from policylens.sim.train import _Setup
+
+    kw = dict(val_fraction=0.34, val_windows=4)
+    base = _Setup(_train_cfg(runs, tmp_path / "a", **kw), 0, 1)
+    same_split = _Setup(_train_cfg(runs, tmp_path / "b", seed=1, split_seed=0, **kw), 0, 1)
+    other_split = _Setup(_train_cfg(runs, tmp_path / "c", seed=1, **kw), 0, 1)
+    assert torch.equal(base.val.obs, same_split.val.obs) and base.extra["data"] == same_split.extra["data"]
+    assert not torch.equal(base.val.obs, other_split.val.obs)
+    assert not torch.equal(base.sim.obs_decoder.fc[0].weight, same_split.sim.obs_decoder.fc[0].weight)
+    assert _split({"train": same_split.extra["train"]})["seed"] == 0
+    assert _split({"train": other_split.extra["train"]})["seed"] == 1
 
 
 # -------------------------------------------------------------------------------------------------- training

@@ -80,6 +80,8 @@ def _split(conf: dict) -> dict:
     default = SimTrainConfig()
     keys = ("val_fraction", "seed", "window", "batch_size", "lr", "max_grad_norm", "device", "threads")
     out = {k: train.get(k, getattr(default, k)) for k in keys}
+    if train.get("split_seed", -1) >= 0:  # the split had a seed of its own
+        out["seed"] = train["split_seed"]
     out["source"] = "the simulator's training config" if train else "defaults: the simulator's config.json has " \
                                                                      "no train section"
     return out

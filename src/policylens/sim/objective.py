@@ -14,6 +14,9 @@ loss on the global batch; the loss divides by the batch's window steps, padding 
 - ``z_kl``: KL(q(z | context) || N(0, I)), per window;
 - ``prior_obs`` (off by default): each recorded frame decoded from the prior one step after the teacher-forced
   state before it, the frame a filtered start draws first after its context;
+- ``prior_step`` (off by default): the whole of that first step, scored on the ``obs``, ``reward`` and ``done``
+  terms with their weights: the frame decoded from the prior, and the reward and episode end of the recorded
+  action taken from that prior state (what a filtered start predicts one step after its context);
 - ``open_loop``: the same z unrolled on the prior with the recorded actions (what imagination does), scored on
   the five per-step terms above with their weights (PlaNet's observation overshooting). Each window may first
   read some of its context frames through the posterior (``seen``: frames 0 .. seen-1, where frame 0 is never
@@ -45,7 +48,8 @@ from .obs import obs_loss, obs_score
 if TYPE_CHECKING:
     from .train import SimTrainConfig
 
-TERMS = ("obs", "reward", "done", "hx", "logits", "kl", "z_kl", "open_loop", "prior_obs")
+TERMS = ("obs", "reward", "done", "hx", "logits", "kl", "z_kl", "open_loop", "prior_obs", "prior_step")
+PRIOR_STEP_TERMS = ("obs", "reward", "done")
 OPEN_LOOP_STARTS = ("z", "mixed")
 
 
@@ -75,25 +79,40 @@ class SimObjective(nn.Module):
             sums["open_loop"] = sum(getattr(self.cfg, f"{k}_weight") * (v * batch.mask).sum() for k, v in terms.items())
         else:
             sums["open_loop"] = torch.zeros((), device=batch.mask.device)
-        sums["prior_obs"] = prior_obs_sum(self.sim, r, batch, noise if latent == "sample" else None) \
-            if self.cfg.prior_obs_weight > 0 else torch.zeros((), device=batch.mask.device)
+        sums.update(prior_sums(self.sim, r, batch, noise if latent == "sample" else None, self.cfg))
         b, t = batch.mask.shape
         weights = {k: getattr(self.cfg, f"{k}_weight") for k in TERMS}
         loss = sum(weights[k] * sums[k] for k in TERMS if k != "z_kl") / (b * t) + weights["z_kl"] * sums["z_kl"] / b
         return loss, sums
 
 
-def prior_obs_sum(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None") -> torch.Tensor:
-    """Observation loss of each recorded frame o_t (t >= 1) decoded from the prior one step after the teacher-forced
-    state at t-1, ``decode(h_t, s_t ~ p(s_t | h_t))`` (the prior's mean without ``noise``; the draws are the
-    rollout's own), summed over the valid steps."""
+def prior_step_terms(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None") -> dict:
+    """One prior step after each teacher-forced state, scored against the recorded window: ``{obs, reward, done}``,
+    each (B, T-1) for t >= 1. ``obs``: o_t decoded from ``(h_t, s_t ~ p(s_t | h_t))`` (the prior's mean without
+    ``noise``; the draws are the rollout's own), h_t after the posterior state at t-1; ``reward`` / ``done``: those
+    of the recorded a_t, read from ``GRU(h_t, [s_t, a_t])``."""
     b, t = batch.mask.shape
-    if t < 2:
-        return torch.zeros((), device=batch.mask.device)
-    s = r.prior.sample(None if noise is None else noise.s[:, 1:])  # (B, T-1, stoch)
-    decoded = sim.decode_obs(r.h[:, 1:].flatten(0, 1), s.flatten(0, 1))  # (B*(T-1), H, W, channels)
-    loss = obs_loss(decoded.reshape(b, t - 1, *decoded.shape[1:]), batch.obs[:, 1:], sim.config)  # (B, T-1)
-    return (loss * batch.mask[:, 1:]).sum()
+    h = r.h[:, 1:].flatten(0, 1)  # (B*(T-1), deter)
+    s = r.prior.sample(None if noise is None else noise.s[:, 1:]).flatten(0, 1)  # (B*(T-1), stoch)
+    decoded = sim.decode_obs(h, s)  # (B*(T-1), H, W, channels)
+    action = F.one_hot(batch.action[:, 1:].flatten().long(), sim.config.num_actions)  # (B*(T-1), A)
+    h_next = sim.transition(h, s, action)  # (B*(T-1), deter)
+    reward, done = sim.reward(h_next).reshape(b, t - 1), sim.done_logit(h_next).reshape(b, t - 1)
+    return {"obs": obs_loss(decoded.reshape(b, t - 1, *decoded.shape[1:]), batch.obs[:, 1:], sim.config),
+            "reward": (reward.float() - batch.reward[:, 1:]).pow(2),
+            "done": F.binary_cross_entropy_with_logits(done.float(), batch.done[:, 1:], reduction="none")}
+
+
+def prior_sums(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None", cfg: "SimTrainConfig") -> dict:
+    """``{prior_obs, prior_step}`` summed over the valid steps (zero when off, or for windows of one frame):
+    the observation of :func:`prior_step_terms`, and all three with their weights."""
+    zero = torch.zeros((), device=batch.mask.device)
+    if batch.mask.shape[1] < 2 or (cfg.prior_obs_weight <= 0 and cfg.prior_step_weight <= 0):
+        return {"prior_obs": zero, "prior_step": zero}
+    terms = {k: v * batch.mask[:, 1:] for k, v in prior_step_terms(sim, r, batch, noise).items()}  # (B, T-1)
+    return {"prior_obs": terms["obs"].sum() if cfg.prior_obs_weight > 0 else zero,
+            "prior_step": sum(getattr(cfg, f"{k}_weight") * terms[k].sum() for k in PRIOR_STEP_TERMS)
+            if cfg.prior_step_weight > 0 else zero}
 
 
 def seen_mask(mask: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:

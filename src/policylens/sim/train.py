@@ -96,6 +96,10 @@ class SimTrainConfig:
     state before it (decode(h_t, s_t ~ p(s_t | h_t)) against o_t): trains the decoder on the states a filtered
     start predicts one step after its context (0: off; at 1 on the zoo's MiniGrid agent, scored with sim fidelity
     --start filtered, the first setting level with the VAE+LSTM baseline one step after the context)"""
+    prior_step_weight: float = 0.0
+    """weight of that whole first prior step, scored on the obs, reward and done terms with their weights: the frame
+    decoded from the prior, and the reward and episode end of the recorded action taken from that prior state (what
+    a filtered start predicts one step after its context; 0: off)"""
     open_loop_start: str = "z"
     """where that open-loop unroll starts: z (the prior from z alone, as imagination starts) or mixed (each window
     first reads 0 to context_frames-1 of its context frames after the first through the posterior, drawn
@@ -113,7 +117,10 @@ class SimTrainConfig:
     checkpoint_every: int = 500
     """steps between checkpoints"""
     seed: int = 0
-    """seed of the initial weights, the split, the windows and the noise"""
+    """seed of the initial weights, the windows and the noise (and of the split, unless split_seed is set)"""
+    split_seed: int = -1
+    """seed of the held-out split and of its scored windows (-1: seed); runs that differ in seed alone but share it
+    hold out the same episodes, so sim fidelity scores them against one baseline"""
     resume: bool = False
     """continue from OUT/trainer, the last checkpoint"""
     bf16: bool = False
@@ -216,11 +223,12 @@ class _Setup:
         self.loss = SimObjective(self.sim, self.agent, cfg)
         self.optimizer = torch.optim.AdamW(self.sim.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.ema = {k: v.detach().clone() for k, v in self.sim.state_dict().items()} if cfg.ema else None
-        train_eps, val_eps = self.data.split(cfg.val_fraction, cfg.seed)
+        split_seed = cfg.seed if cfg.split_seed < 0 else cfg.split_seed
+        train_eps, val_eps = self.data.split(cfg.val_fraction, split_seed)
         self.train_starts = self.data.window_starts(train_eps, cfg.window)
         val_starts = self.data.window_starts(val_eps, cfg.window)
         if len(val_starts) > cfg.val_windows:
-            val_starts = np.sort(np.random.default_rng(cfg.seed).choice(val_starts, cfg.val_windows, replace=False))
+            val_starts = np.sort(np.random.default_rng(split_seed).choice(val_starts, cfg.val_windows, replace=False))
         self.val = self.data.windows(val_starts, cfg.window).to(self.device) if len(val_starts) else None
         settings = {k: v for k, v in asdict(cfg).items() if k not in VOLATILE}
         self.settings = json.loads(json.dumps({**settings, "store_frames": self.data.num_frames}))  # as stored
