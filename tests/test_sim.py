@@ -144,6 +144,27 @@ def test_the_prior_step_term_scores_the_frame_reward_and_end_one_prior_step_afte
     torch.testing.assert_close(on - off, 4.0 * total / (b * t))
 
 
+def test_prior_terms_can_train_the_dynamics_alone_with_the_readouts_read_detached(parts):
+    sim, frozen, _, batch = parts
+    b, t = batch.mask.shape
+    batch = replace(batch, reward=torch.rand(b, t), done=(torch.rand(b, t) < 0.3).float())
+    noise = Noise.draw(b, t, sim, torch.Generator().manual_seed(0))
+    only = dict(obs_weight=0.0, hx_weight=0.0, logits_weight=0.0, kl_weight=0.0, z_kl_weight=0.0, open_loop_weight=0.0,
+                prior_step_weight=1.0, prior_obs_weight=1.0)  # the loss is the prior terms alone (+ reward, done)
+    grads, sums = {}, {}
+    for trains in (True, False):
+        model = Simulator(sim.config, seed=1)
+        loss, sums[trains] = SimObjective(model, frozen, _train_cfg(Path("."), "x", prior_trains_readouts=trains,
+                                                                    **only))(batch, noise)
+        loss.backward()
+        grads[trains] = {name: sum(float(p.grad.abs().sum()) for p in getattr(model, name).parameters()
+                                   if p.grad is not None) for name in ("obs_decoder", "prior", "cell")}
+    torch.testing.assert_close(sums[True]["prior_step"], sums[False]["prior_step"])
+    torch.testing.assert_close(sums[True]["prior_obs"], sums[False]["prior_obs"])
+    assert grads[False]["obs_decoder"] == 0 < grads[True]["obs_decoder"]  # obs_weight 0: only the prior terms
+    assert grads[False]["prior"] > 0 and grads[False]["cell"] > 0
+
+
 def test_open_loop_starts_read_their_seen_frames_through_the_posterior_and_no_more(parts):
     sim, frozen, _, batch = parts
     b, t = batch.mask.shape

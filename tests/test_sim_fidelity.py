@@ -240,6 +240,9 @@ def test_cli_matches_the_simulators_compute_and_split_and_writes_json_and_figure
     mixed = fidelity_cli.FidelityConfig(run="x")
     assert fidelity_cli._start(mixed, {"train": {"open_loop_start": "mixed"}}) == "filtered"
     assert fidelity_cli._start(mixed, {"train": {"open_loop_start": "z"}}) == fidelity_cli._start(mixed, {}) == "z"
+    for term in ("prior_obs_weight", "prior_step_weight"):
+        assert fidelity_cli._start(mixed, {"train": {term: 1.0}}) == "filtered"
+        assert fidelity_cli._start(mixed, {"train": {term: 0.0}}) == "z"
 
 
 def test_bad_input_gives_clear_errors(run, tmp_path, capsys):

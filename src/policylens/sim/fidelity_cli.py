@@ -42,7 +42,8 @@ class FidelityConfig(SimCommand):
     start: str = "auto"
     """how the simulator scored as "simulator" reads its context: filtered (the context frames through the
     posterior, then the prior: what the baseline reads), z (the prior from z alone, how sim sample imagines), or
-    auto (filtered when it was trained with open_loop_start mixed, else z); the other way is a second row"""
+    auto (filtered when it was trained for it: open_loop_start mixed, or a prior_obs or prior_step term; else z);
+    the other way is a second row"""
     baseline: str = "auto"
     """VAE+LSTM baseline: auto (RUN/sim/baseline, trained there if missing), train, none, or a baseline folder"""
     baseline_seconds: float = 0.0
@@ -91,11 +92,15 @@ STARTS = {"filtered": "simulator (filtered)", "z": "simulator (z alone)"}
 
 
 def _start(cfg: FidelityConfig, conf: dict) -> str:
-    """``filtered`` or ``z``: ``--start``, or for auto how the simulator's open-loop term was trained (``z`` for a
-    simulator trained before ``open_loop_start`` existed)."""
+    """``filtered`` or ``z``: ``--start``, or for auto whether the simulator was trained to predict from a filtered
+    context: mixed open-loop starts, or a term on the prior step after each posterior state (``z`` for a simulator
+    trained before these existed)."""
     if cfg.start != "auto":
         return cfg.start
-    return "filtered" if (conf.get("train") or {}).get("open_loop_start", "z") == "mixed" else "z"
+    train = conf.get("train") or {}
+    filtered = train.get("open_loop_start", "z") == "mixed" or max(train.get("prior_obs_weight", 0.0),
+                                                                      train.get("prior_step_weight", 0.0)) > 0
+    return "filtered" if filtered else "z"
 
 
 def _read_data(paths, conf: dict, frozen):

@@ -86,21 +86,36 @@ class SimObjective(nn.Module):
         return loss, sums
 
 
-def prior_step_terms(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None") -> dict:
+def prior_step_terms(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None",
+                     readouts: bool = True) -> dict:
     """One prior step after each teacher-forced state, scored against the recorded window: ``{obs, reward, done}``,
     each (B, T-1) for t >= 1. ``obs``: o_t decoded from ``(h_t, s_t ~ p(s_t | h_t))`` (the prior's mean without
     ``noise``; the draws are the rollout's own), h_t after the posterior state at t-1; ``reward`` / ``done``: those
-    of the recorded a_t, read from ``GRU(h_t, [s_t, a_t])``."""
+    of the recorded a_t, read from ``GRU(h_t, [s_t, a_t])``. ``readouts=False``: the decoder and the reward and
+    episode-end heads are read with their weights detached, so these terms train the dynamics alone."""
     b, t = batch.mask.shape
     h = r.h[:, 1:].flatten(0, 1)  # (B*(T-1), deter)
     s = r.prior.sample(None if noise is None else noise.s[:, 1:]).flatten(0, 1)  # (B*(T-1), stoch)
-    decoded = sim.decode_obs(h, s)  # (B*(T-1), H, W, channels)
+    read = _readouts(sim, readouts)
+    decoded = read("obs_decoder", torch.cat([h, s], -1))  # (B*(T-1), H, W, channels)
     action = F.one_hot(batch.action[:, 1:].flatten().long(), sim.config.num_actions)  # (B*(T-1), A)
     h_next = sim.transition(h, s, action)  # (B*(T-1), deter)
-    reward, done = sim.reward(h_next).reshape(b, t - 1), sim.done_logit(h_next).reshape(b, t - 1)
+    reward = read("reward_head", h_next).reshape(b, t - 1)
+    done = read("done_head", h_next).reshape(b, t - 1)
     return {"obs": obs_loss(decoded.reshape(b, t - 1, *decoded.shape[1:]), batch.obs[:, 1:], sim.config),
             "reward": (reward.float() - batch.reward[:, 1:]).pow(2),
             "done": F.binary_cross_entropy_with_logits(done.float(), batch.done[:, 1:], reduction="none")}
+
+
+def _readouts(sim: Simulator, train: bool):
+    """``read(name, x)``: the simulator's submodule ``name`` applied to ``x``, with its weights detached unless
+    ``train``."""
+    def read(name: str, x: torch.Tensor) -> torch.Tensor:
+        module = getattr(sim, name)
+        if train:
+            return module(x)
+        return torch.func.functional_call(module, {k: v.detach() for k, v in module.named_parameters()}, (x,))
+    return read
 
 
 def prior_sums(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None", cfg: "SimTrainConfig") -> dict:
@@ -109,7 +124,8 @@ def prior_sums(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None"
     zero = torch.zeros((), device=batch.mask.device)
     if batch.mask.shape[1] < 2 or (cfg.prior_obs_weight <= 0 and cfg.prior_step_weight <= 0):
         return {"prior_obs": zero, "prior_step": zero}
-    terms = {k: v * batch.mask[:, 1:] for k, v in prior_step_terms(sim, r, batch, noise).items()}  # (B, T-1)
+    terms = prior_step_terms(sim, r, batch, noise, cfg.prior_trains_readouts)
+    terms = {k: v * batch.mask[:, 1:] for k, v in terms.items()}  # (B, T-1)
     return {"prior_obs": terms["obs"].sum() if cfg.prior_obs_weight > 0 else zero,
             "prior_step": sum(getattr(cfg, f"{k}_weight") * terms[k].sum() for k in PRIOR_STEP_TERMS)
             if cfg.prior_step_weight > 0 else zero}

@@ -100,6 +100,10 @@ class SimTrainConfig:
     """weight of that whole first prior step, scored on the obs, reward and done terms with their weights: the frame
     decoded from the prior, and the reward and episode end of the recorded action taken from that prior state (what
     a filtered start predicts one step after its context; 0: off)"""
+    prior_trains_readouts: bool = True
+    """the prior_obs and prior_step terms also train the decoder and the reward and episode-end heads (false: they
+    read them with their weights detached and train the dynamics alone, so the readouts learn from the posterior's
+    states and are not taught to hedge on the prior's)"""
     open_loop_start: str = "z"
     """where that open-loop unroll starts: z (the prior from z alone, as imagination starts) or mixed (each window
     first reads 0 to context_frames-1 of its context frames after the first through the posterior, drawn
