@@ -23,7 +23,7 @@ from policylens.sim.loop import Context, FrozenAgent, Noise, choose_action, roll
 from policylens.sim.model import Gaussian, Simulator, balanced_kl, kl_divergence, standard_normal_kl
 from policylens.sim.obs import agent_view, obs_loss
 from policylens.sim.objective import SimObjective, seen_mask
-from policylens.sim.train import SimTrainConfig, fit, train
+from policylens.sim.train import SimTrainConfig, _Setup, fit, train
 
 ENV = "minigrid:MiniGrid-Empty-Random-5x5-v0?num_actions=3"  # a random agent wanders: episodes of tens of steps
 AGENT = {"arch": "cnn", "obs_shape": [7, 7, 3], "num_actions": 3, "obs_scale": 0.1}
@@ -337,9 +337,23 @@ def test_windows_stay_in_their_episode_and_the_split_is_by_episode(runs, data):
     assert w.mask[-1].sum() == 2 and w.done[-1, 1] == 1 and (w.obs[-1, 2:] == 0).all()
 
 
+def test_tail_windows_end_their_episode_at_every_step_after_the_context(runs, data, tmp_path):
+    eps = np.arange(6)
+    inside, tail = data.window_starts(eps, 5), data.window_starts(eps, 5, min_frames=3)
+    assert all(n > 5 for n in data.length)  # so each episode adds the 2 starts whose windows keep 4 and 3 frames
+    assert set(inside) < set(tail) and len(tail) - len(inside) == 2 * len(eps)
+    w = data.windows(tail, 5)
+    ends = w.done.bool() & w.mask.bool()  # (n, 5) where an episode ends
+    assert set(ends.nonzero()[:, 1].tolist()) == {2, 3, 4}  # at every step from the first after a 2-frame context
+    assert (w.mask.sum(1) >= 3).all()
+    full = data.windows(inside, 5)
+    assert set((full.done.bool() & full.mask.bool()).nonzero()[:, 1].tolist()) == {4}  # only at the last step
+    setup = _Setup(_train_cfg(runs, tmp_path / "t", tail_windows=True), 0, 1)
+    np.testing.assert_array_equal(setup.train_starts, data.window_starts(data.split(0.1, 0)[0], 5, min_frames=3))
+
+
 def test_a_split_seed_keeps_the_held_out_episodes_while_the_seed_changes_the_weights(runs, tmp_path):
     from policylens.sim.fidelity_cli import _split
-    from policylens.sim.train import _Setup
 
     kw = dict(val_fraction=0.34, val_windows=4)
     base = _Setup(_train_cfg(runs, tmp_path / "a", **kw), 0, 1)

@@ -74,9 +74,12 @@ class SimData:
 
         return split_episodes(self.num_episodes, val_fraction, seed)
 
-    def window_starts(self, episodes: np.ndarray, steps: int) -> np.ndarray:
-        """First frames of every window of ``steps`` frames inside the given episodes, (n,) global indices."""
-        starts = [np.arange(self.start[e], self.start[e] + max(self.length[e] - steps, 0) + 1) for e in episodes]
+    def window_starts(self, episodes: np.ndarray, steps: int, min_frames: int = 0) -> np.ndarray:
+        """First frames of every window of ``steps`` frames inside the given episodes, (n,) global indices; with
+        ``min_frames`` > 0 also the windows that run past their episode's end with at least that many of its frames
+        (padded by :meth:`windows`), so an episode's end falls at every step of some window."""
+        keep = steps if min_frames <= 0 else min(min_frames, steps)
+        starts = [np.arange(self.start[e], self.start[e] + max(self.length[e] - keep, 0) + 1) for e in episodes]
         return np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, np.int64)
 
     def windows(self, starts: np.ndarray, steps: int) -> Windows:
