@@ -96,6 +96,19 @@ def test_unrolling_the_recorded_frames_scores_perfectly_even_with_nonsense_on_th
     assert torch.equal(actions[valid], w.logits[:, k:].argmax(-1)[valid])
 
 
+def test_pixel_views_are_scored_without_an_object_recall(parts):
+    from dataclasses import replace
+
+    sim, frozen, _, w = parts
+    k = sim.config.context_frames
+    pixels = replace(sim.config, obs_kind="pixels", planes=(), cells=())  # the recorded codes read as pixels
+    values, mask, objects = score_models({"repeat": repeat_unroll(pixels)}, w, k, pixels, frozen)
+    assert objects == {}
+    last = w.obs[:, k - 1:k].float()  # (N, 1, 7, 7, 3) the frame repeated
+    error = ((last - w.obs[:, k:].float()) / 255.0).pow(2).mean((-3, -2, -1))  # (N, H) on [0, 1]
+    torch.testing.assert_close(torch.as_tensor(values["repeat"]["obs_score"])[w.mask[:, k:]], error[w.mask[:, k:]])
+
+
 def test_the_repeat_reference_equals_a_hand_computation(parts):
     sim, frozen, _, w = parts
     k = sim.config.context_frames

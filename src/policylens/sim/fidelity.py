@@ -179,8 +179,9 @@ def score_models(models: dict, windows: Windows, context: int, cfg: SimConfig, a
             pred = unroll(part, context)
             for k, v in step_scores(pred, part, context, cfg, agent, real).items():
                 parts[name][k].append(v.detach().cpu().numpy())
-            for into, v in zip(counts.get(name, ()), object_cells(pred.decoded, part.obs[:, context:], cfg)):
-                into.append(v.cpu().numpy())
+            if name in counts:  # categorical views only
+                for into, v in zip(counts[name], object_cells(pred.decoded, part.obs[:, context:], cfg)):
+                    into.append(v.cpu().numpy())
     values = {name: {k: np.concatenate(v) for k, v in metrics.items()} for name, metrics in parts.items()}
     objects = {name: tuple(np.concatenate(v) for v in pair) for name, pair in counts.items()}
     return values, windows.mask[:, context:].cpu().numpy(), objects
