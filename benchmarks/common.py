@@ -23,3 +23,12 @@ def write(name: str, result: dict) -> Path:
     path.write_text(json.dumps({"machine": machine(), **result}, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def file_run(name: str, label: str, result: dict) -> Path:
+    """Put ``result`` under ``runs[label]`` of ``results/NAME.json``, keeping the other runs there."""
+    path = RESULTS / f"{name}.json"
+    filed = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    filed.pop("machine", None)
+    filed["runs"][label] = result
+    return write(name, filed)

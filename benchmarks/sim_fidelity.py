@@ -21,7 +21,7 @@ import argparse
 import json
 import shutil
 
-from .common import RESULTS, write
+from .common import RESULTS, file_run, write
 
 
 def main(argv=None):
@@ -72,11 +72,7 @@ def main(argv=None):
 
 def file_lever(label: str, result: dict) -> dict:
     """Put ``result`` under ``runs[label]`` of results/sim_fidelity_levers.json, keeping the other levers."""
-    path = RESULTS / "sim_fidelity_levers.json"
-    levers = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
-    levers.pop("machine", None)
-    levers["runs"][label] = result
-    write("sim_fidelity_levers", levers)
+    file_run("sim_fidelity_levers", label, result)
     return result
 
 

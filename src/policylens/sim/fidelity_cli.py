@@ -75,14 +75,13 @@ def _check(cfg: FidelityConfig) -> None:
 
 def _split(conf: dict) -> dict:
     """How ``sim train`` split the store: its val_fraction and seed (the defaults when it recorded none)."""
-    from .train import SimTrainConfig
+    from .train import SimTrainConfig, split_seed
 
     train = conf.get("train") or {}
     default = SimTrainConfig()
-    keys = ("val_fraction", "seed", "window", "batch_size", "lr", "max_grad_norm", "device", "threads")
+    keys = ("val_fraction", "window", "batch_size", "lr", "max_grad_norm", "device", "threads")
     out = {k: train.get(k, getattr(default, k)) for k in keys}
-    if train.get("split_seed", -1) >= 0:  # the split had a seed of its own
-        out["seed"] = train["split_seed"]
+    out["seed"] = split_seed(train)
     out["source"] = "the simulator's training config" if train else "defaults: the simulator's config.json has " \
                                                                      "no train section"
     return out

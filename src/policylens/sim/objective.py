@@ -96,26 +96,21 @@ def prior_step_terms(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise |
     b, t = batch.mask.shape
     h = r.h[:, 1:].flatten(0, 1)  # (B*(T-1), deter)
     s = r.prior.sample(None if noise is None else noise.s[:, 1:]).flatten(0, 1)  # (B*(T-1), stoch)
-    read = _readouts(sim, readouts)
-    decoded = read("obs_decoder", torch.cat([h, s], -1))  # (B*(T-1), H, W, channels)
+    decoded = _apply(sim.obs_decoder, torch.cat([h, s], -1), readouts)  # (B*(T-1), H, W, channels)
     action = F.one_hot(batch.action[:, 1:].flatten().long(), sim.config.num_actions)  # (B*(T-1), A)
     h_next = sim.transition(h, s, action)  # (B*(T-1), deter)
-    reward = read("reward_head", h_next).reshape(b, t - 1)
-    done = read("done_head", h_next).reshape(b, t - 1)
+    reward = _apply(sim.reward_head, h_next, readouts).reshape(b, t - 1)
+    done = _apply(sim.done_head, h_next, readouts).reshape(b, t - 1)
     return {"obs": obs_loss(decoded.reshape(b, t - 1, *decoded.shape[1:]), batch.obs[:, 1:], sim.config),
             "reward": (reward.float() - batch.reward[:, 1:]).pow(2),
             "done": F.binary_cross_entropy_with_logits(done.float(), batch.done[:, 1:], reduction="none")}
 
 
-def _readouts(sim: Simulator, train: bool):
-    """``read(name, x)``: the simulator's submodule ``name`` applied to ``x``, with its weights detached unless
-    ``train``."""
-    def read(name: str, x: torch.Tensor) -> torch.Tensor:
-        module = getattr(sim, name)
-        if train:
-            return module(x)
-        return torch.func.functional_call(module, {k: v.detach() for k, v in module.named_parameters()}, (x,))
-    return read
+def _apply(module: nn.Module, x: torch.Tensor, train: bool) -> torch.Tensor:
+    """``module(x)``; with its weights detached unless ``train`` (gradients still reach ``x``)."""
+    if train:
+        return module(x)
+    return torch.func.functional_call(module, {k: v.detach() for k, v in module.named_parameters()}, (x,))
 
 
 def prior_sums(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None", cfg: "SimTrainConfig") -> dict:

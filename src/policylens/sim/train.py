@@ -144,6 +144,13 @@ class SimTrainConfig:
     """the simulator's architecture (its fields are options of their own)"""
 
 
+def split_seed(train: dict) -> int:
+    """The seed a training config (as stored in ``config.json``'s ``train``) split its store with: ``split_seed``,
+    or ``seed`` where that is -1 or absent."""
+    own = train.get("split_seed", -1)
+    return int(train.get("seed", 0) if own < 0 else own)
+
+
 def _check(cfg: SimTrainConfig, world: int) -> None:
     if not cfg.run:
         raise ValueError("sim train needs a RUN: the recurrent agent's run directory, checkpoint folder or zoo:NAME")
@@ -232,13 +239,13 @@ class _Setup:
         self.loss = SimObjective(self.sim, self.agent, cfg)
         self.optimizer = torch.optim.AdamW(self.sim.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.ema = {k: v.detach().clone() for k, v in self.sim.state_dict().items()} if cfg.ema else None
-        split_seed = cfg.seed if cfg.split_seed < 0 else cfg.split_seed
-        train_eps, val_eps = self.data.split(cfg.val_fraction, split_seed)
+        split = split_seed(asdict(cfg))
+        train_eps, val_eps = self.data.split(cfg.val_fraction, split)
         tail = cfg.sim.context_frames + 1 if cfg.tail_windows else 0  # a frame after the context, as scored
         self.train_starts = self.data.window_starts(train_eps, cfg.window, min_frames=tail)
         val_starts = self.data.window_starts(val_eps, cfg.window)
         if len(val_starts) > cfg.val_windows:
-            val_starts = np.sort(np.random.default_rng(split_seed).choice(val_starts, cfg.val_windows, replace=False))
+            val_starts = np.sort(np.random.default_rng(split).choice(val_starts, cfg.val_windows, replace=False))
         self.val = self.data.windows(val_starts, cfg.window).to(self.device) if len(val_starts) else None
         settings = {k: v for k, v in asdict(cfg).items() if k not in VOLATILE}
         self.settings = json.loads(json.dumps({**settings, "store_frames": self.data.num_frames}))  # as stored
