@@ -191,6 +191,21 @@ def test_baseline_trains_on_the_training_split_for_its_budget_and_learns(parts, 
         train_baseline(data, sim.config, **kw)
 
 
+def test_baseline_with_tail_windows_draws_the_simulators_tail_windows(parts, monkeypatch):
+    sim, _, data, _ = parts
+    seen = []
+    real_windows = data.windows
+    monkeypatch.setattr(data, "windows", lambda starts, steps: seen.append(np.asarray(starts)) or
+                        real_windows(starts, steps))
+    kw = dict(window=6, batch_size=8, seed=3, val_fraction=0.34)
+    _, info = train_baseline(data, sim.config, steps=6, tail_windows=True, **kw)
+    train_eps, _ = split_episodes(data.num_episodes, 0.34, 3)
+    whole = set(data.window_starts(train_eps, 6).tolist())
+    tail = set(data.window_starts(train_eps, 6, min_frames=sim.config.context_frames + 1).tolist())
+    drawn = set(np.concatenate(seen).tolist())
+    assert info["tail_windows"] and drawn <= tail and drawn - whole  # some windows run past their episode's end
+
+
 def test_baseline_save_load_round_trip(run, parts, tmp_path):
     sim, _, data, w = parts
     model, info = train_baseline(data, sim.config, steps=2, window=6, batch_size=4, latent=5, lstm=7)

@@ -131,8 +131,8 @@ class VaeLstm(nn.Module):
 
 def train_baseline(data: SimData, cfg: SimConfig, *, seconds: "float | None" = None, steps: "int | None" = None,
                    window: int = 16, batch_size: int = 32, lr: float = 3e-4, seed: int = 0, val_fraction: float = 0.1,
-                   latent: int = 0, lstm: int = 0, max_grad_norm: float = 10.0, device="cpu",
-                   progress: bool = False) -> tuple:
+                   latent: int = 0, lstm: int = 0, max_grad_norm: float = 10.0, tail_windows: bool = False,
+                   device="cpu", progress: bool = False) -> tuple:
     """Train a :class:`VaeLstm` on the windows ``sim train`` draws from (the same split by ``val_fraction`` and
     ``seed``; held-out episodes excluded) until ``seconds`` of optimizer-step wall time (equal compute: the
     simulator's ``trained_seconds``, timed the same way) or ``steps`` steps, whichever comes first.
@@ -146,7 +146,8 @@ def train_baseline(data: SimData, cfg: SimConfig, *, seconds: "float | None" = N
     if window < 2 or batch_size < 1:
         raise ValueError(f"baseline window must be >= 2 and batch_size >= 1, got {window}, {batch_size}")
     train_eps, _ = data.split(val_fraction, seed)
-    starts = data.window_starts(train_eps, window)
+    tail = cfg.context_frames + 1 if tail_windows else 0  # a frame after the context, as scored
+    starts = data.window_starts(train_eps, window, min_frames=tail)
     if len(starts) == 0:
         raise ValueError(f"rollouts store {data.path}: no training episodes after holding out {val_fraction:.0%}")
     model = VaeLstm(cfg, latent, lstm, seed=seed).to(device).train()
@@ -174,7 +175,8 @@ def train_baseline(data: SimData, cfg: SimConfig, *, seconds: "float | None" = N
     bar.close()
     info = {"steps": step, "seconds": round(spent, 3), "last_step_seconds": round(last, 6),
             "budget_seconds": seconds, "budget_steps": steps, "window": window, "batch_size": batch_size, "lr": lr,
-            "seed": seed, "val_fraction": val_fraction, "store_episodes": data.num_episodes, "device": str(device),
+            "seed": seed, "val_fraction": val_fraction, "tail_windows": bool(tail_windows),
+            "store_episodes": data.num_episodes, "device": str(device),
             "final_terms": terms}
     return model.eval(), info
 

@@ -79,7 +79,7 @@ def _split(conf: dict) -> dict:
 
     train = conf.get("train") or {}
     default = SimTrainConfig()
-    keys = ("val_fraction", "window", "batch_size", "lr", "max_grad_norm", "device", "threads")
+    keys = ("val_fraction", "window", "batch_size", "lr", "max_grad_norm", "tail_windows", "device", "threads")
     out = {k: train.get(k, getattr(default, k)) for k in keys}
     out["seed"] = split_seed(train)
     out["source"] = "the simulator's training config" if train else "defaults: the simulator's config.json has " \
@@ -176,8 +176,8 @@ def _baseline(cfg: FidelityConfig, paths, conf: dict, sim_cfg, split: dict, data
     model, info = train_baseline(data, sim_cfg, seconds=seconds, steps=steps, window=split["window"],
                                  batch_size=split["batch_size"], lr=split["lr"], seed=split["seed"],
                                  val_fraction=split["val_fraction"], latent=cfg.baseline_latent,
-                                 lstm=cfg.baseline_lstm, max_grad_norm=split["max_grad_norm"], device=cfg.device,
-                                 progress=cfg.progress)
+                                 lstm=cfg.baseline_lstm, max_grad_norm=split["max_grad_norm"],
+                                 tail_windows=split["tail_windows"], device=cfg.device, progress=cfg.progress)
     info["budget"] = budget
     save_baseline(model, folder, info, data)
     return model, {**info, "folder": str(folder), "trained_now": True}
