@@ -117,12 +117,13 @@ def test_the_prior_frame_term_decodes_each_frame_from_the_prior_one_step_after_t
     torch.testing.assert_close(on - off, 2.0 * total / (b * t))
 
 
-def test_the_prior_step_term_scores_the_frame_reward_and_end_one_prior_step_after_the_posterior(parts):
+@pytest.mark.parametrize("latent", ["sample", "mean"])
+def test_the_prior_step_term_scores_the_frame_reward_and_end_one_prior_step_after_the_posterior(parts, latent):
     sim, frozen, _, batch = parts
     b, t = batch.mask.shape
     batch = replace(batch, reward=torch.rand(b, t), done=(torch.rand(b, t) < 0.3).float())  # a reward to score
     noise = Noise.draw(b, t, sim, torch.Generator().manual_seed(0))
-    weights = dict(obs_weight=0.5, reward_weight=2.0, done_weight=3.0)
+    weights = dict(obs_weight=0.5, reward_weight=2.0, done_weight=3.0, prior_step_latent=latent)
     with torch.no_grad():
         off, _ = SimObjective(sim, frozen, _train_cfg(Path("."), "x", **weights))(batch, noise)
         on, sums = SimObjective(sim, frozen, _train_cfg(Path("."), "x", prior_step_weight=4.0, **weights))(batch,
@@ -132,7 +133,7 @@ def test_the_prior_step_term_scores_the_frame_reward_and_end_one_prior_step_afte
         total = 0.0
         for k in range(1, t):  # from h_k (after the posterior state at k-1) and s_k from the prior: o_k, r_k, d_k
             prior = sim.prior(r.h[:, k])
-            s = prior.mean + prior.std * noise.s[:, k]  # (B, stoch)
+            s = prior.mean + (prior.std * noise.s[:, k] if latent == "sample" else 0)  # (B, stoch)
             h_next = sim.cell(sim.step_input(torch.cat([s, F.one_hot(batch.action[:, k].long(), 3).float()], -1)),
                               r.h[:, k])
             obs = obs_loss(sim.decode_obs(r.h[:, k], s), batch.obs[:, k], sim.config)

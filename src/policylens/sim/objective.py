@@ -87,15 +87,17 @@ class SimObjective(nn.Module):
 
 
 def prior_step_terms(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None",
-                     readouts: bool = True) -> dict:
+                     readouts: bool = True, latent: str = "sample") -> dict:
     """One prior step after each teacher-forced state, scored against the recorded window: ``{obs, reward, done}``,
     each (B, T-1) for t >= 1. ``obs``: o_t decoded from ``(h_t, s_t ~ p(s_t | h_t))`` (the prior's mean without
     ``noise``; the draws are the rollout's own), h_t after the posterior state at t-1; ``reward`` / ``done``: those
     of the recorded a_t, read from ``GRU(h_t, [s_t, a_t])``. ``readouts=False``: the decoder and the reward and
-    episode-end heads are read with their weights detached, so these terms train the dynamics alone."""
+    episode-end heads are read with their weights detached, so these terms train the dynamics alone.
+    ``latent="mean"``: s_t is the prior's mean even with ``noise``, what ``sim fidelity``'s filtered start reads."""
     b, t = batch.mask.shape
     h = r.h[:, 1:].flatten(0, 1)  # (B*(T-1), deter)
-    s = r.prior.sample(None if noise is None else noise.s[:, 1:]).flatten(0, 1)  # (B*(T-1), stoch)
+    draws = None if noise is None or latent == "mean" else noise.s[:, 1:]
+    s = r.prior.sample(draws).flatten(0, 1)  # (B*(T-1), stoch)
     decoded = _apply(sim.obs_decoder, torch.cat([h, s], -1), readouts)  # (B*(T-1), H, W, channels)
     action = F.one_hot(batch.action[:, 1:].flatten().long(), sim.config.num_actions)  # (B*(T-1), A)
     h_next = sim.transition(h, s, action)  # (B*(T-1), deter)
@@ -119,7 +121,7 @@ def prior_sums(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None"
     zero = torch.zeros((), device=batch.mask.device)
     if batch.mask.shape[1] < 2 or (cfg.prior_obs_weight <= 0 and cfg.prior_step_weight <= 0):
         return {"prior_obs": zero, "prior_step": zero}
-    terms = prior_step_terms(sim, r, batch, noise, cfg.prior_trains_readouts)
+    terms = prior_step_terms(sim, r, batch, noise, cfg.prior_trains_readouts, cfg.prior_step_latent)
     terms = {k: v * batch.mask[:, 1:] for k, v in terms.items()}  # (B, T-1)
     return {"prior_obs": terms["obs"].sum() if cfg.prior_obs_weight > 0 else zero,
             "prior_step": sum(getattr(cfg, f"{k}_weight") * terms[k].sum() for k in PRIOR_STEP_TERMS)

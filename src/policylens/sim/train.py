@@ -104,6 +104,9 @@ class SimTrainConfig:
     """the prior_obs and prior_step terms also train the decoder and the reward and episode-end heads (false: they
     read them with their weights detached and train the dynamics alone, so the readouts learn from the posterior's
     states and are not taught to hedge on the prior's)"""
+    prior_step_latent: str = "sample"
+    """the prior state s_t the prior_obs and prior_step terms read: sample (a draw with the step's noise) or mean
+    (the prior's mean, what sim fidelity's filtered start reads one step after its context)"""
     open_loop_start: str = "z"
     """where that open-loop unroll starts: z (the prior from z alone, as imagination starts) or mixed (each window
     first reads 0 to context_frames-1 of its context frames after the first through the posterior, drawn
@@ -163,6 +166,8 @@ def _check(cfg: SimTrainConfig, world: int) -> None:
         raise ValueError(f"seconds must be >= 0 (0: no time limit), got {cfg.seconds}")
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {world} ranks")
+    if cfg.prior_step_latent not in ("sample", "mean"):
+        raise ValueError(f"prior_step_latent {cfg.prior_step_latent!r}; expected sample or mean")
     if cfg.open_loop_start not in OPEN_LOOP_STARTS:
         raise ValueError(f"open_loop_start {cfg.open_loop_start!r}; expected one of {OPEN_LOOP_STARTS}")
     if not 0 <= cfg.ema < 1:
