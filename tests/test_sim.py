@@ -104,8 +104,9 @@ def test_the_prior_frame_term_decodes_each_frame_from_the_prior_one_step_after_t
     b, t = batch.mask.shape
     noise = Noise.draw(b, t, sim, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        off, _ = SimObjective(sim, frozen, _train_cfg(Path("."), "x"))(batch, noise)
-        on, sums = SimObjective(sim, frozen, _train_cfg(Path("."), "x", prior_obs_weight=2.0))(batch, noise)
+        off, _ = SimObjective(sim, frozen, _train_cfg(Path("."), "x", prior_step_latent="sample"))(batch, noise)
+        on, sums = SimObjective(sim, frozen, _train_cfg(Path("."), "x", prior_obs_weight=2.0,
+                                                        prior_step_latent="sample"))(batch, noise)
         r = rollout(sim, frozen, batch.context(sim.config.context_frames), t, actions=batch.action, obs=batch.obs,
                     mask=batch.mask, noise=noise)
         total = 0.0
@@ -125,7 +126,7 @@ def test_the_prior_step_term_scores_the_frame_reward_and_end_one_prior_step_afte
     noise = Noise.draw(b, t, sim, torch.Generator().manual_seed(0))
     weights = dict(obs_weight=0.5, reward_weight=2.0, done_weight=3.0, prior_step_latent=latent)
     with torch.no_grad():
-        off, _ = SimObjective(sim, frozen, _train_cfg(Path("."), "x", **weights))(batch, noise)
+        off, _ = SimObjective(sim, frozen, _train_cfg(Path("."), "x", prior_step_weight=0.0, **weights))(batch, noise)
         on, sums = SimObjective(sim, frozen, _train_cfg(Path("."), "x", prior_step_weight=4.0, **weights))(batch,
                                                                                                           noise)
         r = rollout(sim, frozen, batch.context(sim.config.context_frames), t, actions=batch.action, obs=batch.obs,
