@@ -61,8 +61,8 @@ def simulator_unroll(sim, agent, filtered: bool = False) -> Unroll:
     """The simulator's open loop with the recorded actions and latent means, scored on the frames after the
     context: z alone carries the context (how it is trained to unroll, and how ``sim sample`` and the other
     commands imagine from an encoded start). ``filtered``: the context frames also reach the posterior (s_1 ..
-    s_{K-1} given them, as the baseline's LSTM reads them), the prior alone after (on the zoo's MiniGrid simulator
-    this scored lower than z alone: its prior is trained to unroll from z)."""
+    s_{K-1} given them, as the baseline's LSTM reads them), the prior alone after (what ``sim train``'s prior-step
+    term trains, on by default; a simulator trained without it scored lower this way than from z alone)."""
     from .loop import rollout
     from .objective import seen_mask
 

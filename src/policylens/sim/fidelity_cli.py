@@ -42,7 +42,8 @@ class FidelityConfig(SimCommand):
     start: str = "auto"
     """how the simulator scored as "simulator" reads its context: filtered (the context frames through the
     posterior, then the prior: what the baseline reads), z (the prior from z alone, how sim sample imagines), or
-    auto (filtered when it was trained for it: open_loop_start mixed, or a prior_obs or prior_step term; else z);
+    auto (filtered when it was trained for it: a prior_obs or prior_step term, sim train's default, or
+    open_loop_start mixed; else z);
     the other way is a second row"""
     baseline: str = "auto"
     """VAE+LSTM baseline: auto (RUN/sim/baseline, trained there if missing), train, none, or a baseline folder"""
