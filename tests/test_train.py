@@ -67,7 +67,11 @@ def test_writes_a_loadable_checkpoint_csv_and_curve(tmp_path):
 
 
 def _start(run, extra, total):
-    code = ("from policylens.train import TrainConfig, train; "
+    # each checkpoint is followed by a pause (the run's numbers do not change), so the signal lands mid-run even when
+    # a busy machine starves the test process of CPU
+    code = ("import time; import policylens.train.ppo as ppo; write = ppo.write_checkpoint; "
+            "ppo.write_checkpoint = lambda *a, **k: (write(*a, **k), time.sleep(0.3)); "
+            "from policylens.train import TrainConfig, train; "
             f"train(TrainConfig(out={str(run)!r}, total_frames={total}, checkpoint_every=1, **{extra!r}))")
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
