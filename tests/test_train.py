@@ -68,8 +68,10 @@ def test_writes_a_loadable_checkpoint_csv_and_curve(tmp_path):
 
 def _start(run, extra, total):
     # each checkpoint is followed by a pause (the run's numbers do not change), so the signal lands mid-run even when
-    # a busy machine starves the test process of CPU
-    code = ("import time; import policylens.train.ppo as ppo; write = ppo.write_checkpoint; "
+    # a busy machine starves the test process of CPU; Ctrl-C raises KeyboardInterrupt even where the test was started
+    # in the background by a shell (which starts it with SIGINT ignored, inherited by the child)
+    code = ("import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "import policylens.train.ppo as ppo; write = ppo.write_checkpoint; "
             "ppo.write_checkpoint = lambda *a, **k: (write(*a, **k), time.sleep(0.3)); "
             "from policylens.train import TrainConfig, train; "
             f"train(TrainConfig(out={str(run)!r}, total_frames={total}, checkpoint_every=1, **{extra!r}))")
