@@ -206,6 +206,13 @@ def test_baseline_with_tail_windows_draws_the_simulators_tail_windows(parts, mon
     assert info["tail_windows"] and drawn <= tail and drawn - whole  # some windows run past their episode's end
 
 
+def test_a_simulator_that_predates_tail_windows_gets_a_whole_window_baseline():
+    from policylens.sim.fidelity_cli import _split
+
+    assert _split({"train": {"seed": 0}})["tail_windows"] is False  # the default is on, but it was trained without
+    assert _split({"train": {"seed": 0, "tail_windows": True}})["tail_windows"] is True
+
+
 def test_baseline_save_load_round_trip(run, parts, tmp_path):
     sim, _, data, w = parts
     model, info = train_baseline(data, sim.config, steps=2, window=6, batch_size=4, latent=5, lstm=7)

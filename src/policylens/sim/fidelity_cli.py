@@ -80,8 +80,9 @@ def _split(conf: dict) -> dict:
 
     train = conf.get("train") or {}
     default = SimTrainConfig()
-    keys = ("val_fraction", "window", "batch_size", "lr", "max_grad_norm", "tail_windows", "device", "threads")
+    keys = ("val_fraction", "window", "batch_size", "lr", "max_grad_norm", "device", "threads")
     out = {k: train.get(k, getattr(default, k)) for k in keys}
+    out["tail_windows"] = bool(train.get("tail_windows", False))  # absent: trained before them, on whole windows
     out["seed"] = split_seed(train)
     out["source"] = "the simulator's training config" if train else "defaults: the simulator's config.json has " \
                                                                      "no train section"
