@@ -167,13 +167,19 @@ def test_models_read_only_their_context(parts):
 
 
 # -------------------------------------------------------------------------------------------------- the baseline
+def _spy_windows(data, monkeypatch) -> tuple:
+    """``(seen, windows)``: ``data.windows`` now also appends the starts it is asked for to ``seen``; ``windows`` is
+    the original."""
+    seen, real_windows = [], data.windows
+    monkeypatch.setattr(data, "windows", lambda starts, steps: seen.append(np.asarray(starts)) or
+                        real_windows(starts, steps))
+    return seen, real_windows
+
+
 def test_baseline_trains_on_the_training_split_for_its_budget_and_learns(parts, monkeypatch):
     sim, _, data, _ = parts
     train_eps, held_out = split_episodes(data.num_episodes, 0.34, 3)
-    seen = []
-    real_windows = data.windows
-    monkeypatch.setattr(data, "windows", lambda starts, steps: seen.append(np.asarray(starts)) or
-                        real_windows(starts, steps))
+    seen, real_windows = _spy_windows(data, monkeypatch)
     kw = dict(window=6, batch_size=4, lr=3e-3, seed=3, val_fraction=0.34)
     _, info = train_baseline(data, sim.config, seconds=0.4, **kw)
     # stopped at the budget: the step before the last began under it (seconds are recorded to the millisecond)
@@ -193,10 +199,7 @@ def test_baseline_trains_on_the_training_split_for_its_budget_and_learns(parts, 
 
 def test_baseline_with_tail_windows_draws_the_simulators_tail_windows(parts, monkeypatch):
     sim, _, data, _ = parts
-    seen = []
-    real_windows = data.windows
-    monkeypatch.setattr(data, "windows", lambda starts, steps: seen.append(np.asarray(starts)) or
-                        real_windows(starts, steps))
+    seen, _ = _spy_windows(data, monkeypatch)
     kw = dict(window=6, batch_size=8, seed=3, val_fraction=0.34)
     _, info = train_baseline(data, sim.config, steps=6, tail_windows=True, **kw)
     train_eps, _ = split_episodes(data.num_episodes, 0.34, 3)
@@ -310,10 +313,7 @@ def test_bad_input_gives_clear_errors(run, tmp_path, capsys):
 
 def test_held_out_windows_come_from_the_held_out_episodes_and_reach_past_the_context(parts, monkeypatch):
     _, _, data, _ = parts
-    seen = []
-    real_windows = data.windows
-    monkeypatch.setattr(data, "windows", lambda starts, steps: seen.append(np.asarray(starts)) or
-                        real_windows(starts, steps))
+    seen, _ = _spy_windows(data, monkeypatch)
     w, info = held_out_windows(data, 0.34, 3, context=2, horizon=4, count=1000)
     _, held_out = split_episodes(data.num_episodes, 0.34, 3)
     episode = np.searchsorted(data.start, seen[0], side="right") - 1

@@ -93,7 +93,7 @@ class SimTrainConfig:
     weights above (observation overshooting; a second unroll per step; 0: teacher forcing alone)"""
     prior_obs_weight: float = 0.0
     """weight of the observation loss of each recorded frame decoded from the prior one step after the posterior
-    state before it (decode(h_t, s_t ~ p(s_t | h_t)) against o_t): trains the decoder on the states a filtered
+    state before it (decode(h_t, s_t from p(s_t | h_t), as prior_step_latent says) against o_t): trains the decoder on the states a filtered
     start predicts one step after its context (0: off; at 1 on the zoo's MiniGrid agent, scored with sim fidelity
     --start filtered, the first setting level with the VAE+LSTM baseline one step after the context)"""
     prior_step_weight: float = 1.0
