@@ -1,21 +1,29 @@
 """Blinding by ground truth: the direction chosen locates the entity, and only it is removed."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from policylens import agents, rollouts
 from policylens.edit import blind
+from policylens.edit import cli as edit_cli
+from policylens.factors import Directions
 from policylens.rollouts import RecordConfig, record
 from policylens.scores import episode_masks
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
+def store_path(tmp_path_factory):
     out = tmp_path_factory.mktemp("blind") / "r.zarr"
-    store = rollouts.open(record(RecordConfig(run="zoo:minigrid-do8-rgb", episodes=6, num_envs=2, out=str(out),
-                                              progress=False)))
+    return record(RecordConfig(run="zoo:minigrid-do8-rgb", episodes=6, num_envs=2, out=str(out), progress=False))
+
+
+@pytest.fixture(scope="module")
+def recorded(store_path):
+    store = rollouts.open(store_path)
     obs = np.concatenate([store.episode(i)["obs"] for i in range(len(store))])
     per = [episode_masks(store, i, kinds=["agent", "ball", "goal"]) for i in range(len(store))]
     return obs, {k: np.concatenate([m[k] for m in per]) for k in per[0]}
@@ -51,3 +59,33 @@ def test_blind_names_the_entities_it_has(recorded):
     obs, masks = recorded
     with pytest.raises(KeyError, match="ball"):
         blind(agents.load("zoo:minigrid-do8-rgb"), obs, masks, "saw", layer="embed")
+
+
+def test_edit_command_blind_equals_the_in_memory_edit(store_path, recorded, tmp_path, capsys):
+    obs, masks = recorded
+    new = tmp_path / "blind-ball"
+    assert edit_cli.main(["zoo:minigrid-do8-rgb", "--layer", "embed", "--blind", "ball", "--k", "6", "--keep",
+                          "others", "--store", str(store_path), "--max-frames", "0", "--out", str(new)]) == 0
+    agent = agents.load("zoo:minigrid-do8-rgb")
+    expected, info = blind(agent, obs, masks, "ball", layer="embed", k=6)
+    x = torch.as_tensor(obs[:32])
+    with torch.no_grad():
+        torch.testing.assert_close(agents.load(new)(x)[0], expected(x)[0], atol=1e-5, rtol=1e-5)
+    found = json.loads((new / "blind.json").read_text())
+    assert found["chosen"] == info["directions"].labels[info["chosen"]] and found["frames"] == len(obs)
+    assert max(found["directions"], key=lambda d: d["nmi"])["label"] == found["chosen"]
+    (record,) = json.loads((new / "agent" / "config.json").read_text())["edits"]
+    assert record["blind"] == "ball" and record["kept"] == "others" and record["selected"] == found["chosen"]
+    torch.testing.assert_close(Directions.load(record["directions"]).vectors, info["directions"].vectors)
+
+
+def test_edit_command_blind_bad_input(store_path, tmp_path, capsys):
+    for argv, needle in ((["--layer", "embed", "--blind", "saw"], "ball"),   # no such entity: names the ones there
+                         (["--blind", "ball"], "--layer"),
+                         (["--layer", "embed", "--blind", "ball", "--direction", "0"], "--direction"),
+                         (["--layer", "nope", "--blind", "ball"], "embed")):  # unknown layer: lists the layers
+        with pytest.raises(SystemExit):
+            edit_cli.main(["zoo:minigrid-do8-rgb", "--store", str(store_path), "--max-frames", "64",
+                           "--out", str(tmp_path / "x"), *argv])
+        assert needle in capsys.readouterr().err
+    assert not (tmp_path / "x" / "agent").exists()

@@ -16,6 +16,19 @@ import torch
 from .project import project_out
 
 
+def choose(agent, obs, masks: dict, entity: str, *, layer: str, k: int = 8, state=None, seed: int = 0) -> tuple:
+    """``(directions, chosen index, scores)``: NMF (``k``) of ``layer`` over ``obs``, and the direction whose
+    firing best locates ``entity`` (highest normalised mutual information with its masks)."""
+    from ..scores import score_layer
+
+    if entity not in masks:
+        raise KeyError(f"no masks for entity {entity!r}; have: {', '.join(sorted(masks))}")
+    directions, scores, _ = score_layer(agent, torch.as_tensor(np.asarray(obs)), masks, layer, k, seed=seed,
+                                        state=state)
+    chosen = max(range(len(directions)), key=lambda j: scores["directions"][j]["entities"][entity]["nmi"])
+    return directions, chosen, scores
+
+
 def blind(agent, obs, masks: dict, entity: str, *, layer: str, k: int = 8, keep_others: bool = True,
           state=None, seed: int = 0):
     """``(edited agent, info)``: ``agent`` without the NMF direction of ``layer`` that best locates ``entity``.
@@ -25,15 +38,9 @@ def blind(agent, obs, masks: dict, entity: str, *, layer: str, k: int = 8, keep_
     ``info``: ``directions`` (the NMF :class:`Directions`), ``chosen`` (index), ``scores`` (every direction's
     entity scores), ``edit`` (the edit record).
     """
-    from ..scores import score_layer
-
-    if entity not in masks:
-        raise KeyError(f"no masks for entity {entity!r}; have: {', '.join(sorted(masks))}")
-    obs = torch.as_tensor(np.asarray(obs))
-    directions, scores, _ = score_layer(agent, obs, masks, layer, k, seed=seed, state=state)
-    chosen = max(range(len(directions)), key=lambda j: scores["directions"][j]["entities"][entity]["nmi"])
+    directions, chosen, scores = choose(agent, obs, masks, entity, layer=layer, k=k, state=state, seed=seed)
     others = directions.select([j for j in range(len(directions)) if j != chosen])
     edited = project_out(agent, layer, directions.select([chosen]), keep=others if keep_others else None,
-                         obs=obs[:64])
+                         obs=torch.as_tensor(np.asarray(obs[:64])))
     return edited, {"directions": directions, "chosen": chosen, "scores": scores,
                     "edit": edited.policylens_edits[-1]}

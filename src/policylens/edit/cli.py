@@ -1,4 +1,5 @@
-"""``policylens edit RUN --directions PATH --direction K --out NEW_RUN`` (or ``--layer L --channel C``).
+"""``policylens edit RUN --directions PATH --direction K --out NEW_RUN`` (or ``--layer L --channel C``, or
+``--layer L --blind ENTITY``: the NMF direction of L that best locates ENTITY in the run's recorded frames).
 
 Projects the chosen directions (or one-hot channels) out of a layer by folding the projection into the
 next layer's weights (:func:`~policylens.edit.project_out`) and writes ``NEW_RUN/agent/`` (config.json +
@@ -9,6 +10,7 @@ weights (it would need a forward hook) is refused: a checkpoint cannot carry a h
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +34,18 @@ class EditConfig:
     """which of them to project out: indices or labels, comma-separated, or 'all'"""
     channel: str = ""
     """instead of --directions: channel indices (one-hot directions), comma-separated"""
+    blind: str = ""
+    """instead of --directions: an entity of the env's ground truth (e.g. ball, saw); the NMF direction of --layer that best locates it in the recorded frames is projected out (model editing by cause)"""
     keep: str = ""
-    """directions to pass unchanged (oblique projection): indices or labels, or 'others' = every direction of the file not projected out"""
+    """directions to pass unchanged (oblique projection): indices or labels, or 'others' = every direction of the file (or of --blind's NMF) not projected out"""
+    store: str = ""
+    """with --blind: rollouts store with ground truth whose frames choose the direction (default: RUN/rollouts.zarr, runs/NAME/rollouts.zarr for zoo:NAME)"""
+    k: int = 8
+    """with --blind: number of NMF directions to choose from"""
+    max_frames: int = 2048
+    """with --blind: frames of the store to factorise (whole episodes from the first, trimmed evenly to this)"""
+    seed: int = 0
+    """with --blind: seed of the NMF"""
     overwrite: bool = False
     """replace a checkpoint already at OUT/agent"""
 
@@ -44,8 +56,9 @@ def _split(text: str) -> list:
 
 def chosen_directions(cfg: EditConfig, agent) -> Directions:
     """The directions the config names, in the layer they belong to."""
-    if bool(cfg.directions) == bool(cfg.channel):
-        raise ValueError("edit needs exactly one of --directions PATH (with --direction) or --channel C")
+    if bool(cfg.directions) + bool(cfg.channel) + bool(cfg.blind) != 1:
+        raise ValueError("edit needs exactly one of --directions PATH (with --direction), --channel C or "
+                         "--blind ENTITY")
     if cfg.channel:
         if not cfg.layer:
             raise ValueError("--channel needs --layer")
@@ -88,6 +101,66 @@ def kept_directions(cfg: EditConfig, chosen: Directions) -> "Directions | None":
     return dirs.select(_keys(cfg.keep))
 
 
+def blind_frames(store, agent, max_frames: int) -> tuple:
+    """``(obs (N, H, W, C), {kind: (N, H, W) bool}, agent state (N, hidden) or None)``: whole episodes of
+    ``store`` from the first until ``max_frames`` are reached, then trimmed evenly to ``max_frames``."""
+    import numpy as np
+
+    from ..factors.collect import choose_frames, is_recurrent
+    from ..scores import store_frames
+
+    if len(store) == 0:
+        raise ValueError(f"rollouts store {store.path} holds no episodes")
+    lengths = np.cumsum(store.index["length"])  # (E,)
+    n = int(np.searchsorted(lengths, max_frames)) + 1 if max_frames else len(store)
+    episodes = list(range(min(n, len(store))))
+    obs, masks = store_frames(store, episodes=episodes)
+    state = None
+    if is_recurrent(agent):
+        if "agent_state" not in store.fields:
+            raise ValueError(f"the agent is recurrent but rollouts store {store.path} has no 'agent_state' field")
+        state = np.concatenate([store.episode(i)["agent_state"] for i in episodes])
+    keep = choose_frames(len(obs), max_frames or None)
+    return obs[keep], {k: m[keep] for k, m in masks.items()}, None if state is None else state[keep]
+
+
+def blind_directions(cfg: EditConfig, agent, agent_dir: Path) -> tuple:
+    """``(chosen, kept or None, found)`` for ``--blind``: the NMF direction of ``--layer`` that best locates the
+    entity, the other NMF directions when ``--keep others``, and what was found (directions, scores, frames)."""
+    from ..factors.collect import open_store
+    from ..rollouts.record import default_out
+    from .blind import choose
+
+    if not cfg.layer:
+        raise ValueError("--blind needs --layer: the layer whose NMF directions are searched "
+                         "(policylens layers RUN lists them)")
+    if cfg.direction:
+        raise ValueError("--blind chooses the direction itself; drop --direction")
+    if cfg.keep not in ("", "others"):
+        raise ValueError(f"with --blind, --keep takes only 'others' (the other NMF directions); got {cfg.keep!r}")
+    store = open_store(Path(cfg.store) if cfg.store else default_out(cfg.run, agent_dir))
+    obs, masks, state = blind_frames(store, agent, cfg.max_frames)
+    directions, chosen, scores = choose(agent, obs, masks, cfg.blind, layer=cfg.layer, k=cfg.k, state=state,
+                                        seed=cfg.seed)
+    rest = [j for j in range(len(directions)) if j != chosen]
+    kept = directions.select(rest) if cfg.keep == "others" and rest else None
+    return directions.select([chosen]), kept, {"directions": directions, "chosen": chosen, "scores": scores,
+                                               "frames": len(obs), "store": str(store.path)}
+
+
+def write_blind(cfg: EditConfig, found: dict) -> dict:
+    """Save what ``--blind`` chose beside the new checkpoint: ``OUT/blind-directions.{json,safetensors}``
+    (every NMF direction) and ``OUT/blind.json`` (each direction's score for the entity); returns the record."""
+    directions, chosen = found["directions"], found["chosen"]
+    path = directions.save(Path(cfg.out) / "blind-directions")
+    rows = [{"label": label, "nmi": d["entities"][cfg.blind]["nmi"], "best_entity": d["best_entity"]}
+            for label, d in zip(directions.labels, found["scores"]["directions"])]
+    info = {"entity": cfg.blind, "layer": cfg.layer, "chosen": directions.labels[chosen], "k": len(directions),
+            "frames": found["frames"], "store": found["store"], "seed": cfg.seed, "directions": rows}
+    (Path(cfg.out) / "blind.json").write_text(json.dumps(info, indent=1))
+    return {"directions": str(path), "selected": directions.labels[chosen], "blind": cfg.blind}
+
+
 def edit(cfg: EditConfig) -> Path:
     """Write the edited checkpoint ``cfg`` describes; returns its folder (``OUT/agent``)."""
     if not cfg.run or not cfg.out:
@@ -98,8 +171,12 @@ def edit(cfg: EditConfig) -> Path:
     if (target / "config.json").exists() and not cfg.overwrite:
         raise ValueError(f"{target} already holds a checkpoint; pass --overwrite to replace it")
     agent = load_agent(agent_dir)
-    dirs = chosen_directions(cfg, agent)
-    edited = project_out(agent, dirs.layer, dirs, keep=kept_directions(cfg, dirs))
+    if cfg.blind:
+        dirs, kept, found = blind_directions(cfg, agent, agent_dir)
+    else:
+        dirs = chosen_directions(cfg, agent)
+        kept, found = kept_directions(cfg, dirs), None
+    edited = project_out(agent, dirs.layer, dirs, keep=kept)
     record = edited.policylens_edits[-1]
     if record["how"] != "fold":
         raise ValueError(f"projecting out of layer {dirs.layer!r} cannot be folded into the next layer's weights "
@@ -108,6 +185,8 @@ def edit(cfg: EditConfig) -> Path:
                          f"policylens.edit.project_out in Python")
     record = {**record, "directions": cfg.directions or None, "selected": cfg.direction or cfg.channel,
               "kept": cfg.keep or None}
+    if found is not None:
+        record.update(write_blind(cfg, found))
     extra = {k: v for k, v in config.items() if k != "agent"}
     extra["edits"] = [*config.get("edits", []), {**record, "edited_from": cfg.run}]
     return save_agent(edited, config["agent"], target, extra=extra)
@@ -118,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Make an agent blind to directions of a layer (Understanding RL Vision, Appendix A): fold the "
         "projection P = I - v v^T / |v|^2 into the next layer's weights and save a new checkpoint. With "
         "--keep, the projection is oblique: it removes the directions while passing the kept ones (e.g. the "
-        "other NMF directions) unchanged, so an edit of a shared direction does not disturb the others."))
+        "other NMF directions) unchanged, so an edit of a shared direction does not disturb the others. "
+        "--blind ENTITY picks the direction by ground truth: NMF of --layer over the run's recorded frames, "
+        "each direction scored against the entity's masks, the best one projected out (--keep others: oblique)."))
     parser.add_argument("run", help="run directory, checkpoint folder or zoo:NAME of the agent to edit")
     add_dataclass_args(parser, EditConfig, skip=("run",))
     return parser
