@@ -121,7 +121,22 @@ def test_in_the_simulator_identity_swap_changes_nothing_and_the_same_starts_pair
     assert all(row["only_a"] == row["only_b"] == 0 for row in imagined["swapped"]["causes"].values())
     moved = swap_experiment(_cfg(root, "saw:none,box:none,coin:none", "sim-null", **kw))
     assert moved["settings"]["simulator"]["swapped"]["episodes"] == 24
+    cut, real = moved["settings"]["real_horizon"], moved["settings"]["real"]
+    assert cut["horizon"] == 2 + 6 and cut["swapped"]["episodes"] == real["swapped"]["episodes"] == 4
+    assert all(cut["success"][n] <= real["success"][n] for n in real["success"])
+    assert (root / "sim-null" / "swap-real-horizon.png").stat().st_size > 0
     assert (root / "sim-null" / "swap-simulator.png").stat().st_size > 0
     assert "In the simulator" in (root / "sim-null" / "swap.md").read_text()
     none = swap_experiment(_cfg(root, "saw:box", "sim-none", sim="none", **kw))
     assert set(none["settings"]) == {"real"}
+
+
+def test_cut_at_horizon_turns_longer_episodes_into_timeouts():
+    from policylens.sim.swap import cut_at_horizon
+
+    records = [{"level": 0, "cause": "success", "success": True, "length": 9},
+               {"level": 1, "cause": "success", "success": True, "length": 10},
+               {"level": 2, "cause": "obstacle", "success": False, "length": 30}]
+    got = [(r["cause"], r["success"]) for r in cut_at_horizon(records, 9)]
+    assert got == [("success", True), ("timeout", False), ("timeout", False)]
+    assert records[1]["cause"] == "success"  # the input is left as it was

@@ -12,6 +12,9 @@ compare_records`). A hypothesis holds when the swap moves the predicted cause an
 With a simulator (``--sim auto`` finds ``RUN/sim``) the three agents also drive the same imagined episodes from
 encoded real episode beginnings, with the same noise, and the same statistics are computed on outcomes read
 from what the simulator showed (:mod:`policylens.sim.swap_sim`): does the simulator predict what the swap does?
+Imagined episodes are short (context frames + ``sim_steps``) while real ones run to the env's time limit, so the
+real episodes are also scored cut at that horizon (setting ``real_horizon``: still running then = ``timeout``):
+that, not the whole-episode table, is what the simulator's table is to be read against.
 
 Writes ``OUT/swap.json`` (``settings``: ``real`` and ``simulator``), ``OUT/swap.png`` / ``swap-simulator.png``
 (rates by cause, the three agents side by side), ``OUT/swap.md`` and
@@ -142,14 +145,23 @@ def swap_experiment(cfg: SwapConfig) -> dict:
         imagined = simulated_swap(sim, {"original": agent, **edited}, data, cfg.sim_samples, cfg.sim_steps,
                                   cfg.seed, getattr(agent, "action_names", ()), device=cfg.device,
                                   progress=cfg.progress)
+        horizon = sim.config.context_frames + cfg.sim_steps
+        cut = {name: cut_at_horizon(recs, horizon) for name, recs in results.items()}
+        report["settings"]["real_horizon"] = {**_compared(cut, cfg.alpha), "horizon": horizon}
         report["settings"]["simulator"] = {**_compared(imagined, cfg.alpha), "simulator": str(simulator),
                                            "samples": cfg.sim_samples, "steps": cfg.sim_steps}
     out.mkdir(parents=True, exist_ok=True)
     (out / "swap.json").write_text(json.dumps(report, indent=1))
     for setting, compared in report["settings"].items():
-        _plot(compared, names, cfg.alpha, setting, out / ("swap.png" if setting == "real" else f"swap-{setting}.png"))
+        _plot(compared, names, cfg.alpha, setting, out / _figure(setting))
     (out / "swap.md").write_text(markdown(report))
     return report
+
+
+def cut_at_horizon(records: list, horizon: int) -> list:
+    """Real episode records as an imagined episode of ``horizon`` frames would score them: an episode longer
+    than ``horizon`` becomes a ``timeout`` (no success); the others keep their outcome."""
+    return [{**r, "cause": "timeout", "success": False} if r["length"] > horizon else r for r in records]
 
 
 def _compared(records: dict, alpha: float) -> dict:
@@ -171,7 +183,7 @@ def _plot(compared: dict, names: list, alpha: float, setting: str, path: Path) -
               ("random control", {c: _side({"x": compared["control"]}, c, "b") for c in causes})]
     labels = [c + "".join(m for m, k in (("*", "swapped"), ("†", "control"))
                           if compared[k]["causes"].get(c, {}).get("significant")) for c in causes]
-    where = "levels" if setting == "real" else "imagined episodes"
+    where = "levels" if setting.startswith("real") else "imagined episodes"
     title = (f"Swap {', '.join(f'{a} -> {b}' for a, b in names)} ({setting}): {compared['swapped']['episodes']} "
              f"paired {where} (* swapped, † control differ from the original, p < {alpha} Holm)")
     plot_rates(groups, causes, labels, title, path)
@@ -194,6 +206,10 @@ def markdown(report: dict) -> str:
         if setting == "real":
             lines += [f"In the environment: {n} held-out levels, each played by the three agents with the same env "
                       "and action seeds; causes from the env's ground truth."]
+        elif setting == "real_horizon":
+            lines += [f"The same real episodes cut at the simulator's horizon: an episode still running after "
+                      f"{compared['horizon']} steps (the context frames and the imagined steps) counts as a "
+                      "timeout. Read the simulator's table against this one."]
         else:
             lines += [f"In the simulator (`{compared['simulator']}`): {n} imagined episodes of {compared['steps']} "
                       "steps from encoded real episode beginnings, the same latent and action noise for the three "
@@ -201,8 +217,12 @@ def markdown(report: dict) -> str:
         lines += ["Rates with Wilson 95% intervals; p: McNemar exact against the original, Holm over causes.", "",
                   "| outcome | original | swapped | p | random control | p |", "|---|---|---|---|---|---|"]
         lines += _rows(compared)
-        lines += ["", f"![swap ({setting})]({'swap.png' if setting == 'real' else f'swap-{setting}.png'})", ""]
+        lines += ["", f"![swap ({setting})]({_figure(setting)})", ""]
     return "\n".join(lines)
+
+
+def _figure(setting: str) -> str:
+    return "swap.png" if setting == "real" else f"swap-{setting.replace('_', '-')}.png"
 
 
 def _rows(compared: dict) -> list:
