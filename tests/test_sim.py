@@ -339,6 +339,28 @@ def test_windows_stay_in_their_episode_and_the_split_is_by_episode(runs, data):
     assert w.mask[-1].sum() == 2 and w.done[-1, 1] == 1 and (w.obs[-1, 2:] == 0).all()
 
 
+def test_several_stores_train_together_and_hold_out_only_the_first_stores_episodes(runs, data, tmp_path):
+    second = tmp_path / "t2.zarr"
+    record(RecordConfig(run=str(runs / "rnn"), episodes=4, num_envs=2, progress=False, out=str(second),
+                        policy="temperature", temperature=2.0, seed=7))
+    joined = load_sim_data(f"{runs / 'rnn' / 'rollouts.zarr'},{second}")
+    assert joined.num_episodes == 10 and joined.num_frames == data.num_frames + rollouts.open(second).num_frames
+    train_eps, val_eps = joined.split(0.34, seed=0)
+    np.testing.assert_array_equal(val_eps, data.split(0.34, seed=0)[1])  # the first store's held-out episodes
+    assert set(range(6, 10)) <= set(train_eps.tolist()) and not set(train_eps) & set(val_eps)
+    w = joined.windows(joined.start[6:], 3)  # the second store's episodes read its own frames
+    store = rollouts.open(second)
+    for i in range(4):
+        a = int(store.index["start"][i])
+        n = min(3, int(store.index["length"][i]))
+        np.testing.assert_array_equal(w.obs[i, :n].numpy(), store.read("obs", a, a + n))
+        np.testing.assert_array_equal(w.action[i, :n].numpy(), store.read("action", a, a + n))
+    other = tmp_path / "other.zarr"
+    record(RecordConfig(run=str(runs / "other"), episodes=2, num_envs=2, progress=False, out=str(other)))
+    with pytest.raises(ValueError, match="cannot train one simulator"):
+        load_sim_data(f"{runs / 'rnn' / 'rollouts.zarr'},{other}")
+
+
 def test_tail_windows_end_their_episode_at_every_step_after_the_context(runs, data, tmp_path):
     eps = np.arange(6)
     inside, tail = data.window_starts(eps, 5), data.window_starts(eps, 5, min_frames=3)

@@ -59,6 +59,7 @@ class SimData:
     run: str = ""  # the agent the store was recorded with (zoo:NAME or a path)
     agent_sha256: str = ""  # sha256 of its weights file
     path: str = ""
+    split_episodes: int = 0  # episodes the held-out split draws from (the first store's); 0: all
 
     @property
     def num_episodes(self) -> int:
@@ -69,10 +70,14 @@ class SimData:
         return len(self.action)
 
     def split(self, val_fraction: float, seed: int = 0) -> tuple:
-        """Episodes ``(train, held_out)``: :func:`policylens.train.state.split_episodes`."""
+        """Episodes ``(train, held_out)``: :func:`policylens.train.state.split_episodes` of the first store's
+        episodes; the episodes of any further stores (``--store A,B``) all train, so the held-out episodes are
+        the ones the first store alone would hold out, and analyses of that store stay on unseen episodes."""
         from ..train.state import split_episodes
 
-        return split_episodes(self.num_episodes, val_fraction, seed)
+        n = self.split_episodes or self.num_episodes
+        train, held_out = split_episodes(n, val_fraction, seed)
+        return np.concatenate([train, np.arange(n, self.num_episodes)]).astype(np.int64), held_out
 
     def window_starts(self, episodes: np.ndarray, steps: int, min_frames: int = 0) -> np.ndarray:
         """First frames of every window of ``steps`` frames inside the given episodes, (n,) global indices; with
@@ -104,7 +109,35 @@ class SimData:
 
 def load_sim_data(path, max_episodes: int = 0) -> SimData:
     """Read a rollouts store's frames for the simulator (the first ``max_episodes`` episodes; 0: all), with
-    clear errors when it cannot serve one."""
+    clear errors when it cannot serve one. ``path`` may name several stores of the same agent and env, comma-
+    separated (e.g. its own play and a higher-temperature policy's): their episodes follow one another, and the
+    held-out split is drawn from the first's (:meth:`SimData.split`)."""
+    parts = [p.strip() for p in str(path).split(",") if p.strip()]
+    if len(parts) > 1:
+        return join_sim_data([load_sim_data(p, max_episodes) for p in parts])
+    return _load_one(path, max_episodes)
+
+
+def join_sim_data(parts: list) -> SimData:
+    """Several stores' :class:`SimData` as one; refuses stores of different agents, envs or shapes."""
+    first = parts[0]
+    for d in parts[1:]:
+        same = (d.env, d.agent_sha256, d.obs.shape[1:], d.logits.shape[1:], d.agent_state.shape[1:])
+        want = (first.env, first.agent_sha256, first.obs.shape[1:], first.logits.shape[1:], first.agent_state.shape[1:])
+        if same != want:
+            raise ValueError(f"rollouts stores {first.path} and {d.path} cannot train one simulator: they differ "
+                             f"in env, agent or shapes ({want} vs {same})")
+    offsets = np.cumsum([0] + [d.num_frames for d in parts[:-1]])
+    cat = lambda name: np.concatenate([getattr(d, name) for d in parts])  # noqa: E731
+    return SimData(obs=cat("obs"), action=cat("action"), reward=cat("reward"), done=cat("done"),
+                   logits=cat("logits"), agent_state=cat("agent_state"),
+                   start=np.concatenate([d.start + o for d, o in zip(parts, offsets)]).astype(np.int64),
+                   length=cat("length"), env=first.env, action_names=first.action_names, run=first.run,
+                   agent_sha256=first.agent_sha256, path=",".join(d.path for d in parts),
+                   split_episodes=first.num_episodes)
+
+
+def _load_one(path, max_episodes: int = 0) -> SimData:
     from ..rollouts import open as open_store
 
     store = open_store(Path(path))

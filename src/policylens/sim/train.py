@@ -49,7 +49,7 @@ class SimTrainConfig:
     run: str = ""
     """the recurrent agent's run directory, checkpoint folder or zoo:NAME"""
     store: str = ""
-    """rollouts store of that agent (default: RUN/rollouts.zarr, runs/NAME/rollouts.zarr for zoo:NAME)"""
+    """rollouts store of that agent (default: RUN/rollouts.zarr, runs/NAME/rollouts.zarr for zoo:NAME); several, comma-separated, train together (e.g. its own play and a higher-temperature policy's), held-out episodes drawn from the first"""
     out: str = ""
     """simulator folder (default: RUN/sim, runs/NAME/sim for zoo:NAME)"""
     window: int = 16
