@@ -3,6 +3,7 @@ episode-respecting windows, training (resume bit-for-bit, DDP on gloo equal to o
 tied to their agent and env, bad input."""
 from __future__ import annotations
 
+import json
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -355,6 +356,18 @@ def test_several_stores_train_together_and_hold_out_only_the_first_stores_episod
         n = min(3, int(store.index["length"][i]))
         np.testing.assert_array_equal(w.obs[i, :n].numpy(), store.read("obs", a, a + n))
         np.testing.assert_array_equal(w.action[i, :n].numpy(), store.read("action", a, a + n))
+    # a simulator trained on both: its config keeps the first store's episode count, so `sim fidelity` on that
+    # store rebuilds the same split and scores only episodes no store trained on
+    from policylens.sim import fidelity_cli
+
+    sim_dir = train(_train_cfg(runs, tmp_path / "sim2", store=f"{runs / 'rnn' / 'rollouts.zarr'},{second}",
+                               val_fraction=0.34))
+    conf = json.loads((sim_dir / "config.json").read_text())
+    assert conf["data"]["episodes"] == 10 and conf["data"]["split_episodes"] == 6
+    report = json.loads(fidelity_cli.main([str(runs / "rnn"), "--sim", str(sim_dir), "--horizon", "2", "--windows",
+                                           "8", "--baseline", "none", "--plots", "false", "--progress", "false",
+                                           "--out", str(tmp_path / "fid")]).read_text())
+    assert set(report["settings"]["split"]["scored_episodes"]) <= set(val_eps.tolist())
     other = tmp_path / "other.zarr"
     record(RecordConfig(run=str(runs / "other"), episodes=2, num_envs=2, progress=False, out=str(other)))
     with pytest.raises(ValueError, match="cannot train one simulator"):

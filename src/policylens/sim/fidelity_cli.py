@@ -105,10 +105,12 @@ def _start(cfg: FidelityConfig, conf: dict) -> str:
 
 
 def _read_data(paths, conf: dict, frozen):
-    """The store's episodes as the simulator saw them (its first ``data.episodes``, so the split is rebuilt)."""
+    """The store's episodes as the simulator saw them (its first ``data.episodes``, so the split is rebuilt; for a
+    simulator trained on several stores, the first store's, which the split was drawn from)."""
     from .data import load_sim_data
 
-    episodes = int((conf.get("data") or {}).get("episodes", 0))
+    data_conf = conf.get("data") or {}
+    episodes = int(data_conf.get("split_episodes", data_conf.get("episodes", 0)))  # the first store's, when several
     data = load_sim_data(paths.store, max_episodes=episodes)
     if episodes and data.num_episodes < episodes:
         raise ValueError(f"rollouts store {paths.store} holds {data.num_episodes} episodes; the simulator was "
