@@ -83,6 +83,7 @@ def test_edit_command_blind_bad_input(store_path, tmp_path, capsys):
     for argv, needle in ((["--layer", "embed", "--blind", "saw"], "ball"),   # no such entity: names the ones there
                          (["--blind", "ball"], "--layer"),
                          (["--layer", "embed", "--blind", "ball", "--direction", "0"], "--direction"),
+                         (["--layer", "embed", "--blind", "ball", "--channel", "0"], "exactly one"),
                          (["--layer", "nope", "--blind", "ball"], "embed")):  # unknown layer: lists the layers
         with pytest.raises(SystemExit):
             edit_cli.main(["zoo:minigrid-do8-rgb", "--store", str(store_path), "--max-frames", "64",

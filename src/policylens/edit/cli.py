@@ -56,9 +56,6 @@ def _split(text: str) -> list:
 
 def chosen_directions(cfg: EditConfig, agent) -> Directions:
     """The directions the config names, in the layer they belong to."""
-    if bool(cfg.directions) + bool(cfg.channel) + bool(cfg.blind) != 1:
-        raise ValueError("edit needs exactly one of --directions PATH (with --direction), --channel C or "
-                         "--blind ENTITY")
     if cfg.channel:
         if not cfg.layer:
             raise ValueError("--channel needs --layer")
@@ -170,6 +167,9 @@ def edit(cfg: EditConfig) -> Path:
     target = Path(cfg.out) / "agent"
     if (target / "config.json").exists() and not cfg.overwrite:
         raise ValueError(f"{target} already holds a checkpoint; pass --overwrite to replace it")
+    if bool(cfg.directions) + bool(cfg.channel) + bool(cfg.blind) != 1:
+        raise ValueError("edit needs exactly one of --directions PATH (with --direction), --channel C or "
+                         "--blind ENTITY")
     agent = load_agent(agent_dir)
     if cfg.blind:
         dirs, kept, found = blind_directions(cfg, agent, agent_dir)
