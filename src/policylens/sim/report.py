@@ -131,7 +131,7 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
         for png in sorted(folder.glob("swap*.png")):
             text = text.replace(f"]({png.name})", f"]({link(png)})")
         head, _, body = text.partition("\n")
-        lines += [head, "", f"Hypothesis from ground truth: {hypothesis}." if hypothesis else "", body, ""]
+        lines += [f"{head} (`{folder.name}`)", "", f"Hypothesis from ground truth: {hypothesis}." if hypothesis else "", body, ""]
     return lines
 
 
