@@ -140,3 +140,17 @@ def test_cut_at_horizon_turns_longer_episodes_into_timeouts():
     got = [(r["cause"], r["success"]) for r in cut_at_horizon(records, 9)]
     assert got == [("success", True), ("timeout", False), ("timeout", False)]
     assert records[1]["cause"] == "success"  # the input is left as it was
+
+
+def test_no_horizon_table_when_every_real_episode_ends_within_it():
+    from policylens.sim.swap import horizon_setting
+
+    rec = lambda level, cause, length: {"level": level, "cause": cause, "success": cause == "success",  # noqa: E731
+                                        "length": length}
+    results = {"original": [rec(0, "success", 5), rec(1, "success", 9)],
+               "swapped": [rec(0, "obstacle", 4), rec(1, "success", 12)],
+               "control": [rec(0, "success", 5), rec(1, "success", 9)]}
+    assert horizon_setting(results, 12, 0.05) is None
+    cut = horizon_setting(results, 10, 0.05)
+    assert cut["horizon"] == 10 and cut["success"] == {"original": 1.0, "swapped": 0.0, "control": 1.0}
+    assert cut["swapped"]["causes"]["timeout"]["b"]["count"] == 1

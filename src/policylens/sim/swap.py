@@ -145,9 +145,9 @@ def swap_experiment(cfg: SwapConfig) -> dict:
         imagined = simulated_swap(sim, {"original": agent, **edited}, data, cfg.sim_samples, cfg.sim_steps,
                                   cfg.seed, getattr(agent, "action_names", ()), device=cfg.device,
                                   progress=cfg.progress)
-        horizon = sim.config.context_frames + cfg.sim_steps
-        cut = {name: cut_at_horizon(recs, horizon) for name, recs in results.items()}
-        report["settings"]["real_horizon"] = {**_compared(cut, cfg.alpha), "horizon": horizon}
+        at_horizon = horizon_setting(results, sim.config.context_frames + cfg.sim_steps, cfg.alpha)
+        if at_horizon is not None:
+            report["settings"]["real_horizon"] = at_horizon
         report["settings"]["simulator"] = {**_compared(imagined, cfg.alpha), "simulator": str(simulator),
                                            "samples": cfg.sim_samples, "steps": cfg.sim_steps}
     out.mkdir(parents=True, exist_ok=True)
@@ -162,6 +162,15 @@ def cut_at_horizon(records: list, horizon: int) -> list:
     """Real episode records as an imagined episode of ``horizon`` frames would score them: an episode longer
     than ``horizon`` becomes a ``timeout`` (no success); the others keep their outcome."""
     return [{**r, "cause": "timeout", "success": False} if r["length"] > horizon else r for r in records]
+
+
+def horizon_setting(results: dict, horizon: int, alpha: float) -> "dict | None":
+    """The real comparison with every agent's episodes cut at ``horizon`` frames, or None when no real episode
+    runs longer (the whole-episode comparison then already is the one at the horizon)."""
+    if not any(r["length"] > horizon for recs in results.values() for r in recs):
+        return None
+    cut = {name: cut_at_horizon(recs, horizon) for name, recs in results.items()}
+    return {**_compared(cut, alpha), "horizon": horizon}
 
 
 def _compared(records: dict, alpha: float) -> dict:
