@@ -69,13 +69,18 @@ class SimData:
     def num_frames(self) -> int:
         return len(self.action)
 
+    @property
+    def split_pool(self) -> int:
+        """How many of the first episodes the held-out split draws from (the first store's, when joined)."""
+        return self.split_episodes or self.num_episodes
+
     def split(self, val_fraction: float, seed: int = 0) -> tuple:
         """Episodes ``(train, held_out)``: :func:`policylens.train.state.split_episodes` of the first store's
         episodes; the episodes of any further stores (``--store A,B``) all train, so the held-out episodes are
         the ones the first store alone would hold out, and analyses of that store stay on unseen episodes."""
         from ..train.state import split_episodes
 
-        n = self.split_episodes or self.num_episodes
+        n = self.split_pool
         train, held_out = split_episodes(n, val_fraction, seed)
         return np.concatenate([train, np.arange(n, self.num_episodes)]).astype(np.int64), held_out
 
@@ -121,12 +126,11 @@ def load_sim_data(path, max_episodes: int = 0) -> SimData:
 def join_sim_data(parts: list) -> SimData:
     """Several stores' :class:`SimData` as one; refuses stores of different agents, envs or shapes."""
     first = parts[0]
+    kind = lambda d: (d.env, d.agent_sha256, d.obs.shape[1:], d.logits.shape[1:], d.agent_state.shape[1:])  # noqa: E731
     for d in parts[1:]:
-        same = (d.env, d.agent_sha256, d.obs.shape[1:], d.logits.shape[1:], d.agent_state.shape[1:])
-        want = (first.env, first.agent_sha256, first.obs.shape[1:], first.logits.shape[1:], first.agent_state.shape[1:])
-        if same != want:
+        if kind(d) != kind(first):
             raise ValueError(f"rollouts stores {first.path} and {d.path} cannot train one simulator: they differ "
-                             f"in env, agent or shapes ({want} vs {same})")
+                             f"in env, agent or shapes ({kind(first)} vs {kind(d)})")
     offsets = np.cumsum([0] + [d.num_frames for d in parts[:-1]])
     cat = lambda name: np.concatenate([getattr(d, name) for d in parts])  # noqa: E731
     return SimData(obs=cat("obs"), action=cat("action"), reward=cat("reward"), done=cat("done"),

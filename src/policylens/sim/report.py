@@ -131,7 +131,8 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
         for png in sorted(folder.glob("swap*.png")):
             text = text.replace(f"]({png.name})", f"]({link(png)})")
         head, _, body = text.partition("\n")
-        lines += [f"{head} (`{folder.name}`)", "", f"Hypothesis from ground truth: {hypothesis}." if hypothesis else "", body, ""]
+        said = f"Hypothesis from ground truth: {hypothesis}." if hypothesis else ""
+        lines += [f"{head} (`{folder.name}`)", "", said, body, ""]
     return lines
 
 

@@ -259,7 +259,7 @@ class _Setup:
         self.extra = {"agent": {"run": label, "sha256": self.agent.sha256, "config": agent_conf["agent"]},
                       "env": self.data.env, "action_names": list(self.data.action_names),
                       "data": {"store": self.data.path, "episodes": self.data.num_episodes,
-                               "split_episodes": self.data.split_episodes or self.data.num_episodes,
+                               "split_episodes": self.data.split_pool,
                                "frames": self.data.num_frames, "train_episodes": len(train_eps),
                                "val_episodes": len(val_eps), "train_windows": len(self.train_starts)},
                       "train": asdict(cfg)}
