@@ -531,6 +531,30 @@ def test_recorded_actions_batched_over_time_equal_the_step_by_step_loop(parts):
         sim.zero_grad()
 
 
+def test_a_recorded_prefix_is_teacher_forced_and_the_agent_acts_after_it(parts):
+    sim, frozen, _, w = parts
+    b, steps = w.mask.shape
+    n, m = 2, 3  # actions drive steps 0, 1; frames 0..2 are filtered
+    noise = Noise.draw(b, steps, sim, torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        whole = rollout(sim, frozen, w.context(2), steps, actions=w.action, obs=w.obs, mask=w.mask, noise=noise)
+        prefix = rollout(sim, frozen, w.context(2), steps, mode="modal", actions=w.action[:, :n], obs=w.obs[:, :m],
+                         mask=w.mask[:, :m], noise=noise)
+    assert torch.equal(prefix.action_index[:, :n], w.action[:, :n])
+    assert torch.equal(prefix.action_index[:, n:], prefix.logits[:, n:].argmax(-1))  # its own after the prefix
+    for name in ("h", "s", "obs"):  # the same states and frames as teacher forcing up to the first free action
+        torch.testing.assert_close(getattr(prefix, name)[:, :m], getattr(whole, name)[:, :m], rtol=1e-5, atol=1e-6)
+    assert prefix.posterior.mean.shape[1] == m - 1 and whole.posterior.mean.shape[1] == steps - 1
+    torch.testing.assert_close(prefix.posterior.mean, whole.posterior.mean[:, :m - 1])
+    # past the recorded frames s comes from the prior: the same noise through p(s | h), not q(s | h, o)
+    expected = sim.prior(prefix.h[:, m]).sample(noise.s[:, m])
+    torch.testing.assert_close(prefix.s[:, m], expected)
+    with pytest.raises(ValueError, match="1 <= n <= steps"):
+        rollout(sim, frozen, w.context(2), 3, actions=w.action)
+    with pytest.raises(ValueError, match="need the 3 recorded actions"):
+        rollout(sim, frozen, w.context(2), steps, actions=w.action[:, :2], obs=w.obs[:, :4])
+
+
 def test_symbolic_cells_decode_to_codes_the_env_shows_not_plane_by_plane():
     from policylens.sim.config import cell_codes
     from policylens.sim.obs import cell_choice, obs_score

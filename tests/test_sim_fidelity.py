@@ -216,6 +216,20 @@ def test_a_simulator_that_predates_tail_windows_gets_a_whole_window_baseline():
     assert _split({"train": {"seed": 0, "tail_windows": True}})["tail_windows"] is True
 
 
+def test_baseline_in_bf16_runs_under_autocast_as_the_simulator_was_trained(parts):
+    from policylens.sim.fidelity_cli import _split
+
+    sim, _, data, _ = parts
+    kw = dict(steps=1, window=6, batch_size=4, seed=3)
+    _, info32 = train_baseline(data, sim.config, **kw)
+    _, info16 = train_baseline(data, sim.config, bf16=True, **kw)
+    assert (info32["bf16"], info16["bf16"]) == (False, True)
+    a, b = info32["final_terms"], info16["final_terms"]  # one step: the same batch from the same weights
+    assert a != b and all(abs(a[k] - b[k]) <= 0.05 * abs(a[k]) + 1e-3 for k in a)  # bf16 rounding, not another loss
+    assert _split({"train": {"seed": 0, "bf16": True}})["bf16"] is True  # a bf16 simulator gets a bf16 baseline
+    assert _split({"train": {"seed": 0}})["bf16"] is False
+
+
 def test_baseline_save_load_round_trip(run, parts, tmp_path):
     sim, _, data, w = parts
     model, info = train_baseline(data, sim.config, steps=2, window=6, batch_size=4, latent=5, lstm=7)

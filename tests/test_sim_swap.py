@@ -99,6 +99,8 @@ def test_imagined_outcomes_read_the_cell_ahead_and_the_predicted_end():
     cfg = SimpleNamespace(obs_kind="symbolic", num_actions=3, planes=(11, 6, 3))
     got = [(x["cause"], x["step"], x["success"]) for x in imagined_outcomes(r, cfg, ("left", "right", "forward"))]
     assert got == [("obstacle", 2, False), ("success", 1, True), ("ended", 3, False), ("timeout", t, False)]
+    later = [(x["cause"], x["step"]) for x in imagined_outcomes(r, cfg, ("left", "right", "forward"), first=2)]
+    assert later == [("obstacle", 0), ("timeout", t - 2), ("ended", 1), ("timeout", t - 2)]  # step 1 was history
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +131,46 @@ def test_in_the_simulator_identity_swap_changes_nothing_and_the_same_starts_pair
     assert "In the simulator" in (root / "sim-null" / "swap.md").read_text()
     none = swap_experiment(_cfg(root, "saw:box", "sim-none", sim="none", **kw))
     assert set(none["settings"]) == {"real"}
+
+
+def test_a_filtered_start_shows_every_agent_the_same_real_context_and_lets_it_act_from_the_last_frame(sim_run):
+    from policylens.edit.swap import swap_directions
+    from policylens.sim.data import load_sim_data
+    from policylens.sim.loop import FrozenAgent, Noise, rollout
+    from policylens.sim.swap_sim import episode_starts, filtered_start
+    from sim_runs import tiny_parts
+
+    root, run = sim_run
+    sim, frozen = tiny_parts(run)
+    k = sim.config.context_frames
+    windows = episode_starts(load_sim_data(run / "rollouts.zarr"), 8, k, 0)
+    swapped = FrozenAgent(swap_directions(frozen.net, Directions.load(root / "hx"), [(0, None), (1, None)]))
+    noise = Noise.draw(8, k + 5, sim, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = (rollout(sim, agent, windows.context(k), k + 5, mode="sample", noise=noise,
+                        **filtered_start(windows, k)) for agent in (frozen, swapped))
+        z = rollout(sim, frozen, windows.context(k), k + 5, mode="sample", noise=noise)
+    assert torch.equal(a.hx[:, 0], windows.agent_state[:, 0]) and torch.equal(b.hx[:, 0], windows.agent_state[:, 0])
+    assert torch.equal(a.obs[:, :k], b.obs[:, :k]) and not torch.equal(a.obs[:, :k], z.obs[:, :k])
+    assert torch.equal(a.action_index[:, :k - 1], windows.action[:, :k - 1])
+    assert not torch.equal(a.hx[:, k:], b.hx[:, k:])  # from the last context frame on, each its own way
+
+
+def test_the_simulator_start_is_recorded_and_a_bad_one_refused_before_any_evaluation(sim_run):
+    from policylens.sim.fidelity_cli import trained_start
+
+    root, run = sim_run
+    kw = dict(run="rnn", sim_samples=8, sim_steps=4, episodes=2)
+    for start in ("z", "filtered"):
+        report = swap_experiment(_cfg(root, "saw:box", f"start-{start}", sim_start=start, **kw))
+        assert report["settings"]["simulator"]["start"] == start
+    auto = swap_experiment(_cfg(root, "saw:box", "start-auto", **kw))["settings"]["simulator"]["start"]
+    assert auto == "z"  # this simulator's config records no training, so nothing trained it for filtered starts
+    assert trained_start({"train": {"prior_step_weight": 1.0}}) == "filtered"  # sim train's default
+    assert trained_start({"train": {"prior_step_weight": 0.0, "prior_obs_weight": 0.0}}) == "z"
+    with pytest.raises(ValueError, match="--sim-start 'posterior'; expected auto, filtered or z"):
+        swap_experiment(_cfg(root, "saw:box", "start-bad", sim_start="posterior", **kw))
+    assert not (root / "start-bad").exists()
 
 
 def test_cut_at_horizon_turns_longer_episodes_into_timeouts():

@@ -132,10 +132,11 @@ class VaeLstm(nn.Module):
 def train_baseline(data: SimData, cfg: SimConfig, *, seconds: "float | None" = None, steps: "int | None" = None,
                    window: int = 16, batch_size: int = 32, lr: float = 3e-4, seed: int = 0, val_fraction: float = 0.1,
                    latent: int = 0, lstm: int = 0, max_grad_norm: float = 10.0, tail_windows: bool = False,
-                   device="cpu", progress: bool = False) -> tuple:
+                   bf16: bool = False, device="cpu", progress: bool = False) -> tuple:
     """Train a :class:`VaeLstm` on the windows ``sim train`` draws from (the same split by ``val_fraction`` and
     ``seed``; held-out episodes excluded) until ``seconds`` of optimizer-step wall time (equal compute: the
-    simulator's ``trained_seconds``, timed the same way) or ``steps`` steps, whichever comes first.
+    simulator's ``trained_seconds``, timed the same way) or ``steps`` steps, whichever comes first. ``bf16``:
+    bfloat16 autocast for the forward pass, as ``sim train --bf16`` (equal compute at equal arithmetic).
     Returns ``(model in eval mode, info {steps, seconds, last_step_seconds, ...})``."""
     from tqdm.auto import tqdm
 
@@ -161,7 +162,8 @@ def train_baseline(data: SimData, cfg: SimConfig, *, seconds: "float | None" = N
         w = data.windows(picks, window).to(device)
         noise = torch.randn(batch_size, window, model.latent, generator=torch.Generator().manual_seed(
             int(rng.integers(2 ** 62)))).to(device)
-        loss, terms = model.loss(w.obs, w.action, w.reward, w.done, w.mask, noise)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            loss, terms = model.loss(w.obs, w.action, w.reward, w.done, w.mask, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if max_grad_norm > 0:
@@ -176,7 +178,7 @@ def train_baseline(data: SimData, cfg: SimConfig, *, seconds: "float | None" = N
     info = {"steps": step, "seconds": round(spent, 3), "last_step_seconds": round(last, 6),
             "budget_seconds": seconds, "budget_steps": steps, "window": window, "batch_size": batch_size, "lr": lr,
             "seed": seed, "val_fraction": val_fraction, "tail_windows": bool(tail_windows),
-            "store_episodes": data.num_episodes, "device": str(device),
+            "store_episodes": data.num_episodes, "device": str(device), "bf16": bool(bf16),
             "final_terms": terms}
     return model.eval(), info
 

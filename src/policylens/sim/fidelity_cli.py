@@ -80,7 +80,7 @@ def _split(conf: dict) -> dict:
 
     train = conf.get("train") or {}
     default = SimTrainConfig()
-    keys = ("val_fraction", "window", "batch_size", "lr", "max_grad_norm", "device", "threads")
+    keys = ("val_fraction", "window", "batch_size", "lr", "max_grad_norm", "device", "threads", "bf16")
     out = {k: train.get(k, getattr(default, k)) for k in keys}
     out["tail_windows"] = bool(train.get("tail_windows", False))  # absent: trained before them, on whole windows
     out["seed"] = split_seed(train)
@@ -93,11 +93,14 @@ STARTS = {"filtered": "simulator (filtered)", "z": "simulator (z alone)"}
 
 
 def _start(cfg: FidelityConfig, conf: dict) -> str:
-    """``filtered`` or ``z``: ``--start``, or for auto whether the simulator was trained to predict from a filtered
-    context: mixed open-loop starts, or a term on the prior step after each posterior state (``z`` for a simulator
-    trained before these existed)."""
-    if cfg.start != "auto":
-        return cfg.start
+    """``filtered`` or ``z``: ``--start``, or for auto :func:`trained_start`."""
+    return cfg.start if cfg.start != "auto" else trained_start(conf)
+
+
+def trained_start(conf: dict) -> str:
+    """``filtered`` when the simulator (its ``config.json``) was trained to predict from a filtered context: mixed
+    open-loop starts, or a term on the prior step after each posterior state; else ``z`` (a simulator trained
+    before these existed)."""
     train = conf.get("train") or {}
     filtered = train.get("open_loop_start", "z") == "mixed" or max(train.get("prior_obs_weight", 0.0),
                                                                       train.get("prior_step_weight", 0.0)) > 0
@@ -181,7 +184,8 @@ def _baseline(cfg: FidelityConfig, paths, conf: dict, sim_cfg, split: dict, data
                                  batch_size=split["batch_size"], lr=split["lr"], seed=split["seed"],
                                  val_fraction=split["val_fraction"], latent=cfg.baseline_latent,
                                  lstm=cfg.baseline_lstm, max_grad_norm=split["max_grad_norm"],
-                                 tail_windows=split["tail_windows"], device=cfg.device, progress=cfg.progress)
+                                 tail_windows=split["tail_windows"], bf16=split["bf16"], device=cfg.device,
+                                 progress=cfg.progress)
     info["budget"] = budget
     save_baseline(model, folder, info, data)
     return model, {**info, "folder": str(folder), "trained_now": True}

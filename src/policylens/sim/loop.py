@@ -148,7 +148,7 @@ class Rollout:
     reward: torch.Tensor  # (B, T) predicted reward of a_t
     done_logit: torch.Tensor  # (B, T) predicted logit that a_t ended the episode
     prior: Gaussian  # (B, T-1, stoch) p(s_t | h_t) for t >= 1
-    posterior: "Gaussian | None"  # (B, T-1, stoch) q(s_t | h_t, o_t) for t >= 1 (teacher-forced only)
+    posterior: "Gaussian | None"  # (B, m-1, stoch) q(s_t | h_t, o_t) for 1 <= t < m, the m recorded frames given
     z_dist: "Gaussian | None"  # (B, latent) q(z | context) when started from a context
 
     @property
@@ -230,6 +230,8 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
     dynamics and s_t comes from the prior. Teacher-forced: ``actions`` (B, T) recorded action indices drive
     the dynamics instead, and with ``obs`` (B, T, H, W, C) recorded observations s_t comes from the
     posterior given o_t (``mask`` (B, T) False where a window runs past its episode: the prior there).
+    A recorded prefix: ``actions`` (B, n) with n < T drive the first n steps and the agent the rest; ``obs``
+    (B, m, ...) with m <= n + 1 filter s_1 .. s_{m-1} (the agent takes over from a filtered real start).
     ``detach_actions``: the action fed to the dynamics carries no gradient (cuts the environment path from
     the agent's logits back through the simulator). ``latent="mean"``: z and every s_t are their
     distributions' means (deterministic); else they are drawn with ``noise`` (or fresh from ``generator``).
@@ -245,14 +247,11 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
         batch = start.obs.shape[0] if isinstance(start, Context) else start.shape[0]
         noise = Noise.draw(batch, steps, sim, generator, device=next(sim.parameters()).device)
     z, z_dist = _start(sim, start, latent, noise)
-    if actions is not None and tuple(actions.shape) != (z.shape[0], steps):
-        raise ValueError(f"recorded actions must be (B, steps) = ({z.shape[0]}, {steps}), got {tuple(actions.shape)}")
-    if obs is not None and actions is None:
-        raise ValueError("teacher forcing with recorded obs needs the recorded actions too")
+    forced = _recorded_steps(z.shape[0], steps, actions, obs)
     h, s, hx = sim.initial(z)  # (B, deter), (B, stoch), (B, hidden)
-    embeds = sim.embed(obs[:, 1:steps]) if obs is not None and steps > 1 else None  # (B, T-1, embed)
-    keep = mask.bool() if mask is not None else None  # (B, T)
-    if actions is not None and intervene is None and not detach_actions and agent.batches_time:
+    embeds = sim.embed(obs[:, 1:steps]) if obs is not None and min(steps, obs.shape[1]) > 1 else None  # (B, m-1, E)
+    keep = mask.bool() if mask is not None else None  # (B, m)
+    if forced == steps and intervene is None and not detach_actions and agent.batches_time:
         return _recorded(sim, agent, z, z_dist, (h, s, hx), steps, actions, embeds, keep, latent, noise,
                          straight_through)
     out = {k: [] for k in ("obs", "decoded", "logits", "value", "hx", "action", "h", "s", "reward", "done_logit",
@@ -264,7 +263,7 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
         seen = tap("obs", t, agent_view(decoded, sim.config, straight_through))  # (B, H, W, C)
         hx = tap("hx", t, hx)
         step = agent(seen, hx)
-        if actions is not None:
+        if t < forced:
             action = F.one_hot(actions[:, t].long(), sim.config.num_actions).to(seen.dtype)  # (B, A)
         else:
             gumbel = noise.gumbel[:, t] if mode == "sample" else None  # (B, A)
@@ -285,12 +284,27 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
     return _assemble(sim, z, z_dist, out, hx, embeds is not None)
 
 
+def _recorded_steps(batch: int, steps: int, actions, obs) -> int:
+    """How many leading steps recorded ``actions`` drive (0: none), checking the shapes of a recorded prefix."""
+    if actions is None:
+        if obs is not None:
+            raise ValueError("teacher forcing with recorded obs needs the recorded actions too")
+        return 0
+    if actions.dim() != 2 or actions.shape[0] != batch or not 1 <= actions.shape[1] <= steps:
+        raise ValueError(f"recorded actions must be (B, n) with 1 <= n <= steps: B = {batch}, steps = {steps}; got "
+                         f"{tuple(actions.shape)}")
+    if obs is not None and obs.shape[1] > actions.shape[1] + 1:
+        raise ValueError(f"{obs.shape[1]} recorded frames need the {obs.shape[1] - 1} recorded actions between them; "
+                         f"got {actions.shape[1]}")
+    return int(actions.shape[1])
+
+
 def _next_stochastic(sim: Simulator, h_next, t: int, embeds, keep, latent: str, noise, out: dict) -> torch.Tensor:
     """s_{t+1} (B, stoch): from the prior p(s | h_{t+1}), or teacher-forced from the posterior given the recorded
-    o_{t+1} (``embeds``; the prior past an episode's end, where ``keep`` is False); the distributions are appended
-    to ``out``."""
+    o_{t+1} (``embeds``, while there are recorded frames; the prior past an episode's end, where ``keep`` is
+    False); the distributions are appended to ``out``."""
     dist = prior = sim.prior(h_next)
-    if embeds is not None:
+    if embeds is not None and t < embeds.shape[1]:
         posterior = sim.posterior(torch.cat([h_next, embeds[:, t]], -1))
         if keep is not None:  # past the episode's end there is no o_{t+1}: the prior
             posterior = posterior.where(keep[:, t + 1], prior)

@@ -67,7 +67,11 @@ class SwapConfig(SimCommand):
     sim_samples: int = 1000
     """imagined episodes per agent (the same starts and noise for all three)"""
     sim_steps: int = 32
-    """steps per imagined episode"""
+    """steps per imagined episode after its context frames (the real episodes are also read cut there)"""
+    sim_start: str = "auto"
+    """how imagined episodes start: filtered (the real context frames through the posterior, the agents acting
+    from the last), z (the agents acting from the first frame, decoded from z alone), or auto (filtered when the
+    simulator was trained for it, as sim fidelity scores it)"""
 
 
 def parse_swaps(text: str) -> list:
@@ -110,6 +114,8 @@ def swap_experiment(cfg: SwapConfig) -> dict:
 
     if cfg.episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
+    if cfg.sim_start not in ("auto", "filtered", "z"):
+        raise ValueError(f"--sim-start {cfg.sim_start!r}; expected auto, filtered or z")
     directions = Directions.load(cfg.directions)
     swaps = [(direction_index(directions, a), direction_index(directions, b)) for a, b in parse_swaps(cfg.swap)]
     agent = load(cfg.run)
@@ -136,20 +142,22 @@ def swap_experiment(cfg: SwapConfig) -> dict:
     paths = resolve(cfg, "swap", require_sim=False)  # the simulator: None with --sim none or none found
     simulator = paths.sim
     if simulator is not None:
-        from .checkpoint import load_sim
+        from .checkpoint import load_sim, read_sim_config
         from .data import load_sim_data
+        from .fidelity_cli import trained_start
         from .swap_sim import simulated_swap
 
         sim, _ = load_sim(simulator, agent=agent, device=cfg.device)
+        start = cfg.sim_start if cfg.sim_start != "auto" else trained_start(read_sim_config(simulator)[1])
         data = load_sim_data(paths.store)
         imagined = simulated_swap(sim, {"original": agent, **edited}, data, cfg.sim_samples, cfg.sim_steps,
-                                  cfg.seed, getattr(agent, "action_names", ()), device=cfg.device,
+                                  cfg.seed, getattr(agent, "action_names", ()), start, device=cfg.device,
                                   progress=cfg.progress)
         at_horizon = horizon_setting(results, sim.config.context_frames + cfg.sim_steps, cfg.alpha)
         if at_horizon is not None:
             report["settings"]["real_horizon"] = at_horizon
         report["settings"]["simulator"] = {**_compared(imagined, cfg.alpha), "simulator": str(simulator),
-                                           "samples": cfg.sim_samples, "steps": cfg.sim_steps}
+                                           "samples": cfg.sim_samples, "steps": cfg.sim_steps, "start": start}
     out.mkdir(parents=True, exist_ok=True)
     (out / "swap.json").write_text(json.dumps(report, indent=1))
     for setting, compared in report["settings"].items():
@@ -220,8 +228,12 @@ def markdown(report: dict) -> str:
                       f"{compared['horizon']} steps (the context frames and the imagined steps) counts as a "
                       "timeout. Read the simulator's table against this one."]
         else:
-            lines += [f"In the simulator (`{compared['simulator']}`): {n} imagined episodes of {compared['steps']} "
-                      "steps from encoded real episode beginnings, the same latent and action noise for the three "
+            start = {"filtered": "the context frames filtered through the posterior with their recorded actions, "
+                                 "the agents acting from the last one",
+                     "z": "the agents acting from the first frame, decoded from z alone"}.get(compared.get("start"), "")
+            lines += [f"In the simulator (`{compared['simulator']}`): {n} imagined episodes of the context frames + "
+                      f"{compared['steps']} steps from encoded real episode beginnings"
+                      + (f" ({start})" if start else "") + ", the same latent and action noise for the three "
                       "agents; outcomes read from the views the simulator showed."]
         lines += ["Rates with Wilson 95% intervals; p: McNemar exact against the original, Holm over causes.", "",
                   "| outcome | original | swapped | p | random control | p |", "|---|---|---|---|---|---|"]

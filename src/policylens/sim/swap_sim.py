@@ -7,6 +7,14 @@ moves forward into a ball (``obstacle``), lava (``lava``) or the goal (``success
 from the decoded view it saw (the agent stands at the bottom centre facing up); otherwise, and for pixel
 simulators, the first step with a predicted episode end (``success`` when the predicted reward is positive, else
 ``ended``); ``timeout`` when nothing happens within the steps. Starts are encoded real episode beginnings.
+
+How an imagined episode starts (``start``): ``filtered`` (the default for a simulator trained to predict from a
+filtered context, as ``sim fidelity`` scores it) reads the K context frames through the posterior with their
+recorded actions, gives the agents the recorded state at the first frame, and lets each agent act from the last
+context frame on; outcomes count from there (what came before is the real history). ``z``: the agents act from
+the first frame on, which is decoded from z alone. Decoded from z, the first frames of the zoo's MiniGrid
+simulator show a goal in a third of episode starts whose real frames have none, and the swapped agent walked
+towards it.
 """
 from __future__ import annotations
 
@@ -23,8 +31,9 @@ def _forward_index(action_names, num_actions: int) -> "int | None":
     return 2 if num_actions >= 3 and not names else None  # MiniGrid's order: left, right, forward
 
 
-def imagined_outcomes(r, cfg, action_names=()) -> list:
-    """One ``{"level": sample, "cause", "success", "step"}`` record per imagined episode of Rollout ``r``."""
+def imagined_outcomes(r, cfg, action_names=(), first: int = 0) -> list:
+    """One ``{"level": sample, "cause", "success", "step"}`` record per imagined episode of Rollout ``r``, from
+    step ``first`` on (``step`` counts from there; earlier steps are history)."""
     b, t = r.value.shape
     action = r.action.argmax(-1).cpu().numpy()  # (B, T)
     ended = (r.done_logit > 0).cpu().numpy()  # (B, T)
@@ -39,10 +48,11 @@ def imagined_outcomes(r, cfg, action_names=()) -> list:
             events[(action == forward) & (front == code)] = name
     sim_end = ended & (events == "")
     events[sim_end] = np.where(reward[sim_end] > 0, "success", "ended")
+    events[:, :first] = ""
     records = []
     for k in range(b):
         hits = np.flatnonzero(events[k] != "")
-        cause, step = (events[k, hits[0]], int(hits[0])) if len(hits) else ("timeout", t)
+        cause, step = (events[k, hits[0]], int(hits[0]) - first) if len(hits) else ("timeout", t - first)
         records.append({"level": k, "cause": cause, "success": cause == "success", "step": step})
     return records
 
@@ -54,25 +64,41 @@ def episode_starts(data, samples: int, context: int, seed: int) -> "object":
     return data.windows(data.start[picks], context)
 
 
+def filtered_start(windows, k: int) -> dict:
+    """:func:`~policylens.sim.loop.rollout` keywords for a start filtered through ``windows``' K real context
+    frames: their recorded actions up to the last, the frames for the posterior, and the recorded agent state at
+    the first frame in place of the converter's."""
+    state = windows.agent_state[:, 0]  # (B, hidden)
+    real = dict(intervene=lambda name, t, x: state if name == "hx" and t == 0 else x)
+    if k > 1:
+        real.update(actions=windows.action[:, :k - 1], obs=windows.obs[:, :k], mask=windows.mask[:, :k])
+    return real
+
+
 @torch.no_grad()
 def simulated_swap(sim, agents: dict, data, samples: int, steps: int, seed: int = 0, action_names=(),
-                   batch_size: int = 256, device="cpu", progress: bool = False) -> dict:
-    """Each of ``agents`` (name -> agent module, the first the original) drives the same imagined episodes:
-    ``{name: records}`` (:func:`imagined_outcomes`)."""
+                   start: str = "filtered", batch_size: int = 256, device="cpu", progress: bool = False) -> dict:
+    """Each of ``agents`` (name -> agent module, the first the original) drives the same imagined episodes of
+    K context frames + ``steps`` (the real episodes' horizon in ``sim swap``) from the same ``start``
+    (``filtered`` or ``z``, see the module doc): ``{name: records}`` (:func:`imagined_outcomes`)."""
     from tqdm.auto import tqdm
 
     from .loop import FrozenAgent, Noise, rollout
 
+    if start not in ("filtered", "z"):
+        raise ValueError(f"start {start!r}; expected filtered or z")
     k = sim.config.context_frames
+    first = k - 1 if start == "filtered" else 0  # the step the agents take over
     starts = episode_starts(data, samples, k, seed).to(device)
     frozen = {name: FrozenAgent(agent).to(device) for name, agent in agents.items()}
-    noise = Noise.draw(samples, steps, sim, torch.Generator().manual_seed(seed), device=device)
+    noise = Noise.draw(samples, k + steps, sim, torch.Generator().manual_seed(seed), device=device)
     records = {name: [] for name in agents}
     for a in tqdm(range(0, samples, batch_size), desc="swap in the simulator", unit="batch", disable=not progress):
         part = slice(a, a + batch_size)
-        context = starts.rows(part).context(k)
+        windows = starts.rows(part)
+        real = filtered_start(windows, k) if start == "filtered" else {}
         for name, agent in frozen.items():
-            r = rollout(sim, agent, context, steps, mode="sample", noise=noise.rows(part))
-            for rec in imagined_outcomes(r, sim.config, action_names):
+            r = rollout(sim, agent, windows.context(k), k + steps, mode="sample", noise=noise.rows(part), **real)
+            for rec in imagined_outcomes(r, sim.config, action_names, first):
                 records[name].append({**rec, "level": rec["level"] + a})
     return records
