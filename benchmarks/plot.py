@@ -16,7 +16,7 @@ def main():
     ppo = RESULTS / "ppo_overhead.json"
     if ppo.is_file():
         setups = json.loads(ppo.read_text())["setups"]
-        panels.append(("PPO vs raw env (frames/s)", list(setups),
+        panels.append(("PPO vs raw env (frames/s, log)", list(setups),
                        [[s["raw_env_steps_per_s"] for s in setups.values()], [s["ppo_frames_per_s"] for s in setups.values()]],
                        ["raw env, random actions", "PPO training"]))
     store = RESULTS / "store.json"
