@@ -36,8 +36,8 @@ def main(argv=None):
     from policylens.sim.checkpoint import load_sim
     from policylens.sim.command import SimCommand, resolve
     from policylens.sim.data import load_sim_data
-    from policylens.sim.loop import FrozenAgent, Noise, rollout
-    from policylens.sim.swap_sim import episode_starts, filtered_start, imagined_outcomes
+    from policylens.sim.loop import FrozenAgent, Noise, filtered_start, rollout
+    from policylens.sim.swap_sim import episode_starts, imagined_outcomes
 
     torch.set_num_threads(1)
     paths = resolve(SimCommand(run=args.run, sim=args.sim, store=args.store, progress=False), "benchmark")

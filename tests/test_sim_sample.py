@@ -119,6 +119,20 @@ def test_the_same_seed_gives_the_same_samples_in_any_batches(parts, run):
     assert np.all(np.isin(starts, data.window_starts(np.arange(data.num_episodes), 2)))
 
 
+def test_filtered_real_starts_replay_their_context_and_the_agent_acts_from_its_last_frame(parts, run):
+    sim, agent = parts
+    k = sim.config.context_frames
+    windows, _ = real_windows(load_sim_data(run / "rollouts.zarr"), 4, 6, seed=1, context_frames=k)
+    r = sample(sim, agent, None, 6, windows, mode="modal", seed=2, filtered=True)
+    assert torch.equal(r.action_index[:, :k - 1], windows.action[:, :k - 1])  # the recorded history
+    assert torch.equal(r.action_index[:, k - 1:], r.logits[:, k - 1:].argmax(-1))  # then the agent's own
+    assert torch.equal(r.hx[:, 0], windows.agent_state[:, 0])  # the recorded state, not the converter's
+    unfiltered = sample(sim, agent, None, 6, windows, mode="modal", seed=2)
+    assert not torch.equal(r.s[:, 1:k], unfiltered.s[:, 1:k])  # the posterior read the context frames
+    with pytest.raises(ValueError, match="needs real starts as Windows"):
+        sample(sim, agent, 2, 3, start="prior", filtered=True)
+
+
 def test_bad_starts_and_counts_are_refused(parts, run):
     sim, agent = parts
     with pytest.raises(ValueError, match="prior"):
@@ -160,6 +174,18 @@ def test_cli_writes_samples_videos_and_an_explorer_of_them(run, tmp_path):
         assert (out / "explorer" / "data" / f"t{b}-l0.js").is_file()
     saved = json.loads((out / "summary.json").read_text())
     assert saved["lengths"] == lengths.tolist() == summary["lengths"]
+
+
+def test_cli_filtered_start_keeps_each_windows_recorded_actions_before_its_last_context_frame(run, tmp_path):
+    out = tmp_path / "filtered"
+    main([str(run), "--n", "3", "--steps", "4", "--start", "filtered", "--out", str(out), "--video", "false",
+          "--explorer", "false", "--seed", "2", "--progress", "false"])
+    arrays = np.load(out / "samples.npz")
+    data = load_sim_data(run / "rollouts.zarr")
+    k = tiny_parts(run)[0].config.context_frames
+    for b, (e, f) in enumerate(zip(arrays["episode"], arrays["frame"])):
+        first = data.start[e] + f
+        np.testing.assert_array_equal(arrays["action"][b, :k - 1], data.action[first:first + k - 1])
 
 
 def test_cli_refuses_bad_options_cleanly(run, tmp_path, capsys):

@@ -136,8 +136,8 @@ def test_in_the_simulator_identity_swap_changes_nothing_and_the_same_starts_pair
 def test_a_filtered_start_shows_every_agent_the_same_real_context_and_lets_it_act_from_the_last_frame(sim_run):
     from policylens.edit.swap import swap_directions
     from policylens.sim.data import load_sim_data
-    from policylens.sim.loop import FrozenAgent, Noise, rollout
-    from policylens.sim.swap_sim import episode_starts, filtered_start
+    from policylens.sim.loop import FrozenAgent, Noise, filtered_start, rollout
+    from policylens.sim.swap_sim import episode_starts
     from sim_runs import tiny_parts
 
     root, run = sim_run

@@ -30,7 +30,7 @@ _EXPORTS = {  # exported name -> (module, name there)
     **{n: ("model", n) for n in ("Simulator", "Gaussian", "kl_divergence", "balanced_kl")},
     **{n: ("obs", n) for n in ("agent_view", "obs_loss", "obs_score")},
     **{n: ("loop", n) for n in ("FrozenAgent", "Context", "Noise", "Rollout", "rollout", "choose_action",
-                                "agent_sha256")},
+                                "agent_sha256", "filtered_start")},
     **{n: ("data", n) for n in ("SimData", "Windows", "load_sim_data")},
     **{n: ("checkpoint", n) for n in ("load_sim", "save_sim", "read_sim_config", "sim_dir")},
     "SimTrainConfig": ("train", "SimTrainConfig"), "train_sim": ("train", "train"),

@@ -362,3 +362,16 @@ def _recorded(sim: Simulator, agent: FrozenAgent, z, z_dist, state: tuple, steps
     out.update(obs=seen, decoded=decoded, logits=logits, value=value, hx=received, action=onehot, h=hs, s=ss,
                reward=sim.reward(flat).reshape(b, steps), done_logit=sim.done_logit(flat).reshape(b, steps))
     return _assemble(sim, z, z_dist, out, last, embeds is not None)
+
+
+def filtered_start(windows, k: int) -> dict:
+    """:func:`rollout` keywords for a start filtered through the K real context frames of ``windows``
+    (:class:`~policylens.sim.data.Windows`): their recorded actions up to the last (the agent acts from the last
+    context frame on), the frames for the posterior, and the recorded agent state at the first frame in place of
+    the converter's. Frames decoded from z alone can show what is not there (on the zoo's MiniGrid simulator, a
+    goal in a third of the episode starts), and an agent acting on them walks towards it."""
+    state = windows.agent_state[:, 0]  # (B, hidden)
+    real = dict(intervene=lambda name, t, x: state if name == "hx" and t == 0 else x)
+    if k > 1:
+        real.update(actions=windows.action[:, :k - 1], obs=windows.obs[:, :k], mask=windows.mask[:, :k])
+    return real

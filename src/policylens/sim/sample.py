@@ -5,7 +5,7 @@ from the latent prior or from encoded real starts, as explorer trajectories and 
     >>> trajectories = to_trajectories(r, sim.config)        # explorer.Trajectory each, cut at its predicted end
     >>> write_videos(trajectories, sim.config.obs_kind, action_names, "out/video")   # sample_000.gif ... grid.gif
 
-``policylens sim sample RUN [--n 16 --steps 32 --start prior|real --mode modal|sample --video true
+``policylens sim sample RUN [--n 16 --steps 32 --start prior|real|filtered --mode modal|sample --video true
 --explorer true]`` writes ``OUT`` (default ``RUN/analysis/sample``)::
 
     samples.npz      per sample: z, obs (uint8, the env's format), value, logits, action, reward, done_logit, done,
@@ -26,10 +26,10 @@ import torch
 
 from .command import SimCommand, command_main, load_parts, resolve, say
 from .obs import agent_view
-from .loop import Context, Noise, Rollout, rollout
+from .loop import Context, Noise, Rollout, filtered_start, rollout
 from .model import Gaussian
 
-STARTS = ("prior", "real")
+STARTS = ("prior", "real", "filtered")
 
 
 # ------------------------------------------------------------------------------------------------ sampling
@@ -62,16 +62,23 @@ def concat(parts: list) -> Rollout:
 
 
 def sample(sim, agent, n: "int | None" = None, steps: int = 32, start="prior", mode: str = "modal", seed: int = 0, *,
-           latent: str = "sample", batch_size: int = 64) -> Rollout:
+           latent: str = "sample", batch_size: int = 64, filtered: bool = False) -> Rollout:
     """``n`` imagined rollouts of ``steps`` steps (no gradients): the agent's own actions drive the simulator.
 
     ``start``: ``"prior"`` (z ~ N(0, I)) or real starts: :class:`~policylens.sim.data.Windows` (their first
     ``context_frames`` frames and agent state, encoded to q(z | context)) or a :class:`Context` (``n`` must be
     its batch or None). ``mode``: ``modal`` (argmax actions) or ``sample`` (drawn from the policy).
+    ``filtered`` (real starts as Windows only): their context frames through the posterior with their recorded
+    actions, the agent acting from the last one (:func:`~policylens.sim.loop.filtered_start`).
     ``latent``: ``sample`` draws z (real starts) and every s_t, ``mean`` takes their means. Every draw comes from
     ``seed`` up front: the same seed gives the same samples, and the same draws whatever ``batch_size`` (then
     equal up to float rounding)."""
+    from .data import Windows
+
     context = _context(sim, start)
+    if filtered and not isinstance(start, Windows):
+        raise ValueError("a filtered start needs real starts as Windows (their recorded actions and frames), got "
+                         f"{start if isinstance(start, str) else type(start).__name__}")
     if context is not None:
         rows = context.obs.shape[0]
         if n is not None and n != rows:
@@ -88,7 +95,8 @@ def sample(sim, agent, n: "int | None" = None, steps: int = 32, start="prior", m
         for a in range(0, n, batch_size):
             rows = slice(a, min(n, a + batch_size))
             begin = noise.z[rows] if context is None else context.rows(rows)
-            parts.append(rollout(sim, agent, begin, steps, mode, latent=latent, noise=noise.rows(rows)))
+            real = filtered_start(start.rows(rows), sim.config.context_frames) if filtered else {}
+            parts.append(rollout(sim, agent, begin, steps, mode, latent=latent, noise=noise.rows(rows), **real))
     return concat(parts)
 
 
@@ -219,7 +227,8 @@ class SampleConfig(SimCommand):
     steps: int = 32
     """steps per sample"""
     start: str = "prior"
-    """prior (z ~ N(0, I)) or real (z encoded from the first frames of random windows of the store)"""
+    """prior (z ~ N(0, I)), real (z encoded from the first frames of random windows of the store, the agent
+    acting from the first), or filtered (those frames through the posterior, the agent acting from the last)"""
     mode: str = "modal"
     """the agent's actions: modal (argmax) or sample (drawn from its policy)"""
     latent: str = "sample"
@@ -296,12 +305,13 @@ def run_sample(cfg: SampleConfig) -> dict:
     sim, frozen, agent, names = load_parts(cfg, paths)
     env = read_sim_config(paths.sim)[1].get("env", "")
     start, arrays, info = "prior", {}, None
-    if cfg.start == "real":
+    if cfg.start in ("real", "filtered"):
         say(cfg, f"choosing {cfg.n} real starts from {paths.store}")
         start, arrays, info = _real_starts(cfg, paths.store, sim.config.context_frames)
         start = start.to(cfg.device)
     say(cfg, f"sampling {cfg.n} x {cfg.steps} steps ({cfg.start} start, {cfg.mode} actions)")
-    r = sample(sim, frozen, cfg.n, cfg.steps, start, cfg.mode, cfg.seed, latent=cfg.latent, batch_size=cfg.batch_size)
+    r = sample(sim, frozen, cfg.n, cfg.steps, start, cfg.mode, cfg.seed, latent=cfg.latent, batch_size=cfg.batch_size,
+               filtered=cfg.start == "filtered")
     trajectories = to_trajectories(r, sim.config, gamma=cfg.gamma, lam=cfg.lam, cut=cfg.cut, info=info)
     out = paths.out
     out.mkdir(parents=True, exist_ok=True)

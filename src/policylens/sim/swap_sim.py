@@ -64,26 +64,16 @@ def episode_starts(data, samples: int, context: int, seed: int) -> "object":
     return data.windows(data.start[picks], context)
 
 
-def filtered_start(windows, k: int) -> dict:
-    """:func:`~policylens.sim.loop.rollout` keywords for a start filtered through ``windows``' K real context
-    frames: their recorded actions up to the last, the frames for the posterior, and the recorded agent state at
-    the first frame in place of the converter's."""
-    state = windows.agent_state[:, 0]  # (B, hidden)
-    real = dict(intervene=lambda name, t, x: state if name == "hx" and t == 0 else x)
-    if k > 1:
-        real.update(actions=windows.action[:, :k - 1], obs=windows.obs[:, :k], mask=windows.mask[:, :k])
-    return real
-
-
 @torch.no_grad()
 def simulated_swap(sim, agents: dict, data, samples: int, steps: int, seed: int = 0, action_names=(),
                    start: str = "filtered", batch_size: int = 256, device="cpu", progress: bool = False) -> dict:
     """Each of ``agents`` (name -> agent module, the first the original) drives the same imagined episodes of
     K context frames + ``steps`` (the real episodes' horizon in ``sim swap``) from the same ``start``
-    (``filtered`` or ``z``, see the module doc): ``{name: records}`` (:func:`imagined_outcomes`)."""
+    (``filtered``: :func:`~policylens.sim.loop.filtered_start`, or ``z``; see the module doc):
+    ``{name: records}`` (:func:`imagined_outcomes`)."""
     from tqdm.auto import tqdm
 
-    from .loop import FrozenAgent, Noise, rollout
+    from .loop import FrozenAgent, Noise, filtered_start, rollout
 
     if start not in ("filtered", "z"):
         raise ValueError(f"start {start!r}; expected filtered or z")
