@@ -281,6 +281,36 @@ def test_symbolic_view_and_loss_against_hand_computations():
     torch.testing.assert_close(obs_loss(pred, codes, cfg).mean(), reference)
 
 
+def test_balanced_obs_loss_weighs_each_cell_by_its_object_types_rarity(parts):
+    from policylens.sim.obs import object_weights
+
+    cfg = for_data(TINY, "minigrid:MiniGrid-Empty-5x5-v0", (7, 7, 3), 3, 8)
+    codes = torch.ones(4, 7, 7, 3, dtype=torch.long)  # empty cells...
+    codes[:, 0] = 2  # ...a row of wall in each frame (7 of 49 cells)...
+    codes[0, 3, 3, 0] = 6  # ...and one ball in all 196 cells
+    share = torch.tensor([0.0] * 11).index_put_((torch.tensor([1, 2, 6]),), torch.tensor([167, 28, 1]) / 196.0)
+    w = object_weights(codes.numpy(), cfg, 0.5)
+    raw = torch.where(share > 0, share.clamp_min(1e-12) ** -0.5, torch.zeros(11))
+    torch.testing.assert_close(w, (raw / (raw * share).sum()).float())
+    torch.testing.assert_close((w * share).sum(), torch.tensor(1.0))  # the mean weight over the cells
+    assert w[6] > w[2] > w[1] > 0 and object_weights(codes.numpy(), cfg, 0) is None
+    with pytest.raises(ValueError, match=">= 0"):
+        object_weights(codes.numpy(), cfg, -1)
+    pred = torch.randn(4, 7, 7, 20, generator=torch.Generator().manual_seed(1))
+    per_cell = sum(-p.log_softmax(-1).gather(-1, codes[..., k:k + 1]).squeeze(-1)
+                   for k, p in enumerate(pred.split([11, 6, 3], -1)))  # (4, 7, 7)
+    torch.testing.assert_close(obs_loss(pred, codes, cfg, w), (per_cell * w[codes[..., 0]]).flatten(1).sum(-1))
+    sim, frozen, _, batch = parts  # in the objective every observation term scales with the weights
+    noise = Noise.draw(batch.mask.shape[0], batch.mask.shape[1], sim, torch.Generator().manual_seed(0))
+    train = _train_cfg(Path("."), "x")
+    with torch.no_grad():
+        plain = SimObjective(sim, frozen, train)(batch, noise)[1]
+        double = SimObjective(sim, frozen, train, torch.full((sim.config.planes[0],), 2.0))(batch, noise)[1]
+    for k in ("obs", "prior_step"):
+        assert double[k] > plain[k]
+    torch.testing.assert_close(double["obs"], 2 * plain["obs"])
+
+
 def test_obs_kinds_and_a_pixel_simulator_unrolls():
     assert obs_kind("minigrid:MiniGrid-Empty-5x5-v0", (7, 7, 3))[0] == "symbolic"
     assert obs_kind("minigrid:MiniGrid-Empty-5x5-v0?obs=onehot", (7, 7, 20))[0] == "onehot"

@@ -59,27 +59,30 @@ class SimObjective(nn.Module):
     frames of each window the open-loop unroll reads through the posterior first (None: 1, z alone). The frozen
     agent rides along unregistered; only ``self.sim`` has parameters."""
 
-    def __init__(self, sim: Simulator, agent: FrozenAgent, cfg: "SimTrainConfig"):
+    def __init__(self, sim: Simulator, agent: FrozenAgent, cfg: "SimTrainConfig",
+                 obs_weights: "torch.Tensor | None" = None):
         super().__init__()
         self.sim, self.agent, self.cfg = sim, agent, cfg
+        self.obs_weights = obs_weights  # (categories,) or None: every cell alike (obs_loss)
 
     def forward(self, batch: Windows, noise: "Noise | None" = None, latent: str = "sample",
                 seen: "torch.Tensor | None" = None):
         steps = batch.obs.shape[1]
         r = rollout(self.sim, self.agent, batch.context(self.sim.config.context_frames), steps,
                     actions=batch.action, obs=batch.obs, mask=batch.mask, latent=latent, noise=noise)
-        sums = step_sums(r, batch, self.sim.config, self.cfg)
+        w = None if self.obs_weights is None else self.obs_weights.to(batch.mask.device)
+        sums = step_sums(r, batch, self.sim.config, self.cfg, w)
         if self.cfg.open_loop_weight > 0:  # the same z unrolled on the prior, with the recorded actions
             posterior = {}
             if seen is not None and bool((seen > 1).any()):  # the first seen frames through the posterior
                 posterior = {"obs": batch.obs, "mask": seen_mask(batch.mask, seen)}
             imagined = rollout(self.sim, self.agent, r.z, steps, actions=batch.action, latent=latent, noise=noise,
                                **posterior)
-            terms = per_step_terms(imagined, batch, self.sim.config)
+            terms = per_step_terms(imagined, batch, self.sim.config, w)
             sums["open_loop"] = sum(getattr(self.cfg, f"{k}_weight") * (v * batch.mask).sum() for k, v in terms.items())
         else:
             sums["open_loop"] = torch.zeros((), device=batch.mask.device)
-        sums.update(prior_sums(self.sim, r, batch, noise if latent == "sample" else None, self.cfg))
+        sums.update(prior_sums(self.sim, r, batch, noise if latent == "sample" else None, self.cfg, w))
         b, t = batch.mask.shape
         weights = {k: getattr(self.cfg, f"{k}_weight") for k in TERMS}
         loss = sum(weights[k] * sums[k] for k in TERMS if k != "z_kl") / (b * t) + weights["z_kl"] * sums["z_kl"] / b
@@ -87,7 +90,7 @@ class SimObjective(nn.Module):
 
 
 def prior_step_terms(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None",
-                     readouts: bool = True, latent: str = "sample") -> dict:
+                     readouts: bool = True, latent: str = "sample", obs_weights=None) -> dict:
     """One prior step after each teacher-forced state, scored against the recorded window: ``{obs, reward, done}``,
     each (B, T-1) for t >= 1. ``obs``: o_t decoded from ``(h_t, s_t ~ p(s_t | h_t))`` (the prior's mean without
     ``noise``; the draws are the rollout's own), h_t after the posterior state at t-1; ``reward`` / ``done``: those
@@ -103,7 +106,7 @@ def prior_step_terms(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise |
     h_next = sim.transition(h, s, action)  # (B*(T-1), deter)
     reward = _apply(sim.reward_head, h_next, readouts).reshape(b, t - 1)
     done = _apply(sim.done_head, h_next, readouts).reshape(b, t - 1)
-    return {"obs": obs_loss(decoded.reshape(b, t - 1, *decoded.shape[1:]), batch.obs[:, 1:], sim.config),
+    return {"obs": obs_loss(decoded.reshape(b, t - 1, *decoded.shape[1:]), batch.obs[:, 1:], sim.config, obs_weights),
             "reward": (reward.float() - batch.reward[:, 1:]).pow(2),
             "done": F.binary_cross_entropy_with_logits(done.float(), batch.done[:, 1:], reduction="none")}
 
@@ -115,13 +118,14 @@ def _apply(module: nn.Module, x: torch.Tensor, train: bool) -> torch.Tensor:
     return torch.func.functional_call(module, {k: v.detach() for k, v in module.named_parameters()}, (x,))
 
 
-def prior_sums(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None", cfg: "SimTrainConfig") -> dict:
+def prior_sums(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None", cfg: "SimTrainConfig",
+               obs_weights=None) -> dict:
     """``{prior_obs, prior_step}`` summed over the valid steps (zero when off, or for windows of one frame):
     the observation of :func:`prior_step_terms`, and all three with their weights."""
     zero = torch.zeros((), device=batch.mask.device)
     if batch.mask.shape[1] < 2 or (cfg.prior_obs_weight <= 0 and cfg.prior_step_weight <= 0):
         return {"prior_obs": zero, "prior_step": zero}
-    terms = prior_step_terms(sim, r, batch, noise, cfg.prior_trains_readouts, cfg.prior_step_latent)
+    terms = prior_step_terms(sim, r, batch, noise, cfg.prior_trains_readouts, cfg.prior_step_latent, obs_weights)
     terms = {k: v * batch.mask[:, 1:] for k, v in terms.items()}  # (B, T-1)
     return {"prior_obs": terms["obs"].sum() if cfg.prior_obs_weight > 0 else zero,
             "prior_step": sum(getattr(cfg, f"{k}_weight") * terms[k].sum() for k in PRIOR_STEP_TERMS)
@@ -135,11 +139,12 @@ def seen_mask(mask: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
     return (t[None] < seen[:, None]) & mask.bool()  # (B, T)
 
 
-def per_step_terms(r: Rollout, batch: Windows, sim_cfg: SimConfig) -> dict:
-    """The terms a rollout is scored on at each step against the recorded window: ``{name: (B, T)}``."""
+def per_step_terms(r: Rollout, batch: Windows, sim_cfg: SimConfig, obs_weights=None) -> dict:
+    """The terms a rollout is scored on at each step against the recorded window: ``{name: (B, T)}``
+    (``obs_weights``: :func:`~policylens.sim.obs.obs_loss`'s)."""
     recorded = F.log_softmax(batch.logits, -1)  # (B, T, A)
     return {
-        "obs": obs_loss(r.decoded, batch.obs, sim_cfg),
+        "obs": obs_loss(r.decoded, batch.obs, sim_cfg, obs_weights),
         "reward": (r.reward.float() - batch.reward).pow(2),
         "done": F.binary_cross_entropy_with_logits(r.done_logit.float(), batch.done, reduction="none"),
         "hx": (r.hx.float() - batch.agent_state).pow(2).sum(-1),
@@ -147,11 +152,11 @@ def per_step_terms(r: Rollout, batch: Windows, sim_cfg: SimConfig) -> dict:
     }
 
 
-def step_sums(r: Rollout, batch: Windows, sim_cfg: SimConfig, cfg: "SimTrainConfig") -> dict:
+def step_sums(r: Rollout, batch: Windows, sim_cfg: SimConfig, cfg: "SimTrainConfig", obs_weights=None) -> dict:
     """Each loss term summed over the batch's valid steps (z_kl over its windows), plus counts and scores.
     Sums, not means, so that DDP's average over ranks equals one process's loss on the global batch."""
     mask = batch.mask.float()  # (B, T)
-    sums = {k: (v * mask).sum() for k, v in per_step_terms(r, batch, sim_cfg).items()}
+    sums = {k: (v * mask).sum() for k, v in per_step_terms(r, batch, sim_cfg, obs_weights).items()}
     kl = balanced_kl(r.posterior, r.prior, cfg.kl_balance, cfg.free_nats)  # (B, T-1)
     sums["kl"] = (kl * mask[:, 1:]).sum()
     sums["z_kl"] = standard_normal_kl(r.z_dist).sum()

@@ -16,6 +16,7 @@ Spatial layout: stride-2 4x4 convs halve the image while both sides are even and
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -144,15 +145,34 @@ def categorical_targets(obs: torch.Tensor, cfg: SimConfig) -> torch.Tensor:
     return torch.stack([p.argmax(-1) for p in obs.split(list(cfg.planes), -1)], -1)
 
 
-def obs_loss(pred: torch.Tensor, obs: torch.Tensor, cfg: SimConfig) -> torch.Tensor:
-    """Per-frame loss of the decoded ``pred`` (..., H, W, channels) against recorded ``obs`` (..., H, W, C): (...,)."""
+def obs_loss(pred: torch.Tensor, obs: torch.Tensor, cfg: SimConfig,
+             weights: "torch.Tensor | None" = None) -> torch.Tensor:
+    """Per-frame loss of the decoded ``pred`` (..., H, W, channels) against recorded ``obs`` (..., H, W, C): (...,).
+    ``weights`` (categories of the first plane,): each cell's loss times the weight of its recorded first-plane
+    category (the object type of MiniGrid views; :func:`object_weights`)."""
     if cfg.obs_kind == "pixels":
         return ((pred.float() - obs.float()) / 255.0).pow(2).flatten(-3).sum(-1)
     target = categorical_targets(obs, cfg)  # (..., H, W, planes)
     total = 0.0
     for k, logits in enumerate(pred.float().split(list(cfg.planes), -1)):
         total = total - logits.log_softmax(-1).gather(-1, target[..., k:k + 1]).squeeze(-1)  # (..., H, W)
+    if weights is not None:
+        total = total * weights[target[..., 0]]  # (..., H, W)
     return total.flatten(-2).sum(-1)
+
+
+def object_weights(obs: np.ndarray, cfg: SimConfig, balance: float) -> "torch.Tensor | None":
+    """Cell weights by first-plane category for :func:`obs_loss`: (share of the category among the cells of
+    ``obs`` (N, H, W, C)) ** -``balance``, normalised to a mean of 1 over those cells, so rare objects (MiniGrid's
+    moving balls: a few cells of a view) weigh more; None for ``balance`` 0 or pixel views."""
+    if balance == 0 or cfg.obs_kind == "pixels":
+        return None
+    if balance < 0:
+        raise ValueError(f"obs balance must be >= 0, got {balance}")
+    codes = categorical_targets(torch.as_tensor(np.asarray(obs)), cfg)[..., 0].flatten()  # (cells,)
+    share = torch.bincount(codes, minlength=cfg.planes[0]).double() / codes.numel()  # (categories,)
+    weights = torch.where(share > 0, share.clamp_min(1e-12) ** -balance, torch.zeros_like(share))
+    return (weights / (weights * share).sum()).float()
 
 
 def obs_score(pred: torch.Tensor, obs: torch.Tensor, cfg: SimConfig) -> torch.Tensor:

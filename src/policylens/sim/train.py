@@ -39,8 +39,10 @@ from .data import SimData, load_sim_data
 from .loop import FrozenAgent, Noise
 from .model import Simulator
 from .objective import OPEN_LOOP_STARTS, TERMS, SimObjective, held_out_scores, means
+from .obs import object_weights
 
 VOLATILE = ("steps", "seconds", "resume", "progress", "device", "threads", "eval_every", "checkpoint_every")
+LATER = {"obs_balance": 0.0}  # settings added after checkpoints were written: left out at these values, so they resume
 DERIVED = ("obs_shape", "obs_kind", "planes", "num_actions", "agent_hidden", "cells")
 
 
@@ -104,6 +106,10 @@ class SimTrainConfig:
     """the prior_obs and prior_step terms also train the decoder and the reward and episode-end heads (false: they
     read them with their weights detached and train the dynamics alone, so the readouts learn from the posterior's
     states and are not taught to hedge on the prior's)"""
+    obs_balance: float = 0.0
+    """weight each cell of the observation loss by (share of its object type in the store's frames) ** -this,
+    normalised to a mean of 1 (0: every cell alike; categorical views). MiniGrid's moving balls are a few cells of a
+    view and vanish from the simulator's frames"""
     prior_step_latent: str = "mean"
     """the prior state s_t the prior_obs and prior_step terms read: mean (the prior's mean, what sim fidelity's
     filtered start reads one step after its context) or sample (a draw with the step's noise; on the zoo's MiniGrid
@@ -243,7 +249,7 @@ class _Setup:
                                  "another --out")
         self.sim = Simulator(self.sim_cfg, seed=cfg.seed).to(self.device)
         self.agent.to(self.device)
-        self.loss = SimObjective(self.sim, self.agent, cfg)
+        self.loss = SimObjective(self.sim, self.agent, cfg, object_weights(self.data.obs, self.sim_cfg, cfg.obs_balance))
         self.optimizer = torch.optim.AdamW(self.sim.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.ema = {k: v.detach().clone() for k, v in self.sim.state_dict().items()} if cfg.ema else None
         split = split_seed(asdict(cfg))
@@ -254,7 +260,7 @@ class _Setup:
         if len(val_starts) > cfg.val_windows:
             val_starts = np.sort(np.random.default_rng(split).choice(val_starts, cfg.val_windows, replace=False))
         self.val = self.data.windows(val_starts, cfg.window).to(self.device) if len(val_starts) else None
-        settings = {k: v for k, v in asdict(cfg).items() if k not in VOLATILE}
+        settings = {k: v for k, v in asdict(cfg).items() if k not in VOLATILE and LATER.get(k, ...) != v}
         self.settings = json.loads(json.dumps({**settings, "store_frames": self.data.num_frames}))  # as stored
         self.extra = {"agent": {"run": label, "sha256": self.agent.sha256, "config": agent_conf["agent"]},
                       "env": self.data.env, "action_names": list(self.data.action_names),
