@@ -12,6 +12,7 @@ and the outcomes within the horizon. MiniGrid symbolic views only (object codes 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -30,14 +31,12 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=32, help="imagined steps after the context")
     parser.add_argument("--name", default="sim_swap_starts")
     args = parser.parse_args(argv)
-    from pathlib import Path
-
     from policylens.agents import load
     from policylens.sim.checkpoint import load_sim
     from policylens.sim.command import SimCommand, resolve
     from policylens.sim.data import load_sim_data
-    from policylens.sim.loop import FrozenAgent, Noise, filtered_start, rollout
-    from policylens.sim.swap_sim import episode_starts, imagined_outcomes
+    from policylens.sim.loop import FrozenAgent, Noise, rollout
+    from policylens.sim.swap_sim import episode_starts, imagined_outcomes, imagined_start
 
     torch.set_num_threads(1)
     paths = resolve(SimCommand(run=args.run, sim=args.sim, store=args.store, progress=False), "benchmark")
@@ -50,9 +49,9 @@ def main(argv=None):
     real_goal = (windows.obs[..., 0] == GOAL).flatten(2).any(-1).float().mean(0)  # (K,)
     result = {"run": args.run, "simulator": str(paths.sim), "samples": args.samples, "steps": args.steps,
               "real_context_goal_share": [round(float(x), 3) for x in real_goal], "starts": {}}
+    probes = sorted(t for t in {k - 1, k + 1, k + 5, k + args.steps - 1} if t < k + args.steps)  # views counted
     for start in ("z", "filtered"):
-        first = k - 1 if start == "filtered" else 0
-        real = filtered_start(windows, k) if start == "filtered" else {}
+        real, first = imagined_start(windows, k, start)
         rows = {}
         for name, model in agents.items():
             with torch.no_grad():
@@ -67,7 +66,7 @@ def main(argv=None):
                                        (codes[:, :k] == GOAL).flatten(2).any(-1).float().mean(0)],
                 "forward_share": round(float((own == FORWARD).float().mean()), 3),
                 "ball_cells_per_view": {t: round(float((codes[:, t] == BALL).flatten(1).sum(-1).float().mean()), 2)
-                                        for t in (k - 1, k + 1, k + 5, k + args.steps - 1)},
+                                        for t in probes},
                 "outcomes": {c: round(sum(x["cause"] == c for x in records) / len(records), 3) for c in causes}}
             print(start, name, rows[name])
         result["starts"][start] = rows

@@ -63,14 +63,14 @@ class SimObjective(nn.Module):
                  obs_weights: "torch.Tensor | None" = None):
         super().__init__()
         self.sim, self.agent, self.cfg = sim, agent, cfg
-        self.obs_weights = obs_weights  # (categories,) or None: every cell alike (obs_loss)
+        self.obs_weights = obs_weights  # (categories,) on the batches' device, or None: every cell alike (obs_loss)
 
     def forward(self, batch: Windows, noise: "Noise | None" = None, latent: str = "sample",
                 seen: "torch.Tensor | None" = None):
         steps = batch.obs.shape[1]
         r = rollout(self.sim, self.agent, batch.context(self.sim.config.context_frames), steps,
                     actions=batch.action, obs=batch.obs, mask=batch.mask, latent=latent, noise=noise)
-        w = None if self.obs_weights is None else self.obs_weights.to(batch.mask.device)
+        w = self.obs_weights
         sums = step_sums(r, batch, self.sim.config, self.cfg, w)
         if self.cfg.open_loop_weight > 0:  # the same z unrolled on the prior, with the recorded actions
             posterior = {}

@@ -64,6 +64,17 @@ def episode_starts(data, samples: int, context: int, seed: int) -> "object":
     return data.windows(data.start[picks], context)
 
 
+def imagined_start(windows, k: int, start: str) -> tuple:
+    """``(rollout keywords, the step the agents take over)`` for imagined episodes from ``windows``' K context
+    frames: ``filtered`` (:func:`~policylens.sim.loop.filtered_start`, the agents acting from the last context
+    frame) or ``z`` (no keywords: the agents act from the first frame)."""
+    from .loop import filtered_start
+
+    if start not in ("filtered", "z"):
+        raise ValueError(f"start {start!r}; expected filtered or z")
+    return (filtered_start(windows, k), k - 1) if start == "filtered" else ({}, 0)
+
+
 @torch.no_grad()
 def simulated_swap(sim, agents: dict, data, samples: int, steps: int, seed: int = 0, action_names=(),
                    start: str = "filtered", batch_size: int = 256, device="cpu", progress: bool = False) -> dict:
@@ -73,12 +84,9 @@ def simulated_swap(sim, agents: dict, data, samples: int, steps: int, seed: int 
     ``{name: records}`` (:func:`imagined_outcomes`)."""
     from tqdm.auto import tqdm
 
-    from .loop import FrozenAgent, Noise, filtered_start, rollout
+    from .loop import FrozenAgent, Noise, rollout
 
-    if start not in ("filtered", "z"):
-        raise ValueError(f"start {start!r}; expected filtered or z")
     k = sim.config.context_frames
-    first = k - 1 if start == "filtered" else 0  # the step the agents take over
     starts = episode_starts(data, samples, k, seed).to(device)
     frozen = {name: FrozenAgent(agent).to(device) for name, agent in agents.items()}
     noise = Noise.draw(samples, k + steps, sim, torch.Generator().manual_seed(seed), device=device)
@@ -86,7 +94,7 @@ def simulated_swap(sim, agents: dict, data, samples: int, steps: int, seed: int 
     for a in tqdm(range(0, samples, batch_size), desc="swap in the simulator", unit="batch", disable=not progress):
         part = slice(a, a + batch_size)
         windows = starts.rows(part)
-        real = filtered_start(windows, k) if start == "filtered" else {}
+        real, first = imagined_start(windows, k, start)
         for name, agent in frozen.items():
             r = rollout(sim, agent, windows.context(k), k + steps, mode="sample", noise=noise.rows(part), **real)
             for rec in imagined_outcomes(r, sim.config, action_names, first):

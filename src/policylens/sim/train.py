@@ -249,7 +249,8 @@ class _Setup:
                                  "another --out")
         self.sim = Simulator(self.sim_cfg, seed=cfg.seed).to(self.device)
         self.agent.to(self.device)
-        self.loss = SimObjective(self.sim, self.agent, cfg, object_weights(self.data.obs, self.sim_cfg, cfg.obs_balance))
+        weights = object_weights(self.data.obs, self.sim_cfg, cfg.obs_balance)
+        self.loss = SimObjective(self.sim, self.agent, cfg, None if weights is None else weights.to(self.device))
         self.optimizer = torch.optim.AdamW(self.sim.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.ema = {k: v.detach().clone() for k, v in self.sim.state_dict().items()} if cfg.ema else None
         split = split_seed(asdict(cfg))
