@@ -10,7 +10,9 @@ both are scored on the same held-out windows with the agent read on simulated an
 keeps, per model and horizon, the mean with its bootstrap interval and count, and the paired difference
 simulator - baseline; ``better_everywhere`` says whether the simulator wins on every metric at every horizon
 the windows reach (intervals of the paired difference above zero for higher-is-better metrics), and for MiniGrid
-views each model's recall by object type at horizons 1 and 10.
+views each model's recall by object type at horizons 1 and 10, and the one-step ceiling (the environment drawn
+again one step after the context: a perfect sampler's score, the best guess's, and the headroom it leaves each
+model).
 
 ``--lever LABEL`` scores another simulator (``--sim DIR``, trained with one setting changed) the same way and
 files the result under ``runs[LABEL]`` of ``results/sim_fidelity_levers.json`` instead, beside the other levers.
@@ -61,7 +63,8 @@ def main(argv=None):
         if names:
             recall[f"h={h}"] = {model: dict(zip(names, row)) for model, row in rows.items()}
     result = {"run": args.run, "settings": report["settings"], "models": summary, "simulator_minus_baseline": diffs,
-              "wins": wins, "better_everywhere": bool(wins) and all(wins.values()), "object_recall": recall}
+              "wins": wins, "better_everywhere": bool(wins) and all(wins.values()), "object_recall": recall,
+              "one_step_ceiling": report.get("one_step_ceiling")}
     if args.lever:
         return file_lever(args.lever, result)
     png = RESULTS / "sim_fidelity.png"

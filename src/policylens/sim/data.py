@@ -8,7 +8,7 @@ The held-out split is by whole episodes. The fields the simulator needs (``obs``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ class Windows:
     logits: torch.Tensor  # (B, T, A) float the agent's logits
     agent_state: torch.Tensor  # (B, T, hidden) float the state the agent received
     mask: torch.Tensor  # (B, T) bool, False on padding past an episode's end
+    start: torch.Tensor  # (B,) long global index of each window's first frame in its SimData
 
     def to(self, device) -> "Windows":
         return Windows(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
@@ -60,6 +61,7 @@ class SimData:
     agent_sha256: str = ""  # sha256 of its weights file
     path: str = ""
     split_episodes: int = 0  # episodes the held-out split draws from (the first store's); 0: all
+    level_seed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (E,) each episode's level
 
     @property
     def num_episodes(self) -> int:
@@ -109,7 +111,7 @@ class SimData:
         return Windows(obs=take(self.obs, np.uint8), action=take(self.action, np.int64),
                        reward=take(self.reward, np.float32), done=take(self.done, np.float32),
                        logits=take(self.logits, np.float32), agent_state=take(self.agent_state, np.float32),
-                       mask=torch.from_numpy(valid))
+                       mask=torch.from_numpy(valid), start=torch.from_numpy(starts))
 
 
 def load_sim_data(path, max_episodes: int = 0) -> SimData:
@@ -138,7 +140,7 @@ def join_sim_data(parts: list) -> SimData:
                    start=np.concatenate([d.start + o for d, o in zip(parts, offsets)]).astype(np.int64),
                    length=cat("length"), env=first.env, action_names=first.action_names, run=first.run,
                    agent_sha256=first.agent_sha256, path=",".join(d.path for d in parts),
-                   split_episodes=first.num_episodes)
+                   split_episodes=first.num_episodes, level_seed=cat("level_seed"))
 
 
 def _load_one(path, max_episodes: int = 0) -> SimData:
@@ -169,5 +171,6 @@ def _load_one(path, max_episodes: int = 0) -> SimData:
                    logits=read("logits").astype(np.float32), agent_state=read("agent_state").astype(np.float32),
                    start=store.index["start"][:n_ep].astype(np.int64),
                    length=store.index["length"][:n_ep].astype(np.int64), env=store.env,
+                   level_seed=store.index["level_seed"][:n_ep].astype(np.int64),
                    action_names=tuple(store.action_names), run=store.run,
                    agent_sha256=str(recording.get("agent_sha256", "")), path=str(Path(path).resolve()))

@@ -3,7 +3,10 @@
 How well the simulator predicts held-out episodes, step by step after its context, against seed 000's first
 architecture (a Gaussian VAE with an action-conditioned LSTM, :mod:`policylens.sim.baseline`) trained for the
 same wall time, and against repeating the last context frame (:mod:`policylens.sim.fidelity` says how each
-metric is scored). The windows come from the episodes ``sim train`` held out (its ``val_fraction`` and
+metric is scored). On MiniGrid the environment itself is drawn again one step after each window's context
+(:mod:`policylens.sim.reroll`): what a perfect simulator scores there when it samples, and what the best guess
+of the world's distribution scores, so readers see how much of the observation, action and value scores is in
+reach at all one step out. The windows come from the episodes ``sim train`` held out (its ``val_fraction`` and
 ``seed`` in ``RUN/sim/config.json``), so neither model has trained on them.
 
 ``--baseline auto`` loads the baseline beside the simulator (``RUN/sim/baseline``; ``runs/NAME/sim/baseline``
@@ -55,6 +58,9 @@ class FidelityConfig(SimCommand):
     """per-frame latent size of a new baseline (0: the simulator's stoch)"""
     baseline_lstm: int = 0
     """LSTM width of a new baseline (0: the simulator's deter)"""
+    ceiling_draws: int = -1
+    """draws of the world one step after each window's context, replayed in the environment, for the one-step
+    ceiling (a perfect sampler's score and the best guess's); -1: 32 where the env replays (MiniGrid), 0: none"""
     batch_size: int = 128
     """windows per forward pass"""
     bootstrap: int = 1000
@@ -67,6 +73,8 @@ def _check(cfg: FidelityConfig) -> None:
     for name in ("horizon", "windows", "batch_size", "bootstrap"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.ceiling_draws < -1:
+        raise ValueError(f"--ceiling-draws must be >= 0 (or -1: auto), got {cfg.ceiling_draws}")
     if cfg.start not in ("auto", *STARTS):
         raise ValueError(f"--start {cfg.start!r}; expected auto, {' or '.join(STARTS)}")
     for name in ("baseline_seconds", "baseline_steps", "baseline_latent", "baseline_lstm"):
@@ -191,6 +199,38 @@ def _baseline(cfg: FidelityConfig, paths, conf: dict, sim_cfg, split: dict, data
     return model, {**info, "folder": str(folder), "trained_now": True}
 
 
+def _ceiling_draws(cfg: FidelityConfig, data) -> int:
+    """How many draws the one-step ceiling takes (``--ceiling-draws``); asking for it on an env that cannot replay
+    is refused."""
+    from .reroll import can_reroll
+
+    if cfg.ceiling_draws > 0 and not can_reroll(data.env):
+        raise ValueError(f"--ceiling-draws {cfg.ceiling_draws}: the store's env {data.env!r} cannot be replayed and "
+                         "drawn again (MiniGrid can); pass --ceiling-draws 0")
+    return 32 if cfg.ceiling_draws == -1 and can_reroll(data.env) else max(cfg.ceiling_draws, 0)
+
+
+def ceiling_report(ceiling: dict, values: dict, mask, draws: int, bootstrap: int, seed: int) -> dict:
+    """The one-step ceiling's per-window scores (:func:`~policylens.sim.reroll.one_step_ceiling`) summarised like
+    the models at h=1: each way's mean with its bootstrap interval, and the paired difference best guess minus each
+    model (the headroom left to it one step out)."""
+    from .fidelity import curve, resample_weights
+    from .reroll import WAYS
+
+    first = mask[:, :1]  # (N, 1)
+    weights = resample_weights(first.shape[0], bootstrap, seed)
+
+    def one(v):
+        return {f: x[0] for f, x in curve(v[:, None], first, weights).items()}
+
+    return {"draws": draws, "horizon": 1, "ways": WAYS,
+            "why": "only the first frame after the context is a fair draw: every later recorded action was chosen "
+                   "for the recorded world",
+            **{way: {k: one(v) for k, v in metrics.items()} for way, metrics in ceiling.items()},
+            "best_minus": {name: {k: one(ceiling["best"][k] - v[k][:, 0]) for k in ceiling["best"]}
+                           for name, v in values.items()}}
+
+
 def run_fidelity(cfg: FidelityConfig) -> Path:
     """Score the simulator, the baseline and the repeat reference as ``cfg`` says; returns ``OUT/fidelity.json``."""
     from .checkpoint import read_sim_config
@@ -217,6 +257,14 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
     values, mask, objects = score_models(models, windows.to(cfg.device), k, sim.config, frozen, cfg.batch_size,
                                          cfg.progress)
     scored = summarize(values, mask, cfg.bootstrap, cfg.seed, reference="simulator")
+    ceiling = None
+    if draws := _ceiling_draws(cfg, data):
+        from .reroll import one_step_ceiling
+
+        say(cfg, f"drawing the world again {draws} times one step after each window's context")
+        per_window = one_step_ceiling(data, windows.to(cfg.device), k, sim.config, frozen, draws, cfg.seed,
+                                      progress=cfg.progress)
+        ceiling = ceiling_report(per_window, values, mask, draws, cfg.bootstrap, cfg.seed)
     for name, recall in object_recall(objects, mask).items():
         scored[name]["object_recall"] = recall
     scored["simulator"]["training"] = {"steps": conf.get("trained_steps"), "seconds": conf.get("trained_seconds"),
@@ -229,6 +277,8 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
         "run": cfg.run, "store": str(paths.store), "simulator": str(paths.sim), "context_frames": k,
         "horizon": cfg.horizon, "simulator_start": start, "obs_kind": sim.config.obs_kind, "split": {**split_info, "source": split["source"]},
         "bootstrap": cfg.bootstrap, "config": asdict(cfg)}}
+    if ceiling:
+        report["one_step_ceiling"] = ceiling
     paths.out.mkdir(parents=True, exist_ok=True)
     path = paths.out / "fidelity.json"
     path.write_text(json.dumps(report, indent=1))
@@ -259,6 +309,13 @@ def plot_fidelity(report_path, path=None) -> Path:
             colour = "grey" if name == "repeat" else f"C{k}"
             ax.plot(h, c["mean"], label=name, lw=1.5, color=colour, ls="--" if name == "repeat" else "-")
             ax.fill_between(h, c["low"], c["high"], alpha=0.2, color=colour)
+        ceiling = report.get("one_step_ceiling") or {}
+        for way, marker, fill in (("best", "*", "black"), ("sampled", "o", "none")):
+            if metric in ceiling.get(way, {}):
+                c = ceiling[way][metric]
+                ax.errorbar([1], [c["mean"]], yerr=[[c["mean"] - c["low"]], [c["high"] - c["mean"]]], color="black",
+                            marker=marker, mfc=fill, ms=9 if marker == "*" else 6, ls="none", capsize=2,
+                            label=f"environment drawn again, {'best guess' if way == 'best' else 'a draw'} (h=1)")
         ax.set_title(labels[metric], fontsize=9)
         ax.set_xlabel("steps after the context", fontsize=8)
         ax.grid(alpha=0.3)
@@ -284,11 +341,26 @@ def plot_fidelity(report_path, path=None) -> Path:
 
 def table(report: dict) -> str:
     """The summary as a short text table, one row per model and horizon."""
-    lines = [f"{'model':<20} {'h':>3} " + " ".join(f"{v:>10}" for v in TABLE.values())]
+    lines = [f"{'model':<24} {'h':>3} " + " ".join(f"{v:>10}" for v in TABLE.values())]
     for name, model in report["models"].items():
         for h, metrics in model["summary"].items():
             cells = [metrics[k]["mean"] for k in TABLE]
-            lines.append(f"{name:<20} {h:>3} " + " ".join(f"{'-' if v is None else f'{v:.3f}':>10}" for v in cells))
+            lines.append(f"{name:<24} {h:>3} " + " ".join(f"{'-' if v is None else f'{v:.3f}':>10}" for v in cells))
+    return "\n".join(lines)
+
+
+def ceiling_table(report: dict) -> str:
+    """The one-step ceiling (MiniGrid) as text: each way's scores, then the headroom best guess - model; empty
+    when the report has none."""
+    ceiling = report.get("one_step_ceiling")
+    if not ceiling:
+        return ""
+    names = list(ceiling["best"])
+    lines = [f"{'h=1, env drawn again':<24} {ceiling['draws']:>3} " + " ".join(f"{TABLE[n]:>10}" for n in names)]
+    rows = [(way, ceiling[way]) for way in ("sampled", "best")]
+    rows += [(f"best - {model}", diff) for model, diff in ceiling["best_minus"].items()]
+    for label, cells in rows:
+        lines.append(f"{label:<28} " + " ".join(f"{cells[n]['mean']:>10.3f}" for n in names))
     return "\n".join(lines)
 
 
@@ -310,10 +382,10 @@ def recall_table(report: dict, horizons=(1, 10)) -> str:
     names, _ = recall_at(report, 1)
     if not names:
         return ""
-    lines = [f"{'recall by object':<20} {'h':>3} " + " ".join(f"{n:>8}" for n in names)]
+    lines = [f"{'recall by object':<24} {'h':>3} " + " ".join(f"{n:>8}" for n in names)]
     for h in horizons:
         for model, cells in recall_at(report, h)[1].items():
-            lines.append(f"{model:<20} {h:>3} " + " ".join(f"{'-' if v is None else f'{v:.3f}':>8}" for v in cells))
+            lines.append(f"{model:<24} {h:>3} " + " ".join(f"{'-' if v is None else f'{v:.3f}':>8}" for v in cells))
     return "\n".join(lines)
 
 
@@ -328,6 +400,8 @@ def main(argv=None) -> Path:
                                                       f"{train['baseline'].get('seconds')} s" if "baseline" in train
                                                       else ""))
     print(table(report))
+    if ceiling := ceiling_table(report):
+        print(ceiling)
     if recall := recall_table(report):
         print(recall)
     return path
