@@ -25,12 +25,8 @@ import json
 import numpy as np
 import torch
 
-from .baseline import Prediction
 from .config import SimConfig
 from .data import SimData, Windows
-from .fidelity import Unroll, as_decoded
-
-END_LOGIT = 20.0  # the done logit of a step that ends the episode (its negation: one that does not)
 
 
 def can_reroll(env: str) -> bool:
