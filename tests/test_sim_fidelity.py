@@ -148,6 +148,23 @@ def test_bootstrap_intervals_bracket_the_mean_and_differences_are_paired():
     assert diff["1"]["m"]["low"] == pytest.approx(-0.25) and diff["1"]["m"]["high"] == pytest.approx(-0.25)
 
 
+def test_the_bootstrap_resamples_whole_episodes():
+    rng = np.random.default_rng(1)
+    values, mask = rng.normal(size=(100, 2)), np.ones((100, 2), bool)
+    alone = resample_weights(100, 300, seed=5)
+    assert np.array_equal(resample_weights(100, 300, seed=5, groups=np.arange(100) * 7), alone)  # one window each
+    twice = np.repeat(values, 2, axis=0)  # every window twice, both copies in one episode
+    grouped = curve(twice, np.repeat(mask, 2, axis=0), resample_weights(200, 300, seed=5, groups=np.repeat(
+        np.arange(100), 2)))
+    single = curve(values, mask, alone)
+    for f in ("mean", "low", "high"):
+        assert grouped[f] == pytest.approx(single[f])  # copies of one window add nothing
+    loose = curve(twice, np.repeat(mask, 2, axis=0), resample_weights(200, 300, seed=5))
+    assert loose["high"][0] - loose["low"][0] < 0.85 * (grouped["high"][0] - grouped["low"][0])  # too narrow
+    with pytest.raises(ValueError, match="groups name 3 windows, not 4"):
+        resample_weights(4, 10, 0, groups=np.arange(3))
+
+
 def test_models_read_only_their_context(parts):
     sim, frozen, _, w = parts
     k = sim.config.context_frames

@@ -94,10 +94,14 @@ class SimData:
         starts = [np.arange(self.start[e], self.start[e] + max(self.length[e] - keep, 0) + 1) for e in episodes]
         return np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, np.int64)
 
+    def episode_of(self, frames: np.ndarray) -> np.ndarray:
+        """The episode of each global frame index, (n,) int64."""
+        return (np.searchsorted(self.start, np.asarray(frames, np.int64), side="right") - 1).astype(np.int64)
+
     def windows(self, starts: np.ndarray, steps: int) -> Windows:
         """The windows of ``steps`` frames starting at the given global frames, padded past episode ends."""
         starts = np.asarray(starts, np.int64)  # (B,)
-        episode = np.searchsorted(self.start, starts, side="right") - 1  # (B,)
+        episode = self.episode_of(starts)  # (B,)
         end = self.start[episode] + self.length[episode]  # (B,) one past each episode's last frame
         idx = starts[:, None] + np.arange(steps)[None]  # (B, T)
         valid = idx < end[:, None]  # (B, T)

@@ -16,7 +16,8 @@ context, carrying its own state forward: once on the predicted frames (as it see
 :func:`~policylens.sim.obs.agent_view`) and once on the recorded frames; the agreement of its argmax actions
 and the absolute difference of its values. Reward absolute error and episode-end accuracy against the record.
 Steps past an episode's end are masked; every mean comes with its count and a bootstrap 95% interval over
-windows (the same resamples for every model, so intervals of differences are paired).
+held-out episodes (whole episodes resampled with their windows; the same resamples for every model, so intervals
+of differences are paired).
 
 For categorical (MiniGrid) views, :func:`object_recall` says which objects a model loses: per step and recorded
 object type (wall, goal, ball...), the share of its cells drawn exactly. The cell accuracy is dominated by walls
@@ -187,10 +188,19 @@ def score_models(models: dict, windows: Windows, context: int, cfg: SimConfig, a
     return values, windows.mask[:, context:].cpu().numpy(), objects
 
 
-def resample_weights(windows: int, samples: int, seed: int) -> np.ndarray:
-    """Bootstrap resamples of the windows as counts, (samples, windows)."""
+def resample_weights(windows: int, samples: int, seed: int, groups: "np.ndarray | None" = None) -> np.ndarray:
+    """Bootstrap resamples of the windows as counts, (samples, windows). With ``groups`` (windows,) (each window's
+    episode) whole groups are resampled and a window counts as often as its group: windows of one episode overlap
+    and share its level, so they are not independent draws, and resampling them one by one narrows the intervals
+    more than the data allow."""
     rng = np.random.default_rng(seed)
-    return rng.multinomial(windows, np.full(windows, 1.0 / windows), size=samples).astype(np.float64)
+    if groups is None:
+        return rng.multinomial(windows, np.full(windows, 1.0 / windows), size=samples).astype(np.float64)
+    if len(groups) != windows:
+        raise ValueError(f"groups name {len(groups)} windows, not {windows}")
+    ids, index = np.unique(groups, return_inverse=True)
+    counts = rng.multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=samples)  # (S, G)
+    return counts[:, index].astype(np.float64)  # (S, N)
 
 
 def curve(values: np.ndarray, mask: np.ndarray, weights: np.ndarray) -> dict:
@@ -221,11 +231,13 @@ def report_horizons(steps: int) -> list:
     return sorted({h for h in HORIZONS if h <= steps} | {steps})
 
 
-def summarize(values: dict, mask: np.ndarray, bootstrap: int = 1000, seed: int = 0, reference: str = "") -> dict:
+def summarize(values: dict, mask: np.ndarray, bootstrap: int = 1000, seed: int = 0, reference: str = "",
+              groups: "np.ndarray | None" = None) -> dict:
     """Per-model per-step curves, the summary at :func:`report_horizons`, and (with ``reference``) each other
-    model's paired difference ``reference - model`` per metric at those horizons."""
+    model's paired difference ``reference - model`` per metric at those horizons; ``groups``: resample whole
+    episodes (:func:`resample_weights`)."""
     n, steps = mask.shape
-    weights = resample_weights(n, bootstrap, seed)
+    weights = resample_weights(n, bootstrap, seed, groups)
     horizons = report_horizons(steps)
     out = {}
     for name, metrics in values.items():

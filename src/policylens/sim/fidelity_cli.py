@@ -64,7 +64,7 @@ class FidelityConfig(SimCommand):
     batch_size: int = 128
     """windows per forward pass"""
     bootstrap: int = 1000
-    """bootstrap resamples of the windows for the 95% intervals"""
+    """bootstrap resamples of the held-out episodes (each with its windows) for the 95% intervals"""
     plots: bool = True
     """write fidelity.png beside the JSON"""
 
@@ -210,7 +210,7 @@ def _ceiling_draws(cfg: FidelityConfig, data) -> int:
     return 32 if cfg.ceiling_draws == -1 and can_reroll(data.env) else max(cfg.ceiling_draws, 0)
 
 
-def ceiling_report(ceiling: dict, values: dict, mask, draws: int, bootstrap: int, seed: int) -> dict:
+def ceiling_report(ceiling: dict, values: dict, mask, draws: int, bootstrap: int, seed: int, groups=None) -> dict:
     """The one-step ceiling's per-window scores (:func:`~policylens.sim.reroll.one_step_ceiling`) summarised like
     the models at h=1: each way's mean with its bootstrap interval, and the paired difference best guess minus each
     model (the headroom left to it one step out)."""
@@ -218,7 +218,7 @@ def ceiling_report(ceiling: dict, values: dict, mask, draws: int, bootstrap: int
     from .reroll import WAYS
 
     first = mask[:, :1]  # (N, 1)
-    weights = resample_weights(first.shape[0], bootstrap, seed)
+    weights = resample_weights(first.shape[0], bootstrap, seed, groups)
 
     def one(v):
         return {f: x[0] for f, x in curve(v[:, None], first, weights).items()}
@@ -256,7 +256,8 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
     say(cfg, f"scoring {len(models)} models on {split_info['windows']} held-out windows, {cfg.horizon} steps")
     values, mask, objects = score_models(models, windows.to(cfg.device), k, sim.config, frozen, cfg.batch_size,
                                          cfg.progress)
-    scored = summarize(values, mask, cfg.bootstrap, cfg.seed, reference="simulator")
+    episodes = data.episode_of(windows.start.numpy())  # (N,) the bootstrap resamples whole episodes
+    scored = summarize(values, mask, cfg.bootstrap, cfg.seed, reference="simulator", groups=episodes)
     ceiling = None
     if draws := _ceiling_draws(cfg, data):
         from .reroll import one_step_ceiling
@@ -264,7 +265,7 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
         say(cfg, f"drawing the world again {draws} times one step after each window's context")
         per_window = one_step_ceiling(data, windows.to(cfg.device), k, sim.config, frozen, draws, cfg.seed,
                                       progress=cfg.progress)
-        ceiling = ceiling_report(per_window, values, mask, draws, cfg.bootstrap, cfg.seed)
+        ceiling = ceiling_report(per_window, values, mask, draws, cfg.bootstrap, cfg.seed, episodes)
     for name, recall in object_recall(objects, mask).items():
         scored[name]["object_recall"] = recall
     scored["simulator"]["training"] = {"steps": conf.get("trained_steps"), "seconds": conf.get("trained_seconds"),
@@ -276,7 +277,7 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
     report = {"format": FORMAT, "metrics": METRICS, "higher_is_better": higher, "models": scored, "settings": {
         "run": cfg.run, "store": str(paths.store), "simulator": str(paths.sim), "context_frames": k,
         "horizon": cfg.horizon, "simulator_start": start, "obs_kind": sim.config.obs_kind, "split": {**split_info, "source": split["source"]},
-        "bootstrap": cfg.bootstrap, "config": asdict(cfg)}}
+        "bootstrap": cfg.bootstrap, "bootstrap_unit": "held-out episodes", "config": asdict(cfg)}}
     if ceiling:
         report["one_step_ceiling"] = ceiling
     paths.out.mkdir(parents=True, exist_ok=True)

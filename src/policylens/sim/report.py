@@ -41,6 +41,15 @@ def fidelity_rows(report: dict) -> list:
             for name, model in report["models"].items() for h, m in model["summary"].items()]
 
 
+def ceiling_rows(report: dict) -> list:
+    """Markdown rows of the one-step ceiling (MiniGrid: the environment drawn again), as :func:`fidelity_rows`."""
+    c = report.get("one_step_ceiling")
+    if not c:
+        return []
+    return [row([f"environment drawn again, {label} ({c['draws']} draws)", 1], [c[way][k]["mean"] for k in METRICS])
+            for way, label in (("sampled", "a draw"), ("best", "best guess"))]
+
+
 def curve(sim_folder: Path, path: Path) -> "Path | None":
     """The simulator's training curve (held-out losses and open-loop scores) from its ``train.csv``."""
     import csv
@@ -102,7 +111,14 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
                   "Action agreement and value error: the real agent on simulated against real frames.", "",
                   f"| model | step | {'obs MSE (lower is better)' if fid['settings']['obs_kind'] == 'pixels' else 'obs cell accuracy'} | action agreement | value error |",
                   "|---|---|---|---|---|",
-                  *fidelity_rows(fid), ""]
+                  *fidelity_rows(fid), *ceiling_rows(fid), ""]
+        if ceiling_rows(fid):
+            lines += ["The last two rows draw the world again from each window's start, in the environment itself, one "
+                      "step after the context (the first frame is a fair draw; later recorded actions were chosen for "
+                      "the recorded world): what a perfect simulator scores when it samples, and what the best guess of "
+                      "the world's distribution scores (the commonest code per cell, the agent's commonest action, the "
+                      "median value across the draws). No model can expect much more than the best guess one step "
+                      "out.", ""]
         names, recall = recall_at(fid, 1)
         if names:
             lines += ["Recall by object one step after the context: the share of the recorded cells of each object "

@@ -59,7 +59,7 @@ def rerolled(data: SimData, starts: np.ndarray, context: int, steps: int, seed: 
     reward, done = np.zeros((b, draws, steps), np.float32), np.zeros((b, draws, steps), np.float32)  # (B, D, H)
     alive = np.zeros((b, draws, steps), bool)  # (B, D, H)
     for i, first in enumerate(starts):
-        e = int(np.searchsorted(data.start, first, side="right") - 1)
+        e = int(data.episode_of([first])[0])
         begin, end = int(data.start[e]), int(data.start[e] + data.length[e])
         branch = int(first) + context - 1  # the last context frame: the world is drawn again after it
         if branch >= end:
