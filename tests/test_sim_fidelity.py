@@ -19,6 +19,7 @@ from policylens.rollouts import RecordConfig, record
 from policylens.sim import fidelity_cli
 from policylens.sim.baseline import Prediction, VaeLstm, load_baseline, save_baseline, train_baseline
 from policylens.sim.data import load_sim_data
+from policylens.sim.obs import obs_score
 from policylens.sim.fidelity import (baseline_unroll, curve, held_out_windows, object_recall, repeat_unroll,
                                      resample_weights, score_models, simulator_unroll, summarize)
 from policylens.train.state import split_episodes
@@ -361,3 +362,20 @@ def test_held_out_windows_come_from_the_held_out_episodes_and_reach_past_the_con
     assert w.mask[:, :3].all()  # the context and at least one step after it
     few, _ = held_out_windows(data, 0.34, 3, context=2, horizon=4, count=5, seed=1)
     assert few.obs.shape[0] == 5
+
+
+def test_the_training_logs_open_loop_scores_read_the_context_as_sim_fidelity_does(parts):
+    from policylens.sim.objective import SimObjective, held_out_scores
+    from policylens.sim.train import SimTrainConfig
+
+    sim, frozen, _, w = parts
+    k = sim.config.context_frames
+    after = w.mask[:, k:].float()  # (B, H)
+    loss = SimObjective(sim, frozen, SimTrainConfig(run="x", sim=sim.config))
+    for filtered in (False, True):
+        pred = simulator_unroll(sim, frozen, filtered)(w, k)
+        want = float((obs_score(pred.decoded, w.obs[:, k:], sim.config) * after).sum() / after.sum())
+        got = held_out_scores(loss, w, chunk=5, filtered=filtered)["open_obs_score"]
+        assert got == pytest.approx(want, abs=1e-5), filtered
+    z_alone, filtered = (held_out_scores(loss, w, filtered=f)["open_obs_score"] for f in (False, True))
+    assert z_alone != pytest.approx(filtered, abs=1e-6)  # the two starts differ, so the log says which it read

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .command import SimCommand, command_main, load_parts, resolve, say
 from .fidelity import METRICS
+from .objective import trained_start  # noqa: F401  (sim swap and tests read it here too)
 
 FORMAT = "policylens.sim.fidelity/1"
 TABLE = {"obs_score": "obs", "action_agreement": "action", "value_error": "value err", "reward_error": "reward err",
@@ -103,16 +104,6 @@ STARTS = {"filtered": "simulator (filtered)", "z": "simulator (z alone)"}
 def _start(cfg: FidelityConfig, conf: dict) -> str:
     """``filtered`` or ``z``: ``--start``, or for auto :func:`trained_start`."""
     return cfg.start if cfg.start != "auto" else trained_start(conf)
-
-
-def trained_start(conf: dict) -> str:
-    """``filtered`` when the simulator (its ``config.json``) was trained to predict from a filtered context: mixed
-    open-loop starts, or a term on the prior step after each posterior state; else ``z`` (a simulator trained
-    before these existed)."""
-    train = conf.get("train") or {}
-    filtered = train.get("open_loop_start", "z") == "mixed" or max(train.get("prior_obs_weight", 0.0),
-                                                                      train.get("prior_step_weight", 0.0)) > 0
-    return "filtered" if filtered else "z"
 
 
 def _read_data(paths, conf: dict, frozen):

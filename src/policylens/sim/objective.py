@@ -178,17 +178,34 @@ def means(sums: dict, cfg: "SimTrainConfig") -> dict:
 
 
 @torch.no_grad()
-def held_out_scores(loss: SimObjective, batch: Windows, chunk: int = 128) -> dict:
+def trained_start(conf: dict) -> str:
+    """``filtered`` when the simulator (its ``config.json``) was trained to predict from a filtered context: mixed
+    open-loop starts, or a term on the prior step after each posterior state; else ``z`` (a simulator trained
+    before these existed)."""
+    train = conf.get("train") or {}
+    filtered = train.get("open_loop_start", "z") == "mixed" or max(train.get("prior_obs_weight", 0.0),
+                                                                      train.get("prior_step_weight", 0.0)) > 0
+    return "filtered" if filtered else "z"
+
+
+@torch.no_grad()
+def held_out_scores(loss: SimObjective, batch: Windows, chunk: int = 128, filtered: bool = False) -> dict:
     """Teacher-forced terms (latent means) and open-loop fidelity on held-out windows: the recorded actions drive
-    the prior from z alone; obs score, agreement of the agent's argmax with the recorded one, and hx error on
-    the frames after the context."""
+    the prior from z alone (``filtered``: from the context frames read through the posterior, the start ``sim
+    fidelity`` scores a simulator trained for it from); obs score, agreement of the agent's argmax with the
+    recorded one, and hx error on the frames after the context."""
     k = loss.sim.config.context_frames
     total, open_sums = {}, {"obs_score": 0.0, "action_acc": 0.0, "hx": 0.0, "steps": 0.0}
     for a in range(0, batch.mask.shape[0], chunk):
         part = batch.rows(slice(a, a + chunk))
         _, sums = loss(part, latent="mean")
         total = {n: total.get(n, 0.0) + float(v) for n, v in sums.items()}
-        r = rollout(loss.sim, loss.agent, part.context(k), part.mask.shape[1], actions=part.action, latent="mean")
+        seen = {}
+        if filtered:
+            reads = torch.full((part.mask.shape[0],), k, device=part.mask.device)  # (B,)
+            seen = {"obs": part.obs, "mask": seen_mask(part.mask, reads)}
+        r = rollout(loss.sim, loss.agent, part.context(k), part.mask.shape[1], actions=part.action, latent="mean",
+                    **seen)
         after = part.mask[:, k:].float()  # (B, T-K)
         open_sums["steps"] += float(after.sum())
         open_sums["obs_score"] += float((obs_score(r.decoded[:, k:], part.obs[:, k:], loss.sim.config) * after).sum())

@@ -7,7 +7,9 @@ forced dynamics with the frozen agent reading the decoded observations; the loss
 Writes ``RUN/sim/`` (config.json + weights.safetensors, :mod:`policylens.sim.checkpoint`), its resume state
 ``RUN/sim/trainer/`` and ``RUN/sim/train.csv`` (one row per ``eval_every`` steps: running training terms,
 teacher-forced held-out terms, and open-loop fidelity on held-out windows: the recorded actions drive the
-prior from z alone, scored on the frames after the context). ``--resume`` continues bit-for-bit: step s's
+prior from the start the simulator is trained for, as ``sim fidelity`` reads it (the context frames through the
+posterior with the prior-step term, ``sim train``'s default, or mixed starts; else z alone), scored on the frames
+after the context; before session 11 these columns always read z alone). ``--resume`` continues bit-for-bit: step s's
 windows and noise come from a generator seeded by (seed, s) alone. ``config.json`` records ``trained_steps`` and
 ``trained_seconds`` (wall time of the optimizer steps over all sessions, evaluation excluded: the compute budget a
 baseline is matched to).
@@ -38,7 +40,7 @@ from .config import SimConfig, for_data
 from .data import SimData, load_sim_data
 from .loop import FrozenAgent, Noise
 from .model import Simulator
-from .objective import OPEN_LOOP_STARTS, TERMS, SimObjective, held_out_scores, means
+from .objective import OPEN_LOOP_STARTS, TERMS, SimObjective, held_out_scores, means, trained_start
 from .obs import object_weights
 
 VOLATILE = ("steps", "seconds", "resume", "progress", "device", "threads", "eval_every", "checkpoint_every")
@@ -333,13 +335,14 @@ class _Setup:
         return int(meta["step"]), dict(meta["accum"]), float(meta.get("seconds", 0.0))
 
 
-def _row(s: _Setup, step: int, accum: dict, score: str) -> dict:
-    """One CSV row: running training means since the last row, then held-out teacher-forced and open-loop scores."""
+def _row(s: _Setup, step: int, accum: dict, score: str, filtered: bool) -> dict:
+    """One CSV row: running training means since the last row, then held-out teacher-forced and open-loop scores
+    (``filtered``: open loop from the filtered context, as ``sim fidelity`` reads a simulator trained for it)."""
     row = {"step": step, **{k: f"{v:.6f}" for k, v in means(accum, s.loss.cfg).items()}}
     if s.val is not None:
         s.sim.eval()
         with s.averaged():
-            row.update({k: f"{v:.6f}" for k, v in held_out_scores(s.loss, s.val).items()})
+            row.update({k: f"{v:.6f}" for k, v in held_out_scores(s.loss, s.val, filtered=filtered).items()})
         s.sim.train()
     return {k.replace("obs_score", f"obs_{score}"): v for k, v in row.items()}
 
@@ -391,6 +394,7 @@ def fit(cfg: SimTrainConfig) -> tuple:
     start, accum, spent = s.restore() if cfg.resume else (0, {}, 0.0)  # wall seconds of the optimizer steps
     csv_path = s.out / "train.csv"
     score = "acc" if s.sim_cfg.obs_kind != "pixels" else "mse"
+    filtered = trained_start({"train": asdict(cfg)}) == "filtered"  # the open-loop columns' start
     if lead:
         s.out.mkdir(parents=True, exist_ok=True)
         if cfg.resume:
@@ -419,7 +423,7 @@ def fit(cfg: SimTrainConfig) -> tuple:
             bar.set_postfix(loss=f"{loss.item():.3f}")
             last = done == cfg.steps or _out_of_time(cfg, spent, world, s.device)
             if lead and (done % cfg.eval_every == 0 or last):
-                row = _row(s, done, accum, score)
+                row = _row(s, done, accum, score, filtered)
                 new = not csv_path.is_file()
                 columns = _columns(score) if new else _header(csv_path)  # a resumed log keeps its own columns
                 with open(csv_path, "a", newline="") as f:
