@@ -287,6 +287,11 @@ def test_cli_matches_the_simulators_compute_and_split_and_writes_json_and_figure
     assert ceiling["draws"] == 32 and ceiling["best"]["action_agreement"]["mean"] == 1.0
     sim_h1 = report["models"]["simulator"]["summary"]["1"]["obs_score"]["mean"]
     assert ceiling["best_minus"]["simulator"]["obs_score"]["mean"] == pytest.approx(1.0 - sim_h1)
+    closed = report["closed_loop"]  # the agent acting on its own: 6 steps from the last context frame
+    assert closed["draws"] == 32 and closed["steps"] == 6 and set(closed["summary"]) == {"1", "5"}
+    assert closed["summary"]["1"]["a draw"]["mean"] == 1.0 == closed["summary"]["5"]["best guess"]["mean"]
+    assert 0.0 <= closed["summary"]["1"]["simulator"]["mean"] <= 1.0
+    assert (path.parent / "closed_loop.png").stat().st_size > 10_000
     assert report["settings"]["simulator_start"] == "z"  # auto, for a simulator trained before mixed starts
     base = report["models"]["baseline"]["training"]
     assert base["budget_seconds"] == 0.3 and base["seconds"] >= 0.3 and base["trained_now"]
@@ -304,13 +309,13 @@ def test_cli_matches_the_simulators_compute_and_split_and_writes_json_and_figure
     assert (path.parent / "fidelity.png").stat().st_size > 10_000
     out = capsys.readouterr().out
     assert "baseline" in out and "simulator" in out and "repeat" in out and "recall by object" in out
-    assert "h=1, env drawn again" in out and "best - baseline" in out
+    assert "h=1, env drawn again" in out and "best - baseline" in out and "closed loop, 32 draws" in out
     again = json.loads(fidelity_cli.main(args + ["--plots", "false"]).read_text())  # auto: the saved one
     assert not again["models"]["baseline"]["training"]["trained_now"]
     assert again["models"]["baseline"]["per_step"] == report["models"]["baseline"]["per_step"]
     swapped = json.loads(fidelity_cli.main(args + ["--plots", "false", "--start", "filtered", "--baseline", "none",
-                                                   "--ceiling-draws", "0"]).read_text())
-    assert "one_step_ceiling" not in swapped
+                                                   "--ceiling-draws", "0", "--closed-loop-draws", "0"]).read_text())
+    assert "one_step_ceiling" not in swapped and "closed_loop" not in swapped
     swapped = swapped["models"]
     assert list(swapped) == ["simulator", "simulator (z alone)", "repeat"]
     assert swapped["simulator"]["per_step"] == report["models"]["simulator (filtered)"]["per_step"]
@@ -337,6 +342,7 @@ def test_bad_input_gives_clear_errors(run, tmp_path, capsys):
     refused([rnn, "--out", str(tmp_path / "o")], "no trained_seconds")  # an untrained simulator: no budget known
     refused([rnn, "--horizon", "0"], "--horizon must be >= 1")
     refused([rnn, "--ceiling-draws", "-2"], "--ceiling-draws must be >= 0")
+    refused([rnn, "--closed-loop-draws", "3"], "--closed-loop-draws must be 0 or >= 4")
     torch.manual_seed(0)
     agents.save_agent(agents.build(dict(AGENT, recurrent=False)), dict(AGENT, recurrent=False), tmp_path / "ff" /
                       "agent", extra={"env": ENV})

@@ -120,12 +120,49 @@ def test_envs_that_cannot_replay_are_refused(obstacles):
     with pytest.raises(ValueError, match="cannot be re-rolled"):
         rerolled(procgen, starts[:2], K, STEPS)
     with pytest.raises(ValueError, match="--ceiling-draws 4"):
-        fidelity_cli._ceiling_draws(fidelity_cli.FidelityConfig(run="x", ceiling_draws=4), procgen)
-    assert fidelity_cli._ceiling_draws(fidelity_cli.FidelityConfig(run="x"), procgen) == 0  # auto: none
-    assert fidelity_cli._ceiling_draws(fidelity_cli.FidelityConfig(run="x"), data) == 32
+        fidelity_cli._draws(fidelity_cli.FidelityConfig(run="x", ceiling_draws=4), procgen, "ceiling_draws")
+    assert fidelity_cli._draws(fidelity_cli.FidelityConfig(run="x"), procgen, "closed_loop_draws") == 0  # auto
+    assert fidelity_cli._draws(fidelity_cli.FidelityConfig(run="x"), data, "ceiling_draws") == 32
     seedless = type(data)(**{**data.__dict__, "level_seed": np.zeros(0, np.int64)})
     with pytest.raises(ValueError, match="no level seeds"):
         rerolled(seedless, starts[:2], K, STEPS)
     shifted = type(data)(**{**data.__dict__, "level_seed": data.level_seed + 1})  # another level: no replay
     with pytest.raises(ValueError, match="does not replay"):
         rerolled(shifted, starts[:4], K, STEPS)
+
+
+# -------------------------------------------------------------------------------------------------- closed loop
+def test_closed_loop_agreement_equals_a_hand_count():
+    from policylens.sim.closed_loop import ENDED, agreement
+
+    drawn = np.array([[[0, 2], [0, ENDED], [1, ENDED], [0, ENDED]]])  # (B=1, D=4, H=2)
+    got = agreement(np.array([[0, ENDED]]), drawn)
+    assert got["simulator"].tolist() == [[0.75, 0.75]]
+    assert got["a draw"].tolist() == [[(3 * 2) / 12, (3 * 2) / 12]]  # pairs of draws that agree, of 4 * 3
+    # step 0, halves [0, 0] and [1, 0]: the first's commonest, 0, matches 1 of 2 in the second; the second's tie
+    # goes to the lower symbol, 0, which matches 2 of 2 in the first
+    assert got["best guess"][0, 0] == pytest.approx((0.5 + 1.0) / 2)
+    with pytest.raises(ValueError, match="at least 4 draws"):
+        agreement(np.zeros((1, 2), np.int64), np.zeros((1, 3, 2), np.int64))
+
+
+def test_closed_loop_draws_start_from_the_recorded_state_and_part_as_the_world_is_drawn_again(tmp_path):
+    from policylens.sim.closed_loop import ENDED, closed_loop, drawn_outcomes
+
+    zoo = "zoo:minigrid-do8-recurrent"  # a trained agent: it walks, so the balls it meets differ between draws
+    record(RecordConfig(run=zoo, episodes=8, num_envs=4, out=str(tmp_path / "zoo.zarr"), progress=False))
+    data, agent = load_sim_data(tmp_path / "zoo.zarr"), FrozenAgent(agents.load(zoo))
+    some = np.concatenate([np.arange(s, s + n - K) for s, n in zip(data.start, data.length) if n > K])[::2]
+    drawn = drawn_outcomes(data, some, K, 8, agent, draws=6, seed=1)  # (B, 6, 8)
+    recorded = data.logits[some + K - 1].argmax(-1)  # the agent's argmax there, from its recorded state
+    assert (drawn[:, :, 0] == recorded[:, None]).all()  # step 0: the same frame and state in every draw
+    assert (drawn[:, :, 1:] != drawn[:, :1, 1:]).any()  # later the drawn worlds part
+    ended = drawn == ENDED
+    assert not (ended[:, :, :-1] & ~ended[:, :, 1:]).any()  # an ended episode stays ended
+    run = make_run(tmp_path)  # Empty-Random: nothing to draw, every draw agrees with every other
+    sim, frozen = tiny_parts(run)
+    flat = load_sim_data(run / "rollouts.zarr")
+    windows = flat.windows(flat.start, K + 1)
+    got = closed_loop(sim, frozen, flat, windows, K, 4, draws=4)
+    assert np.allclose(got["a draw"], 1.0) and np.allclose(got["best guess"], 1.0)
+    assert got["simulator"].shape == (len(flat.start), 4) and ((got["simulator"] == 0) | (got["simulator"] == 1)).all()

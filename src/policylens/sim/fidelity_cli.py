@@ -28,6 +28,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .command import SimCommand, command_main, load_parts, resolve, say
 from .fidelity import METRICS
 from .objective import trained_start  # noqa: F401  (sim swap and tests read it here too)
@@ -62,6 +64,10 @@ class FidelityConfig(SimCommand):
     ceiling_draws: int = -1
     """draws of the world one step after each window's context, replayed in the environment, for the one-step
     ceiling (a perfect sampler's score and the best guess's); -1: 32 where the env replays (MiniGrid), 0: none"""
+    closed_loop_draws: int = -1
+    """draws of the environment for closed-loop fidelity (the agent acting on its own from each window's filtered
+    start, in the simulator and in the environment replayed and drawn again, compared step by step); -1: 32 where
+    the env replays (MiniGrid), 0: none"""
     batch_size: int = 128
     """windows per forward pass"""
     bootstrap: int = 1000
@@ -74,8 +80,12 @@ def _check(cfg: FidelityConfig) -> None:
     for name in ("horizon", "windows", "batch_size", "bootstrap"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.ceiling_draws < -1:
-        raise ValueError(f"--ceiling-draws must be >= 0 (or -1: auto), got {cfg.ceiling_draws}")
+    for name in ("ceiling_draws", "closed_loop_draws"):
+        if getattr(cfg, name) < -1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (or -1: auto), got {getattr(cfg, name)}")
+    if 0 < cfg.closed_loop_draws < 4:
+        raise ValueError(f"--closed-loop-draws must be 0 or >= 4 (the best guess is drawn from half of them), got "
+                         f"{cfg.closed_loop_draws}")
     if cfg.start not in ("auto", *STARTS):
         raise ValueError(f"--start {cfg.start!r}; expected auto, {' or '.join(STARTS)}")
     for name in ("baseline_seconds", "baseline_steps", "baseline_latent", "baseline_lstm"):
@@ -190,15 +200,35 @@ def _baseline(cfg: FidelityConfig, paths, conf: dict, sim_cfg, split: dict, data
     return model, {**info, "folder": str(folder), "trained_now": True}
 
 
-def _ceiling_draws(cfg: FidelityConfig, data) -> int:
-    """How many draws the one-step ceiling takes (``--ceiling-draws``); asking for it on an env that cannot replay
-    is refused."""
+def _draws(cfg: FidelityConfig, data, name: str) -> int:
+    """How many draws of the environment ``--ceiling-draws`` or ``--closed-loop-draws`` (``name``) takes; asking for
+    draws on an env that cannot replay is refused."""
     from .reroll import can_reroll
 
-    if cfg.ceiling_draws > 0 and not can_reroll(data.env):
-        raise ValueError(f"--ceiling-draws {cfg.ceiling_draws}: the store's env {data.env!r} cannot be replayed and "
-                         "drawn again (MiniGrid can); pass --ceiling-draws 0")
-    return 32 if cfg.ceiling_draws == -1 and can_reroll(data.env) else max(cfg.ceiling_draws, 0)
+    asked = getattr(cfg, name)
+    if asked > 0 and not can_reroll(data.env):
+        raise ValueError(f"--{name.replace('_', '-')} {asked}: the store's env {data.env!r} cannot be replayed and "
+                         f"drawn again (MiniGrid can); pass --{name.replace('_', '-')} 0")
+    return 32 if asked == -1 and can_reroll(data.env) else max(asked, 0)
+
+
+def closed_loop_report(per_window: dict, draws: int, horizons, bootstrap: int, seed: int, groups=None) -> dict:
+    """Closed-loop agreement (:func:`~policylens.sim.closed_loop.closed_loop`) per step, each way's curve with its
+    bootstrap interval over episodes, and the summary at ``horizons`` (the step's action index from the last context
+    frame: 1 is the action on the first frame after the context)."""
+    from .fidelity import curve, resample_weights
+
+    first = next(iter(per_window.values()))
+    mask = np.ones(first.shape, bool)
+    weights = resample_weights(first.shape[0], bootstrap, seed, groups)
+    curves = {way: curve(v, mask, weights) for way, v in per_window.items()}
+    return {"draws": draws, "steps": first.shape[1], "per_step": curves,
+            "summary": {str(h): {way: {f: c[f][h] for f in ("mean", "low", "high")} for way, c in curves.items()}
+                        for h in horizons if h < first.shape[1]},
+            "about": "the agent acting on its own from each window's filtered start, in the simulator (modal actions, "
+                     "latent means) and in draws of the environment; per step the share of draws whose outcome "
+                     "(the action, or ended) the simulator's matches, the share of pairs of draws that match (a "
+                     "draw), and the share one half's commonest outcome matches in the other (best guess)"}
 
 
 def ceiling_report(ceiling: dict, values: dict, mask, draws: int, bootstrap: int, seed: int, groups=None) -> dict:
@@ -225,8 +255,8 @@ def ceiling_report(ceiling: dict, values: dict, mask, draws: int, bootstrap: int
 def run_fidelity(cfg: FidelityConfig) -> Path:
     """Score the simulator, the baseline and the repeat reference as ``cfg`` says; returns ``OUT/fidelity.json``."""
     from .checkpoint import read_sim_config
-    from .fidelity import (baseline_unroll, held_out_windows, object_recall, repeat_unroll, score_models,
-                           simulator_unroll, summarize)
+    from .fidelity import (baseline_unroll, held_out_windows, object_recall, report_horizons, repeat_unroll,
+                           score_models, simulator_unroll, summarize)
 
     _check(cfg)
     paths = resolve(cfg, "fidelity")
@@ -250,13 +280,22 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
     episodes = data.episode_of(windows.start.numpy())  # (N,) the bootstrap resamples whole episodes
     scored = summarize(values, mask, cfg.bootstrap, cfg.seed, reference="simulator", groups=episodes)
     ceiling = None
-    if draws := _ceiling_draws(cfg, data):
+    if draws := _draws(cfg, data, "ceiling_draws"):
         from .reroll import one_step_ceiling
 
         say(cfg, f"drawing the world again {draws} times one step after each window's context")
         per_window = one_step_ceiling(data, windows.to(cfg.device), k, sim.config, frozen, draws, cfg.seed,
                                       progress=cfg.progress)
         ceiling = ceiling_report(per_window, values, mask, draws, cfg.bootstrap, cfg.seed, episodes)
+    closed = None
+    if draws := _draws(cfg, data, "closed_loop_draws"):
+        from .closed_loop import closed_loop
+
+        say(cfg, f"the agent acting on its own: the simulator against {draws} draws of the environment")
+        per_window = closed_loop(sim, frozen, data, windows.to(cfg.device), k, cfg.horizon + 1, draws, cfg.seed,
+                                 cfg.batch_size, cfg.progress)
+        closed = closed_loop_report(per_window, draws, report_horizons(cfg.horizon), cfg.bootstrap, cfg.seed,
+                                    episodes)
     for name, recall in object_recall(objects, mask).items():
         scored[name]["object_recall"] = recall
     scored["simulator"]["training"] = {"steps": conf.get("trained_steps"), "seconds": conf.get("trained_seconds"),
@@ -271,11 +310,15 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
         "bootstrap": cfg.bootstrap, "bootstrap_unit": "held-out episodes", "config": asdict(cfg)}}
     if ceiling:
         report["one_step_ceiling"] = ceiling
+    if closed:
+        report["closed_loop"] = closed
     paths.out.mkdir(parents=True, exist_ok=True)
     path = paths.out / "fidelity.json"
     path.write_text(json.dumps(report, indent=1))
     if cfg.plots:
         plot_fidelity(path)
+        if closed:
+            plot_closed_loop(path)
     return path
 
 
@@ -286,7 +329,6 @@ def plot_fidelity(report_path, path=None) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     report = json.loads(Path(report_path).read_text())
     pixels = report["settings"]["obs_kind"] == "pixels"
@@ -326,6 +368,36 @@ def plot_fidelity(report_path, path=None) -> Path:
     fig.suptitle(f"simulator fidelity: {s['run']}", fontsize=10)
     fig.tight_layout()
     out = Path(path) if path else Path(report_path).with_suffix(".png")
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_closed_loop(report_path, path=None) -> Path:
+    """``closed_loop.png`` from ``fidelity.json``: closed-loop agreement against the step, a line and band per way."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = json.loads(Path(report_path).read_text())
+    closed = report["closed_loop"]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for way, c in closed["per_step"].items():
+        x = np.arange(len(c["mean"]))
+        style = {"simulator": ("C0", "-"), "a draw": ("black", ":"), "best guess": ("black", "--")}[way]
+        ax.plot(x, c["mean"], color=style[0], ls=style[1], label=way if way == "simulator" else
+                f"the environment: {way}")
+        ax.fill_between(x, c["low"], c["high"], color=style[0], alpha=0.15)
+    ax.set_xlabel("the agent's action, steps from the last context frame", fontsize=8)
+    ax.set_ylabel("agreement with the environment's draws", fontsize=8)
+    ax.set_title(f"closed loop: the agent acting on its own ({closed['draws']} draws of the environment, "
+                 f"{report['settings']['split']['windows']} windows)", fontsize=9)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path) if path else Path(report_path).with_name("closed_loop.png")
     fig.savefig(out)
     plt.close(fig)
     return out
@@ -394,6 +466,10 @@ def main(argv=None) -> Path:
     print(table(report))
     if ceiling := ceiling_table(report):
         print(ceiling)
+    if closed := report.get("closed_loop"):
+        print(f"closed loop, {closed['draws']} draws   " + "  ".join(
+            f"step {h}: " + " / ".join(f"{v['mean']:.3f}" for v in ways.values()) for h, ways in
+            closed["summary"].items()) + "   (simulator / a draw / best guess)")
     if recall := recall_table(report):
         print(recall)
     return path

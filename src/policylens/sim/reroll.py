@@ -36,6 +36,35 @@ def can_reroll(env: str) -> bool:
     return bool(env) and parse_spec(env).family == "minigrid"
 
 
+def check_replayable(data: SimData) -> None:
+    """Refuse a store whose episodes cannot be replayed and drawn again."""
+    if not can_reroll(data.env):
+        raise ValueError(f"rollouts store {data.path}: env {data.env!r} cannot be re-rolled (only MiniGrid replays "
+                         "a recorded step and draws again from there)")
+    if len(data.level_seed) != data.num_episodes:
+        raise ValueError(f"rollouts store {data.path} holds no level seeds to replay its episodes from")
+
+
+def replay_to(env, data: SimData, first: int, context: int) -> tuple:
+    """Replay, in the one-env MiniGrid vector env ``env``, the episode of the window starting at global frame
+    ``first`` to the window's last context frame, checked against the record: ``(that frame (h, w, C), its global
+    index, one past the episode's last frame)``."""
+    e = int(data.episode_of([first])[0])
+    begin, end = int(data.start[e]), int(data.start[e] + data.length[e])
+    branch = first + context - 1  # the last context frame: the world is drawn again after it
+    if branch >= end:
+        raise ValueError(f"window at frame {first}: episode {e} ends before its {context} context frames")
+    rng = json.loads(env.get_state()[0])["rng"]  # the vector env's own seed generator, left as it is
+    env.set_state([json.dumps({"level_seed": int(data.level_seed[e]), "actions": data.action[begin:branch].tolist(),
+                               "rng": rng}).encode()])
+    frame = env.observe()[0]  # (h, w, C)
+    if not np.array_equal(frame, data.obs[branch]):
+        raise ValueError(f"rollouts store {data.path}: episode {e} (level seed {int(data.level_seed[e])}) does "
+                         f"not replay to its recorded frame {branch - begin}; was it recorded with other env "
+                         "options or another MiniGrid version?")
+    return frame, branch, end
+
+
 def rerolled(data: SimData, starts: np.ndarray, context: int, steps: int, seed: int = 0,
              reseed: bool = True, draws: int = 1) -> tuple:
     """Windows starting at global frames ``starts`` (B,), replayed to their last context frame and stepped on
@@ -46,32 +75,15 @@ def rerolled(data: SimData, starts: np.ndarray, context: int, steps: int, seed: 
     ended (its last frame held)."""
     from ..envs import make
 
-    if not can_reroll(data.env):
-        raise ValueError(f"rollouts store {data.path}: env {data.env!r} cannot be re-rolled (only MiniGrid replays "
-                         "a recorded step and draws again from there)")
-    if len(data.level_seed) != data.num_episodes:
-        raise ValueError(f"rollouts store {data.path} holds no level seeds to replay its episodes from")
+    check_replayable(data)
     env = make(data.env, num_envs=1, seed=0)
-    rng_state = json.loads(env.get_state()[0])["rng"]
     starts = np.asarray(starts, np.int64)  # (B,)
     b = len(starts)
     obs = np.zeros((b, draws, steps, *data.obs.shape[1:]), np.uint8)  # (B, D, H, h, w, C)
     reward, done = np.zeros((b, draws, steps), np.float32), np.zeros((b, draws, steps), np.float32)  # (B, D, H)
     alive = np.zeros((b, draws, steps), bool)  # (B, D, H)
     for i, first in enumerate(starts):
-        e = int(data.episode_of([first])[0])
-        begin, end = int(data.start[e]), int(data.start[e] + data.length[e])
-        branch = int(first) + context - 1  # the last context frame: the world is drawn again after it
-        if branch >= end:
-            raise ValueError(f"window at frame {first}: episode {e} ends before its {context} context frames")
-        actions = data.action[begin:branch].tolist()
-        env.set_state([json.dumps({"level_seed": int(data.level_seed[e]), "actions": actions,
-                                   "rng": rng_state}).encode()])
-        frame = env.observe()[0]  # (h, w, C)
-        if not np.array_equal(frame, data.obs[branch]):
-            raise ValueError(f"rollouts store {data.path}: episode {e} (level seed {int(data.level_seed[e])}) does "
-                             f"not replay to its recorded frame {branch - begin}; was it recorded with other env "
-                             "options or another MiniGrid version?")
+        frame, branch, end = replay_to(env, data, int(first), context)
         branched = copy.deepcopy(env.envs[0])
         for k in range(draws):
             env.envs[0] = copy.deepcopy(branched)
