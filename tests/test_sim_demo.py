@@ -26,6 +26,7 @@ def test_the_simulator_section_runs_every_command_and_links_what_exists(demo):
         assert (tmp_path / link).is_file(), link
     assert "| simulator | 1 |" in section and "| baseline | 1 |" in section and "| repeat | 1 |" in section
     assert "| environment drawn again, best guess (32 draws) | 1 |" in section  # Dynamic-Obstacles: a ceiling
+    assert "Closed loop: the agent acting on its own" in section and "closed_loop.png" in section
     recall = section[section.index("Recall by object"):].split("\n\n")[1].splitlines()  # the table after it
     assert recall[0].startswith("| model |") and "wall" in recall[0] and recall[2].startswith("| simulator |")
     assert list((run / "analysis" / "sample").rglob("*.gif")) and (run / "analysis" / "sample" / "explorer" /

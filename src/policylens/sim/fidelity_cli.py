@@ -6,7 +6,10 @@ same wall time, and against repeating the last context frame (:mod:`policylens.s
 metric is scored). On MiniGrid the environment itself is drawn again one step after each window's context
 (:mod:`policylens.sim.reroll`): what a perfect simulator scores there when it samples, and what the best guess
 of the world's distribution scores, so readers see how much of the observation, action and value scores is in
-reach at all one step out. The windows come from the episodes ``sim train`` held out (its ``val_fraction`` and
+reach at all one step out. And the agent acts on its own (closed loop, :mod:`policylens.sim.closed_loop`): from
+each window's filtered start inside the simulator and in draws of the environment replayed to the same frame, its
+outcome step by step (the action, or ended) compared with the draws, beside what a draw and the best guess of the
+environment's spread score. The windows come from the episodes ``sim train`` held out (its ``val_fraction`` and
 ``seed`` in ``RUN/sim/config.json``), so neither model has trained on them.
 
 ``--baseline auto`` loads the baseline beside the simulator (``RUN/sim/baseline``; ``runs/NAME/sim/baseline``
@@ -20,7 +23,8 @@ Writes ``OUT/fidelity.json`` (default ``RUN/analysis/fidelity``): per model, per
 95% interval, count) of every metric, the summary at horizons 1, 10 and 32 (and the last), the paired
 difference simulator minus each other model there, each model's training steps and seconds, for MiniGrid views
 each model's recall per object type and step (the share of the recorded goal / ball / wall cells it draws
-exactly); and ``OUT/fidelity.png`` (one panel per metric against the horizon, a line and band per model).
+exactly); and ``OUT/fidelity.png`` (one panel per metric against the horizon, a line and band per model); on
+MiniGrid also the one-step ceiling and the closed-loop agreement (``OUT/closed_loop.png``).
 """
 from __future__ import annotations
 

@@ -126,6 +126,16 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
                       "| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
                       *(row([m], values) for m, values in recall.items()), ""]
         lines += [f"![fidelity]({link(analysis / 'fidelity' / 'fidelity.png')})", ""]
+        closed = fid.get("closed_loop")
+        if closed and (analysis / "fidelity" / "closed_loop.png").is_file():
+            at = closed["summary"]
+            lines += ["Closed loop: the agent acting on its own from each window's filtered start, inside the simulator "
+                      f"and in {closed['draws']} draws of the environment replayed to the same frame; per step the "
+                      "share of draws whose outcome (the action, or ended) the simulator's matches, against what a "
+                      "draw of the environment and the best guess of its spread score"
+                      + "".join(f"; step {h}: {v['simulator']['mean']:.2f} (a draw {v['a draw']['mean']:.2f}, best "
+                                f"guess {v['best guess']['mean']:.2f})" for h, v in at.items()) + ".", "",
+                      f"![closed loop]({link(analysis / 'fidelity' / 'closed_loop.png')})", ""]
     def figure(title: str, text: str, png: Path, alt: str) -> list:
         return [f"{sub} {title}", "", text, "", f"![{alt}]({link(png)})", ""]
 
