@@ -12,7 +12,7 @@ simulator - baseline; ``better_everywhere`` says whether the simulator wins on e
 the windows reach (intervals of the paired difference above zero for higher-is-better metrics), and for MiniGrid
 views each model's recall by object type at horizons 1 and 10, and the one-step ceiling (the environment drawn
 again one step after the context: a perfect sampler's score, the best guess's, and the headroom it leaves each
-model).
+model) and the closed-loop agreement (the agent acting on its own in the simulator and in draws of the environment).
 
 ``--lever LABEL`` scores another simulator (``--sim DIR``, trained with one setting changed) the same way and
 files the result under ``runs[LABEL]`` of ``results/sim_fidelity_levers.json`` instead, beside the other levers.
@@ -64,11 +64,13 @@ def main(argv=None):
             recall[f"h={h}"] = {model: dict(zip(names, row)) for model, row in rows.items()}
     result = {"run": args.run, "settings": report["settings"], "models": summary, "simulator_minus_baseline": diffs,
               "wins": wins, "better_everywhere": bool(wins) and all(wins.values()), "object_recall": recall,
-              "one_step_ceiling": report.get("one_step_ceiling")}
+              "one_step_ceiling": report.get("one_step_ceiling"), "closed_loop": report.get("closed_loop")}
     if args.lever:
         return file_lever(args.lever, result)
     png = RESULTS / "sim_fidelity.png"
     shutil.copyfile(path.with_suffix(".png"), png)
+    if (path.parent / "closed_loop.png").is_file():
+        shutil.copyfile(path.parent / "closed_loop.png", RESULTS / "sim_closed_loop.png")
     write("sim_fidelity", result)
     return result
 
