@@ -166,3 +166,21 @@ def test_closed_loop_draws_start_from_the_recorded_state_and_part_as_the_world_i
     got = closed_loop(sim, frozen, flat, windows, K, 4, draws=4)
     assert np.allclose(got["a draw"], 1.0) and np.allclose(got["best guess"], 1.0)
     assert got["simulator"].shape == (len(flat.start), 4) and ((got["simulator"] == 0) | (got["simulator"] == 1)).all()
+
+
+def test_the_one_step_ceiling_on_pixels_takes_the_mean_frame_as_its_best_guess(tmp_path):
+    env = "minigrid:MiniGrid-Dynamic-Obstacles-6x6-v0?obs=rgb"
+    rgb = dict(AGENT, obs_shape=[56, 56, 3], obs_scale=1 / 255)
+    agents.save_agent(agents.build(rgb), rgb, tmp_path / "rgb" / "agent", extra={"env": env})
+    record(RecordConfig(run=str(tmp_path / "rgb"), episodes=4, num_envs=2, progress=False))
+    data = load_sim_data(tmp_path / "rgb" / "rollouts.zarr")
+    cfg = for_data(SimConfig(context_frames=K), env, (56, 56, 3), 3, AGENT["hidden"])
+    assert cfg.obs_kind == "pixels"
+    starts = np.concatenate([np.arange(s, s + n - K) for s, n in zip(data.start, data.length) if n > K])[:12]
+    w = data.windows(starts, K + 1)
+    got = one_step_ceiling(data, w, K, cfg, FrozenAgent(agents.load(tmp_path / "rgb")), draws=4, seed=1)
+    drawn = rerolled(data, starts, K, 1, seed=1, draws=4)[0][:, :, 0].astype(np.float64) / 255  # (B, D, 56, 56, 3)
+    real = w.obs[:, K].numpy().astype(np.float64)[:, None] / 255  # (B, 1, 56, 56, 3)
+    assert np.allclose(got["sampled"]["obs_score"], ((drawn - real) ** 2).mean(axis=(2, 3, 4)).mean(1), atol=1e-6)
+    assert np.allclose(got["best"]["obs_score"], ((drawn.mean(1, keepdims=True) - real) ** 2).mean(axis=(1, 2, 3, 4)),
+                       atol=1e-6)
