@@ -41,6 +41,7 @@ def main(argv=None):
                         "time on the same split, else train it (train: always retrain)")
     args = parser.parse_args(argv)
     from policylens.sim import fidelity_cli
+    from policylens.sim.fidelity_plots import recall_at
 
     shutil.rmtree(args.out, ignore_errors=True)
     path = fidelity_cli.main([args.run, "--windows", str(args.windows), "--horizon", str(args.horizon),
@@ -59,7 +60,7 @@ def main(argv=None):
                 wins[f"{k}@{h}"] = bool(low > 0) if higher[k] else bool(high < 0)
     recall = {}
     for h in (1, 10):
-        names, rows = fidelity_cli.recall_at(report, h)
+        names, rows = recall_at(report, h)
         if names:
             recall[f"h={h}"] = {model: dict(zip(names, row)) for model, row in rows.items()}
     result = {"run": args.run, "settings": report["settings"], "models": summary, "simulator_minus_baseline": diffs,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .command import SimCommand, command_main, resolve
-from .fidelity_cli import recall_at
+from .fidelity_plots import recall_at
 
 METRICS = ("obs_score", "action_agreement", "value_error")
 
