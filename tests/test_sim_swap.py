@@ -157,7 +157,7 @@ def test_a_filtered_start_shows_every_agent_the_same_real_context_and_lets_it_ac
 
 
 def test_the_simulator_start_is_recorded_and_a_bad_one_refused_before_any_evaluation(sim_run):
-    from policylens.sim.fidelity_cli import trained_start
+    from policylens.sim.objective import trained_start
 
     root, run = sim_run
     kw = dict(run="rnn", sim_samples=8, sim_steps=4, episodes=2)

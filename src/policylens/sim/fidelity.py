@@ -65,16 +65,13 @@ def simulator_unroll(sim, agent, filtered: bool = False) -> Unroll:
     s_{K-1} given them, as the baseline's LSTM reads them), the prior alone after (what ``sim train``'s prior-step
     term trains, on by default; a simulator trained without it scored lower this way than from z alone)."""
     from .loop import rollout
-    from .objective import seen_mask
+    from .objective import context_posterior
 
     def unroll(windows: Windows, context: int) -> Prediction:
         if context != sim.config.context_frames:
             raise ValueError(f"the simulator reads {sim.config.context_frames} context frames, not {context}")
         steps = windows.obs.shape[1]
-        seen = {}
-        if filtered:  # the posterior on the context frames, the prior after them
-            reads = torch.full((windows.mask.shape[0],), context, device=windows.mask.device)  # (B,)
-            seen = {"obs": windows.obs, "mask": seen_mask(windows.mask, reads)}
+        seen = context_posterior(windows, context) if filtered else {}  # the posterior on the context, then the prior
         with torch.no_grad():
             r = rollout(sim, agent, windows.context(context), steps, actions=windows.action, latent="mean", **seen)
         return Prediction(r.decoded[:, context:], r.reward[:, context:], r.done_logit[:, context:])

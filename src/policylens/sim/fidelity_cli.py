@@ -36,7 +36,7 @@ import numpy as np
 
 from .command import SimCommand, command_main, load_parts, resolve, say
 from .fidelity import METRICS
-from .objective import trained_start  # noqa: F401  (sim swap and tests read it here too)
+from .objective import trained_start
 
 FORMAT = "policylens.sim.fidelity/1"
 
@@ -265,6 +265,8 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
     _, conf = read_sim_config(paths.sim)
     split, k = _split(conf), sim.config.context_frames
     data = _read_data(paths, conf, frozen)
+    # asking for draws on an env that cannot replay is refused here, before the baseline trains
+    ceiling_draws, closed_draws = (_draws(cfg, data, name) for name in ("ceiling_draws", "closed_loop_draws"))
     windows, split_info = held_out_windows(data, split["val_fraction"], split["seed"], k, cfg.horizon, cfg.windows,
                                            cfg.seed)
     baseline, baseline_info = _baseline(cfg, paths, conf, sim.config, split, data)
@@ -276,26 +278,26 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
         models["baseline"] = baseline_unroll(baseline.to(cfg.device))
     models["repeat"] = repeat_unroll(sim.config)
     say(cfg, f"scoring {len(models)} models on {split_info['windows']} held-out windows, {cfg.horizon} steps")
-    values, mask, objects = score_models(models, windows.to(cfg.device), k, sim.config, frozen, cfg.batch_size,
-                                         cfg.progress)
     episodes = data.episode_of(windows.start.numpy())  # (N,) the bootstrap resamples whole episodes
+    windows = windows.to(cfg.device)
+    values, mask, objects = score_models(models, windows, k, sim.config, frozen, cfg.batch_size, cfg.progress)
     scored = summarize(values, mask, cfg.bootstrap, cfg.seed, reference="simulator", groups=episodes)
     ceiling = None
-    if draws := _draws(cfg, data, "ceiling_draws"):
+    if ceiling_draws:
         from .reroll import one_step_ceiling
 
-        say(cfg, f"drawing the world again {draws} times one step after each window's context")
-        per_window = one_step_ceiling(data, windows.to(cfg.device), k, sim.config, frozen, draws, cfg.seed,
+        say(cfg, f"drawing the world again {ceiling_draws} times one step after each window's context")
+        per_window = one_step_ceiling(data, windows, k, sim.config, frozen, ceiling_draws, cfg.seed,
                                       progress=cfg.progress)
-        ceiling = ceiling_report(per_window, values, mask, draws, cfg.bootstrap, cfg.seed, episodes)
+        ceiling = ceiling_report(per_window, values, mask, ceiling_draws, cfg.bootstrap, cfg.seed, episodes)
     closed = None
-    if draws := _draws(cfg, data, "closed_loop_draws"):
+    if closed_draws:
         from .closed_loop import closed_loop
 
-        say(cfg, f"the agent acting on its own: the simulator against {draws} draws of the environment")
-        per_window = closed_loop(sim, frozen, data, windows.to(cfg.device), k, cfg.horizon + 1, draws, cfg.seed,
+        say(cfg, f"the agent acting on its own: the simulator against {closed_draws} draws of the environment")
+        per_window = closed_loop(sim, frozen, data, windows, k, cfg.horizon + 1, closed_draws, cfg.seed,
                                  cfg.batch_size, cfg.progress)
-        closed = closed_loop_report(per_window, draws, report_horizons(cfg.horizon), cfg.bootstrap, cfg.seed,
+        closed = closed_loop_report(per_window, closed_draws, report_horizons(cfg.horizon), cfg.bootstrap, cfg.seed,
                                     episodes)
     for name, recall in object_recall(objects, mask).items():
         scored[name]["object_recall"] = recall

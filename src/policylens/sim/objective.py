@@ -139,6 +139,13 @@ def seen_mask(mask: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
     return (t[None] < seen[:, None]) & mask.bool()  # (B, T)
 
 
+def context_posterior(windows: Windows, k: int) -> dict:
+    """:func:`rollout` keywords that read each window's first ``k`` frames through the posterior (the prior after
+    them): the filtered context ``sim fidelity`` scores from and ``train.csv``'s open-loop columns read."""
+    reads = torch.full((windows.mask.shape[0],), k, device=windows.mask.device)  # (B,)
+    return {"obs": windows.obs, "mask": seen_mask(windows.mask, reads)}
+
+
 def per_step_terms(r: Rollout, batch: Windows, sim_cfg: SimConfig, obs_weights=None) -> dict:
     """The terms a rollout is scored on at each step against the recorded window: ``{name: (B, T)}``
     (``obs_weights``: :func:`~policylens.sim.obs.obs_loss`'s)."""
@@ -177,7 +184,6 @@ def means(sums: dict, cfg: "SimTrainConfig") -> dict:
     return {"loss": sum(getattr(cfg, f"{k}_weight") * out[k] for k in TERMS), **out}
 
 
-@torch.no_grad()
 def trained_start(conf: dict) -> str:
     """``filtered`` when the simulator (its ``config.json``) was trained to predict from a filtered context: mixed
     open-loop starts, or a term on the prior step after each posterior state; else ``z`` (a simulator trained
@@ -200,10 +206,7 @@ def held_out_scores(loss: SimObjective, batch: Windows, chunk: int = 128, filter
         part = batch.rows(slice(a, a + chunk))
         _, sums = loss(part, latent="mean")
         total = {n: total.get(n, 0.0) + float(v) for n, v in sums.items()}
-        seen = {}
-        if filtered:
-            reads = torch.full((part.mask.shape[0],), k, device=part.mask.device)  # (B,)
-            seen = {"obs": part.obs, "mask": seen_mask(part.mask, reads)}
+        seen = context_posterior(part, k) if filtered else {}
         r = rollout(loss.sim, loss.agent, part.context(k), part.mask.shape[1], actions=part.action, latent="mean",
                     **seen)
         after = part.mask[:, k:].float()  # (B, T-K)

@@ -111,8 +111,8 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
                   "Action agreement and value error: the real agent on simulated against real frames.", "",
                   f"| model | step | {'obs MSE (lower is better)' if fid['settings']['obs_kind'] == 'pixels' else 'obs cell accuracy'} | action agreement | value error |",
                   "|---|---|---|---|---|",
-                  *fidelity_rows(fid), *ceiling_rows(fid), ""]
-        if ceiling_rows(fid):
+                  *fidelity_rows(fid), *(ceiling := ceiling_rows(fid)), ""]
+        if ceiling:
             lines += ["The last two rows draw the world again from each window's start, in the environment itself, one "
                       "step after the context (the first frame is a fair draw; later recorded actions were chosen for "
                       "the recorded world): what a perfect simulator scores when it samples, and what the best guess of "

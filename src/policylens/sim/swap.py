@@ -144,7 +144,7 @@ def swap_experiment(cfg: SwapConfig) -> dict:
     if simulator is not None:
         from .checkpoint import load_sim, read_sim_config
         from .data import load_sim_data
-        from .fidelity_cli import trained_start
+        from .objective import trained_start
         from .swap_sim import simulated_swap
 
         sim, _ = load_sim(simulator, agent=agent, device=cfg.device)
