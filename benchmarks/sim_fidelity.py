@@ -39,6 +39,10 @@ def main(argv=None):
     parser.add_argument("--lever", default="", help="file the result as this lever in sim_fidelity_levers.json")
     parser.add_argument("--baseline", default="auto", help="auto: reuse RUN/sim/baseline when it was trained at equal "
                         "time on the same split, else train it (train: always retrain)")
+    parser.add_argument("--baseline-steps", type=int, default=0, help="train a new baseline for this many steps "
+                        "instead of the simulator's wall time (sim fidelity --baseline-steps)")
+    parser.add_argument("--test-store", default="", help="score every episode of this store, recorded apart, "
+                        "instead of the held-out split (sim fidelity --test-store)")
     args = parser.parse_args(argv)
     from policylens.sim import fidelity_cli
     from policylens.sim.fidelity_plots import recall_at
@@ -46,7 +50,8 @@ def main(argv=None):
     shutil.rmtree(args.out, ignore_errors=True)
     path = fidelity_cli.main([args.run, "--windows", str(args.windows), "--horizon", str(args.horizon),
                               "--baseline", args.baseline, "--device", args.device, "--out", args.out,
-                              "--sim", args.sim, "--start", args.start, "--progress", "false"])
+                              "--sim", args.sim, "--start", args.start, "--progress", "false",
+                              "--baseline-steps", str(args.baseline_steps), "--test-store", args.test_store])
     report = json.loads(path.read_text())
     higher = report["higher_is_better"]
     models = report["models"]

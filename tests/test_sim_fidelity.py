@@ -385,3 +385,47 @@ def test_the_training_logs_open_loop_scores_read_the_context_as_sim_fidelity_doe
         assert got == pytest.approx(want, abs=1e-5), filtered
     z_alone, filtered = (held_out_scores(loss, w, filtered=f)["open_obs_score"] for f in (False, True))
     assert z_alone != pytest.approx(filtered, abs=1e-6)  # the two starts differ, so the log says which it read
+
+
+def test_a_store_recorded_apart_is_scored_whole_and_the_baseline_trains_on_every_store_the_simulator_did(
+        run, tmp_path, capsys, monkeypatch):
+    from policylens.sim import fidelity
+
+    rnn = _run_copy(run, tmp_path)
+    test = record(RecordConfig(run=rnn, episodes=4, num_envs=2, seed=1000, out=str(tmp_path / "test.zarr"),
+                               progress=False))
+    more = record(RecordConfig(run=rnn, episodes=3, num_envs=2, seed=2000, out=str(tmp_path / "more.zarr"),
+                               progress=False))
+    quick = [rnn, "--horizon", "3", "--windows", "1000", "--bootstrap", "20", "--progress", "false", "--plots",
+             "false", "--ceiling-draws", "0", "--closed-loop-draws", "0", "--baseline-steps", "1"]
+    one = json.loads(fidelity_cli.main(quick).read_text())  # trained on its own store: a baseline of 6 episodes
+    assert one["models"]["baseline"]["training"]["store_episodes"] == 6
+    conf_file = tmp_path / "copy" / "rnn" / "sim" / "config.json"
+    conf = json.loads(conf_file.read_text())
+    conf["data"] = {"store": f"{rnn}/rollouts.zarr,{more}", "episodes": 9, "split_episodes": 6}
+    conf_file.write_text(json.dumps(conf))  # now it says it also trained on `more`
+
+    def refused(args, text):
+        with pytest.raises(SystemExit) as e:
+            fidelity_cli.main(quick + args)
+        assert e.value.code == 2
+        assert text in capsys.readouterr().err
+
+    refused([], "retrain it with --baseline train")  # the saved baseline never saw `more`
+    seen = []
+    real = fidelity.scored_windows
+    monkeypatch.setattr(fidelity, "scored_windows", lambda data, *a, **kw: seen.append(data) or real(data, *a, **kw))
+    report = json.loads(fidelity_cli.main(quick + ["--baseline", "train", "--test-store", str(test)]).read_text())
+    assert report["models"]["baseline"]["training"]["store_episodes"] == 9  # both of the simulator's stores
+    split, scored = report["settings"]["split"], load_sim_data(test)
+    assert seen[0].path == scored.path and split["test_store"] == str(test) and split["store_episodes"] == 4
+    assert split["scored_episodes"] == [e for e in range(4) if scored.length[e] > 2]  # every one long enough
+    assert split["windows"] == sum(scored.length[e] - 2 for e in split["scored_episodes"])
+    assert "test-store" in split["source"]
+    refused(["--test-store", f"{rnn}/rollouts.zarr"], "shares 6 level seed(s)")
+    refused(["--test-store", str(more)], "shares 3 level seed(s)")
+    other = record(RecordConfig(run=str(tmp_path / "copy" / "other"), episodes=2, num_envs=2, seed=3000,
+                                out=str(tmp_path / "other.zarr"), progress=False))
+    refused(["--test-store", str(other)], "not the simulator's")
+    shutil.rmtree(more)
+    refused([], "missing here")

@@ -47,7 +47,7 @@ _EXPORTS = {  # exported name -> (module, name there)
     "SaliencyConfig": ("saliency_cli", "SaliencyConfig"), "run_saliency": ("saliency_cli", "run_saliency"),
     **{n: ("baseline", n) for n in ("VaeLstm", "train_baseline", "save_baseline", "load_baseline")},
     **{n: ("fidelity", n) for n in ("score_models", "summarize", "simulator_unroll", "baseline_unroll",
-                                    "repeat_unroll", "held_out_windows")},
+                                    "repeat_unroll", "held_out_windows", "scored_windows")},
     "FidelityConfig": ("fidelity_cli", "FidelityConfig"), "run_fidelity": ("fidelity_cli", "run_fidelity"),
     **{n: ("behaviours", n) for n in ("Readout", "jacobians", "simulate", "lagged_xcorr", "sign_consistency")},
     "BehavioursConfig": ("behaviours_cli", "BehavioursConfig"), "run_behaviours": ("behaviours_cli", "run_behaviours"),

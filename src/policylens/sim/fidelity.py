@@ -248,22 +248,28 @@ def summarize(values: dict, mask: np.ndarray, bootstrap: int = 1000, seed: int =
 
 def held_out_windows(data: SimData, val_fraction: float, split_seed: int, context: int, horizon: int, count: int,
                      seed: int = 0) -> tuple:
-    """Up to ``count`` windows of ``context + horizon`` frames from the held-out episodes of the seeded split: a
-    seeded sorted subsample of every start with at least one frame after the context in its episode (a window
-    running past the episode's end is padded, so late steps are scored on fewer windows: see the counts).
-    Returns ``(Windows, split info)``."""
+    """Up to ``count`` windows of ``context + horizon`` frames from the held-out episodes of the seeded split
+    (:func:`scored_windows`). Returns ``(Windows, split info)``."""
+    _, held_out = data.split(val_fraction, split_seed)
+    where = f"held-out episode (of {len(held_out)} held out by val_fraction {val_fraction}, seed {split_seed})"
+    windows, info = scored_windows(data, held_out, context, horizon, count, seed, where)
+    return windows, {"val_fraction": val_fraction, "seed": split_seed, "store_episodes": data.num_episodes,
+                     "held_out_episodes": len(held_out), **info}
+
+
+def scored_windows(data: SimData, episodes, context: int, horizon: int, count: int, seed: int = 0,
+                   where: str = "episode") -> tuple:
+    """Up to ``count`` windows of ``context + horizon`` frames from ``episodes``: a seeded sorted subsample of every
+    start with at least one frame after the context in its episode (a window running past the episode's end is
+    padded, so late steps are scored on fewer windows: see the counts). Returns ``(Windows, info)``."""
     if horizon < 1 or count < 1:
         raise ValueError(f"horizon and windows must be >= 1, got {horizon}, {count}")
-    _, held_out = data.split(val_fraction, split_seed)
-    usable = np.array([e for e in held_out if data.length[e] > context], np.int64)
+    usable = np.array([e for e in episodes if data.length[e] > context], np.int64)
     starts = np.concatenate([np.arange(data.start[e], data.start[e] + data.length[e] - context) for e in usable]
                             or [np.zeros(0, np.int64)]).astype(np.int64)
     if len(starts) == 0:
-        raise ValueError(f"rollouts store {data.path}: no held-out episode (of {len(held_out)} held out by "
-                         f"val_fraction {val_fraction}, seed {split_seed}) is longer than the {context} context "
-                         "frames; record more episodes")
+        raise ValueError(f"rollouts store {data.path}: no {where} is longer than the {context} context frames; "
+                         "record more episodes")
     if len(starts) > count:
         starts = np.sort(np.random.default_rng(seed).choice(starts, count, replace=False))
-    info = {"val_fraction": val_fraction, "seed": split_seed, "store_episodes": data.num_episodes,
-            "held_out_episodes": len(held_out), "scored_episodes": usable.tolist(), "windows": len(starts)}
-    return data.windows(starts, context + horizon), info
+    return data.windows(starts, context + horizon), {"scored_episodes": usable.tolist(), "windows": len(starts)}

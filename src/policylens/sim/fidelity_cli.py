@@ -46,6 +46,10 @@ class FidelityConfig(SimCommand):
     """steps scored after the context frames"""
     windows: int = 512
     """held-out windows scored (a seeded subsample when there are more)"""
+    test_store: str = ""
+    """score the episodes of this rollouts store instead of the training store's held-out ones: a store recorded
+    apart by the same agent in the same env (`policylens record RUN --seed 1000000 --out PATH`), for more scored
+    episodes and tighter intervals; refused when it shares a level seed with what the simulator trained on"""
     start: str = "auto"
     """how the simulator scored as "simulator" reads its context: filtered (the context frames through the
     posterior, then the prior: what the baseline reads), z (the prior from z alone, how sim sample imagines), or
@@ -118,20 +122,54 @@ def _start(cfg: FidelityConfig, conf: dict) -> str:
 
 
 def _read_data(paths, conf: dict, frozen):
-    """The store's episodes as the simulator saw them (its first ``data.episodes``, so the split is rebuilt; for a
-    simulator trained on several stores, the first store's, which the split was drawn from)."""
+    """Every episode the simulator trained on, as it saw them: the store's first ``data.episodes`` (so the split is
+    rebuilt), then the further stores ``sim train --store A,B`` joined (``--store`` here, else the ones its config
+    records), whose episodes all train. The held-out episodes come from the first store alone, so a baseline
+    trained here sees the simulator's data."""
+    from .data import join_sim_data, load_sim_data
+
+    data_conf, train = conf.get("data") or {}, conf.get("train") or {}
+    first_episodes = int(data_conf.get("split_episodes", data_conf.get("episodes", 0)))
+    stores = [p.strip() for p in str(paths.store).split(",") if p.strip()]
+    further = stores[1:] or [p.strip() for p in str(data_conf.get("store", "")).split(",") if p.strip()][1:]
+    data = load_sim_data(stores[0], max_episodes=first_episodes)
+    if first_episodes and data.num_episodes < first_episodes:
+        raise ValueError(f"rollouts store {stores[0]} holds {data.num_episodes} episodes; the simulator was "
+                         f"trained on {first_episodes}, so its held-out split cannot be rebuilt from this store")
+    if data.agent_sha256 and data.agent_sha256 != frozen.sha256:
+        raise ValueError(f"rollouts store {stores[0]} was recorded with agent {data.run or '?'} (weights sha256 "
+                         f"{data.agent_sha256[:12]}), not the simulator's (sha256 {frozen.sha256[:12]})")
+    if not further:
+        return data
+    missing = [p for p in further if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"simulator {paths.sim} also trained on {', '.join(further)}; missing here: "
+                                f"{', '.join(missing)} (pass every store with --store A,B, the first first)")
+    data = join_sim_data([data] + [load_sim_data(p, int(train.get("max_episodes", 0))) for p in further])
+    trained = int(data_conf.get("episodes", 0))
+    if trained and data.num_episodes != trained:
+        raise ValueError(f"rollouts stores {data.path} hold {data.num_episodes} episodes; the simulator trained on "
+                         f"{trained}")
+    return data
+
+
+def _test_data(cfg: FidelityConfig, data, frozen):
+    """The store ``--test-store`` names, checked: the simulator's agent and env, and no level seed in common with
+    ``data`` (every episode the simulator trained on, or held out)."""
     from .data import load_sim_data
 
-    data_conf = conf.get("data") or {}
-    episodes = int(data_conf.get("split_episodes", data_conf.get("episodes", 0)))  # the first store's, when several
-    data = load_sim_data(paths.store, max_episodes=episodes)
-    if episodes and data.num_episodes < episodes:
-        raise ValueError(f"rollouts store {paths.store} holds {data.num_episodes} episodes; the simulator was "
-                         f"trained on {episodes}, so its held-out split cannot be rebuilt from this store")
-    if data.agent_sha256 and data.agent_sha256 != frozen.sha256:
-        raise ValueError(f"rollouts store {paths.store} was recorded with agent {data.run or '?'} (weights sha256 "
-                         f"{data.agent_sha256[:12]}), not the simulator's (sha256 {frozen.sha256[:12]})")
-    return data
+    test = load_sim_data(cfg.test_store)
+    if test.agent_sha256 != frozen.sha256:
+        raise ValueError(f"--test-store {cfg.test_store} was recorded with agent {test.run or '?'} (weights sha256 "
+                         f"{(test.agent_sha256 or '?')[:12]}), not the simulator's (sha256 {frozen.sha256[:12]})")
+    if test.env != data.env:
+        raise ValueError(f"--test-store {cfg.test_store} was recorded in {test.env!r}; the simulator's store in "
+                         f"{data.env!r}")
+    shared = np.intersect1d(test.level_seed, data.level_seed)
+    if len(shared):
+        raise ValueError(f"--test-store {cfg.test_store} shares {len(shared)} level seed(s) with the simulator's "
+                         f"stores {data.path} (e.g. {shared[0]}): record it with another --seed")
+    return test
 
 
 def _check_baseline(bconf: dict, where, sim_cfg, split: dict, data) -> None:
@@ -149,8 +187,8 @@ def _check_baseline(bconf: dict, where, sim_cfg, split: dict, data) -> None:
     ours = (split["val_fraction"], split["seed"], data.num_episodes)
     if theirs != ours:
         raise ValueError(f"baseline {where} was trained on the split (val_fraction, seed, episodes) {theirs}; the "
-                         f"simulator's is {ours}, so its held-out windows would not be held out from the baseline; "
-                         "retrain it with --baseline train")
+                         f"simulator's is {ours} ({data.path}), so its held-out windows would not be held out from "
+                         "the baseline, or it saw other data; retrain it with --baseline train")
 
 
 def baseline_dir(paths) -> Path:
@@ -257,7 +295,7 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
     """Score the simulator, the baseline and the repeat reference as ``cfg`` says; returns ``OUT/fidelity.json``."""
     from .checkpoint import read_sim_config
     from .fidelity import (baseline_unroll, held_out_windows, object_recall, report_horizons, repeat_unroll,
-                           score_models, simulator_unroll, summarize)
+                           score_models, scored_windows, simulator_unroll, summarize)
 
     _check(cfg)
     paths = resolve(cfg, "fidelity")
@@ -267,8 +305,16 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
     data = _read_data(paths, conf, frozen)
     # asking for draws on an env that cannot replay is refused here, before the baseline trains
     ceiling_draws, closed_draws = (_draws(cfg, data, name) for name in ("ceiling_draws", "closed_loop_draws"))
-    windows, split_info = held_out_windows(data, split["val_fraction"], split["seed"], k, cfg.horizon, cfg.windows,
-                                           cfg.seed)
+    if cfg.test_store:
+        episodes_from = _test_data(cfg, data, frozen)
+        windows, split_info = scored_windows(episodes_from, np.arange(episodes_from.num_episodes), k, cfg.horizon,
+                                             cfg.windows, cfg.seed, "episode of the test store")
+        split_info = {"test_store": cfg.test_store, "store_episodes": episodes_from.num_episodes, **split_info}
+        split["source"] = "every episode of a store recorded apart (--test-store)"
+    else:
+        episodes_from = data
+        windows, split_info = held_out_windows(data, split["val_fraction"], split["seed"], k, cfg.horizon,
+                                               cfg.windows, cfg.seed)
     baseline, baseline_info = _baseline(cfg, paths, conf, sim.config, split, data)
     start = _start(cfg, conf)
     other = "z" if start == "filtered" else "filtered"
@@ -278,7 +324,7 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
         models["baseline"] = baseline_unroll(baseline.to(cfg.device))
     models["repeat"] = repeat_unroll(sim.config)
     say(cfg, f"scoring {len(models)} models on {split_info['windows']} held-out windows, {cfg.horizon} steps")
-    episodes = data.episode_of(windows.start.numpy())  # (N,) the bootstrap resamples whole episodes
+    episodes = episodes_from.episode_of(windows.start.numpy())  # (N,) the bootstrap resamples whole episodes
     windows = windows.to(cfg.device)
     values, mask, objects = score_models(models, windows, k, sim.config, frozen, cfg.batch_size, cfg.progress)
     scored = summarize(values, mask, cfg.bootstrap, cfg.seed, reference="simulator", groups=episodes)
@@ -287,7 +333,7 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
         from .reroll import one_step_ceiling
 
         say(cfg, f"drawing the world again {ceiling_draws} times one step after each window's context")
-        per_window = one_step_ceiling(data, windows, k, sim.config, frozen, ceiling_draws, cfg.seed,
+        per_window = one_step_ceiling(episodes_from, windows, k, sim.config, frozen, ceiling_draws, cfg.seed,
                                       progress=cfg.progress)
         ceiling = ceiling_report(per_window, values, mask, ceiling_draws, cfg.bootstrap, cfg.seed, episodes)
     closed = None
@@ -295,7 +341,7 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
         from .closed_loop import closed_loop
 
         say(cfg, f"the agent acting on its own: the simulator against {closed_draws} draws of the environment")
-        per_window = closed_loop(sim, frozen, data, windows, k, cfg.horizon + 1, closed_draws, cfg.seed,
+        per_window = closed_loop(sim, frozen, episodes_from, windows, k, cfg.horizon + 1, closed_draws, cfg.seed,
                                  cfg.batch_size, cfg.progress)
         closed = closed_loop_report(per_window, closed_draws, report_horizons(cfg.horizon), cfg.bootstrap, cfg.seed,
                                     episodes)
