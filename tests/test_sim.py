@@ -614,3 +614,56 @@ def test_symbolic_cells_decode_to_codes_the_env_shows_not_plane_by_plane():
     g2, = torch.autograd.grad(soft[0, 3, 5, 0], pred)
     torch.testing.assert_close(g1, g2)  # backward: the expected code's gradient
     assert obs_score(pred.detach(), torch.as_tensor(obs[1:]), cfg).item() == 1.0
+
+
+def test_a_sampled_view_draws_each_cells_code_as_often_as_the_simulator_gives_it():
+    from policylens.sim.obs import cell_choice, drawn_index
+
+    probs = torch.tensor([[0.2, 0.0, 0.5, 0.3]]).expand(40_000, 4)  # (N, 4)
+    u = torch.rand(40_000, generator=torch.Generator().manual_seed(0))
+    picks = drawn_index(probs, u)
+    assert set(picks.tolist()) == {0, 2, 3}  # never a category of probability 0
+    torch.testing.assert_close(torch.bincount(picks, minlength=4) / 40_000., probs[0], atol=0.01, rtol=0)
+    assert drawn_index(probs[:1], torch.tensor([0.0])).item() == 0
+    assert drawn_index(probs[:1], torch.tensor([1.0 - 1e-7])).item() == 3
+    cfg = for_data(TINY, ENV, (7, 7, 3), 3, 8, obs=np.array([[[[1, 0, 0]] * 7] * 7, [[[6, 2, 0]] * 7] * 7],
+                                                            np.uint8))
+    pred = torch.randn(500, 7, 7, 20, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    draw = torch.rand(500, 7, 7, 3, generator=torch.Generator().manual_seed(2))
+    for plain in (cfg, replace(cfg, cells=())):  # chosen among the env's codes, and plane by plane
+        modal, sampled = agent_view(pred, plain), agent_view(pred, plain, draw=draw)
+        assert not torch.equal(modal, sampled)
+        if plain.cells:
+            codes, p, _ = cell_choice(pred.detach(), plain)
+            ball = (sampled.detach()[..., 0] == 6).float().mean()  # as often as the simulator gives a ball
+            torch.testing.assert_close(ball, p[..., 1].mean(), atol=0.01, rtol=0)
+            assert (modal.detach()[..., 0] == 6).float().mean() != ball
+        g1, = torch.autograd.grad(sampled.sum(), pred)
+        g2, = torch.autograd.grad(modal.sum(), pred)
+        torch.testing.assert_close(g1, g2)  # the same straight-through gradient as the modal view
+
+
+def test_a_sampled_view_is_drawn_up_front_and_the_other_draws_stay_the_same(parts):
+    sim, frozen, _, w = parts
+    b, steps = w.mask.shape
+    plain = Noise.draw(b, steps, sim, torch.Generator().manual_seed(5))
+    noise = Noise.draw(b, steps, sim, torch.Generator().manual_seed(5), view=True)
+    assert noise.view.shape == (b, steps, 7, 7, 3) and plain.view is None
+    for name in ("z", "s", "gumbel"):
+        assert torch.equal(getattr(noise, name), getattr(plain, name))
+    with torch.no_grad():
+        modal = rollout(sim, frozen, w.context(2), steps, mode="sample", noise=noise)
+        once = rollout(sim, frozen, w.context(2), steps, mode="sample", noise=noise, view="sample")
+        again = rollout(sim, frozen, w.context(2), steps, mode="sample", noise=noise.rows(slice(None)),
+                        view="sample")
+        forced = rollout(sim, frozen, w.context(2), steps, actions=w.action, noise=noise, view="sample")
+        stepwise = rollout(sim, frozen, w.context(2), steps, actions=w.action, noise=noise, view="sample",
+                           intervene=lambda name, t, x: x)
+    assert torch.equal(once.obs, again.obs) and not torch.equal(once.obs, modal.obs)
+    expected = agent_view(once.decoded, sim.config, draw=noise.view)
+    assert torch.equal(once.obs, expected)  # each step's view drawn with that step's uniforms
+    torch.testing.assert_close(forced.obs, stepwise.obs)  # batched over time as step by step
+    with pytest.raises(ValueError, match="view uniforms"):
+        rollout(sim, frozen, w.context(2), steps, noise=plain, view="sample")
+    with pytest.raises(ValueError, match="expected one of"):
+        rollout(sim, frozen, w.context(2), steps, view="mean")

@@ -171,6 +171,19 @@ def test_the_simulator_start_is_recorded_and_a_bad_one_refused_before_any_evalua
     with pytest.raises(ValueError, match="--sim-start 'posterior'; expected auto, filtered or z"):
         swap_experiment(_cfg(root, "saw:box", "start-bad", sim_start="posterior", **kw))
     assert not (root / "start-bad").exists()
+    with pytest.raises(ValueError, match="--sim-view 'mean'; expected modal or sample"):
+        swap_experiment(_cfg(root, "saw:box", "view-bad", sim_view="mean", **kw))
+    assert not (root / "view-bad").exists()
+
+
+def test_sampled_views_show_the_three_agents_the_same_draws(sim_run):
+    root, run = sim_run
+    kw = dict(run="rnn", sim_samples=24, sim_steps=6, episodes=2)
+    same = swap_experiment(_cfg(root, "saw:saw", "view-identity", sim_view="sample", **kw))["settings"]["simulator"]
+    assert same["view"] == "sample"  # an identity swap under the same draws: level by level the same outcome
+    assert all(row["only_a"] == row["only_b"] == 0 for row in same["swapped"]["causes"].values())
+    assert same["swapped"]["causes"]["timeout"]["a"]["count"] < 24  # something happens in them
+    assert "drawn cell by cell" in (root / "view-identity" / "swap.md").read_text()
 
 
 def test_cut_at_horizon_turns_longer_episodes_into_timeouts():

@@ -26,6 +26,7 @@ from .model import Gaussian, Simulator
 from .obs import agent_view
 
 MODES = ("modal", "sample")
+VIEWS = ("modal", "sample")  # what the agent sees: each cell's likeliest code, or one drawn from its distribution
 
 
 def agent_sha256(agent: nn.Module) -> str:
@@ -113,22 +114,26 @@ class Noise:
     z: torch.Tensor  # (B, latent) for z ~ q(z | context)
     s: torch.Tensor  # (B, T, stoch) for s_t, t >= 1 (index 0 unused: s_0 comes from the converter)
     gumbel: torch.Tensor  # (B, T, A) Gumbel(0, 1) noise for mode="sample"
+    view: "torch.Tensor | None" = None  # (B, T, H, W, planes) uniforms for view="sample"
 
     @classmethod
     def draw(cls, batch: int, steps: int, sim: Simulator, generator: "torch.Generator | None" = None,
-             device="cpu") -> "Noise":
+             device="cpu", view: bool = False) -> "Noise":
+        """Every draw up front; ``view``: also the uniforms of sampled views (drawn last, so z, s and the Gumbel
+        noise are the same with or without them)."""
         cfg = sim.config
         z = torch.randn(batch, cfg.latent, generator=generator)
         s = torch.randn(batch, steps, cfg.stoch, generator=generator)
         u = torch.rand(batch, steps, cfg.num_actions, generator=generator).clamp(1e-10, 1 - 1e-7)
-        return cls(z, s, -torch.log(-torch.log(u))).to(device)
+        cells = torch.rand(batch, steps, *cfg.obs_shape[:2], len(cfg.planes), generator=generator) if view else None
+        return cls(z, s, -torch.log(-torch.log(u)), cells).to(device)
 
     def rows(self, index) -> "Noise":
         """The draws of some batch rows (e.g. one DDP rank's share of a global batch)."""
-        return Noise(self.z[index], self.s[index], self.gumbel[index])
+        return Noise(*(None if x is None else x[index] for x in (self.z, self.s, self.gumbel, self.view)))
 
     def to(self, device) -> "Noise":
-        return Noise(self.z.to(device), self.s.to(device), self.gumbel.to(device))
+        return Noise(*(None if x is None else x.to(device) for x in (self.z, self.s, self.gumbel, self.view)))
 
 
 @dataclass
@@ -200,7 +205,7 @@ def _start(sim: Simulator, start, latent: str, noise: Noise) -> tuple:
     raise ValueError(f"rollout starts from a latent z (B, latent) tensor or a Context, got {type(start).__name__}")
 
 
-def _check(sim: Simulator, agent: FrozenAgent, steps: int, mode: str, latent: str) -> None:
+def _check(sim: Simulator, agent: FrozenAgent, steps: int, mode: str, latent: str, view: str) -> None:
     if not isinstance(agent, FrozenAgent):
         raise ValueError(f"rollout needs a FrozenAgent (policylens.sim.FrozenAgent(agent)), got {type(agent).__name__}")
     cfg = sim.config
@@ -215,13 +220,18 @@ def _check(sim: Simulator, agent: FrozenAgent, steps: int, mode: str, latent: st
         raise ValueError(f"action mode {mode!r}; expected one of {MODES}")
     if latent not in ("sample", "mean"):
         raise ValueError(f"latent {latent!r}; expected 'sample' (draw s_t and z) or 'mean' (their means)")
+    if view not in VIEWS:
+        raise ValueError(f"view {view!r}; expected one of {VIEWS}")
+    if view == "sample" and cfg.obs_kind == "pixels":
+        raise ValueError("view='sample' draws each cell's code from a categorical decoder; this simulator decodes "
+                         "pixels")
 
 
 def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "modal", detach_actions: bool = False,
             *, actions: "torch.Tensor | None" = None, obs: "torch.Tensor | None" = None,
             mask: "torch.Tensor | None" = None, latent: str = "sample", noise: "Noise | None" = None,
             generator: "torch.Generator | None" = None, temperature: float = 1.0,
-            straight_through: "bool | None" = None, intervene=None) -> Rollout:
+            straight_through: "bool | None" = None, view: str = "modal", intervene=None) -> Rollout:
     """Unroll the simulator with the frozen agent inside for ``steps`` steps from ``start``.
 
     ``start``: a latent z (B, latent) (e.g. ``torch.randn`` or a tensor being optimised) or a
@@ -236,16 +246,23 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
     the agent's logits back through the simulator). ``latent="mean"``: z and every s_t are their
     distributions' means (deterministic); else they are drawn with ``noise`` (or fresh from ``generator``).
     ``straight_through``: overrides the config's choice of hard categorical observations for the agent.
+    ``view``: what the agent sees of a categorical decoder: ``modal`` (each cell's likeliest code) or ``sample``
+    (a code drawn from each cell's distribution with ``noise.view``; hard, straight-through gradients): a
+    sampled world, where the modal view drops what the simulator spreads over several cells (a moving ball).
     ``intervene(name, t, tensor) -> tensor``: called on ``"h"``, ``"s"`` (the simulator's state), ``"obs"`` (what
     the agent sees), ``"hx"`` (the state it receives) and ``"action"`` (what drives the dynamics) at every step
     before they are used; what it returns is used and recorded. For edits (swap a hidden-state direction) and
     gradient probes (return ``tensor + probe`` with a zero ``probe`` that requires grad: its gradient is the
     gradient w.r.t. that step's tensor).
     """
-    _check(sim, agent, steps, mode, latent)
-    if noise is None and (latent == "sample" or (mode == "sample" and actions is None)):
+    _check(sim, agent, steps, mode, latent, view)
+    if noise is None and (latent == "sample" or (mode == "sample" and actions is None) or view == "sample"):
         batch = start.obs.shape[0] if isinstance(start, Context) else start.shape[0]
-        noise = Noise.draw(batch, steps, sim, generator, device=next(sim.parameters()).device)
+        noise = Noise.draw(batch, steps, sim, generator, device=next(sim.parameters()).device,
+                           view=view == "sample")
+    if view == "sample" and noise.view is None:
+        raise ValueError("view='sample' needs noise drawn with its view uniforms: Noise.draw(..., view=True)")
+    draws = noise.view if view == "sample" else None  # (B, T, H, W, planes)
     z, z_dist = _start(sim, start, latent, noise)
     forced = _recorded_steps(z.shape[0], steps, actions, obs)
     h, s, hx = sim.initial(z)  # (B, deter), (B, stoch), (B, hidden)
@@ -253,14 +270,15 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
     keep = mask.bool() if mask is not None else None  # (B, m)
     if forced == steps and intervene is None and not detach_actions and agent.batches_time:
         return _recorded(sim, agent, z, z_dist, (h, s, hx), steps, actions, embeds, keep, latent, noise,
-                         straight_through)
+                         straight_through, draws)
     out = {k: [] for k in ("obs", "decoded", "logits", "value", "hx", "action", "h", "s", "reward", "done_logit",
                            "prior_mean", "prior_std", "post_mean", "post_std")}
     tap = intervene or (lambda name, t, x: x)
     for t in range(steps):
         h, s = tap("h", t, h), tap("s", t, s)
         decoded = sim.decode_obs(h, s)  # (B, H, W, channels)
-        seen = tap("obs", t, agent_view(decoded, sim.config, straight_through))  # (B, H, W, C)
+        draw = None if draws is None else draws[:, t]  # (B, H, W, planes)
+        seen = tap("obs", t, agent_view(decoded, sim.config, straight_through, draw))  # (B, H, W, C)
         hx = tap("hx", t, hx)
         step = agent(seen, hx)
         if t < forced:
@@ -336,7 +354,7 @@ def _assemble(sim: Simulator, z, z_dist, out: dict, hx_last, teacher_forced: boo
 
 
 def _recorded(sim: Simulator, agent: FrozenAgent, z, z_dist, state: tuple, steps: int, actions, embeds, keep,
-              latent: str, noise, straight_through) -> Rollout:
+              latent: str, noise, straight_through, draws=None) -> Rollout:
     """:func:`rollout` driven by recorded actions, batched over time: with the actions given, the simulator's
     states do not depend on what the agent sees, so they are unrolled first (small GRU and MLP steps) and the
     decoder, the agent's convolutions and the heads then run once over all B*T steps. Equal to the step-by-step
@@ -355,7 +373,8 @@ def _recorded(sim: Simulator, agent: FrozenAgent, z, z_dist, state: tuple, steps
         h, s = h_next, _next_stochastic(sim, h_next, t, embeds, keep, latent, noise, out)
     hs, ss, nexts = (torch.stack(out.pop(k), 1) for k in ("h", "s", "h_next"))  # (B, T, deter | stoch | deter)
     decoded = sim.decode_obs(hs.flatten(0, 1), ss.flatten(0, 1))  # (B*T, H, W, channels)
-    seen = agent_view(decoded, sim.config, straight_through)  # (B*T, H, W, C)
+    seen = agent_view(decoded, sim.config, straight_through,
+                      None if draws is None else draws[:, :steps].flatten(0, 1))  # (B*T, H, W, C)
     decoded, seen = decoded.reshape(b, steps, *decoded.shape[1:]), seen.reshape(b, steps, *seen.shape[1:])
     logits, value, received, last = agent.sequence(seen, hx)
     flat = nexts.flatten(0, 1)  # (B*T, deter)

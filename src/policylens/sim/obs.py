@@ -115,27 +115,41 @@ def cell_choice(pred: torch.Tensor, cfg: SimConfig) -> tuple:
     return codes[score.argmax(-1)], score.softmax(-1), codes
 
 
-def agent_view(pred: torch.Tensor, cfg: SimConfig, straight_through: "bool | None" = None) -> torch.Tensor:
+def agent_view(pred: torch.Tensor, cfg: SimConfig, straight_through: "bool | None" = None,
+               draw: "torch.Tensor | None" = None) -> torch.Tensor:
     """The decoded observation (..., H, W, channels) as the agent takes it: (..., H, W, C) float, differentiable.
     Forward: the argmax code (straight-through) or the expected code; symbolic views with ``cfg.cells`` choose
-    among the codes the env shows (:func:`cell_choice`), others plane by plane."""
+    among the codes the env shows (:func:`cell_choice`), others plane by plane. ``draw`` (..., H, W, planes)
+    uniforms in [0, 1): the hard code is drawn from each cell's distribution instead of taken at its mode (one
+    uniform per cell for ``cfg.cells``, the first plane's; one per plane otherwise), so a ball the simulator
+    spreads over several cells shows in one of them, as often as it gives it; gradients as for the argmax."""
     if cfg.obs_kind == "pixels":
         return pred
-    hard = cfg.straight_through_obs if straight_through is None else straight_through
+    hard = draw is not None or (cfg.straight_through_obs if straight_through is None else straight_through)
     if cfg.obs_kind == "symbolic" and cfg.cells:
         sharp, probs, codes = cell_choice(pred, cfg)
+        if draw is not None:
+            sharp = codes[drawn_index(probs, draw[..., 0])]  # (..., H, W, 3)
         soft = probs @ codes.to(probs.dtype)  # (..., H, W, 3) the expected code
         return sharp.to(soft.dtype) + (soft - soft.detach()) if hard else soft
     views = []
-    for probs in _plane_probs(pred, cfg.planes):
+    for k, probs in enumerate(_plane_probs(pred, cfg.planes)):
         n = probs.shape[-1]
+        pick = probs.argmax(-1) if draw is None else drawn_index(probs, draw[..., k])  # (...,) the hard category
         if cfg.obs_kind == "symbolic":
             soft = (probs * torch.arange(n, device=probs.device, dtype=probs.dtype)).sum(-1, keepdim=True)  # (..., 1)
-            sharp = probs.argmax(-1, keepdim=True).to(probs.dtype)  # (..., 1) the argmax code
+            sharp = pick.unsqueeze(-1).to(probs.dtype)  # (..., 1) the code
         else:
-            soft, sharp = probs, F.one_hot(probs.argmax(-1), n).to(probs.dtype)  # (..., n)
+            soft, sharp = probs, F.one_hot(pick, n).to(probs.dtype)  # (..., n)
         views.append(sharp + (soft - soft.detach()) if hard else soft)  # exactly sharp forward
     return torch.cat(views, -1)  # (..., H, W, C)
+
+
+def drawn_index(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The category drawn from ``probs`` (..., n) by the uniforms ``u`` (...,): the first whose cumulative
+    probability exceeds u (inverse CDF), (...,) long."""
+    cdf = probs.detach().float().cumsum(-1)  # (..., n)
+    return (cdf <= u.float().unsqueeze(-1) * cdf[..., -1:]).sum(-1).clamp(max=probs.shape[-1] - 1)
 
 
 def categorical_targets(obs: torch.Tensor, cfg: SimConfig) -> torch.Tensor:

@@ -32,6 +32,7 @@ import torch
 
 from ..factors import Directions
 from .command import SimCommand, command_main, resolve
+from .loop import VIEWS
 
 
 @dataclass
@@ -72,6 +73,10 @@ class SwapConfig(SimCommand):
     """how imagined episodes start: filtered (the real context frames through the posterior, the agents acting
     from the last), z (the agents acting from the first frame, decoded from z alone), or auto (filtered when the
     simulator was trained for it, as sim fidelity scores it)"""
+    sim_view: str = "modal"
+    """what the agents see in imagined episodes: modal (each cell's likeliest code) or sample (each cell's code
+    drawn from the simulator's distribution, the same draws for the three agents: a sampled world, where the
+    modal view drops what the simulator spreads over several cells, such as a moving ball)"""
 
 
 def parse_swaps(text: str) -> list:
@@ -116,6 +121,8 @@ def swap_experiment(cfg: SwapConfig) -> dict:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
     if cfg.sim_start not in ("auto", "filtered", "z"):
         raise ValueError(f"--sim-start {cfg.sim_start!r}; expected auto, filtered or z")
+    if cfg.sim_view not in VIEWS:
+        raise ValueError(f"--sim-view {cfg.sim_view!r}; expected {' or '.join(VIEWS)}")
     directions = Directions.load(cfg.directions)
     swaps = [(direction_index(directions, a), direction_index(directions, b)) for a, b in parse_swaps(cfg.swap)]
     agent = load(cfg.run)
@@ -151,13 +158,14 @@ def swap_experiment(cfg: SwapConfig) -> dict:
         start = cfg.sim_start if cfg.sim_start != "auto" else trained_start(read_sim_config(simulator)[1])
         data = load_sim_data(paths.store)
         imagined = simulated_swap(sim, {"original": agent, **edited}, data, cfg.sim_samples, cfg.sim_steps,
-                                  cfg.seed, getattr(agent, "action_names", ()), start, device=cfg.device,
-                                  progress=cfg.progress)
+                                  cfg.seed, getattr(agent, "action_names", ()), start, cfg.sim_view,
+                                  device=cfg.device, progress=cfg.progress)
         at_horizon = horizon_setting(results, sim.config.context_frames + cfg.sim_steps, cfg.alpha)
         if at_horizon is not None:
             report["settings"]["real_horizon"] = at_horizon
         report["settings"]["simulator"] = {**_compared(imagined, cfg.alpha), "simulator": str(simulator),
-                                           "samples": cfg.sim_samples, "steps": cfg.sim_steps, "start": start}
+                                           "samples": cfg.sim_samples, "steps": cfg.sim_steps, "start": start,
+                                           "view": cfg.sim_view}
     out.mkdir(parents=True, exist_ok=True)
     (out / "swap.json").write_text(json.dumps(report, indent=1))
     for setting, compared in report["settings"].items():
@@ -234,7 +242,9 @@ def markdown(report: dict) -> str:
             lines += [f"In the simulator (`{compared['simulator']}`): {n} imagined episodes of the context frames + "
                       f"{compared['steps']} steps from encoded real episode beginnings"
                       + (f" ({start})" if start else "") + ", the same latent and action noise for the three "
-                      "agents; outcomes read from the views the simulator showed."]
+                      "agents" + (", each view drawn cell by cell from the simulator's distribution (the same draws "
+                                  "for the three)" if compared.get("view") == "sample" else "")
+                      + "; outcomes read from the views the simulator showed."]
         lines += ["Rates with Wilson 95% intervals; p: McNemar exact against the original, Holm over causes.", "",
                   "| outcome | original | swapped | p | random control | p |", "|---|---|---|---|---|---|"]
         lines += _rows(compared)

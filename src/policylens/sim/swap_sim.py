@@ -77,11 +77,13 @@ def imagined_start(windows, k: int, start: str) -> tuple:
 
 @torch.no_grad()
 def simulated_swap(sim, agents: dict, data, samples: int, steps: int, seed: int = 0, action_names=(),
-                   start: str = "filtered", batch_size: int = 256, device="cpu", progress: bool = False) -> dict:
+                   start: str = "filtered", view: str = "modal", batch_size: int = 256, device="cpu",
+                   progress: bool = False) -> dict:
     """Each of ``agents`` (name -> agent module, the first the original) drives the same imagined episodes of
     K context frames + ``steps`` (the real episodes' horizon in ``sim swap``) from the same ``start``
-    (``filtered``: :func:`~policylens.sim.loop.filtered_start`, or ``z``; see the module doc):
-    ``{name: records}`` (:func:`imagined_outcomes`)."""
+    (``filtered``: :func:`~policylens.sim.loop.filtered_start`, or ``z``; see the module doc), each seeing the
+    ``view`` of :func:`~policylens.sim.loop.rollout` (``sample``: a world drawn cell by cell, the same draws for
+    every agent): ``{name: records}`` (:func:`imagined_outcomes`)."""
     from tqdm.auto import tqdm
 
     from .loop import FrozenAgent, Noise, rollout
@@ -89,14 +91,16 @@ def simulated_swap(sim, agents: dict, data, samples: int, steps: int, seed: int 
     k = sim.config.context_frames
     starts = episode_starts(data, samples, k, seed).to(device)
     frozen = {name: FrozenAgent(agent).to(device) for name, agent in agents.items()}
-    noise = Noise.draw(samples, k + steps, sim, torch.Generator().manual_seed(seed), device=device)
+    noise = Noise.draw(samples, k + steps, sim, torch.Generator().manual_seed(seed), device=device,
+                       view=view == "sample")
     records = {name: [] for name in agents}
     for a in tqdm(range(0, samples, batch_size), desc="swap in the simulator", unit="batch", disable=not progress):
         part = slice(a, a + batch_size)
         windows = starts.rows(part)
         real, first = imagined_start(windows, k, start)
         for name, agent in frozen.items():
-            r = rollout(sim, agent, windows.context(k), k + steps, mode="sample", noise=noise.rows(part), **real)
+            r = rollout(sim, agent, windows.context(k), k + steps, mode="sample", noise=noise.rows(part), view=view,
+                        **real)
             for rec in imagined_outcomes(r, sim.config, action_names, first):
                 records[name].append({**rec, "level": rec["level"] + a})
     return records
