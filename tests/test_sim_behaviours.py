@@ -247,6 +247,27 @@ def test_cli_end_to_end(run, capsys):
     assert json.loads((other / "behaviours.json").read_text())["source"]["config"]["starts"] == "store"
 
 
+def test_filtered_starts_read_the_real_context_and_the_agent_acts_from_its_last_frame(run):
+    from policylens.sim.behaviours import simulate
+    from policylens.sim.data import load_sim_data
+    from policylens.sim.loop import Noise, filtered_start
+
+    sim, frozen = tiny_parts(run)
+    k = sim.config.context_frames
+    data = load_sim_data(run / "rollouts.zarr")
+    windows = data.windows(data.start[:4], k)
+    readout = Readout.from_directions(_directions())
+    got = simulate(sim, frozen, readout, 4, STEPS, 2, seed=3, starts=windows, batch_size=2)
+    assert np.array_equal(got["action"][:, :k - 1], windows.action[:, :k - 1].numpy())  # the recorded context
+    noise = Noise.draw(2, STEPS, sim, torch.Generator().manual_seed(3))  # the first batch's draws
+    with torch.no_grad():
+        r = rollout(sim, frozen, windows.rows(slice(0, 2)).context(k), STEPS, latent="sample", noise=noise,
+                    **filtered_start(windows.rows(slice(0, 2)), k))
+    np.testing.assert_allclose(got["value"][:2], r.value.numpy(), rtol=1e-5, atol=1e-6)  # as a filtered rollout
+    recorded = readout.coefficients(windows.agent_state[:2, :1]).numpy()[:, 0]  # (2, K) the recorded state's
+    np.testing.assert_allclose(got["ic"][:2, 0], recorded, rtol=1e-5, atol=1e-6)
+
+
 def test_cli_says_to_run_the_hx_analysis_first_and_refuses_bad_lags(run, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         behaviours_cli.main([str(run), "--directions", str(tmp_path / "hx" / "ica"), "--progress", "false"])

@@ -221,11 +221,33 @@ def test_cli_end_to_end_with_a_simulator(runs, capsys):
     state = json.loads((out / "sim" / "state" / "summary.json").read_text())
     assert state["layer"] == "sim_state" and state["units"] == 8 + 3 and state["frames"] == 20
     assert (out / "sim" / "simulated.png").is_file() and (out / "sim" / "state" / "pcs.png").is_file()
+    # from filtered real starts: the agent reads the recorded state at the first context frame and the recorded
+    # actions drive the context
+    from policylens.sim.data import load_sim_data
+    from policylens.sim.sample import real_windows
+
+    filtered = runs / "rnn" / "analysis" / "hx-filtered"
+    assert hx_cli.main(argv + ["--sim-start", "filtered", "--out", str(filtered), "--plots", "false"]) == 0
+    assert json.loads((filtered / "sim" / "summary.json").read_text())["start"] == "filtered"
+    windows, _ = real_windows(load_sim_data(runs / "rnn" / "rollouts.zarr"), 4, 2, 0, context_frames=2)
+    frames = simulated_frames(sim, frozen, samples=4, steps=5, seed=0, starts=windows)
+    assert np.array_equal(frames["action"].reshape(4, 5)[:, 0], windows.action[:, 0].numpy())
+    with np.load(filtered / "sim" / "projected.npz") as saved:
+        np.testing.assert_allclose(saved["hx"], frames["hx"], atol=1e-6)
+    from policylens.sim.loop import filtered_start, rollout
+
+    g = torch.Generator().manual_seed(0)
+    torch.randn(4, sim.config.latent, generator=g)  # the prior's z, drawn and not used
+    with torch.no_grad():
+        r = rollout(sim, frozen, windows.context(2), 5, mode="sample", generator=g, **filtered_start(windows, 2))
+    assert torch.equal(r.hx[:, 0], windows.agent_state[:, 0])  # the recorded state at the first frame
+    np.testing.assert_allclose(frames["hx"].reshape(4, 5, -1)[:, :-1], r.hx[:, 1:].numpy(), atol=1e-6)
 
 
 def test_cli_bad_input_is_a_clean_error(runs, capsys):
     for argv, match in (([str(runs / "ff")], "recurrent"),
                         ([str(runs / "rnn"), "--k", "40", "--sim", "none"], "k=40"),
+                        ([str(runs / "rnn"), "--sim-start", "z"], "expected prior or filtered"),
                         ([str(runs / "rnn"), "--store", str(runs / "nowhere.zarr")], "no rollouts store")):
         with pytest.raises(SystemExit) as e:
             hx_cli.main(argv + ["--progress", "false"])

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data import Windows
 from .loop import Context, FrozenAgent, Noise, rollout
 
 CUTS, ACTION_PATHS = ("actions", "obs"), ("straight_through", "soft")
@@ -119,11 +120,13 @@ def _check_paths(cut: str, actions: str) -> None:
 
 def jacobians(sim, agent: FrozenAgent, readout: Readout, start, steps: int, max_lag: int, *, env: bool = True,
               cut: str = "actions", actions: str = "straight_through", latent: str = "sample",
-              noise: "Noise | None" = None, intervene=None) -> tuple:
+              noise: "Noise | None" = None, intervene=None, recorded: "dict | None" = None) -> tuple:
     """One rollout with a zero probe on the received hx at every step and its Jacobians (module doc).
 
     Returns ``(Rollout detached, J (B, T, max_lag + 1, K, K))`` with ``J[b, t, lag, i, j] = d ic_j(t + lag) /
     d ic_i(t)`` (NaN where t + lag >= T). ``intervene`` (name, t, tensor) is applied before the probes and cuts.
+    ``recorded``: a recorded prefix for :func:`~policylens.sim.loop.rollout` (``actions``, ``obs``, ``mask``: a
+    filtered start's).
     """
     _check_paths(cut, actions)
     if not 0 <= max_lag < steps:
@@ -148,7 +151,7 @@ def jacobians(sim, agent: FrozenAgent, readout: Readout, start, steps: int, max_
 
     with torch.enable_grad():
         r = rollout(sim, policy, start, steps, mode="modal", detach_actions=own and cut == "actions", latent=latent,
-                    noise=noise, straight_through=False if actions == "soft" else None, intervene=tap)
+                    noise=noise, straight_through=False if actions == "soft" else None, intervene=tap, **(recorded or {}))
         ic = readout.coefficients(r.hx)  # (B, T, K)
         jac = torch.full((batch, steps, max_lag + 1, len(readout), len(readout)), float("nan"), dtype=dtype)
         for later in range(steps):
@@ -173,30 +176,42 @@ def _frames(r, readout: Readout) -> dict:
 
 
 def simulate(sim, agent: FrozenAgent, readout: Readout, samples: int, steps: int, max_lag: int, *, seed: int = 0,
-             starts: "Context | None" = None, batch_size: int = 64, cut: str = "actions",
+             starts: "Context | Windows | None" = None, batch_size: int = 64, cut: str = "actions",
              actions: str = "straight_through", latent: str = "sample", progress: bool = False) -> dict:
-    """``samples`` rollouts of ``steps`` steps (from z ~ N(0, I), or from the encoded ``starts`` with ``samples``
-    rows), modal actions, noise seeded. Returns numpy arrays: ``ic`` (N, T, K), ``hx_z`` (N, T, D), ``h``, ``s``,
-    ``value``, ``reward``, ``entropy``, ``action`` (N, T), ``obs`` (N, T, H, W, C) uint8 (rounded, for drawing),
-    ``jacobian_env`` / ``jacobian_own`` (N, T, max_lag + 1, K, K)."""
+    """``samples`` rollouts of ``steps`` steps (from z ~ N(0, I); from the encoded ``starts`` with ``samples``
+    rows, a :class:`Context`; or from their filtered start, :class:`~policylens.sim.data.Windows` of the context
+    frames: :func:`~policylens.sim.loop.filtered_start`, the agent acting from the last), modal actions, noise
+    seeded. Returns numpy arrays: ``ic`` (N, T, K), ``hx_z`` (N, T, D), ``h``, ``s``, ``value``, ``reward``,
+    ``entropy``, ``action`` (N, T), ``obs`` (N, T, H, W, C) uint8 (rounded, for drawing), ``jacobian_env`` /
+    ``jacobian_own`` (N, T, max_lag + 1, K, K)."""
     from tqdm.auto import tqdm
+
+    from .loop import filtered_start
 
     if samples < 1 or batch_size < 1:
         raise ValueError(f"samples and batch_size must be >= 1, got {samples} and {batch_size}")
     if starts is not None and starts.obs.shape[0] != samples:
-        raise ValueError(f"{starts.obs.shape[0]} encoded starts for {samples} samples")
+        raise ValueError(f"{starts.obs.shape[0]} real starts for {samples} samples")
     generator = torch.Generator().manual_seed(seed)
     device = next(sim.parameters()).device
+    k = sim.config.context_frames
     parts = []
     for a in tqdm(range(0, samples, batch_size), desc="behaviour samples", unit="batch", disable=not progress):
         b = min(batch_size, samples - a)
         noise = Noise.draw(b, steps, sim, generator, device=device)
-        start = noise.z if starts is None else Context(*(None if x is None else x[a:a + b].to(device)
-                                                         for x in (starts.obs, starts.agent_state, starts.mask)))
+        start, real, intervene = noise.z, {}, None
+        if isinstance(starts, Context):
+            start = Context(*(None if x is None else x[a:a + b].to(device)
+                              for x in (starts.obs, starts.agent_state, starts.mask)))
+        elif starts is not None:  # Windows: the filtered start
+            rows = starts.rows(slice(a, a + b)).to(device)
+            start, real = rows.context(k), filtered_start(rows, k)
+            intervene = real.pop("intervene")  # the recorded state at the first frame
         out = {}
         for path in PATHS:
             r, out[f"jacobian_{path}"] = jacobians(sim, agent, readout, start, steps, max_lag, env=path == "env",
-                                                   cut=cut, actions=actions, latent=latent, noise=noise)
+                                                   cut=cut, actions=actions, latent=latent, noise=noise,
+                                                   intervene=intervene, recorded=real)
         parts.append({**{k: v.cpu() for k, v in _frames(r, readout).items()}, **out})
     return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
 

@@ -35,9 +35,11 @@ class BehavioursConfig(SimCommand):
     steps: int = 24
     """steps per rollout"""
     starts: str = "prior"
-    """where rollouts start: prior (z ~ N(0, I)) or store (encoded real contexts from the rollouts store)"""
+    """where rollouts start: prior (z ~ N(0, I)), store (real contexts from the rollouts store, encoded to z, the
+    agent acting from the first frame) or filtered (those contexts through the posterior with their recorded
+    actions, the agent acting from the last frame, as sim swap and sim fidelity start)"""
     max_episodes: int = 200
-    """episodes read from the store for --starts store (0: all)"""
+    """episodes read from the store for --starts store or filtered (0: all)"""
     latent: str = "sample"
     """simulator state: sample (seeded noise) or mean"""
     actions: str = "straight_through"
@@ -74,8 +76,8 @@ def _check(cfg: BehavioursConfig) -> None:
     for name in ("samples", "steps", "window", "behaviours", "batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.starts not in ("prior", "store"):
-        raise ValueError(f"--starts {cfg.starts!r}; expected prior or store")
+    if cfg.starts not in ("prior", "store", "filtered"):
+        raise ValueError(f"--starts {cfg.starts!r}; expected prior, store or filtered")
     if cfg.window > cfg.steps:
         raise ValueError(f"--window {cfg.window} is longer than the rollouts (--steps {cfg.steps})")
     if not 0 <= cfg.max_lag < cfg.window:
@@ -99,7 +101,8 @@ def load_directions(path: Path, hidden: int):
 
 
 def real_starts(cfg: BehavioursConfig, store: Path, sim):
-    """``cfg.samples`` encoder contexts from the store's episodes (seeded, with replacement when few)."""
+    """``cfg.samples`` windows of the context frames from the store's episodes (seeded, with replacement when few):
+    :class:`~policylens.sim.data.Windows` for a filtered start, their encoder contexts for ``--starts store``."""
     from .data import load_sim_data
 
     data = load_sim_data(store, cfg.max_episodes)
@@ -107,7 +110,8 @@ def real_starts(cfg: BehavioursConfig, store: Path, sim):
     first = data.window_starts(np.arange(data.num_episodes), k)  # (n,)
     rng = np.random.default_rng(cfg.seed)
     pick = rng.choice(first, cfg.samples, replace=cfg.samples > len(first))
-    return data.windows(np.sort(pick), k).context(k)
+    windows = data.windows(np.sort(pick), k)
+    return windows if cfg.starts == "filtered" else windows.context(k)
 
 
 def representative_frames(samples: dict, arrays: dict, window: int) -> np.ndarray:
@@ -142,7 +146,7 @@ def run_behaviours(cfg: BehavioursConfig) -> Path:
         else directions_path
     sim, frozen, _, names = load_parts(cfg, paths)
     readout = Readout.from_directions(load_directions(directions_path, frozen.hidden))
-    starts = real_starts(cfg, paths.store, sim) if cfg.starts == "store" else None
+    starts = real_starts(cfg, paths.store, sim) if cfg.starts != "prior" else None
     torch.manual_seed(cfg.seed)
     say(cfg, f"simulating {cfg.samples} rollouts of {cfg.steps} steps; Jacobians of {len(readout)} directions up to "
              f"lag {cfg.max_lag}, with and without the environment")

@@ -271,21 +271,30 @@ def store_frames(store, agent, *, max_frames: int = 0, batch_size: int = 256, de
 
 @torch.no_grad()
 def simulated_frames(sim, agent, *, samples: int = 256, steps: int = 20, seed: int = 0, mode: str = "sample",
-                     batch_size: int = 64) -> dict:
-    """Imagined rollouts of the simulator from latents ``z ~ N(0, 1)`` (seeded), flattened to frames:
+                     batch_size: int = 64, starts=None) -> dict:
+    """Imagined rollouts of the simulator from latents ``z ~ N(0, 1)`` (seeded), or from the filtered start of
+    ``starts`` (:class:`~policylens.sim.data.Windows` of ``samples`` real contexts: their frames through the
+    posterior, the agent acting from the last; :func:`~policylens.sim.loop.filtered_start`), flattened to frames:
     ``{"hx": (N, hidden) the agent's produced state (the next step's received one, ``hx_last`` at the end),
     "sim_state": (N, deter + stoch) the simulator's own state [h_t, s_t], "value", "entropy", "action", "reward",
     "progress" (t / steps), "sample", "t": (N,)}`` with ``N = samples * steps``."""
-    from .loop import rollout
+    from .loop import filtered_start, rollout
 
     if samples < 1 or steps < 1:
         raise ValueError(f"simulated rollouts need samples >= 1 and steps >= 1, got {samples} and {steps}")
+    if starts is not None and starts.obs.shape[0] != samples:
+        raise ValueError(f"{starts.obs.shape[0]} real starts for {samples} samples")
     generator = torch.Generator().manual_seed(seed)
     device = next(sim.parameters()).device
+    k = sim.config.context_frames
     parts = []
     for a in range(0, samples, batch_size):
         z = torch.randn(min(batch_size, samples - a), sim.config.latent, generator=generator).to(device)
-        r = rollout(sim, agent, z, steps, mode=mode, generator=generator)
+        real = {}
+        if starts is not None:
+            rows = starts.rows(slice(a, a + batch_size)).to(device)
+            z, real = rows.context(k), filtered_start(rows, k)
+        r = rollout(sim, agent, z, steps, mode=mode, generator=generator, **real)
         hx = torch.cat([r.hx[:, 1:], r.hx_last[:, None]], 1)  # (B, T, hidden) produced at each step
         parts.append({"hx": hx, "sim_state": torch.cat([r.h, r.s], -1), "value": r.value, "logits": r.logits,
                       "action": r.action_index, "reward": r.reward})  # (B, T, ...)

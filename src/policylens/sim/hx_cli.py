@@ -53,6 +53,9 @@ class HxConfig(SimCommand):
     """simulated rollouts, one latent z ~ N(0, 1) each"""
     sim_steps: int = 20
     """steps per simulated rollout"""
+    sim_start: str = "prior"
+    """where simulated rollouts start: prior (z ~ N(0, 1)) or filtered (real context frames of the store through
+    the posterior, the agent acting from the last, as sim swap and sim fidelity start)"""
     plots: bool = True
     """write the PNG figures beside the arrays"""
     batch_size: int = 256
@@ -63,6 +66,8 @@ def _check(cfg: HxConfig) -> None:
     for name in ("k", "clusters", "sim_samples", "sim_steps", "batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.sim_start not in ("prior", "filtered"):
+        raise ValueError(f"--sim-start {cfg.sim_start!r}; expected prior or filtered")
 
 
 def _analyze(cfg: HxConfig, states, colours: dict, out: Path, layer: str, action_names, source: dict,
@@ -80,13 +85,23 @@ def _analyze(cfg: HxConfig, states, colours: dict, out: Path, layer: str, action
     return path, analysis
 
 
-def compare_simulated(cfg: HxConfig, sim_folder: Path, agent, analysis, out: Path, action_names) -> Path:
+def compare_simulated(cfg: HxConfig, sim_folder: Path, agent, analysis, out: Path, action_names,
+                      store: "Path | None" = None) -> Path:
     """Simulated hx projected onto the real components (``out/sim``) and the simulator's own state analysed
-    (``out/sim/state``); returns ``out/sim/summary.json``."""
+    (``out/sim/state``); returns ``out/sim/summary.json``. ``store``: where ``--sim-start filtered`` draws its
+    real contexts."""
     from .checkpoint import load_sim
 
     sim, frozen = load_sim(sim_folder, agent=agent, device=cfg.device)
-    frames = simulated_frames(sim, frozen, samples=cfg.sim_samples, steps=cfg.sim_steps, seed=cfg.seed)
+    starts = None
+    if cfg.sim_start == "filtered":
+        from .data import load_sim_data
+        from .sample import real_windows
+
+        k = sim.config.context_frames
+        starts, _ = real_windows(load_sim_data(store), cfg.sim_samples, k, cfg.seed, context_frames=k)
+    frames = simulated_frames(sim, frozen, samples=cfg.sim_samples, steps=cfg.sim_steps, seed=cfg.seed,
+                              starts=starts)
     colours = {name: frames[name] for name in (*COLOUR_FIELDS, "sample", "t")}
     projected = project(frames["hx"], analysis)
     folder = out / "sim"
@@ -97,6 +112,7 @@ def compare_simulated(cfg: HxConfig, sim_folder: Path, agent, analysis, out: Pat
     z = projected["z"]
     summary = {
         "simulator": str(sim_folder), "samples": cfg.sim_samples, "steps": cfg.sim_steps, "seed": cfg.seed,
+        "start": cfg.sim_start,
         # share of the squared z-norm around the real mean that the real top-k PCs hold: real vs simulated
         "pca_share_real": float(sum(analysis.summary["pca"]["explained_variance_ratio"])),
         "pca_share_simulated": float((projected["pca"] ** 2).sum() / max((z ** 2).sum(), 1e-30)),
@@ -140,7 +156,7 @@ def run_hx(cfg: HxConfig) -> tuple:
     if sim_folder is None:
         return path, None
     say(cfg, f"comparing with the simulator at {sim_folder}")
-    return path, compare_simulated(cfg, sim_folder, agent, analysis, out, action_names)
+    return path, compare_simulated(cfg, sim_folder, agent, analysis, out, action_names, store_path)
 
 
 def build_parser() -> argparse.ArgumentParser:
