@@ -3,7 +3,7 @@
     python -m benchmarks.run_all [--skip NAME,...]
 
 The others need a recorded store or a trained simulator, or run for an hour (``sim_fidelity``, ``sim_training``,
-``sim_swap_starts``, ``sim_episode_ends``, ``sim_closed_loop`` (after ``sim_fidelity``), ``dt_training``,
+``sim_swap_starts``, ``sim_episode_ends``, ``sim_closed_loop`` (after ``sim_fidelity``), ``sim_balls``, ``dt_training``,
 ``evaluate_coinrun``, ``minigrid_time_to_95``): run them one by one as their docstrings and benchmarks/README.md say.
 """
 from __future__ import annotations
