@@ -14,6 +14,9 @@ views each model's recall by object type at horizons 1 and 10, and the one-step 
 again one step after the context: a perfect sampler's score, the best guess's, and the headroom it leaves each
 model) and the closed-loop agreement (the agent acting on its own in the simulator and in draws of the environment).
 
+``--test-store STORE`` scores every episode of a store recorded apart (``policylens record RUN --seed 1000000
+--out STORE``) instead of the held-out split: more episodes, tighter intervals (``--windows 4096``).
+
 ``--lever LABEL`` scores another simulator (``--sim DIR``, trained with one setting changed) the same way and
 files the result under ``runs[LABEL]`` of ``results/sim_fidelity_levers.json`` instead, beside the other levers.
 """
