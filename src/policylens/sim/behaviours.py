@@ -151,7 +151,8 @@ def jacobians(sim, agent: FrozenAgent, readout: Readout, start, steps: int, max_
 
     with torch.enable_grad():
         r = rollout(sim, policy, start, steps, mode="modal", detach_actions=own and cut == "actions", latent=latent,
-                    noise=noise, straight_through=False if actions == "soft" else None, intervene=tap, **(recorded or {}))
+                    noise=noise, straight_through=False if actions == "soft" else None, intervene=tap,
+                    **(recorded or {}))
         ic = readout.coefficients(r.hx)  # (B, T, K)
         jac = torch.full((batch, steps, max_lag + 1, len(readout), len(readout)), float("nan"), dtype=dtype)
         for later in range(steps):
