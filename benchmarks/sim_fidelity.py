@@ -46,6 +46,8 @@ def main(argv=None):
                         "instead of the simulator's wall time (sim fidelity --baseline-steps)")
     parser.add_argument("--test-store", default="", help="score every episode of this store, recorded apart, "
                         "instead of the held-out split (sim fidelity --test-store)")
+    parser.add_argument("--ceiling-draws", type=int, default=-1, help="sim fidelity --ceiling-draws (0: skip the "
+                        "one-step ceiling, which does not depend on the model)")
     args = parser.parse_args(argv)
     from policylens.sim import fidelity_cli
     from policylens.sim.fidelity_plots import recall_at
@@ -54,7 +56,8 @@ def main(argv=None):
     path = fidelity_cli.main([args.run, "--windows", str(args.windows), "--horizon", str(args.horizon),
                               "--baseline", args.baseline, "--device", args.device, "--out", args.out,
                               "--sim", args.sim, "--start", args.start, "--progress", "false",
-                              "--baseline-steps", str(args.baseline_steps), "--test-store", args.test_store])
+                              "--baseline-steps", str(args.baseline_steps), "--test-store", args.test_store,
+                              "--ceiling-draws", str(args.ceiling_draws)])
     report = json.loads(path.read_text())
     higher = report["higher_is_better"]
     models = report["models"]
