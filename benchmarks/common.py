@@ -25,10 +25,11 @@ def write(name: str, result: dict) -> Path:
     return path
 
 
-def file_run(name: str, label: str, result: dict) -> Path:
-    """Put ``result`` under ``runs[label]`` of ``results/NAME.json``, keeping the other runs there."""
+def file_run(name: str, label: str, result: dict, **shared) -> Path:
+    """Put ``result`` under ``runs[label]`` of ``results/NAME.json``, keeping the other runs there; ``shared``:
+    top-level entries every run is read against (e.g. the environment's own figures), replaced."""
     path = RESULTS / f"{name}.json"
     filed = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
     filed.pop("machine", None)
     filed["runs"][label] = result
-    return write(name, filed)
+    return write(name, {**filed, **shared})

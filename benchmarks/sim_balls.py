@@ -57,6 +57,7 @@ def main(argv=None) -> dict:
     w, _ = held_out_windows(_read_data(paths, conf, frozen), split["val_fraction"], split["seed"], k, args.steps,
                             args.windows, args.seed)
     steps = w.obs.shape[1]
+
     def drawn(**kw) -> dict:  # the same draws for every way that draws
         return dict(latent="sample", generator=torch.Generator().manual_seed(args.seed), **kw)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .common import RESULTS, write
+from .common import file_run
 
 
 def shares(records: list) -> dict:
@@ -75,12 +75,8 @@ def main(argv=None) -> dict:
         result["steps"][str(steps)] = {name: shares(r) for name, r in records.items()}
         print(steps, {name: {k: v for k, v in s.items() if k != "episodes"} for name, s in
                       result["steps"][str(steps)].items()})
-    path = RESULTS / "sim_swap_imagined.json"
-    filed = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
-    filed.pop("machine", None)
-    filed["runs"][args.label] = result
-    filed["environment"] = {"swap_dir": str(swap_dir), **environment(swap_dir)}
-    write("sim_swap_imagined", filed)
+    file_run("sim_swap_imagined", args.label, result,
+             environment={"swap_dir": str(swap_dir), **environment(swap_dir)})
     return result
 
 

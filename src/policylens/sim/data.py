@@ -123,10 +123,15 @@ def load_sim_data(path, max_episodes: int = 0) -> SimData:
     clear errors when it cannot serve one. ``path`` may name several stores of the same agent and env, comma-
     separated (e.g. its own play and a higher-temperature policy's): their episodes follow one another, and the
     held-out split is drawn from the first's (:meth:`SimData.split`)."""
-    parts = [p.strip() for p in str(path).split(",") if p.strip()]
+    parts = store_paths(path)
     if len(parts) > 1:
         return join_sim_data([load_sim_data(p, max_episodes) for p in parts])
     return _load_one(path, max_episodes)
+
+
+def store_paths(text) -> list:
+    """The stores a ``--store A,B`` value names, in order."""
+    return [p.strip() for p in str(text).split(",") if p.strip()]
 
 
 def join_sim_data(parts: list) -> SimData:

@@ -126,12 +126,12 @@ def _read_data(paths, conf: dict, frozen):
     rebuilt), then the further stores ``sim train --store A,B`` joined (``--store`` here, else the ones its config
     records), whose episodes all train. The held-out episodes come from the first store alone, so a baseline
     trained here sees the simulator's data."""
-    from .data import join_sim_data, load_sim_data
+    from .data import join_sim_data, load_sim_data, store_paths
 
     data_conf, train = conf.get("data") or {}, conf.get("train") or {}
     first_episodes = int(data_conf.get("split_episodes", data_conf.get("episodes", 0)))
-    stores = [p.strip() for p in str(paths.store).split(",") if p.strip()]
-    further = stores[1:] or [p.strip() for p in str(data_conf.get("store", "")).split(",") if p.strip()][1:]
+    stores = store_paths(paths.store)
+    further = stores[1:] or store_paths(data_conf.get("store", ""))[1:]
     data = load_sim_data(stores[0], max_episodes=first_episodes)
     if first_episodes and data.num_episodes < first_episodes:
         raise ValueError(f"rollouts store {stores[0]} holds {data.num_episodes} episodes; the simulator was "
