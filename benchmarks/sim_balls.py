@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     from policylens.sim.command import SimCommand, load_parts, resolve
     from policylens.sim.fidelity import held_out_windows
-    from policylens.sim.fidelity_cli import _read_data, _split
+    from policylens.sim.fidelity_cli import training_data, training_split
     from policylens.sim.checkpoint import read_sim_config
     from policylens.sim.loop import rollout
     from policylens.sim.objective import context_posterior
@@ -53,8 +53,8 @@ def main(argv=None) -> dict:
     paths = resolve(cfg, "balls")
     sim, frozen, _, _ = load_parts(cfg, paths)
     conf = read_sim_config(paths.sim)[1]
-    split, k = _split(conf), sim.config.context_frames
-    w, _ = held_out_windows(_read_data(paths, conf, frozen), split["val_fraction"], split["seed"], k, args.steps,
+    split, k = training_split(conf), sim.config.context_frames
+    w, _ = held_out_windows(training_data(paths, conf, frozen), split["val_fraction"], split["seed"], k, args.steps,
                             args.windows, args.seed)
     steps = w.obs.shape[1]
 

@@ -33,7 +33,7 @@ def main(argv=None) -> dict:
     from policylens.sim.checkpoint import read_sim_config
     from policylens.sim.command import load_parts, resolve
     from policylens.sim.fidelity import held_out_windows
-    from policylens.sim.fidelity_cli import FidelityConfig, _read_data, _split
+    from policylens.sim.fidelity_cli import FidelityConfig, training_data, training_split
     from policylens.sim.loop import rollout
     from policylens.sim.objective import seen_mask
 
@@ -41,8 +41,8 @@ def main(argv=None) -> dict:
     paths = resolve(cfg, "fidelity")
     sim, frozen, _, _ = load_parts(cfg, paths)
     _, conf = read_sim_config(paths.sim)
-    split, k = _split(conf), sim.config.context_frames
-    w, _ = held_out_windows(_read_data(paths, conf, frozen), split["val_fraction"], split["seed"], k, args.horizon,
+    split, k = training_split(conf), sim.config.context_frames
+    w, _ = held_out_windows(training_data(paths, conf, frozen), split["val_fraction"], split["seed"], k, args.horizon,
                             args.windows)
     steps, valid = w.obs.shape[1], w.mask.bool()
     context = seen_mask(w.mask, torch.full((len(w.mask),), k))  # (N, T) the context frames alone

@@ -48,6 +48,10 @@ def main(argv=None):
                         "instead of the held-out split (sim fidelity --test-store)")
     parser.add_argument("--ceiling-draws", type=int, default=-1, help="sim fidelity --ceiling-draws (0: skip the "
                         "one-step ceiling, which does not depend on the model)")
+    parser.add_argument("--closed-loop-draws", type=int, default=-1, help="sim fidelity --closed-loop-draws (0: "
+                        "skip the closed loop)")
+    parser.add_argument("--reach", type=int, default=1, help="score only windows with this many frames after the "
+                        "context in their episode (sim fidelity --reach; --horizon: the far horizon on every window)")
     args = parser.parse_args(argv)
     from policylens.sim import fidelity_cli
     from policylens.sim.fidelity_plots import recall_at
@@ -57,7 +61,8 @@ def main(argv=None):
                               "--baseline", args.baseline, "--device", args.device, "--out", args.out,
                               "--sim", args.sim, "--start", args.start, "--progress", "false",
                               "--baseline-steps", str(args.baseline_steps), "--test-store", args.test_store,
-                              "--ceiling-draws", str(args.ceiling_draws)])
+                              "--ceiling-draws", str(args.ceiling_draws), "--reach", str(args.reach),
+                              "--closed-loop-draws", str(args.closed_loop_draws)])
     report = json.loads(path.read_text())
     higher = report["higher_is_better"]
     models = report["models"]

@@ -21,7 +21,7 @@ from policylens.sim.baseline import Prediction, VaeLstm, load_baseline, save_bas
 from policylens.sim.data import load_sim_data
 from policylens.sim.obs import obs_score
 from policylens.sim.fidelity import (baseline_unroll, curve, held_out_windows, object_recall, repeat_unroll,
-                                     resample_weights, score_models, simulator_unroll, summarize)
+                                     resample_weights, score_models, scored_windows, simulator_unroll, summarize)
 from policylens.train.state import split_episodes
 
 STEPS = 12  # steps after the context
@@ -228,14 +228,14 @@ def test_baseline_with_tail_windows_draws_the_simulators_tail_windows(parts, mon
 
 
 def test_a_simulator_that_predates_tail_windows_gets_a_whole_window_baseline():
-    from policylens.sim.fidelity_cli import _split
+    from policylens.sim.fidelity_cli import training_split
 
-    assert _split({"train": {"seed": 0}})["tail_windows"] is False  # the default is on, but it was trained without
-    assert _split({"train": {"seed": 0, "tail_windows": True}})["tail_windows"] is True
+    assert training_split({"train": {"seed": 0}})["tail_windows"] is False  # the default is on, but it was trained without
+    assert training_split({"train": {"seed": 0, "tail_windows": True}})["tail_windows"] is True
 
 
 def test_baseline_in_bf16_runs_under_autocast_as_the_simulator_was_trained(parts):
-    from policylens.sim.fidelity_cli import _split
+    from policylens.sim.fidelity_cli import training_split
 
     sim, _, data, _ = parts
     kw = dict(steps=1, window=6, batch_size=4, seed=3)
@@ -244,8 +244,8 @@ def test_baseline_in_bf16_runs_under_autocast_as_the_simulator_was_trained(parts
     assert (info32["bf16"], info16["bf16"]) == (False, True)
     a, b = info32["final_terms"], info16["final_terms"]  # one step: the same batch from the same weights
     assert a != b and all(abs(a[k] - b[k]) <= 0.05 * abs(a[k]) + 1e-3 for k in a)  # bf16 rounding, not another loss
-    assert _split({"train": {"seed": 0, "bf16": True}})["bf16"] is True  # a bf16 simulator gets a bf16 baseline
-    assert _split({"train": {"seed": 0}})["bf16"] is False
+    assert training_split({"train": {"seed": 0, "bf16": True}})["bf16"] is True  # a bf16 simulator gets a bf16 baseline
+    assert training_split({"train": {"seed": 0}})["bf16"] is False
 
 
 def test_baseline_save_load_round_trip(run, parts, tmp_path):
@@ -343,6 +343,7 @@ def test_bad_input_gives_clear_errors(run, tmp_path, capsys):
     refused([rnn, "--horizon", "0"], "--horizon must be >= 1")
     refused([rnn, "--ceiling-draws", "-2"], "--ceiling-draws must be >= 0")
     refused([rnn, "--closed-loop-draws", "3"], "--closed-loop-draws must be 0 or >= 4")
+    refused([rnn, "--reach", "4"], "--reach 4 is beyond --horizon 3")
     torch.manual_seed(0)
     agents.save_agent(agents.build(dict(AGENT, recurrent=False)), dict(AGENT, recurrent=False), tmp_path / "ff" /
                       "agent", extra={"env": ENV})
@@ -368,6 +369,23 @@ def test_held_out_windows_come_from_the_held_out_episodes_and_reach_past_the_con
     assert w.mask[:, :3].all()  # the context and at least one step after it
     few, _ = held_out_windows(data, 0.34, 3, context=2, horizon=4, count=5, seed=1)
     assert few.obs.shape[0] == 5
+
+
+def test_reach_scores_only_windows_whose_steps_lie_in_their_episode(parts):
+    _, _, data, _ = parts
+    episodes = np.arange(data.num_episodes)
+    reach = int(np.sort(data.length)[-2]) - 2  # the two longest episodes reach that far after 2 context frames
+    w, info = scored_windows(data, episodes, context=2, horizon=reach, count=1000, reach=reach)
+    long = [e for e in episodes if data.length[e] >= 2 + reach]
+    assert len(long) >= 2 and info["scored_episodes"] == long
+    assert info["windows"] == sum(data.length[e] - 1 - reach for e in long)  # every start that reaches
+    assert w.mask.all()  # every step of every window lies in its episode
+    everything, _ = scored_windows(data, episodes, context=2, horizon=reach, count=1000)
+    assert not everything.mask.all()  # without it, the far steps are padding on most windows
+    with pytest.raises(ValueError, match="reach in 1 .. horizon"):
+        scored_windows(data, episodes, context=2, horizon=3, count=10, reach=4)
+    with pytest.raises(ValueError, match="plus the"):
+        scored_windows(data, episodes, context=2, horizon=1000, count=10, reach=1000)
 
 
 def test_the_training_logs_open_loop_scores_read_the_context_as_sim_fidelity_does(parts):

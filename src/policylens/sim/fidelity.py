@@ -247,29 +247,32 @@ def summarize(values: dict, mask: np.ndarray, bootstrap: int = 1000, seed: int =
 
 
 def held_out_windows(data: SimData, val_fraction: float, split_seed: int, context: int, horizon: int, count: int,
-                     seed: int = 0) -> tuple:
+                     seed: int = 0, reach: int = 1) -> tuple:
     """Up to ``count`` windows of ``context + horizon`` frames from the held-out episodes of the seeded split
     (:func:`scored_windows`). Returns ``(Windows, split info)``."""
     _, held_out = data.split(val_fraction, split_seed)
     where = f"held-out episode (of {len(held_out)} held out by val_fraction {val_fraction}, seed {split_seed})"
-    windows, info = scored_windows(data, held_out, context, horizon, count, seed, where)
+    windows, info = scored_windows(data, held_out, context, horizon, count, seed, where, reach)
     return windows, {"val_fraction": val_fraction, "seed": split_seed, "store_episodes": data.num_episodes,
                      "held_out_episodes": len(held_out), **info}
 
 
 def scored_windows(data: SimData, episodes, context: int, horizon: int, count: int, seed: int = 0,
-                   where: str = "episode") -> tuple:
+                   where: str = "episode", reach: int = 1) -> tuple:
     """Up to ``count`` windows of ``context + horizon`` frames from ``episodes``: a seeded sorted subsample of every
-    start with at least one frame after the context in its episode (a window running past the episode's end is
-    padded, so late steps are scored on fewer windows: see the counts). Returns ``(Windows, info)``."""
-    if horizon < 1 or count < 1:
-        raise ValueError(f"horizon and windows must be >= 1, got {horizon}, {count}")
-    usable = np.array([e for e in episodes if data.length[e] > context], np.int64)
-    starts = np.concatenate([np.arange(data.start[e], data.start[e] + data.length[e] - context) for e in usable]
-                            or [np.zeros(0, np.int64)]).astype(np.int64)
+    start with at least ``reach`` frames after the context in its episode (a window running past the episode's end
+    is padded, so late steps are scored on fewer windows: see the counts; ``reach=horizon``: only windows whose
+    every step lies in their episode, the few long episodes where a far horizon exists). Returns
+    ``(Windows, info)``."""
+    if not 1 <= reach <= horizon or count < 1:
+        raise ValueError(f"horizon and windows must be >= 1 and reach in 1 .. horizon, got horizon {horizon}, "
+                         f"windows {count}, reach {reach}")
+    usable = np.array([e for e in episodes if data.length[e] >= context + reach], np.int64)
+    starts = np.concatenate([np.arange(data.start[e], data.start[e] + data.length[e] - context - reach + 1)
+                             for e in usable] or [np.zeros(0, np.int64)]).astype(np.int64)
     if len(starts) == 0:
-        raise ValueError(f"rollouts store {data.path}: no {where} is longer than the {context} context frames; "
-                         "record more episodes")
+        raise ValueError(f"rollouts store {data.path}: no {where} is longer than the {context} context frames"
+                         f"{f' plus the {reach} steps of --reach' if reach > 1 else ''}; record more episodes")
     if len(starts) > count:
         starts = np.sort(np.random.default_rng(seed).choice(starts, count, replace=False))
     return data.windows(starts, context + horizon), {"scored_episodes": usable.tolist(), "windows": len(starts)}

@@ -46,6 +46,10 @@ class FidelityConfig(SimCommand):
     """steps scored after the context frames"""
     windows: int = 512
     """held-out windows scored (a seeded subsample when there are more)"""
+    reach: int = 1
+    """score only windows with at least this many frames after the context inside their episode (horizon: every
+    step of every window is scored; on MiniGrid, where episodes last 16.5 frames, the far horizon exists only in
+    its few long episodes, so pair it with a large --test-store)"""
     test_store: str = ""
     """score the episodes of this rollouts store instead of the training store's held-out ones: a store recorded
     apart by the same agent in the same env (`policylens record RUN --seed 1000000 --out PATH`), for more scored
@@ -82,12 +86,15 @@ class FidelityConfig(SimCommand):
 
 
 def _check(cfg: FidelityConfig) -> None:
-    for name in ("horizon", "windows", "batch_size", "bootstrap"):
+    for name in ("horizon", "windows", "batch_size", "bootstrap", "reach"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     for name in ("ceiling_draws", "closed_loop_draws"):
         if getattr(cfg, name) < -1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (or -1: auto), got {getattr(cfg, name)}")
+    if cfg.reach > cfg.horizon:
+        raise ValueError(f"--reach {cfg.reach} is beyond --horizon {cfg.horizon}: a window is scored {cfg.horizon} "
+                         "steps after its context")
     if 0 < cfg.closed_loop_draws < 4:
         raise ValueError(f"--closed-loop-draws must be 0 or >= 4 (the best guess is drawn from half of them), got "
                          f"{cfg.closed_loop_draws}")
@@ -98,7 +105,7 @@ def _check(cfg: FidelityConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
 
 
-def _split(conf: dict) -> dict:
+def training_split(conf: dict) -> dict:
     """How ``sim train`` split the store: its val_fraction and seed (the defaults when it recorded none)."""
     from .train import SimTrainConfig, split_seed
 
@@ -121,7 +128,7 @@ def _start(cfg: FidelityConfig, conf: dict) -> str:
     return cfg.start if cfg.start != "auto" else trained_start(conf)
 
 
-def _read_data(paths, conf: dict, frozen):
+def training_data(paths, conf: dict, frozen):
     """Every episode the simulator trained on, as it saw them: the store's first ``data.episodes`` (so the split is
     rebuilt), then the further stores ``sim train --store A,B`` joined (``--store`` here, else the ones its config
     records), whose episodes all train. The held-out episodes come from the first store alone, so a baseline
@@ -301,20 +308,20 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
     paths = resolve(cfg, "fidelity")
     sim, frozen, _, _ = load_parts(cfg, paths)
     _, conf = read_sim_config(paths.sim)
-    split, k = _split(conf), sim.config.context_frames
-    data = _read_data(paths, conf, frozen)
+    split, k = training_split(conf), sim.config.context_frames
+    data = training_data(paths, conf, frozen)
     # asking for draws on an env that cannot replay is refused here, before the baseline trains
     ceiling_draws, closed_draws = (_draws(cfg, data, name) for name in ("ceiling_draws", "closed_loop_draws"))
     if cfg.test_store:
         episodes_from = _test_data(cfg, data, frozen)
         windows, split_info = scored_windows(episodes_from, np.arange(episodes_from.num_episodes), k, cfg.horizon,
-                                             cfg.windows, cfg.seed, "episode of the test store")
+                                             cfg.windows, cfg.seed, "episode of the test store", cfg.reach)
         split_info = {"test_store": cfg.test_store, "store_episodes": episodes_from.num_episodes, **split_info}
         split["source"] = "every episode of a store recorded apart (--test-store)"
     else:
         episodes_from = data
         windows, split_info = held_out_windows(data, split["val_fraction"], split["seed"], k, cfg.horizon,
-                                               cfg.windows, cfg.seed)
+                                               cfg.windows, cfg.seed, cfg.reach)
     baseline, baseline_info = _baseline(cfg, paths, conf, sim.config, split, data)
     start = _start(cfg, conf)
     other = "z" if start == "filtered" else "filtered"

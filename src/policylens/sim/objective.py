@@ -22,7 +22,10 @@ loss on the global batch; the loss divides by the batch's window steps, padding 
   read some of its context frames through the posterior (``seen``: frames 0 .. seen-1, where frame 0 is never
   read, s_0 comes from z): with ``open_loop_start="mixed"`` training draws seen from 1 .. context_frames, so
   the prior learns to unroll from z alone (seen=1, how ``sim sample`` and ``sim optimize`` imagine) and from
-  the filtered context (seen=K, how ``sim fidelity`` scores a simulator trained so).
+  the filtered context (seen=K, how ``sim fidelity`` scores a simulator trained so). With
+  ``open_loop_trains_readouts`` off it reads the decoder and the reward and episode-end heads with their weights
+  detached: it trains the dynamics to unroll onto states the readouts already decode, and cannot teach the decoder
+  to hedge where the future is uncertain (a moving ball's cell several steps ahead).
 
 Why ``open_loop``: with teacher forcing alone the posterior carries each frame and the prior lags far behind.
 On the MiniGrid recurrent zoo agent's store, 600 steps of teacher forcing reached 0.966 per-cell accuracy
@@ -76,8 +79,9 @@ class SimObjective(nn.Module):
             posterior = {}
             if seen is not None and bool((seen > 1).any()):  # the first seen frames through the posterior
                 posterior = {"obs": batch.obs, "mask": seen_mask(batch.mask, seen)}
-            imagined = rollout(self.sim, self.agent, r.z, steps, actions=batch.action, latent=latent, noise=noise,
-                               **posterior)
+            imagined = torch.func.functional_call(  # the readouts' weights detached unless they train here
+                _Unroll(self.sim), {} if self.cfg.open_loop_trains_readouts else readouts_detached(self.sim, "sim."),
+                (self.agent, r.z, steps), dict(actions=batch.action, latent=latent, noise=noise, **posterior))
             terms = per_step_terms(imagined, batch, self.sim.config, w)
             sums["open_loop"] = sum(getattr(self.cfg, f"{k}_weight") * (v * batch.mask).sum() for k, v in terms.items())
         else:
@@ -109,6 +113,27 @@ def prior_step_terms(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise |
     return {"obs": obs_loss(decoded.reshape(b, t - 1, *decoded.shape[1:]), batch.obs[:, 1:], sim.config, obs_weights),
             "reward": (reward.float() - batch.reward[:, 1:]).pow(2),
             "done": F.binary_cross_entropy_with_logits(done.float(), batch.done[:, 1:], reduction="none")}
+
+
+READOUTS = ("obs_decoder", "reward_head", "done_head")
+
+
+class _Unroll(nn.Module):
+    """:func:`rollout` of ``sim`` as a module's forward, so ``torch.func.functional_call`` can swap its weights."""
+
+    def __init__(self, sim: Simulator):
+        super().__init__()
+        self.sim = sim
+
+    def forward(self, *args, **kwargs) -> Rollout:
+        return rollout(self.sim, *args, **kwargs)
+
+
+def readouts_detached(sim: Simulator, prefix: str = "") -> dict:
+    """``{prefix + name: weight.detach()}`` for the decoder's and the reward and episode-end heads' weights: read
+    through ``torch.func.functional_call``, the terms train the dynamics alone (gradients still reach the states
+    the readouts read)."""
+    return {f"{prefix}{m}.{k}": v.detach() for m in READOUTS for k, v in getattr(sim, m).named_parameters()}
 
 
 def _apply(module: nn.Module, x: torch.Tensor, train: bool) -> torch.Tensor:

@@ -108,6 +108,10 @@ class SimTrainConfig:
     """the prior_obs and prior_step terms also train the decoder and the reward and episode-end heads (false: they
     read them with their weights detached and train the dynamics alone, so the readouts learn from the posterior's
     states and are not taught to hedge on the prior's)"""
+    open_loop_trains_readouts: bool = True
+    """the open-loop term also trains the decoder and the reward and episode-end heads (false: it reads them with
+    their weights detached and trains the dynamics alone, so the decoder learns from the posterior's states and is
+    not taught to hedge on frames the prior cannot foresee, such as where a moving ball will be)"""
     obs_balance: float = 0.0
     """weight each cell of the observation loss by (share of its object type in the store's frames) ** -this,
     normalised to a mean of 1 (0: every cell alike; categorical views). MiniGrid's moving balls are a few cells of a
