@@ -45,3 +45,29 @@ def test_sim_report_copies_every_figure_it_links(demo):
     assert len(links) >= 6 and all((path.parent / link).is_file() for link in links)
     assert all(link.startswith("figures/") for link in links)  # the folder stands alone
     assert "### Simulator" in text and "### Swap" in text
+
+
+def test_report_differences_are_bold_only_where_the_interval_clears_zero_on_the_better_side():
+    from policylens.sim.report import baseline_budget, difference_rows, fidelity_source
+
+    def d(mean, low, high, count=10):
+        return {"mean": mean, "low": low, "high": high, "count": count}
+
+    diffs = {"1": {"obs_score": d(0.01, 0.005, 0.02), "action_agreement": d(-0.01, -0.02, 0.01),
+                   "value_error": d(-0.002, -0.003, -0.001)},
+             "10": {"obs_score": d(-0.01, -0.02, -0.005), "action_agreement": d(0.02, 0.01, 0.03),
+                    "value_error": d(0.002, 0.001, 0.003)},
+             "32": {k: d(0.0, 0.0, 0.0, count=0) for k in ("obs_score", "action_agreement", "value_error")}}
+    report = {"models": {"baseline": {"simulator_minus_this": diffs}},
+              "higher_is_better": {"obs_score": True, "action_agreement": True, "value_error": False},
+              "settings": {"split": {"windows": 4096, "test_store": "t.zarr", "scored_episodes": [0, 1],
+                                     "store_episodes": 3}, "config": {"reach": 32}}}
+    one, ten = difference_rows(report)  # no row where nothing was scored
+    cells = [c.strip() for c in one.split("|")[3:6]]
+    assert cells == ["**+0.0100 [+0.0050, +0.0200]**", "-0.0100 [-0.0200, +0.0100]", "**-0.0020 [-0.0030, -0.0010]**"]
+    cells = [c.strip() for c in ten.split("|")[3:6]]  # worse on obs and value, better on action
+    assert [c.startswith("**") for c in cells] == [False, True, False]
+    assert fidelity_source(report) == ("4096 windows of a store recorded apart (`t.zarr`, 2 of its 3 episodes scored) "
+                                       "with 32 frames after the context in their episode")
+    assert baseline_budget({"budget": "--baseline-steps", "steps": 5, "seconds": 2.4}) == "for 5 steps (2 s)"
+    assert baseline_budget({"budget": "equal wall time", "steps": 5}) == "for the same wall time (5 steps)"

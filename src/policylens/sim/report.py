@@ -41,6 +41,41 @@ def fidelity_rows(report: dict) -> list:
             for name, model in report["models"].items() for h, m in model["summary"].items()]
 
 
+def difference_rows(report: dict, other: str = "baseline") -> list:
+    """Markdown rows ``| simulator - OTHER | step | d [low, high] ... |`` of the paired differences at the report's
+    horizons, bold where the 95% interval lies on the simulator's better side."""
+    diffs, higher = report["models"].get(other, {}).get("simulator_minus_this", {}), report["higher_is_better"]
+    cells = []
+    for h, m in diffs.items():
+        if not any(m[k]["count"] for k in METRICS):
+            continue
+        text = []
+        for k in METRICS:
+            d = m[k]
+            better = d["low"] > 0 if higher[k] else d["high"] < 0
+            value = f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d["count"] else "–"
+            text.append(f"**{value}**" if d["count"] and better else value)
+        cells.append(f"| simulator − {other} | {h} | " + " | ".join(text) + " |")
+    return cells
+
+
+def fidelity_source(report: dict) -> str:
+    """What the report scored: the held-out windows of the training split, or those of a store recorded apart."""
+    split = report["settings"]["split"]
+    reach = (report["settings"].get("config") or {}).get("reach", 1)
+    what = (f"{split['windows']} windows of a store recorded apart (`{split['test_store']}`, "
+            f"{len(split['scored_episodes'])} of its {split['store_episodes']} episodes scored)"
+            if split.get("test_store") else f"{split['windows']} held-out windows")
+    return what + (f" with {reach} frames after the context in their episode" if reach > 1 else "")
+
+
+def baseline_budget(training: dict) -> str:
+    """How the baseline's compute was set: the same wall time as the simulator's, or a number of steps."""
+    if str(training.get("budget", "")).startswith("--baseline-steps"):
+        return f"for {training.get('steps', '?')} steps ({training.get('seconds') or 0:.0f} s)"
+    return f"for the same wall time ({training.get('steps', '?')} steps)"
+
+
 def ceiling_rows(report: dict) -> list:
     """Markdown rows of the one-step ceiling (MiniGrid: the environment drawn again), as :func:`fidelity_rows`."""
     c = report.get("one_step_ceiling")
@@ -105,10 +140,10 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
     if fid:
         train = {m: v.get("training") or {} for m, v in fid["models"].items()}
         lines += [f"{sub} Fidelity", "",
-                  f"{fid['settings']['split']['windows']} held-out windows, {fid['settings']['context_frames']} "
-                  f"context frames; seed 000's VAE+LSTM trained for the same wall time "
-                  f"({train.get('baseline', {}).get('steps', '?')} steps) and a model that repeats the last frame. "
-                  "Action agreement and value error: the real agent on simulated against real frames.", "",
+                  f"{fidelity_source(fid)}, {fid['settings']['context_frames']} context frames; seed 000's "
+                  f"VAE+LSTM trained on the same episodes {baseline_budget(train.get('baseline', {}))} and a model "
+                  "that repeats the last frame. Action agreement and value error: the real agent on simulated "
+                  "against real frames.", "",
                   f"| model | step | {'obs MSE (lower is better)' if fid['settings']['obs_kind'] == 'pixels' else 'obs cell accuracy'} | action agreement | value error |",
                   "|---|---|---|---|---|",
                   *fidelity_rows(fid), *(ceiling := ceiling_rows(fid)), ""]
@@ -119,6 +154,10 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
                       "the world's distribution scores (the commonest code per cell, the agent's commonest action, the "
                       "median value across the draws). No model can expect much more than the best guess one step "
                       "out.", ""]
+        if diffs := difference_rows(fid):
+            lines += ["Paired differences, simulator minus baseline, with 95% bootstrap intervals over the scored "
+                      "episodes (bold: the simulator is better with the interval clear of zero):", "",
+                      "| | step | obs | action agreement | value error |", "|---|---|---|---|---|", *diffs, ""]
         names, recall = recall_at(fid, 1)
         if names:
             lines += ["Recall by object one step after the context: the share of the recorded cells of each object "
