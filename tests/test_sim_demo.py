@@ -45,6 +45,11 @@ def test_sim_report_copies_every_figure_it_links(demo):
     assert len(links) >= 6 and all((path.parent / link).is_file() for link in links)
     assert all(link.startswith("figures/") for link in links)  # the folder stands alone
     assert "### Simulator" in text and "### Swap" in text
+    import shutil  # a further scoring beside the main one gets its own table of differences
+    shutil.copytree(tmp_path / "recurrent" / "analysis" / "fidelity", tmp_path / "recurrent" / "analysis" / "fidelity-again")
+    text = main([str(tmp_path / "recurrent"), "--out", str(tmp_path / "report"), "--progress", "false"]).read_text()
+    again = text[text.index("Scored again (`fidelity-again`)"):]
+    assert "| simulator − baseline | 1 (" in again
 
 
 def test_report_differences_are_bold_only_where_the_interval_clears_zero_on_the_better_side():
@@ -63,8 +68,8 @@ def test_report_differences_are_bold_only_where_the_interval_clears_zero_on_the_
               "settings": {"split": {"windows": 4096, "test_store": "t.zarr", "scored_episodes": [0, 1],
                                      "store_episodes": 3}, "config": {"reach": 32}}}
     one, ten = difference_rows(report)  # no row where nothing was scored
-    cells = [c.strip() for c in one.split("|")[3:6]]
-    assert cells == ["**+0.0100 [+0.0050, +0.0200]**", "-0.0100 [-0.0200, +0.0100]", "**-0.0020 [-0.0030, -0.0010]**"]
+    cells = [c.strip() for c in one.split("|")[2:6]]
+    assert cells[0] == "1 (10 windows)" and cells[1:] == ["**+0.0100 [+0.0050, +0.0200]**", "-0.0100 [-0.0200, +0.0100]", "**-0.0020 [-0.0030, -0.0010]**"]
     cells = [c.strip() for c in ten.split("|")[3:6]]  # worse on obs and value, better on action
     assert [c.startswith("**") for c in cells] == [False, True, False]
     assert fidelity_source(report) == ("4096 windows of a store recorded apart (`t.zarr`, 2 of its 3 episodes scored) "

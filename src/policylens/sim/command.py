@@ -99,6 +99,15 @@ def read_saved(folder, summary_file: str, arrays_file: str, what: str, command: 
     return arrays, json.loads((folder / summary_file).read_text())
 
 
+def shown(path) -> str:
+    """``path`` as a report shows it: relative to the working directory when it lies inside it (the zoo's
+    simulators resolve to absolute paths), else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def say(cfg: SimCommand, text: str) -> None:
     """A progress line on stderr, unless ``--progress false``."""
     if cfg.progress:

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .command import SimCommand, command_main, resolve
+from .command import SimCommand, command_main, resolve, shown
 from .fidelity_plots import recall_at
 
 METRICS = ("obs_score", "action_agreement", "value_error")
@@ -55,7 +55,8 @@ def difference_rows(report: dict, other: str = "baseline") -> list:
             better = d["low"] > 0 if higher[k] else d["high"] < 0
             value = f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d["count"] else "–"
             text.append(f"**{value}**" if d["count"] and better else value)
-        cells.append(f"| simulator − {other} | {h} | " + " | ".join(text) + " |")
+        count = max(m[k]["count"] for k in METRICS)
+        cells.append(f"| simulator − {other} | {h} ({count} windows) | " + " | ".join(text) + " |")
     return cells
 
 
@@ -128,7 +129,7 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
         c = conf["sim"]
         seconds = conf.get("trained_seconds")
         lines += [f"{sub} Simulator", "",
-                  f"`{sim_folder}`: {conf.get('trained_steps')} steps"
+                  f"`{shown(sim_folder)}`: {conf.get('trained_steps')} steps"
                   + (f", {seconds:.0f} s of optimizer steps" if seconds else "")
                   + f" on {conf['data']['train_episodes']} episodes ({conf['data']['frames']} frames, "
                   f"{conf['data']['val_episodes']} held out) of `{conf['env']}`; latent {c['latent']}, deter "
@@ -175,6 +176,12 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
                       + "".join(f"; step {h}: {v['simulator']['mean']:.2f} (a draw {v['a draw']['mean']:.2f}, best "
                                 f"guess {v['best guess']['mean']:.2f})" for h, v in at.items()) + ".", "",
                       f"![closed loop]({link(analysis / 'fidelity' / 'closed_loop.png')})", ""]
+    for folder in sorted(analysis.glob("fidelity-*")):  # further scorings: a larger store, a far horizon
+        more = _json(folder / "fidelity.json")
+        if more and (diffs := difference_rows(more)):
+            lines += [f"Scored again (`{folder.name}`): {fidelity_source(more)}; simulator minus baseline:", "",
+                      "| | step | obs | action agreement | value error |", "|---|---|---|---|---|", *diffs, ""]
+
     def figure(title: str, text: str, png: Path, alt: str) -> list:
         return [f"{sub} {title}", "", text, "", f"![{alt}]({link(png)})", ""]
 

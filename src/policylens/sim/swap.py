@@ -31,7 +31,7 @@ from typing import Optional
 import torch
 
 from ..factors import Directions
-from .command import SimCommand, command_main, resolve
+from .command import SimCommand, command_main, resolve, shown
 from .loop import VIEWS
 
 
@@ -163,7 +163,7 @@ def swap_experiment(cfg: SwapConfig) -> dict:
         at_horizon = horizon_setting(results, sim.config.context_frames + cfg.sim_steps, cfg.alpha)
         if at_horizon is not None:
             report["settings"]["real_horizon"] = at_horizon
-        report["settings"]["simulator"] = {**_compared(imagined, cfg.alpha), "simulator": str(simulator),
+        report["settings"]["simulator"] = {**_compared(imagined, cfg.alpha), "simulator": shown(simulator),
                                            "samples": cfg.sim_samples, "steps": cfg.sim_steps, "start": start,
                                            "view": cfg.sim_view}
     out.mkdir(parents=True, exist_ok=True)
