@@ -345,7 +345,8 @@ def test_smoothgrad_without_noise_is_saliency_and_vargrad_is_zero(layer, ff, obs
     sal = attribute(ff, obs, layer=layer, method="saliency", target="action:left")
     sg = attribute(ff, obs, layer=layer, method="smoothgrad", samples=4, noise=0.0, target="action:left")
     vg = attribute(ff, obs, layer=layer, method="vargrad", samples=4, noise=0.0, target="action:left")
-    torch.testing.assert_close(sg, sal, rtol=0, atol=0)
+    # equal up to rounding: a batch of 4 copies may take another kernel path than one frame (seen on some CPUs)
+    torch.testing.assert_close(sg, sal, rtol=1e-4, atol=1e-6 * float(sal.abs().max()))
     assert torch.equal(vg, torch.zeros_like(vg))
 
 
