@@ -2,7 +2,8 @@
 # Remake every analysis behind the zoo simulator's report (zoo/minigrid-do8-recurrent/sim/report.md) from a fresh
 # checkout: the rollouts stores, fidelity on a store recorded apart against the VAE+LSTM baseline, hidden-state
 # directions, saliency through time, behaviours, and the IC1 -> IC3 swap at the simulator's horizon and over
-# whole episodes. About an hour on 2 CPU cores (the baseline's training is most of it, when it is not there yet).
+# whole episodes. Its steps, run separately in session 13, took about 75 minutes in all on 2 CPU cores (33 of
+# them the baseline's training, skipped when it is there); not yet timed as one run.
 #
 #   bash benchmarks/zoo_sim_report.sh    # the analyses (runs/minigrid-do8-recurrent/analysis), then the report
 #

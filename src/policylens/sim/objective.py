@@ -79,9 +79,9 @@ class SimObjective(nn.Module):
             posterior = {}
             if seen is not None and bool((seen > 1).any()):  # the first seen frames through the posterior
                 posterior = {"obs": batch.obs, "mask": seen_mask(batch.mask, seen)}
-            imagined = torch.func.functional_call(  # the readouts' weights detached unless they train here
-                _Unroll(self.sim), {} if self.cfg.open_loop_trains_readouts else readouts_detached(self.sim, "sim."),
-                (self.agent, r.z, steps), dict(actions=batch.action, latent=latent, noise=noise, **posterior))
+            args, kw = (self.agent, r.z, steps), dict(actions=batch.action, latent=latent, noise=noise, **posterior)
+            imagined = (rollout(self.sim, *args, **kw) if self.cfg.open_loop_trains_readouts else  # else the readouts'
+                        torch.func.functional_call(_Unroll(self.sim), readouts_detached(self.sim, "sim."), args, kw))
             terms = per_step_terms(imagined, batch, self.sim.config, w)
             sums["open_loop"] = sum(getattr(self.cfg, f"{k}_weight") * (v * batch.mask).sum() for k, v in terms.items())
         else:

@@ -41,6 +41,9 @@ def fidelity_rows(report: dict) -> list:
             for name, model in report["models"].items() for h, m in model["summary"].items()]
 
 
+DIFFERENCE_HEADER = ["| | step | obs | action agreement | value error |", "|---|---|---|---|---|"]
+
+
 def difference_rows(report: dict, other: str = "baseline") -> list:
     """Markdown rows ``| simulator - OTHER | step | d [low, high] ... |`` of the paired differences at the report's
     horizons, bold where the 95% interval lies on the simulator's better side."""
@@ -158,7 +161,7 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
         if diffs := difference_rows(fid):
             lines += ["Paired differences, simulator minus baseline, with 95% bootstrap intervals over the scored "
                       "episodes (bold: the simulator is better with the interval clear of zero):", "",
-                      "| | step | obs | action agreement | value error |", "|---|---|---|---|---|", *diffs, ""]
+                      *DIFFERENCE_HEADER, *diffs, ""]
         names, recall = recall_at(fid, 1)
         if names:
             lines += ["Recall by object one step after the context: the share of the recorded cells of each object "
@@ -180,7 +183,7 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
         more = _json(folder / "fidelity.json")
         if more and (diffs := difference_rows(more)):
             lines += [f"Scored again (`{folder.name}`): {fidelity_source(more)}; simulator minus baseline:", "",
-                      "| | step | obs | action agreement | value error |", "|---|---|---|---|---|", *diffs, ""]
+                      *DIFFERENCE_HEADER, *diffs, ""]
 
     def figure(title: str, text: str, png: Path, alt: str) -> list:
         return [f"{sub} {title}", "", text, "", f"![{alt}]({link(png)})", ""]
