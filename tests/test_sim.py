@@ -175,22 +175,33 @@ def test_open_loop_term_can_train_the_dynamics_alone_with_the_readouts_read_deta
     noise = Noise.draw(b, t, sim, torch.Generator().manual_seed(0))
     readouts = ("obs_decoder", "reward_head", "done_head")
     grads, sums = {}, {}
-    for name, kw in {"trained": {}, "detached": dict(open_loop_trains_readouts=False),
-                     "off": dict(open_loop_weight=0.0)}.items():
+    for name, kw in {"trained": dict(open_loop_detaches="none"), "detached": dict(open_loop_detaches="readouts"),
+                     "decoder": dict(open_loop_detaches="decoder"), "off": dict(open_loop_weight=0.0)}.items():
         model = Simulator(sim.config, seed=1)
         loss, sums[name] = SimObjective(model, frozen, _train_cfg(Path("."), "x", **kw))(batch, noise)
         loss.backward()
         grads[name] = {k: v.grad.clone() for k, v in model.named_parameters() if v.grad is not None}
-    torch.testing.assert_close(sums["trained"]["open_loop"], sums["detached"]["open_loop"])
+    for name in ("detached", "decoder"):
+        torch.testing.assert_close(sums["trained"]["open_loop"], sums[name]["open_loop"])
     assert float(sums["detached"]["open_loop"].detach()) > 0
     for k, g in grads["detached"].items():  # the readouts learn what they learn without the term; the rest more
-        if k.split(".")[0] in readouts:
+        module = k.split(".")[0]
+        if module in readouts:
             torch.testing.assert_close(g, grads["off"][k])
             assert not torch.allclose(grads["trained"][k], g)
+        # with the decoder alone detached, the heads learn as when the term trains everything
+        torch.testing.assert_close(grads["decoder"][k], grads["off" if module == "obs_decoder" else "trained"][k])
     cell = [k for k in grads["detached"] if k.startswith("cell.")]
     assert cell and all(not torch.allclose(grads["detached"][k], grads["off"][k]) for k in cell)
     for v in model.parameters():  # functional_call leaves the module's own weights in place
         assert isinstance(v, torch.nn.Parameter)
+
+
+def test_open_loop_detaches_names_a_readout_set_or_is_refused_before_training(runs, tmp_path):
+    from policylens.sim.train import fit
+    with pytest.raises(ValueError, match=r"open_loop_detaches 'heads'; expected one of \('none', 'decoder', "):
+        fit(_train_cfg(runs, tmp_path / "sim", open_loop_detaches="heads"))
+    assert not (tmp_path / "sim").exists()
 
 
 def test_open_loop_starts_read_their_seen_frames_through_the_posterior_and_no_more(parts):

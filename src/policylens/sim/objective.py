@@ -22,10 +22,10 @@ loss on the global batch; the loss divides by the batch's window steps, padding 
   read some of its context frames through the posterior (``seen``: frames 0 .. seen-1, where frame 0 is never
   read, s_0 comes from z): with ``open_loop_start="mixed"`` training draws seen from 1 .. context_frames, so
   the prior learns to unroll from z alone (seen=1, how ``sim sample`` and ``sim optimize`` imagine) and from
-  the filtered context (seen=K, how ``sim fidelity`` scores a simulator trained so). With
-  ``open_loop_trains_readouts`` off it reads the decoder and the reward and episode-end heads with their weights
-  detached: it trains the dynamics to unroll onto states the readouts already decode, and cannot teach the decoder
-  to hedge where the future is uncertain (a moving ball's cell several steps ahead).
+  the filtered context (seen=K, how ``sim fidelity`` scores a simulator trained so). ``open_loop_detaches``
+  names the readouts it reads with their weights detached (:data:`DETACHABLE`): with the decoder detached it
+  trains the dynamics to unroll onto states the decoder already decodes, and cannot teach the decoder to hedge
+  where the future is uncertain (a moving ball's cell several steps ahead).
 
 Why ``open_loop``: with teacher forcing alone the posterior carries each frame and the prior lags far behind.
 On the MiniGrid recurrent zoo agent's store, 600 steps of teacher forcing reached 0.966 per-cell accuracy
@@ -80,8 +80,9 @@ class SimObjective(nn.Module):
             if seen is not None and bool((seen > 1).any()):  # the first seen frames through the posterior
                 posterior = {"obs": batch.obs, "mask": seen_mask(batch.mask, seen)}
             args, kw = (self.agent, r.z, steps), dict(actions=batch.action, latent=latent, noise=noise, **posterior)
-            imagined = (rollout(self.sim, *args, **kw) if self.cfg.open_loop_trains_readouts else  # else the readouts'
-                        torch.func.functional_call(_Unroll(self.sim), readouts_detached(self.sim, "sim."), args, kw))
+            detached = DETACHABLE[self.cfg.open_loop_detaches]
+            imagined = (torch.func.functional_call(_Unroll(self.sim), readouts_detached(self.sim, "sim.", detached),
+                                                   args, kw) if detached else rollout(self.sim, *args, **kw))
             terms = per_step_terms(imagined, batch, self.sim.config, w)
             sums["open_loop"] = sum(getattr(self.cfg, f"{k}_weight") * (v * batch.mask).sum() for k, v in terms.items())
         else:
@@ -116,6 +117,8 @@ def prior_step_terms(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise |
 
 
 READOUTS = ("obs_decoder", "reward_head", "done_head")
+DETACHABLE = {"none": (), "decoder": ("obs_decoder",), "readouts": READOUTS}
+"""What ``open_loop_detaches`` may name: the readouts the open-loop term reads with their weights detached."""
 
 
 class _Unroll(nn.Module):
@@ -129,11 +132,11 @@ class _Unroll(nn.Module):
         return rollout(self.sim, *args, **kwargs)
 
 
-def readouts_detached(sim: Simulator, prefix: str = "") -> dict:
-    """``{prefix + name: weight.detach()}`` for the decoder's and the reward and episode-end heads' weights: read
-    through ``torch.func.functional_call``, the terms train the dynamics alone (gradients still reach the states
-    the readouts read)."""
-    return {f"{prefix}{m}.{k}": v.detach() for m in READOUTS for k, v in getattr(sim, m).named_parameters()}
+def readouts_detached(sim: Simulator, prefix: str = "", modules=READOUTS) -> dict:
+    """``{prefix + name: weight.detach()}`` for the weights of ``modules`` (by default the decoder and the reward and
+    episode-end heads): read through ``torch.func.functional_call``, the terms do not train them (gradients still
+    reach the states they read)."""
+    return {f"{prefix}{m}.{k}": v.detach() for m in modules for k, v in getattr(sim, m).named_parameters()}
 
 
 def _apply(module: nn.Module, x: torch.Tensor, train: bool) -> torch.Tensor:

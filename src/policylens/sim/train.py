@@ -40,7 +40,7 @@ from .config import SimConfig, for_data
 from .data import SimData, load_sim_data
 from .loop import FrozenAgent, Noise
 from .model import Simulator
-from .objective import OPEN_LOOP_STARTS, TERMS, SimObjective, held_out_scores, means, trained_start
+from .objective import DETACHABLE, OPEN_LOOP_STARTS, TERMS, SimObjective, held_out_scores, means, trained_start
 from .obs import object_weights
 
 VOLATILE = ("steps", "seconds", "resume", "progress", "device", "threads", "eval_every", "checkpoint_every")
@@ -108,10 +108,11 @@ class SimTrainConfig:
     """the prior_obs and prior_step terms also train the decoder and the reward and episode-end heads (false: they
     read them with their weights detached and train the dynamics alone, so the readouts learn from the posterior's
     states and are not taught to hedge on the prior's)"""
-    open_loop_trains_readouts: bool = True
-    """the open-loop term also trains the decoder and the reward and episode-end heads (false: it reads them with
-    their weights detached and trains the dynamics alone, so the decoder learns from the posterior's states and is
-    not taught to hedge on frames the prior cannot foresee, such as where a moving ball will be)"""
+    open_loop_detaches: str = "none"
+    """the readouts the open-loop term reads with their weights detached, so that it does not train them: none,
+    decoder (the reward and episode-end heads still learn from the prior's states) or readouts (decoder and both
+    heads: the term trains the dynamics alone). With the decoder detached it learns from the posterior's states
+    and is not taught to hedge on frames the prior cannot foresee, such as where a moving ball will be"""
     obs_balance: float = 0.0
     """weight each cell of the observation loss by (share of its object type in the store's frames) ** -this,
     normalised to a mean of 1 (0: every cell alike; categorical views). MiniGrid's moving balls are a few cells of a
@@ -182,6 +183,8 @@ def _check(cfg: SimTrainConfig, world: int) -> None:
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {world} ranks")
     if cfg.prior_step_latent not in ("sample", "mean"):
         raise ValueError(f"prior_step_latent {cfg.prior_step_latent!r}; expected sample or mean")
+    if cfg.open_loop_detaches not in DETACHABLE:
+        raise ValueError(f"open_loop_detaches {cfg.open_loop_detaches!r}; expected one of {tuple(DETACHABLE)}")
     if cfg.open_loop_start not in OPEN_LOOP_STARTS:
         raise ValueError(f"open_loop_start {cfg.open_loop_start!r}; expected one of {OPEN_LOOP_STARTS}")
     if not 0 <= cfg.ema < 1:
