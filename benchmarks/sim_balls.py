@@ -36,7 +36,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", default="zoo:minigrid-do8-recurrent")
     parser.add_argument("--sim", default="zoo/minigrid-do8-recurrent/sim")
-    parser.add_argument("--label", default="defaults (the zoo's)")
+    parser.add_argument("--label", default="the zoo's")
     parser.add_argument("--windows", type=int, default=256)
     parser.add_argument("--steps", type=int, default=12, help="steps after the context")
     parser.add_argument("--seed", type=int, default=0)

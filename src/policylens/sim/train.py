@@ -92,9 +92,11 @@ class SimTrainConfig:
     """weight of the loss between the agent-in-the-loop's hidden state and the recorded one"""
     logits_weight: float = 1.0
     """weight of KL(recorded policy || policy of the agent in the loop)"""
-    open_loop_weight: float = 1.0
+    open_loop_weight: float = 0.25
     """weight of the same windows unrolled open-loop (prior only, from z, recorded actions), scored with the
-    weights above (observation overshooting; a second unroll per step; 0: teacher forcing alone)"""
+    weights above (observation overshooting; a second unroll per step; 0: teacher forcing alone). On the zoo's
+    MiniGrid agent at equal time, 0.25 with the decoder detached (below) beat 1 with everything trained: action
+    agreement ten steps out 0.818 vs 0.718 on 20,000 episodes recorded apart (the VAE+LSTM baseline: 0.725)"""
     prior_obs_weight: float = 0.0
     """weight of the observation loss of each recorded frame decoded from the prior one step after the posterior
     state before it (decode(h_t, s_t from p(s_t | h_t), as prior_step_latent says) against o_t): trains the decoder on the states a filtered
@@ -108,11 +110,13 @@ class SimTrainConfig:
     """the prior_obs and prior_step terms also train the decoder and the reward and episode-end heads (false: they
     read them with their weights detached and train the dynamics alone, so the readouts learn from the posterior's
     states and are not taught to hedge on the prior's)"""
-    open_loop_detaches: str = "none"
+    open_loop_detaches: str = "decoder"
     """the readouts the open-loop term reads with their weights detached, so that it does not train them: none,
     decoder (the reward and episode-end heads still learn from the prior's states) or readouts (decoder and both
     heads: the term trains the dynamics alone). With the decoder detached it learns from the posterior's states
-    and is not taught to hedge on frames the prior cannot foresee, such as where a moving ball will be"""
+    and is not taught to hedge on frames the prior cannot foresee, such as where a moving ball will be; with the
+    heads detached too, the reward ten steps out was worse than the baseline's (error 0.152 vs 0.129; decoder
+    alone: 0.110)"""
     obs_balance: float = 0.0
     """weight each cell of the observation loss by (share of its object type in the store's frames) ** -this,
     normalised to a mean of 1 (0: every cell alike; categorical views). MiniGrid's moving balls are a few cells of a
