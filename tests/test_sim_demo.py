@@ -3,6 +3,7 @@ through its command line on a fresh run, and the section links what they wrote."
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
@@ -45,7 +46,7 @@ def test_sim_report_copies_every_figure_it_links(demo):
     assert len(links) >= 6 and all((path.parent / link).is_file() for link in links)
     assert all(link.startswith("figures/") for link in links)  # the folder stands alone
     assert "### Simulator" in text and "### Swap" in text
-    import shutil  # a further scoring beside the main one gets its own table of differences
+    # a further scoring beside the main one gets its own table of differences
     shutil.copytree(tmp_path / "recurrent" / "analysis" / "fidelity", tmp_path / "recurrent" / "analysis" / "fidelity-again")
     text = main([str(tmp_path / "recurrent"), "--out", str(tmp_path / "report"), "--progress", "false"]).read_text()
     again = text[text.index("Scored again (`fidelity-again`)"):]

@@ -132,18 +132,21 @@ class _Unroll(nn.Module):
         return rollout(self.sim, *args, **kwargs)
 
 
-def readouts_detached(sim: Simulator, prefix: str = "", modules=READOUTS) -> dict:
-    """``{prefix + name: weight.detach()}`` for the weights of ``modules`` (by default the decoder and the reward and
-    episode-end heads): read through ``torch.func.functional_call``, the terms do not train them (gradients still
-    reach the states they read)."""
-    return {f"{prefix}{m}.{k}": v.detach() for m in modules for k, v in getattr(sim, m).named_parameters()}
+def detached_weights(module: nn.Module, prefix: str = "") -> dict:
+    """``{prefix + name: weight.detach()}`` of ``module``: read through ``torch.func.functional_call``, a term does
+    not train those weights (gradients still reach what they read)."""
+    return {f"{prefix}{k}": v.detach() for k, v in module.named_parameters()}
+
+
+def readouts_detached(sim: Simulator, prefix: str, modules) -> dict:
+    """:func:`detached_weights` of the simulator's submodules ``modules`` (names from :data:`DETACHABLE`), keyed as
+    ``functional_call`` on a module holding ``sim`` under ``prefix`` expects."""
+    return {k: v for m in modules for k, v in detached_weights(getattr(sim, m), f"{prefix}{m}.").items()}
 
 
 def _apply(module: nn.Module, x: torch.Tensor, train: bool) -> torch.Tensor:
     """``module(x)``; with its weights detached unless ``train`` (gradients still reach ``x``)."""
-    if train:
-        return module(x)
-    return torch.func.functional_call(module, {k: v.detach() for k, v in module.named_parameters()}, (x,))
+    return module(x) if train else torch.func.functional_call(module, detached_weights(module), (x,))
 
 
 def prior_sums(sim: Simulator, r: Rollout, batch: Windows, noise: "Noise | None", cfg: "SimTrainConfig",
