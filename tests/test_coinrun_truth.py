@@ -295,3 +295,46 @@ def test_entity_masks_cover_exactly_the_pixels_that_change(truth_env, kind, edit
     for other, m in C.entity_masks(p).items():  # and none inside another object's mask
         if other not in (kind, "wall"):
             assert not (m & changed).any(), other
+
+
+# --- invisible entities (seed 001's control: the agent playing with invisible buzzsaws) -----------------------
+def test_invisible_saws_change_only_saw_pixels_and_nothing_of_the_game():
+    """``invisible=saw`` plays exactly the game the plain env plays (same rewards, ends, causes, and states but
+    for the saws' alpha), in every episode, including those started by an automatic reset; the frames differ
+    only inside the saws' masks."""
+    spec = EASY + "&ground_truth=true"
+    plain, hidden = E.make(spec, num_envs=2, seed=3), E.make(spec + "&invisible=saw", num_envs=2, seed=3)
+    obs_p, obs_h = plain.reset(3), hidden.reset(3)
+    rng = np.random.default_rng(0)
+    differing, ends, saw_frames = 0, 0, 0
+    for t in range(400):
+        states_p = [C.parse_state(s) for s in plain.get_state()]
+        states_h = [C.parse_state(s) for s in hidden.get_state()]
+        for sp, sh in zip(states_p, states_h):
+            assert [e["alpha"] for e in sh["entities"] if e["type"] == "saw"] == \
+                [0.0] * sum(e["type"] == "saw" for e in sp["entities"])
+            for e in sh["entities"]:
+                e["alpha"] = 1.0 if e["type"] == "saw" else e["alpha"]
+            assert C.serialize_state(sh) == C.serialize_state(sp)  # the same game, byte for byte
+        for i, sp in enumerate(states_p):
+            saw = C.entity_masks(sp)["saw"]
+            changed = (obs_p[i] != obs_h[i]).any(-1)  # (H, W)
+            assert not (changed & ~saw).any(), f"step {t}, env {i}: a pixel outside the saws changed"
+            differing += bool(changed.any())
+            saw_frames += bool(saw.any())
+        actions = rng.choice([RIGHT, RIGHT + 1, RIGHT + 1, UP, NOOP], 2)
+        obs_p, rew_p, done_p, info_p = plain.step(actions)
+        obs_h, rew_h, done_h, info_h = hidden.step(actions)
+        assert (obs_h == hidden.observe()).all(), f"step {t}: step returned a frame drawn before the saws were hidden"
+        assert (rew_p == rew_h).all() and (done_p == done_h).all() and info_p == info_h
+        ends += int(done_p.sum())
+    assert ends >= 2 and saw_frames > 50 and differing > 0.5 * saw_frames
+
+
+def test_invisible_refuses_what_it_cannot_hide():
+    with pytest.raises(ValueError, match="lava cannot be hidden; expected any of saw, enemy, crate"):
+        E.make(EASY + "&invisible=saw,lava", num_envs=1, seed=0)
+    with pytest.raises(ValueError, match="coinrun only"):
+        E.make("procgen:maze?invisible=saw", num_envs=1, seed=0)
+    with pytest.raises(ValueError, match="cannot hide"):
+        C.hide_entities(E.make(EASY, num_envs=1, seed=0).get_state()[0], ["agent"])

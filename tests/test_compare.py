@@ -10,7 +10,7 @@ import torch
 from policylens.agents import load, save_agent
 from policylens.agents.checkpoint import read_config
 from policylens.agents import resolve_run
-from policylens.evaluate.compare import compare_records, holm, main, mcnemar_exact
+from policylens.evaluate.compare import blindness_share, compare_records, holm, main, mcnemar_exact
 
 
 def records(causes, levels=None):
@@ -71,3 +71,48 @@ def test_compare_command_finds_the_failure_an_edit_causes(tmp_path, capsys):
     died = {c: r for c, r in result["causes"].items() if r["b"]["count"] > r["a"]["count"]}
     assert died and any(r["significant"] for r in died.values())
     assert "p (Holm)" in capsys.readouterr().out
+
+
+def test_blindness_share_is_the_edits_rise_over_the_controls():
+    n = 200
+    a = ["success"] * (n - 10) + ["saw"] * 10
+    control = list(a)
+    for i in range(40):  # the invisible control adds 40 saw deaths
+        control[i] = "saw"
+    edit = list(a)
+    for i in range(10):  # the edit adds 10 of them: a quarter
+        edit[i] = "saw"
+    share = blindness_share(records(a), records(edit), records(control), "saw")
+    assert share["rise_b"] == pytest.approx(10 / n) and share["rise_control"] == pytest.approx(40 / n)
+    assert share["share"] == pytest.approx(0.25)
+    lo, hi = share["ci95"]
+    assert 0 < lo < 0.25 < hi < 0.6
+    full = blindness_share(records(a), records(control), records(control), "saw")
+    assert full["share"] == 1.0 and full["ci95"] == [1.0, 1.0]  # B as blind as the control, in every resample
+    none = blindness_share(records(a), records(a), records(a), "saw")
+    assert none["share"] is None and none["ci95"] is None  # no rise to measure against
+
+
+@pytest.mark.slow
+def test_compare_with_invisible_saws_plays_the_control(tmp_path, capsys):
+    """The agent with saws invisible (--env-b) is its own perfect edit: the control replays B's episodes
+    exactly, so B reaches the whole blindness (or there is none to reach)."""
+    out = tmp_path / "cmp"
+    env = "procgen:coinrun?distribution_mode=easy&use_backgrounds=false"
+    main(["zoo:coinrun-clear", "zoo:coinrun-clear", "--episodes", "24", "--start-level", "1000000",
+          "--env-b", env + "&invisible=saw", "--invisible", "saw", "--out", str(out), "--progress", "false"])
+    result = json.loads((out / "compare.json").read_text())
+    control = result["control"]
+    assert control["invisible"] == ["saw"] and "invisible=saw" in control["env"] and "invisible=saw" in result["env_b"]
+    assert {c: r["b"] for c, r in control["causes"].items()} == {c: r["b"] for c, r in result["causes"].items()}
+    share = control["blindness"]["saw"]
+    assert share["share"] == (1.0 if share["rise_control"] > 0 else None)
+    assert "of that blindness" in capsys.readouterr().out and (out / "compare.png").stat().st_size > 1000
+
+
+def test_compare_refuses_what_it_cannot_hide_before_playing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["zoo:minigrid-do8-rgb", "zoo:minigrid-do8-rgb", "--invisible", "saw", "--out", str(tmp_path / "x"),
+              "--progress", "false"])
+    assert exit_.value.code == 2 and "coinrun only" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -227,6 +227,25 @@ def serialize_state(parsed: dict) -> bytes:
     return b"".join(out)
 
 
+#: Entity kinds ``invisible=`` can hide (``procgen:coinrun?invisible=saw,enemy``).
+HIDEABLE = ("saw", "enemy", "crate")
+
+
+def hide_entities(state: bytes, kinds) -> bytes:
+    """``state`` with every entity of ``kinds`` drawn fully transparent (``alpha`` 0, which only the renderer
+    reads): the game plays exactly as before, the observation no longer shows them. Seed 001's control for its
+    buzzsaw edit was the agent playing with invisible buzzsaws."""
+    kinds = tuple(kinds)
+    bad = sorted(set(kinds) - set(HIDEABLE))
+    if bad:
+        raise ValueError(f"cannot hide {bad}: CoinRun entities that can be made invisible are {', '.join(HIDEABLE)}")
+    parsed = parse_state(state)
+    for e in parsed["entities"]:
+        if e["type"] in kinds:
+            e["alpha"] = 0.0
+    return serialize_state(parsed)
+
+
 def make_entity(kind: str, x: float, y: float, vx: float = 0.0, vy: float = 0.0, **fields) -> dict:
     """A new entity dict as the game creates it: ``Entity::Entity`` defaults plus CoinRun's
     ``create_saw_enemy`` / ``create_enemy`` / ``create_crate`` settings (``kind`` "saw", "enemy", "crate").
@@ -490,4 +509,5 @@ def entity_masks(parsed: dict, obs_shape: tuple = (64, 64)) -> dict:
 __all__ = [
     "parse_state", "serialize_state", "end_cause", "killers", "hazards_in_reach", "reach_box", "make_harmless",
     "replay_step", "make_entity", "objects", "entity_masks", "entity_rect", "camera", "screen_rect", "type_name",
+    "hide_entities", "HIDEABLE",
 ]

@@ -3,7 +3,9 @@
 Every procgen option is a spec option: ``distribution_mode``, ``num_levels``, ``start_level``,
 ``use_backgrounds``, ``restrict_themes``, ``use_monochrome_assets``, ``paint_vel_info``, ``center_agent``,
 ``use_generated_assets``, ``num_threads``, ``debug_mode``. ``ground_truth=true`` (CoinRun) labels every
-episode end with its cause from the game's state (see :mod:`policylens.envs.coinrun`).
+episode end with its cause from the game's state (see :mod:`policylens.envs.coinrun`). ``invisible=saw``
+(CoinRun; any of ``saw,enemy,crate``, comma-separated) draws those entities transparent in every episode: they
+still move and kill, the agent just cannot see them (seed 001's control for its buzzsaw edit).
 """
 from __future__ import annotations
 
@@ -47,15 +49,32 @@ def _gym3_env(game: str, num: int, seed: int | None, options: dict):
     return ProcgenGym3Env(num=num, env_name=game, **kwargs)
 
 
+def invisible_kinds(spec: EnvSpec, value) -> tuple:
+    """The entity kinds of ``invisible=`` (comma-separated), checked."""
+    kinds = tuple(k.strip() for k in str(value or "").split(",") if k.strip())
+    if kinds and spec.name != "coinrun":
+        raise ValueError(f"invisible= is available for coinrun only, not {spec.name!r}")
+    if kinds:
+        from .coinrun import HIDEABLE
+
+        bad = sorted(set(kinds) - set(HIDEABLE))
+        if bad:
+            raise ValueError(f"invisible={value!r}: {', '.join(bad)} cannot be hidden; expected any of "
+                             f"{', '.join(HIDEABLE)}, comma-separated")
+    return kinds
+
+
 class ProcgenVecEnv(VecEnv):
     def __init__(self, spec: EnvSpec, num_envs: int = 1, seed: int | None = None):
         if spec.name not in GAMES:
             raise ValueError(f"unknown procgen game {spec.name!r}; expected one of {', '.join(GAMES)}")
         opts = dict(spec.options)
         self.ground_truth = bool(opts.pop("ground_truth", False))
+        self.invisible = invisible_kinds(spec, opts.pop("invisible", ""))
         unknown = sorted(set(opts) - set(PROCGEN_OPTIONS))
         if unknown:
-            raise ValueError(f"unknown procgen option(s) {unknown}; expected any of {', '.join(PROCGEN_OPTIONS + ('ground_truth',))}")
+            raise ValueError(f"unknown procgen option(s) {unknown}; expected any of "
+                             f"{', '.join(PROCGEN_OPTIONS + ('ground_truth', 'invisible'))}")
         if opts.get("distribution_mode", "hard") not in DISTRIBUTION_MODES:
             raise ValueError(f"distribution_mode={opts['distribution_mode']!r}; expected one of {DISTRIBUTION_MODES}")
         if self.ground_truth and spec.name != "coinrun":
@@ -72,9 +91,22 @@ class ProcgenVecEnv(VecEnv):
             self.env.close() if hasattr(self.env, "close") else None
         self.env = _gym3_env(self.game, self.num_envs, seed, self.options)
         self._tracker = EpisodeTracker(self.num_envs)
+        self._hide(range(self.num_envs))
         _, obs, _ = self.env.observe()
         self._level_seeds = [int(i["level_seed"]) for i in self.env.get_info()]
         return obs["rgb"].copy()
+
+    def _hide(self, which) -> None:
+        """Make the ``invisible`` entities of envs ``which`` (just started episodes) transparent."""
+        which = list(which)
+        if not self.invisible or not which:
+            return
+        from .coinrun import hide_entities
+
+        states = self.env.callmethod("get_state")
+        for i in which:
+            states[i] = hide_entities(states[i], self.invisible)
+        self.env.callmethod("set_state", states)
 
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.int32).reshape(self.num_envs)
@@ -85,6 +117,9 @@ class ProcgenVecEnv(VecEnv):
         reward, obs, first = self.env.observe()
         raw_info = self.env.get_info()
         done = np.asarray(first, bool)
+        if self.invisible and done.any():
+            self._hide(np.flatnonzero(done))
+            obs = self.env.observe()[1]  # the new episodes' first frames, redrawn without them
         causes = [None] * self.num_envs
         for i in np.flatnonzero(done):
             causes[i] = self._cause(i, raw_info[i], int(lengths[i]), before, actions)

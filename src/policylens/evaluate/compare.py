@@ -6,6 +6,13 @@ is tested with McNemar's exact test on the discordant levels (A ended by that ca
 reverse), which uses the pairing; the p-values are Holm-corrected over the causes compared. Seed 001's
 figure to beat: after blinding the agent to buzzsaws, buzzsaw failures rose from 0.37% to 12.76% while the
 other causes stayed flat — here that reads as one cause significant, the others not.
+
+``invisible=KINDS`` adds seed 001's control: RUN_A plays the same levels once more with those entities drawn
+transparent (``procgen:coinrun?invisible=saw``), the blindness an edit could at most reach. For each hidden
+kind that is a cause, the *blindness share* is how much of that rise the edit reaches,
+``(rate_B - rate_A) / (rate_control - rate_A)``, with a paired bootstrap 95% interval over levels. Seed 001's
+edit: (12.76 - 0.37) / (32.20 - 0.37) = 0.39 of full blindness ("we were not able to achieve more than around
+50%").
 """
 from __future__ import annotations
 
@@ -17,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..config import add_dataclass_args, from_args
+import numpy as np
+
+from ..config import add_dataclass_args, clear_errors, from_args
 from .run import evaluate
 from .stats import wilson_interval
 
@@ -34,6 +43,10 @@ class CompareConfig:
     """first level (default: the env spec's start_level, else 0); use a high one for held-out levels"""
     env: Optional[str] = None
     """env spec (default: RUN_A's training env)"""
+    env_b: Optional[str] = None
+    """env spec RUN_B plays (default: the same as RUN_A's), e.g. with invisible=saw"""
+    invisible: str = ""
+    """also play RUN_A with these entities invisible (CoinRun: saw, enemy, crate; comma-separated) and report the share of that full blindness RUN_B reaches, per cause"""
     policy: str = "sample"
     """how actions are picked: sample | greedy | temperature"""
     seed: int = 0
@@ -93,23 +106,69 @@ def compare_records(records_a: list, records_b: list, alpha: float = 0.05) -> di
             "causes": rows}
 
 
-def compare(run_a, run_b, episodes: int = 1000, *, alpha: float = 0.05, env=None, **kwargs) -> dict:
-    """Evaluate both agents on the same levels (``kwargs`` as :func:`evaluate`) and compare by cause."""
+def blindness_share(records_a: list, records_b: list, records_control: list, cause: str,
+                    resamples: int = 2000, seed: int = 0) -> dict:
+    """How much of the control's rise in ``cause`` B reaches: ``(rate_B - rate_A) / (rate_control - rate_A)``
+    over paired levels, with a percentile bootstrap 95% interval (levels resampled together; resamples where
+    the control does not rise are dropped). ``share`` is None when the control does not rise at all."""
+    a, b, c = (np.array([r["cause"] == cause for r in recs], np.float64) for recs in
+               (records_a, records_b, records_control))  # (N,) each
+    rise_b, rise_c = float(b.mean() - a.mean()), float(c.mean() - a.mean())
+    idx = np.random.default_rng(seed).integers(0, len(a), (resamples, len(a)))  # (R, N)
+    boot_b, boot_c = (b - a)[idx].mean(1), (c - a)[idx].mean(1)  # (R,)
+    keep = boot_c > 0
+    shares = boot_b[keep] / boot_c[keep]
+    ci = [float(q) for q in np.percentile(shares, [2.5, 97.5])] if keep.any() else None
+    return {"cause": cause, "rise_b": rise_b, "rise_control": rise_c,
+            "share": rise_b / rise_c if rise_c > 0 else None, "ci95": ci, "resamples": int(keep.sum())}
+
+
+def compare(run_a, run_b, episodes: int = 1000, *, alpha: float = 0.05, env=None, env_b=None,
+            invisible: str = "", **kwargs) -> dict:
+    """Evaluate both agents on the same levels (``kwargs`` as :func:`evaluate`) and compare by cause; with
+    ``invisible`` (entity kinds, comma-separated) also RUN_A with them invisible, and the blindness shares."""
+    from ..envs import parse_spec
+
     if env is None:
         from .run import run_env_spec
 
         env = run_env_spec(run_a)
-    results = [evaluate(run, env, episodes, **kwargs) for run in (run_a, run_b)]
-    out = compare_records(results[0]["per_episode"], results[1]["per_episode"], alpha)
-    out.update(run_a=str(run_a), run_b=str(run_b), setup=results[0]["setup"])
+    plays = [(run_a, env), (run_b, env_b or env)]
+    if invisible:
+        from ..envs.procgen import invisible_kinds
+
+        invisible_kinds(parse_spec(env), invisible)  # a bad list is refused before anything is played
+        plays.append((run_a, str(parse_spec(env).replace(invisible=invisible))))
+    results = [evaluate(run, spec, episodes, **kwargs) for run, spec in plays]
+    records = [r["per_episode"] for r in results]
+    out = compare_records(records[0], records[1], alpha)
+    out.update(run_a=str(run_a), run_b=str(run_b), setup=results[0]["setup"], env_b=results[1]["setup"]["env"])
+    if invisible:
+        control = compare_records(records[0], records[2], alpha)
+        kinds = [k.strip() for k in invisible.split(",") if k.strip()]
+        control.update(invisible=kinds, env=results[2]["setup"]["env"], blindness={
+            k: blindness_share(records[0], records[1], records[2], k) for k in kinds
+            if any(r["cause"] == k for r in records[0] + records[1] + records[2])})
+        out["control"] = control
     return out
 
 
 def plot(result: dict, path) -> Path:
-    """Grouped bars of failure rate by cause with 95% intervals, significant differences starred."""
-    causes = list(result["causes"])
-    groups = [(result[f"run_{side}"], {c: result["causes"][c][side] for c in causes}) for side in ("a", "b")]
-    labels = [c + (" *" if result["causes"][c]["significant"] else "") for c in causes]
+    """Grouped bars of failure rate by cause with 95% intervals, significant differences starred (and the
+    invisible-entity control beside them when there is one)."""
+    control = result.get("control")
+    causes = sorted(set(result["causes"]) | set(control["causes"] if control else ()))
+    n = result["episodes"]
+
+    def rates(rows: dict, side: str) -> dict:  # causes one comparison never saw happened 0 times
+        zero = {"rate": 0.0, "ci95": list(wilson_interval(0, n))}
+        return {c: rows[c][side] if c in rows else zero for c in causes}
+
+    groups = [(result["run_a"], rates(result["causes"], "a")), (result["run_b"], rates(result["causes"], "b"))]
+    if control:
+        groups.append((f"{result['run_a']}, {'+'.join(control['invisible'])} invisible",
+                       rates(control["causes"], "b")))
+    labels = [c + (" *" if result["causes"].get(c, {}).get("significant") else "") for c in causes]
     title = f"Failure rate by cause, {result['episodes']} paired levels (* p < {result['alpha']}, Holm)"
     return plot_rates(groups, causes, labels, title, path)
 
@@ -152,6 +211,16 @@ def format_table(result: dict) -> str:
                      f"{r['p_holm']:>11.2g}{star}")
     if not result["causes"]:
         lines.append("(no failures by either agent)")
+    control = result.get("control")
+    if control:
+        lines += ["", f"control: A with {', '.join(control['invisible'])} invisible"]
+        for cause, share in control["blindness"].items():
+            r = control["causes"][cause]
+            reach = ("n/a (the control does not raise it)" if share["share"] is None else
+                     f"{share['share']:.2f}" + (f" [{share['ci95'][0]:.2f}, {share['ci95'][1]:.2f}]"
+                                                 if share["ci95"] else ""))
+            lines.append(f"{cause:<10}control rate {r['b']['rate']:.4f} [{r['b']['ci95'][0]:.4f},"
+                         f"{r['b']['ci95'][1]:.4f}]; B reaches {reach} of that blindness")
     return "\n".join(lines)
 
 
@@ -165,9 +234,9 @@ def main(argv=None) -> int:
     cfg = from_args(CompareConfig, parser.parse_args(argv))
     name = lambda run: Path(str(run).replace("zoo:", "zoo-")).name or "run"  # noqa: E731
     out = Path(cfg.out or f"runs/compare/{name(cfg.run_a)}-vs-{name(cfg.run_b)}")
-    with contextlib.redirect_stdout(sys.stderr):
-        result = compare(cfg.run_a, cfg.run_b, cfg.episodes, alpha=cfg.alpha, env=cfg.env,
-                         start_level=cfg.start_level, policy=cfg.policy, seed=cfg.seed, workers=cfg.workers,
+    with clear_errors(parser), contextlib.redirect_stdout(sys.stderr):
+        result = compare(cfg.run_a, cfg.run_b, cfg.episodes, alpha=cfg.alpha, env=cfg.env, env_b=cfg.env_b,
+                         invisible=cfg.invisible, start_level=cfg.start_level, policy=cfg.policy, seed=cfg.seed, workers=cfg.workers,
                          progress=cfg.progress)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(result, indent=1))
