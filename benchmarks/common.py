@@ -18,9 +18,12 @@ def machine() -> dict:
 
 
 def write(name: str, result: dict) -> Path:
+    """``results/NAME.json`` with the machine's facts, written aside and renamed (a reader never sees half)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **result}, indent=2))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"machine": machine(), **result}, indent=2))
+    os.replace(tmp, path)
     print(f"wrote {path}")
     return path
 
@@ -28,8 +31,13 @@ def write(name: str, result: dict) -> Path:
 def file_run(name: str, label: str, result: dict, **shared) -> Path:
     """Put ``result`` under ``runs[label]`` of ``results/NAME.json``, keeping the other runs there; ``shared``:
     top-level entries every run is read against (e.g. the environment's own figures), replaced."""
+    import fcntl
+
     path = RESULTS / f"{name}.json"
-    filed = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
-    filed.pop("machine", None)
-    filed["runs"][label] = result
-    return write(name, {**filed, **shared})
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f".{name}.lock", "w") as lock:  # two benchmarks filing at once both keep their runs
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        filed = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+        filed.pop("machine", None)
+        filed["runs"][label] = result
+        return write(name, {**filed, **shared})

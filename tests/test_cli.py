@@ -82,3 +82,6 @@ def test_demo_vision_section_on_the_zoo_agent(tmp_path):
         assert (demo / name).is_file(), name
     edit = json.loads((demo / "analysis" / "edit.json").read_text())
     assert edit["keep-others"]["compare"]["episodes"] == 8
+    control = edit["keep-others"]["compare"]["control"]  # the original with balls invisible, same levels
+    assert control["invisible"] == ["ball"] and "invisible=ball" in control["env"] and control["episodes"] == 8
+    assert "The control (seed 001's invisible buzzsaws)" in report

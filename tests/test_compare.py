@@ -114,5 +114,5 @@ def test_compare_refuses_what_it_cannot_hide_before_playing(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["zoo:minigrid-do8-rgb", "zoo:minigrid-do8-rgb", "--invisible", "saw", "--out", str(tmp_path / "x"),
               "--progress", "false"])
-    assert exit_.value.code == 2 and "coinrun only" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "saw cannot be hidden; expected any of ball" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

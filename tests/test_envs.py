@@ -151,3 +151,32 @@ def test_minigrid_num_actions_keeps_the_first_actions():
     assert env.action_space.n == 3 and env.action_names == ["left", "right", "forward"]
     with pytest.raises(ValueError, match="num_actions=9"):
         make("minigrid:MiniGrid-Empty-Random-6x6-v0?num_actions=9", num_envs=1)
+
+
+def test_minigrid_invisible_balls_leave_the_game_and_the_rest_of_the_view_alone():
+    """``invisible=ball``: the same game (rewards, ends, causes, entities), and the view differs from the plain
+    env's only in cells where a ball stands."""
+    from policylens.envs.masks import minigrid_masks
+
+    spec = "minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0?obs=symbolic"
+    plain, hidden = make(spec, num_envs=2, seed=5), make(spec + "&invisible=ball", num_envs=2, seed=5)
+    obs_p, obs_h = plain.reset(5), hidden.reset(5)
+    rng = np.random.default_rng(0)
+    ends = hid = 0
+    for t in range(300):
+        ents = plain.entities()
+        assert ents == hidden.entities()
+        for i in range(2):
+            balls = minigrid_masks(ents[i], obs_p.shape[1:]).get("ball", np.zeros(obs_p.shape[1:3], bool))
+            changed = (obs_p[i] != obs_h[i]).any(-1)  # (7, 7) cells
+            assert not (changed & ~balls).any(), f"step {t}: a cell without a ball changed"
+            assert (changed == balls).all()  # every ball in view is gone (a ball never looks like empty floor)
+            hid += int(balls.sum())
+        actions = rng.integers(0, 3, 2)
+        obs_p, rew_p, done_p, info_p = plain.step(actions)
+        obs_h, rew_h, done_h, info_h = hidden.step(actions)
+        assert (rew_p == rew_h).all() and (done_p == done_h).all() and info_p == info_h
+        ends += int(done_p.sum())
+    assert ends >= 5 and hid > 100
+    with pytest.raises(ValueError, match="wall cannot be hidden"):
+        make(spec + "&invisible=wall", num_envs=1, seed=0)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .evaluate.compare import CAUSE_OF
+
 ENTITIES = ("agent", "ball", "goal")
 
 
@@ -57,9 +59,12 @@ def blind_experiment(agent, obs, masks, out: Path, original: dict, cfg, layer: s
     edits on the evaluation's levels and compare failures by cause with the original."""
     from .edit import blind, project_out
     from .evaluate import evaluate
-    from .evaluate.compare import compare_records, plot
+    from .envs import parse_spec
+    from .evaluate.compare import compare_records, control_section, plot
 
     env = original["setup"]["env"]
+    hidden = str(parse_spec(env).replace(invisible="ball"))  # the control: the original with balls invisible
+    control = evaluate(agent, hidden, original["episodes"], start_level=cfg.eval_start_level, seed=cfg.seed)
     blinded, info = blind(agent, obs, masks, "ball", layer=layer, k=k, keep_others=True)
     chosen = info["directions"].select([info["chosen"]])
     plain = project_out(agent, layer, chosen, obs=obs[:64])  # seed 001's projection of the same direction
@@ -67,7 +72,8 @@ def blind_experiment(agent, obs, masks, out: Path, original: dict, cfg, layer: s
     for name, edited in (("keep-others", blinded), ("plain", plain)):
         ev = evaluate(edited, env, original["episodes"], start_level=cfg.eval_start_level, seed=cfg.seed)
         cmp = compare_records(original["per_episode"], ev["per_episode"])
-        cmp.update(run_a="original", run_b=f"ball direction projected out ({name})")
+        cmp.update(run_a="original", run_b=f"ball direction projected out ({name})", control=control_section(
+            original["per_episode"], ev["per_episode"], control["per_episode"], "ball", hidden))
         results[name] = {"compare": cmp, "chosen": info["directions"].labels[info["chosen"]],
                          "nmi": info["scores"]["directions"][info["chosen"]]["entities"]["ball"]["nmi"]}
     plot(results["keep-others"]["compare"], out / "edit-compare.png")
@@ -88,6 +94,25 @@ def _cause_rows(results: dict) -> list:
                          + (" *" if x["significant"] else ""))
         rows.append(f"| {name} | {cmp['success']['a']:.3f} -> {cmp['success']['b']:.3f} | " + " | ".join(cells) + " |")
     return rows
+
+
+def _control_lines(results: dict) -> list:
+    """Seed 001's control, read: how often the original dies with balls invisible, and each edit's share of it."""
+    control = results["keep-others"]["compare"]["control"]
+    cause = CAUSE_OF["ball"]
+    r = control["causes"].get(cause)
+    if r is None:
+        return ["With balls invisible the original is never ended by an obstacle either.", ""]
+    shares = []
+    for name, res in results.items():
+        share = res["compare"]["control"]["blindness"].get("ball")
+        if share and share["share"] is not None:
+            ci = f" [{share['ci95'][0]:.2f}, {share['ci95'][1]:.2f}]" if share["ci95"] else ""
+            shares.append(f"`{name}` reaches **{share['share']:.2f}**{ci} of it")
+    return [f"The control (seed 001's invisible buzzsaws): the original agent plays the same levels with balls "
+            f"left out of its view (`invisible=ball`; the game unchanged), and {r['a']['count']} -> "
+            f"{r['b']['count']} episodes end on an obstacle: the most an edit can blind it. "
+            + ("; ".join(shares) + " (blindness share, paired bootstrap 95%)." if shares else ""), ""]
 
 
 def vision_section(out: Path, store, agent, evaluation: dict, cfg, layer: "str | None" = None,
@@ -169,6 +194,7 @@ def vision_section(out: Path, store, agent, evaluation: dict, cfg, layer: "str |
         "",
         *_cause_rows(edits),
         "",
+        *_control_lines(edits),
         "![failure rate by cause](edit-compare.png)",
         "",
     ]

@@ -5,10 +5,13 @@ Spec options: ``obs`` = ``symbolic`` (7x7x3 integer encoding, default) | ``oneho
 ``num_levels``/``start_level``: episode seeds drawn from ``[start_level, start_level + num_levels)``
 (0 = unlimited), so seeds play the role of procgen's levels; ``num_actions``: keep only the first n actions
 (e.g. 3 = left, right, forward, as Dynamic-Obstacles has, so an agent trained on Empty-Random can go on to
-Dynamic-Obstacles in a curriculum); any other option goes to ``gymnasium.make``.
+Dynamic-Obstacles in a curriculum); ``invisible=ball`` (any of :data:`HIDEABLE`, comma-separated): those
+objects are left out of every observation while the game keeps them (they still move and block);
+any other option goes to ``gymnasium.make``.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 
@@ -22,7 +25,10 @@ from .spec import EnvSpec
 OBS_MODES = ("symbolic", "onehot", "rgb")
 # One-hot widths of the three planes of MiniGrid's encoding: object, colour, state.
 ONEHOT_SIZES = (11, 6, 3)
-_OWN_OPTIONS = ("obs", "tile_size", "num_levels", "start_level", "ground_truth", "num_actions")
+_OWN_OPTIONS = ("obs", "tile_size", "num_levels", "start_level", "ground_truth", "num_actions", "invisible")
+#: Objects ``invisible=`` can leave out of the view: those that do not block sight, so hiding one changes its
+#: own cells and nothing else the agent sees.
+HIDEABLE = ("ball", "key", "box", "goal", "lava")
 
 
 def _minigrid_ids() -> list:
@@ -55,6 +61,11 @@ class MiniGridVecEnv(VecEnv):
         self.tile_size = int(opts.get("tile_size", 8))
         self.num_levels = int(opts.get("num_levels", 0))
         self.start_level = int(opts.get("start_level", 0))
+        self.invisible = tuple(k.strip() for k in str(opts.get("invisible") or "").split(",") if k.strip())
+        bad = sorted(set(self.invisible) - set(HIDEABLE))
+        if bad:
+            raise ValueError(f"minigrid option invisible={opts['invisible']!r}: {', '.join(bad)} cannot be hidden; "
+                             f"expected any of {', '.join(HIDEABLE)}, comma-separated")
         make_kwargs = {k: v for k, v in opts.items() if k not in _OWN_OPTIONS}
         self.spec = spec
         self.num_envs = num_envs
@@ -86,9 +97,10 @@ class MiniGridVecEnv(VecEnv):
 
     def _observe(self, i: int) -> np.ndarray:
         env = self.envs[i]
-        if self.obs_mode == "rgb":
-            return env.get_frame(highlight=False, tile_size=self.tile_size, agent_pov=True)
-        image = env.gen_obs()["image"]
+        with _hidden(env, self.invisible):
+            if self.obs_mode == "rgb":
+                return env.get_frame(highlight=False, tile_size=self.tile_size, agent_pov=True)
+            image = env.gen_obs()["image"]
         return onehot(image) if self.obs_mode == "onehot" else image.astype(np.uint8)
 
     def _reset_one(self, i: int) -> np.ndarray:
@@ -162,6 +174,24 @@ class MiniGridVecEnv(VecEnv):
                         ents.append({"type": cell.type, "x": x, "y": y})
             out.append(ents)
         return out
+
+
+@contextlib.contextmanager
+def _hidden(env, kinds: tuple):
+    """The grid without the objects of ``kinds`` while the observation is drawn; every one put back after."""
+    taken = []
+    if kinds:
+        for x in range(env.grid.width):
+            for y in range(env.grid.height):
+                cell = env.grid.get(x, y)
+                if cell is not None and cell.type in kinds:
+                    taken.append((x, y, cell))
+                    env.grid.set(x, y, None)
+    try:
+        yield
+    finally:
+        for x, y, cell in taken:
+            env.grid.set(x, y, cell)
 
 
 def _cause(env, action: int, front_type: str | None, reward: float, terminated: bool) -> str:

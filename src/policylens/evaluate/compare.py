@@ -106,6 +106,10 @@ def compare_records(records_a: list, records_b: list, alpha: float = 0.05) -> di
             "causes": rows}
 
 
+#: The cause of the episode ends an entity kind brings about, where it is not the kind's own name.
+CAUSE_OF = {"ball": "obstacle"}  # MiniGrid: walking into a moving ball
+
+
 def blindness_share(records_a: list, records_b: list, records_control: list, cause: str,
                     resamples: int = 2000, seed: int = 0) -> dict:
     """How much of the control's rise in ``cause`` B reaches: ``(rate_B - rate_A) / (rate_control - rate_A)``
@@ -127,7 +131,7 @@ def compare(run_a, run_b, episodes: int = 1000, *, alpha: float = 0.05, env=None
             invisible: str = "", **kwargs) -> dict:
     """Evaluate both agents on the same levels (``kwargs`` as :func:`evaluate`) and compare by cause; with
     ``invisible`` (entity kinds, comma-separated) also RUN_A with them invisible, and the blindness shares."""
-    from ..envs import parse_spec
+    from ..envs import make, parse_spec
 
     if env is None:
         from .run import run_env_spec
@@ -135,22 +139,31 @@ def compare(run_a, run_b, episodes: int = 1000, *, alpha: float = 0.05, env=None
         env = run_env_spec(run_a)
     plays = [(run_a, env), (run_b, env_b or env)]
     if invisible:
-        from ..envs.procgen import invisible_kinds
-
-        invisible_kinds(parse_spec(env), invisible)  # a bad list is refused before anything is played
-        plays.append((run_a, str(parse_spec(env).replace(invisible=invisible))))
+        hidden = str(parse_spec(env).replace(invisible=invisible))
+        make(hidden, num_envs=1, seed=0).close()  # a bad list is refused before anything is played
+        plays.append((run_a, hidden))
     results = [evaluate(run, spec, episodes, **kwargs) for run, spec in plays]
     records = [r["per_episode"] for r in results]
     out = compare_records(records[0], records[1], alpha)
     out.update(run_a=str(run_a), run_b=str(run_b), setup=results[0]["setup"], env_b=results[1]["setup"]["env"])
     if invisible:
-        control = compare_records(records[0], records[2], alpha)
-        kinds = [k.strip() for k in invisible.split(",") if k.strip()]
-        control.update(invisible=kinds, env=results[2]["setup"]["env"], blindness={
-            k: blindness_share(records[0], records[1], records[2], k) for k in kinds
-            if any(r["cause"] == k for r in records[0] + records[1] + records[2])})
-        out["control"] = control
+        out["control"] = control_section(records[0], records[1], records[2], invisible, results[2]["setup"]["env"],
+                                         alpha)
     return out
+
+
+def control_section(records_a: list, records_b: list, records_control: list, invisible, env: str,
+                    alpha: float = 0.05) -> dict:
+    """A against the control (A with the ``invisible`` kinds hidden, played on the same levels), plus B's
+    :func:`blindness_share` of the cause each hidden kind brings about (:data:`CAUSE_OF`), where it ended an
+    episode."""
+    kinds = [k.strip() for k in invisible.split(",") if k.strip()] if isinstance(invisible, str) else list(invisible)
+    control = compare_records(records_a, records_control, alpha)
+    ended = {r["cause"] for r in records_a + records_b + records_control}
+    control.update(invisible=kinds, env=env, blindness={
+        k: blindness_share(records_a, records_b, records_control, CAUSE_OF.get(k, k)) for k in kinds
+        if CAUSE_OF.get(k, k) in ended})
+    return control
 
 
 def plot(result: dict, path) -> Path:
@@ -214,7 +227,8 @@ def format_table(result: dict) -> str:
     control = result.get("control")
     if control:
         lines += ["", f"control: A with {', '.join(control['invisible'])} invisible"]
-        for cause, share in control["blindness"].items():
+        for kind, share in control["blindness"].items():
+            cause = share["cause"]
             r = control["causes"][cause]
             reach = ("n/a (the control does not raise it)" if share["share"] is None else
                      f"{share['share']:.2f}" + (f" [{share['ci95'][0]:.2f}, {share['ci95'][1]:.2f}]"
