@@ -38,21 +38,51 @@ def test_blind_removes_the_ball_direction_and_passes_the_others(recorded):
     obs, masks = recorded
     agent = agents.load("zoo:minigrid-do8-rgb")
     edited, info = blind(agent, obs, masks, "ball", layer="embed", k=6)
-    chosen = info["scores"]["directions"][info["chosen"]]
+    (best,) = info["chosen"]
+    chosen = info["scores"]["directions"][best]
     assert chosen["best_entity"] == "ball" and chosen["entities"]["ball"]["nmi"] > 0.5
     assert info["edit"]["how"] == "fold" and info["edit"]["keep"] is not None
     d = info["directions"]
-    grid = lambda v: v[None, :, None, None].expand(1, -1, 7, 7).contiguous()  # noqa: E731
     bias_only = conv1_of(agent, torch.zeros(1, 32, 7, 7))
-    torch.testing.assert_close(conv1_of(edited, grid(d[info["chosen"]])), bias_only, atol=1e-4, rtol=0)
+    torch.testing.assert_close(conv1_of(edited, grid(d[best])), bias_only, atol=1e-4, rtol=0)
     for j in range(len(d)):
-        if j != info["chosen"]:
+        if j != best:
             torch.testing.assert_close(conv1_of(edited, grid(d[j])), conv1_of(agent, grid(d[j])), atol=1e-4, rtol=1e-4)
     # seed 001's orthogonal projection of the same direction disturbs some of the others
     plain, _ = blind(agent, obs, masks, "ball", layer="embed", k=6, keep_others=False)
     moved = max(float((conv1_of(plain, grid(d[j])) - conv1_of(agent, grid(d[j]))).abs().max())
-                for j in range(len(d)) if j != info["chosen"])
+                for j in range(len(d)) if j != best)
     assert moved > 1e-2
+
+
+def grid(v):  # one direction at every cell (1, 32, 7, 7)
+    return v[None, :, None, None].expand(1, -1, 7, 7).contiguous()
+
+
+@pytest.mark.parametrize("top", ["2", "all"])
+def test_blind_top_removes_each_chosen_direction_and_passes_the_rest(recorded, top):
+    obs, masks = recorded
+    agent = agents.load("zoo:minigrid-do8-rgb")
+    edited, info = blind(agent, obs, masks, "ball", layer="embed", k=8, top=top)
+    rows, d = info["scores"]["directions"], info["directions"]
+    nmi = [r["entities"]["ball"]["nmi"] for r in rows]
+    if top == "2":
+        assert info["chosen"] == sorted(range(len(d)), key=lambda j: -nmi[j])[:2]
+    else:
+        assert set(info["chosen"]) == {j for j, r in enumerate(rows) if r["best_entity"] == "ball"}
+        assert nmi[info["chosen"][0]] == max(nmi) and len(info["chosen"]) >= 1
+    bias_only = conv1_of(agent, torch.zeros(1, 32, 7, 7))
+    for j in range(len(d)):
+        want = bias_only if j in info["chosen"] else conv1_of(agent, grid(d[j]))
+        torch.testing.assert_close(conv1_of(edited, grid(d[j])), want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("top", ["0", "two", "1.5", "8"])
+def test_blind_top_bad_values_are_refused(recorded, top):
+    obs, masks = recorded
+    with pytest.raises(ValueError, match="top="):
+        blind(agents.load("zoo:minigrid-do8-rgb"), obs[:64], {k: m[:64] for k, m in masks.items()}, "ball",
+              layer="embed", k=8, top=top)
 
 
 def test_blind_names_the_entities_it_has(recorded):
@@ -72,7 +102,7 @@ def test_edit_command_blind_equals_the_in_memory_edit(store_path, recorded, tmp_
     with torch.no_grad():
         torch.testing.assert_close(agents.load(new)(x)[0], expected(x)[0], atol=1e-5, rtol=1e-5)
     found = json.loads((new / "blind.json").read_text())
-    assert found["chosen"] == info["directions"].labels[info["chosen"]] and found["frames"] == len(obs)
+    assert found["chosen"] == info["directions"].labels[info["chosen"][0]] and found["frames"] == len(obs)
     assert max(found["directions"], key=lambda d: d["nmi"])["label"] == found["chosen"]
     (record,) = json.loads((new / "agent" / "config.json").read_text())["edits"]
     assert record["blind"] == "ball" and record["kept"] == "others" and record["selected"] == found["chosen"]
@@ -84,6 +114,8 @@ def test_edit_command_blind_bad_input(store_path, tmp_path, capsys):
                          (["--blind", "ball"], "--layer"),
                          (["--layer", "embed", "--blind", "ball", "--direction", "0"], "--direction"),
                          (["--layer", "embed", "--blind", "ball", "--channel", "0"], "exactly one"),
+                         (["--layer", "embed", "--blind", "ball", "--top", "x"], "top='x'"),
+                         (["--layer", "embed", "--directions", "d.json", "--direction", "0", "--top", "2"], "--top"),
                          (["--layer", "nope", "--blind", "ball"], "embed")):  # unknown layer: lists the layers
         with pytest.raises(SystemExit):
             edit_cli.main(["zoo:minigrid-do8-rgb", "--store", str(store_path), "--max-frames", "64",

@@ -58,6 +58,7 @@ def blind_experiment(agent, obs, masks, out: Path, original: dict, cfg, layer: s
     """Project out the ball direction (keeping the others, and seed 001's plain projection), evaluate both
     edits on the evaluation's levels and compare failures by cause with the original."""
     from .edit import blind, project_out
+    from .edit.blind import pick
     from .evaluate import evaluate
     from .envs import parse_spec
     from .evaluate.compare import compare_records, control_section, plot
@@ -66,17 +67,24 @@ def blind_experiment(agent, obs, masks, out: Path, original: dict, cfg, layer: s
     hidden = str(parse_spec(env).replace(invisible="ball"))  # the control: the original with balls invisible
     control = evaluate(agent, hidden, original["episodes"], start_level=cfg.eval_start_level, seed=cfg.seed)
     blinded, info = blind(agent, obs, masks, "ball", layer=layer, k=k, keep_others=True)
-    chosen = info["directions"].select([info["chosen"]])
-    plain = project_out(agent, layer, chosen, obs=obs[:64])  # seed 001's projection of the same direction
+    directions = info["directions"]
+    plain = project_out(agent, layer, directions.select(info["chosen"]), obs=obs[:64])  # seed 001's projection
+    every = pick(info["scores"]["directions"], "ball", "all")  # NMF may split balls over several directions
+    rest = [j for j in range(len(directions)) if j not in every]
+    edits = [("keep-others", blinded, info["chosen"]), ("plain", plain, info["chosen"])]
+    if len(every) > 1 and rest:
+        edits.append(("all-ball-directions", project_out(agent, layer, directions.select(every),
+                                                        keep=directions.select(rest), obs=obs[:64]), every))
     results = {}
-    for name, edited in (("keep-others", blinded), ("plain", plain)):
+    for name, edited, chosen in edits:
         ev = evaluate(edited, env, original["episodes"], start_level=cfg.eval_start_level, seed=cfg.seed)
         cmp = compare_records(original["per_episode"], ev["per_episode"])
-        cmp.update(run_a="original", run_b=f"ball direction projected out ({name})", control=control_section(
+        cmp.update(run_a="original", run_b=name, control=control_section(
             original["per_episode"], ev["per_episode"], control["per_episode"], "ball", hidden))
-        results[name] = {"compare": cmp, "chosen": info["directions"].labels[info["chosen"]],
-                         "nmi": info["scores"]["directions"][info["chosen"]]["entities"]["ball"]["nmi"]}
-    plot(results["keep-others"]["compare"], out / "edit-compare.png")
+        results[name] = {"compare": cmp, "chosen": ",".join(directions.labels[j] for j in chosen),
+                         "nmi": [info["scores"]["directions"][j]["entities"]["ball"]["nmi"] for j in chosen]}
+    plot(results["keep-others"]["compare"], out / "edit-compare.png",
+         others=tuple(r["compare"] for name, r in results.items() if name != "keep-others"))
     (out / "analysis" / "edit.json").write_text(json.dumps(results, indent=1))
     return results
 
@@ -186,11 +194,16 @@ def vision_section(out: Path, store, agent, evaluation: dict, cfg, layer: "str |
         "## Editing: blind the agent to balls",
         "",
         f"The `{layer}` direction that best locates balls (direction {edits['keep-others']['chosen']}, NMI "
-        f"{edits['keep-others']['nmi']:.2f}) is projected out of the agent, and the edited agent plays the same "
+        f"{edits['keep-others']['nmi'][0]:.2f}) is projected out of the agent, and the edited agent plays the same "
         f"{keep['episodes']} held-out levels. `keep-others` removes it while passing the other NMF directions "
         "unchanged (an oblique projection); `plain` is seed 001's orthogonal projection, which also moves every "
-        "direction that shares channels with it. Counts of episodes ended by each cause, McNemar's exact test "
-        "paired by level, Holm-corrected (* significant at 0.05):",
+        "direction that shares channels with it"
+        + (f"; `all-ball-directions` removes every direction whose best entity is the ball (directions "
+           f"{edits['all-ball-directions']['chosen']}, NMI "
+           f"{', '.join(f'{x:.2f}' for x in edits['all-ball-directions']['nmi'])}: NMF split the balls), keeping "
+           "the others" if "all-ball-directions" in edits else "")
+        + ". Counts of episodes ended by each cause, McNemar's exact test paired by level, Holm-corrected "
+        "(* significant at 0.05):",
         "",
         *_cause_rows(edits),
         "",

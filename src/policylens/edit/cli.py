@@ -42,6 +42,8 @@ class EditConfig:
     """with --blind: rollouts store with ground truth whose frames choose the direction (default: RUN/rollouts.zarr, runs/NAME/rollouts.zarr for zoo:NAME)"""
     k: int = 8
     """with --blind: number of NMF directions to choose from"""
+    top: str = "1"
+    """with --blind: how many directions to project out: the N that best locate the entity, or 'all' whose best entity it is (NMF often splits one entity over two directions)"""
     max_frames: int = 2048
     """with --blind: frames of the store to factorise (whole episodes from the first, trimmed evenly to this)"""
     seed: int = 0
@@ -122,11 +124,11 @@ def blind_frames(store, agent, max_frames: int) -> tuple:
 
 
 def blind_directions(cfg: EditConfig, agent, agent_dir: Path) -> tuple:
-    """``(chosen, kept or None, found)`` for ``--blind``: the NMF direction of ``--layer`` that best locates the
-    entity, the other NMF directions when ``--keep others``, and what was found (directions, scores, frames)."""
+    """``(chosen, kept or None, found)`` for ``--blind``: the NMF directions of ``--layer`` that best locate the
+    entity (``--top``), the other NMF directions when ``--keep others``, and what was found (directions, scores, frames)."""
     from ..factors.collect import open_store
     from ..rollouts.record import default_out
-    from .blind import choose
+    from .blind import choose, parse_top
 
     if not cfg.layer:
         raise ValueError("--blind needs --layer: the layer whose NMF directions are searched "
@@ -135,27 +137,29 @@ def blind_directions(cfg: EditConfig, agent, agent_dir: Path) -> tuple:
         raise ValueError("--blind chooses the direction itself; drop --direction")
     if cfg.keep not in ("", "others"):
         raise ValueError(f"with --blind, --keep takes only 'others' (the other NMF directions); got {cfg.keep!r}")
+    parse_top(cfg.top)  # refused before anything is read
     store = open_store(Path(cfg.store) if cfg.store else default_out(cfg.run, agent_dir))
     obs, masks, state = blind_frames(store, agent, cfg.max_frames)
     directions, chosen, scores = choose(agent, obs, masks, cfg.blind, layer=cfg.layer, k=cfg.k, state=state,
-                                        seed=cfg.seed)
-    rest = [j for j in range(len(directions)) if j != chosen]
+                                        seed=cfg.seed, top=cfg.top)
+    rest = [j for j in range(len(directions)) if j not in chosen]
     kept = directions.select(rest) if cfg.keep == "others" and rest else None
-    return directions.select([chosen]), kept, {"directions": directions, "chosen": chosen, "scores": scores,
-                                               "frames": len(obs), "store": str(store.path)}
+    return directions.select(chosen), kept, {"directions": directions, "chosen": chosen, "scores": scores,
+                                             "frames": len(obs), "store": str(store.path)}
 
 
 def write_blind(cfg: EditConfig, found: dict) -> dict:
     """Save what ``--blind`` chose beside the new checkpoint: ``OUT/blind-directions.{json,safetensors}``
     (every NMF direction) and ``OUT/blind.json`` (each direction's score for the entity); returns the record."""
-    directions, chosen = found["directions"], found["chosen"]
+    directions = found["directions"]
+    chosen = ",".join(directions.labels[j] for j in found["chosen"])  # best first, as --direction takes them
     path = directions.save(Path(cfg.out) / "blind-directions")
     rows = [{"label": label, "nmi": d["entities"][cfg.blind]["nmi"], "best_entity": d["best_entity"]}
             for label, d in zip(directions.labels, found["scores"]["directions"])]
-    info = {"entity": cfg.blind, "layer": cfg.layer, "chosen": directions.labels[chosen], "k": len(directions),
+    info = {"entity": cfg.blind, "layer": cfg.layer, "chosen": chosen, "top": cfg.top, "k": len(directions),
             "frames": found["frames"], "store": found["store"], "seed": cfg.seed, "directions": rows}
     (Path(cfg.out) / "blind.json").write_text(json.dumps(info, indent=1))
-    return {"directions": str(path), "selected": directions.labels[chosen], "blind": cfg.blind}
+    return {"directions": str(path), "selected": chosen, "blind": cfg.blind}
 
 
 def edit(cfg: EditConfig) -> Path:
@@ -167,6 +171,8 @@ def edit(cfg: EditConfig) -> Path:
     target = Path(cfg.out) / "agent"
     if (target / "config.json").exists() and not cfg.overwrite:
         raise ValueError(f"{target} already holds a checkpoint; pass --overwrite to replace it")
+    if cfg.top != "1" and not cfg.blind:
+        raise ValueError("--top chooses among --blind's NMF directions; without --blind name them with --direction")
     if bool(cfg.directions) + bool(cfg.channel) + bool(cfg.blind) != 1:
         raise ValueError("edit needs exactly one of --directions PATH (with --direction), --channel C or "
                          "--blind ENTITY")

@@ -166,18 +166,20 @@ def control_section(records_a: list, records_b: list, records_control: list, inv
     return control
 
 
-def plot(result: dict, path) -> Path:
-    """Grouped bars of failure rate by cause with 95% intervals, significant differences starred (and the
-    invisible-entity control beside them when there is one)."""
+def plot(result: dict, path, others: tuple = ()) -> Path:
+    """Grouped bars of failure rate by cause with 95% intervals, significant differences (of ``result``)
+    starred; ``others``: more comparisons against the same A whose B's are drawn beside; and the
+    invisible-entity control of ``result`` when there is one."""
     control = result.get("control")
-    causes = sorted(set(result["causes"]) | set(control["causes"] if control else ()))
+    causes = sorted(set(result["causes"]).union(*(o["causes"] for o in others), control["causes"] if control else ()))
     n = result["episodes"]
 
     def rates(rows: dict, side: str) -> dict:  # causes one comparison never saw happened 0 times
         zero = {"rate": 0.0, "ci95": list(wilson_interval(0, n))}
         return {c: rows[c][side] if c in rows else zero for c in causes}
 
-    groups = [(result["run_a"], rates(result["causes"], "a")), (result["run_b"], rates(result["causes"], "b"))]
+    groups = [(result["run_a"], rates(result["causes"], "a"))]
+    groups += [(r["run_b"], rates(r["causes"], "b")) for r in (result, *others)]
     if control:
         groups.append((f"{result['run_a']}, {'+'.join(control['invisible'])} invisible",
                        rates(control["causes"], "b")))
