@@ -75,7 +75,7 @@ def _start(run, extra, total):
             "ppo.write_checkpoint = lambda *a, **k: (write(*a, **k), time.sleep(0.3)); "
             "from policylens.train import TrainConfig, train; "
             f"train(TrainConfig(out={str(run)!r}, total_frames={total}, checkpoint_every=1, **{extra!r}))")
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _wait_for_update(run, update, proc, timeout=120):
@@ -93,7 +93,7 @@ def _wait_for_update(run, update, proc, timeout=120):
     raise TimeoutError("training made no checkpoint")
 
 
-@pytest.mark.parametrize("recurrent, sig", [(True, signal.SIGKILL), (False, signal.SIGINT)])
+@pytest.mark.parametrize("recurrent, sig", [(True, signal.SIGKILL), (False, signal.SIGINT), (False, signal.SIGTERM)])
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path, recurrent, sig):
     extra = {**TINY, "recurrent": recurrent, "bptt": 8}
     total = 4 * 16 * 8  # 8 updates
@@ -107,6 +107,8 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, recurrent, sig):
     proc.wait(timeout=60)
     done = json.loads((cut / "agent" / "trainer.json").read_text())["update"]
     assert proc.returncode != 0 and done < 8, "the run finished before it was interrupted; nothing was tested"
+    if sig != signal.SIGKILL:  # Ctrl-C and kill both stop it the same way: the update under way saved, said so
+        assert "interrupted: checkpoint at update" in proc.stdout.read().decode()
 
     train(TrainConfig(out=str(cut), total_frames=total, checkpoint_every=1, resume=True, **extra))
     a, b = _weights(whole), _weights(cut)

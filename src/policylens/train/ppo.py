@@ -149,6 +149,7 @@ def train(cfg: TrainConfig) -> Path:
     def elapsed() -> float:
         return seconds_before + time.time() - t_start
 
+    restore_sigterm = _sigterm_as_interrupt()
     try:
         for update in range(start_update, num_updates):
             snap = capture(update)
@@ -211,6 +212,7 @@ def train(cfg: TrainConfig) -> Path:
                   "rerun with --resume to continue")
         raise
     finally:
+        restore_sigterm()
         probe.close()
         csv_file.close()
         bar.close()
@@ -219,6 +221,23 @@ def train(cfg: TrainConfig) -> Path:
 
     plot_curve(out / "train.csv", out / "curve.png", title=f"{cfg.arch} on {cfg.env}")
     return out
+
+
+def _sigterm_as_interrupt():
+    """Make SIGTERM (``kill PID``, a scheduler's stop) end training as Ctrl-C does, saving the checkpoint of the
+    update under way: a shell starts background runs with SIGINT ignored, so Ctrl-C cannot reach them. Returns
+    the function that puts the previous handler back (nothing to do off the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _init_from(agent: nn.Module, agent_cfg: AgentConfig, run: str) -> None:
