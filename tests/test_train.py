@@ -143,3 +143,25 @@ def test_ppo_learns_an_easy_task(tmp_path):
     assert min(float(r["success_rate"]) for r in late) >= 0.9, late
     early = sum(float(r["return_mean"]) for r in rows[:3]) / 3
     assert sum(float(r["return_mean"]) for r in late) / len(late) > early + 0.25, (rows[:3], late)
+
+
+def test_init_from_with_value_warmup_holds_everything_but_the_value_head(tmp_path):
+    first = tmp_path / "first"
+    train(TrainConfig(out=str(first), total_frames=2 * 4 * 16, **TINY))
+    start = _weights(first)
+    warm = tmp_path / "warm"  # one update, inside the warm-up: only v.* moves
+    train(TrainConfig(out=str(warm), total_frames=4 * 16, init_from=str(first), value_warmup=1, **TINY))
+    after = _weights(warm)
+    moved = {k for k in start if not torch.equal(start[k], after[k])}
+    assert moved and moved <= {k for k in start if k.startswith("v.")}, moved
+    on = tmp_path / "on"  # the update after the warm-up moves the policy too
+    train(TrainConfig(out=str(on), total_frames=2 * 4 * 16, init_from=str(first), value_warmup=1, **TINY))
+    assert any(not torch.equal(start[k], v) for k, v in _weights(on).items() if k.startswith("pi."))
+
+
+def test_init_from_another_architecture_is_refused(tmp_path):
+    first = tmp_path / "first"
+    train(TrainConfig(out=str(first), total_frames=4 * 16, **TINY))
+    with pytest.raises(ValueError, match="arch"):
+        train(TrainConfig(out=str(tmp_path / "x"), total_frames=4 * 16, init_from=str(first),
+                          **{**TINY, "arch": "cnn"}))

@@ -46,7 +46,7 @@ class CompareConfig:
     env_b: Optional[str] = None
     """env spec RUN_B plays (default: the same as RUN_A's), e.g. with invisible=saw"""
     invisible: str = ""
-    """also play RUN_A with these entities invisible (CoinRun: saw, enemy, crate; comma-separated) and report the share of that full blindness RUN_B reaches, per cause"""
+    """also play RUN_A with these entities invisible (CoinRun: saw, enemy, crate; MiniGrid: ball, key, box, goal, lava; comma-separated) and report the share of that full blindness RUN_B reaches, per cause"""
     policy: str = "sample"
     """how actions are picked: sample | greedy | temperature"""
     seed: int = 0

@@ -55,6 +55,8 @@ class TrainConfig:
     """save a resumable checkpoint every this many updates (and at the end)"""
     init_from: str = ""
     """start from this run's / zoo agent's weights (same architecture), e.g. for a curriculum over env sizes"""
+    value_warmup: int = 0
+    """the first updates train the value head alone, every other weight held (for init_from: the value fits this run's reward scale before its advantages move the policy)"""
     resume: bool = False
     """continue from OUT/agent's last checkpoint (same seed: same weights as an uninterrupted run)"""
     bf16: Optional[bool] = None

@@ -192,7 +192,7 @@ def train(cfg: TrainConfig) -> Path:
             ret = adv + val_buf
             # ---- update --------------------------------------------------------------------------
             stats = _update(cfg, agent, optimizer, probe, gen, device, obs_buf, act_buf, logp_buf, val_buf,
-                            adv, ret, first_buf, state_buf)
+                            adv, ret, first_buf, state_buf, value_only=update < cfg.value_warmup)
             recent.extend([e["return"], e["length"], e["success"]] for e in ended)
             row = _row(update + 1, frames, elapsed(), N * T / (time.time() - t0), ended, stats,
                        optimizer.param_groups[0]["lr"])
@@ -255,8 +255,10 @@ def _init_from(agent: nn.Module, agent_cfg: AgentConfig, run: str) -> None:
 
 
 def _update(cfg, agent, optimizer, probe, gen, device, obs_buf, act_buf, logp_buf, val_buf, adv, ret,
-            first_buf, state_buf) -> dict:
+            first_buf, state_buf, value_only: bool = False) -> dict:
+    """PPO epochs over one rollout; ``value_only``: the value loss alone, and only the value head steps."""
     T, N = act_buf.shape
+    value_head = {id(p) for p in agent.v.parameters()}
     recurrent = state_buf is not None
     L = (cfg.bptt or T) if recurrent else 1
     if recurrent:
@@ -313,7 +315,11 @@ def _update(cfg, agent, optimizer, probe, gen, device, obs_buf, act_buf, logp_bu
             if attn_ent is not None and cfg.attention_entropy_coef:
                 loss = loss + cfg.attention_entropy_coef * attn_ent
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (cfg.vf_coef * v_loss if value_only else loss).backward()
+            if value_only:  # a parameter without a gradient is left alone by Adam (no moment, no step)
+                for p in agent.parameters():
+                    if id(p) not in value_head:
+                        p.grad = None
             nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
             optimizer.step()
             with torch.no_grad():
