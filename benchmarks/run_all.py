@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-QUICK = ("ppo_overhead", "store", "attribution_ig", "explorer_export", "dt_app_latency")
+QUICK = ("ppo_overhead", "store", "attribution_ig", "explorer_export", "dt_app_latency", "edit_blindness")
 
 
 def main(argv=None):
