@@ -14,7 +14,6 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -32,8 +31,10 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
 
     from policylens.agents import load
+    from policylens.demo import DemoConfig
     from policylens.demo_vision import ENTITIES, blind_experiment
     from policylens.evaluate import evaluate
+    from policylens.evaluate.run import run_env_spec
     from policylens.factors.collect import open_store
     from policylens.rollouts import RecordConfig, record
     from policylens.scores import store_frames
@@ -46,9 +47,8 @@ def main(argv=None) -> None:
                                     seed=0, progress=False))
         obs, masks = store_frames(open_store(store), kinds=list(ENTITIES))
         agent = load(AGENT)
-        original = evaluate(agent, "minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0?obs=rgb", args.episodes,
-                            start_level=args.start_level, seed=0)
-        cfg = SimpleNamespace(eval_start_level=args.start_level, seed=0)
+        original = evaluate(agent, run_env_spec(AGENT), args.episodes, start_level=args.start_level, seed=0)
+        cfg = DemoConfig(eval_start_level=args.start_level, seed=0)  # the demo's experiment, on more levels
         results = blind_experiment(agent, obs, masks, out, original, cfg, LAYER, K)
     control = results["keep-others"]["compare"]["control"]
     rows = {name: {"chosen": r["chosen"], "nmi": r["nmi"], "success": r["compare"]["success"]["b"],

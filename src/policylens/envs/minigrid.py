@@ -20,7 +20,7 @@ import numpy as np
 from gymnasium import spaces
 
 from .base import EpisodeTracker, VecEnv
-from .spec import EnvSpec
+from .spec import EnvSpec, invisible_option
 
 OBS_MODES = ("symbolic", "onehot", "rgb")
 # One-hot widths of the three planes of MiniGrid's encoding: object, colour, state.
@@ -61,11 +61,7 @@ class MiniGridVecEnv(VecEnv):
         self.tile_size = int(opts.get("tile_size", 8))
         self.num_levels = int(opts.get("num_levels", 0))
         self.start_level = int(opts.get("start_level", 0))
-        self.invisible = tuple(k.strip() for k in str(opts.get("invisible") or "").split(",") if k.strip())
-        bad = sorted(set(self.invisible) - set(HIDEABLE))
-        if bad:
-            raise ValueError(f"minigrid option invisible={opts['invisible']!r}: {', '.join(bad)} cannot be hidden; "
-                             f"expected any of {', '.join(HIDEABLE)}, comma-separated")
+        self.invisible = invisible_option(opts.get("invisible"), HIDEABLE, "minigrid")
         make_kwargs = {k: v for k, v in opts.items() if k not in _OWN_OPTIONS}
         self.spec = spec
         self.num_envs = num_envs

@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 from .base import EpisodeTracker, VecEnv
-from .spec import EnvSpec
+from .spec import EnvSpec, invisible_option, option_list
 
 GAMES = (
     "bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot",
@@ -50,18 +50,14 @@ def _gym3_env(game: str, num: int, seed: int | None, options: dict):
 
 
 def invisible_kinds(spec: EnvSpec, value) -> tuple:
-    """The entity kinds of ``invisible=`` (comma-separated), checked."""
-    kinds = tuple(k.strip() for k in str(value or "").split(",") if k.strip())
-    if kinds and spec.name != "coinrun":
+    """The entity kinds of ``invisible=`` (comma-separated), checked: CoinRun's :data:`~.coinrun.HIDEABLE`."""
+    if not option_list(value):
+        return ()
+    if spec.name != "coinrun":
         raise ValueError(f"invisible= is available for coinrun only, not {spec.name!r}")
-    if kinds:
-        from .coinrun import HIDEABLE
+    from .coinrun import HIDEABLE
 
-        bad = sorted(set(kinds) - set(HIDEABLE))
-        if bad:
-            raise ValueError(f"invisible={value!r}: {', '.join(bad)} cannot be hidden; expected any of "
-                             f"{', '.join(HIDEABLE)}, comma-separated")
-    return kinds
+    return invisible_option(value, HIDEABLE, "procgen")
 
 
 class ProcgenVecEnv(VecEnv):

@@ -45,6 +45,21 @@ def _coerce(text: str):
     return text
 
 
+def option_list(value) -> tuple:
+    """A comma-separated option value (``invisible=saw,enemy``) as the tuple of its items."""
+    return tuple(k.strip() for k in str(value or "").split(",") if k.strip())
+
+
+def invisible_option(value, allowed: tuple, family: str) -> tuple:
+    """The kinds ``invisible=`` names, each one of ``allowed``, or a clear error naming those that can be hidden."""
+    kinds = option_list(value)
+    bad = sorted(set(kinds) - set(allowed))
+    if bad:
+        raise ValueError(f"{family} option invisible={value!r}: {', '.join(bad)} cannot be hidden; expected any of "
+                         f"{', '.join(allowed)}, comma-separated")
+    return kinds
+
+
 def parse_spec(spec: "str | EnvSpec") -> EnvSpec:
     """Parse ``family:name?opts`` into an :class:`EnvSpec` (values typed as bool/int/float/str)."""
     if isinstance(spec, EnvSpec):

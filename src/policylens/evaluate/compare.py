@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from ..config import add_dataclass_args, clear_errors, from_args
+from ..envs.spec import option_list
 from .run import evaluate
 from .stats import wilson_interval
 
@@ -152,12 +153,12 @@ def compare(run_a, run_b, episodes: int = 1000, *, alpha: float = 0.05, env=None
     return out
 
 
-def control_section(records_a: list, records_b: list, records_control: list, invisible, env: str,
+def control_section(records_a: list, records_b: list, records_control: list, invisible: str, env: str,
                     alpha: float = 0.05) -> dict:
     """A against the control (A with the ``invisible`` kinds hidden, played on the same levels), plus B's
     :func:`blindness_share` of the cause each hidden kind brings about (:data:`CAUSE_OF`), where it ended an
     episode."""
-    kinds = [k.strip() for k in invisible.split(",") if k.strip()] if isinstance(invisible, str) else list(invisible)
+    kinds = list(option_list(invisible))
     control = compare_records(records_a, records_control, alpha)
     ended = {r["cause"] for r in records_a + records_b + records_control}
     control.update(invisible=kinds, env=env, blindness={
