@@ -14,7 +14,7 @@ from policylens.agents import nets
 from policylens.agents.layers import HEAD_DOCS, describe_layers, format_layers
 from policylens.agents.nets import attention_entropy
 
-PROCGEN, GRID, GRID_SYM, GRID_RGB = (64, 64, 3), (7, 7, 3), (7, 7, 20), (56, 56, 3)
+PROCGEN, GRID, GRID_SYM, GRID_RGB, ATARI = (64, 64, 3), (7, 7, 3), (7, 7, 20), (56, 56, 3), (84, 84, 4)
 NUM_ACTIONS = 7
 
 # (arch, obs shape, options): each architecture on the observations it is meant for
@@ -25,6 +25,7 @@ TYPICAL = [
     ("mlp", GRID, {}), ("mlp", GRID_SYM, {}), ("mlp", GRID_RGB, {}),
     ("attention", PROCGEN, {}), ("attention", GRID_RGB, {}),
     ("attention", GRID, {"base": "cnn"}), ("attention", GRID_SYM, {"base": "cnn"}),
+    ("nature", ATARI, {}), ("nature", PROCGEN, {}), ("attention", ATARI, {"base": "nature"}),
 ]
 ARCHS_64 = [("impala", {}), ("clear", {}), ("cnn", {}), ("mlp", {}), ("attention", {})]
 
@@ -70,8 +71,24 @@ def test_clear_refuses_observations_too_small_for_its_pooling():
 
 
 def test_unknown_architecture_lists_the_known_ones():
-    with pytest.raises(ValueError, match="impala.*clear.*cnn.*mlp.*attention"):
+    with pytest.raises(ValueError, match="impala.*clear.*cnn.*nature.*mlp.*attention"):
         build(dict(arch="resnet9000"))
+
+
+def test_nature_is_the_dqn_nature_cnn_on_84x84_frames():
+    """32x8x8/4, 64x4x4/2, 64x3x3/1 convs and a 512 dense layer: the parameter count of the published network
+    (1,684,000 + heads), the documented 20/9/7 maps, and rl-attention's 7x7 attention maps over its last conv."""
+    agent = make("nature", ATARI)
+    trunk = sum(p.numel() for n, p in agent.named_parameters() if not n.startswith(("pi.", "v.")))
+    assert trunk == (4 * 64 * 32 + 32) + (32 * 16 * 64 + 64) + (64 * 9 * 64 + 64) + (3136 * 512 + 512)
+    assert {n: s for n, s in layer_shapes(agent).items()} == {
+        "conv1": (32, 20, 20), "conv2": (64, 9, 9), "conv3": (64, 7, 7), "fc": (512,), "pi": (NUM_ACTIONS,),
+        "v": (1,)}
+    assert layer_shapes(make("attention", ATARI, base="nature"))["attention"] == (2, 7, 7)
+    with pytest.raises(ValueError, match="36x36.*\\(7, 7, 3\\)"):
+        make("nature", GRID)
+    with pytest.raises(ValueError, match="attention base 'vgg'.*impala, nature, cnn"):
+        make("attention", ATARI, base="vgg")
 
 
 def _doc_shape(doc: str, namespace: dict) -> tuple:

@@ -1,4 +1,4 @@
-"""The architectures: ``impala``, ``clear``, ``cnn``, ``mlp`` and ``attention``; each may be recurrent.
+"""The architectures: ``impala``, ``clear``, ``cnn``, ``nature``, ``mlp`` and ``attention``; each may be recurrent.
 
 Every activation worth analysing is a named module output (post-ReLU where it says so), listed with its
 shape in the class's ``LAYERS``; ``policylens layers RUN`` prints them for a given observation shape.
@@ -176,6 +176,35 @@ class GridCNN(ActorCritic):
         return self.fc(self.conv_features(obs).flatten(1))  # (B, 256)
 
 
+class Nature(ActorCritic):
+    """The DQN Nature CNN (Mnih et al. 2015), the Atari trunk of CleanRL's ``ppo_atari`` and Stable-Baselines3's
+    ``CnnPolicy``: conv 32x8x8/4, 64x4x4/2, 64x3x3/1 (no padding), dense 512. Shapes below for 84x84 frames."""
+
+    LAYERS = {
+        "conv1": "(B, 32, 20, 20) post-ReLU",
+        "conv2": "(B, 64, 9, 9) post-ReLU",
+        "conv3": "(B, 64, 7, 7) post-ReLU",
+        "fc": "(B, 512) post-ReLU",
+    }
+
+    def __init__(self, obs_shape, num_actions, obs_scale=1 / 255, **kw):
+        super().__init__(obs_shape, num_actions, 512, **kw)
+        h, w, c = obs_shape
+        if min(h, w) < 36:  # the three convs shrink 36 -> 8 -> 3 -> 1
+            raise ValueError(f"the nature architecture needs observations of at least 36x36, got {tuple(obs_shape)}")
+        self.scale = ScaleObs(obs_scale)
+        self.conv1, self.conv2 = ConvReLU(c, 32, 8, stride=4), ConvReLU(32, 64, 4, stride=2)
+        self.conv3 = ConvReLU(64, 64, 3, padding=0)
+        flat = _flat_dim(lambda x: self.conv3(self.conv2(self.conv1(x))), (c, h, w))
+        self.fc = nn.Sequential(nn.Linear(flat, 512), nn.ReLU())
+
+    def conv_features(self, obs):
+        return self.conv3(self.conv2(self.conv1(self.scale(obs))))  # (B, 64, 7, 7)
+
+    def features(self, obs):
+        return self.fc(self.conv_features(obs).flatten(1))  # (B, 512)
+
+
 class MLP(ActorCritic):
     """Flattened observation -> 256 -> 256."""
 
@@ -195,18 +224,22 @@ class MLP(ActorCritic):
 
 
 class Attention(ActorCritic):
-    """rl-attention's agent: a conv trunk (``base``: impala or cnn), 1x1 convs to ``heads`` spatial-softmax
+    """rl-attention's agent: a conv trunk (``base``: impala, nature or cnn), 1x1 convs to ``heads`` spatial-softmax
     attention maps over the last conv features, multiplied into them, then dense 256."""
 
     LAYERS = {
-        "attention_logits": "(B, heads, h, w) pre-softmax; (h, w) = the trunk's last conv map, (H/8, W/8) for impala",
+        "attention_logits": "(B, heads, h, w) pre-softmax; (h, w) = the trunk's last conv map: (H/8, W/8) for impala, "
+                            "7x7 for nature on 84x84 frames",
         "attention": "(B, heads, h, w) attention maps, each summing to 1 over h*w",
         "fc": "(B, 256) post-ReLU",
     }
 
     def __init__(self, obs_shape, num_actions, obs_scale=1 / 255, base="impala", heads=2, **kw):
         super().__init__(obs_shape, num_actions, 256, **kw)
-        trunk_cls = {"impala": Impala, "cnn": GridCNN}[base]
+        trunks = {"impala": Impala, "nature": Nature, "cnn": GridCNN}
+        if base not in trunks:
+            raise ValueError(f"attention base {base!r}: expected one of {', '.join(trunks)}")
+        trunk_cls = trunks[base]
         self.trunk = trunk_cls(obs_shape, num_actions, obs_scale=obs_scale)
         for unused in ("pi", "v", "fc", "fc_relu"):  # only its conv part is used
             if hasattr(self.trunk, unused):

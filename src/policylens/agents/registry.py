@@ -5,9 +5,9 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from .nets import MLP, Attention, Clear, GridCNN, Impala
+from .nets import MLP, Attention, Clear, GridCNN, Impala, Nature
 
-ARCHITECTURES: dict = {"impala": Impala, "clear": Clear, "cnn": GridCNN, "mlp": MLP, "attention": Attention}
+ARCHITECTURES: dict = {"impala": Impala, "clear": Clear, "cnn": GridCNN, "nature": Nature, "mlp": MLP, "attention": Attention}
 
 
 def register(name: str, cls) -> None:
