@@ -245,16 +245,15 @@ def window_features(blocks: dict, window: int, stride: int) -> tuple:
 
 def cluster_windows(features: np.ndarray, behaviours: int, seed: int = 0) -> tuple:
     """k-means of the windows: ``(labels (M,), centres (B, F), representative (B,) window nearest each centre)``."""
-    from sklearn.cluster import KMeans
+    from ..factors.stable import kmeans
 
     if not 1 <= behaviours <= len(features):
         raise ValueError(f"behaviours={behaviours}: must be in [1, {len(features)}] for {len(features)} windows")
-    model = KMeans(n_clusters=behaviours, n_init=10, random_state=seed).fit(features)
-    labels = model.labels_.astype(np.int64)
-    distance = np.linalg.norm(features - model.cluster_centers_[labels], axis=1)  # (M,)
+    labels, centres = kmeans(features, behaviours, seed)
+    distance = np.linalg.norm(features - centres[labels], axis=1)  # (M,)
     representative = np.array([np.flatnonzero(labels == b)[np.argmin(distance[labels == b])]
                                for b in range(behaviours)])
-    return labels, model.cluster_centers_, representative
+    return labels, centres, representative
 
 
 def lagged_xcorr(series: np.ndarray, max_lag: int) -> np.ndarray:

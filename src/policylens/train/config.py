@@ -46,7 +46,7 @@ class TrainConfig:
     norm_reward: bool = True
     """scale rewards by the running std of the discounted return (clipped to +-10)"""
     attention_entropy_coef: float = 0.0
-    """rl-attention's penalty on the entropy of layer 'attention' (their range: 1e-3 .. 1e-2)"""
+    """rl-attention's penalty on the entropy of layer 'attention' (their "region of interest": 1e-3 to 1e-2)"""
     bptt: int = 0
     """recurrent agents: truncated-BPTT segment length (0: the whole rollout)"""
     seed: int = 1
