@@ -13,15 +13,32 @@ CoinRun rows are ``zoo/coinrun-clear/edit/compare-*.json`` (``policylens compare
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from .common import write
+from .common import RESULTS, write
 
 AGENT, LAYER, K = "zoo:minigrid-do8-rgb", "embed", 8
+
+
+def figure(result: dict) -> Path:
+    """``results/edit_blindness.png``: each group's rate of episodes ended by each cause (Wilson 95%)."""
+    from policylens.evaluate.compare import plot_rates
+    from policylens.evaluate.stats import wilson_interval
+
+    n = result["setup"]["episodes"]
+    groups = [("original", result["original"]["deaths"]),
+              *[(name, e["deaths"]) for name, e in result["edits"].items()],
+              ("balls invisible (control)", result["control"]["deaths"])]
+    causes = sorted({c for _, d in groups for c, x in d.items() if x and c != "success"})
+    rows = [(name, {c: {"rate": d.get(c, 0) / n, "ci95": list(wilson_interval(d.get(c, 0), n))} for c in causes})
+            for name, d in groups]
+    return plot_rates(rows, causes, causes, f"Episodes ended by each cause, {n} paired held-out levels",
+                      RESULTS / "edit_blindness.png")
 
 
 def main(argv=None) -> None:
@@ -29,7 +46,11 @@ def main(argv=None) -> None:
     parser.add_argument("--episodes", type=int, default=1000, help="held-out levels each agent plays")
     parser.add_argument("--record-episodes", type=int, default=16, help="episodes whose frames choose the directions")
     parser.add_argument("--start-level", type=int, default=1_000_000, help="first held-out level")
+    parser.add_argument("--figure-only", action="store_true", help="redraw the figure from the filed JSON")
     args = parser.parse_args(argv)
+    if args.figure_only:
+        figure(json.loads((RESULTS / "edit_blindness.json").read_text()))
+        return
     torch.set_num_threads(1)
 
     from policylens.agents import load
@@ -60,7 +81,7 @@ def main(argv=None) -> None:
                    "blindness_share": r["compare"]["control"]["blindness"].get("ball"),
                    "stability": r["stability"], "share_spread": r["share_spread"], "restarts": r["restarts"]}
             for name, r in results.items()}
-    write("edit_blindness", {
+    path = write("edit_blindness", {
         "setup": {"agent": AGENT, "layer": LAYER, "k": K, "k_fitted": len(found.directions),
                   "restarts": len(found.restarts), "episodes": args.episodes, "start_level": args.start_level,
                   "record_episodes": args.record_episodes, "frames": len(obs), "seconds": round(time.time() - t0, 1)},
@@ -70,6 +91,7 @@ def main(argv=None) -> None:
         "directions": [{k: d[k] for k in ("label", "best_entity", "stability", "unstable")} | {
             "nmi": d["entities"][d["best_entity"]]["nmi"]} for d in found.scores["directions"]],
         "edits": rows, "paper_share": round((12.76 - 0.37) / (32.20 - 0.37), 3)})
+    figure(json.loads(path.read_text()))
     for name, r in rows.items():
         s = r["blindness_share"] or {}
         share = "n/a (the control does not raise obstacle deaths)" if s.get("share") is None else \

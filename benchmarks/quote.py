@@ -88,7 +88,48 @@ def edit_table() -> list:
     return rows
 
 
-BLOCKS = {"edit_table": edit_table}
+def _env_name(spec: str) -> str:
+    family, _, rest = spec.partition(":")
+    name, _, options = rest.partition("?")
+    opts = dict(o.split("=", 1) for o in options.split("&") if "=" in o)
+    extra = [f"{opts['obs']} view"] if "obs" in opts else []
+    extra += [opts["distribution_mode"]] if "distribution_mode" in opts else []
+    return ", ".join([name.replace("MiniGrid-", "").removesuffix("-v0"), *extra])
+
+
+def _arch(agent: dict) -> str:
+    if agent["arch"] == "decision_transformer":
+        layers = f"{agent['n_layers']} layer" + ("s" if agent["n_layers"] > 1 else "")
+        return (f"decision transformer ({layers}, {agent['n_heads']} heads, d_model "
+                f"{agent['d_model']}, `{agent['state_embedding']}` embedding, context {agent['context']})")
+    return f"`{agent['arch']}`" + (f" + GRU ({agent['hidden']})" if agent.get("recurrent") else "")
+
+
+def zoo_table() -> list:
+    """Every zoo agent: env, architecture, frames trained, held-out success with its 95% CI and failure causes
+    (its ``evaluation.json``), or a decision transformer's return at each target (its ``calibration.json``)."""
+    rows = ["| name | env | agent | frames trained | held-out result |", "|---|---|---|---|---|"]
+    for run in sorted(p for p in (ROOT / "zoo").iterdir() if (p / "agent" / "config.json").is_file()):
+        config = json.loads((run / "agent" / "config.json").read_text())
+        frames = sum(c["frames"] for c in config.get("curriculum", [])) or config.get("frames")
+        if (run / "evaluation.json").is_file():
+            e = json.loads((run / "evaluation.json").read_text())
+            causes = ", ".join(f"{c} {n}" for c, n in e["causes"].items() if n and c != "success")
+            result = (f"**{e['success_rate']:.3f}** ({e['ci95'][0]:.3f}-{e['ci95'][1]:.3f}) on {e['episodes']:,} "
+                      f"levels" + (f"; {causes}" if causes else ""))
+        elif (run / "calibration.json").is_file():
+            c = json.loads((run / "calibration.json").read_text())
+            result = "return " + ", ".join(f"{r['mean_return']:.2f} at RTG {r['target_rtg']:g}" for r in c["results"]
+                                            if r["target_rtg"] in (-1, 0, 0.9))
+            frames = None
+        else:
+            result = "-"
+        rows.append(f"| `{run.name}` | {_env_name(config['env'])} | {_arch(config['agent'])} | "
+                    f"{f'{frames:,}' if frames else '-'} | {result} |")
+    return rows
+
+
+BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table}
 
 
 # ---------------------------------------------------------------- rewriting and checking
