@@ -23,17 +23,18 @@ def _direction_table(scores: dict) -> list:
             "|---|---|---|---|---|---|---|"]
     for r in scores["directions"]:
         e = r["entities"][r["best_entity"]]
-        rows.append(f"| {r['label']} | {r['best_entity']} | {e['precision']:.2f} | {e['lift']:.1f} | {e['nmi']:.2f} "
+        best = r["best_entity"] if e["nmi"] > 0 else "-"  # no entity's position tells anything about it
+        rows.append(f"| {r['label']} | {best} | {e['precision']:.2f} | {e['lift']:.1f} | {e['nmi']:.2f} "
                     f"| {'yes' if r['interpretable'] else 'no'} | {r['stability']:.2f}"
                     f"{' (unstable)' if r['unstable'] else ''} |")
     return rows
 
 
 def _range(x: dict, fmt: str = ".2f") -> str:
-    """``median [min, max] over n restarts`` of a :func:`~policylens.scores.entities.spread`."""
+    """``median [min, max]`` of a :func:`~policylens.scores.entities.spread`."""
     if x["median"] is None:
         return "-"
-    return f"{x['median']:{fmt}} [{x['min']:{fmt}}, {x['max']:{fmt}}] over {x['n']} restarts"
+    return f"{x['median']:{fmt}} [{x['min']:{fmt}}, {x['max']:{fmt}}]"
 
 
 def directions_and_scores(agent, obs, masks, out: Path, layer: str, k: int) -> tuple:
@@ -221,9 +222,10 @@ def vision_section(out: Path, store, agent, evaluation: dict, cfg, layer: "str |
         "of where it fires is compared with the entity masks from the env's state (precision: share of its mass "
         "on the entity; lift: over chance; NMI: normalised mutual information of where it fires with where the "
         f"entity is). **{scores['interpretable_share']:.0%} of directions are interpretable** by the stated "
-        f"criterion (NMI >= {scores['criterion']['min_nmi']}, lift >= {scores['criterion']['min_lift']}); over "
-        f"the restarts {_range(scores['interpretable_share_spread'])}. Stability: the median best-matched cosine "
-        "of the direction in the other restarts and in fits to bootstrap resamples of the frames.",
+        f"criterion (NMI >= {scores['criterion']['min_nmi']}, lift >= {scores['criterion']['min_lift']}); "
+        f"median [min, max] over the {len(found.restarts)} restarts: "
+        f"{_range(scores['interpretable_share_spread'], '.0%')}. Stability: the median best-matched cosine of the "
+        "direction in the other restarts and in fits to bootstrap resamples of the frames.",
         "",
         *_direction_table(scores),
         "",
