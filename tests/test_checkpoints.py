@@ -17,6 +17,10 @@ CASES = [
     ("cnn", (7, 7, 20), False, {}), ("cnn", (56, 56, 3), True, {}),
     ("mlp", (7, 7, 3), False, {}), ("mlp", (7, 7, 3), True, {}),
     ("attention", (64, 64, 3), False, {"heads": 3}), ("attention", (7, 7, 3), True, {"base": "cnn"}),
+    # layouts of agents trained elsewhere: dense towers, tanh, a Q-network, a separate value trunk
+    ("mlp", (4,), False, {"hidden_sizes": [], "pi_hidden": [64, 64], "v_hidden": [32], "activation": "tanh"}),
+    ("mlp", (4,), False, {"hidden_sizes": [64, 64], "q_values": True}),
+    ("nature", (84, 84, 4), False, {"separate_value": True, "fc_dim": 256, "pi_hidden": [16]}),
 ]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import get_layer, layer_names, layer_shapes
+from .base import ActorCritic, get_layer, layer_names, layer_shapes
 
 HEAD_DOCS = {
     "hx": "(B, hidden) GRU state",
@@ -26,7 +26,11 @@ def describe_layers(agent: nn.Module, obs_shape=None, all_modules: bool = False)
     """
     names = [n for n, _ in agent.named_modules() if n] if all_modules else layer_names(agent)
     shapes = layer_shapes(agent, obs_shape, names=names)
-    docs = {**HEAD_DOCS, **(getattr(agent, "LAYERS", {}) or {})} if getattr(agent, "LAYERS", None) else {}
+    docs = {}
+    if getattr(agent, "LAYERS", None) or isinstance(agent, ActorCritic):
+        trunk = getattr(agent, "value_trunk", None)
+        docs = {**HEAD_DOCS, **(getattr(agent, "LAYERS", {}) or {}), **(getattr(agent, "head_layers", {}) or {}),
+                **{f"value_trunk.{k}": f"{v}, value trunk" for k, v in (getattr(trunk, "LAYERS", None) or {}).items()}}
     rows = []
     for name in names:
         module = get_layer(agent, name)
