@@ -33,4 +33,12 @@ def make(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None) -> V
     raise ValueError(f"unknown env family {spec.family!r} in {str(spec)!r}; expected one of {FAMILIES}")
 
 
-__all__ = ["make", "parse_spec", "EnvSpec", "VecEnv", "CAUSES", "FAMILIES"]
+def __getattr__(name):  # the Gymnasium views, imported on first use
+    if name in ("as_gymnasium", "gymnasium_env", "GymnasiumVectorView", "GymnasiumEnvView"):
+        from . import view
+
+        return getattr(view, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["make", "parse_spec", "EnvSpec", "VecEnv", "CAUSES", "FAMILIES", "as_gymnasium", "gymnasium_env"]
