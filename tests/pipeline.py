@@ -32,16 +32,17 @@ def pl_error(*args) -> str:
     return err.getvalue()
 
 
-def run_pipeline(run: Path, layer: str, *, env: str = "", max_steps: int = 40) -> dict:
-    """record, evaluate, attribute, factorize, explore, edit and compare on ``run``; returns what they wrote."""
+def run_pipeline(run: Path, layer: str, *, env: str = "", max_steps: int = 40, method: str = "nmf") -> dict:
+    """record, evaluate, attribute, factorize (``method``: nmf for a post-ReLU layer, pca for tanh), explore,
+    edit and compare on ``run``; returns what they wrote."""
     extra = ["--env", env] if env else []
     pl("layers", run)
     pl("record", run, "--episodes", 2, "--num-envs", 2, "--max-steps", max_steps, "--progress", "false", *extra)
     pl("evaluate", run, "--episodes", 2, "--progress", "false", *extra)
     pl("attribute", run, "--layer", layer, "--episodes", 0, "--progress", "false")
     pl("attribute", run, "--episodes", 0, "--method", "saliency", "--progress", "false")  # the input
-    pl("factorize", run, "--layer", layer, "--k", 2, "--max-frames", 64)
-    directions = run / "analysis" / "directions" / f"{layer}-nmf-activations"
+    pl("factorize", run, "--layer", layer, "--k", 2, "--max-frames", 64, "--method", method)
+    directions = run / "analysis" / "directions" / f"{layer}-{method}-activations"
     pl("explore", run, "--episodes", 0, "--steps", 12, "--k", 2, "--layer", layer, "--nmf-frames", 12,
        "--progress", "false")
     edited = run.parent / f"{run.name}-edited"

@@ -22,6 +22,7 @@ COMMANDS = {
     "dt": ("policylens.dt.cli", "decision transformer: collect, train, calibrate, analyze, ablate (policylens dt --help)"),
     "sim": ("policylens.sim.cli", "differentiable simulator with the frozen agent inside: train, hx, swap (policylens sim --help)"),
     "layers": ("policylens.agents.layers", "list an agent's named layers with their shapes"),
+    "import": ("policylens.import_cli", "an agent trained elsewhere (Stable-Baselines3 zip, CleanRL state dict), never unpickled"),
     "demo": ("policylens.demo", "the main job: agent -> record -> evaluate -> report on MiniGrid"),
 }
 

@@ -52,7 +52,8 @@ def format_layers(layers, obs_shape=None, all_modules: bool = False) -> str:
     if isinstance(layers, nn.Module):
         agent = layers
         shape = obs_shape or getattr(agent, "obs_shape", None)
-        title = f"{type(agent).__name__}, obs (H, W, C) = {tuple(shape) if shape else '?'}\n"
+        axes = "(H, W, C)" if shape is None or len(shape) == 3 else "(D,)" if len(shape) == 1 else "shape"
+        title = f"{type(agent).__name__}, obs {axes} = {tuple(shape) if shape else '?'}\n"
         layers = describe_layers(agent, obs_shape, all_modules=all_modules)
     header = ("layer", "shape", "kind", "doc")
     table = [header] + [(r["name"], format_shape(r["shape"]), r["kind"], r["doc"]) for r in layers]

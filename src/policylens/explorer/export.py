@@ -170,16 +170,25 @@ def nmf_maps(agent, obs, state, actions, directions, ig_steps: int = 10, batch: 
     over ``pool`` x ``pool`` blocks of positions."""
     layer = directions.layer
     value, gap = attributions(agent, obs, state, layer, "value", ig_steps, batch)  # (n, C, h, w)
-    gaps = {"value": float(gap.abs().max()), "action": 0.0}
-    action = torch.empty_like(value)
-    actions = np.asarray(actions)
-    for a in np.unique(actions):  # the sampled action's logit: one target per action
-        chosen = np.flatnonzero(actions == a)
-        action[chosen], gap = attributions(agent, torch.as_tensor(obs)[chosen],
-                                           None if state is None else state[chosen], layer, int(a), ig_steps, batch)
-        gaps["action"] = max(gaps["action"], float(gap.abs().max()))
+    action, action_gap = action_attributions(agent, obs, state, actions, layer, ig_steps, batch)
+    gaps = {"value": float(gap.abs().max()), "action": action_gap}
     maps = {"value": feature_maps(value, directions), "action": feature_maps(action, directions)}
     return {name: pool_sum(m.numpy(), pool) for name, m in maps.items()}, gaps
+
+
+def action_attributions(agent, obs, state, actions, layer: str, ig_steps: int = 10, batch: int = 64) -> tuple:
+    """IG attribution of each frame's sampled action's logit to ``layer`` (one target per action): ``(n, C, h,
+    w)`` and the largest completeness gap."""
+    obs, actions = torch.as_tensor(obs), np.asarray(actions)
+    out, gaps = None, [0.0]
+    for a in np.unique(actions):
+        chosen = np.flatnonzero(actions == a)
+        attr, gap = attributions(agent, obs[chosen], None if state is None else state[chosen], layer, int(a),
+                                 ig_steps, batch)
+        out = torch.empty((len(actions), *attr.shape[1:])) if out is None else out
+        out[torch.as_tensor(chosen)] = attr
+        gaps.append(float(gap.abs().max()))
+    return out, max(gaps)
 
 
 def attention_layer_maps(agent, obs, state, layer: str, pool: int = 1) -> dict:
@@ -218,11 +227,17 @@ def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int 
                          (Output("attention", "attention maps", ("attention",)),), None,
                          {"method": "attention", **shape})
 
-    sample = []
+    nmf_on, sample = "value attributions", []
     for traj, frames in nmf_sample(trajectories, nmf_frames):
         state = _state(traj)
         sample.append(attributions(agent, traj.obs[frames], None if state is None else state[frames], layer,
                                    "value", ig_steps, batch)[0])
+    if not any(bool(a.any()) for a in sample):  # the value does not read this layer (a separate value trunk)
+        nmf_on, sample = "sampled-action logit attributions (the value does not read this layer)", []
+        for traj, frames in nmf_sample(trajectories, nmf_frames):
+            state = _state(traj)
+            sample.append(action_attributions(agent, traj.obs[frames], None if state is None else state[frames],
+                                              np.asarray(traj.action)[frames], layer, ig_steps, batch)[0])
     directions = nmf_attributions(torch.cat(sample), k, layer=layer, seed=seed)  # (k, C)
     gaps = {"value": 0.0, "action": 0.0}  # largest IG completeness gap |sum(attr) - (F(x) - F(0))|
     for traj in trajectories:
@@ -234,7 +249,7 @@ def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int 
     state = None if states[0] is None else torch.cat(states)
     examples = dataset_examples(agent, obs, directions, k=1, state=state)
     labels = tuple(f"NMF {i + 1}" for i in range(k)) + ("residual",)
-    meta = {"method": "ig", "ig_steps": ig_steps, "k": k, "nmf_on": "value attributions",
+    meta = {"method": "ig", "ig_steps": ig_steps, "k": k, "nmf_on": nmf_on,
             "nmf_frames": int(sum(len(s) for s in sample)), "nmf_residual": directions.meta.get("residual"),
             "ig_completeness_gap": gaps, **shape}
     return LayerView(layer, "nmf", grid, labels, OUTPUTS, legend_images(examples, thumbnail), meta, directions)
