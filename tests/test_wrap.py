@@ -78,3 +78,14 @@ def test_bad_adapters_are_named():
         agent(frames())
     with pytest.raises(ValueError, match=r"observation shape \(8, 8, 4\) does not match"):
         agent(torch.zeros(2, 8, 8, 4, dtype=torch.uint8))
+
+
+def test_the_docs_example_runs():
+    """docs/import.md's wrap example, executed as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "import.md").read_text()
+    block = text.split("## Any torch policy", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    scope = {}
+    exec(compile(block, "docs/import.md", "exec"), scope)
+    assert scope["out"].logits.shape == (4, 5) and scope["attr"].shape == (4, 8, 6, 6)
