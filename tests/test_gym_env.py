@@ -158,3 +158,20 @@ def test_every_command_runs_on_cartpole_and_ground_truth_requests_say_there_is_n
     invisible = pl_error("compare", run, run, "--episodes", 2, "--invisible", "ball", "--out", tmp_path / "c")
     for message in (blind, invisible):
         assert "gym:CartPole-v1" in message and "ground truth" in message, message
+
+
+def test_training_resumes_exactly_on_a_gym_env(tmp_path):
+    """The env's state (replayed from its seed) is part of the checkpoint: two updates, then a resumed third,
+    reach exactly the weights of three updates in one go."""
+    import torch
+    from safetensors.torch import load_file
+
+    from policylens.train import TrainConfig, train
+
+    kw = dict(preset="classic", env="gym:CartPole-v1?stack=2", num_envs=2, num_steps=32, anneal_lr=False,
+              threads=1, progress=False)
+    train(TrainConfig(out=str(tmp_path / "whole"), total_frames=3 * 64, **kw))
+    train(TrainConfig(out=str(tmp_path / "cut"), total_frames=2 * 64, **kw))
+    train(TrainConfig(out=str(tmp_path / "cut"), total_frames=3 * 64, resume=True, **kw))
+    a, b = (load_file(str(tmp_path / r / "agent" / "weights.safetensors")) for r in ("whole", "cut"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -133,3 +133,11 @@ def test_a_real_stable_baselines3_ppo_trains_on_a_minigrid_view():
     assert model.num_timesteps >= 256
     assert callback.causes and set(callback.causes) <= set(CAUSES)
     assert len(model.ep_info_buffer) == len(callback.causes)  # SB3's Monitor saw the same episodes end
+
+
+def test_the_view_functions_are_not_shadowed_by_a_module():
+    make("gym:CartPole-v1")  # imports the gym: family's module
+    import policylens.envs as package
+
+    assert callable(package.gymnasium_env) and callable(package.as_gymnasium)
+    assert isinstance(package.gymnasium_env("gym:CartPole-v1"), gymnasium_env("gym:CartPole-v1").__class__)

@@ -5,7 +5,7 @@
 >>> obs, reward, done, info = env.step(actions)
 
 Families: ``procgen:GAME``, ``minigrid:ENV_ID`` and ``gym:ENV_ID`` (any Gymnasium env with image or vector
-observations and discrete actions, :mod:`policylens.envs.gymnasium_env`).
+observations and discrete actions, :mod:`policylens.envs.gym`).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def make(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None) -> V
 
         return MiniGridVecEnv(spec, num_envs=num_envs, seed=seed)
     if spec.family == "gym":
-        from .gymnasium_env import GymVecEnv
+        from .gym import GymVecEnv
 
         return GymVecEnv(spec, num_envs=num_envs, seed=seed)
     raise ValueError(f"unknown env family {spec.family!r} in {str(spec)!r}; expected one of {FAMILIES}")
