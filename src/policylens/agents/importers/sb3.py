@@ -30,6 +30,7 @@ logits are SB3's ``action_net`` outputs (its ``Categorical`` normalises them) an
 """
 from __future__ import annotations
 
+import ast
 import json
 import re
 import zipfile
@@ -108,8 +109,11 @@ def space(data: dict, key: str) -> dict:
     if not isinstance(entry, dict) or ":type:" not in entry:
         raise ValueError(f"the zip's data has no readable {key!r}")
     kind = re.sub(r"['>]", "", str(entry[":type:"])).rsplit(".", 1)[-1]
-    shape = _plain(entry.get("_shape", entry.get("shape", [])))
-    shape = tuple(json.loads(shape) if isinstance(shape, str) else shape or ())
+    shape = entry.get("_shape", entry.get("shape", []))
+    try:  # a JSON list, or its str: "[3, 84, 84]", "(4,)"
+        shape = tuple(ast.literal_eval(shape) if isinstance(shape, str) else shape or ())
+    except (ValueError, SyntaxError, TypeError):
+        raise ValueError(f"the zip's {key} has no readable shape ({shape!r})") from None
     return {"type": kind, "shape": tuple(int(d) for d in shape), "dtype": str(entry.get("dtype", "")),
             "n": _plain(entry.get("n"))}
 
