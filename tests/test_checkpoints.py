@@ -17,6 +17,10 @@ CASES = [
     ("cnn", (7, 7, 20), False, {}), ("cnn", (56, 56, 3), True, {}),
     ("mlp", (7, 7, 3), False, {}), ("mlp", (7, 7, 3), True, {}),
     ("attention", (64, 64, 3), False, {"heads": 3}), ("attention", (7, 7, 3), True, {"base": "cnn"}),
+    # layouts of agents trained elsewhere: dense towers, tanh, a Q-network, a separate value trunk
+    ("mlp", (4,), False, {"hidden_sizes": [], "pi_hidden": [64, 64], "v_hidden": [32], "activation": "tanh"}),
+    ("mlp", (4,), False, {"hidden_sizes": [64, 64], "q_values": True}),
+    ("nature", (84, 84, 4), False, {"separate_value": True, "fc_dim": 256, "pi_hidden": [16]}),
 ]
 
 
@@ -145,7 +149,7 @@ def test_pickled_checkpoint_is_refused_with_how_to_convert_and_never_unpickled(t
         text = str(err.value)
         assert str(trap) in text
         assert "never unpickles" in text and "torch.load" in text and "weights_only=True" in text
-        assert "from_cleanrl_procgen" in text and "safetensors" in text
+        assert "from_cleanrl_procgen" in text and "policylens import cleanrl" in text and "policylens import sb3" in text
     # a folder holding only the pickle: the missing config.json is reported with the same advice
     folder = tmp_path / "run"
     folder.mkdir()
@@ -161,27 +165,44 @@ def test_pickled_checkpoint_is_refused_with_how_to_convert_and_never_unpickled(t
 
 
 def test_refusal_advice_names_a_converter_that_exists():
+    import policylens.agents as agents
     import policylens.agents.convert as convert
+    from policylens.cli import COMMANDS
 
     assert "policylens.agents.convert.from_cleanrl_procgen" in REFUSE_PICKLE
     assert callable(convert.from_cleanrl_procgen)
+    assert "policylens import cleanrl" in REFUSE_PICKLE and "import" in COMMANDS
+    assert "policylens.agents.wrap(" in REFUSE_PICKLE and callable(agents.wrap)
 
 
 def test_agents_code_never_unpickles():
-    """No call to pickle / torch.load anywhere in the agents package (docstrings may show the recipe)."""
+    """Nothing in the agents package (importers included) unpickles: no pickle-like module is used but for its
+    exception type, and the one torch.load passes weights_only=True (PyTorch's tensors-only loader)."""
     import ast
     from pathlib import Path
 
     import policylens.agents as agents
 
-    for file in Path(agents.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(file.read_text())):
+    torch_loads = []
+    for file in Path(agents.__file__).parent.rglob("*.py"):
+        tree = ast.parse(file.read_text())
+        for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 mods = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
-                assert not any(m.split(".")[0] in ("pickle", "dill", "joblib", "cloudpickle") for m in mods), file
+                assert not any(m.split(".")[0] in ("dill", "joblib", "cloudpickle") for m in mods), file
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "pickle":
+                assert node.attr == "UnpicklingError", f"{file.name}:{node.lineno} uses pickle.{node.attr}"
             if isinstance(node, ast.Attribute) and node.attr in ("load", "loads", "Unpickler"):
                 owner = node.value.id if isinstance(node.value, ast.Name) else ""
-                assert owner not in ("torch", "pickle"), f"{file.name}:{node.lineno} calls {owner}.{node.attr}"
+                assert owner != "pickle", f"{file.name}:{node.lineno} calls pickle.{node.attr}"
+                if owner == "torch":
+                    torch_loads.append((file, node.lineno))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
+                flags = {k.arg: k.value for k in node.keywords}
+                assert isinstance(flags.get("weights_only"), ast.Constant) and flags["weights_only"].value is True, \
+                    f"{file.name}:{node.lineno} calls torch.load without weights_only=True"
+    assert [f.name for f, _ in torch_loads] == ["common.py"]  # the one reader of foreign .pth files
 
 
 # ---------------------------------------------------------------- broken checkpoints name the file

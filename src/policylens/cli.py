@@ -9,7 +9,7 @@ from .config import BAD_INPUT, error_message
 
 # name -> (module with main(argv), one-line help). These names are the interface.
 COMMANDS = {
-    "train": ("policylens.train.cli", "train an agent with PPO (presets: minigrid, procgen-easy, procgen-hard-rec)"),
+    "train": ("policylens.train.cli", "train an agent with PPO (presets: minigrid, classic, procgen-easy, procgen-hard-rec)"),
     "record": ("policylens.rollouts.record", "record episodes of an agent into a rollout store (zarr)"),
     "evaluate": ("policylens.evaluate", "success rate with a 95% CI, return, length and failure causes over N levels"),
     "attribute": ("policylens.attribution.cli", "saliency / grad x act / integrated gradients / SmoothGrad / VarGrad of recorded frames"),
@@ -22,6 +22,7 @@ COMMANDS = {
     "dt": ("policylens.dt.cli", "decision transformer: collect, train, calibrate, analyze, ablate (policylens dt --help)"),
     "sim": ("policylens.sim.cli", "differentiable simulator with the frozen agent inside: train, hx, swap (policylens sim --help)"),
     "layers": ("policylens.agents.layers", "list an agent's named layers with their shapes"),
+    "import": ("policylens.import_cli", "an agent trained elsewhere (Stable-Baselines3 zip, CleanRL state dict), never unpickled"),
     "demo": ("policylens.demo", "the main job: agent -> record -> evaluate -> report on MiniGrid"),
 }
 

@@ -11,6 +11,14 @@ from .checkpoint import load_agent, read_config, save_agent
 from .registry import ARCHITECTURES, AgentConfig, build, register
 
 
+def __getattr__(name):  # wrap(module, ...): any torch policy as an agent (imported on first use)
+    if name in ("wrap", "Wrapped"):
+        from . import importers
+
+        return getattr(importers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def zoo_dir() -> Path:
     """The zoo: ``$POLICYLENS_ZOO`` or the ``zoo/`` folder of the source checkout."""
     import os
@@ -41,4 +49,5 @@ def load(run, device="cpu"):
 
 
 __all__ = ["ActorCritic", "AgentOutput", "AgentConfig", "ARCHITECTURES", "build", "register", "load",
-           "load_agent", "save_agent", "read_config", "resolve_run", "layer_names", "layer_shapes", "get_layer", "spatial_layers"]
+           "load_agent", "save_agent", "read_config", "resolve_run", "layer_names", "layer_shapes", "get_layer", "spatial_layers",
+           "wrap"]

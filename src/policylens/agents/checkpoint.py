@@ -18,10 +18,11 @@ from .swapped import restore_swap
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
 REFUSE_PICKLE = (
     "{path} is a pickled PyTorch file; policylens never unpickles checkpoints (loading one can run arbitrary code). "
-    "Convert its state dict once, in a Python session you trust: "
-    "`sd = torch.load(PATH, weights_only=True)`, then "
-    "`policylens.agents.convert.from_cleanrl_procgen(sd, OUT_DIR)` for a CleanRL ppo_procgen agent, or "
-    "`safetensors.torch.save_file(sd, 'weights.safetensors')` next to a config.json for a policylens one."
+    "Import it once: `policylens import cleanrl PATH --script SCRIPT --env SPEC --out RUN` for a CleanRL agent "
+    "(read with torch.load(weights_only=True), tensors only; a state dict in hand goes to "
+    "`policylens.agents.convert.from_cleanrl_procgen(sd, OUT_DIR)` for ppo_procgen), "
+    "`policylens import sb3 MODEL.zip --env SPEC --out RUN` for a Stable-Baselines3 zip, or "
+    "`policylens.agents.wrap(module, ...)` for any other torch policy."
 )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .bundle import LayerView, Output, Trajectory, explorer_summary, write_explorer
+from .encode import display_rgb
 from .maps import attention_maps, feature_maps, pool_factor, pool_sum
 
 OUTPUTS = (Output("value", "value"), Output("action", "sampled action's logit"))
@@ -82,23 +83,38 @@ def default_layers(agent) -> list:
     spatial = spatial_layers(agent)
     attention = [n for n in spatial if is_attention(agent, n)]
     plain = [n for n in spatial if n not in attention and not n.startswith("attention")]
-    if not plain:
-        raise ValueError(f"{type(agent).__name__} has no spatial layer to attribute to (layers: "
-                         f"{', '.join(candidate_layers(agent))}); the explorer needs a (C, h, w) layer")
+    if not plain:  # an MLP (vector observations): its last shared hidden layer (one position per frame), else
+        flat = flat_layers(agent)  # the value tower's last (the NMF is of value attributions)
+        shared = [n for n in flat if n in (getattr(agent, "LAYERS", None) or {})]
+        if flat:
+            return [(shared or flat)[-1]]
+        raise ValueError(f"{type(agent).__name__} has no hidden layer to attribute to (layers: "
+                         f"{', '.join(candidate_layers(agent))}); the explorer needs a (C, h, w) or (C,) layer")
     preferred = PREFERRED_LAYER.get(type(agent).__name__)
     return [preferred if preferred in plain else plain[-1], *attention]
 
 
 def check_layer(agent, layer: str) -> tuple:
-    """The layer's activation shape ``(C, h, w)``; KeyError for an unknown layer, ValueError for a flat one."""
+    """The layer's activation shape as ``(C, h, w)``: a flat layer ``(C,)`` is drawn as one position,
+    ``(C, 1, 1)``. KeyError for an unknown layer, ValueError for any other shape."""
     from ..agents import get_layer, layer_shapes
 
     get_layer(agent, layer)  # KeyError listing the layers
     shape = layer_shapes(agent, names=[layer]).get(layer)
+    if shape is not None and len(shape) == 1:
+        return (int(shape[0]), 1, 1)
     if shape is None or len(shape) != 3:
         raise ValueError(f"layer {layer!r} gives activations of shape {shape}, but the explorer draws spatial "
-                         f"(C, h, w) layers; spatial layers: {', '.join(spatial_layers(agent))}")
+                         f"(C, h, w) or flat (C,) layers; spatial layers: {', '.join(spatial_layers(agent))}")
     return tuple(shape)
+
+
+def flat_layers(agent) -> list:
+    """The candidate layers with flat ``(C,)`` activations, heads (``pi``, ``v``) and ``hx`` left out."""
+    from ..agents import layer_shapes
+
+    names = [n for n in candidate_layers(agent) if n not in ("pi", "v", "hx")]
+    return [n for n, s in layer_shapes(agent, names=names).items() if len(s) == 1]
 
 
 # ------------------------------------------------------------------------------------------------ trajectories
@@ -142,7 +158,8 @@ def attributions(agent, obs, state, layer: str, target, ig_steps: int = 10, batc
     for a in range(0, len(obs), batch):
         attr, delta = attribute(agent, obs[a:a + batch], target=target, layer=layer, method="ig", steps=ig_steps,
                                 state=None if state is None else state[a:a + batch], return_delta=True)
-        parts.append(attr.detach().cpu())
+        attr = attr.detach().cpu()
+        parts.append(attr[:, :, None, None] if attr.ndim == 2 else attr)  # a flat layer: one position
         gaps.append(delta.detach().cpu())
     return torch.cat(parts), torch.cat(gaps)
 
@@ -153,16 +170,25 @@ def nmf_maps(agent, obs, state, actions, directions, ig_steps: int = 10, batch: 
     over ``pool`` x ``pool`` blocks of positions."""
     layer = directions.layer
     value, gap = attributions(agent, obs, state, layer, "value", ig_steps, batch)  # (n, C, h, w)
-    gaps = {"value": float(gap.abs().max()), "action": 0.0}
-    action = torch.empty_like(value)
-    actions = np.asarray(actions)
-    for a in np.unique(actions):  # the sampled action's logit: one target per action
-        chosen = np.flatnonzero(actions == a)
-        action[chosen], gap = attributions(agent, torch.as_tensor(obs)[chosen],
-                                           None if state is None else state[chosen], layer, int(a), ig_steps, batch)
-        gaps["action"] = max(gaps["action"], float(gap.abs().max()))
+    action, action_gap = action_attributions(agent, obs, state, actions, layer, ig_steps, batch)
+    gaps = {"value": float(gap.abs().max()), "action": action_gap}
     maps = {"value": feature_maps(value, directions), "action": feature_maps(action, directions)}
     return {name: pool_sum(m.numpy(), pool) for name, m in maps.items()}, gaps
+
+
+def action_attributions(agent, obs, state, actions, layer: str, ig_steps: int = 10, batch: int = 64) -> tuple:
+    """IG attribution of each frame's sampled action's logit to ``layer`` (one target per action): ``(n, C, h,
+    w)`` and the largest completeness gap."""
+    obs, actions = torch.as_tensor(obs), np.asarray(actions)
+    out, gaps = None, [0.0]
+    for a in np.unique(actions):
+        chosen = np.flatnonzero(actions == a)
+        attr, gap = attributions(agent, obs[chosen], None if state is None else state[chosen], layer, int(a),
+                                 ig_steps, batch)
+        out = torch.empty((len(actions), *attr.shape[1:])) if out is None else out
+        out[torch.as_tensor(chosen)] = attr
+        gaps.append(float(gap.abs().max()))
+    return out, max(gaps)
 
 
 def attention_layer_maps(agent, obs, state, layer: str, pool: int = 1) -> dict:
@@ -186,7 +212,7 @@ def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int 
     attributions (frames sampled evenly), maps over the directions, dataset-example thumbnails. Maps of a
     layer wider than ``map_size`` are stored summed over blocks of positions (0: never)."""
     from ..factors import nmf_attributions
-    from ..featvis import dataset_examples, thumbnails
+    from ..featvis import dataset_examples
 
     _, gh, gw = check_layer(agent, layer)
     pool = pool_factor((gh, gw), map_size)
@@ -201,11 +227,17 @@ def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int 
                          (Output("attention", "attention maps", ("attention",)),), None,
                          {"method": "attention", **shape})
 
-    sample = []
+    nmf_on, sample = "value attributions", []
     for traj, frames in nmf_sample(trajectories, nmf_frames):
         state = _state(traj)
         sample.append(attributions(agent, traj.obs[frames], None if state is None else state[frames], layer,
                                    "value", ig_steps, batch)[0])
+    if not any(bool(a.any()) for a in sample):  # the value does not read this layer (a separate value trunk)
+        nmf_on, sample = "sampled-action logit attributions (the value does not read this layer)", []
+        for traj, frames in nmf_sample(trajectories, nmf_frames):
+            state = _state(traj)
+            sample.append(action_attributions(agent, traj.obs[frames], None if state is None else state[frames],
+                                              np.asarray(traj.action)[frames], layer, ig_steps, batch)[0])
     directions = nmf_attributions(torch.cat(sample), k, layer=layer, seed=seed)  # (k, C)
     gaps = {"value": 0.0, "action": 0.0}  # largest IG completeness gap |sum(attr) - (F(x) - F(0))|
     for traj in trajectories:
@@ -217,10 +249,21 @@ def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int 
     state = None if states[0] is None else torch.cat(states)
     examples = dataset_examples(agent, obs, directions, k=1, state=state)
     labels = tuple(f"NMF {i + 1}" for i in range(k)) + ("residual",)
-    meta = {"method": "ig", "ig_steps": ig_steps, "k": k, "nmf_on": "value attributions",
+    meta = {"method": "ig", "ig_steps": ig_steps, "k": k, "nmf_on": nmf_on,
             "nmf_frames": int(sum(len(s) for s in sample)), "nmf_residual": directions.meta.get("residual"),
             "ig_completeness_gap": gaps, **shape}
-    return LayerView(layer, "nmf", grid, labels, OUTPUTS, thumbnails(examples, thumbnail), meta, directions)
+    return LayerView(layer, "nmf", grid, labels, OUTPUTS, legend_images(examples, thumbnail), meta, directions)
+
+
+def legend_images(examples, size: int) -> np.ndarray:
+    """Each direction's best dataset example as a ``(size, size)`` legend image, ``(K, size, size, C)``; an
+    example of vector observations (``patches`` ``(K, n, D)``) is drawn as :func:`display_rgb`'s strip."""
+    from ..featvis import thumbnails
+    from ..featvis.thumbnails import resize
+
+    if examples.patches.ndim == 3:
+        return resize(display_rgb(examples.patches[:, 0])[0], size)  # (K, 1, D, 3) -> (K, size, size, 3)
+    return thumbnails(examples, size)
 
 
 def tree_frames(traj: Trajectory, bookmark_count: int, separation: int) -> list:

@@ -158,6 +158,7 @@ def record(cfg: RecordConfig) -> Path:
     # a throwaway 1-env instance tells the fields' shapes and what the env offers
     probe = make(env_spec, num_envs=1, seed=cfg.seed)
     obs_shape, num_actions = tuple(probe.observation_space.shape), int(probe.action_space.n)
+    obs_dtype = str(probe.observation_space.dtype)  # uint8 frames, float32 vectors (gym:)
     agent_obs, agent_actions = tuple(getattr(agent, "obs_shape", obs_shape)), getattr(agent, "num_actions", num_actions)
     if agent_obs != obs_shape or agent_actions != num_actions:
         raise ValueError(f"agent {cfg.run} takes obs {agent_obs} and {agent_actions} actions, "
@@ -169,7 +170,7 @@ def record(cfg: RecordConfig) -> Path:
     action_names = list(probe.action_names)
     probe.close()
 
-    fields = {"obs": (obs_shape, "uint8"), "action": ((), "int32"), "logits": ((num_actions,), "float32"),
+    fields = {"obs": (obs_shape, obs_dtype), "action": ((), "int32"), "logits": ((num_actions,), "float32"),
               "value": ((), "float32"), "reward": ((), "float32"), "done": ((), "bool"), "level_seed": ((), "int64")}
     if recurrent:
         fields["agent_state"] = ((int(agent.initial_state(1).shape[-1]),), "float32")

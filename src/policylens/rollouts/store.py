@@ -3,7 +3,8 @@
 Layout of ``STORE/`` (frames of all episodes concatenated in the order they were committed)::
 
     zarr.json          attrs: format, env, run, agent config, action_names, obs_shape, fields, recording settings
-    obs/               (F, H, W, C) uint8       observation the agent saw at each step
+    obs/               (F, H, W, C) uint8       observation the agent saw at each step ((F, D) float32 vectors
+                                                for gym: envs with vector observations)
     action/            (F,) int32               action it took
     logits/            (F, A) float32           its policy logits
     value/             (F,) float32             its value estimate

@@ -33,7 +33,7 @@ def episode_masks(store, i: int, kinds=None) -> dict:
                              "`policylens record --save-state true`")
         frames = [coinrun_masks(bytes(s), obs_shape) for s in ep["env_state"]]
     else:
-        raise ValueError(f"no ground-truth masks for env {env!r} (MiniGrid and CoinRun have them)")
+        raise ValueError(f"no ground truth (entity masks) for env {env!r}: MiniGrid and CoinRun have it")
     kinds = kinds or sorted({k for f in frames for k in f})
     empty = np.zeros(obs_shape[:2], bool)
     return {k: np.stack([f.get(k, empty) for f in frames]) for k in kinds}

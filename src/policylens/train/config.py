@@ -10,11 +10,11 @@ class TrainConfig:
     out: str = "runs/train"
     """run directory to write (agent/, train.csv, curve.png)"""
     preset: str = "minigrid"
-    """starting hyperparameters: minigrid | procgen-easy | procgen-hard-rec (other options override them)"""
+    """starting hyperparameters: minigrid | classic | procgen-easy | procgen-hard-rec (other options override them)"""
     env: Optional[str] = None
     """env spec string (default: the preset's)"""
     arch: Optional[str] = None
-    """agent architecture: impala | clear | cnn | mlp | attention (default: the preset's)"""
+    """agent architecture: impala | clear | cnn | nature | mlp | attention (mlp for vector observations) (default: the preset's)"""
     recurrent: Optional[bool] = None
     """put a GRU (64 hidden, learned initial state) before the heads (default: the preset's)"""
     total_frames: Optional[int] = None
@@ -77,6 +77,9 @@ PRESETS = {
     "minigrid": dict(env="minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0?obs=rgb", arch="cnn", total_frames=1_000_000,
                      num_envs=16, num_steps=128, lr=5e-4, num_minibatches=4, update_epochs=4, gamma=0.99,
                      gae_lambda=0.95, anneal_lr=True),
+    # CartPole from its 4 numbers (any gym: env with vector observations): an MLP, a short run.
+    "classic": dict(env="gym:CartPole-v1", arch="mlp", total_frames=100_000, num_envs=16, num_steps=128, lr=5e-4,
+                    num_minibatches=4, update_epochs=4, gamma=0.99, gae_lambda=0.95, anneal_lr=True),
     # CleanRL ppo_procgen's hyperparameters.
     "procgen-easy": dict(env="procgen:coinrun?distribution_mode=easy&use_backgrounds=false&num_levels=0",
                          arch="impala", total_frames=25_000_000, num_envs=64, num_steps=256, lr=5e-4,

@@ -160,7 +160,7 @@ def train(cfg: TrainConfig) -> Path:
                     g["lr"] = cfg.lr * (1.0 - update / num_updates)
             t0 = time.time()
             # ---- rollout -------------------------------------------------------------------------
-            obs_buf = torch.zeros((T, N, *obs.shape[1:]), dtype=torch.uint8)
+            obs_buf = torch.zeros((T, N, *obs.shape[1:]), dtype=torch.as_tensor(obs).dtype)  # uint8 frames | float vectors
             act_buf, logp_buf = torch.zeros((T, N), dtype=torch.long), torch.zeros(T, N)
             val_buf, rew_buf, done_buf = torch.zeros(T, N), torch.zeros(T, N), torch.zeros(T, N)
             first_buf = torch.zeros((T, N), dtype=torch.bool)
