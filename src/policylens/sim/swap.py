@@ -264,6 +264,7 @@ def _rows(compared: dict) -> list:
 def main(argv=None) -> dict:
     report = command_main(SwapConfig, swap_experiment, __doc__.split("\n\n")[1], argv, prog="policylens sim swap")
     print(markdown(report))
+    print(f"wrote {Path(report['runs']['swapped']).parent}")  # swap.json, swap.md, figures and the edited agents
     return report
 
 
