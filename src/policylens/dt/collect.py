@@ -227,7 +227,7 @@ def _collect_into(writer, agent, cfg, env_spec, strategies, shares, extra, has_e
                 writer.append(pending)
                 pending, pending_frames, last_flush = [], 0, now
             obs, views = next_obs, next_views
-    except KeyboardInterrupt:  # keep what finished; re-running the command resumes from there
+    except KeyboardInterrupt:  # keep what finished; re-running the command with --resume continues from there
         writer.append(pending)
         raise
     finally:

@@ -258,7 +258,7 @@ def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, h
                 pending, pending_frames, last_flush = [], 0, now
                 bar.set_postfix(frames=frames_done, fps=f"{frames / max(now - t0, 1e-9):.0f}")
             obs = next_obs
-    except KeyboardInterrupt:  # keep what finished; re-running the command resumes from there
+    except KeyboardInterrupt:  # keep what finished; re-running the command with --resume continues from there
         writer.append(pending)
         raise
     finally:
