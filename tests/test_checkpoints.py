@@ -285,3 +285,42 @@ def test_recurrent_flag_mismatch_is_refused(ckpt):
     with pytest.raises(ValueError, match=r"missing \[.*'h0'.*'gru.weight_ih'.*pi.weight") as err:
         load_agent(ckpt)
     assert str(ckpt / "weights.safetensors") in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_or_inf_weights_are_refused_naming_the_tensor(ckpt, bad, capsys):
+    from safetensors.torch import load_file, save_file
+
+    file = ckpt / "weights.safetensors"
+    state = load_file(str(file))
+    state["pi.weight"][0, :3] = bad  # a diverged run's head
+    save_file(state, str(file))
+    with pytest.raises(ValueError, match=r"NaN or inf in 1 tensor\(s\): pi.weight \(3 of \d+ values\)") as err:
+        load_agent(ckpt)
+    assert str(file) in str(err.value)
+    from policylens.cli import main
+
+    with pytest.raises(SystemExit) as e:  # evaluated, it said "success 0.000"; now it says why it will not
+        main(["evaluate", str(ckpt), "--episodes", "2", "--env", "minigrid:MiniGrid-Empty-5x5-v0"])
+    assert e.value.code == 2 and "pi.weight" in capsys.readouterr().err
+
+
+def test_nan_directions_and_a_nan_checkpoint_to_resume_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from policylens.factors import Directions
+    from policylens.train.state import read_checkpoint
+
+    path = Directions.one_hot("embed", [0, 1], 4).save(tmp_path / "dirs").with_suffix(".safetensors")
+    vectors = load_file(str(path))["vectors"]
+    vectors[1, 2] = float("nan")
+    save_file({"vectors": vectors}, str(path))
+    with pytest.raises(ValueError, match=r"NaN or inf in 1 tensor\(s\): vectors"):
+        Directions.load(tmp_path / "dirs")
+    agent_dir = tmp_path / "run" / "agent"
+    agent_dir.mkdir(parents=True)
+    save_file({"w": torch.tensor([1.0, float("nan")])}, str(agent_dir / "weights.safetensors"))
+    save_file({"m": torch.zeros(2)}, str(agent_dir / "trainer.safetensors"))
+    (agent_dir / "trainer.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"weights.safetensors holds NaN or inf in 1 tensor\(s\): w \(1 of 2"):
+        read_checkpoint(agent_dir)

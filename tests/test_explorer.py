@@ -250,9 +250,11 @@ def test_an_export_with_the_same_agent_store_and_settings_is_kept_and_any_change
     assert (out / "data" / "t0-l0.js").stat().st_mtime_ns == mtime  # nothing rewritten
     elsewhere = tmp_path / "copy"
     shutil.copytree(out, elsewhere)
-    assert not export(run, reuse=True, out=elsewhere, **{**same, "k": 2})["reused"]  # another setting
+    with pytest.raises(FileExistsError, match="explorer .*already exists"):  # another setting: replaced only if told
+        export(run, reuse=True, out=elsewhere, **{**same, "k": 2})
+    assert not export(run, reuse=True, out=elsewhere, overwrite=True, **{**same, "k": 2})["reused"]
     assert written_key(elsewhere)["settings"]["k"] == 2
-    assert not export(run, reuse=False, out=elsewhere, **{**same, "k": 2})["reused"]  # asked to recompute
+    assert not export(run, reuse=False, out=elsewhere, overwrite=True, **{**same, "k": 2})["reused"]  # recomputed
 
 
 def test_attention_agent_gets_its_attention_maps_as_a_layer(recorded, tmp_path):

@@ -12,7 +12,8 @@
 
 Every setting is its own run directory under OUT (``levels-100/``, ``attention-0.005/``), trained by
 ``policylens train`` with ``--train-args`` on top of the setting, resumed if interrupted and skipped once done
-(``sweep.json`` in it), so a sweep can be stopped and rerun. ``OUT/sweep.json`` and ``OUT/sweep.png`` collect it.
+(``sweep.json`` in it), so a sweep can be stopped and rerun with ``--resume`` (an existing OUT is refused without
+it, or ``--overwrite`` to start again). ``OUT/sweep.json`` and ``OUT/sweep.png`` collect it.
 """
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ class SweepConfig:
     """NMF directions per run for the scores"""
     progress: bool = True
     """progress bars"""
+    resume: bool = False
+    """continue the sweep already in OUT: finished settings are kept, an interrupted one resumes"""
+    overwrite: bool = False
+    """replace the sweep already in OUT"""
 
 
 def parse_values(text: str, cast, name: str) -> list:
@@ -130,7 +135,8 @@ def interpretability(run_dir: Path, cfg: SweepConfig) -> "dict | None":
         return None
     spec = parse_spec(read_config(run_dir / "agent")["env"]).replace(num_levels=None, start_level=1_000_000)
     store_path = record(RecordConfig(run=str(run_dir), episodes=cfg.score_episodes, out=str(run_dir / "rollouts.zarr"),
-                                     save_state=spec.family == "procgen", env=str(spec), progress=False))
+                                     save_state=spec.family == "procgen", env=str(spec), progress=False,
+                                     resume=True))  # a sweep's own store, topped up when the sweep is resumed
     try:
         obs, masks = store_frames(open_store(store_path))
     except ValueError:  # no ground truth for this env
@@ -227,7 +233,9 @@ def plot(result: dict, path) -> Path:
 
 
 def sweep(cfg: SweepConfig) -> dict:
-    out = Path(cfg.out)
+    from .runs import prepare_out
+
+    out = prepare_out(cfg.out, what="sweep", resume=cfg.resume, overwrite=cfg.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     rows = [run_setting(cfg, name, setting) for name, setting in settings(cfg)]
     result = {"kind": cfg.kind, "train_args": cfg.train_args, "episodes": cfg.episodes, "runs": rows}

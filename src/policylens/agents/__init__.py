@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..runs import zoo_dir
 from .base import ActorCritic, AgentOutput, get_layer, layer_names, layer_shapes, spatial_layers
 from .checkpoint import load_agent, read_config, save_agent
 from .registry import ARCHITECTURES, AgentConfig, build, register
@@ -17,14 +18,6 @@ def __getattr__(name):  # wrap(module, ...): any torch policy as an agent (impor
 
         return getattr(importers, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def zoo_dir() -> Path:
-    """The zoo: ``$POLICYLENS_ZOO`` or the ``zoo/`` folder of the source checkout."""
-    import os
-
-    env = os.environ.get("POLICYLENS_ZOO")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "zoo"
 
 
 def resolve_run(run) -> Path:

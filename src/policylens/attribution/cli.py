@@ -53,6 +53,8 @@ class AttributeConfig:
     """rows (frames x points) in one forward/backward pass, to bound memory (default: a whole batch)"""
     device: str = "cpu"
     """torch device for the agent"""
+    overwrite: bool = False
+    """replace the attributions already at OUT"""
     progress: bool = True
     """show a progress bar (frames/s, ETA) on stderr"""
 
@@ -62,11 +64,10 @@ def _target(text: str):
 
 
 def _default_out(cfg: AttributeConfig, agent_dir: Path, target_name: str) -> Path:
-    from ..rollouts.record import default_out
+    from ..runs import run_dir
 
-    run_dir = default_out(cfg.run, agent_dir).parent
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{cfg.layer or 'input'}-{cfg.method}-{target_name}").strip("_")
-    return run_dir / "analysis" / "attribution" / f"{name}.zarr"
+    return run_dir(cfg.run, agent_dir) / "analysis" / "attribution" / f"{name}.zarr"
 
 
 def _episodes(cfg: AttributeConfig, store) -> list:
@@ -106,7 +107,7 @@ def run_config(cfg: AttributeConfig) -> Path:
 
     from .. import rollouts
     from ..agents import get_layer, load_agent, resolve_run
-    from ..rollouts.record import default_out
+    from ..runs import default_out, prepare_out
 
     if not cfg.run:
         raise ValueError("attribute needs a RUN: a run directory, checkpoint folder or zoo:NAME")
@@ -127,6 +128,7 @@ def run_config(cfg: AttributeConfig) -> Path:
         get_layer(agent, cfg.layer)  # a KeyError listing the layers
     target = resolve_target(_target(cfg.target), agent)
     out = check_path(cfg.out) if cfg.out else _default_out(cfg, agent_dir, target.name)
+    prepare_out(out, what="attributions", overwrite=cfg.overwrite)
     episodes = _episodes(cfg, store)
     total = int(sum(store.episode(e).length for e in episodes))
     noisy = dict(samples=cfg.samples, noise=cfg.noise, seed=cfg.seed)
@@ -182,5 +184,5 @@ def main(argv=None) -> Path:
     cfg = from_args(AttributeConfig, parser.parse_args(argv))
     with clear_errors(parser):
         out = run_config(cfg)
-    print(out)
+    print(f"wrote {out}")
     return out

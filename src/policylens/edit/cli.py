@@ -18,7 +18,10 @@ from ..agents import layer_shapes, load_agent, read_config, resolve_run, save_ag
 from ..config import add_dataclass_args, clear_errors, from_args
 from ..factors import Directions
 from ..factors.stable import UNSTABLE
+from ..runs import prepare_out
 from .project import project_out
+
+EDIT_FILES = ("agent", "blind.json", "blind-directions.json", "blind-directions.safetensors")  # what edit writes in OUT
 
 
 @dataclass
@@ -54,7 +57,7 @@ class EditConfig:
     force: bool = False
     """with --blind: project out the best direction even when none locates the entity (NMI below the threshold)"""
     overwrite: bool = False
-    """replace a checkpoint already at OUT/agent"""
+    """replace the edit already in OUT (its agent/ and blind files)"""
 
 
 def _split(text: str) -> list:
@@ -177,14 +180,12 @@ def edit(cfg: EditConfig) -> Path:
         raise ValueError("edit needs a RUN and --out NEW_RUN")
     agent_dir = resolve_run(cfg.run)
     config = read_config(agent_dir)
-    target = Path(cfg.out) / "agent"
-    if (target / "config.json").exists() and not cfg.overwrite:
-        raise ValueError(f"{target} already holds a checkpoint; pass --overwrite to replace it")
     if cfg.top != "1" and not cfg.blind:
         raise ValueError("--top chooses among --blind's NMF directions; without --blind name them with --direction")
     if bool(cfg.directions) + bool(cfg.channel) + bool(cfg.blind) != 1:
         raise ValueError("edit needs exactly one of --directions PATH (with --direction), --channel C or "
                          "--blind ENTITY")
+    target = prepare_out(cfg.out, what="edited run", overwrite=cfg.overwrite, parts=EDIT_FILES) / "agent"
     agent = load_agent(agent_dir)
     if cfg.blind:
         dirs, kept, found = blind_directions(cfg, agent, agent_dir)

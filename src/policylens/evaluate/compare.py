@@ -28,6 +28,7 @@ import numpy as np
 
 from ..config import add_dataclass_args, clear_errors, from_args
 from ..envs.spec import option_list
+from ..runs import prepare_out
 from .run import evaluate
 from .stats import wilson_interval
 
@@ -58,6 +59,8 @@ class CompareConfig:
     """significance level after Holm's correction over causes"""
     out: str = ""
     """folder for compare.json and compare.png (default: runs/compare/A-vs-B)"""
+    overwrite: bool = False
+    """replace a comparison already in OUT"""
     progress: bool = True
     """show progress bars on stderr"""
 
@@ -252,6 +255,7 @@ def main(argv=None) -> int:
     name = lambda run: Path(str(run).replace("zoo:", "zoo-")).name or "run"  # noqa: E731
     out = Path(cfg.out or f"runs/compare/{name(cfg.run_a)}-vs-{name(cfg.run_b)}")
     with clear_errors(parser), contextlib.redirect_stdout(sys.stderr):
+        prepare_out(out, what="comparison", overwrite=cfg.overwrite, parts=("compare.json", "compare.png"))
         result = compare(cfg.run_a, cfg.run_b, cfg.episodes, alpha=cfg.alpha, env=cfg.env, env_b=cfg.env_b,
                          invisible=cfg.invisible, start_level=cfg.start_level, policy=cfg.policy, seed=cfg.seed, workers=cfg.workers,
                          progress=cfg.progress)

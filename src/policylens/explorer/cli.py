@@ -48,6 +48,8 @@ class ExploreConfig:
     reuse: bool = True
     """keep an explorer already in OUT that was written with the same agent weights, store and settings instead of
     recomputing it (false: always recompute)"""
+    overwrite: bool = False
+    """replace an explorer already in OUT (one not kept by --reuse)"""
     serve: bool = False
     """after writing, serve the explorer on 127.0.0.1 with a live panel (play the game, see each new frame's attribution)"""
     port: int = 8000
@@ -57,7 +59,8 @@ class ExploreConfig:
 
 
 EXPORT_FIELDS = ("store", "episodes", "steps", "k", "out", "ig_steps", "nmf_frames", "bookmarks",
-                 "bookmark_separation", "thumbnail", "map_size", "tree_k", "batch", "seed", "device", "progress", "reuse")
+                 "bookmark_separation", "thumbnail", "map_size", "tree_k", "batch", "seed", "device", "progress", "reuse",
+                 "overwrite")
 
 
 def build_parser() -> argparse.ArgumentParser:

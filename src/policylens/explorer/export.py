@@ -291,11 +291,11 @@ def add_saliency_trees(agent, trajectories, frames_of, *, k: int = 2, progress=N
 def run_paths(run, store=None, out=None) -> tuple:
     """``(agent dir, store path, explorer folder)`` for a RUN (zoo runs write under ``runs/NAME``)."""
     from ..agents import resolve_run
-    from ..rollouts.record import default_out
+    from ..runs import run_dir
 
     agent_dir = resolve_run(run)
-    store_path = Path(store) if store else default_out(run, agent_dir)
-    out = Path(out) if out else default_out(run, agent_dir).parent / "explorer"
+    store_path = Path(store) if store else run_dir(run, agent_dir) / "rollouts.zarr"
+    out = Path(out) if out else run_dir(run, agent_dir) / "explorer"
     return agent_dir, store_path, out
 
 
@@ -326,19 +326,23 @@ def written_key(out: Path) -> "dict | None":
 def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k: int = 8, out=None,
            ig_steps: int = 10, nmf_frames: int = 1024, bookmarks: int = 10, bookmark_separation: int = 3,
            thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, device: str = "cpu",
-           tree_k: int = 2, progress: bool = True, reuse: bool = False) -> dict:
+           tree_k: int = 2, progress: bool = True, reuse: bool = False, overwrite: bool = False) -> dict:
     """Write the explorer for ``episodes`` of the run's rollouts store (recorded first when the store does
     not exist). ``layers``: names (a list or a comma-separated string; default :func:`default_layers`).
     ``tree_k``: children per node of the saliency trees of each trajectory's first frame and bookmarks
     (0: no trees). ``reuse``: when ``out`` already holds an explorer written with the same agent weights,
-    store and settings (:func:`export_key`), keep it instead of recomputing it (``"reused": True``).
+    store and settings (:func:`export_key`), keep it instead of recomputing it (``"reused": True``); any other
+    explorer in ``out`` is refused unless ``overwrite``.
     Returns :func:`~policylens.explorer.bundle.write_explorer`'s summary plus ``layers``, ``store``, ``reused``."""
     from tqdm.auto import tqdm
 
     from .. import rollouts
     from ..agents import load_agent
+    from ..runs import prepare_out
 
     agent_dir, store_path, out = run_paths(run, store, out)
+    if not reuse:
+        prepare_out(out, what="explorer", overwrite=overwrite)
     agent = load_agent(agent_dir, device=device).eval()
     names = [n.strip() for n in layers.split(",")] if isinstance(layers, str) else list(layers or [])
     names = [n for n in names if n] or default_layers(agent)
@@ -361,6 +365,8 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
     key = json.loads(json.dumps(export_key(agent_dir, data, settings)))  # as the manifest stores it
     if reuse and written_key(out) == key:
         return {**explorer_summary(out), "layers": names, "store": store_path, "reused": True}
+    prepare_out(out, what="explorer (of other weights, store or settings)" if reuse else "explorer",
+                overwrite=overwrite)
     trajectories = load_trajectories(data, parse_episodes(episodes, len(data)), steps)
     bar = tqdm(total=len(trajectories) * len(names), desc="explore", unit="traj", disable=not progress)
     try:

@@ -57,15 +57,17 @@ class FactorizeConfig:
     """frames per forward pass"""
     device: str = "cpu"
     """torch device for the agent"""
+    overwrite: bool = False
+    """replace the directions already at OUT"""
 
 
 def _paths(cfg: FactorizeConfig):
     """``(agent dir, store path, output path)`` with the defaults filled in."""
     from ..agents import resolve_run
-    from ..rollouts.record import default_out
+    from ..runs import run_dir as outputs_of
 
     agent_dir = resolve_run(cfg.run)
-    run_dir = default_out(cfg.run, agent_dir).parent
+    run_dir = outputs_of(cfg.run, agent_dir)
     store = Path(cfg.store) if cfg.store else run_dir / "rollouts.zarr"
     out = Path(cfg.out) if cfg.out else run_dir / "analysis" / "directions" / f"{cfg.layer}-{cfg.method}-{cfg.on}"
     return agent_dir, store, out
@@ -116,11 +118,14 @@ def gather(cfg: FactorizeConfig, agent, store) -> torch.Tensor:
 def factorize(cfg: FactorizeConfig) -> Path:
     """Run the factorisation ``cfg`` describes; returns the JSON path written."""
     from ..agents import load_agent
+    from ..runs import prepare_out
 
     _check(cfg)
     agent_dir, store_path, out = _paths(cfg)
     agent = load_agent(agent_dir, device=cfg.device)
     store = open_store(store_path)
+    prepare_out(out.parent, what="directions", overwrite=cfg.overwrite,
+                parts=(out.with_suffix(".json").name, out.with_suffix(".safetensors").name))
     data = gather(cfg, agent, store)  # (N, C, ...)
     kwargs = {"layer": cfg.layer, "seed": cfg.seed, "bootstrap": cfg.bootstrap}
     if cfg.method != "pca":

@@ -122,6 +122,8 @@ class Directions:
         """Read what :meth:`save` wrote (``path`` with or without a suffix)."""
         from safetensors.torch import load_file
 
+        from ..agents.checkpoint import check_finite
+
         path = Path(path)
         path = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
         meta_file, tensor_file = path.with_suffix(".json"), path.with_suffix(".safetensors")
@@ -139,6 +141,7 @@ class Directions:
         except Exception as e:
             raise ValueError(f"cannot read directions file {tensor_file} (expected safetensors with a 'vectors' "
                              f"tensor): {e!r}") from None
+        check_finite({"vectors": vectors}, tensor_file)
         try:
             return cls(vectors, info["layer"], tuple(info.get("labels", ())), info.get("method", "manual"),
                        info.get("meta", {}))

@@ -13,7 +13,8 @@ resuming and what a resumed recording guarantees in :mod:`policylens.rollouts.re
 """
 from .gae import add_advantages, gae
 from .record import RecordConfig, main, record
-from .store import FORMAT, Episode, Rollouts, StoreWriter, open
+from .store import FORMAT, Episode, Rollouts, open
+from .writer import StoreWriter
 
 __all__ = ["record", "RecordConfig", "main", "open", "Rollouts", "Episode", "StoreWriter", "gae", "add_advantages",
            "FORMAT"]

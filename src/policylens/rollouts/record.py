@@ -1,6 +1,7 @@
 """Record an agent's episodes into a rollouts store; resumable after any interruption.
 
     python -m policylens.rollouts RUN --episodes 1000 [--out STORE] [--env SPEC] [--policy greedy]
+    policylens record --verify STORE        # read every chunk: is the store whole?
 
 Episodes are played in ``num_envs`` parallel envs. Each env's current episode is buffered and appended only
 when it finishes, so the store never shows half an episode. The recorded episodes are the first N *started*
@@ -12,8 +13,9 @@ real episode ends. Per frame: obs, action, logits, value, reward, done, level_se
 agents: the state the agent received), entities (JSON, where the env gives them), env_state (optional);
 per episode: cause, return, level seed. Afterwards ``advantages``/``returns`` are computed (GAE).
 
-Resuming: re-running the same command on a store holding K < N episodes keeps those K untouched and records
-N - K more with envs and action sampling seeded by ``seed + K``. "Same result" therefore means: exactly N
+An existing store is refused unless the command says what to do with it: ``--overwrite`` replaces it,
+``--resume`` tops it up. Resuming: re-running the same command with ``--resume`` on a store holding K < N
+episodes keeps those K untouched and records N - K more with envs and action sampling seeded by ``seed + K``. "Same result" therefore means: exactly N
 complete episodes, the K recorded before the interruption byte-for-byte unchanged, and the rest a
 deterministic function of (command, K); it does not reproduce the episodes an uninterrupted run would have
 recorded after the K-th (those in flight at the kill are replayed from fresh seeds). The recording settings
@@ -35,9 +37,10 @@ from ..agents import load_agent, read_config, resolve_run
 from ..agents.policy import POLICIES, AgentStepper
 from ..config import add_dataclass_args, from_args
 from ..envs import CAUSES, make
+from ..runs import default_out, prepare_out
 from .gae import add_advantages
-from .store import StoreWriter
 from .store import open as open_store
+from .writer import StoreWriter
 
 MAX_PENDING = 8192  # frames of finished episodes held in memory before a commit is forced
 
@@ -76,14 +79,12 @@ class RecordConfig:
     """torch device for the agent"""
     progress: bool = True
     """show a progress bar (episodes done, frames/s)"""
-
-
-def default_out(run: str, agent_dir: Path, name: str = "rollouts.zarr") -> Path:
-    """Where a store of RUN goes by default: beside its agent, or ``runs/NAME/`` for ``zoo:NAME``."""
-    if str(run).startswith("zoo:"):
-        return Path("runs") / str(run)[4:] / name
-    run_dir = agent_dir.parent if agent_dir.name == "agent" else agent_dir
-    return run_dir / name
+    resume: bool = False
+    """top up the store already at OUT to --episodes (recorded with the same settings; e.g. after an interruption)"""
+    overwrite: bool = False
+    """replace the store already at OUT"""
+    verify: str = ""
+    """instead of recording: read every chunk of the store at this path and report each missing or corrupt one by episode and field (exit status 1 if any)"""
 
 
 def sha256(file: Path) -> str:
@@ -152,7 +153,8 @@ def record(cfg: RecordConfig) -> Path:
     env_spec = cfg.env or conf.get("env")
     if not env_spec:
         raise ValueError(f"{agent_dir / 'config.json'} names no env the agent was trained on; pass --env SPEC")
-    out = Path(cfg.out) if cfg.out else default_out(cfg.run, agent_dir)
+    out = prepare_out(Path(cfg.out) if cfg.out else default_out(cfg.run, agent_dir), what="rollouts store",
+                      resume=cfg.resume, overwrite=cfg.overwrite)
     recurrent = agent.initial_state(1) is not None if hasattr(agent, "initial_state") else False
 
     # a throwaway 1-env instance tells the fields' shapes and what the env offers
@@ -257,7 +259,7 @@ def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, h
                 pending, pending_frames, last_flush = [], 0, now
                 bar.set_postfix(frames=frames_done, fps=f"{frames / max(now - t0, 1e-9):.0f}")
             obs = next_obs
-    except KeyboardInterrupt:  # keep what finished; re-running the command resumes from there
+    except KeyboardInterrupt:  # keep what finished; re-running the command with --resume continues from there
         writer.append(pending)
         raise
     finally:
@@ -267,7 +269,8 @@ def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, h
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``RUN`` positional + one ``--option`` per :class:`RecordConfig` field."""
-    parser.add_argument("run", help="run directory, checkpoint folder or zoo:NAME of the agent to record")
+    parser.add_argument("run", nargs="?", default="",
+                        help="run directory, checkpoint folder or zoo:NAME of the agent to record (none with --verify)")
     add_dataclass_args(parser, RecordConfig, skip=("run",))
     return parser
 
@@ -275,8 +278,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def main(argv=None) -> Path:
     parser = add_arguments(argparse.ArgumentParser(prog="policylens record", description=__doc__.split("\n")[0]))
     cfg = from_args(RecordConfig, parser.parse_args(argv))
+    if cfg.verify:
+        from .integrity import format_verify, verify
+
+        report = verify(cfg.verify)
+        print(format_verify(report))
+        if report["problems"]:
+            raise SystemExit(1)
+        return Path(cfg.verify)
     out = record(cfg)
-    print(f"{out}: {len(open_store(out))} episodes")
+    print(f"wrote {out}: {len(open_store(out))} episodes")
     return out
 
 

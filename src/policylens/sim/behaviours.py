@@ -305,7 +305,10 @@ def sign_consistency(c: np.ndarray, g: np.ndarray, *, corr_min: float = 0.1, gra
     null = np.array([(sc == sg[rng.permutation(len(sg))]).mean() for _ in range(draws)]) if draws else np.array([])
     out["share"] = share
     if len(null):
-        out.update(null_mean=float(null.mean()), null_low=float(np.quantile(null, 0.025)),
+        # the mean lies within the draws' range; summing in floating point can leave it just outside (a constant
+        # null of 1/3 averages to 0.33333333333333326), below its own 2.5% quantile
+        mean = float(np.clip(null.mean(), null.min(), null.max()))
+        out.update(null_mean=mean, null_low=float(np.quantile(null, 0.025)),
                    null_high=float(np.quantile(null, 0.975)), p=float((1 + (null >= share).sum()) / (1 + len(null))))
     return out
 

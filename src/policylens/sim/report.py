@@ -213,7 +213,7 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
 
 def write_report(cfg: ReportConfig) -> Path:
     paths = resolve(cfg, "report", require_sim=False)
-    out = Path(cfg.out) if cfg.out else paths.run_dir / "analysis" / "report"
+    out = paths.out  # RUN/analysis/report by default
     figures = out / "figures"
 
     def link(path: Path) -> str:

@@ -59,6 +59,8 @@ class TrainConfig:
     """the first updates train the value head alone, every other weight held (for init_from: the value fits this run's reward scale before its advantages move the policy)"""
     resume: bool = False
     """continue from OUT/agent's last checkpoint (same seed: same weights as an uninterrupted run)"""
+    overwrite: bool = False
+    """replace the agent, train.csv and curve.png already in OUT (without it, or --resume, an existing run is refused)"""
     bf16: Optional[bool] = None
     """bfloat16 autocast + channels_last (about 2x faster for procgen CNNs on CPU) (default: the preset's)"""
     threads: int = 0

@@ -3,7 +3,7 @@
 One entry point, :func:`train`, driven by :class:`~policylens.train.config.TrainConfig`. It writes
 ``OUT/agent/`` (a loadable, resumable checkpoint), ``OUT/train.csv`` (one row per update) and
 ``OUT/curve.png``. ``resume=True`` continues from the last checkpoint and, with the same config, reaches
-exactly the weights an uninterrupted run reaches.
+exactly the weights an uninterrupted run reaches; without it (or ``overwrite``) an OUT holding them is refused.
 """
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ from ..agents import AgentConfig, build
 from ..agents.nets import attention_entropy
 from ..agents.policy import select_actions
 from ..gae import gae
+from ..runs import prepare_out
 from .config import TrainConfig, resolve
 from .state import load_optimizer, optimizer_tensors, read_checkpoint, truncate_csv, write_checkpoint
 
+RUN_FILES = ("agent", "train.csv", "curve.png")  # what a training run writes in OUT (refused if there, unless told)
 CSV_FIELDS = ["update", "frames", "seconds", "fps", "episodes", "return_mean", "length_mean", "success_rate",
               "pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "attention_entropy", "lr"]
 
@@ -80,7 +82,7 @@ def _autocast(cfg: TrainConfig):
 
 def train(cfg: TrainConfig) -> Path:
     cfg = resolve(cfg)
-    out = Path(cfg.out)
+    out = prepare_out(cfg.out, what="run", resume=cfg.resume, overwrite=cfg.overwrite, parts=RUN_FILES)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
