@@ -53,6 +53,13 @@ def render_obs(obs, obs_kind: str, tile: int = TILE) -> np.ndarray:
         raise ValueError(f"observations must be (T, H, W, C), got shape {obs.shape}")
     if obs_kind == "pixels":
         return np.rint(obs.astype(np.float32)).clip(0, 255).astype(np.uint8)
+    return np.stack([_minigrid_frame(frame, tile) for frame in minigrid_codes(obs, obs_kind)])
+
+
+def minigrid_codes(obs, obs_kind: str) -> np.ndarray:
+    """MiniGrid views ``(..., H, W, C)`` -> their (object, colour, state) codes ``(..., H, W, 3)`` uint8:
+    ``symbolic`` as they are (rounded), ``onehot`` each plane group's argmax."""
+    obs = np.asarray(obs)
     if obs_kind == "onehot":
         from .minigrid import ONEHOT_SIZES
 
@@ -60,5 +67,4 @@ def render_obs(obs, obs_kind: str, tile: int = TILE) -> np.ndarray:
         obs = np.stack([p.argmax(-1) for p in parts], -1)
     elif obs_kind != "symbolic":
         raise ValueError(f"obs kind {obs_kind!r}; expected symbolic, onehot or pixels")
-    codes = np.rint(obs.astype(np.float32)).clip(0, 255).astype(np.uint8)
-    return np.stack([_minigrid_frame(frame, tile) for frame in codes])
+    return np.rint(obs.astype(np.float32)).clip(0, 255).astype(np.uint8)

@@ -122,8 +122,18 @@ def load_trajectories(store, episodes, steps: int) -> list:
                 "level_seed": int(ep.info["level_seed"]), "steps_recorded": int(ep.length)}
         state = field("agent_state") if "agent_state" in store.fields else None  # (T, hidden) input state
         trajectories.append(Trajectory(field("obs"), value, field("logits"), field("action"), reward, done,
-                                       advantages, info, state=state))
+                                       advantages, info, state=state, masks=_masks(store, e, t)))
     return trajectories
+
+
+def _masks(store, e: int, t: int) -> "dict | None":
+    """The ground-truth entity masks of the first ``t`` frames of episode ``e`` (None: the store has none)."""
+    from ..scores import episode_masks
+
+    try:
+        return {kind: m[:t] for kind, m in episode_masks(store, e).items()}
+    except ValueError:
+        return None
 
 
 def _state(traj: Trajectory):
@@ -181,12 +191,16 @@ def nmf_sample(trajectories, frames: int) -> list:
 
 
 def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int = 10, nmf_frames: int = 1024,
-                  thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, progress=None) -> LayerView:
+                  thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, env: str = "",
+                  progress=None) -> LayerView:
     """Fill ``traj.maps[layer]`` of every trajectory and return the layer's view: attribution, NMF of value
-    attributions (frames sampled evenly), maps over the directions, dataset-example thumbnails. Maps of a
-    layer wider than ``map_size`` are stored summed over blocks of positions (0: never)."""
+    attributions (frames sampled evenly), maps over the directions, dataset-example thumbnails (drawn as the
+    ``env`` draws its views), labels from ground truth (:mod:`.labels`). Maps of a layer wider than ``map_size``
+    are stored summed over blocks of positions (0: never)."""
     from ..factors import nmf_attributions
-    from ..featvis import dataset_examples, thumbnails
+    from ..featvis import dataset_examples
+    from .labels import feature_labels, frame_masks
+    from .views import legend_images
 
     _, gh, gw = check_layer(agent, layer)
     pool = pool_factor((gh, gw), map_size)
@@ -201,12 +215,13 @@ def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int 
                          (Output("attention", "attention maps", ("attention",)),), None,
                          {"method": "attention", **shape})
 
-    sample = []
-    for traj, frames in nmf_sample(trajectories, nmf_frames):
+    sample, chosen = [], nmf_sample(trajectories, nmf_frames)
+    for traj, frames in chosen:
         state = _state(traj)
         sample.append(attributions(agent, traj.obs[frames], None if state is None else state[frames], layer,
                                    "value", ig_steps, batch)[0])
     directions = nmf_attributions(torch.cat(sample), k, layer=layer, seed=seed)  # (k, C)
+    labels, scores = feature_labels(torch.cat(sample), directions, frame_masks(trajectories, chosen, env))
     gaps = {"value": 0.0, "action": 0.0}  # largest IG completeness gap |sum(attr) - (F(x) - F(0))|
     for traj in trajectories:
         traj.maps[layer], gap = nmf_maps(agent, traj.obs, _state(traj), traj.action, directions, ig_steps, batch, pool)
@@ -216,11 +231,11 @@ def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int 
     states = [_state(t) for t in trajectories]
     state = None if states[0] is None else torch.cat(states)
     examples = dataset_examples(agent, obs, directions, k=1, state=state)
-    labels = tuple(f"NMF {i + 1}" for i in range(k)) + ("residual",)
     meta = {"method": "ig", "ig_steps": ig_steps, "k": k, "nmf_on": "value attributions",
             "nmf_frames": int(sum(len(s) for s in sample)), "nmf_residual": directions.meta.get("residual"),
-            "ig_completeness_gap": gaps, **shape}
-    return LayerView(layer, "nmf", grid, labels, OUTPUTS, thumbnails(examples, thumbnail), meta, directions)
+            "ig_completeness_gap": gaps, "entities": scores, **shape}
+    return LayerView(layer, "nmf", grid, labels + ("residual",), OUTPUTS, legend_images(examples, obs, env, thumbnail),
+                     meta, directions)
 
 
 def tree_frames(traj: Trajectory, bookmark_count: int, separation: int) -> list:
@@ -322,7 +337,8 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
     bar = tqdm(total=len(trajectories) * len(names), desc="explore", unit="traj", disable=not progress)
     try:
         views = [analyse_layer(agent, trajectories, name, k=k, ig_steps=ig_steps, nmf_frames=nmf_frames,
-                               thumbnail=thumbnail, map_size=map_size, batch=batch, seed=seed, progress=bar.update)
+                               thumbnail=thumbnail, map_size=map_size, batch=batch, seed=seed, env=data.env,
+                               progress=bar.update)
                  for name in names]
         if tree_k:
             bar.total += len(trajectories)

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from .. import webapp
-from .encode import deflate_b64, display_rgb, png_data_url, read_js, rounded
+from .encode import deflate_b64, png_data_url, read_js, rounded
 from .export import attention_layer_maps, nmf_maps
 from .maps import quantise
+from .views import display_frames
 
 
 MAX_SEED = 2**31 - 1  # reset seeds: what every env's generator takes
@@ -42,6 +43,7 @@ class LiveSession:
         from ..envs import make
 
         self.agent, self.views, self.ig_steps, self.tree_k, self.seed = agent, list(views), ig_steps, tree_k, seed
+        self.env_spec = str(env_spec)
         self.env = make(env_spec, num_envs=1, seed=seed)
         self.num_actions = int(self.env.action_space.n)
         self.generator = torch.Generator().manual_seed(seed)
@@ -103,7 +105,7 @@ class LiveSession:
                 q, scale = quantise(m[0])
                 encoded[name] = {"scale": scale, "data": deflate_b64(q), "totals": rounded(m[0].sum((-2, -1)), 4)}
             maps.append(encoded)
-        return {"t": self.t, "episode": self.episode, "image": png_data_url(display_rgb(self.obs)[0][0]),
+        return {"t": self.t, "episode": self.episode, "image": png_data_url(display_frames(self.obs, self.env_spec)[0][0]),
                 "value": float(self.out.value[0]), "probs": rounded(torch.softmax(logits, -1)[0].numpy(), 4),
                 "preferred": preferred, "maps": maps, "tree": self._tree()}
 
