@@ -11,6 +11,7 @@ import torch
 
 from policylens import agents, rollouts
 from policylens.agents import get_layer
+from policylens.envs.render import render_obs
 from policylens.explorer import bookmarks, export, parse_episodes
 from policylens.explorer.bundle import LayerView, Output, Trajectory, probabilities, write_explorer
 from policylens.explorer.encode import display_rgb, inflate_b64, read_js
@@ -194,7 +195,7 @@ def test_export_shows_the_store_and_its_maps_add_up_to_the_agents_output(exporte
         np.testing.assert_allclose(traj["probs"], probabilities(ep["logits"][:t]), atol=6e-4)
         assert traj["action"] == ep["action"][:t].tolist()
         assert [b["t"] for b in traj["bookmarks"]] == bookmarks(ep["advantages"][:t], 4).tolist()
-        np.testing.assert_array_equal(decode_sheet(traj["frames"], t), display_rgb(ep["obs"][:t])[0])
+        np.testing.assert_array_equal(decode_sheet(traj["frames"], t), render_obs(ep["obs"][:t], "symbolic"))
         # the maps: dequantised within half a level of their exact totals, which add up to F(x) - F(0)
         _, maps = read_js(out / entry["maps"][0])
         obs, state = ep["obs"][:t], ep["agent_state"][:t]

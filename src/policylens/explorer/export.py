@@ -138,8 +138,18 @@ def load_trajectories(store, episodes, steps: int) -> list:
                 "level_seed": int(ep.info["level_seed"]), "steps_recorded": int(ep.length)}
         state = field("agent_state") if "agent_state" in store.fields else None  # (T, hidden) input state
         trajectories.append(Trajectory(field("obs"), value, field("logits"), field("action"), reward, done,
-                                       advantages, info, state=state))
+                                       advantages, info, state=state, masks=_masks(store, e, t)))
     return trajectories
+
+
+def _masks(store, e: int, t: int) -> "dict | None":
+    """The ground-truth entity masks of the first ``t`` frames of episode ``e`` (None: the store has none)."""
+    from ..scores import episode_masks
+
+    try:
+        return {kind: m[:t] for kind, m in episode_masks(store, e).items()}
+    except ValueError:
+        return None
 
 
 def _state(traj: Trajectory):
@@ -207,12 +217,16 @@ def nmf_sample(trajectories, frames: int) -> list:
 
 
 def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int = 10, nmf_frames: int = 1024,
-                  thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, progress=None) -> LayerView:
+                  thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, env: str = "",
+                  progress=None) -> LayerView:
     """Fill ``traj.maps[layer]`` of every trajectory and return the layer's view: attribution, NMF of value
-    attributions (frames sampled evenly), maps over the directions, dataset-example thumbnails. Maps of a
-    layer wider than ``map_size`` are stored summed over blocks of positions (0: never)."""
+    attributions (frames sampled evenly), maps over the directions, dataset-example thumbnails (drawn as the
+    ``env`` draws its views), labels from ground truth (:mod:`.labels`). Maps of a layer wider than ``map_size``
+    are stored summed over blocks of positions (0: never)."""
     from ..factors import nmf_attributions
     from ..featvis import dataset_examples
+    from .labels import feature_labels, frame_masks
+    from .views import legend_images
 
     _, gh, gw = check_layer(agent, layer)
     pool = pool_factor((gh, gw), map_size)
@@ -227,18 +241,19 @@ def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int 
                          (Output("attention", "attention maps", ("attention",)),), None,
                          {"method": "attention", **shape})
 
-    nmf_on, sample = "value attributions", []
-    for traj, frames in nmf_sample(trajectories, nmf_frames):
+    nmf_on, chosen, sample = "value attributions", nmf_sample(trajectories, nmf_frames), []
+    for traj, frames in chosen:
         state = _state(traj)
         sample.append(attributions(agent, traj.obs[frames], None if state is None else state[frames], layer,
                                    "value", ig_steps, batch)[0])
     if not any(bool(a.any()) for a in sample):  # the value does not read this layer (a separate value trunk)
         nmf_on, sample = "sampled-action logit attributions (the value does not read this layer)", []
-        for traj, frames in nmf_sample(trajectories, nmf_frames):
+        for traj, frames in chosen:
             state = _state(traj)
             sample.append(action_attributions(agent, traj.obs[frames], None if state is None else state[frames],
                                               np.asarray(traj.action)[frames], layer, ig_steps, batch)[0])
     directions = nmf_attributions(torch.cat(sample), k, layer=layer, seed=seed)  # (k, C)
+    labels, scores = feature_labels(torch.cat(sample), directions, frame_masks(trajectories, chosen, env))
     gaps = {"value": 0.0, "action": 0.0}  # largest IG completeness gap |sum(attr) - (F(x) - F(0))|
     for traj in trajectories:
         traj.maps[layer], gap = nmf_maps(agent, traj.obs, _state(traj), traj.action, directions, ig_steps, batch, pool)
@@ -248,22 +263,11 @@ def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int 
     states = [_state(t) for t in trajectories]
     state = None if states[0] is None else torch.cat(states)
     examples = dataset_examples(agent, obs, directions, k=1, state=state)
-    labels = tuple(f"NMF {i + 1}" for i in range(k)) + ("residual",)
     meta = {"method": "ig", "ig_steps": ig_steps, "k": k, "nmf_on": nmf_on,
             "nmf_frames": int(sum(len(s) for s in sample)), "nmf_residual": directions.meta.get("residual"),
-            "ig_completeness_gap": gaps, **shape}
-    return LayerView(layer, "nmf", grid, labels, OUTPUTS, legend_images(examples, thumbnail), meta, directions)
-
-
-def legend_images(examples, size: int) -> np.ndarray:
-    """Each direction's best dataset example as a ``(size, size)`` legend image, ``(K, size, size, C)``; an
-    example of vector observations (``patches`` ``(K, n, D)``) is drawn as :func:`display_rgb`'s strip."""
-    from ..featvis import thumbnails
-    from ..featvis.thumbnails import resize
-
-    if examples.patches.ndim == 3:
-        return resize(display_rgb(examples.patches[:, 0])[0], size)  # (K, 1, D, 3) -> (K, size, size, 3)
-    return thumbnails(examples, size)
+            "ig_completeness_gap": gaps, "entities": scores, **shape}
+    return LayerView(layer, "nmf", grid, labels + ("residual",), OUTPUTS, legend_images(examples, obs, env, thumbnail),
+                     meta, directions)
 
 
 def tree_frames(traj: Trajectory, bookmark_count: int, separation: int) -> list:
@@ -371,7 +375,8 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
     bar = tqdm(total=len(trajectories) * len(names), desc="explore", unit="traj", disable=not progress)
     try:
         views = [analyse_layer(agent, trajectories, name, k=k, ig_steps=ig_steps, nmf_frames=nmf_frames,
-                               thumbnail=thumbnail, map_size=map_size, batch=batch, seed=seed, progress=bar.update)
+                               thumbnail=thumbnail, map_size=map_size, batch=batch, seed=seed, env=data.env,
+                               progress=bar.update)
                  for name in names]
         if tree_k:
             bar.total += len(trajectories)

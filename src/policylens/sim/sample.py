@@ -197,7 +197,8 @@ def write_sample_explorer(agent, trajectories, out, *, layers=None, k: int = 8, 
                           action_names=(), progress: bool = False, meta: "dict | None" = None) -> dict:
     """The trajectory explorer on simulated trajectories, built as ``policylens explore`` builds it
     (:func:`~policylens.explorer.export.analyse_layer`, ``write_explorer``; ``layers`` default as ``explore``:
-    :func:`~policylens.explorer.export.default_layers`); returns ``write_explorer``'s summary plus ``layers``."""
+    :func:`~policylens.explorer.export.default_layers`), its rewards, returns and ends shown as the simulator's
+    predictions; returns ``write_explorer``'s summary plus ``layers``."""
     from tqdm.auto import tqdm
 
     from ..explorer.bundle import write_explorer
@@ -208,14 +209,14 @@ def write_sample_explorer(agent, trajectories, out, *, layers=None, k: int = 8, 
         check_layer(agent, name)
     bar = tqdm(total=len(trajectories) * len(names), desc="explorer", unit="traj", disable=not progress)
     try:
-        views = [analyse_layer(agent, trajectories, name, k=k, ig_steps=ig_steps, seed=seed, progress=bar.update)
-                 for name in names]
+        views = [analyse_layer(agent, trajectories, name, k=k, ig_steps=ig_steps, seed=seed, env=env,
+                               progress=bar.update) for name in names]
         if tree_k:
             add_saliency_trees(agent, trajectories, lambda tr: tree_frames(tr, 10, 3), k=tree_k)
     finally:
         bar.close()
     summary = write_explorer(out, views, trajectories, title=title, env=env, run=run, action_names=action_names,
-                             meta=meta)
+                             meta=meta, predicted=True)  # rewards, returns and ends: the simulator's predictions
     return {**summary, "layers": names}
 
 
