@@ -16,6 +16,7 @@ colour just around the box). The emulator never sees the change.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 
@@ -26,11 +27,16 @@ from .spec import invisible_option, option_list
 SCREEN_H, SCREEN_W = 210, 160
 #: Games whose screen shows the objects of the RAM one frame earlier (Ms. Pac-Man draws last frame's positions).
 LAG = {"ms_pacman": 1}
+#: Where OCAtari's boxes miss drawn pixels, the box grown by (left, top, right, bottom) screen pixels, measured
+#: on real frames (Pong's paddles are drawn 16 rows high, its ball a row higher; Asterix's lyres 8 columns wide).
+GROW = {("pong", "player"): (0, 1, 0, 2), ("pong", "enemy"): (0, 0, 0, 1), ("pong", "ball"): (0, 1, 0, 0),
+        ("asterix", "enemy"): (0, 0, 1, 0)}
 #: Ms. Pac-Man's ghosts by OCAtari slot, named by the colour OCAtari's extraction gives each.
 GHOST_NAMES = {1: "sue", 2: "inky", 3: "pinky", 4: "blinky"}
 _MODULES: dict = {}
 
 
+@functools.lru_cache(maxsize=None)
 def category(cls_name: str) -> str:
     """OCAtari's class name as an entity type: ``PowerPill`` -> ``power_pill``, ``Ball`` -> ``ball``."""
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls_name).lower()
@@ -61,6 +67,18 @@ def unavailable(rom: str) -> str | None:
 def detect(mod, ram: np.ndarray, hud: bool = False, max_calls: int = 6) -> list:
     """The objects OCAtari reads from ``ram``: ``[(slot, category, x, y, w, h)]`` in screen pixels, visible
     objects only, with a fixed point of its extraction reached (see the module docstring)."""
+    key = (mod.__name__, bytes(np.asarray(ram, np.uint8)), hud)
+    if key not in _SEEN:
+        if len(_SEEN) >= 256:
+            _SEEN.pop(next(iter(_SEEN)))
+        _SEEN[key] = _detect(mod, ram, hud, max_calls)
+    return list(_SEEN[key])
+
+
+_SEEN: dict = {}  # the last RAMs' objects (a frame's RAM is read for its mask, its hiding and its causes)
+
+
+def _detect(mod, ram: np.ndarray, hud: bool, max_calls: int) -> list:
     objs = mod._init_objects_ram(hud)
     last = None
     for _ in range(max_calls):
@@ -142,8 +160,13 @@ class Truth:
         return tuple(sorted({category(k) for k in self.mod.MAX_NB_OBJECTS}))
 
     def objects(self, ram: np.ndarray) -> list:
-        """``[(slot, category, x, y, w, h)]`` in screen pixels for the screen ``ram`` describes."""
-        return detect(self.mod, ram)
+        """``[(slot, category, x, y, w, h)]`` in screen pixels for the screen ``ram`` describes (OCAtari's boxes,
+        grown where :data:`GROW` says)."""
+        out = []
+        for slot, cat, x, y, w, h in detect(self.mod, ram):
+            gl, gt, gr, gb = GROW.get((self.rom, cat), (0, 0, 0, 0))
+            out.append((slot, cat, x - gl, y - gt, w + gl + gr, h + gt + gb))
+        return out
 
     def shown_rams(self, rams: list, n: int) -> list:
         """The RAMs describing the last ``n`` frames of a step, from ``rams`` = [before the step, after each
