@@ -6,13 +6,15 @@ Rules per game (:data:`RULES`), from RAM through OCAtari (:mod:`.atari_truth`):
 * ``pong``: a point conceded (reward -1) is a lost "life", by the ``ball``; a game the agent wins is a ``success``;
 * ``ms_pacman`` (``ghost``, which one in ``culprit``: blinky, pinky, inky, sue), ``space_invaders`` (an invader's
   ``bullet``, or the ``alien`` invaders themselves reaching the player's row) and ``asterix`` (a lyre, ``enemy``):
-  *touch* rules. Every step keeps ALE's state before it, the frames' actions and RAMs; when a life is lost, the
-  lethal objects within :data:`REACH` pixels of the player are looked for backwards over the last
-  :data:`HISTORY` steps, back to the start of the last run of steps in which one was. One object in reach is
-  the cause. Where several are, the run is replayed from the saved state before it with the same frame actions,
-  each candidate moved out of the way by a RAM edit (:data:`REMOVE`): the candidate whose removal saves the life
-  is the cause (``settled_by: "replay"``); if none or several do, the nearest (``"nearest"``). With no lethal
-  object in reach the cause is an honest ``other``.
+  *touch* rules. Every step keeps ALE's state before it, the frames' actions and RAMs. When a life is lost, the
+  last :data:`HISTORY` steps are searched backwards for runs of steps in which lethal objects came within
+  :data:`REACH` pixels of the player (the candidates). Run by run, latest first, the steps are replayed from the
+  saved state before the run with the same frame actions, each candidate moved out of the way by a RAM edit
+  (:data:`REMOVE`): the first run in which removing a candidate saves the life settles it (during a death
+  animation, objects left near the player do not, so the search reaches back to the collision). One candidate
+  in that run: ``settled_by: "only one in reach"``; several, of which only one's removal saves the life:
+  ``"replay"``; otherwise the nearest (``"nearest"``). Where no replay saves the life, the latest run's nearest
+  candidate. With no lethal object in reach the cause is an honest ``other``.
 
 Every life lost gives ``info["life"] = {"cause", "culprit", "settled_by", "lives"}``; the episode's cause is its
 last life's (``timeout`` when ALE cuts it). Games without a rule give ``other``. The history of steps is not part of
@@ -28,6 +30,8 @@ import numpy as np
 REACH = 4
 #: Steps of history kept per env.
 HISTORY = 80
+#: Runs of steps with lethal objects in reach tried by replay, latest first.
+MAX_RUNS = 4
 
 
 def _shift_x(addr: int, lo: int = 0, hi: int = 160):
@@ -75,6 +79,7 @@ class Causes:
         self.rule = RULES.get(rom)
         self.history = [deque(maxlen=HISTORY) for _ in range(num_envs)]
         self._replayer = None
+        self.last_run = ([], {})
 
     def new_episode(self, i: int) -> None:
         self.history[i].clear()
@@ -86,6 +91,9 @@ class Causes:
     def after_step(self, i: int, game, reward: float, life_lost: bool, game_over: bool) -> tuple:
         """``(life event or None, episode cause or None)`` for the step just taken by env ``i``."""
         if self.rule is None:
+            if life_lost:
+                return {"cause": "other", "culprit": None, "settled_by": "no rule for this game",
+                        "lives": int(game.ale.lives())}, ("other" if game_over else None)
             return None, None
         if self.rule[1] and self.history[i]:
             self.history[i][-1].update(actions=list(game.step_actions), rams=[r for r in game.rams[1:]])
@@ -120,6 +128,9 @@ class Causes:
         ``ram`` describes."""
         player_cat, lethal, _ = self.rule
         objs = self.truth.objects(ram)
+        if self.rom == "space_invaders":  # OCAtari pairs bullet i's y (ram[81 + i]) with x ram[83 + i], but the
+            # game swaps its two x bytes from frame to frame: each invader bullet is looked for at both x's
+            objs += [(k, c, int(ram[83 + (5 - k)]) - 2, y, w, h) for k, c, x, y, w, h in objs if k in (4, 5)]
         player = next((o for o in objs if o[1] == player_cat), None)
         if player is None:
             return {}
@@ -135,31 +146,45 @@ class Causes:
         rams = [None] * self.truth.lag + step.get("rams", [])
         return [r for r in rams[:len(rams) - self.truth.lag] if r is not None] or step.get("rams", [])
 
-    def life_cause(self, i: int) -> dict:
-        steps = list(self.history[i])
-        run_start, cands = None, {}
+    def runs(self, steps: list) -> list:
+        """The runs of consecutive steps with lethal objects in reach, latest first: ``[(start, {slot: (category,
+        gap)})]`` (each slot with its smallest gap in the run)."""
+        out, cur = [], None
         for s in range(len(steps) - 1, -1, -1):
             here = {}
             for ram in self._shown(steps[s]):
                 for slot, (cat, gap) in self.in_reach(ram).items():
                     here[slot] = (cat, min(gap, here.get(slot, (cat, 1e9))[1]))
             if not here:
-                if cands:
-                    break
+                cur = None
                 continue
-            run_start = s
-            for slot, v in here.items():
-                cands.setdefault(slot, v)
-        if not cands:
+            if cur is None:
+                cur = [s, {}]
+                out.append(cur)
+            cur[0] = s
+            for slot, (cat, gap) in here.items():
+                cur[1][slot] = (cat, min(gap, cur[1].get(slot, (cat, 1e9))[1]))
+        return [(start, cands) for start, cands in out]
+
+    def life_cause(self, i: int) -> dict:
+        """The cause of the life env ``i`` just lost (see the module docstring): going back run by run, the first
+        run from whose start removing one candidate saves the life names it."""
+        steps = list(self.history[i])
+        runs = self.runs(steps)
+        self.last_run = ([], {})  # for inspection: the steps and candidates the cause was settled on
+        if not runs:
             return {"cause": "other", "culprit": None, "settled_by": "nothing in reach"}
-        if len(cands) == 1:
-            slot, (cat, _) = next(iter(cands.items()))
-            return self._event(cat, slot, "only one in reach")
-        saved = [slot for slot in cands if self._survives(steps[run_start:], slot)]
-        if len(saved) == 1:
-            return self._event(cands[saved[0]][0], saved[0], "replay")
+        for start, cands in runs[:MAX_RUNS]:
+            saved = [slot for slot in cands if self._survives(steps[start:], slot)]
+            if saved:
+                self.last_run = (steps[start:], cands)
+                slot = min(saved, key=lambda k: (cands[k][1], k))
+                how = "only one in reach" if len(cands) == 1 else "replay" if len(saved) == 1 else "nearest"
+                return self._event(cands[slot][0], slot, how)
+        start, cands = runs[0]  # no replay tells: the latest run's nearest object
+        self.last_run = (steps[start:], cands)
         slot = min(cands, key=lambda k: (cands[k][1], k))
-        return self._event(cands[slot][0], slot, "nearest")
+        return self._event(cands[slot][0], slot, "only one in reach" if len(cands) == 1 else "nearest")
 
     def _event(self, cat: str, slot: int, how: str) -> dict:
         culprit = f"{cat}{slot}"
