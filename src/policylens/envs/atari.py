@@ -22,6 +22,8 @@ option (default first):
   use 0.25; the default is off as in CleanRL's and SB3's NoFrameskip-v4 set-up);
 * ``full_action_space=false``: the game's minimal action set, or all 18 actions;
 * ``max_frames=108000``: an episode is cut (cause ``timeout``) after this many frames (30 minutes of play);
+* ``num_levels=0``, ``start_level=0``: episodes' level seeds drawn from ``[start_level, start_level + num_levels)``
+  (0: any), so held-out episodes can be told from training ones as procgen's levels are;
 * ``ground_truth=true``: objects from RAM through OCAtari (:mod:`.atari_truth`) and a cause for every life lost
   and every episode end (:mod:`.atari_causes`); ``invisible=KIND`` hides those objects from the frames while the
   game runs unchanged.
@@ -48,7 +50,8 @@ from .spec import EnvSpec
 #: Spec options and their defaults (see the module docstring).
 DEFAULTS = {"noop_max": 30, "frame_skip": 4, "max_pool": True, "size": 84, "grey": True, "frame_stack": 4,
             "fire_reset": True, "episodic_life": False, "clip_reward": False, "sticky": 0.0,
-            "full_action_space": False, "max_frames": 108000, "ground_truth": False, "invisible": ""}
+            "full_action_space": False, "max_frames": 108000, "num_levels": 0, "start_level": 0,
+            "ground_truth": False, "invisible": ""}
 _MAGIC = b"PLATARI1"
 
 
@@ -88,8 +91,8 @@ def options(spec: EnvSpec) -> dict:
     for k, v in DEFAULTS.items():
         if isinstance(v, bool) and not isinstance(opts[k], bool):
             raise ValueError(f"atari option {k}={opts[k]!r}; expected true or false")
-    for k in ("noop_max", "frame_skip", "size", "frame_stack", "max_frames"):
-        lo = 0 if k == "noop_max" else 1
+    for k in ("noop_max", "frame_skip", "size", "frame_stack", "max_frames", "num_levels", "start_level"):
+        lo = 0 if k in ("noop_max", "num_levels", "start_level") else 1
         if not isinstance(opts[k], int) or isinstance(opts[k], bool) or opts[k] < lo:
             raise ValueError(f"atari option {k}={opts[k]!r}; expected an integer >= {lo}")
     if not isinstance(opts["sticky"], (int, float)) or not 0 <= opts["sticky"] < 1:
@@ -196,7 +199,9 @@ class AtariVecEnv(VecEnv):
         and the fire reset, as EpisodicLifeEnv and FireResetEnv do). Returns the first observation."""
         g = self.games[i]
         if new_game:
-            g.level_seed = int(self._rngs[i].integers(2**31 - 1))
+            n = int(self.opts["num_levels"])
+            g.level_seed = int(self.opts["start_level"]) + int(self._rngs[i].integers(n)) if n \
+                else int(self._rngs[i].integers(2**31 - 1))
             g.rng = np.random.default_rng(g.level_seed)
             g.last_action, g.score, g.length = 0, 0.0, 0
             g.ale.reset_game()
