@@ -100,6 +100,18 @@ def test_space_invaders_deaths_in_real_play_are_bullets_whose_removal_saves_the_
     assert len(seen) >= 2
 
 
+def test_space_invaders_invaders_brought_down_to_the_ground_are_the_cause():
+    env = E.make("atari:space_invaders?ground_truth=true&noop_max=0", num_envs=1, seed=0)
+    for _ in range(40):
+        env.step([0])
+    state = env.get_state()
+    env.games[0].ale.setRAM(16, 70)  # OCAtari's map: the invaders' rows are at 31 + 2 * ram[16] + 18 * row
+    _, _, done, info = env.step([0])
+    assert done[0] and info[0]["episode"]["cause"] == "alien" and info[0]["life"]["cause"] == "alien"
+    env.set_state(state)  # the control: the invaders where they were
+    assert not any(env.step([0])[2][0] for _ in range(10))
+
+
 def test_breakout_and_pong_rules():
     env = E.make("atari:breakout?ground_truth=true", num_envs=1, seed=0)
     lives = []

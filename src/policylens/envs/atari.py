@@ -24,9 +24,10 @@ option (default first):
 * ``max_frames=108000``: an episode is cut (cause ``timeout``) after this many frames (30 minutes of play);
 * ``num_levels=0``, ``start_level=0``: episodes' level seeds drawn from ``[start_level, start_level + num_levels)``
   (0: any), so held-out episodes can be told from training ones as procgen's levels are;
-* ``ground_truth=true``: objects from RAM through OCAtari (:mod:`.atari_truth`) and a cause for every life lost
-  and every episode end (:mod:`.atari_causes`); ``invisible=KIND`` hides those objects from the frames while the
-  game runs unchanged.
+* ``ground_truth=true``: a cause for every life lost and every episode end (:mod:`.atari_causes`);
+  ``invisible=KIND`` hides the objects of that category from the frames while the game runs unchanged. Both need
+  a game OCAtari covers; :meth:`AtariVecEnv.entities` (objects from RAM through OCAtari, :mod:`.atari_truth`)
+  is there for every such game, and None for the others.
 
 Levels: every episode gets a ``level_seed`` drawn from the env's seed; it fixes the episode's number of no-op
 frames and its sticky-action draws, and with them the whole episode given the actions (the games themselves are
