@@ -111,11 +111,11 @@ def test_replay_from_a_restored_state_equals_the_original(spec):
     buffer (frame_skip=1 pools with the frame before the step) and the sticky-action draws included."""
     env = E.make(spec, num_envs=2, seed=3)
     rng = np.random.default_rng(1)
-    play(env, rng.integers(0, env.action_space.n, (40, 2)))
+    play(env, rng.integers(0, env.action_space.n, (25, 2)))
     snap, obs = env.snapshot(), env.observe()
-    actions = rng.integers(0, env.action_space.n, (60, 2))
+    actions = rng.integers(0, env.action_space.n, (40, 2))
     first = play(env, actions)
-    assert len({o[0].tobytes() for o in first}) > 30  # the frames move
+    assert len({o[0].tobytes() for o in first}) > 15  # the frames move
     assert (env.restore(snap) == obs).all()
     assert same(play(env, actions), first)
     fresh = E.make(spec, num_envs=2, seed=99)  # a state loads into any env of the same spec
@@ -129,10 +129,10 @@ def test_same_seed_same_episodes_and_each_episode_has_its_level_seed():
     for _ in range(2):
         env = E.make("atari:breakout?noop_max=30", num_envs=2, seed=11)
         rng = np.random.default_rng(2)
-        runs.append(play(env, rng.integers(0, 4, (400, 2))))
+        runs.append(play(env, rng.integers(0, 4, (300, 2))))
     assert same(*runs)
     episodes = [i["episode"] for step in runs[0] for i in step[3] if "episode" in i]
-    assert len(episodes) >= 3
+    assert len(episodes) >= 2
     assert len({e["level_seed"] for e in episodes}) == len(episodes)  # a new level seed per episode
     # the level seed fixes the episode: its no-op count, so its first frame
     env = E.make("atari:breakout", num_envs=1, seed=11)
@@ -154,6 +154,8 @@ def test_episodic_life_ends_the_interfaces_episode_at_each_life_and_the_game_goe
             if "game" in info[0]:
                 games.append(info[0]["game"])
                 lives[-1] = None
+                if len(games) == 2 and 1.0 in rewards:
+                    break
     assert rewards <= {0.0, 1.0} and 1.0 in rewards
     assert lives[:4] == [4, 3, 2, 1] and lives[4] is None  # one done per life, the same game goes on
     assert len(games) >= 1
@@ -166,7 +168,7 @@ def test_clip_reward_returns_signs_and_records_the_score():
     env = E.make("atari:ms_pacman?clip_reward=true", num_envs=2, seed=0)
     plain = E.make("atari:ms_pacman", num_envs=2, seed=0)
     rng, big = np.random.default_rng(0), 0
-    for a in rng.integers(0, 9, (300, 2)):
+    for a in rng.integers(0, 9, (150, 2)):
         o, r, d, info = env.step(a)
         o2, r2, d2, info2 = plain.step(a)
         assert (r == np.sign(r2)).all() and (o == o2).all() and info == info2  # the records keep the score

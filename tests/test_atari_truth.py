@@ -137,7 +137,7 @@ def test_entities_and_masks_in_the_agents_frame():
     assert hits > 40
 
 
-@pytest.mark.parametrize("game,kind,steps", [("breakout", "ball", 120), ("ms_pacman", "ghost", 70)])
+@pytest.mark.parametrize("game,kind,steps", [("breakout", "ball", 100), ("ms_pacman", "ghost", 50)])
 def test_invisible_objects_leave_the_game_unchanged_and_frames_differ_only_inside_their_masks(game, kind, steps):
     plain = E.make(f"atari:{game}", num_envs=2, seed=4)
     hidden = E.make(f"atari:{game}?invisible={kind}", num_envs=2, seed=4)
@@ -159,7 +159,7 @@ def test_invisible_objects_leave_the_game_unchanged_and_frames_differ_only_insid
             assert not (diff & ~mask).any(), f"step {t}: a pixel outside the {kind}s changed"
             shown += int(mask.any())
             differing += int(diff.any())
-    assert shown > 50 and differing > 0.6 * shown
+    assert shown > 40 and differing > 0.6 * shown
 
 
 def test_a_game_ocatari_does_not_cover_works_without_ground_truth():
