@@ -141,3 +141,14 @@ def test_a_game_without_a_rule_says_other():
             assert info[0]["life"]["cause"] == "other" and info[0]["life"]["settled_by"] == "no rule for this game"
             return
     pytest.fail("no life lost in 300 steps of random Seaquest")
+
+
+def test_hidden_atari_kinds_bring_about_their_own_cause():
+    """compare --invisible reads the blindness of a hidden kind from the cause it brings about: on Atari the
+    category itself (a Breakout ball is not MiniGrid's obstacle), and each such cause is in the vocabulary."""
+    from policylens.envs import CAUSES
+    from policylens.evaluate.compare import cause_of
+
+    assert cause_of("ball", "atari:breakout?invisible=ball") == "ball"
+    assert cause_of("ball", "minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0?invisible=ball") == "obstacle"
+    assert {"ball", "ghost", "bullet", "alien", "enemy"} <= set(CAUSES)
