@@ -3,16 +3,18 @@
 >>> env = make("minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0?obs=rgb", num_envs=8, seed=0)
 >>> obs = env.reset(0)               # (8, 56, 56, 3) uint8
 >>> obs, reward, done, info = env.step(actions)
+>>> make("atari:breakout", num_envs=8, seed=0).reset(0).shape   # (8, 84, 84, 4)
 
-Families: ``procgen:GAME``, ``minigrid:ENV_ID`` and ``gym:ENV_ID`` (any Gymnasium env with image or vector
-observations and discrete actions, :mod:`policylens.envs.gym`).
+Families: ``procgen:GAME``, ``minigrid:ENV_ID``, ``atari:GAME`` (any ALE game, ground truth from RAM through
+OCAtari, :mod:`policylens.envs.atari`) and ``gym:ENV_ID`` (any Gymnasium env with image or vector observations
+and discrete actions, :mod:`policylens.envs.gym`).
 """
 from __future__ import annotations
 
 from .base import CAUSES, VecEnv
 from .spec import EnvSpec, parse_spec
 
-FAMILIES = ("procgen", "minigrid", "gym")
+FAMILIES = ("procgen", "minigrid", "atari", "gym")
 
 
 def make(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None) -> VecEnv:
@@ -26,6 +28,10 @@ def make(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None) -> V
         from .minigrid import MiniGridVecEnv
 
         return MiniGridVecEnv(spec, num_envs=num_envs, seed=seed)
+    if spec.family == "atari":
+        from .atari import AtariVecEnv
+
+        return AtariVecEnv(spec, num_envs=num_envs, seed=seed)
     if spec.family == "gym":
         from .gym import GymVecEnv
 

@@ -14,8 +14,9 @@ import base64
 
 import numpy as np
 
-#: Every cause an episode can end by. CoinRun uses all but ``obstacle``; MiniGrid uses success, obstacle (a moving ball), wall, lava, timeout.
-CAUSES = ("success", "saw", "enemy", "lava", "obstacle", "wall", "timeout", "other")
+#: Every cause an episode can end by. CoinRun uses all but ``obstacle``; MiniGrid uses success, obstacle (a moving ball), wall, lava, timeout;
+#: Atari (:mod:`.atari_causes`) the category of what struck the player: ball, ghost, bullet, alien, enemy, and success, timeout.
+CAUSES = ("success", "saw", "enemy", "lava", "obstacle", "wall", "timeout", "ball", "ghost", "bullet", "alien", "other")
 
 
 class VecEnv(abc.ABC):

@@ -114,6 +114,12 @@ def compare_records(records_a: list, records_b: list, alpha: float = 0.05) -> di
 CAUSE_OF = {"ball": "obstacle"}  # MiniGrid: walking into a moving ball
 
 
+def cause_of(kind: str, env: str = "") -> str:
+    """The cause ``kind`` brings about in ``env``: Atari causes are the category of the object (a Breakout
+    ``ball`` is the cause ``ball``), elsewhere :data:`CAUSE_OF` or the kind's own name."""
+    return kind if str(env).startswith("atari:") else CAUSE_OF.get(kind, kind)
+
+
 def blindness_share(records_a: list, records_b: list, records_control: list, cause: str,
                     resamples: int = 2000, seed: int = 0) -> dict:
     """How much of the control's rise in ``cause`` B reaches: ``(rate_B - rate_A) / (rate_control - rate_A)``
@@ -159,14 +165,14 @@ def compare(run_a, run_b, episodes: int = 1000, *, alpha: float = 0.05, env=None
 def control_section(records_a: list, records_b: list, records_control: list, invisible: str, env: str,
                     alpha: float = 0.05) -> dict:
     """A against the control (A with the ``invisible`` kinds hidden, played on the same levels), plus B's
-    :func:`blindness_share` of the cause each hidden kind brings about (:data:`CAUSE_OF`), where it ended an
+    :func:`blindness_share` of the cause each hidden kind brings about (:func:`cause_of`), where it ended an
     episode."""
     kinds = list(option_list(invisible))
     control = compare_records(records_a, records_control, alpha)
     ended = {r["cause"] for r in records_a + records_b + records_control}
     control.update(invisible=kinds, env=env, blindness={
-        k: blindness_share(records_a, records_b, records_control, CAUSE_OF.get(k, k)) for k in kinds
-        if CAUSE_OF.get(k, k) in ended})
+        k: blindness_share(records_a, records_b, records_control, cause_of(k, env)) for k in kinds
+        if cause_of(k, env) in ended})
     return control
 
 

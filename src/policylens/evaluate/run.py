@@ -46,11 +46,19 @@ def episode_seed(seed: int, k: int) -> int:
 
 
 def eval_spec(spec) -> "object":
-    """The spec episodes are played on: without level options; CoinRun labels causes (``ground_truth``)."""
+    """The spec episodes are played on: without level options; CoinRun labels causes (``ground_truth``), and so
+    do the Atari games OCAtari covers, played whole (no episodic life) with their own scores (no clipping)."""
     spec = parse_spec(spec).replace(start_level=None, num_levels=None)
     if (spec.family == "procgen" and spec.name == "coinrun" and "ground_truth" not in spec.options
             and importlib.util.find_spec("policylens.envs.coinrun") is not None):
         spec = spec.replace(ground_truth=True)
+    if spec.family == "atari":
+        from ..envs.atari import rom_id
+        from ..envs.atari_truth import unavailable
+
+        spec = spec.replace(episodic_life=None, clip_reward=None)
+        if "ground_truth" not in spec.options and unavailable(rom_id(spec.name)) is None:
+            spec = spec.replace(ground_truth=True)
     return spec
 
 
