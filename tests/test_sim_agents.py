@@ -126,3 +126,18 @@ def test_sim_agents_refuses_bad_input(run, tmp_path, capsys, args, message):
     with pytest.raises(SystemExit):
         main([str(run), "--episodes", "2", "--out", str(tmp_path / "x"), "--progress", "false", *args])
     assert message in capsys.readouterr().err
+
+
+def test_the_benchmark_files_real_against_imagined_rates_per_agent(tmp_path, monkeypatch):
+    import benchmarks.common as common
+    import benchmarks.sim_agents as bench
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    bench.main(["--quick", "--agents", "trained,scripted:left"])
+    filed = json.loads((tmp_path / "sim_agents_quick.json").read_text())
+    assert (tmp_path / "sim_agents_quick.png").is_file() and filed["horizon"] == 24 and filed["episodes"] == 6
+    left = filed["agents"]["scripted:left"]
+    assert left["real"]["timeout"]["count"] == left["paired"] == 6  # turning in place: every real episode runs on
+    for row in filed["agents"].values():
+        assert "per_episode" not in row
+        assert sum(c["count"] for c in row["imagined"].values()) == row["paired"]
