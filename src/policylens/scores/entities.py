@@ -1,6 +1,6 @@
 """How well directions and attributions line up with ground-truth entities.
 
-Seed 001 counted "interpretable features" with human raters. Here each direction's spatial map (N, h, w) of
+Understanding RL Vision counted "interpretable features" with human raters. Here each direction's spatial map (N, h, w) of
 where it fires is compared with entity masks pooled onto the same grid (share of each cell the entity covers):
 
 - ``precision``: the share of the direction's firing mass that falls on the entity;

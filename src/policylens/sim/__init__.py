@@ -1,4 +1,4 @@
-"""The differentiable simulator (Saliency as causality, seeds 000/002): a recurrent state-space model of the
+"""The differentiable simulator (Saliency as causality): a recurrent state-space model of the
 agent's environment with the frozen agent inside, so gradients flow through time and through the environment.
 
 >>> from policylens import sim
@@ -17,7 +17,7 @@ t-SNE; simulated states on the real components), :mod:`~policylens.sim.swap` (hi
 paired statistics and a random control, in the env and in the simulator), :mod:`~policylens.sim.targets` (what to
 explain or optimise), :mod:`~policylens.sim.sample`, :mod:`~policylens.sim.optimize` (generative visualisation),
 :mod:`~policylens.sim.saliency` (saliency through time), :mod:`~policylens.sim.fidelity` (against
-:mod:`~policylens.sim.baseline`, seed 000's VAE+LSTM), :mod:`~policylens.sim.behaviours`, :mod:`~policylens.sim.video`,
+:mod:`~policylens.sim.baseline`, Saliency as causality's VAE+LSTM), :mod:`~policylens.sim.behaviours`, :mod:`~policylens.sim.video`,
 :mod:`~policylens.sim.command` (what the commands share), :mod:`~policylens.sim.guests` (any agent with the
 simulator's spaces inside it: another run, untrained, scripted), :mod:`~policylens.sim.compare_agents` (those
 agents in the simulator against the environment, ``sim agents``). Names load on first use; ``train`` is exported as

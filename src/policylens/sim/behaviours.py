@@ -1,4 +1,4 @@
-"""Behaviours (seed 002, "Identifying causal stories for behaviours"): cluster simulated agent+environment
+"""Behaviours (Saliency as causality, "Identifying causal stories for behaviours"): cluster simulated agent+environment
 dynamics into behaviours, then compare, per behaviour, how the hidden-state directions *co-vary* (lagged
 cross-correlation) with how they *cause* each other (gradients: "cross-causation"), with and without the
 gradient paths that run through the environment.

@@ -1,4 +1,4 @@
-"""Sampling the simulator (seed 000's "samples from the generative model"): imagined rollouts of the frozen agent
+"""Sampling the simulator (Saliency as causality's "samples from the generative model"): imagined rollouts of the frozen agent
 from the latent prior or from encoded real starts, as explorer trajectories and captioned videos.
 
     >>> r = sample(sim, agent, n=16, steps=32, start="prior", mode="modal", seed=0)    # Rollout, (16, 32, ...)

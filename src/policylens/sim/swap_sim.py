@@ -1,4 +1,4 @@
-"""The swap experiment inside the simulator (seed 000 ran its swaps there): the agent, the swapped agent and the
+"""The swap experiment inside the simulator (Saliency as causality ran its swaps there): the agent, the swapped agent and the
 random control each drive the same imagined episodes (same starts, same latent and action noise), and each
 imagined episode gets an outcome read from what the simulator shows, so the real-env statistics apply.
 
