@@ -129,20 +129,6 @@ def test_results_come_in_task_order_each_reported_with_the_workers_setup(backend
         assert list(pmap(add, [1], {"add": 1}, setup=offset, context={"add": 5})) == [6]
 
 
-def test_tasks_are_read_as_workers_free_up():
-    pulled = []
-
-    def tasks():
-        for i in range(40):
-            pulled.append(i)
-            yield i
-
-    it = pmap(square_later, tasks(), {"delay": 0.0, "n": 0}, workers=2)
-    first = next(it)
-    assert first["task"] == 0 and len(pulled) <= AHEAD * 2 + 1
-    assert [r["task"] for r in it] == list(range(1, 40))
-
-
 @pytest.mark.parametrize("backend", ["process", "ray"])
 def test_worker_errors_are_clear(backend, request):
     if backend == "ray":
@@ -155,6 +141,28 @@ def test_worker_errors_are_clear(backend, request):
             run("zero")
     with pytest.raises(RuntimeError, match="died|failed on Ray"):
         run("die")
+
+
+def test_a_pool_reads_tasks_as_workers_free_up_keeps_them_across_maps_and_replaces_them_after_a_failure():
+    pulled = []
+
+    def tasks():
+        for i in range(30):
+            pulled.append(i)
+            yield i
+
+    with parallel.Pool("process", 2) as pool:
+        it = pool.map(square_later, tasks(), {"delay": 0.0, "n": 0})
+        first = next(it)
+        assert first["task"] == 0 and len(pulled) <= AHEAD * 2 + 1
+        a = [first, *it]
+        assert [r["task"] for r in a] == list(range(30))
+        b = list(pool.map(square_later, range(4), {"delay": 0.0, "n": 0, "add": 2}))
+        assert {r["pid"] for r in b} <= {r["pid"] for r in a} and [r["add"] for r in b] == [2] * 4
+        with pytest.raises(ValueError, match="task 1 is bad input"):
+            list(pool.map(fail, range(4), {"bad": 1, "how": "value"}))
+        assert list(pool.map(add, [1, 2], {"add": 3})) == [4, 5]  # on new workers
+    assert not pool._procs
 
 
 def test_ray_missing_is_a_clear_import_error(monkeypatch):

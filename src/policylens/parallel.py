@@ -1,6 +1,8 @@
 """One way to spread work over workers: local processes or a Ray cluster, results in task order.
 
 >>> for result in pmap(fn, tasks, shared, setup=with_agent, backend="ray", workers=4): ...
+>>> with Pool("process", 2) as pool:            # the same workers for several maps, one map at a time
+...     a = list(pool.map(fn, tasks, shared)); b = list(pool.map(other, more, shared))
 
 ``fn(context, task)`` is a module-level function run on each task; ``context`` is ``setup(shared)`` (default:
 ``shared`` itself), built once per worker, e.g. the agent loaded from its checkpoint files. With one worker
@@ -57,13 +59,135 @@ def require_ray():
 def pmap(fn, tasks, shared=None, *, setup=None, context=None, backend: str = "process", workers: int = 1,
          ray_address: "str | None" = None, on_done=None, what: str = "task"):
     """An iterator over ``fn(context, task)`` for each of ``tasks`` (any iterable, read as workers free up),
-    in task order. ``on_done(index, result)`` is called as each task finishes (progress)."""
-    check_backend(backend, workers)
-    if is_local(backend, workers):
-        return _local(fn, tasks, context if context is not None else _setup(setup, shared), on_done)
-    if backend == "ray":
-        return _ray(fn, setup, shared, tasks, workers, ray_address, on_done, what)
-    return _processes(fn, setup, shared, tasks, workers, on_done, what)
+    in task order, on a :class:`Pool` of its own. ``on_done(index, result)`` is called as each task finishes."""
+    pool = Pool(backend, workers, ray_address)
+
+    def run():
+        with pool:
+            yield from pool.map(fn, tasks, shared, setup=setup, context=context, on_done=on_done, what=what)
+
+    return run()
+
+
+class Pool:
+    """Workers kept for several maps (``with Pool("ray", 4) as pool: pool.map(...); pool.map(...)``): local
+    processes start on the first map that needs them and stop at :meth:`close`; Ray starts when first needed."""
+
+    def __init__(self, backend: str = "process", workers: int = 1, ray_address: "str | None" = None):
+        check_backend(backend, workers)
+        self.backend, self.workers, self.ray_address = backend, workers, ray_address
+        self.local = is_local(backend, workers)
+        self._procs, self._boxes, self._outbox, self._tokens = [], [], None, []
+
+    def map(self, fn, tasks, shared=None, *, setup=None, context=None, on_done=None, what: str = "task"):
+        """An iterator over ``fn(context, task)`` for each task, in task order (see the module doc)."""
+        if self.local:
+            return _local(fn, tasks, context if context is not None else _setup(setup, shared), on_done)
+        run = self._ray if self.backend == "ray" else self._processes
+        return run(fn, setup, shared, tasks, on_done, what)
+
+    # -- local processes -----------------------------------------------------------------------------------
+    def _start(self) -> None:
+        ctx = mp.get_context("spawn")  # never fork a process that holds torch threads
+        self._outbox = ctx.Queue()
+        self._boxes = [ctx.Queue() for _ in range(self.workers)]
+        self._procs = [ctx.Process(target=_process_loop, args=(w, box, self._outbox), daemon=True)
+                       for w, box in enumerate(self._boxes)]
+        self._tokens = [set() for _ in self._procs]
+        for p in self._procs:
+            p.start()
+
+    def _processes(self, fn, setup, shared, tasks, on_done, what: str):
+        if not self._procs:
+            self._start()
+        token, blob = uuid.uuid4().hex, pack(shared)
+        busy = [0] * self.workers  # tasks in flight per worker
+
+        def submit(index, task):
+            w = min(range(self.workers), key=lambda i: busy[i])
+            first = token not in self._tokens[w]  # the shared data goes once to each worker
+            self._boxes[w].put((fn, setup, token, blob if first else None, index, pack(task)))
+            self._tokens[w].add(token)
+            busy[w] += 1
+
+        def receive():
+            while True:
+                try:
+                    w, index, reply = self._outbox.get(timeout=1.0)
+                    break
+                except queue_module.Empty:
+                    dead = [i for i, p in enumerate(self._procs) if not p.is_alive()]
+                    if dead:
+                        code = self._procs[dead[0]].exitcode
+                        raise RuntimeError(f"{what} worker process {dead[0]} died (exit code {code})") from None
+            busy[w] -= 1
+            result = _result(reply, index, what)
+            if on_done is not None:
+                on_done(index, result)
+            return index, result
+
+        finished = False
+        try:
+            yield from _ordered(submit, receive, tasks, AHEAD * self.workers)
+            finished = True
+        finally:
+            if not finished:  # tasks of this map may still be running: these workers are not reused
+                self.close()
+
+    # -- ray -----------------------------------------------------------------------------------------------
+    def _ray(self, fn, setup, shared, tasks, on_done, what: str):
+        ray = require_ray()
+        if not ray.is_initialized():
+            ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False)
+        # At most `workers` tasks run at once: each asks for the fraction of the cluster's CPUs that allows it.
+        cpus = ray.cluster_resources().get("CPU", 1.0) / self.workers
+        cpus = int(cpus) if cpus >= 1 else max(round(cpus, 2), 0.01)  # Ray wants whole CPUs above one
+        remote = ray.remote(num_cpus=cpus, max_retries=0)(_work)
+        token, shared_ref = uuid.uuid4().hex, ray.put(pack(shared))
+        refs = {}  # ObjectRef -> task index
+
+        def submit(index, task):
+            refs[remote.remote(fn, setup, token, shared_ref, pack(task))] = index
+
+        def receive():
+            done, _ = ray.wait(list(refs), num_returns=1)
+            index = refs.pop(done[0])
+            try:
+                reply = ray.get(done[0])
+            except ray.exceptions.RayError as e:
+                raise RuntimeError(f"{what} {index} failed on Ray: {type(e).__name__}: {e}") from None
+            result = _result(reply, index, what)
+            if on_done is not None:
+                on_done(index, result)
+            return index, result
+
+        try:
+            yield from _ordered(submit, receive, tasks, AHEAD * self.workers)
+        finally:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        """Stop the local worker processes (a later map starts new ones)."""
+        procs, boxes, self._procs, self._boxes = self._procs, self._boxes, [], []
+        for box in boxes:
+            box.put(None)
+        deadline = time.monotonic() + 5.0
+        for p in procs:
+            p.join(max(deadline - time.monotonic(), 0.1))
+            if p.is_alive():
+                p.terminate()
+                p.join()
+        for q in [*boxes, *([self._outbox] if self._outbox is not None else [])]:
+            q.cancel_join_thread()
+            q.close()
+        self._outbox = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _local(fn, tasks, context, on_done):
@@ -80,6 +204,7 @@ def _setup(setup, shared):
 
 # -- in a worker -------------------------------------------------------------------------------------------
 _CONTEXTS: dict = {}  # token -> context, the latest few
+_SHARED: dict = {}  # token -> packed shared data (local processes get it once)
 
 
 def _context(token: str, setup, shared_blob: bytes):
@@ -101,6 +226,19 @@ def _work(fn, setup, token: str, shared_blob: bytes, task_blob: bytes) -> bytes:
         from .config import error_message
 
         return pack(["error", type(e).__name__, error_message(e), traceback.format_exc()])
+
+
+def _process_loop(worker: int, inbox, outbox) -> None:
+    """A worker process: run tasks from ``inbox`` until ``None``, put ``(worker, index, reply)`` on ``outbox``."""
+    while True:
+        item = inbox.get()
+        if item is None:
+            return
+        fn, setup, token, shared_blob, index, task_blob = item
+        if shared_blob is not None:
+            _SHARED.clear()
+            _SHARED[token] = shared_blob
+        outbox.put((worker, index, _work(fn, setup, token, _SHARED.get(token), task_blob)))
 
 
 def _result(blob: bytes, index: int, what: str):
@@ -137,94 +275,6 @@ def _ordered(submit, receive, tasks, slots: int):
 
 
 _END = object()
-
-
-# -- processes ---------------------------------------------------------------------------------------------
-def _process_loop(fn, setup, token, shared_blob, inbox, outbox) -> None:
-    """A worker process: run tasks from ``inbox`` until ``None``, put each packed reply on ``outbox``."""
-    while True:
-        item = inbox.get()
-        if item is None:
-            return
-        index, task_blob = item
-        outbox.put((index, _work(fn, setup, token, shared_blob, task_blob)))
-
-
-def _processes(fn, setup, shared, tasks, workers: int, on_done, what: str):
-    ctx = mp.get_context("spawn")  # never fork a process that holds torch threads
-    inbox, outbox = ctx.Queue(), ctx.Queue()
-    token, blob = uuid.uuid4().hex, pack(shared)
-    procs = [ctx.Process(target=_process_loop, args=(fn, setup, token, blob, inbox, outbox), daemon=True)
-             for _ in range(workers)]
-    for p in procs:
-        p.start()
-
-    def receive():
-        while True:
-            try:
-                index, reply = outbox.get(timeout=1.0)
-                break
-            except queue_module.Empty:
-                dead = [i for i, p in enumerate(procs) if not p.is_alive()]
-                if dead:
-                    raise RuntimeError(f"{what} worker process {dead[0]} died (exit code {procs[dead[0]].exitcode})")
-        result = _result(reply, index, what)
-        if on_done is not None:
-            on_done(index, result)
-        return index, result
-
-    finished = False
-    try:
-        yield from _ordered(lambda i, task: inbox.put((i, pack(task))), receive, tasks, AHEAD * workers)
-        finished = True
-    finally:
-        if finished:
-            for _ in procs:
-                inbox.put(None)
-        deadline = time.monotonic() + 5.0
-        for p in procs:
-            if finished:
-                p.join(max(deadline - time.monotonic(), 0.1))
-            if p.is_alive():
-                p.terminate()
-            p.join()
-        for q in (inbox, outbox):
-            q.cancel_join_thread()
-            q.close()
-
-
-# -- ray ---------------------------------------------------------------------------------------------------
-def _ray(fn, setup, shared, tasks, workers: int, address, on_done, what: str):
-    ray = require_ray()
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    # At most `workers` tasks run at once: each asks for the fraction of the cluster's CPUs that allows it.
-    cpus = ray.cluster_resources().get("CPU", 1.0) / workers
-    cpus = int(cpus) if cpus >= 1 else max(round(cpus, 2), 0.01)  # Ray wants whole CPUs above one
-    remote = ray.remote(num_cpus=cpus, max_retries=0)(_work)
-    token, shared_ref = uuid.uuid4().hex, ray.put(pack(shared))
-    refs = {}  # ObjectRef -> task index
-
-    def receive():
-        done, _ = ray.wait(list(refs), num_returns=1)
-        index = refs.pop(done[0])
-        try:
-            reply = ray.get(done[0])
-        except ray.exceptions.RayError as e:
-            raise RuntimeError(f"{what} {index} failed on Ray: {type(e).__name__}: {e}") from None
-        result = _result(reply, index, what)
-        if on_done is not None:
-            on_done(index, result)
-        return index, result
-
-    def submit(index, task):
-        refs[remote.remote(fn, setup, token, shared_ref, pack(task))] = index
-
-    try:
-        yield from _ordered(submit, receive, tasks, AHEAD * workers)
-    finally:
-        for ref in refs:
-            ray.cancel(ref, force=True)
 
 
 # -- the agent, shipped ------------------------------------------------------------------------------------
