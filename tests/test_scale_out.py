@@ -202,3 +202,22 @@ def test_explore_on_workers_writes_the_same_files(run, here, local_ray, tmp_path
     assert got.keys() == ref.keys() and any(name.startswith("data/t3-l0") for name in got)
     different = [name for name in ref if got[name] != ref[name]]
     assert different == []  # byte for byte: maps, saliency trees, legend, manifest (the key holds no backend)
+
+
+# -- the benchmark -----------------------------------------------------------------------------------------
+def test_scale_out_benchmark_quick(local_ray, tmp_path, monkeypatch):
+    import json
+
+    import benchmarks.common as common
+    from benchmarks import scale_out
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    scale_out.main(["--quick", "--workers", "2"])
+    filed = json.loads((tmp_path / "scale_out_quick.json").read_text())
+    rows = [(r["backend"], r["workers"]) for r in filed["record"]]
+    assert rows == [("vector", 1), ("process", 1), ("process", 2), ("ray", 2)]
+    assert len({r["frames"] for r in filed["record"][1:]}) == 1  # the same store (checked field for field there)
+    assert [r["ratio_to_one_process"] for r in filed["record"] if r["backend"] == "process" and r["workers"] == 1] == [1.0]
+    assert [(r["backend"], r["workers"]) for r in filed["attribute"]][-2:] == [("process", 2), ("ray", 2)]
+    assert all(r["frames_per_s"] > 0 for r in filed["record"] + filed["attribute"])
+    assert set(filed["startup_s"]) == {"process-2", "ray-2"}
