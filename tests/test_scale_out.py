@@ -2,7 +2,11 @@
 the same store field for field, the same attributions, the same explorer files."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +57,8 @@ def here(run):
 
 def _fields(store) -> dict:
     data = {f: store.read(f, 0, store.num_frames) for f in store.fields}
-    data["env_state"] = list(data["env_state"])  # bytes per frame
+    if "env_state" in data:
+        data["env_state"] = list(data["env_state"])  # bytes per frame
     return data
 
 
@@ -119,6 +124,59 @@ def test_record_resumed_on_other_workers_equals_one_go(run, here, local_ray, cap
     assert_same_store(here, out)
     for name, values in first_two.items():
         np.testing.assert_array_equal(rollouts.open(out).index[name][:2], values)
+
+
+def _children(pid: int) -> list:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def test_kill_9_during_a_recording_on_workers_then_resume_equals_one_go(run, tmp_path):
+    """The driver killed while two worker processes record: the episodes committed stay, the workers go, and
+    --resume (here, in this process) ends with the store one uninterrupted recording writes."""
+    n, out = 40, tmp_path / "k.zarr"
+    plan = dict(episodes=n, batch=2, max_steps=4, start_level=7, progress=False)
+    args = [str(run), "--out", str(out), "--episodes", str(n), "--batch", "2", "--max-steps", "4", "--start-level",
+            "7", "--flush-seconds", "0", "--backend", "process", "--workers", "2", "--progress", "false"]
+    env = {**os.environ, "PYTHONPATH": str(Path(rollouts.__file__).parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "policylens.rollouts", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline, workers = time.monotonic() + 120, []
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "episodes" / "zarr.json").is_file() and len(rollouts.open(out)) >= 4:
+                workers = [p for p in _children(proc.pid) if p not in _children(1)]
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"recording ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    k = len(rollouts.open(out))
+    assert 4 <= k < n and len(workers) >= 2
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{p}").exists() and "zombie" not in _state(p) for p in workers):
+        assert time.monotonic() < deadline, "worker processes outlived their driver"
+        time.sleep(0.2)
+    record(RecordConfig(run=str(run), out=str(out), resume=True, backend="process", **plan))
+    one_go = record(RecordConfig(run=str(run), out=str(tmp_path / "one.zarr"), backend="process", **plan))
+    assert_same_store(one_go, out)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
 
 
 def test_record_refuses_mixed_orders_and_bad_backends(run, tmp_path, monkeypatch, capsys):

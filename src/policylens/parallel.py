@@ -230,8 +230,14 @@ def _work(fn, setup, token: str, shared_blob: bytes, task_blob: bytes) -> bytes:
 
 def _process_loop(worker: int, inbox, outbox) -> None:
     """A worker process: run tasks from ``inbox`` until ``None``, put ``(worker, index, reply)`` on ``outbox``."""
+    parent = mp.parent_process()
     while True:
-        item = inbox.get()
+        try:
+            item = inbox.get(timeout=1.0)
+        except queue_module.Empty:
+            if parent is not None and not parent.is_alive():  # the driver was killed: stop, leave no orphans
+                return
+            continue
         if item is None:
             return
         fn, setup, token, shared_blob, index, task_blob = item

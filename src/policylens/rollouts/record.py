@@ -20,6 +20,10 @@ complete episodes, the K recorded before the interruption byte-for-byte unchange
 deterministic function of (command, K); it does not reproduce the episodes an uninterrupted run would have
 recorded after the K-th (those in flight at the kill are replayed from fresh seeds). The recording settings
 (agent weights, env, policy, seed, num_envs, ...) must match the store's, else it refuses to append.
+
+``--backend process|ray --workers W`` records by episode plan instead (:mod:`policylens.rollouts.plan`): episode
+k on level ``start_level + k`` with seeds of its own, on W local processes or Ray workers, appended in episode
+order; the store is the same for any W and either backend, and a resumed recording equals an uninterrupted one.
 """
 from __future__ import annotations
 
