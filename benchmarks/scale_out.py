@@ -5,7 +5,7 @@
 An IMPALA agent with random weights (seed 0) records ``episodes`` CoinRun episodes (cut at ``max-steps``) by
 episode plan with each configuration -- here (``process``, 1 worker), ``process`` and ``ray`` with each number of
 ``--workers`` -- and, for reference, as ``record`` does by default (``vector``: 8 envs stepped together in one
-process; other levels, so another store). Then integrated gradients (10 steps, value, layer ``block2``, batches
+process, here on one thread; other levels, so another store). Then integrated gradients (10 steps, value, layer ``block2``, batches
 of 64) of the store's first ``frames`` frames, with the same configurations plus here on torch's default thread
 count (what ``policylens attribute`` uses without ``--workers``). Every row's time includes starting its workers
 (spawning processes that import torch and load the agent; Ray's first tasks start its worker processes); the
@@ -75,10 +75,15 @@ def bench_record(run: Path, root: Path, configs: list, args) -> list:
     for backend, workers in [("vector", 1), *configs]:
         out = root / f"record-{backend}-{workers}.zarr"
         kw = dict(num_envs=8) if backend == "vector" else dict(backend=backend, workers=workers)
-        t = time.perf_counter()
-        record(RecordConfig(run=str(run), episodes=args.episodes, max_steps=args.max_steps, out=str(out),
-                            progress=False, **kw))
-        seconds = time.perf_counter() - t
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # vector recording on one thread too (the others set it themselves)
+        try:
+            t = time.perf_counter()
+            record(RecordConfig(run=str(run), episodes=args.episodes, max_steps=args.max_steps, out=str(out),
+                                progress=False, **kw))
+            seconds = time.perf_counter() - t
+        finally:
+            torch.set_num_threads(threads)
         if backend != "vector":
             reference = reference or out
             _same_store(reference, out)
