@@ -100,7 +100,7 @@ def record_plan(writer, agent, agent_dir, cfg, settings: dict, plan: list) -> No
     else:
         source = pmap(record_task, chunks(todo, cfg.batch), {**settings, "agent": agent_files(agent_dir)},
                       setup=with_agent, backend=cfg.backend, workers=cfg.workers, ray_address=cfg.ray_address,
-                      what="recording of episodes")
+                      what="recording task")
         episodes = (episode for part in source for episode in part)
     pending, frames, last = [], 0, time.monotonic()
     try:
