@@ -6,7 +6,7 @@ is untouched. The edit is made one of two ways, and ``edited.policylens_edits[-1
 
 - ``"fold"`` (the paper's method): the layers that consume the activation (a conv taking it as input, a
   linear or GRU cell taking it or its flattening) get their input weights right-multiplied by ``P`` over the
-  channel axis, ``W' = W P`` (the paper's "left-multiply each c x d kernel matrix by P" in its HWCD layout).
+  channel axis, ``W' = W P`` (the paper's "we left-multiply each [c x d] matrix in the kernel by P" in its HWCD layout).
   Consumers are found by tracing one forward pass with hooks; the fold is then checked against an exact
   projection of the layer's output with a random direction on probe observations (this catches a use of the
   activation the hooks cannot see, such as a residual sum, or a state carried to the next step). A folded

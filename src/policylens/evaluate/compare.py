@@ -11,7 +11,7 @@ other causes stayed flat — here that reads as one cause significant, the other
 transparent (``procgen:coinrun?invisible=saw``), the blindness an edit could at most reach. For each hidden
 kind that is a cause, the *blindness share* is how much of that rise the edit reaches,
 ``(rate_B - rate_A) / (rate_control - rate_A)``, with a paired bootstrap 95% interval over levels. Understanding RL Vision's
-edit: (12.76 - 0.37) / (32.20 - 0.37) = 0.39 of full blindness ("we were not able to achieve more than around
+edit: (12.76 - 0.37) / (32.20 - 0.37) = 0.39 of full blindness ("were not able to achieve more than around
 50%").
 """
 from __future__ import annotations
