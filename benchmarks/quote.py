@@ -135,7 +135,7 @@ SIM_AGENTS = "benchmarks/results/sim_agents.json"
 def sim_agents_table() -> list:
     """Agents inside the simulator: per agent, each outcome's rate in the environment and in the simulator (and the
     imagined ends as their views show them) with Wilson intervals, as ``policylens sim agents`` writes it."""
-    from policylens.sim.agents_report import table_rows
+    from policylens.sim.analyses.agents.report import table_rows
 
     return table_rows(load(SIM_AGENTS))
 

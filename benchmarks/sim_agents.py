@@ -5,7 +5,7 @@ simulator with a trained, an untrained and a scripted agent.)
     nice -n 10 python -m benchmarks.sim_agents          # 500 episodes per agent, real and imagined (~30 min)
     python -m benchmarks.sim_agents --quick             # 6 episodes, a short horizon: the smoke test
 
-``policylens sim agents`` (:func:`policylens.sim.agents_cli.run_agents`) on ``zoo:minigrid-do8-recurrent`` with
+``policylens sim agents`` (:func:`policylens.sim.analyses.agents.cli.run_agents`) on ``zoo:minigrid-do8-recurrent`` with
 its zoo simulator: the trained agent, an untrained one (its architecture, weights from seed 0), "always
 forward" and "always turn left" each play the same levels in the environment and, from each real episode's
 first frames, in the simulator. Writes ``results/sim_agents.json`` (the settings; per agent the real and
@@ -37,7 +37,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--video-dir", default=str(DOCS / "simulator-agents"))
     parser.add_argument("--quick", action="store_true", help="6 episodes, horizon 24: the smoke test")
     args = parser.parse_args(argv)
-    from policylens.sim.agents_cli import AgentsConfig, run_agents
+    from policylens.sim.analyses.agents.cli import AgentsConfig, run_agents
 
     name = "sim_agents_quick" if args.quick else "sim_agents"
     with tempfile.TemporaryDirectory() as tmp:

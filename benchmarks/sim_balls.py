@@ -41,10 +41,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=12, help="steps after the context")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from policylens.sim.command import SimCommand, load_parts, resolve
-    from policylens.sim.fidelity import held_out_windows
-    from policylens.sim.fidelity_cli import training_data, training_split
+    from policylens.sim.analyses.fidelity.cli import training_data, training_split
+    from policylens.sim.analyses.fidelity.core import held_out_windows
     from policylens.sim.checkpoint import read_sim_config
+    from policylens.sim.command import SimCommand, load_parts, resolve
     from policylens.sim.loop import rollout
     from policylens.sim.objective import context_posterior
 

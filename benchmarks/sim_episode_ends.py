@@ -30,10 +30,10 @@ def main(argv=None) -> dict:
 
     import torch
 
+    from policylens.sim.analyses.fidelity.cli import FidelityConfig, training_data, training_split
+    from policylens.sim.analyses.fidelity.core import held_out_windows
     from policylens.sim.checkpoint import read_sim_config
     from policylens.sim.command import load_parts, resolve
-    from policylens.sim.fidelity import held_out_windows
-    from policylens.sim.fidelity_cli import FidelityConfig, training_data, training_split
     from policylens.sim.loop import rollout
     from policylens.sim.objective import seen_mask
 

@@ -53,8 +53,8 @@ def main(argv=None):
     parser.add_argument("--reach", type=int, default=1, help="score only windows with this many frames after the "
                         "context in their episode (sim fidelity --reach; --horizon: the far horizon on every window)")
     args = parser.parse_args(argv)
-    from policylens.sim import fidelity_cli
-    from policylens.sim.fidelity_plots import recall_at
+    from policylens.sim.analyses.fidelity import cli as fidelity_cli
+    from policylens.sim.analyses.fidelity.plots import recall_at
 
     shutil.rmtree(args.out, ignore_errors=True)
     path = fidelity_cli.main([args.run, "--windows", str(args.windows), "--horizon", str(args.horizon),

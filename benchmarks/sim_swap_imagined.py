@@ -59,7 +59,7 @@ def main(argv=None) -> dict:
     from policylens.sim.checkpoint import load_sim
     from policylens.sim.command import SimCommand, resolve
     from policylens.sim.data import load_sim_data
-    from policylens.sim.swap_sim import simulated_swap
+    from policylens.sim.imagined import simulated_swap
 
     torch.set_num_threads(1)
     paths = resolve(SimCommand(run=args.run, sim=args.sim, progress=False), "benchmark")

@@ -35,8 +35,8 @@ def main(argv=None):
     from policylens.sim.checkpoint import load_sim
     from policylens.sim.command import SimCommand, resolve
     from policylens.sim.data import load_sim_data
+    from policylens.sim.imagined import episode_starts, imagined_outcomes, imagined_start
     from policylens.sim.loop import FrozenAgent, Noise, rollout
-    from policylens.sim.swap_sim import episode_starts, imagined_outcomes, imagined_start
 
     torch.set_num_threads(1)
     paths = resolve(SimCommand(run=args.run, sim=args.sim, store=args.store, progress=False), "benchmark")

@@ -145,7 +145,7 @@ def test_stability_from_the_directions_meta_reaches_the_legend(tmp_path):
 def test_sim_sample_explorer_draws_tiles_and_calls_its_rewards_predictions(tmp_path):
     from sim_runs import make_run
 
-    from policylens.sim.sample import main
+    from policylens.sim.analyses.sample.cli import main
 
     run = make_run(tmp_path / "runs", episodes=4)
     out = tmp_path / "sample"

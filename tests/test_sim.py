@@ -424,7 +424,7 @@ def test_several_stores_train_together_and_hold_out_only_the_first_stores_episod
         np.testing.assert_array_equal(w.action[i, :n].numpy(), store.read("action", a, a + n))
     # a simulator trained on both: its config keeps the first store's episode count, so `sim fidelity` on that
     # store rebuilds the same split and scores only episodes no store trained on
-    from policylens.sim import fidelity_cli
+    from policylens.sim.analyses.fidelity import cli as fidelity_cli
 
     sim_dir = train(_train_cfg(runs, tmp_path / "sim2", store=f"{runs / 'rnn' / 'rollouts.zarr'},{second}",
                                val_fraction=0.34))
@@ -456,7 +456,7 @@ def test_tail_windows_end_their_episode_at_every_step_after_the_context(runs, da
 
 
 def test_a_split_seed_keeps_the_held_out_episodes_while_the_seed_changes_the_weights(runs, tmp_path):
-    from policylens.sim.fidelity_cli import training_split
+    from policylens.sim.analyses.fidelity.cli import training_split
 
     kw = dict(val_fraction=0.34, val_windows=4)
     base = _Setup(_train_cfg(runs, tmp_path / "a", **kw), 0, 1)

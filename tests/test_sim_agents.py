@@ -13,8 +13,8 @@ import torch
 from policylens import agents
 from policylens.agents.scripted import ScriptedAgent
 from policylens.evaluate.run import evaluate
-from policylens.sim.agents_cli import main
-from policylens.sim.compare_agents import ended_outcomes, paired_table, play_imagined, play_real
+from policylens.sim.analyses.agents.cli import main
+from policylens.sim.analyses.agents.core import ended_outcomes, paired_table, play_imagined, play_real
 from policylens.sim.guests import load_guest
 from policylens.sim.loop import Noise, rollout
 from sim_runs import ENV, make_run, tiny_parts

@@ -14,9 +14,10 @@ from sklearn.metrics import adjusted_rand_score
 
 from policylens.agents.base import ScaleObs
 from policylens.factors import Directions, ica
-from policylens.sim import behaviours_cli, hx_cli
-from policylens.sim.behaviours import (Readout, cluster_windows, jacobians, lagged_xcorr, sign_consistency,
-                                       window_features, window_jacobians)
+from policylens.hidden.hx import cli as hx_cli
+from policylens.sim.analyses.behaviours import cli as behaviours_cli
+from policylens.sim.analyses.behaviours.core import (Readout, cluster_windows, jacobians, lagged_xcorr,
+                                                     sign_consistency, window_features, window_jacobians)
 from policylens.sim.loop import FrozenAgent, rollout
 
 STEPS, LAG, K = 6, 4, 3
@@ -218,7 +219,7 @@ def test_sign_consistency_is_one_on_equal_signs_zero_on_opposite_and_has_a_fair_
 def test_a_constant_null_keeps_its_mean_inside_its_interval_and_a_skewed_one_still_plots(tmp_path):
     """Every shuffle of one-signed G agrees equally often: a constant null, whose float mean (0.33333333333333326
     for 1/3) fell below its own 2.5% quantile and made matplotlib refuse the negative error bar."""
-    from policylens.sim.behaviours_plots import plot_consistency
+    from policylens.sim.analyses.behaviours.plots import plot_consistency
 
     for positive, n in ((1, 3), (2, 3), (3, 5), (4, 5), (7, 9), (10, 11)):
         c = np.full((n + 1, n + 1), -1.0)
@@ -267,7 +268,7 @@ def test_cli_end_to_end(run, capsys):
 
 
 def test_filtered_starts_read_the_real_context_and_the_agent_acts_from_its_last_frame(run):
-    from policylens.sim.behaviours import simulate
+    from policylens.sim.analyses.behaviours.core import simulate
     from policylens.sim.data import load_sim_data
     from policylens.sim.loop import Noise, filtered_start
 

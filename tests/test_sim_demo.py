@@ -37,7 +37,7 @@ def test_the_simulator_section_runs_every_command_and_links_what_exists(demo):
 
 
 def test_sim_report_copies_every_figure_it_links(demo):
-    from policylens.sim.report import main
+    from policylens.sim.analyses.report.cli import main
 
     tmp_path = demo[0]
     path = main([str(tmp_path / "recurrent"), "--out", str(tmp_path / "report"), "--progress", "false"])
@@ -55,7 +55,7 @@ def test_sim_report_copies_every_figure_it_links(demo):
 
 
 def test_report_differences_are_bold_only_where_the_interval_clears_zero_on_the_better_side():
-    from policylens.sim.report import baseline_budget, difference_rows, fidelity_source
+    from policylens.sim.analyses.report.core import baseline_budget, difference_rows, fidelity_source
 
     def d(mean, low, high, count=10):
         return {"mean": mean, "low": low, "high": high, "count": count}

@@ -16,12 +16,13 @@ from sim_runs import AGENT, ENV, make_run, tiny_parts
 
 from policylens import agents
 from policylens.rollouts import RecordConfig, record
-from policylens.sim import fidelity_cli
+from policylens.sim.analyses.fidelity import cli as fidelity_cli
+from policylens.sim.analyses.fidelity.core import (baseline_unroll, curve, held_out_windows, object_recall,
+                                                   repeat_unroll, resample_weights, score_models, scored_windows,
+                                                   simulator_unroll, summarize)
 from policylens.sim.baseline import Prediction, VaeLstm, load_baseline, save_baseline, train_baseline
 from policylens.sim.data import load_sim_data
 from policylens.sim.obs import obs_score
-from policylens.sim.fidelity import (baseline_unroll, curve, held_out_windows, object_recall, repeat_unroll,
-                                     resample_weights, score_models, scored_windows, simulator_unroll, summarize)
 from policylens.train.state import split_episodes
 
 STEPS = 12  # steps after the context
@@ -90,7 +91,7 @@ def test_unrolling_the_recorded_frames_scores_perfectly_even_with_nonsense_on_th
             assert max(v for v, r in zip(curves[metric]["mean"], reached) if r) < 1e-5
         assert [v is None for v in curves["obs_score"]["mean"]] == (~reached).tolist()
     # the real agent, carried from the recorded state after the context, reproduces the recorded actions
-    from policylens.sim.fidelity import agent_trace
+    from policylens.sim.analyses.fidelity.core import agent_trace
 
     actions, _ = agent_trace(frozen, w.obs[:, k:], w.agent_state[:, k])
     valid = w.mask[:, k:]
@@ -228,14 +229,14 @@ def test_baseline_with_tail_windows_draws_the_simulators_tail_windows(parts, mon
 
 
 def test_a_simulator_that_predates_tail_windows_gets_a_whole_window_baseline():
-    from policylens.sim.fidelity_cli import training_split
+    from policylens.sim.analyses.fidelity.cli import training_split
 
     assert training_split({"train": {"seed": 0}})["tail_windows"] is False  # the default is on, but it was trained without
     assert training_split({"train": {"seed": 0, "tail_windows": True}})["tail_windows"] is True
 
 
 def test_baseline_in_bf16_runs_under_autocast_as_the_simulator_was_trained(parts):
-    from policylens.sim.fidelity_cli import training_split
+    from policylens.sim.analyses.fidelity.cli import training_split
 
     sim, _, data, _ = parts
     kw = dict(steps=1, window=6, batch_size=4, seed=3)
@@ -408,7 +409,7 @@ def test_the_training_logs_open_loop_scores_read_the_context_as_sim_fidelity_doe
 
 def test_a_store_recorded_apart_is_scored_whole_and_the_baseline_trains_on_every_store_the_simulator_did(
         run, tmp_path, capsys, monkeypatch):
-    from policylens.sim import fidelity
+    from policylens.sim.analyses.fidelity import core as fidelity
 
     rnn = _run_copy(run, tmp_path)
     test = record(RecordConfig(run=rnn, episodes=4, num_envs=2, seed=1000, out=str(tmp_path / "test.zarr"),

@@ -10,10 +10,10 @@ import torch
 
 from policylens import agents
 from policylens.agents.scripted import ScriptedAgent, load_stand_in, untrained_agent
+from policylens.sim.analyses.sample.cli import main as sample_main
 from policylens.sim.data import load_sim_data
 from policylens.sim.guests import load_guest
 from policylens.sim.loop import FrozenAgent, Noise, filtered_start, rollout
-from policylens.sim.sample import main as sample_main
 from sim_runs import AGENT, make_run, tiny_parts
 
 NAMES = ["left", "right", "forward"]

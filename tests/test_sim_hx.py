@@ -12,9 +12,9 @@ import torch
 from policylens import agents
 from policylens.edit import swap_matrix
 from policylens.factors import Directions, coefficients, reconstruct
+from policylens.hidden.hx import cli as hx_cli
+from policylens.hidden.hx.core import analyze, load_analysis, project, save_analysis, simulated_frames, store_frames
 from policylens.rollouts import RecordConfig, record
-from policylens.sim import hx_cli
-from policylens.sim.hx import analyze, load_analysis, project, save_analysis, simulated_frames, store_frames
 
 ENV = "minigrid:MiniGrid-Dynamic-Obstacles-5x5-v0"
 AGENT = {"arch": "cnn", "obs_shape": [7, 7, 3], "num_actions": 3, "obs_scale": 0.1}

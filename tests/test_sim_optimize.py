@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from policylens.factors import Directions
+from policylens.sim.analyses.optimize.cli import main
+from policylens.sim.analyses.optimize.core import load_latents, optimize_latents, save_latents
 from policylens.sim.loop import rollout
-from policylens.sim.optimize import load_latents, optimize_latents, save_latents
-from policylens.sim.optimize_cli import main
 from policylens.sim.targets import make_target
 from sim_runs import make_run, tiny_parts
 
@@ -70,7 +70,7 @@ def test_a_larger_prior_weight_keeps_the_latents_nearer_the_origin(parts):
 def test_the_typical_prior_keeps_the_norm_on_the_shell_where_draws_lie(parts):
     import math
 
-    from policylens.sim.optimize import prior_penalty
+    from policylens.sim.analyses.optimize.core import prior_penalty
 
     sim, agent = parts
     x = torch.randn(4, 9)

@@ -1,4 +1,4 @@
-"""The environment drawn again (policylens.sim.reroll): replayed without reseeding it reproduces the record
+"""The environment drawn again (sim/analyses/fidelity/reroll.py): replayed without reseeding it reproduces the record
 exactly; reseeded in Dynamic-Obstacles the world is drawn again as a replay by hand on gymnasium's env draws it,
 and until the agent goes forward only the balls differ; the one-step ceiling equals a hand computation from the
 draws, and is perfect in a deterministic env; envs that cannot replay are refused."""
@@ -13,11 +13,11 @@ from sim_runs import AGENT, TINY, make_run, tiny_parts
 
 from policylens import agents
 from policylens.rollouts import RecordConfig, record
-from policylens.sim import fidelity_cli
+from policylens.sim.analyses.fidelity import cli as fidelity_cli
+from policylens.sim.analyses.fidelity.reroll import can_reroll, one_step_ceiling, rerolled
 from policylens.sim.config import SimConfig, for_data
 from policylens.sim.data import load_sim_data
 from policylens.sim.loop import FrozenAgent
-from policylens.sim.reroll import can_reroll, one_step_ceiling, rerolled
 
 OBSTACLES = "minigrid:MiniGrid-Dynamic-Obstacles-6x6-v0"
 K, STEPS = 2, 6
@@ -133,7 +133,7 @@ def test_envs_that_cannot_replay_are_refused(obstacles):
 
 # -------------------------------------------------------------------------------------------------- closed loop
 def test_closed_loop_agreement_equals_a_hand_count():
-    from policylens.sim.closed_loop import ENDED, agreement
+    from policylens.sim.analyses.fidelity.closed_loop import ENDED, agreement
 
     drawn = np.array([[[0, 2], [0, ENDED], [1, ENDED], [0, ENDED]]])  # (B=1, D=4, H=2)
     got = agreement(np.array([[0, ENDED]]), drawn)
@@ -147,7 +147,7 @@ def test_closed_loop_agreement_equals_a_hand_count():
 
 
 def test_closed_loop_draws_start_from_the_recorded_state_and_part_as_the_world_is_drawn_again(tmp_path):
-    from policylens.sim.closed_loop import ENDED, closed_loop, drawn_outcomes
+    from policylens.sim.analyses.fidelity.closed_loop import ENDED, closed_loop, drawn_outcomes
 
     zoo = "zoo:minigrid-do8-recurrent"  # a trained agent: it walks, so the balls it meets differ between draws
     record(RecordConfig(run=zoo, episodes=8, num_envs=4, out=str(tmp_path / "zoo.zarr"), progress=False))

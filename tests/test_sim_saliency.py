@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from policylens.sim.analyses.saliency.cli import main, sample_latents, sample_seed
+from policylens.sim.analyses.saliency.core import PROBES, saliency
 from policylens.sim.loop import Noise, rollout
-from policylens.sim.saliency import PROBES, saliency
-from policylens.sim.saliency_cli import main, sample_latents, sample_seed
 from policylens.sim.targets import make_target
 from sim_runs import make_run, tiny_parts
 

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from policylens.explorer.encode import read_js
+from policylens.sim.analyses.sample.cli import main
 from policylens.sim.data import load_sim_data
 from policylens.sim.obs import network_input
-from policylens.sim.sample import env_obs, main, real_windows, sample, to_trajectories
+from policylens.sim.sample import env_obs, real_windows, sample, to_trajectories
 from sim_runs import make_run, tiny_parts
 
 

@@ -8,7 +8,8 @@ import torch
 
 from policylens.agents import build, load, save_agent
 from policylens.factors import Directions
-from policylens.sim.swap import SwapConfig, main, parse_swaps, random_control, swap_experiment
+from policylens.hidden.swap.cli import SwapConfig, main, swap_experiment
+from policylens.hidden.swap.core import parse_swaps, random_control
 
 ENV = "minigrid:MiniGrid-Dynamic-Obstacles-5x5-v0?obs=symbolic"
 CONFIG = dict(arch="cnn", obs_shape=(7, 7, 3), num_actions=3, recurrent=True, hidden=8)
@@ -84,7 +85,7 @@ def test_cli_names_a_missing_direction(setup, capsys):
 def test_imagined_outcomes_read_the_cell_ahead_and_the_predicted_end():
     from types import SimpleNamespace
 
-    from policylens.sim.swap_sim import imagined_outcomes
+    from policylens.sim.imagined import imagined_outcomes
 
     b, t = 4, 5
     obs = torch.ones(b, t, 7, 7, 3)  # empty cells everywhere
@@ -136,8 +137,8 @@ def test_in_the_simulator_identity_swap_changes_nothing_and_the_same_starts_pair
 def test_a_filtered_start_shows_every_agent_the_same_real_context_and_lets_it_act_from_the_last_frame(sim_run):
     from policylens.edit.swap import swap_directions
     from policylens.sim.data import load_sim_data
+    from policylens.sim.imagined import episode_starts
     from policylens.sim.loop import FrozenAgent, Noise, filtered_start, rollout
-    from policylens.sim.swap_sim import episode_starts
     from sim_runs import tiny_parts
 
     root, run = sim_run
@@ -187,7 +188,7 @@ def test_sampled_views_show_the_three_agents_the_same_draws(sim_run):
 
 
 def test_cut_at_horizon_turns_longer_episodes_into_timeouts():
-    from policylens.sim.swap import cut_at_horizon
+    from policylens.hidden.swap.core import cut_at_horizon
 
     records = [{"level": 0, "cause": "success", "success": True, "length": 9},
                {"level": 1, "cause": "success", "success": True, "length": 10},
@@ -198,7 +199,7 @@ def test_cut_at_horizon_turns_longer_episodes_into_timeouts():
 
 
 def test_no_horizon_table_when_every_real_episode_ends_within_it():
-    from policylens.sim.swap import horizon_setting
+    from policylens.hidden.swap.core import horizon_setting
 
     rec = lambda level, cause, length: {"level": level, "cause": cause, "success": cause == "success",  # noqa: E731
                                         "length": length}

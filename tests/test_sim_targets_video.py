@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from policylens.factors import coefficients
-from policylens.sim.hx import analyze, zscore
+from policylens.hidden.hx.core import analyze, zscore
+from policylens.sim import video
 from policylens.sim.loop import Rollout
 from policylens.sim.model import Gaussian
 from policylens.sim.targets import TARGETS, make_target, produced_hx
-from policylens.sim import video
 
 B, T, A, D = 3, 6, 3, 5
 

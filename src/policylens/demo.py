@@ -51,18 +51,9 @@ class DemoConfig:
 FALLBACK_FRAMES = 100_000  # trained here when the zoo's agent is missing (a few minutes on 2 cores)
 
 
-def copy_agent(agent: str, out: Path) -> Path:
-    """Copy the checkpoint of ``agent`` (a run dir or zoo:NAME) to ``out/agent``; returns where it came from."""
-    from .agents import resolve_run
-
-    src = resolve_run(agent)
-    shutil.rmtree(out / "agent", ignore_errors=True)
-    shutil.copytree(src, out / "agent")
-    return src
-
-
 def _take_agent(cfg: DemoConfig, out: Path) -> dict:
     from .agents import resolve_run
+    from .agents.files import copy_agent
 
     if cfg.train_frames <= 0:
         try:

@@ -3,31 +3,33 @@ from __future__ import annotations
 
 from ..subcommands import dispatch
 
+A, H = "policylens.sim.analyses.", "policylens.hidden."  # the analyses' packages
+
 # name -> (module with main(argv), or "module:function", one-line help)
 SUBCOMMANDS = {
     "train": ("policylens.sim.train", "train the simulator of a recurrent agent's environment on its rollouts (resumable)"),
-    "fidelity": ("policylens.sim.fidelity_cli", "fidelity on held-out episodes against a VAE+LSTM baseline at equal "
+    "fidelity": (A + "fidelity.cli", "fidelity on held-out episodes against a VAE+LSTM baseline at equal "
                  "wall time and a repeat-the-last-frame reference: obs, action, value, reward, done per step "
                  "(-> RUN/analysis/fidelity)"),
-    "sample": ("policylens.sim.sample", "imagined rollouts from the latent prior or encoded real starts: arrays, "
+    "sample": (A + "sample.cli", "imagined rollouts from the latent prior or encoded real starts: arrays, "
                "captioned videos, the trajectory explorer (-> RUN/analysis/sample)"),
-    "optimize": ("policylens.sim.optimize_cli", "generative visualisation: optimise latents to maximise or minimise "
+    "optimize": (A + "optimize.cli", "generative visualisation: optimise latents to maximise or minimise "
                  "value, a value drop, actions, a hidden unit or direction, kept on the prior; videos and curves "
                  "(-> RUN/analysis/optimize/NAME)"),
-    "saliency": ("policylens.sim.saliency_cli", "saliency through time: gradients of a target at step t w.r.t. "
+    "saliency": (A + "saliency.cli", "saliency through time: gradients of a target at step t w.r.t. "
                  "obs, hx, the simulator's state and actions at every earlier step, with and without the "
                  "environment; SmoothGrad in latent space; blue/red videos (-> RUN/analysis/saliency)"),
-    "hx": ("policylens.sim.hx_cli", "hidden-state analysis: z-scored hx -> PCA/ICA/NMF, k-means, t-SNE, figures; "
+    "hx": (H + "hx.cli", "hidden-state analysis: z-scored hx -> PCA/ICA/NMF, k-means, t-SNE, figures; "
            "simulated hx on the real components (-> RUN/analysis/hx)"),
-    "behaviours": ("policylens.sim.behaviours_cli", "cluster simulated agent+simulator dynamics into behaviours; "
+    "behaviours": (A + "behaviours.cli", "cluster simulated agent+simulator dynamics into behaviours; "
                    "lagged cross-correlation vs cross-causation (gradient) matrices of hx directions with and "
                    "without the environment, sign consistency against a shuffled null (-> RUN/analysis/behaviours)"),
-    "swap": ("policylens.sim.swap", "swap hidden-state directions: the agent, the swap and a random control on the "
+    "swap": (H + "swap.cli", "swap hidden-state directions: the agent, the swap and a random control on the "
              "same levels (and imagined episodes in the simulator), failures by cause with paired tests"),
-    "agents": ("policylens.sim.agents_cli", "other agents inside the simulator (untrained, scripted:forward, any run "
+    "agents": (A + "agents.cli", "other agents inside the simulator (untrained, scripted:forward, any run "
                "with its spaces) against the same agents in the environment from the same starts: outcomes by "
                "cause, real against imagined, with intervals; videos (-> RUN/analysis/agents)"),
-    "report": ("policylens.sim.report", "one markdown report of what the sim commands found on a run, figures "
+    "report": (A + "report.cli", "one markdown report of what the sim commands found on a run, figures "
                "copied beside it (-> RUN/analysis/report)"),
 }
 

@@ -40,11 +40,16 @@ QUICK = {"episodes": 24, "steps": 8, "swap": 8, "windows": 32, "tsne": 0, "sampl
 
 
 def _run(out: Path, agent: str, size: dict, seed: int) -> str:
-    from ..demo import copy_agent
+    from ..agents.files import copy_agent
+    from ..hidden.hx import cli as hx_cli
+    from ..hidden.swap import cli as swap_cli
     from ..rollouts.record import RecordConfig, record
-    from . import behaviours_cli, fidelity_cli, hx_cli, optimize_cli, saliency_cli, sample
-    from . import swap as swap_cli
     from . import train as train_cli
+    from .analyses.behaviours import cli as behaviours_cli
+    from .analyses.fidelity import cli as fidelity_cli
+    from .analyses.optimize import cli as optimize_cli
+    from .analyses.saliency import cli as saliency_cli
+    from .analyses.sample import cli as sample_cli
 
     run = out / "recurrent"
     shutil.rmtree(run, ignore_errors=True)
@@ -69,8 +74,8 @@ def _run(out: Path, agent: str, size: dict, seed: int) -> str:
     step("hx", lambda: hx_cli.main([r, "--tsne-frames", n["tsne"], "--sim-samples", "64", "--seed", s, *quiet]))
     ica = str(run / "analysis" / "hx" / "ica")
     swap, hypothesis = _hypothesis(run)
-    step("sample", lambda: sample.main([r, "--n", n["samples"], "--steps", "16", "--start", "real", "--seed", s,
-                                        *quiet]))
+    step("sample", lambda: sample_cli.main([r, "--n", n["samples"], "--steps", "16", "--start", "real", "--seed",
+                                            s, *quiet]))
     step("optimize", lambda: optimize_cli.main([r, "--target", "value", "--minimize", "true", "--samples",
                                                 n["samples"], "--steps", "12", "--iterations", n["iterations"],
                                                 "--seed", s, *quiet]))
@@ -128,7 +133,7 @@ def _hypothesis(run: Path) -> tuple:
 def _section(run: Path, times: dict, hypothesis: str) -> list:
     import os
 
-    from .report import report_lines
+    from .analyses.report.core import report_lines
 
     def link(path: Path) -> str:  # relative to OUT, where report.md is
         return os.path.relpath(path, run.parent)

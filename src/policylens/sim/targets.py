@@ -1,6 +1,7 @@
 """What to explain or optimise in a simulated rollout: a target maps a :class:`~policylens.sim.loop.Rollout` to one
-differentiable number per sample, ``(B,)``. Saliency through time (:mod:`policylens.sim.saliency`) takes its
-gradient; generative visualisation (:mod:`policylens.sim.optimize`) maximises or minimises it.
+differentiable number per sample, ``(B,)``. Saliency through time (:mod:`policylens.sim.analyses.saliency.core`)
+takes its gradient; generative visualisation (:mod:`policylens.sim.analyses.optimize.core`) maximises or minimises
+it.
 
 Steps index the rollout (0 = the first simulated step); a window ``[start, stop)`` averages over steps, ``stop``
 None meaning "to the end". Targets by name, :func:`make_target`::

@@ -1,6 +1,6 @@
 """``policylens sim hx RUN [--store STORE] [--out DIR] [--k 8] [--clusters 8] [--sim auto|none|DIR]``.
 
-Hidden-state analysis of a recurrent agent on its recorded rollouts (:mod:`policylens.sim.hx`): z-scored
+Hidden-state analysis of a recurrent agent on its recorded rollouts (:mod:`.core`): z-scored
 ``hx`` -> PCA, ICA, NMF, k-means, t-SNE, written to ``OUT`` (default ``RUN/analysis/hx``)::
 
     pca|ica|nmf.json + .safetensors   Directions of layer "hx" in z-space (meta: std, zscore_mean)
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import add_dataclass_args, clear_errors, from_args
-from ..factors.stable import UNSTABLE
-from .command import SimCommand, resolve, say
-from .hx import analyze, project, save_analysis, simulated_frames, store_frames
+from ...config import add_dataclass_args, clear_errors, from_args
+from ...factors.stable import UNSTABLE
+from ...sim.command import SimCommand, resolve, say
+from .core import analyze, project, save_analysis, simulated_frames, store_frames
 
 COLOUR_FIELDS = ("value", "action", "entropy", "reward", "progress")
 
@@ -80,7 +80,7 @@ def _analyze(cfg: HxConfig, states, colours: dict, out: Path, layer: str, action
                        std_floor=cfg.std_floor, layer=layer, action_names=action_names)
     path = save_analysis(analysis, out, {"source": source})
     if cfg.plots:
-        from .hx_plots import plot_all
+        from .plots import plot_all
 
         plot_all(out)
     return path, analysis
@@ -91,13 +91,13 @@ def compare_simulated(cfg: HxConfig, sim_folder: Path, agent, analysis, out: Pat
     """Simulated hx projected onto the real components (``out/sim``) and the simulator's own state analysed
     (``out/sim/state``); returns ``out/sim/summary.json``. ``store``: where ``--sim-start filtered`` draws its
     real contexts."""
-    from .checkpoint import load_sim
+    from ...sim.checkpoint import load_sim
 
     sim, frozen = load_sim(sim_folder, agent=agent, device=cfg.device)
     starts = None
     if cfg.sim_start == "filtered":
-        from .data import load_sim_data
-        from .sample import real_windows
+        from ...sim.data import load_sim_data
+        from ...sim.sample import real_windows
 
         k = sim.config.context_frames
         starts, _ = real_windows(load_sim_data(store), cfg.sim_samples, k, cfg.seed, context_frames=k)
@@ -126,7 +126,7 @@ def compare_simulated(cfg: HxConfig, sim_folder: Path, agent, analysis, out: Pat
     _analyze(cfg, frames["sim_state"], colours, folder / "state", "sim_state", action_names, source,
              min(cfg.k, n, d), min(cfg.clusters, n))
     if cfg.plots:
-        from .hx_plots import plot_simulated
+        from .plots import plot_simulated
 
         plot_simulated(out, {**projected, **colours}, folder / "simulated.png")
     return folder / "summary.json"
@@ -135,7 +135,7 @@ def compare_simulated(cfg: HxConfig, sim_folder: Path, agent, analysis, out: Pat
 def run_hx(cfg: HxConfig) -> tuple:
     """Run the analysis ``cfg`` describes; returns ``(the real analysis' summary.json, the simulator comparison's
     summary.json or None)``."""
-    from ..agents import load_agent
+    from ...agents import load_agent
 
     _check(cfg)
     paths = resolve(cfg, "hx", require_sim=False)
@@ -146,7 +146,7 @@ def run_hx(cfg: HxConfig) -> tuple:
                           device=cfg.device, progress=cfg.progress)
     action_names = list(getattr(agent, "action_names", []) or [])
     if not action_names:
-        from ..rollouts import open as open_store
+        from ...rollouts import open as open_store
 
         action_names = open_store(store_path).action_names
     colours = {name: frames[name] for name in (*COLOUR_FIELDS, "done", "episode", "t")}

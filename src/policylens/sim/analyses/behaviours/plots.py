@@ -28,8 +28,8 @@ def _pyplot():
 
 
 def _read(folder) -> tuple:
-    from .behaviours_cli import ARRAYS_FILE, JSON_FILE
-    from .command import read_saved
+    from ...command import read_saved
+    from .cli import ARRAYS_FILE, JSON_FILE
 
     return read_saved(folder, JSON_FILE, ARRAYS_FILE, "behaviour analysis", "behaviours")
 

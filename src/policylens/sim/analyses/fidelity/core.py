@@ -31,10 +31,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .baseline import Prediction, VaeLstm
-from .config import SimConfig
-from .data import SimData, Windows
-from .obs import agent_view, categorical_targets, decoded_categories, network_input, obs_score
+from ...baseline import Prediction, VaeLstm
+from ...config import SimConfig
+from ...data import SimData, Windows
+from ...obs import agent_view, categorical_targets, decoded_categories, network_input, obs_score
 
 METRICS = {
     "obs_score": "observation score of the predicted frame (cell accuracy for MiniGrid codes, higher is better; "
@@ -64,8 +64,8 @@ def simulator_unroll(sim, agent, filtered: bool = False) -> Unroll:
     commands imagine from an encoded start). ``filtered``: the context frames also reach the posterior (s_1 ..
     s_{K-1} given them, as the baseline's LSTM reads them), the prior alone after (what ``sim train``'s prior-step
     term trains, on by default; a simulator trained without it scored lower this way than from z alone)."""
-    from .loop import rollout
-    from .objective import context_posterior
+    from ...loop import rollout
+    from ...objective import context_posterior
 
     def unroll(windows: Windows, context: int) -> Prediction:
         if context != sim.config.context_frames:

@@ -2,7 +2,7 @@
 
 Simulated rollouts clustered into behaviours, and per behaviour the lagged cross-correlation of the hidden-state
 directions beside their cross-causation (gradients), with and without the environment's gradient paths
-(:mod:`policylens.sim.behaviours`). Needs the simulator (RUN/sim) and the ICA directions of ``policylens sim hx RUN``.
+(:mod:`.core`). Needs the simulator (RUN/sim) and the ICA directions of ``policylens sim hx RUN``.
 Writes ``OUT`` (default ``RUN/analysis/behaviours``)::
 
     behaviours.json   behaviours (size, mean value / entropy / reward, actions, representative window), matrices
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .command import SimCommand, command_main, load_parts, resolve, say
+from ...command import SimCommand, command_main, load_parts, resolve, say
 
 JSON_FILE, ARRAYS_FILE, VIDEO_FILE = "behaviours.json", "behaviours.npz", "behaviours.gif"
 
@@ -88,7 +88,7 @@ def _check(cfg: BehavioursConfig) -> None:
 
 def load_directions(path: Path, hidden: int):
     """The hidden-state directions at ``path`` (no suffix), with a clear error saying how to make them."""
-    from ..factors import Directions
+    from ....factors import Directions
 
     missing = [p for p in (path.with_suffix(".json"), path.with_suffix(".safetensors")) if not p.is_file()]
     if missing:
@@ -103,7 +103,7 @@ def load_directions(path: Path, hidden: int):
 def real_starts(cfg: BehavioursConfig, store: Path, sim):
     """``cfg.samples`` windows of the context frames from the store's episodes (seeded, with replacement when few):
     :class:`~policylens.sim.data.Windows` for a filtered start, their encoder contexts for ``--starts store``."""
-    from .data import load_sim_data
+    from ...data import load_sim_data
 
     data = load_sim_data(store, cfg.max_episodes)
     k = sim.config.context_frames
@@ -122,7 +122,7 @@ def representative_frames(samples: dict, arrays: dict, window: int) -> np.ndarra
 
 def write_video(out: Path, frames: np.ndarray, arrays: dict, samples: dict, summary: dict, obs_kind: str) -> Path:
     """``out/behaviours.gif``: each behaviour's representative window, captioned with step, action and value."""
-    from . import video
+    from ... import video
 
     stacks, names = [], summary["action_names"]
     for b, (rep, obs) in enumerate(zip(arrays["representative"], frames)):
@@ -137,7 +137,7 @@ def run_behaviours(cfg: BehavioursConfig) -> Path:
     """The whole command; returns the path of ``behaviours.json``."""
     import torch
 
-    from .behaviours import Readout, analyze, simulate
+    from .core import Readout, analyze, simulate
 
     _check(cfg)
     paths = resolve(cfg, "behaviours")
@@ -167,7 +167,7 @@ def run_behaviours(cfg: BehavioursConfig) -> Path:
     np.savez_compressed(out / ARRAYS_FILE, **arrays, **per_sample, representative_obs=frames)
     (out / JSON_FILE).write_text(json.dumps(summary, indent=1))
     if cfg.plots:
-        from .behaviours_plots import plot_all
+        from .plots import plot_all
 
         plot_all(out, cfg.plot_lag)
     if cfg.video:

@@ -91,7 +91,7 @@ def plot(result: dict, path) -> Path:
 
 def _captioned(obs, actions, obs_kind: str, where: str, cause: str, names, steps: int, context: int = 0) -> np.ndarray:
     """Frames drawn and captioned ``WHERE t action`` (``ctx`` on the shared context), the end named last."""
-    from .video import caption, render_obs
+    from ...video import caption, render_obs
 
     n = min(len(obs), steps)
     lines = []
@@ -107,7 +107,7 @@ def write_video_pairs(real: list, imagined: list, obs_kind: str, action_names, p
     """A GIF of the first ``count`` imagined episodes that kept their frames, each beside the real episode from
     the same start (rows of real | imagined; the first ``context`` frames, K - 1, are the shared history), at most
     ``steps`` frames; None when there is none."""
-    from .video import grid, write_video
+    from ...video import grid, write_video
 
     kept = [i for i in imagined if "obs" in i][:count]
     if not kept:

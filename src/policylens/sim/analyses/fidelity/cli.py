@@ -2,11 +2,11 @@
 
 How well the simulator predicts held-out episodes, step by step after its context, against Saliency as causality's first
 architecture (a Gaussian VAE with an action-conditioned LSTM, :mod:`policylens.sim.baseline`) trained for the
-same wall time, and against repeating the last context frame (:mod:`policylens.sim.fidelity` says how each
+same wall time, and against repeating the last context frame (:mod:`.core` says how each
 metric is scored). On MiniGrid the environment itself is drawn again one step after each window's context
-(:mod:`policylens.sim.reroll`): what a perfect simulator scores there when it samples, and what the best guess
+(:mod:`.reroll`): what a perfect simulator scores there when it samples, and what the best guess
 of the world's distribution scores, so readers see how much of the observation, action and value scores is in
-reach at all one step out. And the agent acts on its own (closed loop, :mod:`policylens.sim.closed_loop`): from
+reach at all one step out. And the agent acts on its own (closed loop, :mod:`.closed_loop`): from
 each window's filtered start inside the simulator and in draws of the environment replayed to the same frame, its
 outcome step by step (the action, or ended) compared with the draws, beside what a draw and the best guess of the
 environment's spread score. The windows come from the episodes ``sim train`` held out (its ``val_fraction`` and
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .command import SimCommand, command_main, load_parts, resolve, say
-from .fidelity import METRICS
-from .objective import trained_start
+from ...command import SimCommand, command_main, load_parts, resolve, say
+from ...objective import trained_start
+from .core import METRICS
 
 FORMAT = "policylens.sim.fidelity/1"
 
@@ -107,7 +107,7 @@ def _check(cfg: FidelityConfig) -> None:
 
 def training_split(conf: dict) -> dict:
     """How ``sim train`` split the store: its val_fraction and seed (the defaults when it recorded none)."""
-    from .train import SimTrainConfig, split_seed
+    from ...train import SimTrainConfig, split_seed
 
     train = conf.get("train") or {}
     default = SimTrainConfig()
@@ -133,7 +133,7 @@ def training_data(paths, conf: dict, frozen):
     rebuilt), then the further stores ``sim train --store A,B`` joined (``--store`` here, else the ones its config
     records), whose episodes all train. The held-out episodes come from the first store alone, so a baseline
     trained here sees the simulator's data."""
-    from .data import join_sim_data, load_sim_data, store_paths
+    from ...data import join_sim_data, load_sim_data, store_paths
 
     data_conf, train = conf.get("data") or {}, conf.get("train") or {}
     first_episodes = int(data_conf.get("split_episodes", data_conf.get("episodes", 0)))
@@ -163,7 +163,7 @@ def training_data(paths, conf: dict, frozen):
 def _test_data(cfg: FidelityConfig, data, frozen):
     """The store ``--test-store`` names, checked: the simulator's agent and env, and no level seed in common with
     ``data`` (every episode the simulator trained on, or held out)."""
-    from .data import load_sim_data
+    from ...data import load_sim_data
 
     test = load_sim_data(cfg.test_store)
     if test.agent_sha256 != frozen.sha256:
@@ -182,7 +182,7 @@ def _test_data(cfg: FidelityConfig, data, frozen):
 def _check_baseline(bconf: dict, where, sim_cfg, split: dict, data) -> None:
     """Refuse a baseline for other observations or trained on another split (its held-out windows would not be
     held out)."""
-    from .config import SimConfig
+    from ...config import SimConfig
 
     mine = SimConfig.from_dict(bconf["sim"])
     if (mine.obs_shape, mine.obs_kind, mine.num_actions) != (sim_cfg.obs_shape, sim_cfg.obs_kind, sim_cfg.num_actions):
@@ -202,7 +202,7 @@ def baseline_dir(paths) -> Path:
     """Where ``--baseline auto|train`` keeps the baseline: beside the simulator it is matched to
     (``RUN/sim/baseline``), or ``RUN/sim/baseline`` of the run's outputs when the simulator ships in the read-only
     zoo."""
-    from ..agents import zoo_dir
+    from ....agents import zoo_dir
 
     inside_zoo = Path(paths.sim).resolve().is_relative_to(zoo_dir().resolve())
     return (paths.run_dir / "sim" if inside_zoo else Path(paths.sim)) / "baseline"
@@ -210,7 +210,7 @@ def baseline_dir(paths) -> Path:
 
 def _baseline(cfg: FidelityConfig, paths, conf: dict, sim_cfg, split: dict, data) -> tuple:
     """``(VaeLstm, its training info)`` as ``--baseline`` asks, or ``(None, None)``."""
-    from .baseline import load_baseline, save_baseline, train_baseline
+    from ...baseline import load_baseline, save_baseline, train_baseline
 
     choice, folder = cfg.baseline, baseline_dir(paths)
     if choice == "none":
@@ -259,10 +259,10 @@ def _draws(cfg: FidelityConfig, data, name: str) -> int:
 
 
 def closed_loop_report(per_window: dict, draws: int, horizons, bootstrap: int, seed: int, groups=None) -> dict:
-    """Closed-loop agreement (:func:`~policylens.sim.closed_loop.closed_loop`) per step, each way's curve with its
+    """Closed-loop agreement (:func:`~.closed_loop.closed_loop`) per step, each way's curve with its
     bootstrap interval over episodes, and the summary at ``horizons`` (the step's action index from the last context
     frame: 1 is the action on the first frame after the context)."""
-    from .fidelity import curve, resample_weights
+    from .core import curve, resample_weights
 
     first = next(iter(per_window.values()))
     mask = np.ones(first.shape, bool)
@@ -278,10 +278,10 @@ def closed_loop_report(per_window: dict, draws: int, horizons, bootstrap: int, s
 
 
 def ceiling_report(ceiling: dict, values: dict, mask, draws: int, bootstrap: int, seed: int, groups=None) -> dict:
-    """The one-step ceiling's per-window scores (:func:`~policylens.sim.reroll.one_step_ceiling`) summarised like
+    """The one-step ceiling's per-window scores (:func:`~.reroll.one_step_ceiling`) summarised like
     the models at h=1: each way's mean with its bootstrap interval, and the paired difference best guess minus each
     model (the headroom left to it one step out)."""
-    from .fidelity import curve, resample_weights
+    from .core import curve, resample_weights
     from .reroll import WAYS
 
     first = mask[:, :1]  # (N, 1)
@@ -300,9 +300,9 @@ def ceiling_report(ceiling: dict, values: dict, mask, draws: int, bootstrap: int
 
 def run_fidelity(cfg: FidelityConfig) -> Path:
     """Score the simulator, the baseline and the repeat reference as ``cfg`` says; returns ``OUT/fidelity.json``."""
-    from .checkpoint import read_sim_config
-    from .fidelity import (baseline_unroll, held_out_windows, object_recall, report_horizons, repeat_unroll,
-                           score_models, scored_windows, simulator_unroll, summarize)
+    from ...checkpoint import read_sim_config
+    from .core import (baseline_unroll, held_out_windows, object_recall, report_horizons, repeat_unroll, score_models,
+                       scored_windows, simulator_unroll, summarize)
 
     _check(cfg)
     paths = resolve(cfg, "fidelity")
@@ -372,7 +372,7 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
     path = paths.out / "fidelity.json"
     path.write_text(json.dumps(report, indent=1))
     if cfg.plots:
-        from .fidelity_plots import plot_closed_loop, plot_fidelity
+        from .plots import plot_closed_loop, plot_fidelity
 
         plot_fidelity(path)
         if closed:
@@ -381,7 +381,7 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
 
 
 def main(argv=None) -> Path:
-    from .fidelity_plots import ceiling_table, recall_table, table
+    from .plots import ceiling_table, recall_table, table
 
     path = command_main(FidelityConfig, run_fidelity, __doc__.split("\n\n")[1], argv, prog="policylens sim fidelity")
     report = json.loads(path.read_text())

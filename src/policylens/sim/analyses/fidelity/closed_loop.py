@@ -5,9 +5,9 @@ lets the agent act instead, and there the question is whether the agent does in 
 the world. From each held-out window's filtered start (:func:`~policylens.sim.loop.filtered_start`), the agent
 drives the simulator (its likeliest action on the latent means: the simulator's best guess), and it drives D
 draws of the environment, each replayed to the window's last context frame and reseeded
-(:func:`~policylens.sim.reroll.replay_to`). At each step from the last context frame on the outcome is the
+(:func:`~.reroll.replay_to`). At each step from the last context frame on the outcome is the
 agent's action, or :data:`ENDED` once its episode has ended (in the simulator, as ``sim swap`` reads it:
-:func:`~policylens.sim.swap_sim.imagined_outcomes`). Per window and step (:func:`agreement`): the share of the
+:func:`~policylens.sim.imagined.imagined_outcomes`). Per window and step (:func:`agreement`): the share of the
 environment's draws whose outcome the simulator's matches, the share of pairs of draws that match each other
 (what a perfect simulator that samples scores), and the share of the draws one half's commonest outcome matches
 in the other half (what the best guess of the environment's spread scores; from half the draws it slightly
@@ -20,7 +20,7 @@ import copy
 import numpy as np
 import torch
 
-from .data import SimData, Windows
+from ...data import SimData, Windows
 from .reroll import check_replayable, replay_to
 
 ENDED = -1  # the outcome of a step after the episode ended
@@ -33,7 +33,7 @@ def drawn_outcomes(data: SimData, starts: np.ndarray, context: int, steps: int, 
     """The agent's outcome at each of ``steps`` steps from the last context frame of the windows starting at
     ``starts`` (B,), in ``draws`` reseeded draws of the environment each (seeded by ``(seed, start, draw)``), the
     agent starting from its recorded state there and taking its likeliest action: (B, D, steps) int64."""
-    from ..envs import make
+    from ....envs import make
 
     check_replayable(data)
     one, worlds = make(data.env, num_envs=1, seed=0), make(data.env, num_envs=draws, seed=0)
@@ -62,8 +62,8 @@ def drawn_outcomes(data: SimData, starts: np.ndarray, context: int, steps: int, 
 def imagined_outcomes_per_step(sim, agent, windows: Windows, context: int, steps: int, action_names=()) -> np.ndarray:
     """The agent's outcome at each of ``steps`` steps from the last context frame inside the simulator, from the
     filtered start of ``windows`` (their ``context`` frames), modal actions on the latent means: (B, steps)."""
-    from .loop import rollout
-    from .swap_sim import imagined_outcomes, imagined_start
+    from ...imagined import imagined_outcomes, imagined_start
+    from ...loop import rollout
 
     real, first = imagined_start(windows, context, "filtered")
     r = rollout(sim, agent, windows.context(context), first + steps, mode="modal", latent="mean", **real)

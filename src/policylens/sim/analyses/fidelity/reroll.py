@@ -25,13 +25,13 @@ import json
 import numpy as np
 import torch
 
-from .config import SimConfig
-from .data import SimData, Windows
+from ...config import SimConfig
+from ...data import SimData, Windows
 
 
 def can_reroll(env: str) -> bool:
     """Whether windows of a store recorded on ``env`` (an env spec string) can be re-rolled: MiniGrid envs."""
-    from ..envs import parse_spec
+    from ....envs import parse_spec
 
     return bool(env) and parse_spec(env).family == "minigrid"
 
@@ -73,7 +73,7 @@ def rerolled(data: SimData, starts: np.ndarray, context: int, steps: int, seed: 
     uint8, reward (B, D, steps), done (B, D, steps), alive (B, D, steps) bool)``: reward and done are those of the
     recorded action at each frame, as in :class:`Windows`; ``alive`` is False on frames after the drawn episode
     ended (its last frame held)."""
-    from ..envs import make
+    from ....envs import make
 
     check_replayable(data)
     env = make(data.env, num_envs=1, seed=0)
@@ -127,8 +127,8 @@ def one_step_ceiling(data: SimData, windows: Windows, context: int, cfg: SimConf
     ``{way: {metric: (N,) per window}}`` for each of :data:`WAYS`. The windows must come from ``data``."""
     from tqdm.auto import tqdm
 
-    from .fidelity import agent_trace
-    from .obs import categorical_targets
+    from ...obs import categorical_targets
+    from .core import agent_trace
 
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")

@@ -1,6 +1,6 @@
 """``policylens sim saliency RUN --target value --t 20 --samples 0,1,2 --smooth 8 --through-env both``.
 
-Saliency through time (:mod:`policylens.sim.saliency`) of simulated samples: the gradient of a target at step t
+Saliency through time (:mod:`.core`) of simulated samples: the gradient of a target at step t
 w.r.t. what the agent saw, the state it received, the simulator's state and the actions at every step up to t,
 with and without gradients through the environment. Sample k unrolls from the latent :func:`sample_latents`
 gives it, or from row k of ``--latents FILE`` (e.g. optimised latents); its draws come from
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .command import SimCommand, command_main, load_parts, resolve, say
-from .saliency import PROBES, saliency
+from ...command import SimCommand, command_main, load_parts, resolve, say
+from .core import PROBES, saliency
 
 SETTINGS = {"yes": ("with_env",), "no": ("without_env",), "both": ("with_env", "without_env")}
 THROUGH_ENV = {"with_env": True, "without_env": False}
@@ -126,8 +126,8 @@ def read_latents(path, ids, latent: int) -> torch.Tensor:
 
 def build_target(cfg: SaliencyConfig, agent, action_names):
     """The :class:`~policylens.sim.targets.Target` the options name."""
-    from ..factors import Directions
-    from .targets import make_target
+    from ....factors import Directions
+    from ...targets import make_target
 
     directions = Directions.load(cfg.directions) if cfg.directions else None
     return make_target(cfg.target, start=cfg.target_start, index=cfg.index, sequence=cfg.sequence,
@@ -153,7 +153,7 @@ def mean_lag(norms: torch.Tensor, t: int) -> torch.Tensor:
 
 def summarise(results: dict, t: int) -> dict:
     """Per setting and gradient: per-sample per-step norms, their mean over samples, the mean lag; ``results``
-    maps each setting to one :class:`~policylens.sim.saliency.Saliency` per sample."""
+    maps each setting to one :class:`~.core.Saliency` per sample."""
     out = {}
     for name, per_sample in results.items():
         norms = {k: torch.cat([s.norms()[k] for s in per_sample]) for k in PROBES}  # (B, T) each
@@ -215,7 +215,7 @@ def plot_norms(summary: dict, t: int, path: Path, title: str) -> Path:
 
 def write_videos(results: dict, ids, action_names, obs_kind: str, out: Path, cfg: SaliencyConfig) -> list:
     """One video per sample: the frames the agent saw with its obs gradient overlaid, one column per setting."""
-    from .video import caption, cell_heat, grid, overlay, render_obs, write_video
+    from ...video import caption, cell_heat, grid, overlay, render_obs, write_video
 
     paths = []
     for b, k in enumerate(ids):
@@ -232,7 +232,7 @@ def write_videos(results: dict, ids, action_names, obs_kind: str, out: Path, cfg
 
 
 def explain(cfg: SaliencyConfig, sim, frozen, target, z: torch.Tensor, ids) -> dict:
-    """Each setting -> one :class:`~policylens.sim.saliency.Saliency` per sample (seeded by its id)."""
+    """Each setting -> one :class:`~.core.Saliency` per sample (seeded by its id)."""
     from tqdm.auto import tqdm
 
     results = {name: [] for name in SETTINGS[cfg.through_env]}

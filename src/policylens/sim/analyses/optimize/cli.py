@@ -1,6 +1,6 @@
 """``policylens sim optimize RUN --target value|value_drop|action|actions|neuron|direction --maximize|--minimize``.
 
-Generative visualisation (:mod:`policylens.sim.optimize`): latents optimised so the simulated rollouts maximise or
+Generative visualisation (:mod:`.core`): latents optimised so the simulated rollouts maximise or
 minimise a target over a window (``--start``/``--stop``), kept on the prior, several samples per target. Writes
 ``OUT/NAME`` (``OUT`` default ``RUN/analysis/optimize``, ``NAME`` default ``TARGET[-INDEX]-max|min``)::
 
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from .command import SimCommand, claim_out, command_main, load_parts, resolve, say
+from ...command import SimCommand, claim_out, command_main, load_parts, resolve, say
 
 HX_METHODS = ("pca", "ica", "nmf")  # directions that `policylens sim hx` writes to RUN/analysis/hx/
 
@@ -79,7 +79,7 @@ def goal(cfg: OptimizeConfig) -> bool:
 
 def load_directions(cfg: OptimizeConfig, run_dir: Path):
     """The Directions ``--directions`` names: a method of ``RUN/analysis/hx`` or a path."""
-    from ..factors import Directions
+    from ....factors import Directions
 
     text = cfg.directions.strip()
     if not text:
@@ -95,8 +95,8 @@ def load_directions(cfg: OptimizeConfig, run_dir: Path):
 
 def build_target(cfg: OptimizeConfig, sim, action_names, run_dir: Path):
     """The :class:`~policylens.sim.targets.Target` ``cfg`` names, checked to fit ``cfg.steps``."""
-    from .optimize import check_fits
-    from .targets import TARGETS, make_target
+    from ...targets import TARGETS, make_target
+    from .core import check_fits
 
     if cfg.target not in TARGETS:
         raise ValueError(f"target {cfg.target!r}; expected one of {', '.join(TARGETS)}")
@@ -123,7 +123,7 @@ def plot_curves(result, label: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .optimize import typical_log_prior
+    from .core import typical_log_prior
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, values, title in ((axes[0], result.curve, label), (axes[1], result.log_prior_curve, "log N(z; 0, I)")):
@@ -144,8 +144,8 @@ def _listed(x) -> "list | None":
 
 def run_optimize(cfg: OptimizeConfig) -> dict:
     """Optimise, save and draw what ``cfg`` asks; returns the result (also ``OUT/NAME/result.json``)."""
-    from .optimize import optimize_latents, prior_percentile, save_latents, typical_log_prior
-    from .sample import to_trajectories, write_videos
+    from ...sample import to_trajectories, write_videos
+    from .core import optimize_latents, prior_percentile, save_latents, typical_log_prior
 
     maximize = goal(cfg)
     if cfg.samples < 1 or cfg.iterations < 0:

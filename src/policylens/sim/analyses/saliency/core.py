@@ -32,8 +32,8 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
-from .loop import Context, Noise, Rollout, rollout
-from .targets import Target
+from ...loop import Context, Noise, Rollout, rollout
+from ...targets import Target
 
 PROBES = ("obs", "hx", "h", "s", "action")  # every step's tensors a gradient is taken w.r.t.
 

@@ -2,7 +2,7 @@
 
 Each agent (the trained one, an untrained one, scripted ones, any run with the simulator's spaces:
 :mod:`~policylens.sim.guests`) plays ``--episodes`` levels in the environment and the simulator imagines each of
-those episodes from its first frames with the same agent acting (:mod:`~policylens.sim.compare_agents`). Writes
+those episodes from its first frames with the same agent acting (:mod:`.core`). Writes
 ``OUT`` (default ``RUN/analysis/agents``)::
 
     agents.json     settings, and per agent the real and imagined outcomes by cause with Wilson intervals,
@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .command import SimCommand, command_main, load_parts, resolve, say, shown
+from ...command import SimCommand, command_main, load_parts, resolve, say, shown
 
 DEFAULT_AGENTS = "trained,untrained,scripted:forward,scripted:left"
 
@@ -71,7 +71,7 @@ def _check(cfg: AgentsConfig) -> list:
 
 def real_env(spec: str, sim_cfg) -> tuple:
     """``(spec, the env's step limit or None)``, refusing an env whose spaces are not the simulator's."""
-    from ..envs import make
+    from ....envs import make
 
     env = make(spec, num_envs=1, seed=0)
     try:
@@ -101,10 +101,10 @@ def run_agents(cfg: AgentsConfig) -> dict:
 def _run(cfg: AgentsConfig, names: list) -> dict:
     import torch
 
-    from .checkpoint import read_sim_config
-    from .compare_agents import paired_table, play_imagined, play_real
-    from .guests import load_guest
-    from .loop import Noise
+    from ...checkpoint import read_sim_config
+    from ...guests import load_guest
+    from ...loop import Noise
+    from .core import paired_table, play_imagined, play_real
 
     paths = resolve(cfg, "agents")
     sim, trained, _, action_names = load_parts(cfg, paths)
@@ -140,12 +140,12 @@ def _run(cfg: AgentsConfig, names: list) -> dict:
         result["agents"][name] = {"label": label, "guest": frozen.guest, **table,
                                   "per_episode": _per_episode(real, imagined)}
         if cfg.videos:
-            from .agents_report import write_video_pairs
+            from .report import write_video_pairs
 
             video = write_video_pairs(real, imagined, sim.config.obs_kind, action_names, out / "video" / f"{label}.gif",
                                       cfg.videos, k - 1, cfg.video_steps, cfg.fps)
             result["agents"][name]["video"] = str(video.relative_to(out)) if video else None
-    from .agents_report import markdown, plot
+    from .report import markdown, plot
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "agents.json").write_text(json.dumps(result, indent=1))
@@ -169,7 +169,7 @@ def main(argv=None) -> dict:
                           "the environment, from the same starts: outcomes by cause, real against imagined, with "
                           "Wilson intervals; videos of imagined episodes beside real ones.", argv,
                           prog="policylens sim agents")
-    from .agents_report import markdown
+    from .report import markdown
 
     print(markdown(result, str(Path(result["out"]) / "agents.png")))
     return result

@@ -5,7 +5,7 @@ From the same starts (Saliency as causality drives its simulator with a trained,
 agent): each agent plays episode k on level ``start_level + k`` of the environment, its actions drawn with
 evaluate's per-episode streams (:func:`play_real`); the simulator then reads the first K frames of that real
 episode through its posterior with the agent's own first K - 1 actions (a filtered start,
-:func:`~policylens.sim.swap_sim.imagined_start`) and the agent, seeing the decoded view, plays on from the last
+:func:`~policylens.sim.imagined.imagined_start`) and the agent, seeing the decoded view, plays on from the last
 context frame until the horizon (the env's step limit) with the same noise for every agent (:func:`play_imagined`).
 
 An imagined episode ends where the simulator's episode-end head first fires (``done_logit > 0``), and its cause
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .swap_sim import forward_index, front_cells
+from ...imagined import forward_index, front_cells
 
 VIEW_CAUSES = {2: "wall", 6: "obstacle", 8: "success", 9: "lava"}  # MiniGrid's codes of what walking into ends it
 ORDER = ("success", "obstacle", "wall", "lava", "other", "timeout")
@@ -38,8 +38,8 @@ def play_real(agent, spec, episodes: int, start_level: int = 0, seed: int = 0, p
     :func:`policylens.evaluate.run.play` draws them (its per-episode seeds and streams; ``policy`` sample or
     greedy). One record per episode: evaluate's ``episode``, ``level``, ``return``, ``length``, ``cause``,
     ``success``, plus ``obs`` (length, H, W, C) uint8, the frames the agent saw, and ``actions`` (length,)."""
-    from ..envs import make
-    from ..evaluate.run import episode_plan, episode_seed, eval_spec, pick_actions
+    from ....envs import make
+    from ....evaluate.run import episode_plan, episode_seed, eval_spec, pick_actions
 
     if policy not in ("sample", "greedy"):
         raise ValueError(f"policy {policy!r}; expected sample or greedy")
@@ -83,7 +83,7 @@ def context_windows(records: list, k: int, agent_state: torch.Tensor, num_action
     """:class:`~policylens.sim.data.Windows` of the first ``k`` frames and actions of real episodes (each at least
     ``k`` long), the trained agent's state at their first frame ``agent_state`` (hidden,) (its initial state: they
     are episode beginnings); rewards, ends and logits zero (unread by a filtered start)."""
-    from .data import Windows
+    from ...data import Windows
 
     b = len(records)
     obs = torch.from_numpy(np.stack([r["obs"][:k] for r in records]))  # (B, K, H, W, C)
@@ -126,9 +126,9 @@ def play_imagined(sim, agent, records: list, horizon: int, noise, agent_state: t
     :class:`~policylens.sim.loop.Noise` with a row per episode number (the same draws for every agent).
     Returns :func:`ended_outcomes`' records with ``episode``; the first ``keep`` also hold ``obs`` (the frames
     the agent saw up to the end, env format) and ``actions``."""
-    from .loop import rollout
-    from .sample import env_obs
-    from .swap_sim import imagined_start
+    from ...imagined import imagined_start
+    from ...loop import rollout
+    from ...sample import env_obs
 
     k = sim.config.context_frames
     out = []
@@ -157,7 +157,7 @@ def steps_after(record: dict, k: int, horizon: int) -> int:
 
 def rates(causes: list, order=ORDER) -> dict:
     """``{cause: {"count", "rate", "ci95"}}`` over ``causes`` (Wilson 95%), every cause of ``order`` included."""
-    from ..evaluate.stats import wilson_interval
+    from ....evaluate.stats import wilson_interval
 
     n, counts = len(causes), {c: causes.count(c) for c in list(order) + sorted(set(causes) - set(order))}
     return {c: {"count": m, "rate": m / n, "ci95": list(wilson_interval(m, n))} for c, m in counts.items()}
@@ -168,8 +168,8 @@ def paired_table(real: list, imagined: list, k: int, horizon: int) -> dict:
     (``in_context``: count and causes), and over the paired rest each cause's count, rate and interval in both
     (``imagined_view``: the imagined ends as their views show them), the share where both agree, and the mean
     steps from the last context frame to the end."""
-    from ..evaluate.stats import wilson_interval
-    from .swap import cut_at_horizon
+    from ....evaluate.stats import wilson_interval
+    from ....hidden.swap.core import cut_at_horizon
 
     by_episode = {r["episode"]: r for r in imagined}
     paired = [r for r in cut_at_horizon(real, horizon) if r["episode"] in by_episode]

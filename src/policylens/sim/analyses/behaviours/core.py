@@ -46,8 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import Windows
-from .loop import Context, FrozenAgent, Noise, rollout
+from ...data import Windows
+from ...loop import Context, FrozenAgent, Noise, rollout
 
 CUTS, ACTION_PATHS = ("actions", "obs"), ("straight_through", "soft")
 PATHS = ("env", "own")  # Jacobians with the environment's gradient paths, and the agent's own recurrence alone
@@ -69,7 +69,7 @@ class Readout:
     def from_directions(cls, directions) -> "Readout":
         """From hidden-state :class:`~policylens.factors.Directions` (``policylens sim hx``: z-space, ``meta``
         std / zscore_mean); the vectors must invert the readout (``V @ unmix = I``), as ICA's mixing does."""
-        from .targets import direction_readout
+        from ...targets import direction_readout
 
         parts = [direction_readout(directions, k) for k in range(len(directions))]
         mean, std, offset = parts[0][:3]
@@ -168,7 +168,7 @@ def jacobians(sim, agent: FrozenAgent, readout: Readout, start, steps: int, max_
 @torch.no_grad()
 def _frames(r, readout: Readout) -> dict:
     """Per-step arrays of one detached rollout, (B, T, ...) numpy."""
-    from .hx import entropy
+    from ....hidden.hx.core import entropy
 
     b, t = r.value.shape
     return {"ic": readout.coefficients(r.hx), "hx_z": readout.zscore(r.hx), "h": r.h, "s": r.s, "value": r.value,
@@ -187,7 +187,7 @@ def simulate(sim, agent: FrozenAgent, readout: Readout, samples: int, steps: int
     ``jacobian_own`` (N, T, max_lag + 1, K, K)."""
     from tqdm.auto import tqdm
 
-    from .loop import filtered_start
+    from ...loop import filtered_start
 
     if samples < 1 or batch_size < 1:
         raise ValueError(f"samples and batch_size must be >= 1, got {samples} and {batch_size}")
@@ -244,7 +244,7 @@ def window_features(blocks: dict, window: int, stride: int) -> tuple:
 
 def cluster_windows(features: np.ndarray, behaviours: int, seed: int = 0) -> tuple:
     """k-means of the windows: ``(labels (M,), centres (B, F), representative (B,) window nearest each centre)``."""
-    from ..factors.stable import kmeans
+    from ....factors.stable import kmeans
 
     if not 1 <= behaviours <= len(features):
         raise ValueError(f"behaviours={behaviours}: must be in [1, {len(features)}] for {len(features)} windows")
@@ -334,7 +334,8 @@ def analyze(samples: dict, *, window: int = 8, stride: int = 0, behaviours: int 
         raise ValueError(f"max_lag must be in [0, {window - 1}] for windows of {window} steps, got {max_lag}")
     missing = [k for k in (*blocks, "ic", "jacobian_env", "jacobian_own", "action") if k not in samples]
     if missing:
-        raise KeyError(f"samples lack {', '.join(missing)}; they come from policylens.sim.behaviours.simulate")
+        raise KeyError(f"samples lack {', '.join(missing)}; they come from "
+                       "policylens.sim.analyses.behaviours.core.simulate")
     features, index, scales = window_features({k: samples[k] for k in blocks}, window, stride)
     label, _, rep = cluster_windows(features, behaviours, seed)
     steps_of = index[:, 1:] + np.arange(window)  # (M, L)

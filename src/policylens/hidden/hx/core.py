@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..factors import Directions, coefficients, ica, nmf, pca
+from ...factors import Directions, coefficients, ica, nmf, pca
 
 NEEDS_RECURRENT = ("rollouts store {path} has no 'agent_state' field: hidden-state analysis needs a recurrent "
                    "agent's rollouts: record one with policylens record zoo:minigrid-do8-recurrent")
@@ -137,7 +137,7 @@ def _stability(directions: Directions) -> dict:
 
 
 def _kmeans(z: torch.Tensor, clusters: int, seed: int) -> tuple:
-    from ..factors.stable import kmeans
+    from ...factors.stable import kmeans
 
     labels, centres = kmeans(z.double().numpy(), clusters, seed)
     return torch.from_numpy(centres).float(), labels  # (C, D), (N,)
@@ -147,7 +147,7 @@ def _tsne(z: torch.Tensor, frames: int, perplexity: float, seed: int, max_iter: 
     """``(coordinates (M, 2), frame index (M,))`` of a seeded subsample of at most ``frames`` frames."""
     from sklearn.manifold import TSNE
 
-    from ..factors.stable import one_thread
+    from ...factors.stable import one_thread
 
     n = z.shape[0]
     index = np.sort(np.random.default_rng(seed).choice(n, frames, replace=False)) if frames < n else np.arange(n)
@@ -242,7 +242,7 @@ def store_frames(store, agent, *, max_frames: int = 0, batch_size: int = 256, de
     """
     from tqdm.auto import tqdm
 
-    from ..factors.collect import is_recurrent, open_store
+    from ...factors.collect import is_recurrent, open_store
 
     store = open_store(store)
     if "agent_state" not in store.fields:
@@ -289,7 +289,7 @@ def simulated_frames(sim, agent, *, samples: int = 256, steps: int = 20, seed: i
     ``{"hx": (N, hidden) the agent's produced state (the next step's received one, ``hx_last`` at the end),
     "sim_state": (N, deter + stoch) the simulator's own state [h_t, s_t], "value", "entropy", "action", "reward",
     "progress" (t / steps), "sample", "t": (N,)}`` with ``N = samples * steps``."""
-    from .loop import filtered_start, rollout
+    from ...sim.loop import filtered_start, rollout
 
     if samples < 1 or steps < 1:
         raise ValueError(f"simulated rollouts need samples >= 1 and steps >= 1, got {samples} and {steps}")
@@ -334,7 +334,7 @@ def save_analysis(analysis: HxAnalysis, out, extra: "dict | None" = None) -> Pat
 
 def load_analysis(folder) -> HxAnalysis:
     """Read what :func:`save_analysis` wrote."""
-    from .command import read_saved
+    from ...sim.command import read_saved
 
     folder = Path(folder)
     arrays, summary = read_saved(folder, SUMMARY_FILE, FRAMES_FILE, "hidden-state analysis", "hx")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fidelity import METRICS
+from .core import METRICS
 
 TABLE = {"obs_score": "obs", "action_agreement": "action", "value_error": "value err", "reward_error": "reward err",
          "done_accuracy": "done acc"}

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .loop import Noise, Rollout, rollout
+from ...loop import Noise, Rollout, rollout
 
 
 def log_prior(x: torch.Tensor) -> torch.Tensor:

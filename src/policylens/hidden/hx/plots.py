@@ -1,5 +1,5 @@
 """Figures of a saved hidden-state analysis (precompute and plot are separate: these read only the files
-:func:`policylens.sim.hx.save_analysis` wrote, and write PNGs beside them).
+:func:`policylens.hidden.hx.core.save_analysis` wrote, and write PNGs beside them).
 
 - ``pcs.png``: PC1-PC2 and PC3-PC4 scatters, one column per colour variable (value, action, entropy, reward,
   progress through the episode);
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .hx import COLOURS, FRAMES_FILE, SUMMARY_FILE
+from .core import COLOURS, FRAMES_FILE, SUMMARY_FILE
 
 CONTINUOUS_MAPS = {"value": "viridis", "entropy": "magma", "reward": "coolwarm", "progress": "plasma"}
 POINT = dict(s=3, alpha=0.6, linewidths=0, rasterized=True)
@@ -136,7 +136,7 @@ def plot_tsne(folder, path=None) -> "Path | None":
 
 def plot_loadings(folder, path=None) -> Path:
     """Heatmaps of the PCA and ICA directions (rows) over the units (columns), in z-space."""
-    from ..factors import Directions
+    from ...factors import Directions
 
     plt = _pyplot()
     folder = Path(folder)
@@ -158,7 +158,7 @@ def plot_loadings(folder, path=None) -> Path:
 
 def plot_simulated(real_folder, sim_frames: dict, path, names=("progress", "value")) -> Path:
     """Simulated states projected onto the real PC1-PC2 and IC1-IC2 planes: the real frames in grey behind
-    them, the simulated ones coloured by each of ``names``. ``sim_frames``: :func:`~policylens.sim.hx.project`'s
+    them, the simulated ones coloured by each of ``names``. ``sim_frames``: :func:`~.core.project`'s
     output plus colour variables."""
     plt = _pyplot()
     arrays, summary = _read(real_folder)

@@ -1,0 +1,2 @@
+"""Behaviours: :mod:`.core` (Jacobians, cross-correlation, clusters), :mod:`.cli` (``policylens sim behaviours``),
+:mod:`.plots`."""

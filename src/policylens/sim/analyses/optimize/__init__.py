@@ -1,0 +1,1 @@
+"""Generative visualisation: :mod:`.core` (latent optimisation), :mod:`.cli` (``policylens sim optimize``)."""

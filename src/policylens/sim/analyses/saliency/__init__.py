@@ -1,0 +1,1 @@
+"""Saliency through time: :mod:`.core` (gradients at every step), :mod:`.cli` (``policylens sim saliency``)."""

@@ -1,0 +1,1 @@
+"""Imagined rollouts: :mod:`.cli` (``policylens sim sample``) on :mod:`policylens.sim.sample`."""
