@@ -9,9 +9,10 @@ cv2 = pytest.importorskip("cv2")
 pytest.importorskip("ocatari")
 
 import policylens.envs as E  # noqa: E402
-from policylens.envs.atari import _Game, options, preprocess  # noqa: E402
-from policylens.envs.atari_truth import (GHOST_NAMES, Truth, box_mask, detect, entity_masks, obs_box,  # noqa: E402
-                                         ocatari_module)
+from policylens.envs.atari import options, preprocess  # noqa: E402
+from policylens.envs.atari_causes import GHOST_NAMES  # noqa: E402
+from policylens.envs.atari_game import _Game  # noqa: E402
+from policylens.envs.atari_truth import Truth, box_mask, detect, entity_masks, obs_box, ocatari_module  # noqa: E402
 from policylens.envs.spec import parse_spec  # noqa: E402
 
 #: The categories whose boxes are checked against the pixels, per game.

@@ -18,7 +18,7 @@ from policylens.attribution.cli import AttributeConfig, run_config
 from policylens.attribution.results import load_attributions
 from policylens.cli import main as pl
 from policylens.rollouts import RecordConfig, record
-from policylens.rollouts.integrity import verify
+from policylens.rollouts.verify import verify
 
 ENV = "minigrid:MiniGrid-Dynamic-Obstacles-5x5-v0"
 AGENT = {"arch": "cnn", "obs_shape": [7, 7, 3], "num_actions": 3, "obs_scale": 0.1, "recurrent": True, "hidden": 16}

@@ -15,7 +15,8 @@ from policylens.cli import main as pl
 from policylens.rollouts import RecordConfig, StoreWriter, record
 from policylens.rollouts import open as open_store
 from policylens.rollouts import writer as writer_mod
-from policylens.rollouts.integrity import StoreDamage, chunk_file, verify
+from policylens.rollouts.integrity import StoreDamage, chunk_file
+from policylens.rollouts.verify import verify
 
 ENV = "minigrid:MiniGrid-Empty-Random-5x5-v0?num_actions=3"  # a random agent wanders: episodes of tens of steps
 AGENT = {"arch": "cnn", "obs_shape": [7, 7, 3], "num_actions": 3, "obs_scale": 0.1}

@@ -45,6 +45,7 @@ import zlib
 import numpy as np
 from gymnasium import spaces
 
+from .atari_game import _ale, _Game
 from .base import EpisodeTracker, VecEnv
 from .spec import EnvSpec
 
@@ -54,15 +55,6 @@ DEFAULTS = {"noop_max": 30, "frame_skip": 4, "max_pool": True, "size": 84, "grey
             "full_action_space": False, "max_frames": 108000, "num_levels": 0, "start_level": 0,
             "ground_truth": False, "invisible": ""}
 _MAGIC = b"PLATARI1"
-
-
-def _ale():
-    try:
-        import ale_py
-    except ImportError:
-        raise ImportError("atari: envs need ale-py; install the extra: pip install 'policylens[atari]'") from None
-    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
-    return ale_py
 
 
 def rom_id(name: str) -> str:
@@ -109,25 +101,6 @@ def preprocess(screen: np.ndarray, size: int, grey: bool) -> np.ndarray:
         screen = cv2.cvtColor(screen, cv2.COLOR_RGB2GRAY)
     out = cv2.resize(screen, (size, size), interpolation=cv2.INTER_AREA)
     return out[..., None] if grey else out  # (size, size, C)
-
-
-class _Game:
-    """One ALE emulator and what the wrapper keeps beside it for one env."""
-
-    def __init__(self, rom: str, opts: dict):
-        ale_py = _ale()
-        self.ale = ale_py.ALEInterface()
-        self.ale.setFloat("repeat_action_probability", 0.0)  # sticky actions are drawn here, per episode
-        self.ale.setInt("max_num_frames_per_episode", int(opts["max_frames"]))
-        self.ale.loadROM(ale_py.roms.get_rom_path(rom))
-        acts = self.ale.getLegalActionSet() if opts["full_action_space"] else self.ale.getMinimalActionSet()
-        self.actions = list(acts)
-        self.level_seed, self.lives, self.last_action, self.score, self.length = 0, 0, 0, 0.0, 0
-        self.rng = np.random.default_rng(0)
-        self.stack = None  # (size, size, C * frame_stack)
-        self.last_screen = None  # the previous frame's screen, where max-pooling reaches back before a step
-        self.rams = [self.ale.getRAM()]  # RAM before the step, then after each of its frames
-        self.step_actions = []  # the ALE actions of the step's frames (after sticky repeats)
 
 
 class AtariVecEnv(VecEnv):

@@ -26,6 +26,9 @@ from collections import deque
 
 import numpy as np
 
+#: Ms. Pac-Man's ghosts by OCAtari slot, named by the colour OCAtari's extraction gives each.
+GHOST_NAMES = {1: "sue", 2: "inky", 3: "pinky", 4: "blinky"}
+
 #: How close (screen pixels, around the player's box) a lethal object must come to be a candidate.
 REACH = 4
 #: Steps of history kept per env.
@@ -189,15 +192,13 @@ class Causes:
     def _event(self, cat: str, slot: int, how: str) -> dict:
         culprit = f"{cat}{slot}"
         if self.rom == "ms_pacman" and cat == "ghost":
-            from .atari_truth import GHOST_NAMES
-
             culprit = GHOST_NAMES.get(slot, culprit)
         return {"cause": cat, "culprit": culprit, "settled_by": how}
 
     def replayer(self):
         """A private ALE of the same game, for counterfactual replays."""
         if self._replayer is None:
-            from .atari import _Game
+            from .atari_game import _Game
 
             self._replayer = _Game(self.rom, self.truth.opts).ale
         return self._replayer

@@ -22,6 +22,7 @@ import re
 
 import numpy as np
 
+from .atari_causes import GHOST_NAMES
 from .spec import invisible_option, option_list
 
 SCREEN_H, SCREEN_W = 210, 160
@@ -31,8 +32,6 @@ LAG = {"ms_pacman": 1}
 #: on real frames (Pong's paddles are drawn 16 rows high, its ball a row higher; Asterix's lyres 8 columns wide).
 GROW = {("pong", "player"): (0, 1, 0, 2), ("pong", "enemy"): (0, 0, 0, 1), ("pong", "ball"): (0, 1, 0, 0),
         ("asterix", "enemy"): (0, 0, 1, 0)}
-#: Ms. Pac-Man's ghosts by OCAtari slot, named by the colour OCAtari's extraction gives each.
-GHOST_NAMES = {1: "sue", 2: "inky", 3: "pinky", 4: "blinky"}
 _MODULES: dict = {}
 
 

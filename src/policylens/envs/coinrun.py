@@ -350,9 +350,9 @@ def _replay_env(options: dict):
     """A cached 1-env procgen CoinRun (no worker threads) made with the same options."""
     key = tuple(sorted((options or {}).items()))
     if key not in _REPLAY_ENVS:
-        from .procgen import _gym3_env
+        from .gym3_env import gym3_env
 
-        _REPLAY_ENVS[key] = _gym3_env("coinrun", 1, 0, {**(options or {}), "num_threads": 0})
+        _REPLAY_ENVS[key] = gym3_env("coinrun", 1, 0, {**(options or {}), "num_threads": 0})
     return _REPLAY_ENVS[key]
 
 

@@ -9,14 +9,11 @@ still move and kill, the agent just cannot see them (Understanding RL Vision's c
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
-
 import numpy as np
 from gymnasium import spaces
 
 from .base import EpisodeTracker, VecEnv
+from .gym3_env import gym3_env
 from .spec import EnvSpec, invisible_option, option_list
 
 GAMES = (
@@ -36,17 +33,6 @@ ACTION_NAMES = [
 ]
 #: The step limit of every procgen game; an episode this long that did not succeed timed out.
 TIMEOUT_STEPS = 1000
-
-
-def _gym3_env(game: str, num: int, seed: int | None, options: dict):
-    # procgen imports the old `gym`, which prints a deprecation notice to stderr on import: keep it quiet.
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        from procgen import ProcgenGym3Env
-    kwargs = {"num_threads": 2, **options}
-    if seed is not None:
-        kwargs["rand_seed"] = int(seed)
-    return ProcgenGym3Env(num=num, env_name=game, **kwargs)
 
 
 def invisible_kinds(spec: EnvSpec, value) -> tuple:
@@ -85,7 +71,7 @@ class ProcgenVecEnv(VecEnv):
     def reset(self, seed: int | None = None) -> np.ndarray:
         if self.env is not None:
             self.env.close() if hasattr(self.env, "close") else None
-        self.env = _gym3_env(self.game, self.num_envs, seed, self.options)
+        self.env = gym3_env(self.game, self.num_envs, seed, self.options)
         self._tracker = EpisodeTracker(self.num_envs)
         self._hide(range(self.num_envs))
         _, obs, _ = self.env.observe()

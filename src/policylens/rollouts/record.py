@@ -317,7 +317,7 @@ def main(argv=None) -> Path:
     parser = add_arguments(argparse.ArgumentParser(prog="policylens record", description=__doc__.split("\n")[0]))
     cfg = from_args(RecordConfig, parser.parse_args(argv))
     if cfg.verify:
-        from .integrity import format_verify, verify
+        from .verify import format_verify, verify
 
         report = verify(cfg.verify)
         print(format_verify(report))

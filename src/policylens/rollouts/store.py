@@ -38,6 +38,7 @@ import numpy as np
 import zarr
 
 from .integrity import bad_chunk, chunk_file, chunk_items, damage, frame_episodes, missing_chunks, state_episodes
+from .layout import INDEX_FIELDS, STATE_DATA, STATE_END
 
 FORMAT = "policylens.rollouts/1"
 OBS_CHUNK = 256  # frames per obs chunk (~2.4 MB raw for 56x56x3)
@@ -45,9 +46,7 @@ SMALL_CHUNK = 16384  # frames per chunk of the small per-step fields
 INDEX_CHUNK = 4096  # episodes per chunk of the index arrays
 STATE_DATA_CHUNK = 1 << 22  # bytes per chunk of env_state_data
 BLOCK_FRAMES = 4096  # frames read at once by batches()
-INDEX_FIELDS = {"start": "int64", "length": "int64", "level_seed": "int64", "return": "float64", "cause": str}
 DERIVED = ("advantages", "returns")
-STATE_DATA, STATE_END = "env_state_data", "env_state_end"
 
 
 def _open_group(path: Path, mode: str):

@@ -49,7 +49,7 @@ from .model import Simulator, balanced_kl, standard_normal_kl
 from .obs import obs_loss, obs_score
 
 if TYPE_CHECKING:
-    from .train import SimTrainConfig
+    from .train_config import SimTrainConfig
 
 TERMS = ("obs", "reward", "done", "hx", "logits", "kl", "z_kl", "open_loop", "prior_obs", "prior_step")
 PRIOR_STEP_TERMS = ("obs", "reward", "done")

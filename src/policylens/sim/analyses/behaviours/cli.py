@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ...command import SimCommand, command_main, load_parts, resolve, say
-
-JSON_FILE, ARRAYS_FILE, VIDEO_FILE = "behaviours.json", "behaviours.npz", "behaviours.gif"
+from .core import ARRAYS_FILE, JSON_FILE, VIDEO_FILE
 
 
 @dataclass

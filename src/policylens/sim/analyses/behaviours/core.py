@@ -50,6 +50,7 @@ from ...data import Windows
 from ...loop import Context, FrozenAgent, Noise, rollout
 
 CUTS, ACTION_PATHS = ("actions", "obs"), ("straight_through", "soft")
+JSON_FILE, ARRAYS_FILE, VIDEO_FILE = "behaviours.json", "behaviours.npz", "behaviours.gif"  # what sim behaviours writes
 PATHS = ("env", "own")  # Jacobians with the environment's gradient paths, and the agent's own recurrence alone
 
 

@@ -29,7 +29,7 @@ def _pyplot():
 
 def _read(folder) -> tuple:
     from ...command import read_saved
-    from .cli import ARRAYS_FILE, JSON_FILE
+    from .core import ARRAYS_FILE, JSON_FILE
 
     return read_saved(folder, JSON_FILE, ARRAYS_FILE, "behaviour analysis", "behaviours")
 
