@@ -1,1 +1,1 @@
-"""Generative visualisation: :mod:`.core` (latent optimisation), :mod:`.cli` (``policylens sim optimize``)."""
+"""Generative visualisation: :mod:`.core` (latent optimisation), :mod:`.cli` (``policylens sim optimize``), :mod:`.plots`."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from ...command import SimCommand, claim_out, command_main, load_parts, resolve, say
+from .plots import plot_curves
 
 HX_METHODS = ("pca", "ica", "nmf")  # directions that `policylens sim hx` writes to RUN/analysis/hx/
 
@@ -114,28 +115,6 @@ def folder_name(cfg: OptimizeConfig, maximize: bool) -> str:
     parts = [cfg.target] + ([cfg.directions] if cfg.target == "direction" and cfg.directions in HX_METHODS else [])
     parts += [cfg.index.strip()] if indexed else []
     return cfg.name or "-".join(parts + ["max" if maximize else "min"]).replace("/", "_").replace(" ", "_")
-
-
-def plot_curves(result, label: str, path: Path) -> None:
-    """The target and log N(z; 0, I) against the optimisation step: one thin line per sample, the mean thick."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .core import typical_log_prior
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, values, title in ((axes[0], result.curve, label), (axes[1], result.log_prior_curve, "log N(z; 0, I)")):
-        ax.plot(values.numpy(), color="tab:blue", alpha=0.3, linewidth=0.8)
-        ax.plot(values.mean(1).numpy(), color="tab:blue", linewidth=2, label="mean over samples")
-        ax.set_xlabel("optimisation step")
-        ax.set_title(title)
-    axes[1].axhline(typical_log_prior(result.z.shape[1]), color="grey", linestyle="--", label="typical draw")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _listed(x) -> "list | None":

@@ -1,1 +1,2 @@
-"""Saliency through time: :mod:`.core` (gradients at every step), :mod:`.cli` (``policylens sim saliency``)."""
+"""Saliency through time: :mod:`.core` (gradients at every step), :mod:`.cli` (``policylens sim saliency``),
+:mod:`.plots`."""
