@@ -2,15 +2,16 @@
 
 How well the simulator predicts held-out episodes, step by step after its context, against Saliency as causality's first
 architecture (a Gaussian VAE with an action-conditioned LSTM, :mod:`policylens.sim.baseline`) trained for the
-same wall time, and against repeating the last context frame (:mod:`.core` says how each
-metric is scored). On MiniGrid the environment itself is drawn again one step after each window's context
-(:mod:`.reroll`): what a perfect simulator scores there when it samples, and what the best guess
-of the world's distribution scores, so readers see how much of the observation, action and value scores is in
-reach at all one step out. And the agent acts on its own (closed loop, :mod:`.closed_loop`): from
-each window's filtered start inside the simulator and in draws of the environment replayed to the same frame, its
-outcome step by step (the action, or ended) compared with the draws, beside what a draw and the best guess of the
-environment's spread score. The windows come from the episodes ``sim train`` held out (its ``val_fraction`` and
-``seed`` in ``RUN/sim/config.json``), so neither model has trained on them.
+same wall time, and against repeating the last context frame (:mod:`policylens.sim.analyses.fidelity.core` says
+how each metric is scored). On MiniGrid the environment itself is drawn again one step after each window's context
+(:mod:`policylens.sim.analyses.fidelity.reroll`): what a perfect simulator scores there when it samples, and what
+the best guess of the world's distribution scores, so readers see how much of the observation, action and value
+scores is in reach at all one step out. And the agent acts on its own (closed loop,
+:mod:`policylens.sim.analyses.fidelity.closed_loop`): from each window's filtered start inside the simulator and in
+draws of the environment replayed to the same frame, its outcome step by step (the action, or ended) compared with
+the draws, beside what a draw and the best guess of the environment's spread score. The windows come from the
+episodes ``sim train`` held out (its ``val_fraction`` and ``seed`` in ``RUN/sim/config.json``), so neither model
+has trained on them.
 
 ``--baseline auto`` loads the baseline beside the simulator (``RUN/sim/baseline``; ``runs/NAME/sim/baseline``
 for a simulator shipped in the zoo) when it exists (refused if it was trained on another split), else trains one
