@@ -1,4 +1,4 @@
-"""Decision transformers on MiniGrid (seed 004): trajectories, a TransformerLens-hooked model, training,
+"""Decision transformers on MiniGrid (Decision Transformer Interpretability): trajectories, a TransformerLens-hooked model, training,
 calibration.
 
 >>> from policylens import dt

@@ -37,13 +37,13 @@ class AnalyzeConfig:
     rtgs: tuple = ("-1", "0", "0.9")
     """target RTGs of the ablation table and of attribution by situation"""
     mode: str = "mean"
-    """ablation: mean (means over the store's windows, as the seed) | zero"""
+    """ablation: mean (means over the store's windows, as Decision Transformer Interpretability) | zero"""
     components: tuple = ()
     """ablation sets, '+' joining components of one set (default: each head and each MLP alone)"""
     windows: int = 2000
     """windows drawn from the store for means and attribution by situation"""
     preference: tuple = ("forward", "right")
-    """the preference (action minus action) that figures and the report read (the seed's forward - right)"""
+    """the preference (action minus action) that figures and the report read (Decision Transformer Interpretability's forward - right)"""
     start_level: int = 1_000_000
     """first level of the ablation episodes (the same levels for every ablation and RTG)"""
     seed: int = 0
