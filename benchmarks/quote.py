@@ -129,7 +129,15 @@ def zoo_table() -> list:
     return rows
 
 
-BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table}
+def dt_models_table() -> list:
+    """Decision Transformer Interpretability's findings side by side for the zoo's decision transformers
+    (``python -m benchmarks.dt_models``)."""
+    from policylens.dt.analysis.compare import side_by_side
+
+    return side_by_side(load("benchmarks/results/dt_models.json"))
+
+
+BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table, "dt_models_table": dt_models_table}
 
 
 # ---------------------------------------------------------------- rewriting and checking

@@ -25,6 +25,8 @@ from ...runs import prepare_out
 from .windows import FILE as WINDOWS_FILE
 from .windows import load_windows, model_folder, save_windows
 
+TABLE_FORMAT = 2  # an ablation table cached in another format (2: goal entries by side) is played again
+
 
 @dataclass
 class AnalyzeConfig:
@@ -179,7 +181,7 @@ def _ablation(cfg: AnalyzeConfig, model, rtgs: list, means: dict, path: Path) ->
 
     weights = hashlib.sha256((dt_dir(cfg.run) / "weights.safetensors").read_bytes()).hexdigest()
     sets = parse_sets(model, cfg.components)
-    key = {"weights_sha256": weights, "env": model.env, "episodes": cfg.episodes, "rtgs": rtgs, "mode": cfg.mode,
+    key = {"format": TABLE_FORMAT, "weights_sha256": weights, "env": model.env, "episodes": cfg.episodes, "rtgs": rtgs, "mode": cfg.mode,
            "components": [[str(c) for c in s] for s in sets], "start_level": cfg.start_level, "seed": cfg.seed,
            "policy": cfg.policy, "windows": cfg.windows, "store": cfg.store}
     if not cfg.fresh and path.is_file():
