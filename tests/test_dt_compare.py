@@ -148,7 +148,7 @@ def test_quick_benchmark_compares_a_grid_and_a_raw_model(quick):
         assert [c["key"] for c in model["ablation"]["claims"]] == ["head0", "head1", "mlp"]
         assert {"calibration", "table1", "head0", "head1", "mlp", "table3", "rtg"} <= set(cells)
         emb = model["rtg_embedding"]
-        assert emb["right - left"]["direct"] is not None and "agrees" in emb
+        assert emb["right_left"]["direct"] is not None and "agrees" in emb
     raw = result["models"][1]
     assert len(raw["table3"]["front_weights"]) == 3  # object, colour, state codes
     assert (work / "dt-raw" / "report.md").read_text().count("Decision Transformer Interpretability") >= 5

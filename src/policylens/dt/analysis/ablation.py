@@ -7,9 +7,10 @@ model (its whole activation; ``("blocks.0.attn.hook_q", h)`` etc. take one head 
 Mean ablation replaces the activation by its mean over a dataset (:func:`component_means`), position by
 position: a window shorter than the one the means came from takes the means of the last positions.
 
-:func:`ablation_table` is Decision Transformer Interpretability's Figure 7 as numbers: each set of components ablated while the model plays
-the same levels with the same env randomness at each target RTG as the unablated model, so outcomes pair up
-level by level (McNemar's test, Holm over the causes) and rates get Wilson 95% intervals.
+:func:`ablation_table` is Decision Transformer Interpretability's Figure 7 as numbers: each set of components
+ablated while the model plays the same levels with the same env randomness at each target RTG as the unablated
+model, so outcomes pair up level by level (McNemar's test, Holm over the causes) and rates get Wilson 95%
+intervals.
 """
 from __future__ import annotations
 
@@ -218,7 +219,8 @@ def _cause(r: dict) -> str:
 
 def _paired(base: list, records: list, events: dict, alpha: float) -> dict:
     """McNemar tests, paired by level, of each event (``{name: record -> bool}``) that happened in either run,
-    Holm-corrected over those events: ``{name: {delta, only_unablated, only_ablated, p_value, p_holm, significant}}``."""
+    Holm-corrected over those events:
+    ``{name: {delta, only_unablated, only_ablated, p_value, p_holm, significant}}``."""
     from ...evaluate.compare import holm, mcnemar_exact
 
     tests, pvalues = {}, {}
@@ -268,8 +270,9 @@ def ablation_table(model, env_spec: str, components_sets, rtgs=(-1, 0, 0.9), epi
                    progress: bool = False) -> dict:
     """Behaviour (success / obstacle / wall / timeout rates, Wilson 95% CIs, and the goal entries by the side the
     agent came from) at each target RTG of the model and of each ablated copy, on the same levels; paired
-    McNemar tests against the unablated model, Holm-corrected over the outcomes (and over the sides) of a row. ``components_sets``: e.g. ``["blocks.0.attn.head0", "blocks.0.attn.head1",
-    "blocks.0.mlp", ["blocks.0.attn.head0", "blocks.0.attn.head1"]]``."""
+    McNemar tests against the unablated model, Holm-corrected over the outcomes (and over the sides) of a row.
+    ``components_sets``: e.g. ``["blocks.0.attn.head0", "blocks.0.attn.head1", "blocks.0.mlp",
+    ["blocks.0.attn.head0", "blocks.0.attn.head1"]]``."""
     from tqdm.auto import tqdm
 
     from ..play import play

@@ -45,7 +45,7 @@ class AnalyzeConfig:
     windows: int = 2000
     """windows drawn from the store for means and attribution by situation"""
     preference: tuple = ("forward", "right")
-    """the preference (action minus action) that figures and the report read (Decision Transformer Interpretability's forward - right)"""
+    """the preference (action minus action) that figures and the report read (the paper's forward - right)"""
     start_level: int = 1_000_000
     """first level of the ablation episodes (the same levels for every ablation and RTG)"""
     seed: int = 0
@@ -181,7 +181,8 @@ def _ablation(cfg: AnalyzeConfig, model, rtgs: list, means: dict, path: Path) ->
 
     weights = hashlib.sha256((dt_dir(cfg.run) / "weights.safetensors").read_bytes()).hexdigest()
     sets = parse_sets(model, cfg.components)
-    key = {"format": TABLE_FORMAT, "weights_sha256": weights, "env": model.env, "episodes": cfg.episodes, "rtgs": rtgs, "mode": cfg.mode,
+    key = {"format": TABLE_FORMAT, "weights_sha256": weights, "env": model.env, "episodes": cfg.episodes,
+           "rtgs": rtgs, "mode": cfg.mode,
            "components": [[str(c) for c in s] for s in sets], "start_level": cfg.start_level, "seed": cfg.seed,
            "policy": cfg.policy, "windows": cfg.windows, "store": cfg.store}
     if not cfg.fresh and path.is_file():

@@ -29,9 +29,9 @@ def table3(summary: dict) -> "dict | None":
     minus = {e: v - absolute["empty"] for e, v in absolute.items()}
     paper_minus = {e: v - TABLE3["empty"] for e, v in TABLE3.items()}
     others = [e for e in minus if e != "empty"]
-    checks = {"strong wall avoider": min(others, key=minus.get) == "wall" and minus["wall"] < 0,
-              "weak goal seeker": minus["goal"] > 0,
-              "ambivalent to obstacles": min(others, key=lambda e: abs(minus[e])) == "obstacle"}
+    checks = {"strong_wall_avoider": min(others, key=minus.get) == "wall" and minus["wall"] < 0,
+              "weak_goal_seeker": minus["goal"] > 0,
+              "ambivalent_to_obstacles": min(others, key=lambda e: abs(minus[e])) == "obstacle"}
     weights = maps.get("front_weights")
     return {"preference": maps["preference"], "state_embedding": summary["config"]["state_embedding"],
             "absolute": absolute, "minus_empty": minus, "paper": dict(TABLE3), "paper_minus_empty": paper_minus,
@@ -50,7 +50,7 @@ def table3_lines(summary: dict) -> list:
         lines.append(f"| {ent} | {value:+.2f} | {t['minus_empty'][ent]:+.2f} | {t['paper'][ent]:+.3g} |")
     held = [k for k, ok in t["checks"].items() if ok]
     lines += ["", f"The paper reads its Table 3 as “{t['claim']}”, and ambivalent to obstacles. In ours: "
-              + ", ".join(f"{k} {'yes' if ok else 'no'}" for k, ok in t["checks"].items())
+              + ", ".join(f"{k.replace('_', ' ')} {'yes' if ok else 'no'}" for k, ok in t["checks"].items())
               + f" ({len(held)} of 3)."]
     if t["state_embedding"] == "grid":
         lines += ["", "Ours embeds the view one-hot (`grid`): every object and colour has its own weights, so the "
@@ -137,10 +137,12 @@ def obstacle_circuit(summary: dict) -> dict:
     h, (x, y) = heads.index(head), maps["front_cell"]
     at = lambda name, entity: maps[name][h][maps["entities"].index(entity)][x][y]  # noqa: E731
     moves = {e: edits[e]["attention_to_rtg"][head] for e in AHEAD if edits.get(e, {}).get("windows")}
-    out["qk"] = {"claim": QUOTES["qk"], "attention_change": moves, "circuit_score": {e: at("qk_to_rtg", e) for e in AHEAD},
+    out["qk"] = {"claim": QUOTES["qk"], "attention_change": moves,
+                 "circuit_score": {e: at("qk_to_rtg", e) for e in AHEAD},
                  "agrees": bool(moves) and all(v <= -MOVED for v in moves.values())}
     ov = {e: at("ov", e) for e in AHEAD}
-    out["ov"] = {"claim": QUOTES["ov"], "to_preference": ov, "head_change_in_edit": edit.get("components", {}).get(head),
+    out["ov"] = {"claim": QUOTES["ov"], "to_preference": ov,
+                 "head_change_in_edit": edit.get("components", {}).get(head),
                  "agrees": ov["obstacle"] < 0 and ov["goal"] < 0}
     emb = summary["circuits"]["embeddings"]["rtg"].get(pref)
     if emb:
@@ -156,7 +158,8 @@ def obstacle_lines(summary: dict) -> list:
     agree = lambda ok: f"as in {TITLE}" if ok else f"unlike {TITLE}"  # noqa: E731
     lines = []
     if summary.get("ablation"):
-        who = f"ablating {', '.join(c['ablation_carriers'])} raises" if c["ablation_carriers"] else "no single ablation raises"
+        found = c["ablation_carriers"]
+        who = f"ablating {', '.join(found)} raises" if found else "no single ablation raises"
         lines.append(f"- Ablation at RTG {rtg:g}: {who} obstacle hits significantly.")
     if edit.get("windows"):
         ranked = sorted(informative(edit["components"]), key=lambda k: edit["components"][k])[:4]
@@ -172,8 +175,9 @@ def obstacle_lines(summary: dict) -> list:
     head, qk, ov = c["head"], c["qk"], c["ov"]
     lines += [f"{TITLE}'s explanation, checked on **{head}** ({c['why_head']}):", ""]
     moves = ", ".join(f"{e} {100 * v:+.0f} pp" for e, v in qk["attention_change"].items())
-    lines.append(f"1. **QK** (“{qk['claim']}”) At RTG {rtg:g}, putting each ahead changes the head's attention to the "
-                 f"RTG by: {moves} ({agree(qk['agrees'])}). The state-query x RTG-key circuit alone moves that score by "
+    lines.append(f"1. **QK** (“{qk['claim']}”) At RTG {rtg:g}, putting each ahead changes the head's attention to "
+                 f"the RTG by: {moves} ({agree(qk['agrees'])}). The state-query x RTG-key circuit alone moves that "
+                 "score by "
                  f"{qk['circuit_score']['obstacle']:+.2f} for an obstacle ahead, but the softmax weighs it against the "
                  "state's score with itself, which moves too; the edit measures the net.")
     lines.append(f"2. **OV** (“{ov['claim']}”) Through the head's OV circuit an obstacle ahead (vs empty) adds "

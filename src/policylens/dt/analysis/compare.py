@@ -86,7 +86,7 @@ def rtg_embedding(summary: dict) -> dict:
     ``agrees``: it pushes forward over right and more than it moves right against left (the paper's reading)."""
     rtg = summary["circuits"]["embeddings"]["rtg"]
     fr, rl = _pair(rtg, "forward", "right"), _pair(rtg, "right", "left")
-    out = {"forward - right": fr, "right - left": rl, "paper": dict(RTG_EMBEDDING), "claim": QUOTES["rtg"]}
+    out = {"forward_right": fr, "right_left": rl, "paper": dict(RTG_EMBEDDING), "claim": QUOTES["rtg"]}
     if fr and rl:
         out["agrees"] = fr["direct"] > 0 and abs(fr["direct"]) > abs(rl["direct"])
     return out
@@ -131,12 +131,13 @@ def verdicts(model: dict) -> dict:
     for c in model["ablation"]["claims"]:
         cells[c["key"]] = f"{c['verdict']}: {c.get('ours', c['detail'])}"
     if t3:
-        cells["table3"] = ", ".join(f"{k} {_yes(v)}" for k, v in t3["checks"].items()) + " (" + ", ".join(
-            f"{e} {v:+.2f}" for e, v in t3["minus_empty"].items() if e != "empty") + " vs empty)"
+        checks = ", ".join(f"{k.replace('_', ' ')} {_yes(v)}" for k, v in t3["checks"].items())
+        pushes = ", ".join(f"{e} {v:+.2f}" for e, v in t3["minus_empty"].items() if e != "empty")
+        cells["table3"] = f"{checks} ({pushes} vs empty)"
     emb = model["rtg_embedding"]
     if "agrees" in emb:
-        cells["rtg"] = (f"{_yes(emb['agrees'])}: forward - right {emb['forward - right']['direct']:+.2f}, right - left "
-                        f"{emb['right - left']['direct']:+.2f} per unit RTG")
+        cells["rtg"] = (f"{_yes(emb['agrees'])}: forward - right {emb['forward_right']['direct']:+.2f}, right - left "
+                        f"{emb['right_left']['direct']:+.2f} per unit RTG")
     for term in ("qk", "ov", "rtg_term"):
         if term in circuit:
             cells[term] = f"{_yes(circuit[term]['agrees'])} ({circuit['head']})"
@@ -151,7 +152,8 @@ ROWS = (("calibration", f"Calibration: “{QUOTES['calibration']}” (mean retur
         ("head0", f"“{QUOTES['head0']}”"), ("head1", f"“{QUOTES['head1']}”"), ("mlp", f"“{QUOTES['mlp']}”"),
         ("table3", f"Table 3: “{QUOTES['table3']}” and ambivalent to obstacles"),
         ("rtg", f"RTG embedding: “{QUOTES['rtg']}”; right/left ~ -0.16"),
-        ("qk", f"QK: “{QUOTES['qk']}”"), ("ov", f"OV: “{QUOTES['ov']}”"), ("rtg_term", f"“{QUOTES['rtg_attention']}”"),
+        ("qk", f"QK: “{QUOTES['qk']}”"), ("ov", f"OV: “{QUOTES['ov']}”"),
+        ("rtg_term", f"“{QUOTES['rtg_attention']}”"),
         ("carrier", "Obstacle avoidance at RTG 0.9 carried by a head (the paper: head 1)"))
 
 

@@ -116,8 +116,8 @@ def _claim(summary: dict, key: str, component: str, rtg: float, outcome: str, si
     base_row, row = rows["none"], rows[component]
     sided = side if side and "goal_entered_from" in row else None
     what = f"goal entries from the {sided}" if sided else outcome
-    base, test = _rate(base_row, outcome, sided)["rate"], (
-        row["goal_entered_from"].get("vs_unablated", {}) if sided else row.get("vs_unablated", {})).get(sided or outcome)
+    tests = row["goal_entered_from"].get("vs_unablated", {}) if sided else row.get("vs_unablated", {})
+    base, test = _rate(base_row, outcome, sided)["rate"], tests.get(sided or outcome)
     out.update(what=what, unablated=_rate(base_row, outcome, sided), ablated=_rate(row, outcome, sided),
                test=test, overall={"unablated": base_row["rates"][outcome], "ablated": row["rates"][outcome],
                                    "test": row.get("vs_unablated", {}).get(outcome)})
@@ -134,7 +134,8 @@ def _claim(summary: dict, key: str, component: str, rtg: float, outcome: str, si
     elif sided and component in overall:
         sides = row["goal_entered_from"]["rates"]
         verdict, detail = "reproduced in part", (
-            f"ablating {component} raises {outcome} ({_change(base_row['rates'][outcome]['rate'], overall[component])}), "
+            f"ablating {component} raises {outcome} "
+            f"({_change(base_row['rates'][outcome]['rate'], overall[component])}), "
             f"but not from the {sided} significantly; goal entries by side when ablated: "
             + ", ".join(f"{s} {pct(v['rate'])}" for s, v in sides.items() if v["rate"]))
     elif found or overall:
@@ -167,8 +168,8 @@ def ablation_claims(summary: dict) -> list:
 
 def paper_claim_rows(summary: dict) -> list:
     """``| Decision Transformer Interpretability | ours | verdict |`` rows for its ablation findings."""
-    return [f"| “{c['claim']}” | {c.get('ours', '-')} | {c['verdict']}" + (f": {c['detail']}" if c["detail"] else "")
-            + " |" for c in ablation_claims(summary)]
+    return [f"| “{c['claim']}” | {c.get('ours', '-')} | {c['verdict']}"
+            + (f": {c['detail']}" if c["detail"] else "") + " |" for c in ablation_claims(summary)]
 
 
 def table1(calibration: dict) -> list:
@@ -209,8 +210,8 @@ def table1_lines(summary: dict) -> list:
         row = [c for c in cells if c["entity"] == entity]
         lines.append(f"| {entity} avoidance | " + " | ".join(f"{c['paper']} / {c['ours']} ({pct(c['share'])})"
                                                             for c in row) + " |")
-    lines += ["", f"(ours: yes when at least {pct(YES)} of episodes avoid it, no when at most {pct(NO)} do; the paper's "
-              "* marks that its model could have reached RTG -1 by walking into walls but did not)"]
+    lines += ["", f"(ours: yes when at least {pct(YES)} of episodes avoid it, no when at most {pct(NO)} do; the "
+              "paper's * marks that its model could have reached RTG -1 by walking into walls but did not)"]
     differs = [c for c in cells if not c["agrees"]]
     if differs:
         lines += ["", "Where ours differs: " + "; ".join(f"{c['behaviour']} at RTG {c['rtg']:g} is {c['ours']} "

@@ -49,7 +49,7 @@ TABLE1 = {"wall": ("yes*", "yes", "yes"), "obstacle": ("no", "yes", "yes"), "goa
 # Table 3: the state embedding's direct push on forward/right with each entity in front (raw codes x weights)
 TABLE3 = {"empty": 0.27, "wall": -3.17, "obstacle": 0.136, "goal": 1.42}
 TABLE3_WEIGHTS = {"object": 0.27, "colour": -0.742}  # the front cell's weight on forward/right per channel
-RTG_EMBEDDING = {"forward - right": 1.13, "right - left": -0.16}
+RTG_EMBEDDING = {"forward_right": 1.13, "right_left": -0.16}  # per pair of actions (a - b)
 # The ablation findings (Figure 7): (quote key, component, target RTG, outcome, side the goal is entered from)
 ABLATIONS = (("head0", "blocks.0.attn.head0", -1.0, "success", "top"),
              ("head1", "blocks.0.attn.head1", 0.9, "obstacle", None),

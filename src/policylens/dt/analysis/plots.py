@@ -79,8 +79,8 @@ def plot_state_map(state_map: dict, png) -> Path:
 
 
 def plot_ablation(table: dict, png) -> Path:
-    """Decision Transformer Interpretability's Figure 7 as bars: outcome rates per target RTG for the model and each ablation, Wilson 95%
-    intervals, * where the paired test against the unablated model is significant (Holm)."""
+    """Decision Transformer Interpretability's Figure 7 as bars: outcome rates per target RTG for the model and
+    each ablation, Wilson 95% intervals, * where the paired test against the unablated model is significant (Holm)."""
     plt = _pyplot()
     rtgs, labels = table["rtgs"], ["none"] + table["ablations"]
     outcomes = ["success", "obstacle", "wall", "timeout"]

@@ -57,13 +57,20 @@ def _side_lines(table: dict) -> list:
 
 
 def calibration_lines(root: Path, fig) -> list:
-    """The calibration curve and behaviour table written by ``policylens dt calibrate`` (Figure 5, Table 1)."""
-    if not (root / "calibration.json").is_file() or not (root / "behaviours.md").is_file():
+    """The calibration curve and behaviour table of ``policylens dt calibrate`` (Figure 5, Table 1), the table
+    written afresh from ``calibration.json``."""
+    import json
+
+    from ..calibrate import behaviour_table
+
+    if not (root / "calibration.json").is_file():
         return ["### Calibration", "", f"Run `policylens dt calibrate {root}` for the calibration curve and the "
                 f"behaviour table ({TITLE}'s Figure 5 and Table 1), then this command again.", ""]
+    calibration = json.loads((root / "calibration.json").read_text())
+    rtgs = [b["target_rtg"] for b in calibration.get("behaviours", [])]
     return [f"### Calibration and behaviours ({TITLE}'s Figure 5 and Table 1)", "",
             f"The paper: “{QUOTES['calibration']}”", "",
-            f"![calibration]({fig('calibration.png', '')})", "", (root / "behaviours.md").read_text().strip(), ""]
+            f"![calibration]({fig('calibration.png', '')})", "", behaviour_table(calibration["results"], rtgs), ""]
 
 
 def _encoding_line(embedding: str) -> str:
