@@ -6,8 +6,8 @@
 For each model: ``policylens dt calibrate`` (``--calibration-episodes`` per target RTG, the same levels for both),
 then ``policylens dt analyze`` (``--ablation-episodes`` per ablation row, mean ablation, the same 2,000 windows of
 the trajectory store for both; an ablation table already played with these settings is reused), both into
-``runs/NAME/``; then ``policylens dt compare`` of the models into ``runs/dt-models/`` and
-``results/dt_models.json`` (what docs/decision-transformer-models.md quotes). The store both were trained on
+``runs/NAME/``; then ``policylens dt compare`` of the models into ``runs/dt-models/``, ``results/dt_models.json``
+(what docs/decision-transformer-models.md quotes) and ``results/dt_models.png``. The store both were trained on
 (``runs/dt/trajectories.zarr``, see zoo/README.md) must be there, or the windows each zoo model ships are used.
 
 ``--quick``: the same pipeline on tiny inputs, end to end: an untrained agent's 24 episodes of
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
-from .common import write
+from .common import RESULTS, write
 
 QUICK_ENV = "minigrid:MiniGrid-Dynamic-Obstacles-5x5-v0?max_steps=20"
 
@@ -99,6 +100,7 @@ def main(argv=None) -> dict:
         (Path(args.work) / "dt_models.json").write_text(json.dumps(result, indent=1))
     else:
         write("dt_models", result)
+        shutil.copyfile(out / "compare.png", RESULTS / "dt_models.png")
     print((out / "compare.md").read_text().split("\n## ")[0])
     return result
 

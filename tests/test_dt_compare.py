@@ -154,6 +154,7 @@ def test_quick_benchmark_compares_a_grid_and_a_raw_model(quick):
     assert (work / "dt-raw" / "report.md").read_text().count("Decision Transformer Interpretability") >= 5
     assert "the seed" not in (work / "dt-raw" / "report.md").read_text()
     assert "| finding |" in (work / "compare" / "compare.md").read_text()
+    assert (work / "compare" / "compare.png").stat().st_size > 10_000
 
 
 def test_cli_compare_refuses_what_it_cannot_read_and_what_is_there(quick, tmp_path, capsys):

@@ -4,7 +4,8 @@ side for several decision transformers, from their analyses (``dt calibrate`` an
 For each model: calibration at the paper's critical points (RTG -1, 0, 0.9), its Table 1 cell by cell, its three
 ablation findings (with the side the goal is entered from), its Table 3 readings of the state embedding, the RTG
 embedding on forward/right and right/left, and its QK / OV / RTG explanation of obstacle avoidance. Each finding
-gets a verdict per model; ``DIR/compare.json`` holds everything, ``DIR/compare.md`` the table and the details.
+gets a verdict per model; ``DIR/compare.json`` holds everything, ``DIR/compare.md`` the table and the details,
+``DIR/compare.png`` the calibration curves, Table 3 and the ablation findings as figures.
 """
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from pathlib import Path
 from ...config import add_dataclass_args, from_args
 from .circuit_findings import obstacle_circuit, table3
 from .findings import ablation_claims, pct, table1
-from .paper import QUOTES, RTG_EMBEDDING, TABLE1_RTGS, TITLE
+from .paper import QUOTES, RTG_EMBEDDING, TABLE1_RTGS, TABLE3, TITLE
 
 CALIBRATED = 0.25  # a critical point is unbiased when the mean return lies within this of the target
-FILES = ("compare.json", "compare.md")
+FILES = ("compare.json", "compare.md", "compare.png")
 
 
 @dataclass
@@ -99,10 +100,13 @@ def model_findings(run) -> dict:
     summary = load_summary(run)
     config, conf = read_dt_config(run)
     claims = ablation_claims(summary) if summary.get("ablation") else []
-    return {"run": str(run), "config": config.to_dict(), "data": conf.get("data", {}),
+    return {"run": str(run), "label": f"{run} ({config.state_embedding})", "config": config.to_dict(),
+            "data": conf.get("data", {}),
             "train": {k: conf.get("train", {}).get(k) for k in ("steps", "final_step_weight", "batch_size", "lr")},
             "analysis": summary["analysis_dir"], "windows": summary["windows"],
             "calibration": calibration_points(summary["calibration"]),
+            "calibration_curve": [{k: r[k] for k in ("target_rtg", "mean_return", "ci95", "success_rate")}
+                                  for r in summary["calibration"]["results"]],
             "calibration_episodes": summary["calibration"]["episodes"],
             "table1": table1(summary["calibration"]),
             "ablation": {"episodes": summary["ablation"]["episodes"] if claims else 0, "claims": claims},
@@ -158,8 +162,7 @@ ROWS = (("calibration", f"Calibration: “{QUOTES['calibration']}” (mean retur
 
 
 def _label(model: dict) -> str:
-    c = model["config"]
-    return f"`{model['run']}` ({c['state_embedding']})"
+    return f"`{model['run']}` ({model['config']['state_embedding']})"
 
 
 def side_by_side(result: dict) -> list:
@@ -198,6 +201,7 @@ def markdown(result: dict) -> str:
 def compare(cfg: CompareConfig) -> dict:
     """Compare the runs' findings; writes ``OUT/compare.json`` and ``OUT/compare.md``; returns the JSON dict."""
     from ...runs import prepare_out
+    from .plots import plot_compare
 
     if len(cfg.runs) < 1:
         raise ValueError("dt compare needs at least one RUN (a decision transformer analysed by dt analyze)")
@@ -205,11 +209,13 @@ def compare(cfg: CompareConfig) -> dict:
         raise ValueError("dt compare needs --out DIR for compare.json and compare.md")
     models = [model_findings(run) for run in cfg.runs]  # every input is read before anything is written
     out = prepare_out(Path(cfg.out), what="comparison", overwrite=cfg.overwrite, parts=FILES)
-    result = {"paper": TITLE, "quotes": dict(QUOTES), "calibrated_within": CALIBRATED, "models": models,
+    result = {"paper": TITLE, "quotes": dict(QUOTES), "calibrated_within": CALIBRATED,
+              "paper_table3_minus_empty": {e: v - TABLE3["empty"] for e, v in TABLE3.items()}, "models": models,
               "verdicts": [verdicts(m) for m in models]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(result, indent=1))
     (out / "compare.md").write_text(markdown(result))
+    plot_compare(result, out / "compare.png")
     return result
 
 
