@@ -19,11 +19,24 @@ pytestmark = pytest.mark.filterwarnings("ignore:target RTG")
 PAPER = glob.glob("/work/shared/seeds/004_*.txt")
 
 
+def _paper_text() -> str:
+    return re.sub(r"\s+", " ", open(PAPER[0], encoding="utf-8").read())
+
+
+def _quoted(markdown: str) -> list:
+    """Every “...” span of a text (what it attributes to the paper)."""
+    return re.findall(r"“([^”]+)”", markdown)
+
+
 @pytest.mark.skipif(not PAPER, reason="the paper's text is not on this machine")
 def test_every_quote_is_verbatim_in_the_paper():
-    text = re.sub(r"\s+", " ", open(PAPER[0], encoding="utf-8").read())
+    from policylens.dt.analysis.compare import ROWS
+
+    text = _paper_text()
     for key, quote in QUOTES.items():
         assert re.sub(r"\s+", " ", quote) in text, key
+    spans = [q for _, label in ROWS for q in _quoted(label)]
+    assert len(spans) >= 10 and all(q in text for q in spans), [q for q in spans if q not in text]
 
 
 def test_goal_entries_come_from_the_top_or_the_left_of_the_corner_goal():
@@ -146,13 +159,21 @@ def test_quick_benchmark_compares_a_grid_and_a_raw_model(quick):
     for model, cells in zip(result["models"], result["verdicts"]):
         assert set(model["calibration"]) == {"-1", "0", "0.9"} and len(model["table1"]) == 9
         assert [c["key"] for c in model["ablation"]["claims"]] == ["head0", "head1", "mlp"]
-        assert {"calibration", "table1", "head0", "head1", "mlp", "table3", "rtg"} <= set(cells)
+        assert {"calibration", "table1", "walls_vs_obstacles", "goal_square", "head0", "head1", "mlp", "table3",
+                "rtg"} <= set(cells)
+        wo = model["walls_vs_obstacles"]
+        assert wo["wall"] + wo["obstacle"] <= wo["episodes"] and 0 <= wo["p_value"] <= 1
         emb = model["rtg_embedding"]
         assert emb["right_left"]["direct"] is not None and "agrees" in emb
     raw = result["models"][1]
     assert len(raw["table3"]["front_weights"]) == 3  # object, colour, state codes
     assert (work / "dt-raw" / "report.md").read_text().count("Decision Transformer Interpretability") >= 5
-    assert "the seed" not in (work / "dt-raw" / "report.md").read_text()
+    report = (work / "dt-raw" / "report.md").read_text()
+    assert "the seed" not in report
+    if PAPER:  # whatever the report and the comparison put in quotation marks is the paper's, word for word
+        text = _paper_text()
+        spans = _quoted(report) + _quoted((work / "compare" / "compare.md").read_text())
+        assert len(spans) >= 10 and all(q in text for q in spans), [q for q in spans if q not in text]
     assert "| finding |" in (work / "compare" / "compare.md").read_text()
     assert (work / "compare" / "compare.png").stat().st_size > 10_000
 

@@ -20,6 +20,7 @@ from .findings import ablation_claims, pct, table1
 from .paper import QUOTES, RTG_EMBEDDING, TABLE1_RTGS, TABLE3, TITLE
 
 CALIBRATED = 0.25  # a critical point is unbiased when the mean return lies within this of the target
+ALPHA = 0.05  # significance of a test inside the comparison
 FILES = ("compare.json", "compare.md", "compare.png")
 
 
@@ -72,6 +73,19 @@ def calibration_points(calibration: dict) -> dict:
     return out
 
 
+def walls_vs_obstacles(calibration: dict, rtgs=(0.0, 0.9)) -> dict:
+    """Episodes ending at a wall and at an obstacle over the target RTGs where both must be avoided, and an exact
+    binomial test of the two counts at 1/2 (each episode ends at most one way); ``agrees``: significantly more
+    obstacle hits, the paper's “avoids walls much more strongly than it avoids obstacles” (p < ``ALPHA``)."""
+    from ...evaluate.compare import mcnemar_exact
+
+    rows = [b for b in calibration.get("behaviours", []) if any(abs(b["target_rtg"] - r) < 1e-6 for r in rtgs)]
+    walls, obstacles = sum(b["wall"] for b in rows), sum(b["obstacle"] for b in rows)
+    p = mcnemar_exact(walls, obstacles)
+    return {"rtgs": list(rtgs), "episodes": sum(b["episodes"] for b in rows), "wall": walls, "obstacle": obstacles,
+            "p_value": p, "agrees": obstacles > walls and p < ALPHA, "claim": QUOTES["walls_vs_obstacles"]}
+
+
 def _pair(projections: dict, a: str, b: str) -> "dict | None":
     """The projection on ``a - b`` from those stored per pair (negated when stored as ``b - a``)."""
     if f"{a} - {b}" in projections:
@@ -109,6 +123,7 @@ def model_findings(run) -> dict:
                                   for r in summary["calibration"]["results"]],
             "calibration_episodes": summary["calibration"]["episodes"],
             "table1": table1(summary["calibration"]),
+            "walls_vs_obstacles": walls_vs_obstacles(summary["calibration"]),
             "ablation": {"episodes": summary["ablation"]["episodes"] if claims else 0, "claims": claims},
             "table3": table3(summary), "rtg_embedding": rtg_embedding(summary),
             "obstacle_circuit": _plain(obstacle_circuit(summary))}
@@ -132,6 +147,12 @@ def verdicts(model: dict) -> dict:
              "table1": f"{sum(c['agrees'] for c in t1)} of {len(t1)} cells agree" + (
                  "; differs: " + ", ".join(f"{c['entity']} at {c['rtg']:g} {c['ours']} ({pct(c['share'])})"
                                            for c in t1 if not c["agrees"]) if any(not c["agrees"] for c in t1) else "")}
+    wo = model["walls_vs_obstacles"]
+    cells["walls_vs_obstacles"] = (f"{_yes(wo['agrees'])}: {wo['wall']} wall and {wo['obstacle']} obstacle hits in "
+                                   f"{wo['episodes']} episodes (p={wo['p_value']:.2g})")
+    top = cal.get("0.9")
+    if top:
+        cells["goal_square"] = f"{_yes(top['success_rate'] < 0.5)}: reaches the goal in {pct(top['success_rate'])}"
     for c in model["ablation"]["claims"]:
         cells[c["key"]] = f"{c['verdict']}: {c.get('ours', c['detail'])}"
     if t3:
@@ -153,6 +174,10 @@ def verdicts(model: dict) -> dict:
 ROWS = (("calibration", f"Calibration: “{QUOTES['calibration']}” (mean return at RTG -1, 0, 0.9; unbiased within "
          f"{CALIBRATED})"),
         ("table1", "Table 1: wall / obstacle / goal avoidance at RTG -1, 0, 0.9"),
+        ("walls_vs_obstacles", "“the model avoids walls much more strongly than it avoids obstacles” (hits at RTG 0 "
+         "and 0.9)"),
+        ("goal_square", "“agents would successfully avoid the obstacles but also try to avoid the goal square” "
+         "(without final-step oversampling; at RTG 0.9)"),
         ("head0", f"“{QUOTES['head0']}”"), ("head1", f"“{QUOTES['head1']}”"), ("mlp", f"“{QUOTES['mlp']}”"),
         ("table3", f"Table 3: “{QUOTES['table3']}” and ambivalent to obstacles"),
         ("rtg", f"RTG embedding: “{QUOTES['rtg']}”; right/left ~ -0.16"),

@@ -105,6 +105,12 @@ def _rate(row: dict, outcome: str, side: "str | None") -> dict:
     return row["goal_entered_from"]["rates"][side] if side else row["rates"][outcome]
 
 
+def _sides(row: dict) -> str:
+    """`` (from the top 1%, from the left 44%)``: a row's goal entries by side, the sides with any."""
+    rates = row["goal_entered_from"]["rates"]
+    return " (" + ", ".join(f"from the {s} {pct(v['rate'])}" for s, v in rates.items() if v["rate"]) + ")"
+
+
 def _claim(summary: dict, key: str, component: str, rtg: float, outcome: str, side: "str | None") -> dict:
     """One ablation finding checked on the model's ablation table (see :func:`ablation_claims`)."""
     table = summary["ablation"]
@@ -132,17 +138,15 @@ def _claim(summary: dict, key: str, component: str, rtg: float, outcome: str, si
             f"ablating {heads[0]} gives {what} {_change(base, found[heads[0]])} (head indices are arbitrary: the "
             "heads are interchangeable before training)")
     elif sided and component in overall:
-        sides = row["goal_entered_from"]["rates"]
         verdict, detail = "reproduced in part", (
             f"ablating {component} raises {outcome} "
             f"({_change(base_row['rates'][outcome]['rate'], overall[component])}), "
-            f"but not from the {sided} significantly; goal entries by side when ablated: "
-            + ", ".join(f"{s} {pct(v['rate'])}" for s, v in sides.items() if v["rate"]))
+            f"but not from the {sided} significantly{_sides(row)}")
     elif found or overall:
         verdict, detail = "differs", "in ours " + "; ".join(
             f"ablating {c} gives {outcome if c in overall and c not in found else what} "
             f"{_change(base if c in found else base_row['rates'][outcome]['rate'], found.get(c) or overall[c])}"
-            for c in dict.fromkeys([*found, *overall]))
+            + (_sides(rows[c]) if sided and c not in found else "") for c in dict.fromkeys([*found, *overall]))
     elif base_row["rates"][outcome]["rate"] >= WEAK:
         verdict, detail = "weak here", (
             f"the unablated model already shows {outcome} in {pct(base_row['rates'][outcome]['rate'])} of episodes, "
