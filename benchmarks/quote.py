@@ -137,7 +137,23 @@ def dt_models_table() -> list:
     return side_by_side(load("benchmarks/results/dt_models.json"))
 
 
-BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table, "dt_models_table": dt_models_table}
+SIM_AGENTS = "benchmarks/results/sim_agents.json"
+
+
+def sim_agents_table() -> list:
+    """Agents inside the simulator: per agent, each outcome's rate in the environment and in the simulator (and the
+    imagined ends as their views show them) with Wilson intervals, as ``policylens sim agents`` writes it."""
+    from policylens.sim.agents_report import table_rows
+
+    return table_rows(load(SIM_AGENTS))
+
+
+BLOCKS = {
+    "edit_table": edit_table,
+    "zoo_table": zoo_table,
+    "dt_models_table": dt_models_table,
+    "sim_agents_table": sim_agents_table,
+}
 
 
 # ---------------------------------------------------------------- rewriting and checking

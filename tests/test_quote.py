@@ -56,3 +56,19 @@ def test_readme_and_docs_quote_their_files_exactly():
 def test_the_readme_editing_table_is_quoted():
     readme = (quote.ROOT / "README.md").read_text()
     assert "<!--quote edit_table-->" in readme
+
+
+def test_the_simulator_agents_table_is_the_benchmark_json_row_for_row():
+    quote.load.cache_clear()
+    filed = quote.load(quote.SIM_AGENTS)
+    table = quote.sim_agents_table()
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in table[2:]]
+    agent = None
+    for row in cells:
+        if row[0]:
+            agent = row[0].split("`")[1]
+            assert row[0] == f"`{agent}` ({filed['agents'][agent]['paired']} paired)"
+        if row[1] in filed["agents"][agent]["real"]:
+            for col, side in ((2, "real"), (3, "imagined"), (4, "imagined_view")):
+                assert row[col].startswith(f"{100 * filed['agents'][agent][side][row[1]]['rate']:.1f}%")
+    assert {r[0].split("`")[1] for r in cells if r[0]} == set(filed["agents"])

@@ -191,3 +191,41 @@ def test_negative_and_out_of_range_direction_indices_are_refused():
     with pytest.raises(KeyError):
         d.index("-1")
     assert d.index(2) == 2 and d.index("1") == 1
+
+
+# ---------------------------------------------------------------- findings by direction, over restarts
+
+
+def test_matched_spread_reads_each_restart_at_the_direction_matched_to_each_chosen_one():
+    from policylens.factors.stable import matched_spread
+
+    chosen = np.eye(3)
+    fits = [np.eye(3), np.eye(3)[[2, 0, 1]], np.eye(3)[[1, 2, 0]]]  # the same directions, permuted
+    finding = [[10, 20, 30], [30, 10, 20], [20, 30, 10]]  # direction k's finding is 10 * (k + 1) in every fit
+    got = matched_spread(chosen, fits, lambda r, j: finding[r][j])
+    assert [g["min"] for g in got] == [10, 20, 30] and [g["max"] for g in got] == [10, 20, 30]
+    assert all(g["n"] == 3 for g in got)
+
+
+def test_attribution_nmf_reports_each_directions_positive_share_over_the_restarts():
+    from policylens.factors import nmf_attributions
+
+    g = np.random.default_rng(0)
+    attr = torch.tensor(g.normal(size=(60, 6, 3, 3)) + [[[0]], [[0]], [[1]], [[1]], [[-1]], [[0]]],
+                        dtype=torch.float32)
+    d = nmf_attributions(attr, 3, layer="l")
+    for share, s in zip(d.meta["positive_share"], d.meta["positive_share_spread"]):
+        assert s["n"] == 5 and s["min"] <= share <= s["max"]
+
+
+def test_layer_scores_carry_each_directions_nmi_over_the_restarts(store_path):
+    from policylens import agents, rollouts
+    from policylens.scores import score_layer, store_frames
+
+    obs, masks = store_frames(rollouts.open(store_path), kinds=["agent", "ball", "goal"])
+    found = score_layer(agents.load("zoo:minigrid-do8-rgb"), obs, masks, "embed", 8)
+    for row in found.scores["directions"]:
+        nmi = row["entities"][row["best_entity"]]["nmi"]
+        assert row["nmi_spread"]["n"] == 5 and row["nmi_spread"]["min"] <= nmi <= row["nmi_spread"]["max"]
+    shares = found.scores["interpretable_share_restarts"]
+    assert len(shares) == 5 and shares[found.directions.meta["restart"]] == found.scores["interpretable_share"]

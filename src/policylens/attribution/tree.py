@@ -227,6 +227,13 @@ def _strip(node: dict) -> None:
         _strip(child)
 
 
+def saliency_trees(agent, obs, state, frames, k: int = 3) -> dict:
+    """``{t: the value's saliency tree at frame t}`` for the ``frames`` of one trajectory's ``obs`` (T, ...)
+    (``state`` (T, hidden): what a recurrent agent received, else None)."""
+    return {int(t): saliency_tree(agent, obs[t:t + 1], target="value", k=k,
+                                  state=None if state is None else state[t:t + 1]) for t in frames}
+
+
 def tree_nodes(tree: dict) -> list:
     """Every node of a tree, depth first, root first."""
     out = [tree]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .bundle import LayerView, Output, Trajectory, explorer_summary, write_explorer
+from .dispatch import TrajectoryMap
 from .encode import display_rgb
 from .maps import attention_maps, feature_maps, pool_factor, pool_sum
 
@@ -218,47 +219,44 @@ def nmf_sample(trajectories, frames: int) -> list:
 
 def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int = 10, nmf_frames: int = 1024,
                   thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, env: str = "",
-                  progress=None) -> LayerView:
+                  progress=None, over=None) -> LayerView:
     """Fill ``traj.maps[layer]`` of every trajectory and return the layer's view: attribution, NMF of value
     attributions (frames sampled evenly), maps over the directions, dataset-example thumbnails (drawn as the
     ``env`` draws its views), labels from ground truth (:mod:`.labels`). Maps of a layer wider than ``map_size``
-    are stored summed over blocks of positions (0: never)."""
+    are stored summed over blocks of positions (0: never). ``over``: where trajectories are analysed."""
     from ..factors import nmf_attributions
     from ..featvis import dataset_examples
     from .labels import feature_labels, frame_masks
     from .views import legend_images
 
+    over = over or TrajectoryMap(agent)
     _, gh, gw = check_layer(agent, layer)
     pool = pool_factor((gh, gw), map_size)
     grid = (-(-gh // pool), -(-gw // pool))
     shape = {"layer_grid": [int(gh), int(gw)], "pool": pool}
     if is_attention(agent, layer):
-        for traj in trajectories:
-            traj.maps[layer] = attention_layer_maps(agent, traj.obs, _state(traj), layer, pool)
-            progress and progress(1)
+        for traj, maps in zip(trajectories, over(attention_layer_maps, [(t.obs, _state(t)) for t in trajectories],
+                                                 layer, pool, progress=progress)):
+            traj.maps[layer] = maps
         heads = trajectories[0].maps[layer]["attention"].shape[2]
         return LayerView(layer, "attention", grid, tuple(f"head {h + 1}" for h in range(heads)),
                          (Output("attention", "attention maps", ("attention",)),), None,
                          {"method": "attention", **shape})
 
-    nmf_on, chosen, sample = "value attributions", nmf_sample(trajectories, nmf_frames), []
-    for traj, frames in chosen:
-        state = _state(traj)
-        sample.append(attributions(agent, traj.obs[frames], None if state is None else state[frames], layer,
-                                   "value", ig_steps, batch)[0])
+    nmf_on, chosen = "value attributions", nmf_sample(trajectories, nmf_frames)
+    frames_in = [(t.obs[f], None if t.state is None else _state(t)[f]) for t, f in chosen]
+    sample = [a for a, _ in over(attributions, frames_in, layer, "value", ig_steps, batch)]
     if not any(bool(a.any()) for a in sample):  # the value does not read this layer (a separate value trunk)
-        nmf_on, sample = "sampled-action logit attributions (the value does not read this layer)", []
-        for traj, frames in chosen:
-            state = _state(traj)
-            sample.append(action_attributions(agent, traj.obs[frames], None if state is None else state[frames],
-                                              np.asarray(traj.action)[frames], layer, ig_steps, batch)[0])
+        nmf_on = "sampled-action logit attributions (the value does not read this layer)"
+        sample = [a for a, _ in over(action_attributions, [(*x, np.asarray(t.action)[f]) for x, (t, f) in
+                                                            zip(frames_in, chosen)], layer, ig_steps, batch)]
     directions = nmf_attributions(torch.cat(sample), k, layer=layer, seed=seed)  # (k, C)
     labels, scores = feature_labels(torch.cat(sample), directions, frame_masks(trajectories, chosen, env))
     gaps = {"value": 0.0, "action": 0.0}  # largest IG completeness gap |sum(attr) - (F(x) - F(0))|
-    for traj in trajectories:
-        traj.maps[layer], gap = nmf_maps(agent, traj.obs, _state(traj), traj.action, directions, ig_steps, batch, pool)
+    for traj, (maps, gap) in zip(trajectories, over(nmf_maps, [(t.obs, _state(t), t.action) for t in trajectories],
+                                                    directions, ig_steps, batch, pool, progress=progress)):
+        traj.maps[layer] = maps
         gaps = {name: max(gaps[name], gap[name]) for name in gaps}
-        progress and progress(1)
     obs = np.concatenate([t.obs for t in trajectories])  # (N, H, W, C)
     states = [_state(t) for t in trajectories]
     state = None if states[0] is None else torch.cat(states)
@@ -278,17 +276,14 @@ def tree_frames(traj: Trajectory, bookmark_count: int, separation: int) -> list:
     return sorted({0, *(int(t) for t in marks)})
 
 
-def add_saliency_trees(agent, trajectories, frames_of, *, k: int = 2, progress=None) -> None:
+def add_saliency_trees(agent, trajectories, frames_of, *, k: int = 2, progress=None, over=None) -> None:
     """Fill ``traj.trees`` with the saliency tree of the value (gradient x activation, ``k`` children per
     node, down to the input pixels) at the frames ``frames_of(traj)`` of every trajectory."""
-    from ..attribution import saliency_tree
+    from ..attribution.tree import saliency_trees
 
-    for traj in trajectories:
-        state = _state(traj)
-        for t in frames_of(traj):
-            traj.trees[t] = saliency_tree(agent, traj.obs[t:t + 1], target="value", k=k,
-                                          state=None if state is None else state[t:t + 1])
-        progress and progress(1)
+    items = [(t.obs, _state(t), frames_of(t)) for t in trajectories]
+    for traj, trees in zip(trajectories, (over or TrajectoryMap(agent))(saliency_trees, items, k, progress=progress)):
+        traj.trees.update(trees)
 
 
 # ------------------------------------------------------------------------------------------------ the command
@@ -330,13 +325,14 @@ def written_key(out: Path) -> "dict | None":
 def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k: int = 8, out=None,
            ig_steps: int = 10, nmf_frames: int = 1024, bookmarks: int = 10, bookmark_separation: int = 3,
            thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, device: str = "cpu",
-           tree_k: int = 2, progress: bool = True, reuse: bool = False, overwrite: bool = False) -> dict:
+           tree_k: int = 2, progress: bool = True, reuse: bool = False, overwrite: bool = False,
+           backend: str = "process", workers: int = 1, ray_address: "str | None" = None) -> dict:
     """Write the explorer for ``episodes`` of the run's rollouts store (recorded first when the store does
     not exist). ``layers``: names (a list or a comma-separated string; default :func:`default_layers`).
     ``tree_k``: children per node of the saliency trees of each trajectory's first frame and bookmarks
     (0: no trees). ``reuse``: when ``out`` already holds an explorer written with the same agent weights,
     store and settings (:func:`export_key`), keep it instead of recomputing it (``"reused": True``); any other
-    explorer in ``out`` is refused unless ``overwrite``.
+    explorer in ``out`` is refused unless ``overwrite``. ``backend``, ``workers``: where trajectories are analysed.
     Returns :func:`~policylens.explorer.bundle.write_explorer`'s summary plus ``layers``, ``store``, ``reused``."""
     from tqdm.auto import tqdm
 
@@ -348,6 +344,7 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
     if not reuse:
         prepare_out(out, what="explorer", overwrite=overwrite)
     agent = load_agent(agent_dir, device=device).eval()
+    over = TrajectoryMap(agent, agent_dir, backend, workers, ray_address, device)  # workers start when needed
     names = [n.strip() for n in layers.split(",")] if isinstance(layers, str) else list(layers or [])
     names = [n for n in names if n] or default_layers(agent)
     for name in names:
@@ -376,13 +373,14 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
     try:
         views = [analyse_layer(agent, trajectories, name, k=k, ig_steps=ig_steps, nmf_frames=nmf_frames,
                                thumbnail=thumbnail, map_size=map_size, batch=batch, seed=seed, env=data.env,
-                               progress=bar.update)
+                               progress=bar.update, over=over)
                  for name in names]
         if tree_k:
             bar.total += len(trajectories)
             add_saliency_trees(agent, trajectories, lambda tr: tree_frames(tr, bookmarks, bookmark_separation),
-                               k=tree_k, progress=bar.update)
+                               k=tree_k, progress=bar.update, over=over)
     finally:
+        over.close()
         bar.close()
     for j, view in enumerate(views):
         if view.directions is not None:

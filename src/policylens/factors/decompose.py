@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .directions import Directions
-from .stable import choose, numerical_rank, one_thread, resample_frames, stability
+from .stable import choose, matched_spread, numerical_rank, one_thread, resample_frames, stability
 
 
 def as_float(x, name: str = "activations") -> torch.Tensor:
@@ -176,6 +176,13 @@ def nmf(x, k: int, *, layer: str, seed: int = 0, max_iter: int = 1000, tol: floa
     return (out, fits) if return_fits else out
 
 
+def _positive_share(coef: torch.Tensor, positive_rows: int) -> list:
+    """Per direction: its coefficient mass in the first ``positive_rows`` rows (the positive part) over its
+    total; None for an unused direction."""
+    mass, positive = coef.sum(0), coef[:positive_rows].sum(0)  # (K,), (K,)
+    return [float(p / m) if m > 0 else None for p, m in zip(positive, mass)]
+
+
 def _signed_parts(attr: torch.Tensor) -> torch.Tensor:
     rows = to_rows(attr)  # (M, C)
     return torch.cat([rows.clamp_min(0), (-rows).clamp_min(0)])  # (2M, C): positive part, then negative part
@@ -188,8 +195,9 @@ def nmf_attributions(attr, k: int, *, layer: str, seed: int = 0, max_iter: int =
     choice among ``restarts`` fits as :func:`nmf`.
 
     ``meta``: ``residual`` over the stacked matrix, ``positive_share`` (per direction: its coefficient mass
-    in the positive rows over its total; None if unused), ``sign_split = "batch"``, plus what :func:`nmf`
-    records.
+    in the positive rows over its total; None if unused) and ``positive_share_spread`` (its median, min and
+    max over the restarts, each restart's direction matched to this one), ``sign_split = "batch"``, plus what
+    :func:`nmf` records.
     """
     a = as_float(attr, "attributions")
     parts = _signed_parts(a)  # (2M, C)
@@ -197,11 +205,10 @@ def nmf_attributions(attr, k: int, *, layer: str, seed: int = 0, max_iter: int =
     kk = _cap_k(k, parts, "nmf_attributions")
     chosen, meta, fits = settle(_nmf_fitter(kk, seed, max_iter, tol), a, _signed_parts, seed=seed,
                                 restarts=restarts, bootstrap=bootstrap)
-    coef = chosen.meta["coef"]  # (2M, K)
-    mass = coef.sum(0)  # (K,)
-    positive = coef[: parts.shape[0] // 2].sum(0)  # (K,)
-    share = [float(p / m) if m > 0 else None for p, m in zip(positive, mass)]  # None: an unused direction
-    meta = {"on": "attributions", "sign_split": "batch", **_nmf_meta(chosen, meta, k, kk), "positive_share": share,
+    shares = [_positive_share(f.meta["coef"], parts.shape[0] // 2) for f in fits]  # per restart, per direction
+    spread = matched_spread(chosen.vectors.numpy(), [f.vectors.numpy() for f in fits], lambda r, j: shares[r][j])
+    meta = {"on": "attributions", "sign_split": "batch", **_nmf_meta(chosen, meta, k, kk),
+            "positive_share": shares[meta["restart"]], "positive_share_spread": spread,
             "rows": parts.shape[0], "shape": list(a.shape[1:])}
     out = Directions(chosen.vectors, layer, tuple(labels or ())[:kk], "nmf", meta)
     return (out, fits) if return_fits else out

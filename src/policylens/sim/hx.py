@@ -1,4 +1,4 @@
-"""Hidden-state analysis (seed 002, "Analysis of agent's hidden state"): what a recurrent agent is "thinking".
+"""Hidden-state analysis (Saliency as causality, "Analysis of agent's hidden state"): what a recurrent agent is "thinking".
 
 The core, :func:`analyze`, takes any ``(N, D)`` array of states (the agent's ``hx`` on real rollouts, or the
 simulator's own state) and returns an :class:`HxAnalysis`:
