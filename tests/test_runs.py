@@ -248,9 +248,9 @@ def test_the_zoo_decision_transformer_analyses_as_shipped(name, tmp_path, monkey
                         "--progress", "false")
     assert code == 0, err[-2000:]
     analysis = tmp_path / "runs" / name / "analysis"
-    for name in ("situations.json", "examples.json", "patching.json", "circuits.json", "means.safetensors",
+    for part in ("situations.json", "examples.json", "patching.json", "circuits.json", "means.safetensors",
                  "windows.safetensors", "summary.json"):
-        assert (analysis / name).is_file(), name
+        assert (analysis / part).is_file(), part
     import json
 
     summary = json.loads((analysis / "summary.json").read_text())
