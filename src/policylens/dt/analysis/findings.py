@@ -225,9 +225,10 @@ def table1_lines(summary: dict) -> list:
         b = next(x for x in calibration["behaviours"] if abs(x["target_rtg"] + 1) < 1e-6)
         if any(c["rtg"] < 0 for c in differs) and walls + obstacles and b["wall"] + b["obstacle"]:
             data_share, ours_share = walls / (walls + obstacles), b["wall"] / (b["wall"] + b["obstacle"])
-            mix = (f"in the training data {walls} failed episodes ended at a wall and {obstacles} at an obstacle "
-                   f"({pct(data_share)} walls); at RTG -1 {pct(ours_share)} of ours' failures are at a wall")
+            mix = (f"in the store the windows were drawn from (`{summary.get('store', '?')}`, the training data or a "
+                   f"collection made the same way) {walls} failed episodes ended at a wall and {obstacles} at an "
+                   f"obstacle ({pct(data_share)} walls); at RTG -1 {pct(ours_share)} of ours' failures are at a wall")
             same = abs(data_share - ours_share) <= SAME_MIX
             lines[-1] += (f" A decision transformer imitates the failures it was shown: {mix}." if same
-                          else f" The training data does not account for it: {mix}.")
+                          else f" The episodes it was shown do not account for it: {mix}.")
     return lines
