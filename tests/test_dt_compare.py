@@ -191,3 +191,17 @@ def test_cli_compare_refuses_what_it_cannot_read_and_what_is_there(quick, tmp_pa
         main(["compare", str(work / "ppo"), "--out", str(tmp_path / "d")])
     with pytest.raises(ValueError, match="needs --out"):
         main(["compare", *runs])
+
+
+SHIPPED = ("zoo/dt-minigrid-do8/report.md", "zoo/dt-minigrid-do8-raw/report.md", "docs/decision-transformer-models.md")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_reports_and_docs_name_the_paper_and_quote_it_word_for_word(name):
+    from pathlib import Path
+
+    markdown = (Path(__file__).resolve().parent.parent / name).read_text()
+    assert "Decision Transformer Interpretability" in markdown and "seed" not in markdown.replace("--seed", "")
+    if PAPER:
+        text, spans = _paper_text(), [re.sub(r"\s+", " ", q) for q in _quoted(markdown)]  # wrapped lines
+        assert len(spans) >= 3 and all(q in text for q in spans), [q for q in spans if q not in text]
