@@ -129,6 +129,14 @@ def zoo_table() -> list:
     return rows
 
 
+def dt_models_table() -> list:
+    """Decision Transformer Interpretability's findings side by side for the zoo's decision transformers
+    (``python -m benchmarks.dt_models``)."""
+    from policylens.dt.analysis.compare import side_by_side
+
+    return side_by_side(load("benchmarks/results/dt_models.json"))
+
+
 SIM_AGENTS = "benchmarks/results/sim_agents.json"
 
 
@@ -232,7 +240,7 @@ def sim_balls_table() -> list:
 BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table, "sim_agents_table": sim_agents_table,
           "sim_fidelity_table": sim_fidelity_table, "sim_reach_table": sim_reach_table,
           "sim_closed_loop_table": sim_closed_loop_table, "sim_swap_table": sim_swap_table,
-          "sim_balls_table": sim_balls_table}
+          "sim_balls_table": sim_balls_table, "dt_models_table": dt_models_table}
 
 
 # ---------------------------------------------------------------- rewriting and checking

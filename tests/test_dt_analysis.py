@@ -315,6 +315,7 @@ def test_inputs_from_env_state_rebuild_the_training_window(trained):
 
 
 def test_cli_analyze_and_ablate_on_a_tiny_run(trained, capsys):
+    from policylens.dt.analysis.paper import quote
     from policylens.dt.analysis.report import write_report
     from policylens.dt.cli import main
 
@@ -328,7 +329,7 @@ def test_cli_analyze_and_ablate_on_a_tiny_run(trained, capsys):
     assert table["ablations"] == ["blocks.0.attn.head0", "blocks.0.attn.head1", "blocks.0.mlp"]
     assert table["mode"] == "mean" and {r["rtg"] for r in table["rows"]} == {-1.0, 0.0, 0.9}
     report = (trained / "report.md").read_text()
-    assert "## Decision-transformer analysis" in report and "ablating head 1 makes the DT hit obstacles" in report
+    assert "## Decision-transformer analysis" in report and quote("head1") in report
     write_report(trained, summary)  # writing again replaces the section instead of appending another
     assert (trained / "report.md").read_text().count("## Decision-transformer analysis") == 1
     assert summary["examples"] and set(summary["examples"]) <= set(ENTITIES)

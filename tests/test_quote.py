@@ -83,7 +83,7 @@ def unquoted_prose(text: str) -> str:
     """``text`` without what may hold a figure legitimately: quote marks (filled from JSON), code (commands and
     settings), link targets, quotations of the papers ("..."), and the Python version it needs."""
     for pattern in (r"```.*?```", r"<!--quote \S+-->.*?<!--/quote-->", r"<!--q .*?<!--/q-->", r"`[^`\n]*`",
-                    r"\]\([^)]*\)", r'"[^"\n]*"', r"Python \d+\.\d+"):
+                    r"\]\([^)]*\)", r'"[^"]*"', r"Python \d+\.\d+"):
         text = re.sub(pattern, lambda m: "\n" * m[0].count("\n"), text, flags=re.S)  # lines keep their numbers
     return text
 

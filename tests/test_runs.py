@@ -238,25 +238,26 @@ def test_commands_on_zoo_agents_write_to_runs_and_leave_the_zoo_unchanged(zoo_co
 
 
 # ------------------------------------------------------------------------------------------------ dt on the zoo
-def test_the_zoo_decision_transformer_analyses_as_shipped(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("name", ["dt-minigrid-do8", "dt-minigrid-do8-raw"])
+def test_the_zoo_decision_transformer_analyses_as_shipped(name, tmp_path, monkeypatch, capsys):
     """Its training store is not committed: analyze and (mean) ablate read the windows it ships, write runs/NAME."""
     monkeypatch.chdir(tmp_path)
-    model = REAL_ZOO / "dt-minigrid-do8"
+    model = REAL_ZOO / name
     before = snapshot(model)
-    code, out, err = pl(capsys, "dt", "analyze", "zoo:dt-minigrid-do8", "--episodes", 0, "--windows", 500,
+    code, out, err = pl(capsys, "dt", "analyze", f"zoo:{name}", "--episodes", 0, "--windows", 500,
                         "--progress", "false")
     assert code == 0, err[-2000:]
-    analysis = tmp_path / "runs" / "dt-minigrid-do8" / "analysis"
-    for name in ("situations.json", "examples.json", "patching.json", "circuits.json", "means.safetensors",
+    analysis = tmp_path / "runs" / name / "analysis"
+    for part in ("situations.json", "examples.json", "patching.json", "circuits.json", "means.safetensors",
                  "windows.safetensors", "summary.json"):
-        assert (analysis / name).is_file(), name
+        assert (analysis / part).is_file(), part
     import json
 
     summary = json.loads((analysis / "summary.json").read_text())
     assert summary["windows"] == 500 and summary["windows_from"] == str(model / "windows.safetensors")
-    code, out, err = pl(capsys, "dt", "ablate", "zoo:dt-minigrid-do8", "--episodes", 2, "--rtgs", "0.9",
+    code, out, err = pl(capsys, "dt", "ablate", f"zoo:{name}", "--episodes", 2, "--rtgs", "0.9",
                         "--components", "blocks.0.attn.head1", "--progress", "false")
-    assert code == 0 and "runs/dt-minigrid-do8/ablate/ablation.json" in out, err[-2000:]
+    assert code == 0 and f"runs/{name}/ablate/ablation.json" in out, err[-2000:]
     assert snapshot(model) == before
 
 

@@ -1,5 +1,5 @@
-"""Decision transformers on MiniGrid (seed 004): trajectories, a TransformerLens-hooked model, training,
-calibration.
+"""Decision transformers on MiniGrid (Decision Transformer Interpretability): trajectories, a
+TransformerLens-hooked model, training, calibration.
 
 >>> from policylens import dt
 >>> dt.collect_trajectories(dt.CollectConfig(run="zoo:minigrid-do8-rgb", episodes=1000,

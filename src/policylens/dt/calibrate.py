@@ -1,5 +1,5 @@
-"""``policylens dt calibrate RUN``: achieved return against target RTG (the seed's Figure 5) and the behaviours
-at RTG -1, 0 and 0.9 counted from ground truth (the seed's Table 1).
+"""``policylens dt calibrate RUN``: achieved return against target RTG (Decision Transformer
+Interpretability's Figure 5) and the behaviours at RTG -1, 0 and 0.9 counted from ground truth (its Table 1).
 
 Every target plays the same levels with the same env randomness (see :mod:`policylens.dt.play`). How each
 episode ended is the env's cause, read from the grid: ``success`` (reached the goal), ``obstacle`` (walked
@@ -68,7 +68,8 @@ def behaviour_counts(result: dict) -> dict:
 
 
 def behaviour_table(results: list, table_rtgs: list) -> str:
-    """Markdown: counts per behaviour at each table RTG, and the seed's Table 1 as avoidance shares."""
+    """Markdown: counts per behaviour at each table RTG, and Decision Transformer Interpretability's Table 1 as
+    avoidance shares."""
     rows = [r for t in table_rtgs for r in results if abs(r["target_rtg"] - t) < 1e-9]
     head = "| target RTG | episodes | " + " | ".join(label for _, label in BEHAVIOURS) + " | other | mean return |"
     lines = [head, "|" + "---|" * (len(BEHAVIOURS) + 4)]
@@ -77,7 +78,8 @@ def behaviour_table(results: list, table_rtgs: list) -> str:
         cells = [f"{counts[c]} ({counts[c] / n:.0%})" for c, _ in BEHAVIOURS]
         lines.append(f"| {r['target_rtg']:g} | {n} | " + " | ".join(cells)
                      + f" | {counts['other']} | {r['mean_return']:.3f} |")
-    lines += ["", "Avoidance (share of episodes that did not end that way; the seed's Table 1):", "",
+    lines += ["", "Avoidance (share of episodes that did not end that way; Decision Transformer Interpretability's "
+              "Table 1):", "",
               "| behaviour | " + " | ".join(f"RTG {r['target_rtg']:g}" for r in rows) + " |",
               "|---|" + "---|" * len(rows)]
     for cause, name in (("wall", "wall avoidance"), ("obstacle", "obstacle avoidance"), ("success", "goal avoidance")):

@@ -14,6 +14,8 @@ SUBCOMMANDS = {
                 "attribution, ablation table, patching, RTG scans, QK/OV circuits -> RUN/analysis, RUN/report.md"),
     "ablate": ("policylens.dt.analysis.analyze:ablate_main",
                "ablate heads/MLPs and compare behaviour by RTG with the unablated model"),
+    "compare": ("policylens.dt.analysis.compare",
+                "Decision Transformer Interpretability's findings side by side for analysed models -> JSON + markdown"),
     "app": ("policylens.dt.app.server", "play MiniGrid beside the model on 127.0.0.1: policy, attention, contributions, "
             "ablations live"),
 }
@@ -25,6 +27,7 @@ EXAMPLES = [
     "policylens dt calibrate runs/dt --rtgs -1,-0.5,0,0.5,0.9,1 --episodes 50",
     "policylens dt analyze runs/dt --episodes 100",
     "policylens dt ablate runs/dt --components blocks.0.attn.head0,blocks.0.attn.head1,blocks.0.mlp",
+    "policylens dt compare zoo:dt-minigrid-do8 zoo:dt-minigrid-do8-raw --out runs/dt-compare",
     "policylens dt app zoo:dt-minigrid-do8",
 ]
 

@@ -13,8 +13,8 @@ every finished episode and re-running the same command with ``--resume`` tops th
 (episodes in flight at the kill are replaced by fresh ones of the strategies still missing); an existing store
 is refused without ``--resume`` or ``--overwrite``.
 
-Afterwards the RTG distribution (the seed's Figure 4) is written beside the store: ``NAME_rtg.png`` and
-``NAME_rtg.json`` (episodes, return and causes per strategy).
+Afterwards the RTG distribution (Decision Transformer Interpretability's Figure 4) is written beside the store:
+``NAME_rtg.png`` and ``NAME_rtg.json`` (episodes, return and causes per strategy).
 """
 from __future__ import annotations
 
@@ -237,7 +237,8 @@ def _collect_into(writer, agent, cfg, env_spec, strategies, shares, extra, has_e
 
 def rtg_report(store_path) -> dict:
     """The RTG distribution of a trajectory store: ``NAME_rtg.json`` (per strategy: episodes, mean return,
-    causes; per-frame RTG histogram) and ``NAME_rtg.png`` (the seed's Figure 4) beside the store."""
+    causes; per-frame RTG histogram) and ``NAME_rtg.png`` (Decision Transformer Interpretability's Figure 4) beside
+    the store."""
     from .plots import plot_rtg_distribution
 
     store = open_store(store_path)

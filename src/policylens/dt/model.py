@@ -61,9 +61,9 @@ class DTConfig:
     d_mlp: int = 256
     """MLP hidden width (0: attention-only blocks)"""
     context: int = 1
-    """timesteps in the window (1, 3, 9 in the seed)"""
+    """timesteps in the window (1, 3, 9 in Decision Transformer Interpretability)"""
     layer_norm: bool = False
-    """LayerNorm before attention, MLP and unembedding (the seed removes it for linearity)"""
+    """LayerNorm before attention, MLP and unembedding (the paper removes it for linearity)"""
     max_timestep: int = 256
     """rows of the time embedding: episode steps 0 .. max_timestep - 1"""
     act_fn: str = "relu"
@@ -215,8 +215,8 @@ class StateEmbedding(nn.Module):
     Features (``hook_features``, (B, K, H, W, F)): ``grid``/``cnn`` the one-hot view (F = 20: 11 object,
     6 colour, 3 state indices), ``raw`` the integer encoding as floats (F = 3). ``grid``/``raw`` are one
     linear map of the flattened features, so each cell and channel writes a fixed vector into the residual
-    stream (the seed's per-position contributions). Float input of the feature shape (e.g. a one-hot view
-    for attribution) is taken as the features directly.
+    stream (Decision Transformer Interpretability's per-position contributions). Float input of the feature
+    shape (e.g. a one-hot view for attribution) is taken as the features directly.
     """
 
     def __init__(self, kind: str, obs_shape: tuple, d_model: int):

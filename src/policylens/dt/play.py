@@ -4,6 +4,10 @@ Episode ``k`` plays level ``start_level + k`` (a MiniGrid reset seed) with env r
 seeded from ``(seed, k)``, so two targets (or two models, or a model and its ablation) face the same levels
 and the same obstacle moves while their actions agree (common random numbers). The RTG fed at step t is the
 target minus the rewards received so far, as in the decision-transformer paper.
+
+Each record also says from which side the agent entered the cell its last step walked into (``entered_from``:
+``left``, ``top``, ``right`` or ``bottom`` of that cell, from the way it faced): Decision Transformer
+Interpretability tells goal entries "from the top" and "from the left" apart.
 """
 from __future__ import annotations
 
@@ -19,6 +23,9 @@ from ..evaluate.run import episode_seed, pick_actions
 from ..evaluate.stats import wilson_interval
 from .data import symbolic_env
 
+# MiniGrid's agent_dir (0 east, 1 south, 2 west, 3 north) -> the side of the cell ahead the agent enters it from
+ENTERED_FROM = ("left", "top", "right", "bottom")
+
 
 def check_target(model, target_rtg: float) -> None:
     """Warn (and go on) when the target lies outside the RTGs the model saw in training."""
@@ -31,7 +38,8 @@ def check_target(model, target_rtg: float) -> None:
 @torch.no_grad()
 def play(model, env: str, target_rtg: float, episodes: int, start_level: int = 1_000_000, seed: int = 0,
          policy: str = "sample", temperature: float = 1.0, batch: int = 64) -> list:
-    """Play ``episodes`` episodes; returns per episode ``{"level", "return", "length", "cause", "success"}``."""
+    """Play ``episodes`` episodes; returns per episode ``{"level", "return", "length", "cause", "success",
+    "entered_from"}`` (``entered_from``: the side of the cell ahead the last step faced, see :data:`ENTERED_FROM`)."""
     if policy not in POLICIES:
         raise ValueError(f"policy {policy!r}; expected one of {POLICIES}")
     if episodes < 1 or batch < 1:
@@ -70,12 +78,13 @@ def _play_together(model, spec, target_rtg, ks, start_level, seed, policy, tempe
                        torch.arange(w.start, w.stop, device=device).expand(len(rows), k))[:, -1]  # (b, A)
         picked = pick_actions(logits.float().cpu(), policy, temperature, [rngs[i] for i in rows])  # (b,)
         for i, a in zip(rows, picked):
+            facing = int(envs[i].envs[0].agent_dir)  # before the step: a finished env resets
             obs, reward, done, info = envs[i].step(np.array([a]))
             actions[i, t] = a
             if done[0]:
                 ep = info[0]["episode"]
                 records[i] = {"level": start_level + ks[i], "return": ep["return"], "length": ep["length"],
-                              "cause": ep["cause"], "success": ep["success"]}
+                              "cause": ep["cause"], "success": ep["success"], "entered_from": ENTERED_FROM[facing]}
                 active[i] = False
             else:
                 states[i, t + 1], rtgs[i, t + 1] = obs[0], rtgs[i, t] - reward[0]

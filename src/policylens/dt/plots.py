@@ -82,8 +82,9 @@ def plot_training(csv_path, png) -> Path:
 
 
 def plot_calibration(results: list, png, rtg_range=None) -> Path:
-    """Left: achieved return against target RTG with 95% intervals and the diagonal (the seed's Figure 5);
-    right: how the episodes ended at each target. ``results``: :func:`~policylens.dt.calibrate.summarize` dicts."""
+    """Left: achieved return against target RTG with 95% intervals and the diagonal (Decision Transformer
+    Interpretability's Figure 5); right: how the episodes ended at each target. ``results``:
+    :func:`~policylens.dt.calibrate.summarize` dicts."""
     plt = _pyplot()
     targets = np.array([r["target_rtg"] for r in results])
     means = np.array([r["mean_return"] for r in results])

@@ -1,7 +1,8 @@
 """``policylens dt train --store STORE --out RUN``: a decision transformer on recorded trajectories.
 
-AdamW with a linear warm-up to ``lr`` (then constant, as the seed), cross-entropy of the action at every
-state token of K-step windows, a held-out split of whole episodes, and every ``eval_every`` steps the model
+AdamW with a linear warm-up to ``lr`` (then constant, as Decision Transformer Interpretability), cross-entropy of
+the action at every state token of K-step windows, a held-out split of whole episodes, and every ``eval_every``
+steps the model
 plays the env conditioned on each ``eval_rtgs`` target. Writes ``RUN/agent/`` (config.json +
 weights.safetensors + trainer state), ``RUN/train.csv`` (one row per evaluation) and ``RUN/curve.png``.
 
@@ -47,9 +48,9 @@ class DTTrainConfig:
     d_mlp: int = 256
     """MLP hidden width (0: attention only)"""
     context: int = 1
-    """timesteps per window (the seed: 1, 3 or 9)"""
+    """timesteps per window (Decision Transformer Interpretability: 1, 3 or 9)"""
     state_embedding: str = "grid"
-    """grid (linear on the one-hot view) | raw (linear on the integer encoding, the seed's first model) | cnn"""
+    """grid (linear on the one-hot view) | raw (linear on the integer encoding, the paper's first model) | cnn"""
     layer_norm: bool = False
     """LayerNorm in the blocks and before the unembedding"""
     act_fn: str = "relu"
@@ -67,7 +68,7 @@ class DTTrainConfig:
     max_grad_norm: float = 1.0
     """gradient clipping (0: off)"""
     final_step_weight: float = 1.0
-    """how many times more often an episode's last step is drawn (the seed oversampled final steps)"""
+    """how many times more often an episode's last step is drawn (the paper oversampled final steps)"""
     val_fraction: float = 0.1
     """share of the episodes held out for the validation loss"""
     eval_every: int = 500

@@ -1,4 +1,5 @@
-"""Analyses of a decision transformer (seed 004): logit attribution, ablation, patching, RTG scans, circuits.
+"""Analyses of a decision transformer (Decision Transformer Interpretability): logit attribution, ablation,
+patching, RTG scans, circuits.
 
 >>> from policylens.dt import load_dt
 >>> from policylens.dt import analysis as A

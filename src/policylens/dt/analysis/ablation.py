@@ -7,9 +7,10 @@ model (its whole activation; ``("blocks.0.attn.hook_q", h)`` etc. take one head 
 Mean ablation replaces the activation by its mean over a dataset (:func:`component_means`), position by
 position: a window shorter than the one the means came from takes the means of the last positions.
 
-:func:`ablation_table` is the seed's Figure 7 as numbers: each set of components ablated while the model plays
-the same levels with the same env randomness at each target RTG as the unablated model, so outcomes pair up
-level by level (McNemar's test, Holm over the causes) and rates get Wilson 95% intervals.
+:func:`ablation_table` is Decision Transformer Interpretability's Figure 7 as numbers: each set of components
+ablated while the model plays the same levels with the same env randomness at each target RTG as the unablated
+model, so outcomes pair up level by level (McNemar's test, Holm over the causes) and rates get Wilson 95%
+intervals.
 """
 from __future__ import annotations
 
@@ -212,28 +213,54 @@ def _outcomes(records: list) -> dict:
     return counts
 
 
-def _row(rtg: float, label: str, records: list, base: "list | None", alpha: float) -> dict:
+def _cause(r: dict) -> str:
+    return r["cause"] if r["cause"] in OUTCOMES else "other"
+
+
+def _paired(base: list, records: list, events: dict, alpha: float) -> dict:
+    """McNemar tests, paired by level, of each event (``{name: record -> bool}``) that happened in either run,
+    Holm-corrected over those events:
+    ``{name: {delta, only_unablated, only_ablated, p_value, p_holm, significant}}``."""
     from ...evaluate.compare import holm, mcnemar_exact
+
+    tests, pvalues = {}, {}
+    for name, happened in events.items():
+        was, now = [happened(r) for r in base], [happened(r) for r in records]
+        if not any(was) and not any(now):
+            continue
+        only_base = sum(a and not b for a, b in zip(was, now))
+        only_ablated = sum(b and not a for a, b in zip(was, now))
+        pvalues[name] = mcnemar_exact(only_base, only_ablated)
+        tests[name] = {"delta": (sum(now) - sum(was)) / len(records), "only_unablated": only_base,
+                       "only_ablated": only_ablated, "p_value": pvalues[name]}
+    for name, p in holm(pvalues).items():
+        tests[name].update(p_holm=p, significant=p < alpha)
+    return tests
+
+
+def _rates(counts: dict, n: int) -> dict:
     from ...evaluate.stats import wilson_interval
 
+    return {k: {"rate": c / n, "ci95": list(wilson_interval(c, n))} for k, c in counts.items()}
+
+
+def _row(rtg: float, label: str, records: list, base: "list | None", alpha: float) -> dict:
+    """One row: outcome counts and rates; the goal entries by the side the agent came from (Decision Transformer
+    Interpretability's "from the top", "from the left"); paired tests against the unablated ``base``."""
+    from ..play import ENTERED_FROM
+
     n, counts = len(records), _outcomes(records)
-    row = {"rtg": rtg, "ablation": label, "episodes": n, "counts": counts,
-           "rates": {o: {"rate": c / n, "ci95": list(wilson_interval(c, n))} for o, c in counts.items()}}
+    goal = {side: sum(r["cause"] == "success" and r.get("entered_from") == side for r in records)
+            for side in ENTERED_FROM}
+    row = {"rtg": rtg, "ablation": label, "episodes": n, "counts": counts, "rates": _rates(counts, n),
+           "goal_entered_from": {"counts": goal, "rates": _rates(goal, n)}}
     if base is not None:
         if [r["level"] for r in base] != [r["level"] for r in records]:
             raise ValueError("the ablated and unablated runs did not play the same levels; cannot pair them")
-        tests, pvalues = {}, {}
-        for o in [o for o in counts if counts[o] or _outcomes(base)[o]]:
-            was = [(r["cause"] if r["cause"] in OUTCOMES else "other") == o for r in base]
-            now = [(r["cause"] if r["cause"] in OUTCOMES else "other") == o for r in records]
-            only_base = sum(a and not b for a, b in zip(was, now))
-            only_ablated = sum(b and not a for a, b in zip(was, now))
-            pvalues[o] = mcnemar_exact(only_base, only_ablated)
-            tests[o] = {"delta": (sum(now) - sum(was)) / n, "only_unablated": only_base,
-                        "only_ablated": only_ablated, "p_value": pvalues[o]}
-        for o, p in holm(pvalues).items():
-            tests[o].update(p_holm=p, significant=p < alpha)
-        row["vs_unablated"] = tests
+        row["vs_unablated"] = _paired(base, records, {o: (lambda r, o=o: _cause(r) == o) for o in counts}, alpha)
+        row["goal_entered_from"]["vs_unablated"] = _paired(
+            base, records, {s: (lambda r, s=s: r["cause"] == "success" and r.get("entered_from") == s)
+                            for s in ENTERED_FROM}, alpha)
     return row
 
 
@@ -241,10 +268,11 @@ def ablation_table(model, env_spec: str, components_sets, rtgs=(-1, 0, 0.9), epi
                    mode: str = "zero", means: "dict | None" = None, start_level: int = 1_000_000, seed: int = 0,
                    policy: str = "sample", temperature: float = 1.0, batch: int = 64, alpha: float = 0.05,
                    progress: bool = False) -> dict:
-    """Behaviour (success / obstacle / wall / timeout rates, Wilson 95% CIs) at each target RTG of the model and
-    of each ablated copy, on the same levels; paired McNemar tests against the unablated model, Holm-corrected
-    over the outcomes of a row. ``components_sets``: e.g. ``["blocks.0.attn.head0", "blocks.0.attn.head1",
-    "blocks.0.mlp", ["blocks.0.attn.head0", "blocks.0.attn.head1"]]``."""
+    """Behaviour (success / obstacle / wall / timeout rates, Wilson 95% CIs, and the goal entries by the side the
+    agent came from) at each target RTG of the model and of each ablated copy, on the same levels; paired
+    McNemar tests against the unablated model, Holm-corrected over the outcomes (and over the sides) of a row.
+    ``components_sets``: e.g. ``["blocks.0.attn.head0", "blocks.0.attn.head1", "blocks.0.mlp",
+    ["blocks.0.attn.head0", "blocks.0.attn.head1"]]``."""
     from tqdm.auto import tqdm
 
     from ..play import play

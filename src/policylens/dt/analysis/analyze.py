@@ -25,6 +25,8 @@ from ...runs import prepare_out
 from .windows import FILE as WINDOWS_FILE
 from .windows import load_windows, model_folder, save_windows
 
+TABLE_FORMAT = 2  # an ablation table cached in another format (2: goal entries by side) is played again
+
 
 @dataclass
 class AnalyzeConfig:
@@ -37,13 +39,13 @@ class AnalyzeConfig:
     rtgs: tuple = ("-1", "0", "0.9")
     """target RTGs of the ablation table and of attribution by situation"""
     mode: str = "mean"
-    """ablation: mean (means over the store's windows, as the seed) | zero"""
+    """ablation: mean (means over the store's windows, as Decision Transformer Interpretability) | zero"""
     components: tuple = ()
     """ablation sets, '+' joining components of one set (default: each head and each MLP alone)"""
     windows: int = 2000
     """windows drawn from the store for means and attribution by situation"""
     preference: tuple = ("forward", "right")
-    """the preference (action minus action) that figures and the report read (the seed's forward - right)"""
+    """the preference (action minus action) that figures and the report read (the paper's forward - right)"""
     start_level: int = 1_000_000
     """first level of the ablation episodes (the same levels for every ablation and RTG)"""
     seed: int = 0
@@ -179,7 +181,8 @@ def _ablation(cfg: AnalyzeConfig, model, rtgs: list, means: dict, path: Path) ->
 
     weights = hashlib.sha256((dt_dir(cfg.run) / "weights.safetensors").read_bytes()).hexdigest()
     sets = parse_sets(model, cfg.components)
-    key = {"weights_sha256": weights, "env": model.env, "episodes": cfg.episodes, "rtgs": rtgs, "mode": cfg.mode,
+    key = {"format": TABLE_FORMAT, "weights_sha256": weights, "env": model.env, "episodes": cfg.episodes,
+           "rtgs": rtgs, "mode": cfg.mode,
            "components": [[str(c) for c in s] for s in sets], "start_level": cfg.start_level, "seed": cfg.seed,
            "policy": cfg.policy, "windows": cfg.windows, "store": cfg.store}
     if not cfg.fresh and path.is_file():

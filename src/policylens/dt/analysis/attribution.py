@@ -1,4 +1,5 @@
-"""Direct logit attribution of a decision transformer (seed 004's logit and preference attribution).
+"""Direct logit attribution of a decision transformer (Decision Transformer
+Interpretability's logit and preference attribution).
 
 The residual stream at the state token that predicts an action is a sum of components: the token embedding
 (the state token's own; RTG and action tokens sit at other positions, so their direct share here is 0), the

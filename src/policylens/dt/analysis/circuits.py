@@ -1,4 +1,5 @@
-"""QK and OV circuits of a decision transformer, read over the 7x7 view (seed 004's Figures 14, 16, 17).
+"""QK and OV circuits of a decision transformer, read over the 7x7 view (Decision Transformer
+Interpretability's Figures 14, 16, 17).
 
 With a linear state embedding (``grid``/``raw``), putting entity ``e`` (empty, wall, obstacle, goal: MiniGrid's
 object, colour, state codes) at cell ``(x, y)`` of the view adds a fixed vector to the state token. Pushing
@@ -9,7 +10,7 @@ the view:
   back-of-envelope calculation, for every cell);
 - ``ov``: through head h's OV circuit to the unembedding, what the head writes when it attends to the state;
 - ``qk_to_rtg``: through head h's QK circuit against the RTG token's key, how the entity changes the score of
-  attending from the state to the RTG (the seed: anything but an empty cell in front suppresses it).
+  attending from the state to the RTG (the paper: anything but an empty cell in front suppresses it).
 
 The RTG and time embeddings are projected on preference directions directly and through each head's OV.
 The bilinear circuits use TransformerLens ``FactoredMatrix``es (``model.QK``, ``model.OV``). LayerNorm, when
@@ -100,7 +101,9 @@ def circuit_maps(model, preference=("forward", "right"), rtg: "float | None" = N
     """Maps over the view for every entity (minus empty): ``direct`` (E, H, W), ``ov`` (heads, E, H, W) on the
     ``preference``, ``qk_to_rtg`` (heads, E, H, W) against the RTG token at ``rtg`` (default: the top of the
     training RTGs, else 1) at episode step ``key_time`` (its time embedding added to the key; None: left out);
-    plus ``direct_absolute`` (E, H, W) without subtracting empty (the seed's Table 3)."""
+    plus ``direct_absolute`` (E, H, W) without subtracting empty (the paper's Table 3) and ``front_weights`` (F,)
+    the direct push of each input feature of the cell ahead (``raw``: per unit of the object, colour and state
+    code, the paper's 0.27 and -0.742)."""
     weights, label = target_direction(model, preference)
     vectors = entity_vectors(model)  # (E, H, W, d)
     n_e, h, w, d = vectors.shape
@@ -114,8 +117,10 @@ def circuit_maps(model, preference=("forward", "right"), rtg: "float | None" = N
     key = rtg_vector(model, rtg) + (model.W_time.detach()[key_time] if key_time is not None else 0)  # (d,)
     qk = full_qk(model, rows, key[None], layer).AB[..., 0].reshape(-1, n_e, h, w)  # (heads, E, H, W)
     minus_empty = lambda x: x - x[..., empty:empty + 1, :, :]  # noqa: E731
+    x, y = front_cell(model)
+    front = state_weights(model)[x, y] @ to_pref  # (F,) per input feature of the cell ahead
     return {"entities": list(ENTITIES), "preference": label, "rtg": float(rtg), "layer": layer, "key_time": key_time,
-            "front_cell": list(front_cell(model)), "direct_absolute": direct_abs.numpy(),
+            "front_cell": [x, y], "front_weights": front.tolist(), "direct_absolute": direct_abs.numpy(),
             "direct": minus_empty(direct_abs).numpy(), "ov": minus_empty(ov).numpy(),
             "qk_to_rtg": minus_empty(qk).numpy()}
 

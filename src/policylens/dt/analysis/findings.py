@@ -1,32 +1,32 @@
-"""The findings of the report, computed from the analysis results: which ablation changes which behaviour,
-whether each of the seed's claims holds on this model (and if not, what holds instead, with the numbers that
-show why), where obstacle avoidance lives and the seed's QK/OV explanation checked term by term.
+"""The behavioural findings of a report, computed from the analysis results: which ablation changes which
+behaviour, whether each of Decision Transformer Interpretability's ablation findings holds on this model (and if
+not, what holds instead, with the numbers that show why), and its Table 1 against ours.
 
-Each function returns markdown lines; thresholds are named constants, not judgement calls in the text.
+Functions ending in ``_lines``/``_rows`` return markdown; :func:`ablation_claims` and :func:`table1` return the
+same verdicts as data (``policylens dt compare`` reads them). Thresholds are named constants, not judgement
+calls in the text. The circuit findings (Table 3, QK/OV) are in :mod:`.circuit_findings`.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from .paper import ABLATIONS, QUOTES, TABLE1, TABLE1_RTGS, TITLE
+
 ENTITY_OF = {"success": "goal", "obstacle": "obstacle", "wall": "wall"}  # outcome -> what is ahead when it happens
+OUTCOME_OF = {v: k for k, v in ENTITY_OF.items()}
 # (behaviour, target RTG, outcome whose rate moves when the behaviour breaks, +1 rises / -1 falls)
 BEHAVIOURS = (("goal avoidance", -1.0, "success", 1), ("goal avoidance", 0.0, "success", 1),
               ("obstacle avoidance", 0.9, "obstacle", 1), ("obstacle avoidance", 0.0, "obstacle", 1),
               ("wall avoidance", 0.9, "wall", 1), ("wall avoidance", 0.0, "wall", 1),
               ("wall avoidance", -1.0, "wall", 1),
               ("goal seeking", 0.9, "success", -1))
-SEED_CLAIMS = (("ablating head 0 makes the DT reach the goal at RTG -1", "blocks.0.attn.head0", -1.0, "success"),
-               ("ablating head 1 makes the DT hit obstacles at RTG 0.9", "blocks.0.attn.head1", 0.9, "obstacle"),
-               ("ablating the MLP makes the DT reach the goal at RTG -1", "blocks.0.mlp", -1.0, "success"))
-SEED_TABLE1 = {"wall": ("yes*", "yes", "yes"), "obstacle": ("no", "yes", "yes"), "success": ("yes", "yes", "no")}
-TABLE1_RTGS = (-1.0, 0.0, 0.9)
-SEED_TABLE3 = {"empty": 0.27, "wall": -3.17, "obstacle": 0.136, "goal": 1.42}  # raw encoding, forward/right
 WEAK = 0.5  # an avoidance whose outcome already ends half the unablated episodes is too weak to break
 YES, NO = 0.9, 0.5  # avoidance share from which a behaviour counts as present / absent (between: partly)
-MOVED = 0.02  # attention change (share) below which an edit counts as leaving attention unchanged
 SAME_MIX = 0.15  # wall share of failures within which the model's mix counts as the training data's
-DROPS = 0.05  # a head whose contribution falls by less than this when an obstacle appears ahead is not involved
+# verdicts of an ablation finding, in the order of how much of it holds
+VERDICTS = ("reproduced", "reproduced, heads swapped", "reproduced in part", "differs", "weak here",
+            "not testable", "not reproduced", "not measured")
 
 
 def _a(noun: str) -> str:
@@ -48,10 +48,14 @@ def rows_at(table: dict, rtg: float) -> dict:
     return {r["ablation"]: r for r in table["rows"] if abs(r["rtg"] - rtg) < 1e-9}
 
 
-def carriers(table: dict, rtg: float, outcome: str, sign: int) -> list:
-    """``[(ablation, test)]`` changing ``outcome`` at ``rtg`` significantly in direction ``sign``, largest first."""
-    found = [(r["ablation"], r["vs_unablated"][outcome]) for r in rows_at(table, rtg).values()
-             if r["ablation"] != "none" and outcome in r.get("vs_unablated", {})]
+def carriers(table: dict, rtg: float, outcome: str, sign: int, side: "str | None" = None) -> list:
+    """``[(ablation, test)]`` changing ``outcome`` at ``rtg`` significantly in direction ``sign``, largest first;
+    with ``side``: the goal entries from that side (tables written before sides were recorded have none)."""
+    found = []
+    for r in rows_at(table, rtg).values():
+        tests = r.get("goal_entered_from", {}).get("vs_unablated", {}) if side else r.get("vs_unablated", {})
+        if r["ablation"] != "none" and (side or outcome) in tests:
+            found.append((r["ablation"], tests[side or outcome]))
     hits = [(n, t) for n, t in found if t["significant"] and t["delta"] * sign > 0]
     return sorted(hits, key=lambda nt: -abs(nt[1]["delta"]))
 
@@ -96,216 +100,135 @@ def _top_success(table: dict) -> float:
     return rows_at(table, max(table["rtgs"]))["none"]["rates"]["success"]["rate"]
 
 
-def seed_claim_rows(summary: dict) -> list:
-    """``| seed | ours | verdict |`` rows for the ablation claims of the seed's Figure 7."""
-    table, out = summary["ablation"], []
-    for claim, component, rtg, outcome in SEED_CLAIMS:
-        rows = rows_at(table, rtg)
-        if component not in rows or "none" not in rows:
-            out.append(f"| {claim} | not measured (ablate {component} at RTG {rtg:g}) | - |")
-            continue
-        base, test = rows["none"]["rates"][outcome]["rate"], rows[component]["vs_unablated"].get(outcome)
-        ours = f"{outcome}: {_change(base, test)}" if test else f"{outcome}: {pct(base)}, unchanged"
-        found = dict(carriers(table, rtg, outcome, 1))
-        heads = [c for c in found if c.startswith("blocks.0.attn.head")]
-        if component in found:
-            verdict = "reproduced"
-        elif heads and "head" in component:
-            verdict = (f"reproduced with the heads' roles swapped: ablating {heads[0]} gives {outcome} "
-                       f"{_change(base, found[heads[0]])} (head indices are arbitrary: the heads are interchangeable "
-                       "before training)")
-        elif found:
-            verdict = "differs: in ours " + "; ".join(f"ablating {c} gives {_change(base, t)}"
-                                                      for c, t in found.items())
-        elif base >= WEAK:
-            verdict = (f"differs: the unablated model already shows {outcome} in {pct(base)} of episodes, so the "
-                       "behaviour an ablation would break is weak or absent here")
-        elif outcome == "success" and _top_success(table) < WEAK:
-            verdict = (f"not testable: even at RTG {max(table['rtgs']):g} the model reaches the goal in only "
-                       f"{pct(_top_success(table))} of episodes, so not reaching it at RTG {rtg:g} shows no goal "
-                       "avoidance to break")
-        else:
-            why = _pushers(summary, rtg, ENTITY_OF[outcome])
-            verdict = (f"not reproduced: no single ablation changes it significantly at {table['episodes']} episodes "
-                       "per row (too few episodes, or the behaviour is spread over components)"
-                       + (f"; {why}" if why else ""))
-        out.append(f"| {claim} | {ours} | {verdict} |")
+def _rate(row: dict, outcome: str, side: "str | None") -> dict:
+    """``{"rate", "ci95"}`` of ``outcome`` in a table row (goal entries from ``side`` when given)."""
+    return row["goal_entered_from"]["rates"][side] if side else row["rates"][outcome]
+
+
+def _sides(row: dict) -> str:
+    """`` (from the top 1%, from the left 44%)``: a row's goal entries by side, the sides with any."""
+    rates = row["goal_entered_from"]["rates"]
+    return " (" + ", ".join(f"from the {s} {pct(v['rate'])}" for s, v in rates.items() if v["rate"]) + ")"
+
+
+def _claim(summary: dict, key: str, component: str, rtg: float, outcome: str, side: "str | None") -> dict:
+    """One ablation finding checked on the model's ablation table (see :func:`ablation_claims`)."""
+    table = summary["ablation"]
+    out = {"key": key, "claim": QUOTES[key], "component": component, "rtg": rtg, "outcome": outcome, "side": side,
+           "episodes": table["episodes"], "mode": table["mode"]}
+    rows = rows_at(table, rtg)
+    if component not in rows or "none" not in rows:
+        return {**out, "verdict": "not measured", "detail": f"ablate {component} at RTG {rtg:g}"}
+    base_row, row = rows["none"], rows[component]
+    sided = side if side and "goal_entered_from" in row else None
+    what = f"goal entries from the {sided}" if sided else outcome
+    tests = row["goal_entered_from"].get("vs_unablated", {}) if sided else row.get("vs_unablated", {})
+    base, test = _rate(base_row, outcome, sided)["rate"], tests.get(sided or outcome)
+    out.update(what=what, unablated=_rate(base_row, outcome, sided), ablated=_rate(row, outcome, sided),
+               test=test, overall={"unablated": base_row["rates"][outcome], "ablated": row["rates"][outcome],
+                                   "test": row.get("vs_unablated", {}).get(outcome)})
+    out["ours"] = f"{what}: {_change(base, test)}" if test else f"{what}: {pct(base)}, unchanged"
+    found = dict(carriers(table, rtg, outcome, 1, sided))
+    overall = dict(carriers(table, rtg, outcome, 1))
+    heads = [c for c in found if c.startswith("blocks.0.attn.head") and c != component]
+    if component in found:
+        verdict, detail = "reproduced", ""
+    elif "head" in component and heads:
+        verdict, detail = "reproduced, heads swapped", (
+            f"ablating {heads[0]} gives {what} {_change(base, found[heads[0]])} (head indices are arbitrary: the "
+            "heads are interchangeable before training)")
+    elif sided and component in overall:
+        verdict, detail = "reproduced in part", (
+            f"ablating {component} raises {outcome} "
+            f"({_change(base_row['rates'][outcome]['rate'], overall[component])}), "
+            f"but not from the {sided} significantly{_sides(row)}")
+    elif found or overall:
+        verdict, detail = "differs", "in ours " + "; ".join(
+            f"ablating {c} gives {outcome if c in overall and c not in found else what} "
+            f"{_change(base if c in found else base_row['rates'][outcome]['rate'], found.get(c) or overall[c])}"
+            + (_sides(rows[c]) if sided and c not in found else "") for c in dict.fromkeys([*found, *overall]))
+    elif base_row["rates"][outcome]["rate"] >= WEAK:
+        verdict, detail = "weak here", (
+            f"the unablated model already shows {outcome} in {pct(base_row['rates'][outcome]['rate'])} of episodes, "
+            "so the behaviour an ablation would break is weak or absent here")
+    elif outcome == "success" and _top_success(table) < WEAK:
+        verdict, detail = "not testable", (
+            f"even at RTG {max(table['rtgs']):g} the model reaches the goal in only {pct(_top_success(table))} of "
+            f"episodes, so not reaching it at RTG {rtg:g} shows no goal avoidance to break")
+    else:
+        why = _pushers(summary, rtg, ENTITY_OF[outcome])
+        verdict, detail = "not reproduced", (
+            f"no single ablation changes it significantly at {table['episodes']} episodes per row (too few "
+            "episodes, or the behaviour is spread over components)" + (f"; {why}" if why else ""))
+    return {**out, "verdict": verdict, "detail": detail}
+
+
+def ablation_claims(summary: dict) -> list:
+    """Decision Transformer Interpretability's three ablation findings (its Figure 7) on this model's ablation
+    table: per finding the rates unablated and ablated (the goal entries from the side it names, when the table
+    recorded sides), the paired test, a verdict from :data:`VERDICTS` and the numbers behind it."""
+    return [_claim(summary, *claim) for claim in ABLATIONS]
+
+
+def paper_claim_rows(summary: dict) -> list:
+    """``| Decision Transformer Interpretability | ours | verdict |`` rows for its ablation findings."""
+    return [f"| “{c['claim']}” | {c.get('ours', '-')} | {c['verdict']}"
+            + (f": {c['detail']}" if c["detail"] else "") + " |" for c in ablation_claims(summary)]
+
+
+def table1(calibration: dict) -> list:
+    """Decision Transformer Interpretability's Table 1 against a model's ``calibration.json``: per behaviour and
+    target RTG the share of episodes that avoided it (Wilson 95% CI), ours as yes / partly / no (:data:`YES`,
+    :data:`NO`) and whether it agrees with the paper's; [] when the calibration lacks a Table 1 RTG."""
+    from ...evaluate.stats import wilson_interval
+
+    found = {round(b["target_rtg"], 6): b for b in calibration.get("behaviours", [])}
+    if not all(round(r, 6) in found for r in TABLE1_RTGS):
+        return []
+    out = []
+    for entity, paper in TABLE1.items():
+        for r, want in zip(TABLE1_RTGS, paper):
+            b = found[round(r, 6)]
+            avoided = b["episodes"] - b[OUTCOME_OF[entity]]
+            share = avoided / b["episodes"]
+            ours = "yes" if share >= YES else "no" if share <= NO else "partly"
+            out.append({"behaviour": f"{entity} avoidance", "entity": entity, "rtg": r, "paper": want,
+                        "episodes": b["episodes"], "avoided": avoided, "share": share,
+                        "ci95": list(wilson_interval(avoided, b["episodes"])), "ours": ours,
+                        "agrees": ours == want.rstrip("*")})
     return out
 
 
 def table1_lines(summary: dict) -> list:
-    """The seed's Table 1 against ours (from ``RUN/calibration.json``), and the training data's failure mix that
-    explains a different way of reaching RTG -1."""
+    """Decision Transformer Interpretability's Table 1 against ours (from ``RUN/calibration.json``), and the
+    training data's failure mix that explains a different way of reaching RTG -1."""
     path = Path(summary["run"]) / "calibration.json"
     if not path.is_file():
         return []
-    found = {round(b["target_rtg"], 6): b for b in json.loads(path.read_text()).get("behaviours", [])}
-    if not all(round(r, 6) in found for r in TABLE1_RTGS):
+    calibration = json.loads(path.read_text())
+    cells = table1(calibration)
+    if not cells:
         return []
-    lines = ["| behaviour | " + " | ".join(f"RTG {r:g}: seed / ours" for r in TABLE1_RTGS) + " |", "|---|---|---|---|"]
-    differs = []
-    for outcome, seed in SEED_TABLE1.items():
-        cells = []
-        for r, want in zip(TABLE1_RTGS, seed):
-            b = found[round(r, 6)]
-            share = 1 - b[outcome] / b["episodes"]
-            ours = "yes" if share >= YES else "no" if share <= NO else "partly"
-            if ours != want.rstrip("*"):
-                differs.append((outcome, r, ours, want))
-            cells.append(f"{want} / {ours} ({pct(share)})")
-        lines.append(f"| {ENTITY_OF[outcome]} avoidance | " + " | ".join(cells) + " |")
-    lines += ["", "(ours: yes when at least 90% of episodes avoid it, no when at most 50% do; the seed's * marks that "
-              "its model could have reached RTG -1 by walking into walls but did not)"]
+    lines = ["| behaviour | " + " | ".join(f"RTG {r:g}: paper / ours" for r in TABLE1_RTGS) + " |", "|---|---|---|---|"]
+    for entity in TABLE1:
+        row = [c for c in cells if c["entity"] == entity]
+        lines.append(f"| {entity} avoidance | " + " | ".join(f"{c['paper']} / {c['ours']} ({pct(c['share'])})"
+                                                            for c in row) + " |")
+    lines += ["", f"(ours: yes when at least {pct(YES)} of episodes avoid it, no when at most {pct(NO)} do; the "
+              "paper's * marks that its model could have reached RTG -1 by walking into walls but did not)"]
+    differs = [c for c in cells if not c["agrees"]]
     if differs:
-        lines += ["", "Where ours differs: " + "; ".join(f"{ENTITY_OF[o]} avoidance at RTG {r:g} is {ours} (seed: "
-                                                         f"{want})" for o, r, ours, want in differs) + "."]
+        lines += ["", "Where ours differs: " + "; ".join(f"{c['behaviour']} at RTG {c['rtg']:g} is {c['ours']} "
+                                                         f"({TITLE}: {c['paper']})" for c in differs) + "."]
         causes = summary.get("data_causes") or {}
         walls, obstacles = causes.get("wall", 0), causes.get("obstacle", 0)
-        b = found[-1.0]
-        if any(r < 0 for _, r, _, _ in differs) and walls + obstacles and b["wall"] + b["obstacle"]:
+        b = next(x for x in calibration["behaviours"] if abs(x["target_rtg"] + 1) < 1e-6)
+        if any(c["rtg"] < 0 for c in differs) and walls + obstacles and b["wall"] + b["obstacle"]:
             data_share, ours_share = walls / (walls + obstacles), b["wall"] / (b["wall"] + b["obstacle"])
-            mix = (f"in the training data {walls} failed episodes ended at a wall and {obstacles} at an obstacle "
-                   f"({pct(data_share)} walls); at RTG -1 {pct(ours_share)} of ours' failures are at a wall")
+            mix = (f"in the store the windows were drawn from (`{summary.get('store', '?')}`, the training data or a "
+                   f"collection made the same way) {walls} failed episodes ended at a wall and {obstacles} at an "
+                   f"obstacle ({pct(data_share)} walls); at RTG -1 {pct(ours_share)} of ours' failures are at a wall")
             same = abs(data_share - ours_share) <= SAME_MIX
             lines[-1] += (f" A decision transformer imitates the failures it was shown: {mix}." if same
-                          else f" The training data does not account for it: {mix}.")
-    return lines
-
-
-def table3_lines(summary: dict) -> list:
-    """The state embedding's direct push on the preference for each entity in front (the seed's Table 3)."""
-    maps = summary["circuits"].get("maps")
-    if maps is None:
-        return []
-    x, y = maps["front_cell"]
-    lines = [f"| entity ahead | ours: direct contribution to {maps['preference']} | minus empty | seed (raw "
-             "encoding, forward/right) |", "|---|---|---|---|"]
-    for i, ent in enumerate(maps["entities"]):
-        lines.append(f"| {ent} | {maps['direct_absolute'][i][x][y]:+.2f} | {maps['direct'][i][x][y]:+.2f} | "
-                     f"{SEED_TABLE3[ent]:+.2f} |")
-    if summary["config"]["state_embedding"] == "grid":
-        note = ("Ours embeds the view one-hot (`grid`): every object and colour has its own weights, so the seed's "
-                "ordinal bias (an obstacle, object 6, is 3/4 of a goal, object 8, in a linear map of the raw codes) "
-                "cannot arise; only the minus-empty column is identifiable (one object per cell).")
-    else:
-        note = ("Ours uses the seed's raw encoding, so each entity's value is linear in its object/colour codes: "
-                "the ordinal bias the seed describes.")
-    return lines + ["", note]
-
-
-def attention_lines(summary: dict) -> list:
-    """Each head's attention from the state to the RTG token by target RTG and what is ahead (data)."""
-    rows = summary["situations"]["rows"]
-    heads = list(next(iter(next(iter(rows.values())).values()))["attention_to_rtg"])
-    lines = ["| target RTG | ahead | windows | " + " | ".join(f"{h.split('.')[-1]} -> RTG" for h in heads) + " |",
-             "|---|---|---|" + "---|" * len(heads)]
-    for rtg, groups in rows.items():
-        for entity, row in groups.items():
-            lines.append(f"| {rtg} | {entity} | {row['windows']} | "
-                         + " | ".join(pct(row["attention_to_rtg"][h]) for h in heads) + " |")
-    return lines
-
-
-def edit_attention_lines(summary: dict, entity: str = "obstacle") -> list:
-    """How putting ``entity`` ahead (in views with an empty cell there) moves each head's attention to the RTG."""
-    edits = summary["situations"].get("edits", {})
-    done = {r: e[entity] for r, e in edits.items() if e.get(entity, {}).get("windows")}
-    if not done:
-        return []
-    heads = list(next(iter(done.values()))["attention_to_rtg"])
-    lines = [f"Putting {_a(entity)} {entity} ahead (in the views with an empty cell there) "
-             "moves each head's attention to the RTG by:", "",
-             "| head | " + " | ".join(f"RTG {r}" for r in done) + " |", "|---|" + "---|" * len(done)]
-    for h in heads:
-        moves = [f"{round(100 * e['attention_to_rtg'][h]):+d} pp" for e in done.values()]
-        lines.append(f"| {h} | " + " | ".join(moves) + " |")
-    return lines
-
-
-def _lowest(values: dict, names: list) -> "str | None":
-    return min(names, key=lambda c: values[c]) if names else None
-
-
-def _rtg_head(summary: dict) -> "str | None":
-    """The head whose output alone restores most of the RTG's effect in the patching experiment."""
-    z = summary.get("patching", {}).get("blocks.0.attn.hook_z", {})
-    if "restored" not in z:
-        return None
-    best = max(range(len(z["heads"])), key=lambda h: max(row[h] for row in z["restored"]))
-    return f"blocks.0.attn.head{best}"
-
-
-def obstacle_lines(summary: dict) -> list:
-    """Where obstacle avoidance at the top RTG lives (ablation, input edit, mean attribution), and the seed's
-    QK / OV / RTG explanation checked term by term on the head most involved."""
-    sit, maps, table = summary["situations"], summary["circuits"].get("maps"), summary.get("ablation")
-    rtg, pref = max(sit["rtgs"]), sit["preference"]
-    edit = sit.get("edits", {}).get(f"{rtg:g}", {}).get("obstacle", {})
-    mean = sit["rows"][f"{rtg:g}"].get("obstacle", {}).get("components", {})
-    lines, agree = [], (lambda ok: "as in the seed" if ok else "unlike the seed")  # noqa: E731
-    found = [c for c, _ in carriers(table, rtg, "obstacle", 1)] if table else []
-    if table:
-        who = f"ablating {', '.join(found)} raises" if found else "no single ablation raises"
-        lines.append(f"- Ablation at RTG {rtg:g}: {who} obstacle hits significantly.")
-    if edit.get("windows"):
-        comps = informative(edit["components"])
-        ranked = sorted(comps, key=lambda c: edit["components"][c])[:4]
-        lines.append(f"- Input edit: putting an obstacle ahead in the {edit['windows']} views with an empty cell there "
-                     f"changes {pref} by {edit['preference']:+.2f}; most against forward: "
-                     + ", ".join(f"{c} {edit['components'][c]:+.2f}" for c in ranked) + ".")
-    if mean:
-        comps = informative(mean)
-        lines.append("- Mean attribution with an obstacle ahead: " + ", ".join(
-            f"{c} {mean[c]:+.2f}" for c in sorted(comps, key=lambda c: mean[c])) + ".")
-    components = informative(edit.get("components") or mean)
-    heads = [c for c in components if c.startswith("blocks.0.attn.head")]
-    values = edit.get("components") or mean
-    head = next((c for c in found if c in heads), None)
-    why_head = "whose ablation raises obstacle hits"
-    if head is None and heads:
-        head, why_head = _lowest(values, heads), "whose contribution drops most with an obstacle ahead"
-        if values[head] > -DROPS and _rtg_head(summary):
-            head, why_head = _rtg_head(summary), ("no head's contribution drops with an obstacle ahead; this is the "
-                                                  "head that carries most of the RTG in the patching experiment below")
-    carrier = found[0] if found else _lowest(values, components)
-    lines.append("")
-    if head is None or maps is None:
-        return lines + ["(no per-cell circuits for this state embedding)" if maps is None else ""]
-    h, x, y = heads.index(head), *maps["front_cell"]
-    e = maps["entities"].index("obstacle")
-    lines.append(f"The seed's explanation, checked on **{head}** ({why_head}):")
-    lines.append("")
-    d_attn = edit.get("attention_to_rtg", {}).get(head)
-    qk = maps["qk_to_rtg"][h][e][x][y]
-    text = "1. **QK** (seed: anything but an empty cell ahead stops the head attending to the RTG). "
-    if d_attn is not None:
-        moved = "leaves it unchanged" if abs(d_attn) < MOVED else f"changes it by {100 * d_attn:+.0f} pp"
-        text += f"At RTG {rtg:g}, putting an obstacle ahead {moved} ({agree(d_attn <= -MOVED)}). "
-    text += (f"The state-query x RTG-key circuit alone moves that score by {qk:+.2f} for an obstacle ahead, but the "
-             "softmax weighs it against the state's score with itself, which moves too; the edit measures the net.")
-    lines.append(text)
-    ov = maps["ov"][h][e][x][y]
-    d_head = edit.get("components", {}).get(head)
-    lines.append(f"2. **OV** (seed: attending to the state with an obstacle ahead pushes against forward). Through the "
-                 f"head's OV circuit an obstacle ahead (vs empty) adds {ov:+.2f} to {pref} ({agree(ov < 0)})"
-                 + (f"; in the edit the head's contribution moves by {d_head:+.2f}" if d_head is not None else "")
-                 + ".")
-    emb = summary["circuits"]["embeddings"]["rtg"].get(pref)
-    if emb:
-        lines.append(f"3. **RTG** (seed: the RTG embedding projects on forward/right, ~1.13, so attending away from it "
-                     f"removes a push forward). Per unit RTG it adds {emb['direct']:+.2f} to {pref} directly and "
-                     f"{emb['ov'][h]:+.2f} through the head's OV ({agree(emb['ov'][h] > 0)}).")
-    lines.append("")
-    if carrier and carrier.startswith("blocks.0.attn.head"):
-        lines.append(f"In ours, as in the seed, a head carries obstacle avoidance: {carrier}.")
-    elif carrier:
-        against = sorted((c for c in components if values[c] < 0), key=values.get)[:2]
-        why = ""
-        if "embed.state" in against:
-            why = (f" The state token reads the obstacle itself: an obstacle ahead adds "
-                   f"{maps['direct'][e][x][y]:+.2f} to {pref} on its direct path (Table 3 below)")
-            why += (", where the seed's raw encoding gave an obstacle +0.14, next to the empty cell's +0.27, and left "
-                    "the inhibition to a head." if summary["config"]["state_embedding"] == "grid" else ".")
-        lines.append(f"In ours obstacle avoidance at RTG {rtg:g} is carried mainly by {carrier}, not by a head "
-                     f"(unlike the seed).{why}")
+                          else f" The episodes it was shown do not account for it: {mix}.")
     return lines

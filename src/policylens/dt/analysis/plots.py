@@ -79,8 +79,8 @@ def plot_state_map(state_map: dict, png) -> Path:
 
 
 def plot_ablation(table: dict, png) -> Path:
-    """The seed's Figure 7 as bars: outcome rates per target RTG for the model and each ablation, Wilson 95%
-    intervals, * where the paired test against the unablated model is significant (Holm)."""
+    """Decision Transformer Interpretability's Figure 7 as bars: outcome rates per target RTG for the model and
+    each ablation, Wilson 95% intervals, * where the paired test against the unablated model is significant (Holm)."""
     plt = _pyplot()
     rtgs, labels = table["rtgs"], ["none"] + table["ablations"]
     outcomes = ["success", "obstacle", "wall", "timeout"]
@@ -223,3 +223,51 @@ def plot_situations(situations: dict, png, components: list) -> Path:
     plt.close(fig)
     return Path(png)
 
+
+
+def plot_compare(result: dict, png) -> Path:
+    """Decision Transformer Interpretability's findings for several models (``policylens dt compare``'s dict):
+    calibration curves, the state embedding's push with each entity ahead (minus empty, the paper's Table 3
+    beside), and the rate each ablation finding is about, unablated and ablated."""
+    plt = _pyplot()
+    models = result["models"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=110)
+    ax = axes[0]
+    ax.plot([-1, 1], [-1, 1], color="gray", lw=0.8, ls="--", label="calibrated")
+    for m in models:
+        curve = m["calibration_curve"]
+        x = np.array([c["target_rtg"] for c in curve])
+        y = np.array([c["mean_return"] for c in curve])
+        ci = np.array([c["ci95"] for c in curve])  # (R, 2)
+        ax.errorbar(x, y, yerr=[y - ci[:, 0], ci[:, 1] - y], marker="o", capsize=3, label=m["label"])
+    ax.set(xlabel="target return-to-go", ylabel="achieved return", xlim=(-1.1, 1.1), ylim=(-1.1, 1.1))
+    ax.set_title("calibration (the paper's Figure 5)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax = axes[1]
+    entities = ["wall", "obstacle", "goal"]
+    rows = [(m["label"], m["table3"]["minus_empty"]) for m in models if m["table3"]]
+    rows.append(("the paper (raw)", result["paper_table3_minus_empty"]))
+    width = 0.8 / len(rows)
+    for i, (label, values) in enumerate(rows):
+        ax.bar(np.arange(3) + i * width, [values[e] for e in entities], width, label=label)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(np.arange(3) + 0.4 - width / 2, entities)
+    ax.set_ylabel("state token's direct push on forward - right, minus empty")
+    ax.set_title("the cell ahead (the paper's Table 3)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    claims = ["head0", "head1", "mlp"]
+    width = 0.8 / len(models)
+    for i, m in enumerate(models):
+        found = {c["key"]: c for c in m["ablation"]["claims"] if "unablated" in c}
+        before = [found[k]["unablated"]["rate"] if k in found else np.nan for k in claims]
+        after = [found[k]["ablated"]["rate"] if k in found else np.nan for k in claims]
+        x = np.arange(3) + i * width
+        bars = ax.bar(x, after, width, label=f"{m['label']}: ablated", alpha=0.8)
+        ax.scatter(x, before, color=bars.patches[0].get_facecolor(), edgecolor="black", zorder=3, marker="_", s=200)
+    ax.set_xticks(np.arange(3) + 0.4 - width / 2, ["head 0, RTG -1:\ngoal from the top", "head 1, RTG 0.9:\nobstacle",
+                                                   "MLP, RTG -1:\ngoal from the left"], fontsize=7)
+    ax.set_ylabel("share of episodes (bar: ablated, line: unablated)")
+    ax.set_title("the paper's ablation findings (Figure 7)", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, png)

@@ -1,6 +1,6 @@
 """RTG scan: fix a state, sweep the return-to-go, and watch the logits, the preferences and every component's
-contribution change (seed 004's RTG scan). Where a behaviour switches on with the RTG, the component whose
-contribution switches with it is the one to ablate."""
+contribution change (Decision Transformer Interpretability's RTG scan). Where a behaviour switches on with the
+RTG, the component whose contribution switches with it is the one to ablate."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,8 +1,8 @@
 """Attribution over a dataset, grouped by situation: what is in front of the agent, at which target RTG.
 
-The seed's behaviours are trigrams (RTG, what is in front, action): at RTG 0.9 with an obstacle in front the
-model must not go forward, at RTG -1 with the goal in front neither. Recorded states are replayed with their
-RTG set to each target, and each component's mean contribution to a preference (and each head's attention
+Decision Transformer Interpretability's behaviours are trigrams (RTG, what is in front, action): at RTG 0.9
+with an obstacle in front the model must not go forward, at RTG -1 with the goal in front neither. Recorded
+states are replayed with their RTG set to each target, and each component's mean contribution to a preference (and each head's attention
 from the state to the RTG token) is averaged per front-cell entity: the component that pushes against
 forward only in the situation of a behaviour is its candidate carrier, for the ablation table to confirm.
 """
