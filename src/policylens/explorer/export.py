@@ -3,8 +3,9 @@
     >>> from policylens.explorer import export
     >>> export("runs/demo", episodes="0-7", steps=512, k=8)      # -> runs/demo/explorer/index.html
 
-Per trajectory: frames, value, action probabilities, sampled action, reward, done, GAE advantages and
-bookmarks (from the rollouts store). Per exported layer: integrated-gradients attribution of the value and of
+Per trajectory: frames (a frame stack's newest frame, and the game's own pictures where the store has them),
+value, action probabilities, sampled action, reward, done, GAE advantages and bookmarks (from the rollouts
+store). Per exported layer: integrated-gradients attribution of the value and of
 the sampled action's logit to the layer, split over ``k`` NMF directions of value attributions (fitted on
 frames sampled evenly from these trajectories, positive and negative parts stacked as seed 001) plus a
 residual, per sign (:mod:`.maps`); a legend thumbnail per direction (its top dataset example). Attention
@@ -128,7 +129,7 @@ def load_trajectories(store, episodes, steps: int) -> list:
     for e in episodes:
         ep = store.episode(e)
         t = min(ep.length, steps)
-        field = lambda name: np.asarray(ep[name])[:t]  # noqa: E731
+        field = lambda name: np.asarray(store.read(name, ep.start, ep.start + t))  # noqa: E731  (t, ...)
         reward, value, done = field("reward"), field("value"), field("done")
         if "advantages" in store.fields:
             advantages = field("advantages")
@@ -137,8 +138,9 @@ def load_trajectories(store, episodes, steps: int) -> list:
         info = {"episode": int(e), "cause": ep.info["cause"], "return": float(ep.info["return"]),
                 "level_seed": int(ep.info["level_seed"]), "steps_recorded": int(ep.length)}
         state = field("agent_state") if "agent_state" in store.fields else None  # (T, hidden) input state
+        render = field("render") if "render" in store.fields else None  # (T, h, w, 3) the game's own pictures
         trajectories.append(Trajectory(field("obs"), value, field("logits"), field("action"), reward, done,
-                                       advantages, info, state=state, masks=_masks(store, e, t)))
+                                       advantages, info, state=state, masks=_masks(store, e, t), render=render))
     return trajectories
 
 
