@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis import (OUTPUTS, action_attributions, add_saliency_trees, analyse_layer,  # noqa: F401 (the API)
-                       attention_layer_maps, attributions, candidate_layers, check_layer, is_attention,
-                       layer_attributions, nmf_maps, nmf_sample, tree_frames)
+from .analysis import (NMF_BOOTSTRAP, NMF_DTYPE, NMF_RESTARTS, OUTPUTS,  # noqa: F401 (the API)
+                       action_attributions, add_saliency_trees, analyse_layer, attention_layer_maps, attributions,
+                       candidate_layers, check_layer, is_attention, layer_attributions, nmf_maps, nmf_sample,
+                       tree_frames)
 from .bundle import Trajectory, explorer_summary, write_explorer
 
 PREFERRED_LAYER = {"Clear": "conv2b"}  # the paper's layer 2b
@@ -191,7 +192,8 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
                                               progress=progress, device=device))
     settings = {"episodes": str(episodes), "steps": steps, "layers": names, "k": k, "ig_steps": ig_steps,
                 "nmf_frames": nmf_frames, "bookmarks": bookmarks, "bookmark_separation": bookmark_separation,
-                "thumbnail": thumbnail, "map_size": map_size, "tree_k": tree_k, "seed": seed}
+                "thumbnail": thumbnail, "map_size": map_size, "tree_k": tree_k, "seed": seed,
+                "nmf": {"restarts": NMF_RESTARTS, "bootstrap": NMF_BOOTSTRAP, "dtype": NMF_DTYPE}}
     data = rollouts.open(store_path)
     key = json.loads(json.dumps(export_key(agent_dir, data, settings)))  # as the manifest stores it
     if reuse and written_key(out) == key:
