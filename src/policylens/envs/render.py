@@ -77,16 +77,18 @@ def minigrid_codes(obs, obs_kind: str) -> np.ndarray:
 
 def frame_stack(env: str) -> int:
     """How many frames an observation of ``env`` stacks along its channel axis (oldest first, newest last):
-    Atari's ``frame_stack`` option (4 unless set); 1 for every other family and for a spec that cannot be read."""
+    Atari's ``frame_stack`` option (4 unless set), a ``gym:`` env's ``stack``; 1 for every other env and for a
+    spec that cannot be read."""
     try:
         spec = parse_spec(env)
     except ValueError:
         return 1
-    if spec.family != "atari":
-        return 1
-    from .atari import DEFAULTS
+    if spec.family == "atari":
+        from .atari import DEFAULTS
 
-    n = spec.options.get("frame_stack", DEFAULTS["frame_stack"])
+        n = spec.options.get("frame_stack", DEFAULTS["frame_stack"])
+    else:
+        n = spec.options.get("stack", 1) if spec.family == "gym" else 1
     return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
 
 

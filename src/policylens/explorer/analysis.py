@@ -246,7 +246,8 @@ def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int 
         fitted = torch.cat([a for _, a in sample])
     directions = nmf_attributions(fitted, k, layer=layer, seed=seed, restarts=NMF_RESTARTS, bootstrap=NMF_BOOTSTRAP,
                                   dtype=NMF_DTYPE)  # (k, C)
-    labels, scores = feature_labels(fitted, directions, frame_masks(trajectories, chosen, env))
+    masks = frame_masks(trajectories, chosen, env)
+    labels, scores = feature_labels(fitted, directions, masks)
 
     def map_trajectory(model, j):  # -> (maps, completeness gaps) of trajectory j
         traj = trajectories[j]
@@ -272,9 +273,20 @@ def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int 
     meta = {"method": "ig", "ig_steps": ig_steps, "k": k, "nmf_on": nmf_on, "nmf_frames": int(len(fitted)),
             "nmf_residual": directions.meta.get("residual"), "nmf_restarts": NMF_RESTARTS,
             "nmf_bootstrap": NMF_BOOTSTRAP, "nmf_dtype": NMF_DTYPE, "ig_completeness_gap": gaps,
-            "entities": scores, **shape}
+            "entities": scores, "attribution_by_entity": by_entity(fitted, masks), **shape}
     return LayerView(layer, "nmf", grid, labels + ("residual",), OUTPUTS, legend_images(examples, obs, env, thumbnail),
                      meta, directions)
+
+
+def by_entity(attr, masks: "dict | None") -> "dict | None":
+    """Attribution by object: the share of ``|attr|`` ``(n, C, h, w)`` that falls on each ground-truth entity
+    (masks ``{kind: (n, H, W)}`` pooled onto the layer's grid) against the share of the cells it covers
+    (:func:`policylens.scores.attribution_entity_mass`); None without ground truth."""
+    from ..scores import attribution_entity_mass, pool_masks
+
+    if not masks:
+        return None
+    return attribution_entity_mass(np.asarray(attr), pool_masks(masks, tuple(attr.shape[-2:])))
 
 
 # ------------------------------------------------------------------------------------------------ saliency trees

@@ -1,0 +1,111 @@
+"""The path a newcomer takes with an Atari agent trained elsewhere, timed, with the commands docs/atari.md gives.
+
+    python -m benchmarks.newcomer_atari [--train-steps 1024] [--compare-episodes 30]
+
+1. Timed apart (the newcomer arrives with it): Stable-Baselines3 trains a PPO ``CnnPolicy`` on ``atari:breakout``
+   through policylens's Gymnasium view for ``--train-steps`` steps and saves its zip.
+2. Timed, each a ``policylens`` command in a fresh process, as typed in a shell::
+
+       policylens import sb3 breakout.zip --env atari:breakout --out RUN
+       policylens explore RUN        # records 8 games first; prints the attribution by object
+       policylens edit RUN --layer conv3 --blind ball --out RUN-blind
+       policylens compare RUN RUN-blind --invisible ball --episodes 30
+
+Reported in ``results/newcomer_atari.json``: seconds per command and in all against the issue's 5 minutes on 2
+cores, the machine's load average, what the explorer holds (episodes, frames, the attribution by object of its
+layer) and the comparison (failures by cause for the agent, the edited agent and the control).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .common import write
+
+BUDGET_S = 300  # the issue's 5 minutes, for the commands after the zip
+GAME = "atari:breakout"
+
+
+def train(zip_path: Path, steps: int) -> dict:
+    """A PPO CnnPolicy trained ``steps`` steps by Stable-Baselines3 on policylens's Gymnasium view, saved."""
+    from stable_baselines3 import PPO
+
+    from policylens.envs import gymnasium_env
+
+    t = time.perf_counter()
+    model = PPO("CnnPolicy", gymnasium_env(GAME, seed=0), n_steps=256, batch_size=64, n_epochs=2, seed=0, verbose=0)
+    model.learn(steps)
+    model.save(zip_path)
+    return {"library": "stable-baselines3", "algorithm": "PPO", "policy": "CnnPolicy", "steps": steps,
+            "seconds": round(time.perf_counter() - t, 1)}
+
+
+def policylens(args: list, src: str) -> dict:
+    """Run ``policylens ARGS`` in a fresh interpreter; its seconds, the command as typed, and its output."""
+    env = {**os.environ, "PYTHONPATH": src, "PYTHONWARNINGS": "ignore"}
+    t = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "policylens.cli", *map(str, args)], env=env, capture_output=True,
+                          text=True)
+    seconds = time.perf_counter() - t
+    if done.returncode:
+        raise RuntimeError(f"policylens {' '.join(map(str, args))} failed:\n{done.stderr[-3000:]}")
+    return {"command": "policylens " + " ".join(shlex.quote(str(a)) for a in args), "seconds": round(seconds, 1),
+            "output": done.stdout.strip().splitlines()[-12:]}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train-steps", type=int, default=1024, help="SB3 training steps before the timed part")
+    parser.add_argument("--compare-episodes", type=int, default=30, help="games compare plays per agent")
+    args = parser.parse_args(argv)
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    root = Path(tempfile.mkdtemp(prefix="newcomer-"))
+    zip_path, run, blind = root / "breakout.zip", root / "sb3-breakout", root / "sb3-breakout-blind"
+    trained = train(zip_path, args.train_steps)
+    print(f"SB3 trained {trained['steps']} steps in {trained['seconds']} s (not counted)")
+    steps = [["import", "sb3", zip_path, "--env", GAME, "--out", run],
+             ["explore", run, "--progress", "false"],
+             ["edit", run, "--layer", "conv3", "--blind", "ball", "--out", blind],
+             ["compare", run, blind, "--invisible", "ball", "--episodes", args.compare_episodes, "--out",
+              root / "compare", "--progress", "false"]]
+    load = os.getloadavg()[0]
+    done = []
+    for step in steps:
+        done.append(policylens(step, src))
+        print(f"{done[-1]['seconds']:7.1f} s  {done[-1]['command']}")
+    total = sum(d["seconds"] for d in done)
+    from policylens import rollouts
+    from policylens.explorer.encode import read_js
+
+    layer = read_js(run / "explorer" / "data" / "manifest.js")[1]["layers"][0]
+    store = rollouts.open(run / "rollouts.zarr")
+    compare = json.loads((root / "compare" / "compare.json").read_text())
+    blind_info = json.loads((blind / "blind.json").read_text())
+    names = {"import": "import", "explore": "explore", "edit": "edit", "compare": "compare"}
+    result = {
+        "env": GAME, "zip": trained, "budget_s": BUDGET_S, "total_s": round(total, 1),
+        "within_budget": total <= BUDGET_S, "load_average": [round(load, 1), round(os.getloadavg()[0], 1)],
+        "commands": {names[s[0]]: {"command": d["command"].replace(str(root) + "/", ""), "seconds": d["seconds"]}
+                     for s, d in zip(steps, done)},
+        "explorer": {"episodes": len(store), "frames_recorded": store.num_frames, "layer": layer["name"],
+                     "attribution_by_entity": layer["meta"].get("attribution_by_entity"),
+                     "labels": [f["label"] for f in layer["features"]]},
+        "blind": {"entity": blind_info["entity"], "chosen": blind_info["chosen"],
+                  "nmi": [d["nmi"] for d in blind_info["directions"] if d["label"] in
+                          blind_info["chosen"].split(",")]},
+        "compare": {"episodes": compare["episodes"], "causes": compare["causes"],
+                    "control": {k: compare["control"][k] for k in ("env", "causes", "blindness")}},
+    }
+    print(f"total {result['total_s']} s for the commands (budget {BUDGET_S} s)")
+    write("newcomer_atari", result)
+
+
+if __name__ == "__main__":
+    main()
