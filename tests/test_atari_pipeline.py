@@ -114,6 +114,13 @@ def test_the_store_holds_the_stack_the_game_screen_and_ocatari_masks(run):
     assert rows.min() >= 70 and rows.max() < 84
     blocks = np.flatnonzero(masks["block"].any(axis=(0, 2)))  # the rows of bricks, a band above the middle
     assert 20 <= blocks.min() and blocks.max() <= 40
+    # each observation shows its 4 stacked frames: its masks are those of steps t-3..t (step 0 before the start)
+    from policylens.envs.atari_truth import entity_masks
+
+    own = [entity_masks(json.loads(e), (84, 84)).get("ball", np.zeros((84, 84), bool)) for e in ep["entities"]]
+    for t in range(ep.length):
+        np.testing.assert_array_equal(masks["ball"][t], np.any([own[max(0, t - b)] for b in range(4)], axis=0))
+    assert any((masks["ball"][t] & ~own[t]).any() for t in range(ep.length))  # the ball's earlier places too
 
 
 # ---------------------------------------------------------------- the analyses, command by command
