@@ -255,3 +255,51 @@ def test_an_sb3_cnn_policy_trained_on_breakout_goes_through_every_command(tmp_pa
         ours = agents.load(run / "agent")(torch.as_tensor(obs)).value
     sb3_value = model.policy.predict_values(model.policy.obs_to_tensor(obs)[0])[:, 0]
     torch.testing.assert_close(ours, sb3_value.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_page_draws_the_newest_frame_its_stack_and_the_game_screen(run):
+    """In Chromium, opened from disk: the observation canvas shows the newest grey frame, the strip beneath it
+    the 4 stacked frames oldest first, the panel beside it the game's colour screen, each frame's own."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium not found (apt install chromium)")
+    sync = pytest.importorskip("playwright.sync_api")
+    index = run / "explorer" / "index.html"
+    if not index.is_file():
+        pl("explore", run, "--episodes", "0-1", "--steps", 16, "--k", 2, "--nmf-frames", 32, "--bookmarks", 2,
+           "--progress", "false")
+    ep = rollouts.open(run / "rollouts.zarr").episode(0)
+    with sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        problems = []
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+        page.goto(index.as_uri())
+        page.wait_for_function("() => window.explorer && window.explorer.ready", timeout=15000)
+        assert page.evaluate("[window.explorer.game, window.explorer.stack]") == [True, 4]
+        for t in (0, 9):
+            page.evaluate(f"window.explorer.setFrame({t})")
+            canvases = page.evaluate("""() => Object.fromEntries(["obs-canvas", "stack-canvas", "render-canvas"]
+                .map((id) => { const c = document.getElementById(id);
+                  return [id, [c.width, c.height, Array.from(c.getContext("2d").getImageData(0, 0, c.width,
+                  c.height).data)]]; }))""")
+            def picture(name):
+                w, h, data = canvases[name]
+                return np.asarray(data, np.uint8).reshape(h, w, 4)[..., :3]
+            obs = picture("obs-canvas")  # 256x256, the 84x84 frame scaled by nearest neighbour
+            rows = (np.arange(84) * 256 + 128) // 84
+            np.testing.assert_array_equal(obs[rows][:, rows, 0], ep["obs"][t][..., 3])
+            strip = picture("stack-canvas")  # 4 cells, each the 84x84 frame drawn 63 wide and 64 high, oldest first
+            ys, xs = ((np.arange(64) + 0.5) * 84 / 64).astype(int), ((np.arange(63) + 0.5) * 84 / 63).astype(int)
+            for j in range(4):
+                want = ep["obs"][t][..., j][ys][:, xs]  # nearest-neighbour sampling
+                assert (strip[:, j * 64:j * 64 + 63, 0] == want).mean() > 0.97
+            game = picture("render-canvas")  # 195x256, the 210x160 screen scaled
+            ys, xs = (np.arange(0, 210, 7) * game.shape[0] + game.shape[0] // 2) // 210, \
+                (np.arange(0, 160, 8) * game.shape[1] + game.shape[1] // 2) // 160
+            assert (np.abs(game[ys][:, xs].astype(int) - ep["render"][t][::7, ::8].astype(int)) <= 1).mean() > 0.95
+        browser.close()
+    assert problems == []
