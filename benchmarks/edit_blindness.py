@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .common import RESULTS, write
+from . import common
+from .common import write
 
 AGENT, LAYER, K = "zoo:minigrid-do8-rgb", "embed", 8
 
@@ -38,7 +39,7 @@ def figure(result: dict) -> Path:
     rows = [(name, {c: {"rate": d.get(c, 0) / n, "ci95": list(wilson_interval(d.get(c, 0), n))} for c in causes})
             for name, d in groups]
     return plot_rates(rows, causes, causes, f"Episodes ended by each cause, {n} paired held-out levels",
-                      RESULTS / "edit_blindness.png")
+                      common.RESULTS / "edit_blindness.png")
 
 
 def main(argv=None) -> None:
@@ -49,7 +50,7 @@ def main(argv=None) -> None:
     parser.add_argument("--figure-only", action="store_true", help="redraw the figure from the filed JSON")
     args = parser.parse_args(argv)
     if args.figure_only:
-        figure(json.loads((RESULTS / "edit_blindness.json").read_text()))
+        figure(json.loads((common.RESULTS / "edit_blindness.json").read_text()))
         return
     torch.set_num_threads(1)
 

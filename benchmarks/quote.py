@@ -151,7 +151,110 @@ def explorer_table() -> list:
     return rows
 
 
-BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table, "explorer_table": explorer_table}
+SIM_AGENTS = "benchmarks/results/sim_agents.json"
+
+
+def sim_agents_table() -> list:
+    """Agents inside the simulator: per agent, each outcome's rate in the environment and in the simulator (and the
+    imagined ends as their views show them) with Wilson intervals, as ``policylens sim agents`` writes it."""
+    from policylens.sim.agents_report import table_rows
+
+    return table_rows(load(SIM_AGENTS))
+
+
+SIM_LEVERS = "benchmarks/results/sim_fidelity_levers.json"
+SIM_SWAP = "benchmarks/results/sim_swap_imagined.json"
+SIM_BALLS = "benchmarks/results/sim_balls.json"
+ZOO_SIM = {"fidelity": "open-loop-weight 0.25, decoder detached (5537 steps), 20k test store, 16384 windows",
+           "reach": "open-loop-weight 0.25, decoder detached (5537 steps), 20k test store, reach 32",
+           "test": "open-loop-weight 0.25, decoder detached (5537 steps), test store of 2000 episodes, 4096 windows",
+           "swap": "olw 0.25, decoder detached (the zoo's from session 14)",
+           "balls": "olw 0.25, decoder detached"}
+SIM_METRICS = {"obs_score": ("obs cell accuracy", "{:.3f}"), "action_agreement": ("action agreement", "{:.3f}"),
+               "value_error": ("value error", "{:.4f}"), "reward_error": ("reward error", "{:.3f}"),
+               "done_accuracy": ("episode-end accuracy", "{:.4f}")}
+
+
+def _steps(n: int) -> str:
+    return f"{n} step" + ("s" if n != 1 else "")
+
+
+def _pair(run: dict, step: str, metric: str, form: str) -> str:
+    """``sim vs baseline, **diff [low, high]**`` (bold where the simulator is better, the interval clear of 0)."""
+    sim, base = (run["models"][m]["summary"][step][metric]["mean"] for m in ("simulator", "baseline"))
+    d = run["simulator_minus_baseline"][step][metric]
+    better = (d["low"] > 0 or d["high"] < 0) and (d["mean"] < 0) == metric.endswith("error")
+    diff = f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+    return f"{form.format(sim)} vs {form.format(base)}, " + (f"**{diff}**" if better else diff)
+
+
+def sim_fidelity_table() -> list:
+    """The zoo simulator against the VAE+LSTM baseline at equal wall time, on a store recorded apart, one and ten
+    steps after the context (``sim fidelity --test-store``), simulator minus baseline with bootstrap intervals."""
+    run = load(SIM_LEVERS)["runs"][ZOO_SIM["fidelity"]]
+    windows = [run["models"]["simulator"]["summary"][s]["obs_score"]["count"] for s in ("1", "10")]
+    rows = [f"| simulator vs VAE+LSTM | {_steps(1)} ({windows[0]:,} windows) | {_steps(10)} ({windows[1]:,} windows) |",
+            "|---|---|---|"]
+    for metric, (label, form) in SIM_METRICS.items():
+        rows.append(f"| {label} | {_pair(run, '1', metric, form)} | {_pair(run, '10', metric, form)} |")
+    return rows
+
+
+def sim_reach_table() -> list:
+    """The same models on every window with 32 frames after the context (``sim fidelity --reach 32``)."""
+    run = load(SIM_LEVERS)["runs"][ZOO_SIM["reach"]]
+    rows = ["| simulator vs VAE+LSTM | " + " | ".join(_steps(int(s)) for s in ("1", "10", "32")) + " |", "|---|---|---|---|"]
+    for metric in ("obs_score", "action_agreement", "value_error"):
+        label, form = SIM_METRICS[metric]
+        rows.append(f"| {label} | " + " | ".join(_pair(run, s, metric, form) for s in ("1", "10", "32")) + " |")
+    return rows
+
+
+def sim_closed_loop_table() -> list:
+    """The agent acting on its own in the simulator against draws of the environment: agreement per step."""
+    loop = load(SIM_LEVERS)["runs"][ZOO_SIM["test"]]["closed_loop"]
+    steps = (1, 2, 5, 8, 10, 12)
+    rows = ["| outcome agreement at step | " + " | ".join(str(s) for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
+    for who, label in (("simulator", "the simulator"), ("a draw", "another draw of the environment"),
+                       ("best guess", "the best guess of the environment's spread")):
+        rows.append(f"| {label} | " + " | ".join(f"{loop['per_step'][who]['mean'][s]:.3f}" for s in steps) + " |")
+    return rows
+
+
+def sim_swap_table() -> list:
+    """``sim swap`` of IC1 onto IC3: outcomes in the environment and in the zoo simulator, at the simulator's
+    horizon and over whole episodes, for the agent, the swapped agent and the random-direction control."""
+    d = load(SIM_SWAP)
+    imagined, real = d["runs"][ZOO_SIM["swap"]]["steps"], d["environment"]
+    horizon = real["real_horizon"]["horizon"]
+    rows = ["| agent | success within the horizon, real | imagined | whole episodes, real | imagined | "
+            "obstacle deaths, real | imagined |", "|---|---|---|---|---|---|---|"]
+    for who in ("original", "swapped", "control"):
+        rows.append(f"| {who} | {real['real_horizon']['success'][who]:.1%} | {imagined['32'][who]['success']:.1%} | "
+                    f"{real['real']['success'][who]:.1%} | {imagined['253'][who]['success']:.1%} | "
+                    f"{real['real']['causes'][who].get('obstacle', 0):.1%} | "
+                    f"{imagined['253'][who].get('obstacle', 0):.1%} |")
+    rows.append(f"\nWithin the horizon: the first {horizon} frames (the context and the steps imagined after it); "
+                f"whole episodes: up to 253 steps; {imagined['253']['original']['episodes']:,} levels each.")
+    return rows
+
+
+def sim_balls_table() -> list:
+    """Ball cells per view in recorded frames and in the zoo simulator's imagined frames, steps after the context."""
+    run = load(SIM_BALLS)["runs"][ZOO_SIM["balls"]]
+    context, steps = load(SIM_BALLS)["runs"][ZOO_SIM["balls"]].get("context_frames", 3), (1, 3, 6)
+    rows = ["| ball cells per view | " + " | ".join(_steps(s) for s in steps) + " |",
+            "|---" * (len(steps) + 1) + "|"]
+    for key, label in (("recorded", "recorded (the environment)"), ("posterior (every frame filtered)", "posterior"),
+                       ("prior, drawn", "prior (imagined)")):
+        rows.append(f"| {label} | " + " | ".join(f"{run[key]['balls_per_view'][context - 1 + s]:.2f}" for s in steps) + " |")
+    return rows
+
+
+BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table, "explorer_table": explorer_table,
+          "sim_agents_table": sim_agents_table, "sim_fidelity_table": sim_fidelity_table,
+          "sim_reach_table": sim_reach_table, "sim_closed_loop_table": sim_closed_loop_table,
+          "sim_swap_table": sim_swap_table, "sim_balls_table": sim_balls_table}
 
 
 # ---------------------------------------------------------------- rewriting and checking

@@ -123,6 +123,18 @@ def test_the_store_holds_the_stack_the_game_screen_and_ocatari_masks(run):
     assert any((masks["ball"][t] & ~own[t]).any() for t in range(ep.length))  # the ball's earlier places too
 
 
+def test_a_recording_on_workers_stores_each_steps_game_screen_too(run, tmp_path):
+    """record --backend process (episodes played by plan, as evaluate plays them) keeps the game's screen of each
+    step: without max-pooling the newest frame of every stored observation is that screen in grey at 84x84."""
+    store = tmp_path / "plan.zarr"
+    pl("record", run, "--episodes", 1, "--backend", "process", "--max-steps", 30, "--out", store, "--env",
+       GAME + "?max_pool=false", "--progress", "false")
+    ep = rollouts.open(store).episode(0)
+    assert ep["render"].shape == (ep.length, 210, 160, 3) and ep.length == 30
+    for t in range(ep.length):
+        np.testing.assert_array_equal(preprocess(ep["render"][t], 84, True)[..., 0], ep["obs"][t][..., 3])
+
+
 # ---------------------------------------------------------------- the analyses, command by command
 
 

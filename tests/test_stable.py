@@ -136,6 +136,29 @@ def test_restarts_fitted_side_by_side_give_what_they_give_one_by_one():
     assert torch.equal(one.vectors, two.vectors) and one.meta == two.meta
 
 
+def test_with_two_torch_threads_the_fits_do_run_two_at_a_time():
+    """settle() reads the thread count before it limits BLAS to one thread (which sets torch's to 1 too): each
+    pair of fits meets at a barrier, which only a second thread running beside the first can pass."""
+    import threading
+
+    from policylens.factors.decompose import Fit, settle
+
+    barrier, seen = threading.Barrier(2, timeout=20), set()
+
+    def fit_once(rows, restart):
+        seen.add(threading.get_ident())
+        barrier.wait()  # broken (BrokenBarrierError) when the fits run one after another
+        return Fit(torch.eye(2, 3), float(restart), {})
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        chosen, meta, fits = settle(fit_once, torch.rand(10, 3), lambda x: x, seed=0, restarts=2, bootstrap=2)
+    finally:
+        torch.set_num_threads(before)
+    assert len(seen) == 2 and meta["restart"] == 0 and len(fits) == 2
+
+
 def test_nmf_in_float32_finds_the_float64_directions():
     from policylens.factors import nmf_attributions
 
@@ -220,3 +243,41 @@ def test_negative_and_out_of_range_direction_indices_are_refused():
     with pytest.raises(KeyError):
         d.index("-1")
     assert d.index(2) == 2 and d.index("1") == 1
+
+
+# ---------------------------------------------------------------- findings by direction, over restarts
+
+
+def test_matched_spread_reads_each_restart_at_the_direction_matched_to_each_chosen_one():
+    from policylens.factors.stable import matched_spread
+
+    chosen = np.eye(3)
+    fits = [np.eye(3), np.eye(3)[[2, 0, 1]], np.eye(3)[[1, 2, 0]]]  # the same directions, permuted
+    finding = [[10, 20, 30], [30, 10, 20], [20, 30, 10]]  # direction k's finding is 10 * (k + 1) in every fit
+    got = matched_spread(chosen, fits, lambda r, j: finding[r][j])
+    assert [g["min"] for g in got] == [10, 20, 30] and [g["max"] for g in got] == [10, 20, 30]
+    assert all(g["n"] == 3 for g in got)
+
+
+def test_attribution_nmf_reports_each_directions_positive_share_over_the_restarts():
+    from policylens.factors import nmf_attributions
+
+    g = np.random.default_rng(0)
+    attr = torch.tensor(g.normal(size=(60, 6, 3, 3)) + [[[0]], [[0]], [[1]], [[1]], [[-1]], [[0]]],
+                        dtype=torch.float32)
+    d = nmf_attributions(attr, 3, layer="l")
+    for share, s in zip(d.meta["positive_share"], d.meta["positive_share_spread"]):
+        assert s["n"] == 5 and s["min"] <= share <= s["max"]
+
+
+def test_layer_scores_carry_each_directions_nmi_over_the_restarts(store_path):
+    from policylens import agents, rollouts
+    from policylens.scores import score_layer, store_frames
+
+    obs, masks = store_frames(rollouts.open(store_path), kinds=["agent", "ball", "goal"])
+    found = score_layer(agents.load("zoo:minigrid-do8-rgb"), obs, masks, "embed", 8)
+    for row in found.scores["directions"]:
+        nmi = row["entities"][row["best_entity"]]["nmi"]
+        assert row["nmi_spread"]["n"] == 5 and row["nmi_spread"]["min"] <= nmi <= row["nmi_spread"]["max"]
+    shares = found.scores["interpretable_share_restarts"]
+    assert len(shares) == 5 and shares[found.directions.meta["restart"]] == found.scores["interpretable_share"]

@@ -16,7 +16,7 @@ COMMANDS = {
     "factorize": ("policylens.factors.cli", "NMF / PCA / ICA directions of a layer's activations or attributions"),
     "featvis": ("policylens.featvis.cli", "feature visualisation: dataset examples, spatial examples, optimised images, thumbnails"),
     "explore": ("policylens.explorer.cli", "trajectory explorer (HTML): attribution over NMF features, timeline, GAE bookmarks; --serve for live play"),
-    "edit": ("policylens.edit.cli", "project directions out of an agent's layer into a new run (seed 001's model editing)"),
+    "edit": ("policylens.edit.cli", "project directions out of an agent's layer into a new run (Understanding RL Vision's model editing)"),
     "compare": ("policylens.evaluate.compare", "two agents on the same levels: failure rate by cause, paired tests, bar chart"),
     "sweep": ("policylens.sweep", "one agent per level count (diversity) or attention-entropy coefficient, evaluated and plotted"),
     "dt": ("policylens.dt.cli", "decision transformer: collect, train, calibrate, analyze, ablate (policylens dt --help)"),

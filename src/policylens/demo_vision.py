@@ -19,13 +19,13 @@ ENTITIES = ("agent", "ball", "goal")
 
 
 def _direction_table(scores: dict) -> list:
-    rows = ["| direction | best entity | precision | lift | NMI | interpretable | stability |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| direction | best entity | precision | lift | NMI | NMI over restarts | interpretable | stability |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in scores["directions"]:
         e = r["entities"][r["best_entity"]]
         best = r["best_entity"] if e["nmi"] > 0 else "-"  # no entity's position tells anything about it
         rows.append(f"| {r['label']} | {best} | {e['precision']:.2f} | {e['lift']:.1f} | {e['nmi']:.2f} "
-                    f"| {'yes' if r['interpretable'] else 'no'} | {r['stability']:.2f}"
+                    f"| {_range(r['nmi_spread'])} | {'yes' if r['interpretable'] else 'no'} | {r['stability']:.2f}"
                     f"{' (unstable)' if r['unstable'] else ''} |")
     return rows
 

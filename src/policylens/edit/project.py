@@ -6,7 +6,7 @@ is untouched. The edit is made one of two ways, and ``edited.policylens_edits[-1
 
 - ``"fold"`` (the paper's method): the layers that consume the activation (a conv taking it as input, a
   linear or GRU cell taking it or its flattening) get their input weights right-multiplied by ``P`` over the
-  channel axis, ``W' = W P`` (the paper's "left-multiply each c x d kernel matrix by P" in its HWCD layout).
+  channel axis, ``W' = W P`` (the paper's "we left-multiply each [c x d] matrix in the kernel by P" in its HWCD layout).
   Consumers are found by tracing one forward pass with hooks; the fold is then checked against an exact
   projection of the layer's output with a random direction on probe observations (this catches a use of the
   activation the hooks cannot see, such as a residual sum, or a state carried to the next step). A folded
@@ -43,7 +43,7 @@ class ProjectOutHook:
 def projector(basis: torch.Tensor, keep: "torch.Tensor | None" = None) -> torch.Tensor:
     """The ``(C, C)`` projection that removes the span of ``basis`` ``(r, C)`` (orthonormal rows).
 
-    Without ``keep``: the orthogonal projection ``I - Q^T Q`` (seed 001). With ``keep`` ``(m, C)`` (vectors
+    Without ``keep``: the orthogonal projection ``I - Q^T Q`` of Understanding RL Vision. With ``keep`` ``(m, C)`` (vectors
     that must come through unchanged, e.g. the other NMF directions): the oblique projection
     ``M = I - V (U^T V)^-1 U^T`` where ``U`` is ``V`` minus its part in span(keep); ``M V = 0`` and ``M k = k``
     for every ``k`` in span(keep), so a direction shared with the kept ones is removed without disturbing them.

@@ -3,15 +3,15 @@
 Both agents play episode k on level ``start_level + k`` with the same env and action seeds, so their outcomes
 pair up level by level. For each cause the rate of each agent gets a Wilson 95% interval, and the difference
 is tested with McNemar's exact test on the discordant levels (A ended by that cause and B not, or the
-reverse), which uses the pairing; the p-values are Holm-corrected over the causes compared. Seed 001's
+reverse), which uses the pairing; the p-values are Holm-corrected over the causes compared. Understanding RL Vision's
 figure to beat: after blinding the agent to buzzsaws, buzzsaw failures rose from 0.37% to 12.76% while the
 other causes stayed flat — here that reads as one cause significant, the others not.
 
-``invisible=KINDS`` adds seed 001's control: RUN_A plays the same levels once more with those entities drawn
+``invisible=KINDS`` adds Understanding RL Vision's control: RUN_A plays the same levels once more with those entities drawn
 transparent (``procgen:coinrun?invisible=saw``), the blindness an edit could at most reach. For each hidden
 kind that is a cause, the *blindness share* is how much of that rise the edit reaches,
-``(rate_B - rate_A) / (rate_control - rate_A)``, with a paired bootstrap 95% interval over levels. Seed 001's
-edit: (12.76 - 0.37) / (32.20 - 0.37) = 0.39 of full blindness ("we were not able to achieve more than around
+``(rate_B - rate_A) / (rate_control - rate_A)``, with a paired bootstrap 95% interval over levels. Understanding RL Vision's
+edit: (12.76 - 0.37) / (32.20 - 0.37) = 0.39 of full blindness ("were not able to achieve more than around
 50%").
 """
 from __future__ import annotations

@@ -17,11 +17,14 @@ Where the time goes, and what is done about it (``benchmarks/explorer_export.py`
   all recorded in the layer's ``meta``;
 - the saliency trees of a trajectory come from one forward pass and a backward pass per node slot
   (:func:`~policylens.attribution.saliency_trees`);
-- torch runs on one thread per computation here (:func:`torch_thread`): the explorer's numbers then do not
+- torch runs on one thread per computation (:func:`torch_thread`): the explorer's numbers then do not
   depend on the machine's thread count, and the many small operations of a pass do not wait on each other's
   threads (on two busy cores, two threads made attribution two to six times slower); instead trajectories are
-  attributed side by side (:func:`each_trajectory`), in as many threads as torch was given, each with its own
-  copy of the agent (attribution hooks its modules).
+  attributed side by side (:func:`each_trajectory`), here in as many threads as torch was given, each with its
+  own copy of the agent (attribution hooks its modules), or on the worker processes or Ray tasks of a
+  :class:`~.dispatch.TrajectoryMap` (``explore --backend process|ray --workers W``), each on one thread too:
+  every trajectory's analysis is one module-level function of its own data, so the explorer's files are the
+  same byte for byte wherever it ran.
 """
 from __future__ import annotations
 
@@ -86,18 +89,28 @@ def torch_thread():
         torch.set_num_threads(before)
 
 
-def each_trajectory(agent, fn, items, workers: int) -> list:
-    """``[fn(agent, item) for item in items]`` in up to ``workers`` threads (torch on one thread each), every
-    thread with its own copy of ``agent``: the results do not depend on how many run at once."""
+def each_trajectory(agent, fn, items, *common, over=None, progress=None) -> list:
+    """``[fn(agent, *item, *common) for item in items]`` (``fn`` a module-level function): on the workers of
+    ``over`` (a :class:`~.dispatch.TrajectoryMap` with processes or Ray), else here in up to
+    ``torch.get_num_threads()`` threads (torch on one thread each), every thread with its own copy of
+    ``agent``. The results do not depend on where or how many run at once. ``progress(1)`` after each item."""
     import copy
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    items = list(items)
-    workers = max(1, min(len(items), int(workers)))
+    items = [tuple(item) for item in items]
+    if over is not None and not over.pool.local:
+        return over(fn, items, *common, progress=progress)
+    workers = max(1, min(len(items), torch.get_num_threads()))  # read before torch_thread() sets it to 1
+
+    def call(model, item):
+        out = fn(model, *item, *common)
+        progress and progress(1)
+        return out
+
     with torch_thread():
         if workers == 1:
-            return [fn(agent, item) for item in items]
+            return [call(agent, item) for item in items]
         spare, local, lock = [agent] + [copy.deepcopy(agent) for _ in range(workers - 1)], threading.local(), \
             threading.Lock()
 
@@ -106,7 +119,7 @@ def each_trajectory(agent, fn, items, workers: int) -> list:
                 local.agent = spare.pop()
 
         with ThreadPoolExecutor(workers, initializer=take) as pool:
-            return list(pool.map(lambda item: fn(local.agent, item), items))
+            return list(pool.map(lambda item: call(local.agent, item), items))
 
 
 def _state(traj: Trajectory):
@@ -165,6 +178,27 @@ def action_attributions(agent, obs, state, actions, layer: str, ig_steps: int = 
     return torch.cat([p[0] for p in parts]), max([0.0] + [float(p[1].abs().max()) for p in parts])
 
 
+def sample_attributions(agent, obs, state, actions, frames, layer: str, ig_steps: int, batch: int, keep: bool) -> tuple:
+    """One trajectory's share of the NMF sample: ``(kept, (value, action))``, the IG attributions of the value
+    and of the sampled action's logit to ``layer`` at ``frames`` ``(f, C, h, w)``. With ``keep`` the whole
+    trajectory is attributed and kept (``kept``: :func:`layer_attributions`' result, its maps then need no
+    second pass), else only ``frames`` (``kept`` None)."""
+    if keep:
+        both = layer_attributions(agent, obs, state, actions, layer, ig_steps, batch)
+        return both, (both[0][0][frames], both[1][0][frames])
+    (value, _), (action, _) = layer_attributions(agent, obs[frames], _rows(state, frames), np.asarray(actions)[frames],
+                                                 layer, ig_steps, batch)
+    return None, (value, action)
+
+
+def kept_maps(agent, kept, directions, pool: int) -> tuple:
+    """:func:`nmf_maps`' result from attributions already made (:func:`sample_attributions`' ``kept``); the
+    agent is not used."""
+    (value, value_gap), (action, action_gap) = kept
+    return maps_of(value, action, directions, pool), {"value": float(value_gap.abs().max()),
+                                                      "action": float(action_gap.abs().max())}
+
+
 def maps_of(value, action, directions, pool: int) -> dict:
     """``{"value": maps, "action": maps}`` of attributions ``(n, C, h, w)`` over ``directions``, maps ``(n, 2,
     K + 1, h', w')`` summed over ``pool`` x ``pool`` blocks of positions."""
@@ -200,11 +234,12 @@ def nmf_sample(trajectories, frames: int) -> list:
 # ------------------------------------------------------------------------------------------------ a layer
 def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int = 10, nmf_frames: int = 1024,
                   thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, env: str = "",
-                  progress=None) -> LayerView:
+                  progress=None, over=None) -> LayerView:
     """Fill ``traj.maps[layer]`` of every trajectory and return the layer's view: attribution, NMF of value
     attributions (frames sampled evenly), maps over the directions, dataset-example thumbnails (drawn as the
     ``env`` draws its views), labels from ground truth (:mod:`.labels`). Maps of a layer wider than ``map_size``
-    are stored summed over blocks of positions (0: never)."""
+    are stored summed over blocks of positions (0: never). ``over``: workers for the trajectories
+    (:func:`each_trajectory`; default: threads here)."""
     from ..factors import nmf_attributions
     from ..featvis import dataset_examples
     from .labels import feature_labels, frame_masks
@@ -215,31 +250,21 @@ def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int 
     grid = (-(-gh // pool), -(-gw // pool))
     shape = {"layer_grid": [int(gh), int(gw)], "pool": pool}
     if is_attention(agent, layer):
-        for traj in trajectories:
-            with torch_thread():
-                traj.maps[layer] = attention_layer_maps(agent, traj.obs, _state(traj), layer, pool)
-            progress and progress(1)
+        for traj, maps in zip(trajectories, each_trajectory(agent, attention_layer_maps, [(t.obs, _state(t)) for t in
+                                                                                          trajectories],
+                                                            layer, pool, over=over, progress=progress)):
+            traj.maps[layer] = maps
         heads = trajectories[0].maps[layer]["attention"].shape[2]
         return LayerView(layer, "attention", grid, tuple(f"head {h + 1}" for h in range(heads)),
                          (Output("attention", "attention maps", ("attention",)),), None,
                          {"method": "attention", **shape})
 
-    workers = torch.get_num_threads()
     chosen = nmf_sample(trajectories, nmf_frames)
     keep = 2 * 4 * c * gh * gw * sum(len(t) for t in trajectories) <= CACHE_BYTES  # float32, two outputs
-
-    def attribute_sample(model, job):  # -> (the trajectory's attributions or None, the sampled frames' (v, a))
-        traj, frames = job
-        if keep:  # the trajectory's work is done here (the maps of kept attributions take no agent)
-            both = layer_attributions(model, traj.obs, _state(traj), traj.action, layer, ig_steps, batch)
-            progress and progress(1)
-            return both, (both[0][0][frames], both[1][0][frames])
-        (v, _), (a, _) = layer_attributions(model, traj.obs[frames], _rows(_state(traj), frames),
-                                            np.asarray(traj.action)[frames], layer, ig_steps, batch)
-        return None, (v, a)
-
-    kept, sample = zip(*each_trajectory(agent, attribute_sample, chosen, workers))
-    kept = list(kept)
+    # with keep, each trajectory's work is done here (the maps of kept attributions take no agent)
+    kept, sample = zip(*each_trajectory(agent, sample_attributions, [(t.obs, _state(t), t.action, f) for t, f in
+                                                                       chosen],
+                                        layer, ig_steps, batch, keep, over=over, progress=progress if keep else None))
     nmf_on, fitted = "value attributions", torch.cat([v for v, _ in sample])
     if not fitted.any():  # the value does not read this layer (a separate value trunk)
         nmf_on = "sampled-action logit attributions (the value does not read this layer)"
@@ -249,20 +274,14 @@ def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int 
     masks = frame_masks(trajectories, chosen, env)
     labels, scores = feature_labels(fitted, directions, masks)
 
-    def map_trajectory(model, j):  # -> (maps, completeness gaps) of trajectory j
-        traj = trajectories[j]
-        if not keep:
-            done = nmf_maps(model, traj.obs, _state(traj), traj.action, directions, ig_steps, batch, pool)
-            progress and progress(1)
-            return done
-        (value, value_gap), (action, action_gap) = kept[j]
-        kept[j] = None
-        return maps_of(value, action, directions, pool), {"value": float(value_gap.abs().max()),
-                                                          "action": float(action_gap.abs().max())}
-
+    if keep:  # here: the attributions are here already
+        mapped = each_trajectory(agent, kept_maps, [(both,) for both in kept], directions, pool)
+    else:
+        mapped = each_trajectory(agent, nmf_maps, [(t.obs, _state(t), t.action) for t in trajectories], directions,
+                                 ig_steps, batch, pool, over=over, progress=progress)
+    del kept
     gaps = {"value": 0.0, "action": 0.0}  # largest IG completeness gap |sum(attr) - (F(x) - F(0))|
-    for traj, (maps, gap) in zip(trajectories, each_trajectory(agent, map_trajectory, range(len(trajectories)),
-                                                                workers)):
+    for traj, (maps, gap) in zip(trajectories, mapped):
         traj.maps[layer] = maps
         gaps = {name: max(gaps[name], gap[name]) for name in gaps}
     obs = np.concatenate([t.obs for t in trajectories])  # (N, H, W, C)
@@ -298,16 +317,21 @@ def tree_frames(traj: Trajectory, bookmark_count: int, separation: int) -> list:
     return sorted({0, *(int(t) for t in marks)})
 
 
-def add_saliency_trees(agent, trajectories, frames_of, *, k: int = 2, progress=None) -> None:
-    """Fill ``traj.trees`` with the saliency tree of the value (gradient x activation, ``k`` children per
-    node, down to the input pixels) at the frames ``frames_of(traj)`` of every trajectory."""
+def trajectory_trees(agent, obs, state, frames, k: int = 2) -> dict:
+    """``{t: the value's saliency tree at frame t}`` for the ``frames`` of one trajectory's ``obs`` ``(T, ...)``
+    (``state`` ``(T, hidden)``: what a recurrent agent received, else None), from one recorded pass
+    (:func:`~policylens.attribution.saliency_trees`)."""
     from ..attribution import saliency_trees
 
-    def trees_of(model, traj):
-        frames = list(frames_of(traj))
-        trees = saliency_trees(model, traj.obs[frames], target="value", k=k, state=_rows(_state(traj), frames))
-        progress and progress(1)
-        return dict(zip(frames, trees))
+    frames = [int(t) for t in frames]
+    return dict(zip(frames, saliency_trees(agent, obs[frames], target="value", k=k, state=_rows(state, frames))))
 
-    for traj, trees in zip(trajectories, each_trajectory(agent, trees_of, trajectories, torch.get_num_threads())):
+
+def add_saliency_trees(agent, trajectories, frames_of, *, k: int = 2, progress=None, over=None) -> None:
+    """Fill ``traj.trees`` with the saliency tree of the value (gradient x activation, ``k`` children per
+    node, down to the input pixels) at the frames ``frames_of(traj)`` of every trajectory (``over``: as
+    :func:`analyse_layer`)."""
+    items = [(t.obs, _state(t), list(frames_of(t))) for t in trajectories]
+    for traj, trees in zip(trajectories, each_trajectory(agent, trajectory_trees, items, k, over=over,
+                                                         progress=progress)):
         traj.trees.update(trees)

@@ -25,6 +25,7 @@ from .analysis import (NMF_BOOTSTRAP, NMF_DTYPE, NMF_RESTARTS, OUTPUTS,  # noqa:
                        candidate_layers, check_layer, is_attention, layer_attributions, nmf_maps, nmf_sample,
                        tree_frames)
 from .bundle import Trajectory, explorer_summary, write_explorer
+from .dispatch import TrajectoryMap
 
 PREFERRED_LAYER = {"Clear": "conv2b"}  # the paper's layer 2b
 RECORD_ALL = 8  # episodes recorded for --episodes all when the run has no store yet
@@ -158,13 +159,14 @@ def written_key(out: Path) -> "dict | None":
 def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k: int = 8, out=None,
            ig_steps: int = 10, nmf_frames: int = 1024, bookmarks: int = 10, bookmark_separation: int = 3,
            thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, device: str = "cpu",
-           tree_k: int = 2, progress: bool = True, reuse: bool = False, overwrite: bool = False) -> dict:
+           tree_k: int = 2, progress: bool = True, reuse: bool = False, overwrite: bool = False,
+           backend: str = "process", workers: int = 1, ray_address: "str | None" = None) -> dict:
     """Write the explorer for ``episodes`` of the run's rollouts store (recorded first when the store does
     not exist). ``layers``: names (a list or a comma-separated string; default :func:`default_layers`).
     ``tree_k``: children per node of the saliency trees of each trajectory's first frame and bookmarks
     (0: no trees). ``reuse``: when ``out`` already holds an explorer written with the same agent weights,
     store and settings (:func:`export_key`), keep it instead of recomputing it (``"reused": True``); any other
-    explorer in ``out`` is refused unless ``overwrite``.
+    explorer in ``out`` is refused unless ``overwrite``. ``backend``, ``workers``: where trajectories are analysed.
     Returns :func:`~policylens.explorer.bundle.write_explorer`'s summary plus ``layers``, ``store``, ``reused``."""
     from tqdm.auto import tqdm
 
@@ -176,6 +178,7 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
     if not reuse:
         prepare_out(out, what="explorer", overwrite=overwrite)
     agent = load_agent(agent_dir, device=device).eval()
+    over = TrajectoryMap(agent, agent_dir, backend, workers, ray_address, device)  # workers start when needed
     names = [n.strip() for n in layers.split(",")] if isinstance(layers, str) else list(layers or [])
     names = [n for n in names if n] or default_layers(agent)
     for name in names:
@@ -205,13 +208,14 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
     try:
         views = [analyse_layer(agent, trajectories, name, k=k, ig_steps=ig_steps, nmf_frames=nmf_frames,
                                thumbnail=thumbnail, map_size=map_size, batch=batch, seed=seed, env=data.env,
-                               progress=bar.update)
+                               progress=bar.update, over=over)
                  for name in names]
         if tree_k:
             bar.total += len(trajectories)
             add_saliency_trees(agent, trajectories, lambda tr: tree_frames(tr, bookmarks, bookmark_separation),
-                               k=tree_k, progress=bar.update)
+                               k=tree_k, progress=bar.update, over=over)
     finally:
+        over.close()
         bar.close()
     for j, view in enumerate(views):
         if view.directions is not None:

@@ -47,13 +47,34 @@ def _unit(v) -> np.ndarray:
 def matched_cosines(a, b) -> np.ndarray:
     """For each row of ``a`` ``(K, C)``, the absolute cosine with the row of ``b`` ``(K', C)`` it is matched to
     by the assignment that maximises the total (Hungarian); 0 for rows left unmatched when ``K' < K``."""
+    cos = np.abs(_unit(a) @ _unit(b).T)  # (K, K')
+    pair = matches(a, b)
+    return np.where(pair >= 0, cos[np.arange(len(cos)), np.maximum(pair, 0)], 0.0)
+
+
+def matches(a, b) -> np.ndarray:
+    """For each row of ``a`` ``(K, C)``, the index of the row of ``b`` it is matched to (as
+    :func:`matched_cosines`), -1 where unmatched."""
     from scipy.optimize import linear_sum_assignment
 
-    cos = np.abs(_unit(a) @ _unit(b).T)  # (K, K')
-    rows, cols = linear_sum_assignment(-cos)
-    out = np.zeros(len(cos))
-    out[rows] = cos[rows, cols]
+    rows, cols = linear_sum_assignment(-np.abs(_unit(a) @ _unit(b).T))
+    out = np.full(len(a), -1)
+    out[rows] = cols
     return out
+
+
+def matched_spread(chosen, fits: list, value) -> list:
+    """Per direction of ``chosen`` ``(K, C)``, ``{"median", "min", "max", "n"}`` of a per-direction finding over
+    every restart: ``value(r, j)`` is the finding for direction ``j`` of restart ``r`` (``fits[r]`` ``(K_r, C)``),
+    read at the direction matched to each chosen one. How much a finding about "this direction" depends on
+    which decomposition was drawn."""
+    per = [[] for _ in range(len(chosen))]
+    for r, f in enumerate(fits):
+        for k, j in enumerate(matches(chosen, f)):
+            if j >= 0 and value(r, int(j)) is not None:
+                per[k].append(float(value(r, int(j))))
+    return [{"median": float(np.median(v)), "min": float(min(v)), "max": float(max(v)), "n": len(v)} if v else
+            {"median": None, "min": None, "max": None, "n": 0} for v in per]
 
 
 def agreement(fits: list) -> np.ndarray:

@@ -21,6 +21,10 @@ complete episodes, the K recorded before the interruption byte-for-byte unchange
 deterministic function of (command, K); it does not reproduce the episodes an uninterrupted run would have
 recorded after the K-th (those in flight at the kill are replayed from fresh seeds). The recording settings
 (agent weights, env, policy, seed, num_envs, ...) must match the store's, else it refuses to append.
+
+``--backend process|ray --workers W`` records by episode plan instead (:mod:`policylens.rollouts.plan`): episode
+k on level ``start_level + k`` with seeds of its own, on W local processes or Ray workers, appended in episode
+order; the store is the same for any W and either backend, and a resumed recording equals an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -31,16 +35,18 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
 from ..agents import load_agent, read_config, resolve_run
 from ..agents.policy import POLICIES, AgentStepper
-from ..config import add_dataclass_args, from_args
+from ..config import add_dataclass_args, clear_errors, from_args
 from ..envs import CAUSES, make
 from ..runs import default_out, prepare_out
 from .gae import add_advantages
+from .plan import PLAN_BACKENDS, plan_levels, record_plan
 from .store import open as open_store
 from .writer import StoreWriter
 
@@ -81,6 +87,18 @@ class RecordConfig:
     """commit finished episodes to the store at least this often (0: as soon as they finish)"""
     device: str = "cpu"
     """torch device for the agent"""
+    backend: str = "vector"
+    """vector: num_envs envs stepped together here, their levels drawn from the seed; process | ray: episode k on level start_level + k with seeds of its own (as evaluate plays it), recorded by --workers local processes or Ray tasks and appended in episode order: the store is the same for any workers and either backend"""
+    workers: int = 1
+    """workers recording episodes for backend process | ray (1 with process: in this process)"""
+    batch: int = 8
+    """backend process | ray: episodes a worker plays side by side, one agent forward for all (the store depends on it)"""
+    start_level: Optional[int] = None
+    """backend process | ray: level of episode 0 (default: the env spec's start_level, else 0)"""
+    num_levels: Optional[int] = None
+    """backend process | ray: cycle through levels [start_level, start_level + num_levels) (default: the env spec's num_levels; 0: a new level per episode)"""
+    ray_address: Optional[str] = None
+    """Ray cluster address for backend ray (default: start a local Ray)"""
     progress: bool = True
     """show a progress bar (episodes done, frames/s)"""
     resume: bool = False
@@ -115,9 +133,17 @@ def _check(cfg: RecordConfig) -> None:
         raise ValueError("record needs a RUN: a run directory, checkpoint folder or zoo:NAME")
     if cfg.policy not in POLICIES:
         raise ValueError(f"policy {cfg.policy!r}; expected one of {POLICIES}")
-    for name in ("episodes", "num_envs", "max_steps"):
+    for name in ("episodes", "num_envs", "max_steps", "workers", "batch"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.backend not in ("vector", *PLAN_BACKENDS):
+        raise ValueError(f"unknown backend {cfg.backend!r}; expected vector, {' or '.join(PLAN_BACKENDS)}")
+    if cfg.backend == "vector" and cfg.workers != 1:
+        raise ValueError(f"--workers {cfg.workers} records with --backend process or ray (backend vector steps "
+                         "its --num-envs envs in this process)")
+    for name in ("start_level", "num_levels"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
 
 
 class EpisodeBuffer:
@@ -193,13 +219,26 @@ def record(cfg: RecordConfig) -> Path:
                  "policy": cfg.policy, "temperature": cfg.temperature, "seed": cfg.seed, "num_envs": cfg.num_envs,
                  "save_state": cfg.save_state, "entities": has_entities, "max_steps": cfg.max_steps,
                  **({"render": True} if screen is not None else {})}
+    if cfg.backend != "vector":  # by episode plan: what the store is a function of (not workers or backend)
+        from ..evaluate.run import episode_plan
+
+        start_level, num_levels = plan_levels(cfg, env_spec)
+        del recording["num_envs"]
+        recording.update(order="episode plan", start_level=start_level, num_levels=num_levels, batch=cfg.batch)
     attrs = {"env": str(env_spec), "run": run_label(cfg.run), "agent": conf["agent"], "action_names": action_names,
              "obs_shape": list(obs_shape), "recurrent": recurrent, "causes": [*CAUSES, "max_steps"],
              "recording": recording}
 
     with StoreWriter(out, fields, attrs) as writer:
         check_same_settings(writer, recording)
-        _record_into(writer, agent, cfg, env_spec, has_entities, recurrent, screen is not None)
+        if cfg.backend == "vector":
+            _record_into(writer, agent, cfg, env_spec, has_entities, recurrent, screen is not None)
+        else:
+            settings = {"spec": str(env_spec), "policy": cfg.policy, "temperature": cfg.temperature,
+                        "seed": cfg.seed, "batch": cfg.batch, "device": str(cfg.device), "max_steps": cfg.max_steps,
+                        "entities": has_entities, "render": screen is not None, "save_state": cfg.save_state,
+                        "recurrent": recurrent}
+            record_plan(writer, agent, agent_dir, cfg, settings, episode_plan(cfg.episodes, start_level, num_levels))
     add_advantages(out, cfg.gamma, cfg.gae_lambda)
     return out
 
@@ -310,7 +349,8 @@ def main(argv=None) -> Path:
         if report["problems"]:
             raise SystemExit(1)
         return Path(cfg.verify)
-    out = record(cfg)
+    with clear_errors(parser, also=(ImportError,)):  # ImportError: --backend ray without Ray
+        out = record(cfg)
     print(f"wrote {out}: {len(open_store(out))} episodes")
     return out
 

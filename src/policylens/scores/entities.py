@@ -1,6 +1,6 @@
 """How well directions and attributions line up with ground-truth entities.
 
-Seed 001 counted "interpretable features" with human raters. Here each direction's spatial map (N, h, w) of
+Understanding RL Vision counted "interpretable features" with human raters. Here each direction's spatial map (N, h, w) of
 where it fires is compared with entity masks pooled onto the same grid (share of each cell the entity covers):
 
 - ``precision``: the share of the direction's firing mass that falls on the entity;
@@ -130,11 +130,28 @@ def score_layer(agent, obs, masks: dict, layer: str, k: int = 8, seed: int = 0, 
     every = restart_directions(directions, fits)
     scored = [score_directions(acts, masks, d) for d in every]
     scores, maps = scored[directions.meta["restart"]]
-    for row, stab, flag in zip(scores["directions"], directions.meta["stability"], directions.meta["unstable"]):
+    rows = scores["directions"]
+    for row, stab, flag in zip(rows, directions.meta["stability"], directions.meta["unstable"]):
         row.update(stability=stab, unstable=flag)
+    for row, spread_ in zip(rows, _nmi_spread(directions, every, scored)):
+        row["nmi_spread"] = spread_
     scores["interpretable_share_restarts"] = [s["interpretable_share"] for s, _ in scored]
     scores["interpretable_share_spread"] = spread(scores["interpretable_share_restarts"])
     return LayerScores(directions, scores, maps, [(d, s) for d, (s, _) in zip(every, scored)])
+
+
+def _nmi_spread(directions, every: list, scored: list) -> list:
+    """Per chosen direction, the spread over the restarts of its NMI with its best entity, each restart's
+    direction matched to it (:func:`policylens.factors.stable.matches`)."""
+    from ..factors.stable import matches
+
+    rows = scored[directions.meta["restart"]][0]["directions"]
+    values = [[] for _ in rows]
+    for d, (s, _) in zip(every, scored):
+        for k, j in enumerate(matches(directions.vectors.numpy(), d.vectors.numpy())):
+            if j >= 0 and rows[k]["best_entity"] is not None:
+                values[k].append(s["directions"][j]["entities"][rows[k]["best_entity"]]["nmi"])
+    return [spread(v) for v in values]
 
 
 def score_directions(acts, masks: dict, directions) -> tuple:

@@ -42,8 +42,8 @@ def episode_masks(store, i: int, kinds=None) -> dict:
 
         frames = [entity_masks(json.loads(e), obs_shape) for e in ep["entities"]]
     else:
-        raise ValueError(f"no ground-truth masks for env {env!r} (MiniGrid, CoinRun and the Atari games OCAtari "
-                         "covers have them)")
+        raise ValueError(f"no ground truth (entity masks) for env {env!r}: MiniGrid, CoinRun and the Atari games "
+                         "OCAtari covers have it")
     kinds = kinds or sorted({k for f in frames for k in f})
     empty = np.zeros(obs_shape[:2], bool)
     masks = {k: np.stack([f.get(k, empty) for f in frames]) for k in kinds}  # (T, H, W) each

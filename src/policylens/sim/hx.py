@@ -1,4 +1,4 @@
-"""Hidden-state analysis (seed 002, "Analysis of agent's hidden state"): what a recurrent agent is "thinking".
+"""Hidden-state analysis (Saliency as causality, "Analysis of agent's hidden state"): what a recurrent agent is "thinking".
 
 The core, :func:`analyze`, takes any ``(N, D)`` array of states (the agent's ``hx`` on real rollouts, or the
 simulator's own state) and returns an :class:`HxAnalysis`:
@@ -17,7 +17,7 @@ simulator's own state) and returns an :class:`HxAnalysis`:
 
 All directions are saved as :class:`~policylens.factors.Directions` of ``z``: ``meta["std"]`` / ``meta["zscore_mean"]``
 are the per-unit std and mean of the raw states (``meta["std"]`` is what :func:`policylens.edit.swap_matrix`
-reads: "these directions live in z-space"), and ``meta["mean"]`` is the *z-space* offset that
+reads: these directions live in z-space), and ``meta["mean"]`` is the *z-space* offset that
 :func:`policylens.factors.coefficients` subtracts (about 0 for PCA/ICA, the shift for NMF), so
 ``coefficients(zscore(x), directions)`` is right for every method. :func:`project` maps other states (e.g.
 simulated ones) onto the real components with the real z-scoring.

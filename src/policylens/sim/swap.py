@@ -1,8 +1,8 @@
 """``policylens sim swap RUN --directions PATH --swap A:B[,C:none]``: test a hidden-state hypothesis by control.
 
-Seed 000 swapped the "buzzsaw" direction of the agent's hidden state for the "box" one and watched the agent
-jump onto buzzsaws; the statistics it left as TODO ("% of samples with deaths by buzzsaw with and without
-swap") are what this computes. Three agents play the same ``episodes`` levels with the same env and action
+Saliency as causality swapped the "buzzsaw" direction of the agent's hidden state for the "box" one and watched the agent
+jump onto buzzsaws; the statistics it left as TODO ("% of samples with deaths by buzzsaw", "with and without swap of buzzsaw direction and box
+direction") are what this computes. Three agents play the same ``episodes`` levels with the same env and action
 seeds (so outcomes pair up level by level): the agent, the agent with the swaps
 (:func:`~policylens.edit.swap_directions`), and a control with the same swaps between random orthonormal
 directions of the same space. Each cause's rate gets a Wilson 95% interval and each edited agent is compared
