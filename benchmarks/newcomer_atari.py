@@ -11,10 +11,12 @@
        policylens edit RUN --layer conv3 --blind ball --force --out RUN-blind
        policylens compare RUN RUN-blind --invisible ball --episodes 30
 
-An agent trained a thousand steps has no direction that locates the ball (``edit`` says so, giving the best
-one's NMI, which the JSON keeps); ``--force`` projects that best one out anyway, so the path runs to its end.
-Reported in ``results/newcomer_atari.json``: seconds per command and in all against the issue's 5 minutes on 2
-cores, the machine's load average, what the explorer holds (episodes, frames, the attribution by object of its
+An agent trained a thousand steps may have no direction that locates the ball (``edit`` then refuses, naming
+the best one's NMI); ``--force`` projects the best one out whatever its NMI, so the path runs to its end, and the
+JSON keeps that NMI and whether it reaches ``edit``'s threshold.
+Reported in ``results/newcomer_atari.json``: seconds per command, to the explorer (import and explore: the
+issue's goal is an explorer within 5 minutes, ``within_budget``) and for the whole path, on 2 cores; the
+machine's load average, what the explorer holds (episodes, frames, the attribution by object of its
 layer) and the comparison (failures by cause for the agent, the edited agent and the control). ``--quick``: a
 smoke run of the same commands on short games (``max_frames=1600``), 2 games recorded and compared, written to
 ``results/newcomer_atari_quick.json``.
@@ -37,7 +39,7 @@ from policylens.explorer.encode import read_js
 
 from .common import write
 
-BUDGET_S = 300  # the issue's 5 minutes, for the commands after the zip
+BUDGET_S = 300  # the issue's 5 minutes from the zip to its explorer
 GAME = "atari:breakout"
 
 
@@ -85,14 +87,15 @@ def measure(args, game: str, explore: list, root: Path) -> dict:
         done.append(policylens(step, src))
         print(f"{done[-1]['seconds']:7.1f} s  {done[-1]['command']}")
     total = sum(d["seconds"] for d in done)
+    to_explorer = done[0]["seconds"] + done[1]["seconds"]  # import, explore
     layer = read_js(run / "explorer" / "data" / "manifest.js")[1]["layers"][0]
     store = rollouts.open(run / "rollouts.zarr")
     compare = json.loads((root / "compare" / "compare.json").read_text())
     blind_info = json.loads((blind / "blind.json").read_text())
     nmi = [d["nmi"] for d in blind_info["directions"] if d["label"] in blind_info["chosen"].split(",")]
     return {
-        "env": game, "quick": args.quick, "zip": trained, "budget_s": BUDGET_S, "total_s": round(total, 1),
-        "within_budget": total <= BUDGET_S, "load_average": [round(load, 1), round(os.getloadavg()[0], 1)],
+        "env": game, "quick": args.quick, "zip": trained, "budget_s": BUDGET_S,
+        "to_explorer_s": round(to_explorer, 1), "within_budget": to_explorer <= BUDGET_S, "total_s": round(total, 1), "load_average": [round(load, 1), round(os.getloadavg()[0], 1)],
         "commands": {s[0]: {"command": d["command"].replace(str(root) + "/", ""), "seconds": d["seconds"]}
                      for s, d in zip(steps, done)},
         "explorer": {"episodes": len(store), "frames_recorded": store.num_frames, "layer": layer["name"],
@@ -117,7 +120,7 @@ def main(argv=None):
         args.train_steps, args.compare_episodes = min(args.train_steps, 256), min(args.compare_episodes, 2)
     with tempfile.TemporaryDirectory(prefix="newcomer-") as root:
         result = measure(args, game, explore, Path(root))
-    print(f"total {result['total_s']} s for the commands (budget {BUDGET_S} s)")
+    print(f"{result['to_explorer_s']} s to the explorer (goal {BUDGET_S} s), {result['total_s']} s for every command")
     write("newcomer_atari_quick" if args.quick else "newcomer_atari", result)
 
 
