@@ -137,6 +137,28 @@ def dt_models_table() -> list:
     return side_by_side(load("benchmarks/results/dt_models.json"))
 
 
+EXPORT = "benchmarks/results/explorer_export.json"
+
+
+def explorer_table() -> list:
+    """Explorer exports (``benchmarks.explorer_export``): per agent and layer, the frames, the export's seconds and
+    frames/s (and per CPU second), the earlier code's time on the same store in the same run where measured,
+    and the size scaled to 8 x 512 frames."""
+    r = load(EXPORT)
+    rows = ["| agent, layer (env) | maps stored | frames | export | CPU | before (same store, same run) | speed-up | "
+            "size for 8 x 512 |", "|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        env = _env_name(row.get("env", r["env"])).split(",")[0]
+        pool = f"summed over {row['pool']}x{row['pool']} blocks" if row.get("pool", 1) > 1 else "at the layer's grid"
+        cpu = f"{row['export_cpu_s']} s ({row['export_frames_per_cpu_s']} frames/s)" if "export_cpu_s" in row else "-"
+        before = (f"{row['before']['export_s']} s ({row['before']['export_frames_per_s']} frames/s)"
+                  if "before" in row else "-")
+        rows.append(f"| `{row['arch']}`, `{row['layer']}` ({env}) | {pool} | {row['frames']:,} | {row['export_s']} s "
+                    f"(**{row['export_frames_per_s']} frames/s**) | {cpu} | {before} | "
+                    f"{str(row['speedup']) + 'x' if 'speedup' in row else '-'} | {row['mb_scaled_to_8x512']} MB |")
+    return rows
+
+
 SIM_AGENTS = "benchmarks/results/sim_agents.json"
 
 
@@ -237,10 +259,10 @@ def sim_balls_table() -> list:
     return rows
 
 
-BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table, "sim_agents_table": sim_agents_table,
-          "sim_fidelity_table": sim_fidelity_table, "sim_reach_table": sim_reach_table,
-          "sim_closed_loop_table": sim_closed_loop_table, "sim_swap_table": sim_swap_table,
-          "sim_balls_table": sim_balls_table, "dt_models_table": dt_models_table}
+BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table, "explorer_table": explorer_table,
+          "sim_agents_table": sim_agents_table, "sim_fidelity_table": sim_fidelity_table,
+          "sim_reach_table": sim_reach_table, "sim_closed_loop_table": sim_closed_loop_table,
+          "sim_swap_table": sim_swap_table, "sim_balls_table": sim_balls_table, "dt_models_table": dt_models_table}
 
 
 # ---------------------------------------------------------------- rewriting and checking

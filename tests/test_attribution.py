@@ -254,6 +254,33 @@ def test_every_target_form_attributes_the_right_scalar(ff, obs):
     torch.testing.assert_close(attribute(ff, obs, method="saliency"), grad, **TOL)
 
 
+@pytest.mark.parametrize("kind,layer,method", [("ff", "conv2", "ig"), ("rec", "fc", "ig"), ("ff", None, "ig"),
+                                               ("ff", "conv1", "grad_x_act"), ("rec", "hx", "smoothgrad")])
+def test_several_targets_from_one_pass_equal_each_attributed_alone(kind, layer, method, ff, rec, obs, state):
+    """attribute_many reads the value, a logit and each observation's own action's logit from the same forward
+    passes: each equals attribute() of that target alone, deltas included (own actions: grouped by action)."""
+    from policylens.attribution import attribute_many, own_actions
+
+    agent, st = (ff, None) if kind == "ff" else (rec, state)
+    actions = np.array([2, 0, 2, 1])
+    kw = dict(layer=layer, method=method, state=st, **({"return_delta": True} if method == "ig" else {}))
+    value, logit, own = attribute_many(agent, obs, ["value", "action:right", own_actions(actions)], **kw)
+    alone = attribute(agent, obs, target="value", **kw), attribute(agent, obs, target=1, **kw)
+    pick = lambda x: x[0] if method == "ig" else x  # noqa: E731
+    torch.testing.assert_close(pick(value), pick(alone[0]), **TOL)
+    torch.testing.assert_close(pick(logit), pick(alone[1]), **TOL)
+    for a in np.unique(actions):
+        rows = np.flatnonzero(actions == a)
+        each = attribute(agent, obs[rows], target=int(a), layer=layer, method=method,
+                         state=None if st is None else st[rows], **({"return_delta": True} if method == "ig" else {}))
+        if method == "smoothgrad":  # the noise of an observation depends on its place in the batch: compare IG only
+            continue
+        torch.testing.assert_close(pick(own)[rows], pick(each), **TOL)
+        if method == "ig":
+            torch.testing.assert_close(own[1][rows], each[1], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(pick(value), pick(logit))
+
+
 def test_bad_targets_layers_and_arguments_get_clear_errors(ff, obs):
     with pytest.raises(ValueError, match="no action 'jump'; actions: left, right, forward"):
         attribute(ff, obs, target="action:jump")

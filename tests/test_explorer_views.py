@@ -47,7 +47,7 @@ def written(tmp_path_factory):
 
 def test_symbolic_frames_are_drawn_with_minigrids_tiles(written):
     run, manifest, _ = written
-    assert manifest["view"] == {"kind": "symbolic", "tiles": True, "transposed": True, "tile": TILE}
+    assert manifest["view"] == {"kind": "symbolic", "tiles": True, "transposed": True, "tile": TILE, "stack": 1}
     store = rollouts.open(run / "rollouts.zarr")
     _, traj = read_js(run / "explorer" / "data" / "t0.js")
     assert traj["frames"]["display"] == "tiles" and traj["frames"]["tile"] == [7 * TILE, 7 * TILE]

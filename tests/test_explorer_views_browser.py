@@ -84,7 +84,7 @@ def test_the_page_holds_and_draws_minigrids_tiles(context, folders):
     out, obs = folders
     page = open_page(context, out["game"])
     assert page.evaluate("window.explorer.view") == {"kind": "symbolic", "tiles": True, "transposed": True,
-                                                     "tile": TILE, "predicted": False}
+                                                     "tile": TILE, "stack": 1, "predicted": False}
     for t in (0, 7):
         page.evaluate(f"window.explorer.setFrame({t})")
         held = page.evaluate("""() => {  // the frame the page holds, at its own size

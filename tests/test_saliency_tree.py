@@ -126,10 +126,13 @@ def test_batching_the_parents_does_not_change_the_tree():
         assert a["score"] == pytest.approx(b["score"], rel=1e-4, abs=1e-7)
 
 
-def test_hooks_are_removed_after_an_exception():
-    agent = Wired(fail_on_batch=2)  # the second level attributes k = 2 parents in one batch: the agent fails
+@pytest.mark.parametrize("fail_on,method", [(1, "grad_x_act"), (2, "ig")], ids=["one-pass", "per-level"])
+def test_hooks_are_removed_after_an_exception(fail_on, method):
+    """The agent fails in the tree's one recorded pass (gradient x activation), or on the second level's k = 2
+    parents attributed in one batch (IG): either way no hook is left behind."""
+    agent = Wired(fail_on_batch=fail_on)
     with pytest.raises(RuntimeError, match="boom"):
-        saliency_tree(agent, wired_obs(), k=2)
+        saliency_tree(agent, wired_obs(), k=2, method=method)
     assert all(not m._forward_hooks for m in agent.modules())
     with pytest.raises(ValueError, match="inside"):
         with UnitTarget(agent, "conv_a", [0]):
@@ -170,6 +173,46 @@ def test_real_agents_give_a_well_formed_tree(arch, obs_shape, options, recurrent
     if recurrent:  # the state is used: another state gives another root
         other = saliency_tree(agent, obs, k=1, depth=1, state=torch.zeros(1, 64))
         assert other["activation"] != pytest.approx(tree["activation"], rel=1e-4)
+
+
+@pytest.mark.parametrize("arch,obs_shape,options,recurrent", [
+    ("cnn", (7, 7, 3), {}, False), ("impala", (16, 16, 3), {}, False), ("attention", (7, 7, 3), {"base": "cnn"}, False),
+    ("cnn", (7, 7, 3), {}, True), ("nature", (84, 84, 4), {}, False)], ids=["cnn", "impala", "attention", "cnn-gru",
+                                                                          "nature"])
+@pytest.mark.parametrize("method", ["grad_x_act", "saliency"])
+def test_one_recorded_pass_gives_the_tree_a_pass_per_parent_gives(arch, obs_shape, options, recurrent, method):
+    """Saliency and gradient x activation trees come from one forward pass with batched backward passes; the same
+    tree, unit for unit and score for score, as attributing every level's parents through attribute() (which an
+    attribute option, here chunk_size, selects)."""
+    agent, _ = small(arch, recurrent, obs_shape, **options)
+    obs = torch.randint(0, 256, (1, *obs_shape), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+    state = torch.randn(1, 64, generator=torch.Generator().manual_seed(5)) if recurrent else None
+    fast = saliency_tree(agent, obs, k=2, state=state, method=method)
+    slow = saliency_tree(agent, obs, k=2, state=state, method=method, chunk_size=1 << 20)
+    assert len(tree_nodes(fast)) == len(tree_nodes(slow)) > 3
+    for a, b in zip(tree_nodes(fast), tree_nodes(slow)):
+        assert (a["layer"], a["unit"], a["box"]) == (b["layer"], b["unit"], b["box"])
+        assert a["score"] == pytest.approx(b["score"], rel=1e-4, abs=1e-6)
+        assert a["share"] == pytest.approx(b["share"], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("method", ["grad_x_act", "ig"])
+def test_trees_of_a_batch_are_the_trees_of_each_observation(method):
+    """saliency_trees does several observations at once (one pass for the batch): each tree is the one
+    saliency_tree gives for that observation alone, its state included."""
+    from policylens.attribution import saliency_trees
+
+    agent, _ = small("cnn", True)
+    obs = torch.randint(0, 256, (3, 7, 7, 3), generator=torch.Generator().manual_seed(6), dtype=torch.uint8)
+    state = torch.randn(3, 64, generator=torch.Generator().manual_seed(7))
+    kw = dict(k=2, method=method, **({"steps": 4} if method == "ig" else {}))
+    batch = saliency_trees(agent, obs, state=state, **kw)
+    assert len(batch) == 3 and batch[0] != batch[1]
+    for i, tree in enumerate(batch):
+        alone = saliency_tree(agent, obs[i:i + 1], state=state[i:i + 1], **kw)
+        for a, b in zip(tree_nodes(tree), tree_nodes(alone), strict=True):
+            assert (a["layer"], a["unit"]) == (b["layer"], b["unit"])
+            assert a["score"] == pytest.approx(b["score"], rel=1e-4, abs=1e-6)
 
 
 def test_patches_sum_the_pixels_of_each_block():

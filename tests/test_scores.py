@@ -40,6 +40,21 @@ def test_a_direction_that_fires_on_an_entity_is_interpretable_and_noise_is_not()
     assert s["interpretable_share"] == 0.5
 
 
+def test_an_entity_smaller_than_half_a_cell_is_there_where_it_covers_most():
+    """An Atari ball covers a sliver of a coarse layer's cell (here at most 0.2): "covers half the cell" would
+    never hold and leave every direction with NMI 0; it counts as there where it covers at least half its most,
+    and a direction firing exactly there locates it perfectly. Entities that fill half a cell keep 0.5."""
+    ball = blobs(seed=3)
+    cover = ball * 0.2  # the ball's share of each cell it is in
+    cover[ball] -= 0.15 * (np.arange(ball.sum()) % 2)  # half of its cells hold only 0.05 (a cell it grazes)
+    maps = np.stack([(cover >= 0.1) * 2.0, np.random.default_rng(5).random(ball.shape)], axis=1)
+    s = direction_entity_scores(maps, {"ball": cover, "goal": blobs(seed=4).astype(float)})
+    on = s["directions"][0]["entities"]["ball"]
+    assert on["present_at"] == pytest.approx(0.1) and s["directions"][0]["entities"]["goal"]["present_at"] == 0.5
+    assert on["nmi"] == pytest.approx(1.0) and s["directions"][0]["interpretable"]
+    assert s["directions"][1]["entities"]["ball"]["nmi"] < 0.05
+
+
 def test_attribution_mass_splits_between_entities_and_background():
     ball = blobs(seed=6).astype(float)
     attr = np.where(ball > 0, -3.0, 0.0)[:, None].repeat(4, 1)  # (N, C, h, w): all mass on the ball, signed

@@ -121,6 +121,58 @@ def test_nmf_of_data_with_one_answer_is_stable_and_finds_the_parts():
     assert d.meta["residual"] <= best + 1e-4
 
 
+def test_restarts_fitted_side_by_side_give_what_they_give_one_by_one():
+    """With two torch threads the restarts and bootstrap fits run two at a time: the same directions, bit for
+    bit, and the same choice and stability as one at a time."""
+    x, _ = _parts(noise=0.3)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = nmf(x, 4, layer="l", restarts=3, bootstrap=3)
+        torch.set_num_threads(2)
+        two = nmf(x, 4, layer="l", restarts=3, bootstrap=3)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one.vectors, two.vectors) and one.meta == two.meta
+
+
+def test_with_two_torch_threads_the_fits_do_run_two_at_a_time():
+    """settle() reads the thread count before it limits BLAS to one thread (which sets torch's to 1 too): each
+    pair of fits meets at a barrier, which only a second thread running beside the first can pass."""
+    import threading
+
+    from policylens.factors.decompose import Fit, settle
+
+    barrier, seen = threading.Barrier(2, timeout=20), set()
+
+    def fit_once(rows, restart):
+        seen.add(threading.get_ident())
+        barrier.wait()  # broken (BrokenBarrierError) when the fits run one after another
+        return Fit(torch.eye(2, 3), float(restart), {})
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        chosen, meta, fits = settle(fit_once, torch.rand(10, 3), lambda x: x, seed=0, restarts=2, bootstrap=2)
+    finally:
+        torch.set_num_threads(before)
+    assert len(seen) == 2 and meta["restart"] == 0 and len(fits) == 2
+
+
+def test_nmf_in_float32_finds_the_float64_directions():
+    from policylens.factors import nmf_attributions
+
+    x, _ = _parts(noise=0.05)
+    signed = x - x.mean(0)  # attributions of both signs
+    d64 = nmf_attributions(signed, 3, layer="l", restarts=2, bootstrap=1)
+    d32 = nmf_attributions(signed, 3, layer="l", restarts=2, bootstrap=1, dtype="float32")
+    assert min(matched_cosines(d64.vectors.numpy(), d32.vectors.numpy())) > 0.999
+    assert d32.meta["dtype"] == "float32" and "dtype" not in d64.meta
+    assert abs(d32.meta["residual"] - d64.meta["residual"]) < 1e-3
+    with pytest.raises(ValueError, match="NMF dtype 'float16'"):
+        nmf_attributions(signed, 3, layer="l", dtype="float16")
+
+
 def test_nmf_of_data_with_many_answers_flags_its_directions_unstable():
     g = np.random.default_rng(0)
     x = torch.tensor(g.random((200, 20)), dtype=torch.float32)  # uniform noise, no parts: many near-equal NMFs

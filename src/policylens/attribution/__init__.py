@@ -4,6 +4,7 @@
 >>> attr = attribute(agent, obs, target="value", layer="block2", method="ig", steps=10)   # (N, 32, 16, 16)
 >>> attr, delta = attribute(agent, obs, layer="block2", return_delta=True)          # delta (N,): completeness
 >>> attribute(agent, obs, target="action:left-action:right", method="smoothgrad", samples=16, noise=0.1)
+>>> value, taken = attribute_many(agent, obs, ["value", own_actions(actions)], layer="block2")  # one pass
 
 Methods ``saliency``, ``grad_x_act``, ``ig``, ``smoothgrad``, ``vargrad`` (see :mod:`.methods`); targets
 ``"value"``, an action index or ``"action:NAME"``, a logit difference, or a callable (see :mod:`.targets`).
@@ -11,9 +12,9 @@ Hidden layers are done in one batched pass, folding the points into the batch ab
 (see :mod:`.layer`). From the shell: ``policylens attribute RUN --store STORE --layer L`` (:mod:`.cli`).
 """
 from .layer import LayerSwap, NotACutWarning, Rows, evaluate_rows
-from .methods import METHODS, attribute
-from .targets import Target, action_index, resolve_target
-from .tree import UnitTarget, saliency_tree, tree_nodes
+from .methods import METHODS, attribute, attribute_many
+from .targets import PerObservation, Target, action_index, own_actions, resolve_target
+from .tree import UnitTarget, saliency_tree, saliency_trees, tree_nodes
 
-__all__ = ["attribute", "METHODS", "resolve_target", "Target", "action_index", "evaluate_rows", "Rows",
-           "LayerSwap", "NotACutWarning", "saliency_tree", "UnitTarget", "tree_nodes"]
+__all__ = ["attribute", "attribute_many", "own_actions", "PerObservation", "METHODS", "resolve_target", "Target", "action_index", "evaluate_rows", "Rows",
+           "LayerSwap", "NotACutWarning", "saliency_tree", "saliency_trees", "UnitTarget", "tree_nodes"]

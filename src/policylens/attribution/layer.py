@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..agents import get_layer
+from .targets import PerObservation
 
 # (activation rows (C, ...), observation index (C,), point index (C,)) -> the points (C, ...)
 RowBuilder = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -133,24 +134,34 @@ class _Pass:
         return pick(self.state), pick(self.first)
 
     def _gradient(self, out, rows: torch.Tensor, n, r, batch_of_obs: int):
-        """The target at each row (C,) and its gradient w.r.t. the rows (C, ...)."""
-        values = self.target(out)
-        c = rows.shape[0]
-        if not isinstance(values, torch.Tensor) or values.ndim != 1 or values.shape[0] != c:
-            shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
-            if isinstance(values, torch.Tensor) and values.ndim == 1 and values.shape[0] == batch_of_obs != c:
-                raise _NotACut(f"the output has the observations' batch {batch_of_obs}, not the rows' {c}")
-            raise ValueError(f"target {self.target.name} must give one value per observation, shape (B,) for a "
-                             f"batch of B; got {shape} for B = {c}")
-        where = lambda i: f"{self.describe(int(r[i]))}, forward pass through {self.where}"  # noqa: E731
-        _check_finite(values.detach(), n, f"the target {self.target.name}", where)
-        grads = None
-        if values.requires_grad:
-            (grads,) = torch.autograd.grad(values.sum(), rows, allow_unused=True)
-        grads = torch.zeros_like(rows) if grads is None else grads  # the target does not depend on the layer
-        where = lambda i: self.describe(int(r[i]))  # noqa: E731
-        _check_finite(grads, n, f"the gradient of {self.target.name} w.r.t. {self.where}", where)
-        return values.detach(), grads.detach()
+        """The target at each row (C,) and its gradient w.r.t. the rows (C, ...); for a tuple of T targets,
+        (C, T) and (C, T, ...), from the one forward pass."""
+        many = isinstance(self.target, tuple)
+        targets = self.target if many else (self.target,)
+        values_all, grads_all = [], []
+        for j, target in enumerate(targets):
+            values = target(out, n) if isinstance(target, PerObservation) else target(out)
+            c = rows.shape[0]
+            if not isinstance(values, torch.Tensor) or values.ndim != 1 or values.shape[0] != c:
+                shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+                if isinstance(values, torch.Tensor) and values.ndim == 1 and values.shape[0] == batch_of_obs != c:
+                    raise _NotACut(f"the output has the observations' batch {batch_of_obs}, not the rows' {c}")
+                raise ValueError(f"target {target.name} must give one value per observation, shape (B,) for a "
+                                 f"batch of B; got {shape} for B = {c}")
+            where = lambda i: f"{self.describe(int(r[i]))}, forward pass through {self.where}"  # noqa: E731
+            _check_finite(values.detach(), n, f"the target {target.name}", where)
+            grads = None
+            if values.requires_grad:
+                (grads,) = torch.autograd.grad(values.sum(), rows, allow_unused=True,
+                                               retain_graph=j < len(targets) - 1)
+            grads = torch.zeros_like(rows) if grads is None else grads  # the target does not depend on the layer
+            where = lambda i: self.describe(int(r[i]))  # noqa: E731
+            _check_finite(grads, n, f"the gradient of {target.name} w.r.t. {self.where}", where)
+            values_all.append(values.detach())
+            grads_all.append(grads.detach())
+        if not many:
+            return values_all[0], grads_all[0]
+        return torch.stack(values_all, 1), torch.stack(grads_all, 1)  # (C, T), (C, T, ...)
 
     def input_chunk(self, n, r):
         rows = self.build(self.acts[n], n, r).detach().requires_grad_()  # (C, H, W, C_obs)
@@ -197,7 +208,9 @@ def evaluate_rows(agent, obs: torch.Tensor, target, build: RowBuilder, reps: int
     """The target and its gradient at ``reps`` points per observation, built by ``build`` from each
     observation's activation at ``layer`` (the float observation when ``layer`` is None).
 
-    ``obs`` (N, H, W, C) on the agent's device; ``target`` a :class:`~policylens.attribution.targets.Target`;
+    ``obs`` (N, H, W, C) on the agent's device; ``target`` a :class:`~policylens.attribution.targets.Target`
+    (or a tuple of them: all read from the same forward passes, ``Rows.values`` (N, R, T) and ``Rows.grads``
+    (N, R, T, ...));
     ``state``/``first`` the recurrent inputs for each observation; ``chunk_size`` bounds the rows of one pass;
     ``describe(r)`` names point ``r`` in error messages; ``paths`` the passes to try for a layer, in order
     (default: folded, folded-state-per-obs, repeated). Returns :class:`Rows`.
@@ -223,7 +236,8 @@ def evaluate_rows(agent, obs: torch.Tensor, target, build: RowBuilder, reps: int
         grads.append(gr)
     grads = grads[0] if len(grads) == 1 else torch.cat(grads)  # (N*R, ...) the chunks are consecutive rows
     values = values[0] if len(values) == 1 else torch.cat(values)  # (N*R,)
-    return Rows(job.acts, grads.reshape(n_obs, reps, *grads.shape[1:]), values.reshape(n_obs, reps), path)
+    return Rows(job.acts, grads.reshape(n_obs, reps, *grads.shape[1:]), values.reshape(n_obs, reps, *values.shape[1:]),
+                path)
 
 
 PATHS = ("folded", "folded-state-per-obs", "repeated")

@@ -120,8 +120,23 @@ def attribute(agent, obs, *, target="value", layer: Optional[str] = None, method
     Raises ValueError for bad arguments, a non-finite target, activation, gradient or attribution;
     KeyError (listing the layers) for an unknown layer.
     """
+    return attribute_many(agent, obs, [target], layer=layer, method=method, steps=steps, baseline=baseline,
+                          state=state, first=first, samples=samples, noise=noise, chunk_size=chunk_size,
+                          return_delta=return_delta, seed=seed, generator=generator)[0]
+
+
+def attribute_many(agent, obs, targets, *, layer: Optional[str] = None, method: str = "ig", steps: int = 10,
+                   baseline=None, state=None, first=None, samples: int = 16, noise: float = 0.1,
+                   chunk_size: Optional[int] = None, return_delta: bool = False, seed: int = 0,
+                   generator: Optional[torch.Generator] = None) -> list:
+    """:func:`attribute` of several ``targets`` at once, one result per target (each what :func:`attribute`
+    gives for it): every target is read from the same forward passes (one pass below the layer, one over the
+    points above it) and only the backward passes are repeated. A target may be anything :func:`attribute`
+    takes, or :func:`~policylens.attribution.targets.own_actions` (each observation's own action's logit)."""
     _check_args(method, steps, samples, noise, baseline, return_delta)
-    tgt = resolve_target(target, agent)
+    if not len(targets):
+        raise ValueError("attribute_many needs at least one target")
+    tgts = tuple(resolve_target(t, agent) for t in targets)
     device = _device(agent)
     obs = _as_obs(obs, device)
     n_obs = obs.shape[0]
@@ -139,25 +154,31 @@ def attribute(agent, obs, *, target="value", layer: Optional[str] = None, method
                 return acts * alpha
             return torch.lerp(base.rows(acts, n).to(acts.dtype), acts, alpha)  # exact at both ends
 
-        rows = evaluate_rows(agent, obs, tgt, path, len(alphas), describe=lambda r: f"alpha={float(alphas[r]):.3g}",
-                             **common)
-        attr = (rows.acts - base.of(rows.acts.shape[1:])) * rows.grads[:, :steps].mean(1)  # (N, ...)
-        _check_attr(attr, method, layer)
-        if not return_delta:
-            return attr
-        delta = attr.flatten(1).sum(1) - (rows.values[:, steps - 1] - rows.values[:, steps])  # (N,)
-        return attr, delta
+        rows = evaluate_rows(agent, obs, tgts, path, len(alphas), describe=lambda r: f"alpha={float(alphas[r]):.3g}",
+                             **common)  # grads (N, R, T, ...), values (N, R, T)
+        out = []
+        for j in range(len(tgts)):
+            attr = (rows.acts - base.of(rows.acts.shape[1:])) * rows.grads[:, :steps, j].mean(1)  # (N, ...)
+            _check_attr(attr, method, layer)
+            if not return_delta:
+                out.append(attr)
+                continue
+            values = rows.values[:, :, j]  # (N, R)
+            out.append((attr, attr.flatten(1).sum(1) - (values[:, steps - 1] - values[:, steps])))  # delta (N,)
+        return out
     if method in ("saliency", "grad_x_act"):
-        rows = evaluate_rows(agent, obs, tgt, lambda acts, n, r: acts, 1, describe=lambda r: "at the activation",
+        rows = evaluate_rows(agent, obs, tgts, lambda acts, n, r: acts, 1, describe=lambda r: "at the activation",
                              **common)
-        attr = rows.grads[:, 0] * (rows.acts if method == "grad_x_act" else 1)  # (N, ...)
+        attrs = [rows.grads[:, 0, j] * (rows.acts if method == "grad_x_act" else 1) for j in range(len(tgts))]
     else:
         noisy = _Noise(_seed(seed, generator), int(samples), float(noise))
-        rows = evaluate_rows(agent, obs, tgt, noisy, int(samples), describe=lambda r: f"noise sample {r}", **common)
-        grads = rows.grads  # (N, S, ...)
-        attr = grads.mean(1) if method == "smoothgrad" else grads.var(1, correction=0)  # (N, ...)
-    _check_attr(attr, method, layer)
-    return attr
+        rows = evaluate_rows(agent, obs, tgts, noisy, int(samples), describe=lambda r: f"noise sample {r}", **common)
+        grads = rows.grads  # (N, S, T, ...)
+        attrs = [grads[:, :, j].mean(1) if method == "smoothgrad" else grads[:, :, j].var(1, correction=0)
+                 for j in range(len(tgts))]  # (N, ...) each
+    for attr in attrs:
+        _check_attr(attr, method, layer)
+    return attrs
 
 
 def _check_attr(attr: torch.Tensor, method: str, layer) -> None:

@@ -6,7 +6,9 @@
 - ``"value"``: the value head;
 - an action index ``3`` or ``"action:NAME"`` (``NAME`` from ``agent.action_names``, or a number): that logit;
 - a logit difference ``"action:A-action:B"`` or a pair ``(a, b)`` (each an index or a name);
-- any callable ``f(AgentOutput) -> (B,)``.
+- any callable ``f(AgentOutput) -> (B,)``;
+- :func:`own_actions` ``(actions)``: each observation's own action's logit (e.g. the action it took), a
+  :class:`PerObservation` target.
 """
 from __future__ import annotations
 
@@ -26,6 +28,27 @@ class Target:
 
     def __call__(self, out) -> torch.Tensor:
         return self.fn(out)
+
+
+@dataclass(frozen=True)
+class PerObservation(Target):
+    """A target read differently for each observation: ``fn(out, n) -> (B,)``, ``n`` (B,) the index of the
+    observation each row of ``out`` belongs to (attribution lays several rows per observation)."""
+
+    def __call__(self, out, n=None) -> torch.Tensor:
+        if n is None:
+            n = torch.arange(out.logits.shape[0], device=out.logits.device)
+        return self.fn(out, n)
+
+
+def own_actions(actions, name: str = "action taken") -> PerObservation:
+    """The logit of each observation's own action ``actions`` ``(N,)`` (indices), as one target."""
+    actions = torch.as_tensor(actions, dtype=torch.long).reshape(-1)  # (N,)
+
+    def logit(out, n):
+        return out.logits.gather(1, actions.to(out.logits.device)[n][:, None])[:, 0]  # (B,)
+
+    return PerObservation(logit, name)
 
 
 def _action_names(agent) -> list:

@@ -3,14 +3,16 @@
     >>> from policylens.attribution import saliency_tree
     >>> tree = saliency_tree(agent, obs[:1], target="value", k=3)       # a JSON-able dict
     >>> tree["children"][0]["layer"], tree["children"][0]["unit"]       # e.g. "fc", [17]
+    >>> trees = saliency_trees(agent, obs[:8], k=2)                      # one per observation, one pass
 
 The root is the target (its value). Its children are the ``k`` units of the top layer (the one nearest the
 output among ``layers``) with the largest |attribution| of the target; each unit's children are the ``k``
 units of the next layer down with the largest |attribution| of THAT unit's activation (a hook-based target
 that reads the unit, :class:`UnitTarget`), and so on down to the input, whose leaves are pixels (or
-``patch`` x ``patch`` blocks) ``(y, x)``, attribution summed over colour channels. All the parents of one
-level go through :func:`~policylens.attribution.attribute` in one batched call (the observation repeated
-once per parent).
+``patch`` x ``patch`` blocks) ``(y, x)``, attribution summed over the channels (colours, or a frame stack's
+frames). Saliency and gradient x activation trees are read from one recorded forward pass, one backward pass per
+parent (:func:`saliency_trees` does many observations at once); other methods send all the parents of one level
+through :func:`~policylens.attribution.attribute` in one batched call (the observation repeated once per parent).
 
 Every node: ``layer``, ``unit`` (``[c, y, x]`` in a spatial layer, ``[i]`` in a flat one, ``[y, x]`` for
 input pixels, ``[i]`` for a feature of a vector observation), ``activation``, ``score`` (signed attribution),
@@ -100,6 +102,61 @@ def _record_activations(agent, obs, names, state, first) -> tuple:
     return acts, order, out
 
 
+class _Graph:
+    """One forward pass of a batch of observations with its graph kept and every tree layer's output recorded: the
+    gradients of saliency and gradient x activation trees come from it by backward passes alone, one per parent
+    slot for the whole batch (the observations do not mix in an agent's forward pass, so row b of the gradient of
+    a sum over the batch is observation b's own), instead of a forward and a backward pass per parent and
+    observation. It equals what :func:`~policylens.attribution.attribute` gives with :class:`UnitTarget`;
+    :meth:`record` gives None where it cannot stand in for that (a layer that runs twice in one pass)."""
+
+    def __init__(self, out, acts: dict, x: torch.Tensor):
+        self.out, self.acts, self.x = out, acts, x
+
+    @classmethod
+    def record(cls, agent, obs, names, state, first) -> "Optional[_Graph]":
+        acts, calls, handles = {}, {}, []
+
+        def hook(name):
+            def keep(module, inputs, output):
+                calls[name] = calls.get(name, 0) + 1
+                acts[name] = output
+            return keep
+
+        for name in names:
+            handles.append(get_layer(agent, name).register_forward_hook(hook(name)))
+        x = obs.float().requires_grad_()  # (B, ...) the input as attribute() takes it
+        try:
+            with torch.enable_grad():
+                out = agent(x, state, first)
+        finally:
+            for h in handles:
+                h.remove()
+        if any(c != 1 for c in calls.values()) or not all(isinstance(acts.get(n), torch.Tensor) and
+                                                         acts[n].requires_grad for n in names):
+            return None
+        return cls(out, acts, x)
+
+    def attribution(self, target, parent_layer: Optional[str], units, layer: str, method: str) -> torch.Tensor:
+        """``(B, P, ...)``: the attribution to ``layer`` (or the input) of each observation's parent units
+        ``units`` ``(B, P)`` (flat indices into ``parent_layer``'s activation; the root ``target`` when
+        ``parent_layer`` is None, ``P`` = 1)."""
+        below = self.x if layer == INPUT else self.acts[layer]  # (B, ...)
+        rows = torch.arange(below.shape[0], device=below.device)
+        if parent_layer is None:
+            tops = target(self.out).reshape(-1, 1)  # (B, 1)
+        else:
+            flat = self.acts[parent_layer].reshape(below.shape[0], -1)  # (B, units)
+            tops = torch.stack([flat[rows, units[:, j].to(flat.device)] for j in range(units.shape[1])], 1)  # (B, P)
+        grads = []
+        for j in range(tops.shape[1]):  # one backward pass per parent slot (vmap's batched backward is far slower
+            top = tops[:, j].sum()  # for some layers, e.g. max-pooling)
+            got = torch.autograd.grad(top, below, retain_graph=True, allow_unused=True)[0] if top.requires_grad else None
+            grads.append(torch.zeros_like(below) if got is None else got)
+        grads = torch.stack(grads, 1)  # (B, P, ...)
+        return (grads * below.detach()[:, None] if method == "grad_x_act" else grads).detach()
+
+
 def default_tree_layers(agent) -> list:
     """The agent's documented layers without the heads (``pi``, ``v``)."""
     return [n for n in layer_names(agent) if n not in HEADS]
@@ -144,6 +201,23 @@ def saliency_tree(agent, obs, *, target="value", layers: Optional[Sequence[str]]
     hidden) and ``first`` (1,) for recurrent agents; ``patch`` sums input attribution over blocks of pixels;
     ``max_batch`` bounds the parents attributed in one call. Returns the root node (see the module doc).
     """
+    obs = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs)
+    obs = obs[None] if obs.ndim in (1, 3) else obs
+    if obs.ndim not in (2, 4) or obs.shape[0] != 1:
+        raise ValueError(f"saliency_tree takes one observation (H, W, C) or (1, H, W, C) (a vector: (D,) or "
+                         f"(1, D)), got {tuple(obs.shape)}")
+    return saliency_trees(agent, obs, target=target, layers=layers, k=k, method=method, state=state, first=first,
+                          depth=depth, patch=patch, max_batch=max_batch, **method_options)[0]
+
+
+def saliency_trees(agent, obs, *, target="value", layers: Optional[Sequence[str]] = None, k: int = 3,
+                   method: str = "grad_x_act", state=None, first=None, depth: Optional[int] = None, patch: int = 1,
+                   max_batch: int = 64, **method_options) -> list:
+    """:func:`saliency_tree` of each observation of ``obs`` ``(B, H, W, C)`` (``state`` (B, hidden), ``first``
+    (B,)), one tree each. Saliency and gradient x activation trees of the whole batch come from one recorded
+    forward pass and one backward pass per parent slot (:class:`_Graph`); other methods (or any
+    ``method_options``) attribute each observation's parents through :func:`~policylens.attribution.attribute`,
+    ``max_batch`` at a time."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     if not isinstance(k, int) or k < 1:
@@ -151,18 +225,16 @@ def saliency_tree(agent, obs, *, target="value", layers: Optional[Sequence[str]]
     if not isinstance(patch, int) or patch < 1:
         raise ValueError(f"patch must be an integer >= 1 (pixels per side), got {patch!r}")
     obs = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs)
-    obs = obs[None] if obs.ndim in (1, 3) else obs
-    if obs.ndim not in (2, 4) or obs.shape[0] != 1:
-        raise ValueError(f"saliency_tree takes one observation (H, W, C) or (1, H, W, C) (a vector: (D,) or "
-                         f"(1, D)), got {tuple(obs.shape)}")
+    if obs.ndim not in (2, 4) or obs.shape[0] < 1:
+        raise ValueError(f"saliency_trees takes observations (B, H, W, C) (vectors: (B, D)), got {tuple(obs.shape)}")
     device = next(iter(agent.parameters()), torch.empty(0)).device
-    obs = obs.to(device)
+    obs, b = obs.to(device), obs.shape[0]
     names = list(default_tree_layers(agent) if layers is None else layers)
     for name in names:
         get_layer(agent, name)  # KeyError listing the layers
-    state = None if state is None else torch.as_tensor(state, dtype=torch.float32, device=device).reshape(1, -1)
-    first = None if first is None else torch.as_tensor(first, device=device).reshape(1)
-    acts, order, _ = _record_activations(agent, obs, names, state, first)
+    state = None if state is None else torch.as_tensor(state, dtype=torch.float32, device=device).reshape(b, -1)
+    first = None if first is None else torch.as_tensor(first, device=device).reshape(b)
+    acts, order, out = _record_activations(agent, obs, names, state, first)
     chain = [*reversed(order), INPUT]  # nearest the output first
     if depth is not None:
         if not isinstance(depth, int) or depth < 1:
@@ -170,68 +242,79 @@ def saliency_tree(agent, obs, *, target="value", layers: Optional[Sequence[str]]
         chain = chain[:depth]
     tgt = resolve_target(target, agent)
     obs_hw = tuple(obs.shape[1:3]) if obs.ndim == 4 else (1, obs.shape[1])  # a vector is drawn as a (1, D) strip
+    graph = _Graph.record(agent, obs, names, state, first) if method in ("saliency", "grad_x_act") and \
+        not method_options else None
+    pick = lambda x, i: None if x is None else x[i:i + 1]  # noqa: E731
 
-    def expand(parents: list, parent_layer: Optional[str], layer: str) -> None:
-        """Give each of ``parents`` (nodes of ``parent_layer``, or the root when None) its k children."""
+    def per_observation(i: int, parents: list, parent_layer: Optional[str], layer: str) -> torch.Tensor:
+        """``(P, ...)``: observation i's attribution to ``layer`` of each of its ``parents``, through attribute()."""
+        parts = []
         for a in range(0, len(parents), max_batch):
             group = parents[a:a + max_batch]
             p = len(group)
             rep = lambda x: None if x is None else x.expand(p, *x.shape[1:])  # noqa: E731
-            kw = dict(layer=None if layer == INPUT else layer, method=method, state=rep(state), first=rep(first),
-                      **method_options)
+            kw = dict(layer=None if layer == INPUT else layer, method=method, state=rep(pick(state, i)),
+                      first=rep(pick(first, i)), **method_options)
             if parent_layer is None:
-                attr = attribute(agent, obs, target=tgt, **kw)
+                parts.append(attribute(agent, obs[i:i + 1], target=tgt, **kw).detach())
             else:
                 with UnitTarget(agent, parent_layer, [n["_flat"] for n in group]) as unit_target:
-                    attr = attribute(agent, obs.expand(p, *obs.shape[1:]), target=unit_target, **kw)
-            attr = attr.detach()
-            if layer == INPUT:
-                attr = _pixel_scores(attr, patch)  # (P, H', W')
-                values = obs.float().expand(p, *obs.shape[1:]) if obs.ndim == 2 else \
-                    _pixel_scores(obs.float().expand(p, *obs.shape[1:]), patch) / (obs.shape[-1] * patch ** 2)
-                shape = None
-            else:
-                values = acts[layer].expand(p, *acts[layer].shape[1:])  # (P, ...)
-                shape = tuple(acts[layer].shape[1:])
-            grid = tuple(attr.shape[1:])
-            flat = attr.reshape(p, -1)  # (P, units)
-            total = flat.abs().sum(1)  # (P,)
-            top = flat.abs().topk(min(k, flat.shape[1]), dim=1).indices  # (P, k)
-            for i, node in enumerate(group):
-                for j in top[i].tolist():
-                    unit = [int(u) for u in np.unravel_index(j, grid)]
-                    score = float(flat[i, j])
-                    node["children"].append({
-                        "layer": layer, "unit": [u * patch for u in unit] if layer == INPUT else unit,
-                        "activation": float(values[i].reshape(-1)[j]), "score": score,
-                        "share": abs(score) / float(total[i]) if float(total[i]) > 0 else 0.0,
-                        "box": _box(shape, [u * patch for u in unit] if layer == INPUT else unit, obs_hw, patch),
-                        "children": [], "_flat": j})
+                    parts.append(attribute(agent, obs[i:i + 1].expand(p, *obs.shape[1:]), target=unit_target,
+                                           **kw).detach())
+        return torch.cat(parts)
 
-    with torch.no_grad():
-        root_value = float(tgt(agent(obs, state, first)).reshape(-1)[0])
-    root = {"layer": "output", "unit": tgt.name, "activation": root_value, "score": root_value, "share": 1.0,
-            "box": None, "children": [], "target": tgt.name, "method": method, "k": k, "layers": chain,
-            "obs_shape": list(obs.shape[1:])}
-    level, parent_layer = [root], None
+    values_out = tgt(out).reshape(-1)  # (B,)
+    roots = [{"layer": "output", "unit": tgt.name, "activation": float(values_out[i]), "score": float(values_out[i]),
+              "share": 1.0, "box": None, "children": [], "target": tgt.name, "method": method, "k": k,
+              "layers": chain, "obs_shape": list(obs.shape[1:])} for i in range(b)]
+    levels, parent_layer = [[r] for r in roots], None
     for layer in chain:
-        expand(level, parent_layer, layer)
-        level, parent_layer = [c for n in level for c in n["children"]], layer
-    _strip(root)
-    return root
+        if graph is not None:
+            units = None if parent_layer is None else torch.as_tensor([[n["_flat"] for n in lv] for lv in levels])
+            attrs = graph.attribution(tgt, parent_layer, units, layer, method)  # (B, P, ...)
+        else:
+            attrs = [per_observation(i, levels[i], parent_layer, layer) for i in range(b)]
+        for i in range(b):
+            values = obs[i:i + 1].float() if layer == INPUT else acts[layer][i:i + 1]  # (1, ...)
+            _add_children(levels[i], attrs[i], values, layer, None if layer == INPUT else tuple(acts[layer].shape[1:]),
+                          k, patch, obs_hw)
+        levels, parent_layer = [[c for n in lv for c in n["children"]] for lv in levels], layer
+    for root in roots:
+        _strip(root)
+    return roots
+
+
+def _add_children(parents: list, attr: torch.Tensor, values: torch.Tensor, layer: str, shape, k: int, patch: int,
+                  obs_hw) -> None:
+    """Give each of ``parents`` its ``k`` children in ``layer``: the units of its attribution ``attr`` (P, ...)
+    with the largest |attribution|; ``values`` (1, ...) the layer's activation (the float observation for the
+    input), ``shape`` the layer's activation shape (None for the input)."""
+    p = len(parents)
+    if layer == INPUT:
+        attr = _pixel_scores(attr, patch)  # (P, H', W')
+        values = values.expand(p, *values.shape[1:])
+        values = values if values.ndim == 2 else _pixel_scores(values, patch) / (values.shape[-1] * patch ** 2)
+    else:
+        values = values.expand(p, *values.shape[1:])  # (P, ...)
+    grid = tuple(attr.shape[1:])
+    flat = attr.reshape(p, -1)  # (P, units)
+    total = flat.abs().sum(1)  # (P,)
+    top = flat.abs().topk(min(k, flat.shape[1]), dim=1).indices  # (P, k)
+    for i, node in enumerate(parents):
+        for j in top[i].tolist():
+            unit = [int(u) for u in np.unravel_index(j, grid)]
+            unit = [u * patch for u in unit] if layer == INPUT else unit
+            score = float(flat[i, j])
+            node["children"].append({
+                "layer": layer, "unit": unit, "activation": float(values[i].reshape(-1)[j]), "score": score,
+                "share": abs(score) / float(total[i]) if float(total[i]) > 0 else 0.0,
+                "box": _box(shape, unit, obs_hw, patch), "children": [], "_flat": j})
 
 
 def _strip(node: dict) -> None:
     node.pop("_flat", None)
     for child in node["children"]:
         _strip(child)
-
-
-def saliency_trees(agent, obs, state, frames, k: int = 3) -> dict:
-    """``{t: the value's saliency tree at frame t}`` for the ``frames`` of one trajectory's ``obs`` (T, ...)
-    (``state`` (T, hidden): what a recurrent agent received, else None)."""
-    return {int(t): saliency_tree(agent, obs[t:t + 1], target="value", k=k,
-                                  state=None if state is None else state[t:t + 1]) for t in frames}
 
 
 def tree_nodes(tree: dict) -> list:

@@ -149,6 +149,7 @@ class AtariVecEnv(VecEnv):
             if g.ale.game_over():
                 break
         g.last_screen = pooled[-1]
+        g.screen = g.ale.getScreenRGB() if self.truth is not None and self.truth.invisible else pooled[-1]
         screen = np.maximum(pooled[-2], pooled[-1]) if opts["max_pool"] and len(pooled) > 1 else pooled[-1]
         return reward, preprocess(screen, int(opts["size"]), bool(opts["grey"]))
 
@@ -187,6 +188,7 @@ class AtariVecEnv(VecEnv):
                 if g.ale.game_over():
                     g.ale.reset_game()
             g.last_screen = self._screen(i)
+            g.screen = g.ale.getScreenRGB()
             frame = preprocess(g.last_screen, int(self.opts["size"]), bool(self.opts["grey"]))
         else:
             frame = self._skip(i, 0)[1]
@@ -243,10 +245,15 @@ class AtariVecEnv(VecEnv):
     def observe(self) -> np.ndarray:
         return np.stack([g.stack.copy() for g in self.games])
 
+    def render(self) -> np.ndarray:
+        """The current step's last emulator frame as the game draws it, ``(N, 210, 160, 3)`` uint8 RGB: full
+        resolution and colour, not max-pooled, with the ``invisible`` objects shown (the agent does not see them)."""
+        return np.stack([g.screen for g in self.games])
+
     # --- state ------------------------------------------------------------------------------------------
     def get_state(self) -> list:
         """Per env, bytes: ALE's ``cloneState`` (emulator, RAM, frame counters) and the wrapper's own state
-        (level seed, lives, the episode's generator, the seed generator, frame stack, last screen)."""
+        (level seed, lives, the episode's generator, the seed generator, frame stack, last screens)."""
         out = []
         for i, g in enumerate(self.games):
             head = {"rom": self.rom, "level_seed": g.level_seed, "lives": g.lives, "last_action": g.last_action,
@@ -254,7 +261,7 @@ class AtariVecEnv(VecEnv):
                     "seeds": self._rngs[i].bit_generator.state,
                     "truth": self.truth.state(i) if self.truth is not None else None}
             ale = g.ale.cloneState(include_rng=True).serialize()
-            arrays = [g.stack, g.last_screen, np.stack(g.rams[-3:])]
+            arrays = [g.stack, g.last_screen, np.stack(g.rams[-3:]), g.screen]
             blobs = [json.dumps(head).encode(), ale] + [np.ascontiguousarray(x).tobytes() for x in arrays]
             body = b"".join(struct.pack("<I", len(b)) + b for b in blobs)
             out.append(_MAGIC + zlib.compress(body, 1))
@@ -281,6 +288,8 @@ class AtariVecEnv(VecEnv):
                 g.stack = np.frombuffer(blobs[2], np.uint8).reshape(self.observation_space.shape).copy()
                 g.last_screen = np.frombuffer(blobs[3], np.uint8).reshape(210, 160, 3).copy()
                 g.rams = list(np.frombuffer(blobs[4], np.uint8).reshape(-1, 128).copy())
+                g.screen = np.frombuffer(blobs[5], np.uint8).reshape(210, 160, 3).copy() if len(blobs) > 5 \
+                    else g.last_screen
             except (ValueError, KeyError, TypeError, IndexError, zlib.error, struct.error) as e:
                 raise ValueError(f"not an Atari env state of {self.rom} (env {i}): {e}") from None
             g.level_seed, g.lives, g.last_action = head["level_seed"], head["lives"], head["last_action"]

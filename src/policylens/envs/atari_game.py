@@ -30,5 +30,6 @@ class _Game:
         self.rng = np.random.default_rng(0)
         self.stack = None  # (size, size, C * frame_stack)
         self.last_screen = None  # the previous frame's screen, where max-pooling reaches back before a step
+        self.screen = None  # (210, 160, 3) the step's last frame as the game draws it (hidden objects shown)
         self.rams = [self.ale.getRAM()]  # RAM before the step, then after each of its frames
         self.step_actions = []  # the ALE actions of the step's frames (after sticky repeats)

@@ -49,6 +49,11 @@ class VecEnv(abc.ABC):
         """The current observation ``(N, H, W, C)`` without stepping (e.g. after :meth:`set_state`)."""
         raise NotImplementedError(f"{type(self).__name__} cannot observe without stepping")
 
+    def render(self) -> "np.ndarray | None":
+        """The game's own pictures of the current step ``(N, h, w, 3)`` uint8, as it draws them for people (Atari:
+        the full RGB screen), or None where the env draws none beyond its observations."""
+        return None
+
     def snapshot(self) -> dict:
         """Everything needed to continue exactly from here, JSON-able (env states base64-encoded)."""
         return {"states": [base64.b64encode(s).decode() for s in self.get_state()],

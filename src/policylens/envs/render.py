@@ -1,11 +1,16 @@
-"""Observations drawn as the env draws them: MiniGrid's symbolic and one-hot views with MiniGrid's own tiles.
+"""Observations drawn as the env draws them: MiniGrid's symbolic and one-hot views with MiniGrid's own tiles,
+and frame stacks (Atari's 84x84 grey stack) as their newest frame or as a strip of their frames.
 
 Used by everything that shows a view to people (the simulator's videos, the trajectory explorer's frames and
-legend), so they all draw the same picture. MiniGrid's arrays are indexed ``[x, y]``; the pictures are upright
-(row = y), so a map laid out like the observation is drawn transposed over them.
+legend, feature-visualisation figures), so they all draw the same picture. MiniGrid's arrays are indexed
+``[x, y]``; the pictures are upright (row = y), so a map laid out like the observation is drawn transposed over
+them. A stacked observation holds ``frame_stack`` frames along its channel axis, oldest first: its channels are
+frames in time, never colours.
 
     >>> view_kind("minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0")        # "symbolic" (MiniGrid's default)
     >>> frames = render_obs(obs, "symbolic")                            # (T, 7*16, 7*16, 3) uint8
+    >>> frame_stack("atari:breakout")                                    # 4
+    >>> stack_picture(obs, 4).shape                                      # (T, 84, 84, 3): the newest frame, grey
 """
 from __future__ import annotations
 
@@ -68,3 +73,55 @@ def minigrid_codes(obs, obs_kind: str) -> np.ndarray:
     elif obs_kind != "symbolic":
         raise ValueError(f"obs kind {obs_kind!r}; expected symbolic, onehot or pixels")
     return np.rint(obs.astype(np.float32)).clip(0, 255).astype(np.uint8)
+
+
+def frame_stack(env: str) -> int:
+    """How many frames an observation of ``env`` stacks along its channel axis (oldest first, newest last):
+    Atari's ``frame_stack`` option (4 unless set), a ``gym:`` env's ``stack``; 1 for every other env and for a
+    spec that cannot be read."""
+    try:
+        spec = parse_spec(env)
+    except ValueError:
+        return 1
+    if spec.family == "atari":
+        from .atari import DEFAULTS
+
+        n = spec.options.get("frame_stack", DEFAULTS["frame_stack"])
+    else:
+        n = spec.options.get("stack", 1) if spec.family == "gym" else 1
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
+
+
+def stack_frames(obs, stack: int) -> np.ndarray:
+    """Stacked observations ``(..., H, W, stack * c)`` -> their frames ``(..., stack, H, W, c)``, oldest first."""
+    obs = np.asarray(obs)
+    c = obs.shape[-1]
+    if stack < 1 or c % stack:
+        raise ValueError(f"observations with {c} channels do not hold a stack of {stack} frames")
+    frames = obs.reshape(*obs.shape[:-1], stack, c // stack)  # (..., H, W, stack, c)
+    return np.moveaxis(frames, -2, -4)  # (..., stack, H, W, c)
+
+
+def newest_frame(obs, stack: int) -> np.ndarray:
+    """Stacked observations ``(..., H, W, stack * c)`` -> the newest frame ``(..., H, W, c)`` (the last ``c``
+    channels); unchanged for ``stack`` 1."""
+    obs = np.asarray(obs)
+    return obs if stack == 1 else stack_frames(obs, stack)[..., -1, :, :, :]
+
+
+def grey_rgb(frames) -> np.ndarray:
+    """Frames ``(..., H, W, 1 | 3)`` of pixel values -> ``(..., H, W, 3)`` uint8, shown as they are (one
+    channel: grey)."""
+    frames = np.rint(np.asarray(frames, np.float32)).clip(0, 255).astype(np.uint8)
+    if frames.shape[-1] not in (1, 3):
+        raise ValueError(f"a frame of pixels has 1 (grey) or 3 (RGB) channels, got {frames.shape[-1]}")
+    return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
+
+
+def stack_picture(obs, stack: int, strip: bool = False) -> np.ndarray:
+    """Stacked pixel observations ``(..., H, W, stack * c)`` as pictures: the newest frame ``(..., H, W, 3)``,
+    or with ``strip`` every frame side by side, oldest first ``(..., H, stack * W, 3)``; pixels as they are."""
+    if not strip:
+        return grey_rgb(newest_frame(obs, stack))
+    frames = grey_rgb(stack_frames(obs, stack))  # (..., stack, H, W, 3)
+    return np.concatenate([frames[..., j, :, :, :] for j in range(stack)], axis=-2)

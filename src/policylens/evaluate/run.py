@@ -104,6 +104,7 @@ class Step(NamedTuple):
     entities: "list | None"  # the env's ground-truth entities before the step (with capture "entities")
     env_state: "bytes | None"  # the env's state before the step (with capture "env_state")
     end: "str | None"  # None, "done" (the env ended it) or "max_steps" (cut after max_steps steps)
+    render: "np.ndarray | None" = None  # (h, w, 3) the game's own picture of obs (with capture "render")
 
 
 @torch.no_grad()
@@ -111,8 +112,8 @@ def play_steps(agent, spec, plan: list, policy: str = "sample", temperature: flo
                batch: int = 8, device="cpu", max_steps: "int | None" = None, capture: tuple = ()):
     """Play each ``(k, level)`` of ``plan`` once, yielding a :class:`Step` per env step; episode k's steps come
     in order, interleaved with the other episodes in flight. ``capture`` names what else each step carries:
-    ``"outputs"`` (logits, value, the state received), ``"entities"``, ``"env_state"``. ``max_steps`` cuts an
-    episode the env has not ended by then (``end="max_steps"``) and starts the next."""
+    ``"outputs"`` (logits, value, the state received), ``"entities"``, ``"render"``, ``"env_state"``.
+    ``max_steps`` cuts an episode the env has not ended by then (``end="max_steps"``) and starts the next."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
     if policy == "temperature" and not temperature > 0:
@@ -160,6 +161,7 @@ def play_steps(agent, spec, plan: list, policy: str = "sample", temperature: flo
             if env is None:
                 continue
             ents = env.entities() if "entities" in capture else None
+            screen = env.render()[0] if "render" in capture else None  # (h, w, 3)
             env_state = env.get_state()[0] if "env_state" in capture else None
             next_obs, reward, done, info = env.step(actions[i:i + 1])
             steps[i] += 1
@@ -167,7 +169,8 @@ def play_steps(agent, spec, plan: list, policy: str = "sample", temperature: flo
             k, level = episodes[i]
             yield Step(int(k), int(level), obs[i], int(actions[i]), None if logits is None else logits[i],
                        None if values is None else values[i], None if state_in is None else state_in[i],
-                       float(reward[0]), bool(done[0]), info[0], None if ents is None else ents[0], env_state, end)
+                       float(reward[0]), bool(done[0]), info[0], None if ents is None else ents[0], env_state, end,
+                       screen)
             if end:
                 env.close()
                 start(i)

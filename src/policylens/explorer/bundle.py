@@ -4,9 +4,9 @@ lays it out as a folder that opens from disk:
     OUT/index.html, explorer.css, explorer.js, render.js, live.js    (copied from the package)
     OUT/data/manifest.js        run, env, action names, how frames are drawn (view), whether rewards are
                                 predicted, layers (features: label, colour, thumbnail, stability), trajectories
-    OUT/data/tI.js              trajectory I: PNG sprite sheet of its frames, value, action probabilities,
-                                sampled action, reward, done, advantages, GAE bookmarks, saliency trees of
-                                some frames ({frame: tree})
+    OUT/data/tI.js              trajectory I: PNG sprite sheet of its frames (and of the game's own pictures,
+                                where recorded), value, action probabilities, sampled action, reward, done,
+                                advantages, GAE bookmarks, saliency trees of some frames ({frame: tree})
     OUT/data/tI-lJ.js           trajectory I, layer J: per output, uint8 maps (T, signs, features, h, w),
                                 deflated + base64, their scale, and each feature's total per frame and sign
 
@@ -88,6 +88,7 @@ class Trajectory:
     state: "np.ndarray | None" = None  # (T, hidden) the state a recurrent agent received (not exported)
     trees: dict = field(default_factory=dict)  # {frame t: saliency tree (attribution.saliency_tree's dict)}
     masks: "dict | None" = None  # {entity kind: (T, H, W) bool} ground truth laid out like obs (not exported)
+    render: "np.ndarray | None" = None  # (T, h, w, 3) uint8 the game's own picture of each step (Atari's screen)
 
     def __len__(self) -> int:
         return len(self.value)
@@ -109,8 +110,8 @@ def feature_colors(view: LayerView) -> list:
 
 def _check(view: LayerView, traj: Trajectory, i: int) -> None:
     t = len(traj)
-    for name in ("obs", "logits", "action", "reward", "done", "advantages"):
-        if len(getattr(traj, name)) != t:
+    for name in ("obs", "logits", "action", "reward", "done", "advantages", "render"):
+        if getattr(traj, name) is not None and len(getattr(traj, name)) != t:
             raise ValueError(f"trajectory {i}: {name} has {len(getattr(traj, name))} steps, value has {t}")
     if view.name not in traj.maps:
         raise ValueError(f"trajectory {i} has no maps for layer {view.name!r}; it has {', '.join(traj.maps) or 'none'}")
@@ -135,14 +136,36 @@ def _plain(info: dict) -> dict:
     return {str(k): (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
 
 
+def sheet_payload(frames: np.ndarray) -> dict:
+    """``(T, h, w, 3)`` uint8 pictures -> ``{"sheet": PNG data URL, "columns", "tile": [h, w]}``."""
+    sheet, columns = sprite_sheet(frames)
+    return {"sheet": png_data_url(sheet), "columns": columns, "tile": list(frames.shape[1:3])}
+
+
+def strip_stack(obs, env: str) -> int:
+    """The frames per observation when each observation's stack is exactly the newest frames of the steps up to
+    it (the first frame repeated before the start), so the page draws the stack as a strip from the frames it
+    has; else 1."""
+    from ..envs.render import newest_frame, stack_frames
+
+    stack = frame_view(env, np.shape(obs)[1:])["stack"] if np.ndim(obs) == 4 else 1
+    if stack <= 1:
+        return 1
+    frames, newest = stack_frames(obs, stack), newest_frame(obs, stack)  # (T, stack, H, W, c), (T, H, W, c)
+    t = np.arange(len(obs))
+    for j in range(stack):
+        if not np.array_equal(frames[:, j], newest[np.maximum(0, t - (stack - 1 - j))]):
+            return 1
+    return stack
+
+
 def trajectory_payload(i: int, traj: Trajectory, marks: np.ndarray, env: str = "") -> dict:
     frames, display = display_frames(traj.obs, env)
-    sheet, columns = sprite_sheet(frames)
     adv = np.asarray(traj.advantages, np.float64)
     return {
         "id": i, "length": len(traj),
-        "frames": {"sheet": png_data_url(sheet), "columns": columns, "tile": list(frames.shape[1:3]),
-                   "display": display},
+        "frames": {**sheet_payload(frames), "display": display, "stack": strip_stack(traj.obs, env)},
+        "render": None if traj.render is None else sheet_payload(np.asarray(traj.render, np.uint8)),
         "value": rounded(traj.value), "probs": np.round(probabilities(traj.logits), 3).tolist(),
         "action": [int(a) for a in traj.action], "reward": rounded(traj.reward),
         "done": [int(bool(d)) for d in traj.done], "advantages": rounded(adv),

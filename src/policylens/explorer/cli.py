@@ -87,6 +87,21 @@ def run_config(cfg: ExploreConfig) -> dict:
     return export(cfg.run, layers=cfg.layer, **{name: getattr(cfg, name) for name in EXPORT_FIELDS})
 
 
+def print_by_entity(out) -> None:
+    """Each layer's attribution by object (its ``meta["attribution_by_entity"]``), where the store had ground truth:
+    the share of |attribution| on each entity against the share of the layer's cells it covers."""
+    from .encode import read_js
+
+    for layer in read_js(out / "data" / "manifest.js")[1]["layers"]:
+        shares = layer.get("meta", {}).get("attribution_by_entity")
+        if not shares:
+            continue
+        print(f"attribution by object, layer {layer['name']} ({layer['meta'].get('nmf_on', 'value attributions')} "
+              f"of {layer['meta'].get('nmf_frames')} frames): share of |attribution| / share of the cells")
+        for kind, row in sorted(shares.items(), key=lambda kv: -kv[1]["mass"]):
+            print(f"  {kind:<12} {row['mass']:7.1%} / {row['area']:7.1%}   ({row['ratio']:.2f}x its area)")
+
+
 def main(argv=None) -> dict:
     parser = build_parser()
     cfg = from_args(ExploreConfig, parser.parse_args(argv))
@@ -99,6 +114,7 @@ def main(argv=None) -> dict:
     kept = "kept: written before with the same agent, store and settings; " if summary.get("reused") else ""
     print(f"{summary['index']}  ({kept}{summary['bytes'] / 1e6:.1f} MB in {summary['files']} files; layers "
           f"{', '.join(summary['layers'])}; open it in a browser)")
+    print_by_entity(summary["index"].parent)
     if cfg.serve:
         from .server import serve
 

@@ -3,14 +3,14 @@
     >>> from policylens.explorer import export
     >>> export("runs/demo", episodes="0-7", steps=512, k=8)      # -> runs/demo/explorer/index.html
 
-Per trajectory: frames, value, action probabilities, sampled action, reward, done, GAE advantages and
-bookmarks (from the rollouts store). Per exported layer: integrated-gradients attribution of the value and of
-the sampled action's logit to the layer, split over ``k`` NMF directions of value attributions (fitted on
-frames sampled evenly from these trajectories, positive and negative parts stacked as seed 001) plus a
-residual, per sign (:mod:`.maps`); a legend thumbnail per direction (its top dataset example). Attention
-agents also get their attention maps as a layer. The first frame and the bookmarked frames of each
-trajectory get the value's saliency tree (:func:`~policylens.attribution.saliency_tree`). All analysis calls
-sit in :func:`analyse_layer` and :func:`add_saliency_trees`.
+Per trajectory: frames (a frame stack's newest frame, and the game's own pictures where the store has them),
+value, action probabilities, sampled action, reward, done, GAE advantages and bookmarks (from the rollouts
+store). Per exported layer: integrated-gradients attribution of the value and of the sampled action's logit to
+the layer, split over ``k`` NMF directions of value attributions plus a residual, per sign, with a legend
+thumbnail per direction (its top dataset example); attention agents also get their attention maps as a layer.
+The first frame and the bookmarked frames of each trajectory get the value's saliency tree
+(:func:`~policylens.attribution.saliency_tree`). All analysis calls sit in :mod:`.analysis` (:func:`analyse_layer`
+and :func:`add_saliency_trees`, where the time goes and how it is kept short).
 """
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .bundle import LayerView, Output, Trajectory, explorer_summary, write_explorer
+from .analysis import (NMF_BOOTSTRAP, NMF_DTYPE, NMF_RESTARTS, OUTPUTS,  # noqa: F401 (the API)
+                       action_attributions, add_saliency_trees, analyse_layer, attention_layer_maps, attributions,
+                       candidate_layers, check_layer, is_attention, layer_attributions, nmf_maps, nmf_sample,
+                       tree_frames)
+from .bundle import Trajectory, explorer_summary, write_explorer
 from .dispatch import TrajectoryMap
-from .encode import display_rgb
-from .maps import attention_maps, feature_maps, pool_factor, pool_sum
 
-OUTPUTS = (Output("value", "value"), Output("action", "sampled action's logit"))
 PREFERRED_LAYER = {"Clear": "conv2b"}  # the paper's layer 2b
 RECORD_ALL = 8  # episodes recorded for --episodes all when the run has no store yet
 
@@ -50,25 +50,6 @@ def parse_episodes(text, available: int) -> list:
         raise ValueError(f"episodes {text!r} asks for episode {max(chosen)}, but the store holds {available} "
                          f"(0..{available - 1}); record more with `policylens record RUN --episodes N`")
     return chosen
-
-
-def candidate_layers(agent) -> list:
-    """The agent's documented layers, plus its attention trunk's (``trunk.NAME``) when it has one."""
-    from ..agents import layer_names
-
-    modules = dict(agent.named_modules())
-    names = [n for n in layer_names(agent) if n in modules]
-    trunk = getattr(agent, "trunk", None)
-    if trunk is not None and getattr(trunk, "LAYERS", None):
-        names += [f"trunk.{n}" for n in trunk.LAYERS if f"trunk.{n}" in modules]
-    return names
-
-
-def is_attention(agent, layer: str) -> bool:
-    from ..agents import get_layer
-    from ..agents.nets import SpatialSoftmax
-
-    return isinstance(get_layer(agent, layer), SpatialSoftmax)
 
 
 def spatial_layers(agent) -> dict:
@@ -95,21 +76,6 @@ def default_layers(agent) -> list:
     return [preferred if preferred in plain else plain[-1], *attention]
 
 
-def check_layer(agent, layer: str) -> tuple:
-    """The layer's activation shape as ``(C, h, w)``: a flat layer ``(C,)`` is drawn as one position,
-    ``(C, 1, 1)``. KeyError for an unknown layer, ValueError for any other shape."""
-    from ..agents import get_layer, layer_shapes
-
-    get_layer(agent, layer)  # KeyError listing the layers
-    shape = layer_shapes(agent, names=[layer]).get(layer)
-    if shape is not None and len(shape) == 1:
-        return (int(shape[0]), 1, 1)
-    if shape is None or len(shape) != 3:
-        raise ValueError(f"layer {layer!r} gives activations of shape {shape}, but the explorer draws spatial "
-                         f"(C, h, w) or flat (C,) layers; spatial layers: {', '.join(spatial_layers(agent))}")
-    return tuple(shape)
-
-
 def flat_layers(agent) -> list:
     """The candidate layers with flat ``(C,)`` activations, heads (``pi``, ``v``) and ``hx`` left out."""
     from ..agents import layer_shapes
@@ -129,7 +95,7 @@ def load_trajectories(store, episodes, steps: int) -> list:
     for e in episodes:
         ep = store.episode(e)
         t = min(ep.length, steps)
-        field = lambda name: np.asarray(ep[name])[:t]  # noqa: E731
+        field = lambda name: np.asarray(store.read(name, ep.start, ep.start + t))  # noqa: E731  (t, ...)
         reward, value, done = field("reward"), field("value"), field("done")
         if "advantages" in store.fields:
             advantages = field("advantages")
@@ -138,8 +104,9 @@ def load_trajectories(store, episodes, steps: int) -> list:
         info = {"episode": int(e), "cause": ep.info["cause"], "return": float(ep.info["return"]),
                 "level_seed": int(ep.info["level_seed"]), "steps_recorded": int(ep.length)}
         state = field("agent_state") if "agent_state" in store.fields else None  # (T, hidden) input state
+        render = field("render") if "render" in store.fields else None  # (T, h, w, 3) the game's own pictures
         trajectories.append(Trajectory(field("obs"), value, field("logits"), field("action"), reward, done,
-                                       advantages, info, state=state, masks=_masks(store, e, t)))
+                                       advantages, info, state=state, masks=_masks(store, e, t), render=render))
     return trajectories
 
 
@@ -151,139 +118,6 @@ def _masks(store, e: int, t: int) -> "dict | None":
         return {kind: m[:t] for kind, m in episode_masks(store, e).items()}
     except ValueError:
         return None
-
-
-def _state(traj: Trajectory):
-    return None if traj.state is None else torch.as_tensor(traj.state)  # (T, hidden)
-
-
-# ------------------------------------------------------------------------------------------------ analysis
-def attributions(agent, obs, state, layer: str, target, ig_steps: int = 10, batch: int = 64) -> tuple:
-    """IG attribution of ``target`` to ``layer`` for observations ``(n, H, W, C)`` (recurrent agents: their
-    input ``state`` ``(n, hidden)``), ``batch`` frames per pass: ``(n, C, h, w)`` and the completeness gaps
-    ``(n,)``."""
-    from ..attribution import attribute
-
-    obs = torch.as_tensor(obs)
-    parts, gaps = [], []
-    for a in range(0, len(obs), batch):
-        attr, delta = attribute(agent, obs[a:a + batch], target=target, layer=layer, method="ig", steps=ig_steps,
-                                state=None if state is None else state[a:a + batch], return_delta=True)
-        attr = attr.detach().cpu()
-        parts.append(attr[:, :, None, None] if attr.ndim == 2 else attr)  # a flat layer: one position
-        gaps.append(delta.detach().cpu())
-    return torch.cat(parts), torch.cat(gaps)
-
-
-def nmf_maps(agent, obs, state, actions, directions, ig_steps: int = 10, batch: int = 64, pool: int = 1) -> tuple:
-    """For observations ``(n, H, W, C)`` and the sampled ``actions`` ``(n,)``: ``({"value": maps, "action":
-    maps}, {output: largest completeness gap})``, maps ``(n, 2, K + 1, h, w)`` over ``directions``, summed
-    over ``pool`` x ``pool`` blocks of positions."""
-    layer = directions.layer
-    value, gap = attributions(agent, obs, state, layer, "value", ig_steps, batch)  # (n, C, h, w)
-    action, action_gap = action_attributions(agent, obs, state, actions, layer, ig_steps, batch)
-    gaps = {"value": float(gap.abs().max()), "action": action_gap}
-    maps = {"value": feature_maps(value, directions), "action": feature_maps(action, directions)}
-    return {name: pool_sum(m.numpy(), pool) for name, m in maps.items()}, gaps
-
-
-def action_attributions(agent, obs, state, actions, layer: str, ig_steps: int = 10, batch: int = 64) -> tuple:
-    """IG attribution of each frame's sampled action's logit to ``layer`` (one target per action): ``(n, C, h,
-    w)`` and the largest completeness gap."""
-    obs, actions = torch.as_tensor(obs), np.asarray(actions)
-    out, gaps = None, [0.0]
-    for a in np.unique(actions):
-        chosen = np.flatnonzero(actions == a)
-        attr, gap = attributions(agent, obs[chosen], None if state is None else state[chosen], layer, int(a),
-                                 ig_steps, batch)
-        out = torch.empty((len(actions), *attr.shape[1:])) if out is None else out
-        out[torch.as_tensor(chosen)] = attr
-        gaps.append(float(gap.abs().max()))
-    return out, max(gaps)
-
-
-def attention_layer_maps(agent, obs, state, layer: str, pool: int = 1) -> dict:
-    """``{"attention": (n, 1, heads, h, w)}``: an attention layer's maps for observations ``(n, H, W, C)``
-    (summed over ``pool`` x ``pool`` blocks of positions)."""
-    from ..factors import collect_activations
-
-    return {"attention": pool_sum(attention_maps(collect_activations(agent, obs, layer, state=state)).numpy(), pool)}
-
-
-def nmf_sample(trajectories, frames: int) -> list:
-    """``[(trajectory, frame indices)]``: about ``frames`` frames spread evenly over all trajectories."""
-    total = sum(len(t) for t in trajectories)
-    every = max(1, -(-total // max(1, frames)))
-    return [(t, np.arange(0, len(t), every)) for t in trajectories]
-
-
-def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int = 10, nmf_frames: int = 1024,
-                  thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, env: str = "",
-                  progress=None, over=None) -> LayerView:
-    """Fill ``traj.maps[layer]`` of every trajectory and return the layer's view: attribution, NMF of value
-    attributions (frames sampled evenly), maps over the directions, dataset-example thumbnails (drawn as the
-    ``env`` draws its views), labels from ground truth (:mod:`.labels`). Maps of a layer wider than ``map_size``
-    are stored summed over blocks of positions (0: never). ``over``: where trajectories are analysed."""
-    from ..factors import nmf_attributions
-    from ..featvis import dataset_examples
-    from .labels import feature_labels, frame_masks
-    from .views import legend_images
-
-    over = over or TrajectoryMap(agent)
-    _, gh, gw = check_layer(agent, layer)
-    pool = pool_factor((gh, gw), map_size)
-    grid = (-(-gh // pool), -(-gw // pool))
-    shape = {"layer_grid": [int(gh), int(gw)], "pool": pool}
-    if is_attention(agent, layer):
-        for traj, maps in zip(trajectories, over(attention_layer_maps, [(t.obs, _state(t)) for t in trajectories],
-                                                 layer, pool, progress=progress)):
-            traj.maps[layer] = maps
-        heads = trajectories[0].maps[layer]["attention"].shape[2]
-        return LayerView(layer, "attention", grid, tuple(f"head {h + 1}" for h in range(heads)),
-                         (Output("attention", "attention maps", ("attention",)),), None,
-                         {"method": "attention", **shape})
-
-    nmf_on, chosen = "value attributions", nmf_sample(trajectories, nmf_frames)
-    frames_in = [(t.obs[f], None if t.state is None else _state(t)[f]) for t, f in chosen]
-    sample = [a for a, _ in over(attributions, frames_in, layer, "value", ig_steps, batch)]
-    if not any(bool(a.any()) for a in sample):  # the value does not read this layer (a separate value trunk)
-        nmf_on = "sampled-action logit attributions (the value does not read this layer)"
-        sample = [a for a, _ in over(action_attributions, [(*x, np.asarray(t.action)[f]) for x, (t, f) in
-                                                            zip(frames_in, chosen)], layer, ig_steps, batch)]
-    directions = nmf_attributions(torch.cat(sample), k, layer=layer, seed=seed)  # (k, C)
-    labels, scores = feature_labels(torch.cat(sample), directions, frame_masks(trajectories, chosen, env))
-    gaps = {"value": 0.0, "action": 0.0}  # largest IG completeness gap |sum(attr) - (F(x) - F(0))|
-    for traj, (maps, gap) in zip(trajectories, over(nmf_maps, [(t.obs, _state(t), t.action) for t in trajectories],
-                                                    directions, ig_steps, batch, pool, progress=progress)):
-        traj.maps[layer] = maps
-        gaps = {name: max(gaps[name], gap[name]) for name in gaps}
-    obs = np.concatenate([t.obs for t in trajectories])  # (N, H, W, C)
-    states = [_state(t) for t in trajectories]
-    state = None if states[0] is None else torch.cat(states)
-    examples = dataset_examples(agent, obs, directions, k=1, state=state)
-    meta = {"method": "ig", "ig_steps": ig_steps, "k": k, "nmf_on": nmf_on,
-            "nmf_frames": int(sum(len(s) for s in sample)), "nmf_residual": directions.meta.get("residual"),
-            "ig_completeness_gap": gaps, "entities": scores, **shape}
-    return LayerView(layer, "nmf", grid, labels + ("residual",), OUTPUTS, legend_images(examples, obs, env, thumbnail),
-                     meta, directions)
-
-
-def tree_frames(traj: Trajectory, bookmark_count: int, separation: int) -> list:
-    """The frames that get a saliency tree: the first frame and the GAE bookmarks (as the page lists them)."""
-    from .bookmarks import bookmarks
-
-    marks = bookmarks(traj.advantages, bookmark_count, separation=separation) if bookmark_count > 0 else []
-    return sorted({0, *(int(t) for t in marks)})
-
-
-def add_saliency_trees(agent, trajectories, frames_of, *, k: int = 2, progress=None, over=None) -> None:
-    """Fill ``traj.trees`` with the saliency tree of the value (gradient x activation, ``k`` children per
-    node, down to the input pixels) at the frames ``frames_of(traj)`` of every trajectory."""
-    from ..attribution.tree import saliency_trees
-
-    items = [(t.obs, _state(t), frames_of(t)) for t in trajectories]
-    for traj, trees in zip(trajectories, (over or TrajectoryMap(agent))(saliency_trees, items, k, progress=progress)):
-        traj.trees.update(trees)
 
 
 # ------------------------------------------------------------------------------------------------ the command
@@ -361,7 +195,8 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
                                               progress=progress, device=device))
     settings = {"episodes": str(episodes), "steps": steps, "layers": names, "k": k, "ig_steps": ig_steps,
                 "nmf_frames": nmf_frames, "bookmarks": bookmarks, "bookmark_separation": bookmark_separation,
-                "thumbnail": thumbnail, "map_size": map_size, "tree_k": tree_k, "seed": seed}
+                "thumbnail": thumbnail, "map_size": map_size, "tree_k": tree_k, "seed": seed,
+                "nmf": {"restarts": NMF_RESTARTS, "bootstrap": NMF_BOOTSTRAP, "dtype": NMF_DTYPE}}
     data = rollouts.open(store_path)
     key = json.loads(json.dumps(export_key(agent_dir, data, settings)))  # as the manifest stores it
     if reuse and written_key(out) == key:

@@ -1,5 +1,6 @@
 """How the explorer shows observations: MiniGrid's symbolic and one-hot views drawn with MiniGrid's own tiles
-(:func:`policylens.envs.render.render_obs`, as the simulator's videos draw them), anything else as pixels
+(:func:`policylens.envs.render.render_obs`, as the simulator's videos draw them), a frame stack (Atari) as its
+newest frame, pixels as they are (:func:`policylens.envs.render.stack_picture`), anything else as pixels
 (:func:`~policylens.explorer.encode.display_rgb`); and the legend's images cut from those pictures.
 
 MiniGrid's arrays are indexed ``[x, y]`` and so are the agent's layers over them, while the pictures are upright
@@ -18,10 +19,11 @@ TILED = ("symbolic", "onehot")
 
 def frame_view(env: str, obs_shape) -> dict:
     """How frames of ``env`` with observations of ``obs_shape`` ``(H, W, C)`` are drawn: ``{"kind": the env's
-    observation kind or "", "tiles": bool, "transposed": bool, "tile": pixels per cell or None}``. Tiles for a
-    MiniGrid symbolic (``C == 3``) or one-hot (``C == 20``) view of at most 15x15 cells."""
+    observation kind or "", "tiles": bool, "transposed": bool, "tile": pixels per cell or None, "stack": frames
+    per observation}``. Tiles for a MiniGrid symbolic (``C == 3``) or one-hot (``C == 20``) view of at most 15x15
+    cells; ``stack`` > 1 for a frame stack (Atari), drawn as its newest frame."""
     from ..envs.minigrid import ONEHOT_SIZES
-    from ..envs.render import TILE, view_kind
+    from ..envs.render import TILE, frame_stack, view_kind
 
     try:
         kind = view_kind(env) if env else ""
@@ -30,14 +32,17 @@ def frame_view(env: str, obs_shape) -> dict:
     shape = tuple(obs_shape)
     channels = {"symbolic": len(ONEHOT_SIZES), "onehot": sum(ONEHOT_SIZES)}.get(kind)
     tiles = len(shape) == 3 and shape[-1] == channels and max(shape[:2]) <= 15
-    return {"kind": kind, "tiles": bool(tiles), "transposed": bool(tiles), "tile": TILE if tiles else None}
+    stack = frame_stack(env) if len(shape) == 3 and not tiles else 1
+    stack = stack if stack > 1 and shape[-1] % stack == 0 and shape[-1] // stack in (1, 3) else 1
+    return {"kind": kind, "tiles": bool(tiles), "transposed": bool(tiles), "tile": TILE if tiles else None,
+            "stack": stack}
 
 
 def display_frames(obs, env: str = "") -> tuple:
     """Observations ``(T, H, W, C)`` or vectors ``(T, D)`` -> ``(frames (T, h, w, 3) uint8, how)``: ``"tiles"``
-    (MiniGrid's renderer, upright), else :func:`~policylens.explorer.encode.display_rgb`'s ``"rgb"``,
-    ``"scaled"`` or ``"vector"``."""
-    from ..envs.render import render_obs
+    (MiniGrid's renderer, upright), ``"newest"`` (a frame stack's newest frame, pixels as they are), else
+    :func:`~policylens.explorer.encode.display_rgb`'s ``"rgb"``, ``"scaled"`` or ``"vector"``."""
+    from ..envs.render import render_obs, stack_picture
 
     obs = np.asarray(obs)
     if obs.ndim == 2:
@@ -47,6 +52,8 @@ def display_frames(obs, env: str = "") -> tuple:
     view = frame_view(env, obs.shape[1:])
     if view["tiles"]:
         return render_obs(obs, view["kind"], view["tile"]), "tiles"
+    if view["stack"] > 1:
+        return stack_picture(obs, view["stack"]), "newest"
     return display_rgb(obs)
 
 
@@ -80,12 +87,17 @@ def legend_patches(examples, obs, env: str = "") -> "np.ndarray | None":
 
 def legend_images(examples, obs, env: str = "", size: int = 32) -> np.ndarray:
     """``(K, size, size, 3)`` legend images: :func:`legend_patches` resized for a tiled view; an example of
-    vector observations (``patches`` ``(K, n, D)``) drawn as :func:`~.encode.display_rgb`'s strip; else the raw
-    patches as :func:`~policylens.featvis.thumbnails` gives them."""
+    vector observations (``patches`` ``(K, n, D)``) drawn as :func:`~.encode.display_rgb`'s strip; a frame
+    stack's patches as their newest frame; else the raw patches as :func:`~policylens.featvis.thumbnails` gives
+    them."""
+    from ..envs.render import stack_picture
     from ..featvis import resize, thumbnails
     from .encode import display_rgb
 
     if examples.patches.ndim == 3:
         return resize(display_rgb(examples.patches[:, 0])[0], size)  # (K, 1, D, 3) -> (K, size, size, 3)
     patches = legend_patches(examples, obs, env)
-    return thumbnails(examples, size) if patches is None else resize(patches, size)
+    if patches is not None:
+        return resize(patches, size)
+    stack = frame_view(env, np.shape(obs)[1:])["stack"] if np.ndim(obs) == 4 else 1
+    return stack_picture(thumbnails(examples, size), stack) if stack > 1 else thumbnails(examples, size)

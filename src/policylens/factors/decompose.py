@@ -26,6 +26,7 @@ canonical order and sign, and a stability score per direction (``meta["stability
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import NamedTuple
 
@@ -88,17 +89,45 @@ def settle(fit_once, x: torch.Tensor, prepare, *, seed: int, restarts: int, boot
         if not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}; got {value!r}")
     rows = prepare(x)
-    with one_thread():
-        fits = [fit_once(rows, r) for r in range(restarts)]
+    threads = torch.get_num_threads()  # read before one_thread(), which sets it to 1
+    with one_thread(), quiet_convergence():
+        fits = in_parallel(lambda r: fit_once(rows, r), range(restarts), threads)
         pick = choose([f.objective for f in fits], [f.vectors.numpy() for f in fits])
-        samples = [fit_once(prepare(resample_frames(x, seed + 7919 * (b + 1))), pick).vectors.numpy()
-                   for b in range(bootstrap)]
+        samples = in_parallel(lambda b: fit_once(prepare(resample_frames(x, seed + 7919 * (b + 1))), pick).vectors
+                              .numpy(), range(bootstrap), threads)
     chosen = fits[pick]
     others = [f.vectors.numpy() for i, f in enumerate(fits) if i != pick]
     meta = {"seed": seed, "restart": pick, "restarts": [{"restart": i, "objective": f.objective} for i, f in
                                                         enumerate(fits)],
             "bootstrap": bootstrap, **stability(chosen.vectors.numpy(), others, samples)}
     return chosen, meta, fits
+
+
+def in_parallel(fn, items, threads: int) -> list:
+    """``[fn(i) for i in items]``, run in up to ``threads`` threads: each fit is single-threaded
+    (:func:`~.stable.one_thread`) and independent of the others, so the results do not depend on how many run at
+    once (scikit-learn's solvers and numpy's products release the GIL). ``fn`` must not touch process-wide
+    state such as the warnings filters (:func:`quiet_convergence` is entered once, around the threads)."""
+    items = list(items)
+    workers = min(len(items), max(1, int(threads)))
+    if workers <= 1:
+        return [fn(i) for i in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
+
+
+@contextlib.contextmanager
+def quiet_convergence():
+    """scikit-learn's ConvergenceWarning silenced inside the block. The filters are process-wide, so this is
+    entered once by the calling thread, never inside the fits that run side by side (each fit reads its
+    convergence from its iteration count instead)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
 
 
 def restart_directions(directions: Directions, fits: list) -> list:
@@ -118,25 +147,25 @@ def _cap_k(k: int, rows: torch.Tensor, method: str) -> int:
     return max(1, min(k, rank))
 
 
-def _nmf_fitter(k: int, seed: int, max_iter: int, tol: float):
+def _nmf_fitter(k: int, seed: int, max_iter: int, tol: float, dtype: str = "float64"):
     """``fit_once(rows, restart) -> Fit`` for NMF: restart 0 starts from NNDSVDa (deterministic), restart r > 0
     from a random start seeded ``seed + r``. Components scaled to unit norm (the scale moves into the
-    coefficients) and ordered by coefficient energy; objective = residual share."""
+    coefficients) and ordered by coefficient energy; objective = residual share. ``dtype``: the solver's
+    arithmetic (float64, or float32: about twice as fast, the same directions to float32 precision)."""
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"NMF dtype {dtype!r}; expected float64 or float32")
     from sklearn.decomposition import NMF
-    from sklearn.exceptions import ConvergenceWarning
 
     def fit_once(rows: torch.Tensor, restart: int) -> Fit:
         init = "nndsvda" if restart == 0 and k <= min(rows.shape) else "random"
         model = NMF(n_components=k, init=init, random_state=seed + restart, max_iter=max_iter, tol=tol)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            coef = torch.from_numpy(model.fit_transform(rows.double().numpy()))  # (M, K)
-        comps = torch.from_numpy(model.components_)  # (K, C)
+        coef = torch.from_numpy(model.fit_transform(rows.to(getattr(torch, dtype)).numpy())).double()  # (M, K)
+        comps = torch.from_numpy(model.components_).double()  # (K, C)
         norms = comps.norm(dim=1)  # (K,)
         comps, coef = comps / norms.clamp_min(1e-12)[:, None], coef * norms[None, :]
         order = torch.argsort(coef.pow(2).sum(0), descending=True, stable=True)  # (K,)
         coef, comps = coef[:, order], comps[order]
-        converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        converged = not (model.n_iter_ >= max_iter and tol > 0)  # scikit-learn's own test for its warning
         return Fit(comps.float(), _squared_share(rows.double() - coef @ comps, rows),
                    {"coef": coef, "n_iter": int(model.n_iter_), "converged": converged, "init": init})
 
@@ -189,7 +218,8 @@ def _signed_parts(attr: torch.Tensor) -> torch.Tensor:
 
 
 def nmf_attributions(attr, k: int, *, layer: str, seed: int = 0, max_iter: int = 1000, tol: float = 1e-4,
-                     restarts: int = 5, bootstrap: int = 5, labels=None, return_fits: bool = False):
+                     restarts: int = 5, bootstrap: int = 5, labels=None, return_fits: bool = False,
+                     dtype: str = "float64"):
     """NMF directions ``(k, C)`` of signed attributions ``(N, C)`` or ``(N, C, H, W)`` (Understanding RL Vision):
     rows of ``max(A, 0)`` and of ``max(-A, 0)`` stacked along the batch and factorised together, the stable
     choice among ``restarts`` fits as :func:`nmf`.
@@ -197,19 +227,19 @@ def nmf_attributions(attr, k: int, *, layer: str, seed: int = 0, max_iter: int =
     ``meta``: ``residual`` over the stacked matrix, ``positive_share`` (per direction: its coefficient mass
     in the positive rows over its total; None if unused) and ``positive_share_spread`` (its median, min and
     max over the restarts, each restart's direction matched to this one), ``sign_split = "batch"``, plus what
-    :func:`nmf` records.
+    :func:`nmf` records; ``dtype`` as :func:`_nmf_fitter` (recorded in ``meta["dtype"]``).
     """
     a = as_float(attr, "attributions")
     parts = _signed_parts(a)  # (2M, C)
     _check_k(k, parts, "nmf_attributions", limit_by_channels=False)
     kk = _cap_k(k, parts, "nmf_attributions")
-    chosen, meta, fits = settle(_nmf_fitter(kk, seed, max_iter, tol), a, _signed_parts, seed=seed,
+    chosen, meta, fits = settle(_nmf_fitter(kk, seed, max_iter, tol, dtype), a, _signed_parts, seed=seed,
                                 restarts=restarts, bootstrap=bootstrap)
     shares = [_positive_share(f.meta["coef"], parts.shape[0] // 2) for f in fits]  # per restart, per direction
     spread = matched_spread(chosen.vectors.numpy(), [f.vectors.numpy() for f in fits], lambda r, j: shares[r][j])
     meta = {"on": "attributions", "sign_split": "batch", **_nmf_meta(chosen, meta, k, kk),
             "positive_share": shares[meta["restart"]], "positive_share_spread": spread,
-            "rows": parts.shape[0], "shape": list(a.shape[1:])}
+            "rows": parts.shape[0], "shape": list(a.shape[1:]), **({"dtype": dtype} if dtype != "float64" else {})}
     out = Directions(chosen.vectors, layer, tuple(labels or ())[:kk], "nmf", meta)
     return (out, fits) if return_fits else out
 
@@ -257,15 +287,12 @@ def pca(x, k: int, *, layer: str, seed: int = 0, bootstrap: int = 5, labels=None
 
 def _ica_fitter(k: int, seed: int, max_iter: int, tol: float):
     from sklearn.decomposition import FastICA
-    from sklearn.exceptions import ConvergenceWarning
 
     def fit_once(rows: torch.Tensor, restart: int) -> Fit:
         rows = rows.double()
         model = FastICA(n_components=k, whiten="unit-variance", random_state=seed + restart, max_iter=max_iter,
                         tol=tol)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            model.fit(rows.numpy())
+        model.fit(rows.numpy())
         mixing = torch.from_numpy(model.mixing_).T  # (K, C)
         unmixing = torch.from_numpy(model.components_)  # (K, C)
         order = torch.argsort(mixing.norm(dim=1), descending=True, stable=True)  # (K,)
@@ -276,7 +303,7 @@ def _ica_fitter(k: int, seed: int, max_iter: int, tol: float):
         outside = centred - (centred @ unmixing.T) @ mixing  # (M, C)
         return Fit(mixing.float(), _squared_share(outside, centred),
                    {"mean": mean.tolist(), "unmixing": unmixing.tolist(), "n_iter": int(model.n_iter_),
-                    "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught)})
+                    "converged": model.n_iter_ < max_iter})  # (one that converges at the last step counts as not)
 
     return fit_once
 

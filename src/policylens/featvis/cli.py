@@ -18,6 +18,7 @@ import torch
 from .. import rollouts
 from ..agents import layer_shapes, load_agent, resolve_run
 from ..config import add_dataclass_args, clear_errors, from_args
+from ..envs.render import frame_stack
 from ..factors import Directions
 from ..runs import default_out as default_store
 from ..runs import prepare_out, run_dir
@@ -143,16 +144,17 @@ def run_featvis(cfg: FeatvisConfig) -> dict:
     written["examples"] = examples.save(out)
     legend = thumbnails(examples, cfg.thumbnail)  # (K, t, t, C)
     np.savez_compressed(out / "thumbnails.npz", thumbnails=legend)
-    written["examples.png"] = plot_examples(examples, out / "examples.png")
+    stack = frame_stack(store.env)  # an Atari stack is drawn as its newest frame
+    written["examples.png"] = plot_examples(examples, out / "examples.png", stack)
     written["thumbnails.png"] = plot_images(legend, directions.labels, out / "thumbnails.png",
-                                            f"legend, layer {directions.layer}")
+                                            f"legend, layer {directions.layer}", stack)
 
     if cfg.spatial and examples.receptive_field is not None:
         spatial = spatial_examples(agent, sample.obs, directions, max_reuse=cfg.max_reuse or None,
                                    state=sample.state, batch_size=cfg.batch_size, progress=cfg.progress)
         spatial.meta.update(source, frame=sample.frames[spatial.obs_index].tolist())
         written["spatial"] = spatial.save(out)
-        written["spatial.png"] = plot_spatial(spatial, out / "spatial.png")
+        written["spatial.png"] = plot_spatial(spatial, out / "spatial.png", stack)
 
     if cfg.optimize:
         result = optimize_batch(agent, directions.layer, directions.vectors, steps=cfg.steps, lr=cfg.lr,
@@ -165,7 +167,7 @@ def run_featvis(cfg: FeatvisConfig) -> dict:
                                                         "objective": result.objective.tolist(), **source}, indent=1))
         written["optimized"] = out / "optimized.json"
         written["optimized.png"] = plot_images(result.images, directions.labels, out / "optimized.png",
-                                               f"optimised images, layer {directions.layer}")
+                                               f"optimised images, layer {directions.layer}", stack)
     summary = {"layer": directions.layer, "labels": list(directions.labels), "frames": int(len(sample.frames)),
                "files": {k: str(v) for k, v in written.items()}, **source}
     (out / "featvis.json").write_text(json.dumps(summary, indent=1))

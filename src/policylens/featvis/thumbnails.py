@@ -41,19 +41,24 @@ def stripes(height: int, width: int, period: int = 6) -> np.ndarray:
     return np.repeat(np.where(light, 235, 205).astype(np.uint8)[:, :, None], 3, axis=2)
 
 
-def fade(spatial: SpatialExamples) -> np.ndarray:
+def fade(spatial: SpatialExamples, stack: int = 1) -> np.ndarray:
     """(K, H, W, 3) uint8: each composed image blended over stripes by its per-position strength (weak ->
-    transparent), as in the paper's spatially-aware figure."""
+    transparent), as in the paper's spatially-aware figure (a frame stack drawn as its newest frame)."""
     strength = spatial.strength()  # (K, h, w)
     rows, cols = spatial.cell_rows, spatial.cell_cols
     alpha = np.repeat(np.repeat(strength, np.diff(rows), axis=1), np.diff(cols), axis=2)[..., None]  # (K, H, W, 1)
     back = stripes(*spatial.images.shape[1:3])[None].astype(np.float32)  # (1, H, W, 3)
-    front = _rgb(spatial.images).astype(np.float32)
+    front = _rgb(spatial.images, stack).astype(np.float32)
     return (alpha * front + (1 - alpha) * back).round().astype(np.uint8)
 
 
-def _rgb(images: np.ndarray) -> np.ndarray:
-    """Images (..., C) as RGB for display: the first 3 channels (grey for 1 channel)."""
+def _rgb(images: np.ndarray, stack: int = 1) -> np.ndarray:
+    """Images (..., C) as RGB for display: a stack of ``stack`` > 1 frames (Atari) as its newest frame
+    (:func:`policylens.envs.render.stack_picture`), else the first 3 channels (grey for 1 channel)."""
+    if stack > 1:
+        from ..envs.render import stack_picture
+
+        return stack_picture(images, stack)
     c = images.shape[-1]
     if c == 3:
         return images
@@ -63,8 +68,8 @@ def _rgb(images: np.ndarray) -> np.ndarray:
 
 
 def save_grid(path, images, labels=None, *, title: "str | None" = None, cell: float = 1.2,
-              captions=None, columns: int = 8) -> Path:
-    """Write a PNG grid and return its path.
+              captions=None, columns: int = 8, stack: int = 1) -> Path:
+    """Write a PNG grid and return its path (images that stack ``stack`` > 1 frames drawn as their newest).
 
     ``images`` (K, h, w, C): K images, each titled by ``labels[k]``, wrapped into rows of ``columns``;
     or (K, n, h, w, C): K rows of n images, ``labels[k]`` naming row k. ``captions``: optional text under each
@@ -97,7 +102,7 @@ def save_grid(path, images, labels=None, *, title: "str | None" = None, cell: fl
     for r, c, image, label, caption in cells:
         ax = axes[r, c]
         ax.axis("on")
-        ax.imshow(_rgb(image), interpolation="nearest")
+        ax.imshow(_rgb(image, stack), interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
         if label is not None:
@@ -116,19 +121,20 @@ def save_grid(path, images, labels=None, *, title: "str | None" = None, cell: fl
     return path
 
 
-def plot_examples(examples: DatasetExamples, path) -> Path:
-    """Rows of dataset-example patches, one row per direction, each captioned with its score."""
+def plot_examples(examples: DatasetExamples, path, stack: int = 1) -> Path:
+    """Rows of dataset-example patches, one row per direction, each captioned with its score (``stack``: frames
+    per observation, :func:`policylens.envs.render.frame_stack`)."""
     captions = [[f"{s:.2f}" for s in row] for row in examples.score]
     return save_grid(path, examples.patches, examples.labels, captions=captions,
-                     title=f"dataset examples, layer {examples.layer}")
+                     title=f"dataset examples, layer {examples.layer}", stack=stack)
 
 
-def plot_spatial(spatial: SpatialExamples, path) -> Path:
+def plot_spatial(spatial: SpatialExamples, path, stack: int = 1) -> Path:
     """The spatially-aware images of all directions in one row (weak positions faded to stripes)."""
-    return save_grid(path, fade(spatial), spatial.labels, title=f"spatially-aware examples, layer {spatial.layer}",
-                     cell=2.0)
+    return save_grid(path, fade(spatial, stack), spatial.labels,
+                     title=f"spatially-aware examples, layer {spatial.layer}", cell=2.0)
 
 
-def plot_images(images, labels, path, title: str) -> Path:
+def plot_images(images, labels, path, title: str, stack: int = 1) -> Path:
     """One row of images (e.g. thumbnails or optimised images) with their labels."""
-    return save_grid(path, images, labels, title=title, cell=1.6)
+    return save_grid(path, images, labels, title=title, cell=1.6, stack=stack)

@@ -34,12 +34,13 @@ def plan_levels(cfg, env_spec) -> tuple:
 
 def episodes_of(agent, plan: list, s: dict):
     """Yield ``(k, episode)`` as each episode of ``plan`` ends (episodes as the store appends them); ``s``: the
-    recording settings (spec, policy, temperature, seed, batch, device, max_steps, entities, save_state,
+    recording settings (spec, policy, temperature, seed, batch, device, max_steps, entities, render, save_state,
     recurrent)."""
     from ..evaluate.run import play_steps
-    from .record import EpisodeBuffer
+    from .record import EpisodeBuffer, Packed
 
-    capture = ("outputs",) + ("entities",) * s["entities"] + ("env_state",) * s["save_state"]
+    render = s.get("render", False)
+    capture = ("outputs",) + ("entities",) * s["entities"] + ("render",) * render + ("env_state",) * s["save_state"]
     buffers = {}
     for st in play_steps(agent, s["spec"], plan, s["policy"], s["temperature"], s["seed"], s["batch"], s["device"],
                          max_steps=s["max_steps"], capture=capture):
@@ -49,6 +50,8 @@ def episodes_of(agent, plan: list, s: dict):
             step["agent_state"] = st.state
         if s["entities"]:
             step["entities"] = json.dumps(st.entities, separators=(",", ":"))
+        if render:
+            step["render"] = Packed(st.render)
         if s["save_state"]:
             step["env_state"] = st.env_state
         buffer = buffers.setdefault(st.k, EpisodeBuffer())

@@ -10,7 +10,8 @@ biased towards short episodes. Finished episodes are committed every ``flush_sec
 a kill loses at most the ones finished since the last commit. ``max_steps`` cuts a runaway episode: it is
 stored with cause ``max_steps`` and ``done`` on its last stored frame, and its env joins again once its
 real episode ends. Per frame: obs, action, logits, value, reward, done, level_seed, agent_state (recurrent
-agents: the state the agent received), entities (JSON, where the env gives them), env_state (optional);
+agents: the state the agent received), entities (JSON, where the env gives them), render (the game's own RGB
+picture, where the env draws one: Atari), env_state (optional);
 per episode: cause, return, level seed. Afterwards ``advantages``/``returns`` are computed (GAE).
 
 An existing store is refused unless the command says what to do with it: ``--overwrite`` replaces it,
@@ -31,6 +32,7 @@ import argparse
 import hashlib
 import json
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -73,6 +75,8 @@ class RecordConfig:
     """also store every frame's env state bytes (envs whose get_state gives bytes, e.g. procgen)"""
     entities: bool = True
     """store ground-truth entities per frame (JSON) where the env gives them"""
+    render: bool = True
+    """store the game's own picture of every frame (field render) where the env draws one (Atari: the 210x160 RGB screen, shown beside the agent's frames by the explorer)"""
     max_steps: int = 10000
     """guard: cut an episode after this many steps (stored with cause 'max_steps')"""
     gamma: float = 0.999
@@ -153,6 +157,8 @@ class EpisodeBuffer:
         ep = {}
         for key in self.steps[0]:
             values = [s[key] for s in self.steps]
+            if key == "render":
+                values = [v.unpack() for v in values]
             ep[key] = values if key == "env_state" else np.array(values, dtype=object if key == "entities" else None)
         ep["done"][-1] = True  # already so unless cut by max_steps
         ep["level_seed"] = np.full(len(self.steps), level_seed, np.int64)  # (T,)
@@ -192,6 +198,7 @@ def record(cfg: RecordConfig) -> Path:
         raise ValueError(f"agent {cfg.run} takes obs {agent_obs} and {agent_actions} actions, "
                          f"but env {env_spec} gives obs {obs_shape} and {num_actions} actions")
     has_entities = cfg.entities and probe.entities() is not None
+    screen = probe.render() if cfg.render else None  # (1, h, w, 3) the game's own picture, or None
     if cfg.save_state and not all(isinstance(s, bytes) for s in probe.get_state()):
         raise ValueError(f"env {env_spec} gives no byte state to save (--save-state needs an env whose get_state "
                          "returns bytes, e.g. procgen)")
@@ -204,11 +211,14 @@ def record(cfg: RecordConfig) -> Path:
         fields["agent_state"] = ((int(agent.initial_state(1).shape[-1]),), "float32")
     if has_entities:
         fields["entities"] = ((), str)
+    if screen is not None:
+        fields["render"] = (tuple(screen.shape[1:]), "uint8")
     if cfg.save_state:
         fields["env_state"] = ((), "bytes")
     recording = {"env": str(env_spec), "agent_sha256": sha256(agent_dir / "weights.safetensors"),
                  "policy": cfg.policy, "temperature": cfg.temperature, "seed": cfg.seed, "num_envs": cfg.num_envs,
-                 "save_state": cfg.save_state, "entities": has_entities, "max_steps": cfg.max_steps}
+                 "save_state": cfg.save_state, "entities": has_entities, "max_steps": cfg.max_steps,
+                 **({"render": True} if screen is not None else {})}
     if cfg.backend != "vector":  # by episode plan: what the store is a function of (not workers or backend)
         from ..evaluate.run import episode_plan
 
@@ -222,17 +232,29 @@ def record(cfg: RecordConfig) -> Path:
     with StoreWriter(out, fields, attrs) as writer:
         check_same_settings(writer, recording)
         if cfg.backend == "vector":
-            _record_into(writer, agent, cfg, env_spec, has_entities, recurrent)
+            _record_into(writer, agent, cfg, env_spec, has_entities, recurrent, screen is not None)
         else:
             settings = {"spec": str(env_spec), "policy": cfg.policy, "temperature": cfg.temperature,
                         "seed": cfg.seed, "batch": cfg.batch, "device": str(cfg.device), "max_steps": cfg.max_steps,
-                        "entities": has_entities, "save_state": cfg.save_state, "recurrent": recurrent}
+                        "entities": has_entities, "render": screen is not None, "save_state": cfg.save_state,
+                        "recurrent": recurrent}
             record_plan(writer, agent, agent_dir, cfg, settings, episode_plan(cfg.episodes, start_level, num_levels))
     add_advantages(out, cfg.gamma, cfg.gae_lambda)
     return out
 
 
-def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, has_entities: bool, recurrent: bool):
+class Packed:
+    """A frame's picture held deflated while its episode is buffered (an Atari screen: 100 KB raw, a few KB)."""
+
+    def __init__(self, image: np.ndarray):
+        self.shape, self.data = image.shape, zlib.compress(np.ascontiguousarray(image, np.uint8).tobytes(), 1)
+
+    def unpack(self) -> np.ndarray:
+        return np.frombuffer(zlib.decompress(self.data), np.uint8).reshape(self.shape)
+
+
+def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, has_entities: bool, recurrent: bool,
+                 has_render: bool = False):
     from tqdm.auto import tqdm
 
     k = writer.num_episodes
@@ -259,6 +281,7 @@ def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, h
                 raise RuntimeError(f"recording stopped after {step_guard} steps with {finished}/{target} episodes; "
                                    "envs never ended their episodes (lower --max-steps?)")
             ents = env.entities() if has_entities else None
+            screens = env.render() if has_render else None  # (n, h, w, 3)
             states = env.get_state() if cfg.save_state else None
             state_in = None
             if recurrent:  # what the agent receives: its last state, or h0 where an episode begins
@@ -276,6 +299,8 @@ def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, h
                     step["agent_state"] = state_in[i]
                 if has_entities:
                     step["entities"] = json.dumps(ents[i], separators=(",", ":"))
+                if screens is not None:
+                    step["render"] = Packed(screens[i])
                 if states is not None:
                     step["env_state"] = states[i]
                 buffers[i].steps.append(step)

@@ -15,6 +15,8 @@ Layout of ``STORE/`` (frames of all episodes concatenated in the order they were
     agent_state/       (F, hidden) float32      recurrent agents only: the state the agent *received* at the step
                                                 (its input hx, already reset to h0 on an episode's first frame)
     entities/          (F,) str                 where the env gives them: JSON list of {"type", "x", "y", ...}
+    render/            (F, h, w, 3) uint8       where the env draws one: the game's own picture of the step
+                                                (Atari: the 210x160 RGB screen), as people see the game
     env_state_end/     (F,) int64               optional: end offset of each frame's env state bytes in ...
     env_state_data/    (S,) uint8               ... all env states concatenated (read as field ``env_state``)
     advantages/ returns/ (F,) float32           GAE, written after recording (attrs gamma, lam, num_frames)

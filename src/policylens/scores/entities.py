@@ -6,8 +6,10 @@ where it fires is compared with entity masks pooled onto the same grid (share of
 - ``precision``: the share of the direction's firing mass that falls on the entity;
 - ``lift``: precision over the entity's share of all cells (1 = no better than chance);
 - ``nmi``: mutual information between "the direction fires here" (its map above its ``quantile`` over all
-  cells) and "the entity is here" (covers at least half the cell), over the entity's entropy: the share of
-  the uncertainty about where the entity is that the direction removes (0 independent, 1 perfect).
+  cells) and "the entity is here" (covers at least half the cell; an entity too small to cover half a cell
+  anywhere, as an Atari ball at a coarse layer, where it covers at least half the most it covers in any cell:
+  ``present_at``), over the entity's entropy: the share of the uncertainty about where the entity is that the
+  direction removes (0 independent, 1 perfect).
 
 A direction counts as *interpretable* when its best entity reaches ``nmi >= min_nmi`` and ``lift >= min_lift``:
 a stated, repeatable criterion instead of a rater's judgement.
@@ -31,6 +33,13 @@ def mutual_information(a: np.ndarray, b: np.ndarray) -> float:
     return _entropy(joint.sum(1)) + _entropy(joint.sum(0)) - _entropy(joint.ravel())
 
 
+def present_at(cover) -> float:
+    """The share of a cell an entity must cover to count as there: half the cell, or half the most it covers in
+    any cell where it never covers half of one (a small object on a coarse grid)."""
+    top = float(np.max(cover, initial=0.0))
+    return 0.5 if top >= 0.5 or top == 0 else top / 2
+
+
 def direction_entity_scores(maps: np.ndarray, masks: dict, labels=None, quantile: float = 0.9,
                             min_nmi: float = 0.1, min_lift: float = 2.0) -> dict:
     """Score each direction's firing map ``(N, K, h, w)`` (non-negative) against pooled masks
@@ -38,6 +47,7 @@ def direction_entity_scores(maps: np.ndarray, masks: dict, labels=None, quantile
     maps = np.clip(np.asarray(maps, np.float64), 0, None)
     n, k = maps.shape[:2]
     labels = list(labels) if labels is not None else [str(i) for i in range(k)]
+    presence = {kind: present_at(cover) for kind, cover in masks.items()}
     rows = []
     for j in range(k):
         m = maps[:, j]  # (N, h, w)
@@ -50,11 +60,12 @@ def direction_entity_scores(maps: np.ndarray, masks: dict, labels=None, quantile
                 raise ValueError(f"mask {kind!r} has shape {cover.shape}, direction maps {m.shape}: pool the "
                                  "masks onto the layer's grid first (pool_masks)")
             base = cover.mean()
-            present = cover >= 0.5
+            present = cover >= presence[kind]
             h = _entropy(np.array([present.mean(), 1 - present.mean()]))
             precision = float((m * cover).sum() / mass) if mass > 0 else 0.0
             per_kind[kind] = {"precision": precision, "lift": precision / base if base > 0 else 0.0,
-                              "nmi": mutual_information(fires, present) / h if h > 0 else 0.0, "base_rate": float(base)}
+                              "nmi": mutual_information(fires, present) / h if h > 0 else 0.0, "base_rate": float(base),
+                              "present_at": presence[kind]}
         best = max(per_kind, key=lambda kk: per_kind[kk]["nmi"]) if per_kind else None
         ok = best is not None and per_kind[best]["nmi"] >= min_nmi and per_kind[best]["lift"] >= min_lift
         rows.append({"label": labels[j], "best_entity": best, "interpretable": bool(ok), "entities": per_kind})

@@ -16,8 +16,13 @@ def episode_masks(store, i: int, kinds=None) -> dict:
     """``{kind: (T, H, W) bool}`` for episode ``i`` of a rollout store, from its ground truth.
 
     MiniGrid and Atari stores read the per-frame ``entities`` JSON; CoinRun stores need the ``env_state`` field
-    (``policylens record --save-state``). Kinds absent from every frame are left out unless asked for.
+    (``policylens record --save-state``). Kinds absent from every frame are left out unless asked for. An
+    observation that stacks frames (Atari's ``frame_stack``) shows each entity in every frame of its stack, so
+    its masks are those of the frames it stacks: steps ``t - stack + 1 .. t`` of the episode (the first frame
+    before its start, as the env fills the stack).
     """
+    from ..envs.render import frame_stack
+
     from ..envs.masks import coinrun_masks, minigrid_masks
 
     ep = store.episode(i)
@@ -41,7 +46,17 @@ def episode_masks(store, i: int, kinds=None) -> dict:
                          "OCAtari covers have it")
     kinds = kinds or sorted({k for f in frames for k in f})
     empty = np.zeros(obs_shape[:2], bool)
-    return {k: np.stack([f.get(k, empty) for f in frames]) for k in kinds}
+    masks = {k: np.stack([f.get(k, empty) for f in frames]) for k in kinds}  # (T, H, W) each
+    return {k: stacked(m, frame_stack(env)) for k, m in masks.items()}
+
+
+def stacked(masks: np.ndarray, stack: int) -> np.ndarray:
+    """Per-frame masks ``(T, H, W)`` -> those of observations stacking ``stack`` frames: frame t's mask or'ed
+    with those of the ``stack - 1`` frames before it (the first frame's before the start)."""
+    out = masks.copy()
+    for back in range(1, stack):
+        out |= masks[np.maximum(np.arange(len(masks)) - back, 0)]
+    return out
 
 
 def pool_masks(masks: dict, size: tuple) -> dict:

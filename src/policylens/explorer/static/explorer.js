@@ -62,13 +62,21 @@
   }
 
   // ------------------------------------------------------------------------------------------ sources
-  /** A recorded trajectory: frames from a sprite sheet, maps decoded per layer. */
-  function recordedSource(payload, sheet) {
-    const [h, w] = payload.frames.tile, cols = payload.frames.columns;
+  /** Frame t of a sprite sheet {sheet, columns, tile: [h, w]} whose image is `image`. */
+  function sheetTile(info, image, t) {
+    const [h, w] = info.tile, cols = info.columns;
+    return { image, sx: (t % cols) * w, sy: Math.floor(t / cols) * h, w, h };
+  }
+
+  /** A recorded trajectory: frames from a sprite sheet (the game's own pictures from another, where recorded),
+   *  maps decoded per layer. */
+  function recordedSource(payload, sheet, renderSheet) {
     return {
       ...payload,
       maps: new Map(),
-      tile: (t) => ({ image: sheet, sx: (t % cols) * w, sy: Math.floor(t / cols) * h, w, h }),
+      tile: (t) => sheetTile(payload.frames, sheet, t),
+      renderTile: renderSheet ? (t) => sheetTile(payload.render, renderSheet, t) : null,
+      stack: Number(payload.frames.stack) > 1 ? Number(payload.frames.stack) : 1,
       mapSlice(layer, output, t) {
         const o = (this.maps.get(layer) || {})[output];
         if (!o) return null;
@@ -84,7 +92,8 @@
     if (!payload) throw new Error("trajectory file " + entry.file + " holds no trajectory " + entry.id);
     const image = safeImage(payload.frames.sheet);
     if (!image) throw new Error("trajectory " + entry.id + " has no PNG frames");
-    return recordedSource(payload, await loadImage(image));
+    const renderImage = payload.render ? safeImage(payload.render.sheet) : null;
+    return recordedSource(payload, await loadImage(image), renderImage ? await loadImage(renderImage) : null);
   }
 
   async function loadMaps(source, index, layer) {
@@ -242,6 +251,7 @@
     const t = Math.min(state.frame, source.length - 1), m = manifest(), layer = layerInfo(), out = outputInfo();
     const size = 256;
     R.drawFrame($("obs-canvas"), source, t, size, size);
+    drawGame(t, size);
     const slice = source.mapSlice(state.layer, out.name, t);
     const visible = visibleFeatures(), colors = layer.features.map((f) => safeColor(f.color));
     const shape = [out.signs.length, layer.features.length, layer.grid[0], layer.grid[1]];
@@ -286,6 +296,26 @@
     body.frame = String(t); body.trajectory = String(state.traj); body.layer = layer.name; body.output = out.name;
     body.visible = visible.join(",");
     renderTree(t);
+  }
+
+  /** The game's own picture of frame t beside the observation, and the observation's frame stack as a strip
+   *  (frames t - stack + 1 .. t, the first repeated before the start), where the trajectory has them. */
+  function drawGame(t, size) {
+    const game = source.renderTile ? source.renderTile(t) : null;
+    $("render-panel").hidden = !game;
+    if (game) R.drawFrame($("render-canvas"), { tile: () => game }, t, Math.round(size * game.w / game.h), size);
+    const n = source.stack || 1, strip = $("stack-canvas");
+    strip.hidden = n <= 1;
+    $("stack-caption").hidden = n <= 1;
+    $("obs-caption").textContent = n > 1 ? "observation (newest frame)" : "observation";
+    if (n <= 1) return;
+    const cell = Math.floor(size / n), ctx = strip.getContext("2d");
+    if (strip.width !== cell * n || strip.height !== cell) { strip.width = cell * n; strip.height = cell; }
+    ctx.imageSmoothingEnabled = false;
+    for (let j = 0; j < n; j++) {
+      const tile = source.tile(Math.max(0, t - (n - 1 - j)));
+      if (tile) ctx.drawImage(tile.image, tile.sx, tile.sy, tile.w, tile.h, j * cell, 0, cell - 1, cell);
+    }
   }
 
   // ------------------------------------------------------------------------------------------ saliency tree
@@ -511,6 +541,8 @@
     get treeFrames() { return Object.keys((source && source.trees) || {}).map(Number).sort((x, y) => x - y); },
     get treeBox() { return state.treeBox ? state.treeBox.slice() : null; },
     get view() { return { ...(manifest().view || {}), predicted: Boolean(manifest().predicted) }; },
+    get game() { return Boolean(source && source.renderTile); },
+    get stack() { return source ? source.stack || 1 : 1; },
     get bookmarks() { return source ? (source.bookmarks || []).map((b) => ({ t: b.t, advantage: b.advantage })) : []; },
     whenReady,
     visibleFeatures,
