@@ -206,21 +206,25 @@ class Nature(ActorCritic):
 
 
 class MLP(ActorCritic):
-    """Flattened observation -> 256 -> 256."""
+    """Flattened observation -> ``hidden_dim`` -> ``hidden_dim`` (256 each by default), ``activation`` relu | tanh."""
 
-    LAYERS = {"fc1": "(B, 256) post-ReLU", "fc2": "(B, 256) post-ReLU"}
+    LAYERS = {"fc1": "(B, hidden_dim) post-activation", "fc2": "(B, hidden_dim) post-activation"}
+    ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
-    def __init__(self, obs_shape, num_actions, obs_scale=1 / 255, hidden_dim=256, **kw):
+    def __init__(self, obs_shape, num_actions, obs_scale=1 / 255, hidden_dim=256, activation="relu", **kw):
         super().__init__(obs_shape, num_actions, hidden_dim, **kw)
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"mlp activation {activation!r}: expected one of {', '.join(self.ACTIVATIONS)}")
+        act = self.ACTIVATIONS[activation]
         self.scale = ScaleObs(obs_scale)
         n = 1
         for d in obs_shape:
             n *= d
-        self.fc1 = nn.Sequential(nn.Linear(n, hidden_dim), nn.ReLU())
-        self.fc2 = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU())
+        self.fc1 = nn.Sequential(nn.Linear(n, hidden_dim), act())
+        self.fc2 = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), act())
 
     def features(self, obs):
-        return self.fc2(self.fc1(self.scale(obs).flatten(1)))  # (B, 256)
+        return self.fc2(self.fc1(self.scale(obs).flatten(1)))  # (B, hidden_dim)
 
 
 class Attention(ActorCritic):

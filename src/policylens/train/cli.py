@@ -22,9 +22,12 @@ def main(argv=None) -> None:
     add_dataclass_args(parser, TrainConfig)
     cfg = from_args(TrainConfig, parser.parse_args(argv))
     from .ppo import train
+    from .update import TrainingStopped
 
     try:
         out = train(cfg)
     except KeyboardInterrupt:
         raise SystemExit(130)
+    except TrainingStopped as e:
+        parser.exit(1, f"{parser.prog}: error: {e}\n")
     print(f"trained: {out / 'agent'}  (curve: {out / 'curve.png'}, log: {out / 'train.csv'})")

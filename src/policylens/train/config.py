@@ -35,16 +35,24 @@ class TrainConfig:
     """discount (default: the preset's)"""
     gae_lambda: Optional[float] = None
     """GAE lambda (default: the preset's)"""
-    clip_coef: float = 0.2
-    """PPO clip range"""
+    clip_coef: Optional[float] = None
+    """PPO clip range, of the policy ratio and (with clip_vloss) of the value's change (default: the preset's)"""
     ent_coef: float = 0.01
     """entropy bonus coefficient"""
     vf_coef: float = 0.5
     """value-loss coefficient"""
     max_grad_norm: float = 0.5
     """gradient clipping norm"""
-    norm_reward: bool = True
-    """scale rewards by the running std of the discounted return (clipped to +-10)"""
+    norm_reward: Optional[bool] = None
+    """scale rewards by the running std of the discounted return (clipped to +-10) (default: the preset's)"""
+    norm_adv: Optional[bool] = None
+    """normalise advantages to mean 0, std 1 in each minibatch (default: the preset's)"""
+    clip_vloss: Optional[bool] = None
+    """clip the value loss as CleanRL does: the worse of the plain and the clipped error (default: the preset's)"""
+    init: Optional[str] = None
+    """weight init: orthogonal (CleanRL's: gain sqrt(2), 0.01 on the policy head, 1 on the value head, zero biases) | heads (torch's default, orthogonal heads only) | default (torch's) (default: the preset's)"""
+    arch_options: Optional[str] = None
+    """architecture options, comma-separated key=value, e.g. hidden_dim=64,activation=tanh for mlp (default: the preset's)"""
     attention_entropy_coef: float = 0.0
     """rl-attention's penalty on the entropy of layer 'attention' (their range: 1e-3 .. 1e-2)"""
     bptt: int = 0
@@ -60,7 +68,9 @@ class TrainConfig:
     resume: bool = False
     """continue from OUT/agent's last checkpoint (same seed: same weights as an uninterrupted run)"""
     bf16: Optional[bool] = None
-    """bfloat16 autocast + channels_last (about 2x faster for procgen CNNs on CPU) (default: the preset's)"""
+    """bfloat16 autocast of the agent's forward passes (about 2x faster for procgen CNNs on CPU) (default: the preset's)"""
+    channels_last: Optional[bool] = None
+    """store conv weights channels_last (NHWC), the layout the env's frames already have (default: bf16's value)"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
     device: str = "cpu"
@@ -89,12 +99,57 @@ PRESETS = {
 
 
 #: Values of the preset-able fields that a preset leaves unset.
-FALLBACK = dict(anneal_lr=False, recurrent=False, bf16=False)
+FALLBACK = dict(anneal_lr=False, recurrent=False, bf16=False, clip_coef=0.2, norm_reward=True, norm_adv=True,
+                clip_vloss=True, init="default", arch_options="")
+INITS = ("orthogonal", "heads", "default")
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Fill every unset (None) field from the preset, then from FALLBACK; explicit values win."""
+    """Fill every unset (None) field from the preset, then from FALLBACK; explicit values win. ``channels_last``
+    left unset follows ``bf16``."""
     if cfg.preset not in PRESETS:
         raise ValueError(f"unknown preset {cfg.preset!r}; expected one of {', '.join(PRESETS)}")
     merged = {**FALLBACK, **PRESETS[cfg.preset]}
-    return replace(cfg, **{k: v for k, v in merged.items() if getattr(cfg, k) is None})
+    cfg = replace(cfg, **{k: v for k, v in merged.items() if getattr(cfg, k) is None})
+    return replace(cfg, channels_last=cfg.bf16) if cfg.channels_last is None else cfg
+
+
+def parse_options(text: str) -> dict:
+    """``"hidden_dim=64,activation=tanh"`` -> ``{"hidden_dim": 64, "activation": "tanh"}`` (ints and floats parsed)."""
+    out = {}
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"arch_options item {item!r}: expected key=value (e.g. hidden_dim=64,activation=tanh)")
+        for kind in (int, float):
+            try:
+                value = kind(value)
+                break
+            except ValueError:
+                pass
+        out[key.strip()] = value
+    return out
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Refuse settings that would train on nothing or on part of each rollout, naming the option."""
+    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_frames"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.init not in INITS:
+        raise ValueError(f"--init {cfg.init!r}: expected one of {', '.join(INITS)}")
+    if cfg.bptt < 0:
+        raise ValueError(f"--bptt must be >= 0 (0: the whole rollout), got {cfg.bptt}")
+    if cfg.recurrent and cfg.bptt:
+        if cfg.bptt > cfg.num_steps:
+            raise ValueError(f"--bptt {cfg.bptt} is longer than --num-steps {cfg.num_steps}: no sequence fits in a "
+                             f"rollout, so nothing would be trained; use a divisor of {cfg.num_steps} or 0 (the whole rollout)")
+        if cfg.num_steps % cfg.bptt:
+            divisors = [d for d in range(1, cfg.num_steps + 1) if cfg.num_steps % d == 0]
+            raise ValueError(f"--bptt {cfg.bptt} does not divide --num-steps {cfg.num_steps}: the last "
+                             f"{cfg.num_steps % cfg.bptt} steps of every rollout would never be trained on; "
+                             f"use one of {divisors}")
+    samples = cfg.num_envs * (cfg.num_steps // (cfg.bptt or cfg.num_steps) if cfg.recurrent else cfg.num_steps)
+    if cfg.num_minibatches > samples:
+        kind = "sequences" if cfg.recurrent else "steps"
+        raise ValueError(f"--num-minibatches {cfg.num_minibatches} is more than the {samples} {kind} of a rollout")
