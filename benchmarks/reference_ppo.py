@@ -229,8 +229,9 @@ class _ReturnScale:
 
 
 def train_reference(cfg: RefConfig, on_update=None) -> dict:
-    """Train; returns ``{"config", "curve": [{update, frames, seconds, episodes, return_mean, success_rate}],
-    "episodes": [[frames, seconds, return, success], ...], "fps", "agent"}``."""
+    """Train; returns ``{"config", "curve": [{update, frames, seconds, episodes, return_mean, success_rate,
+    return_100, success_100}], "episodes": [[frames, seconds, return, success], ...], "fps", "agent"}`` (``*_100``:
+    over the last 100 finished episodes). ``on_update(row, episodes)`` returning true stops training there."""
     cfg = resolve(cfg)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -302,10 +303,13 @@ def train_reference(cfg: RefConfig, on_update=None) -> dict:
                 opt.step()
             if cfg.target_kl and approx_kl > cfg.target_kl:
                 break
+        last = episodes[-100:]
         row = {"update": it + 1, "frames": frames, "seconds": round(time.perf_counter() - t0, 3),
                "episodes": len(ended),
                "return_mean": float(np.mean([e["return"] for e in ended])) if ended else None,
-               "success_rate": float(np.mean([e["success"] for e in ended])) if ended else None}
+               "success_rate": float(np.mean([e["success"] for e in ended])) if ended else None,
+               "return_100": float(np.mean([e[2] for e in last])) if last else None,
+               "success_100": float(np.mean([e[3] for e in last])) if last else None}
         curve.append(row)
         if on_update is not None and on_update(row, episodes):
             break

@@ -10,7 +10,7 @@ class TrainConfig:
     out: str = "runs/train"
     """run directory to write (agent/, train.csv, curve.png)"""
     preset: str = "minigrid"
-    """starting hyperparameters: minigrid | procgen-easy | procgen-hard-rec (other options override them)"""
+    """starting hyperparameters: minigrid | procgen-easy | procgen-hard-rec | atari (other options override them)"""
     env: Optional[str] = None
     """env spec string (default: the preset's)"""
     arch: Optional[str] = None
@@ -57,6 +57,8 @@ class TrainConfig:
     """rl-attention's penalty on the entropy of layer 'attention' (their range: 1e-3 .. 1e-2)"""
     bptt: int = 0
     """recurrent agents: truncated-BPTT segment length (0: the whole rollout)"""
+    stop_success: float = 0.0
+    """stop once the last 100 finished episodes succeed at least this often, e.g. 0.95 (0: train all total_frames)"""
     seed: int = 1
     """seeds the envs, the initialisation, sampling and minibatch order"""
     checkpoint_every: int = 10
@@ -91,6 +93,10 @@ PRESETS = {
     "procgen-easy": dict(env="procgen:coinrun?distribution_mode=easy&use_backgrounds=false&num_levels=0",
                          arch="impala", total_frames=25_000_000, num_envs=64, num_steps=256, lr=5e-4,
                          num_minibatches=8, update_epochs=3, gamma=0.999, gae_lambda=0.95, anneal_lr=True, bf16=True),
+    # CleanRL ppo_atari's hyperparameters with its Nature CNN (the env gives 84x84x4 grey frames).
+    "atari": dict(env="atari:breakout", arch="nature", total_frames=10_000_000, num_envs=8, num_steps=128,
+                  lr=2.5e-4, anneal_lr=True, num_minibatches=4, update_epochs=4, gamma=0.99, gae_lambda=0.95,
+                  clip_coef=0.1, norm_adv=True, clip_vloss=True, norm_reward=False, init="orthogonal"),
     # interpreting-rl-behavior's hard-rec: 256 envs, minibatch 2048 (8 envs x 256 steps), recurrent.
     "procgen-hard-rec": dict(env="procgen:coinrun?distribution_mode=hard&num_levels=0", arch="impala",
                              recurrent=True, total_frames=200_000_000, num_envs=256, num_steps=256, lr=5e-4,

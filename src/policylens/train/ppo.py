@@ -27,7 +27,7 @@ from .state import load_optimizer, optimizer_tensors, read_checkpoint, truncate_
 from .update import Rollout, TrainingStopped, autocast, ppo_update
 
 CSV_FIELDS = ["update", "frames", "seconds", "fps", "episodes", "return_mean", "length_mean", "success_rate",
-              "pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "attention_entropy", "lr"]
+              "return_100", "success_100", "pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "attention_entropy", "lr"]
 
 
 class RewardNormalizer:
@@ -168,6 +168,9 @@ def train(cfg: TrainConfig) -> Path:
                 with torch.no_grad(), autocast(cfg):
                     o = agent(obs_t.to(device), state, first.to(device))
                 logits = o.logits.float().cpu()
+                if not torch.isfinite(logits).all():
+                    raise TrainingStopped(f"update {update + 1}: the policy's logits are not finite (the weights "
+                                          "diverged); try a lower --lr or a smaller --max-grad-norm")
                 action = select_actions(logits, "sample", generator=gen)  # (N,)
                 buf.act[t] = action
                 buf.logp[t] = torch.log_softmax(logits, -1).gather(-1, action[:, None]).squeeze(-1)
@@ -191,14 +194,22 @@ def train(cfg: TrainConfig) -> Path:
             recent.extend([e["return"], e["length"], e["success"]] for e in ended)
             row = _row(update + 1, frames, elapsed(), N * T / (time.time() - t0), ended, stats,
                        optimizer.param_groups[0]["lr"])
+            r = np.asarray(recent, dtype=float).reshape(-1, 3)  # (<= 100, [return, length, success])
+            if len(r):
+                row.update(return_100=r[:, 0].mean(), success_100=r[:, 2].mean())
             writer.writerow(row)
             csv_file.flush()
             bar.update(N * T)
-            if recent:
-                r = np.asarray(recent, dtype=float)
+            if len(r):
                 bar.set_postfix(ret=f"{r[:, 0].mean():.2f}", success=f"{r[:, 2].mean():.2f}",
                                 fps=f"{(frames - frames_at_start) / (time.time() - t_start):.0f}")
-        snap = capture(num_updates)
+            if cfg.stop_success and len(r) == recent.maxlen and r[:, 2].mean() >= cfg.stop_success:
+                bar.write(f"stopping at update {update + 1}, frame {frames:,}: the last {len(r)} episodes "
+                          f"succeeded {r[:, 2].mean():.0%} of the time (--stop-success {cfg.stop_success})")
+                break
+        else:
+            update = num_updates - 1
+        snap = capture(update + 1)
         save(snap)
     except KeyboardInterrupt:
         if snap is not None:

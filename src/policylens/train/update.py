@@ -109,15 +109,18 @@ def ppo_update(cfg, agent, optimizer, probe, gen, device, buf: Rollout, update: 
             if not math.isfinite(loss.item()):
                 raise TrainingStopped(
                     f"update {update + 1}: the loss is not finite (policy {pg_loss.item()}, value {v_loss.item()}, "
-                    f"entropy {entropy.item()}); training stopped before the weights took it. Try a lower --lr, "
-                    f"--norm-reward true or a smaller --max-grad-norm")
+                    f"entropy {entropy.item()}); training stopped before the weights took it. Try a lower --lr "
+                    f"or a smaller --max-grad-norm")
             optimizer.zero_grad(set_to_none=True)
             (cfg.vf_coef * v_loss if value_only else loss).backward()
             if value_only:  # a parameter without a gradient is left alone by Adam (no moment, no step)
                 for p in agent.parameters():
                     if id(p) not in value_head:
                         p.grad = None
-            nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+            grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+            if not math.isfinite(grad_norm.item()):
+                raise TrainingStopped(f"update {update + 1}: the gradient is not finite (norm {grad_norm.item()}); "
+                                      "training stopped before the weights took it. Try a lower --lr")
             optimizer.step()
             with torch.no_grad():
                 totals["pg_loss"] += pg_loss.item()
