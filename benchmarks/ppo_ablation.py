@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import RESULTS, write
+from . import common
+from .common import write
 from .ppo_runs import DO8, TARGET_SUCCESS, load_beside, run_ours, run_reference
 
 ONEHOT = DO8 + "?obs=onehot"
@@ -77,7 +78,7 @@ def main(argv=None) -> None:
     p.add_argument("--only", default="", help="comma-separated row numbers (0-based) to run; the others are kept")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    path = RESULTS / "ppo_ablation.json"
+    path = common.RESULTS / "ppo_ablation.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
     rows = {r["label"]: r for r in old.get("rows", [])}
     wanted = {int(i) for i in args.only.split(",") if i} or set(range(len(ROWS)))

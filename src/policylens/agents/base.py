@@ -79,6 +79,26 @@ class ActorCritic(nn.Module):
             x = self.hx(self.gru(x, state))  # (B, hidden)
         return AgentOutput(self.pi(x), self.v(x).squeeze(-1), x if self.recurrent else None)
 
+    def forward_sequence(self, obs, state=None, first=None) -> AgentOutput:
+        """``L`` steps at once: ``obs`` (L, B, H, W, C), ``state`` (B, hidden) before the first, ``first`` (L, B).
+        The same outputs as ``L`` calls of :meth:`forward` (time-major, (L*B, ...)), with the trunk run once over
+        all ``L*B`` observations and only the GRU stepped in a loop; ``state`` holds every step's GRU state."""
+        L, B = obs.shape[:2]
+        self.check_obs(obs[0])
+        x = self.features(obs.reshape(L * B, *obs.shape[2:]))  # (L*B, F)
+        if self.recurrent:
+            h0 = self.initial_state(B)
+            h = h0 if state is None else state  # (B, hidden)
+            x, states = x.reshape(L, B, -1), []
+            for k in range(L):
+                if first is not None:
+                    keep = (~first[k].bool()).float().unsqueeze(-1)  # (B, 1)
+                    h = keep * h + (1 - keep) * h0
+                h = self.hx(self.gru(x[k], h))
+                states.append(h)
+            x = torch.cat(states)  # (L*B, hidden)
+        return AgentOutput(self.pi(x), self.v(x).squeeze(-1), x if self.recurrent else None)
+
 
 def layer_names(agent: nn.Module) -> list:
     """Names of the layers worth analysing: the agent's documented ones, else every named submodule."""

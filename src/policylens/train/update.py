@@ -57,6 +57,10 @@ def _forward_sequences(cfg, agent, buf: Rollout, mb: torch.Tensor, probe, device
     steps = starts[None, :] + torch.arange(L)[:, None]  # (L, B)
     cols = envs_[None, :].expand(L, -1)  # (L, B)
     h = buf.state[starts, envs_].to(device)  # (B, hidden)
+    idx = (steps.reshape(-1), cols.reshape(-1))
+    if hasattr(agent, "forward_sequence"):  # the trunk once over all L*B frames, the GRU stepped alone
+        o = agent.forward_sequence(buf.obs[steps, cols].to(device), h, buf.first[steps, cols].to(device))
+        return o.logits, o.value, probe.maps, idx
     logits, values, maps = [], [], []
     for k in range(L):
         o = agent(buf.obs[steps[k], cols[k]].to(device), h, buf.first[steps[k], cols[k]].to(device))
@@ -65,7 +69,6 @@ def _forward_sequences(cfg, agent, buf: Rollout, mb: torch.Tensor, probe, device
         values.append(o.value)
         if probe.maps is not None:
             maps.append(probe.maps)
-    idx = (steps.reshape(-1), cols.reshape(-1))
     return torch.cat(logits), torch.cat(values), (torch.cat(maps) if maps else None), idx
 
 
