@@ -46,7 +46,7 @@ def reference_for(preset: str, quick: bool) -> "dict | None":
         return None
     shared = {k: getattr(cfg, k) for k in SHARED}
     if quick:
-        shared.update(num_envs=4, num_steps=16)
+        shared.update(num_envs=4, num_steps=16, num_minibatches=2)
     return {**shared, "variant": "ppo", "net": "mlp" if cfg.arch == "mlp" else f"policylens:{cfg.arch}"}
 
 
@@ -57,7 +57,7 @@ def run_setup(name: str, threads: int, seed: int, stop: float, quick: bool) -> d
     out = RUNS / name
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    extra = dict(num_envs=4, num_steps=16) if quick else {}
+    extra = dict(num_envs=4, num_steps=16, num_minibatches=2) if quick else {}
     cap = 4 * 16 * 2 if quick else setup["cap"]
     ours = run_ours(seed, cap, stop, keep=str(out), preset=setup["preset"], threads=threads, **extra)
     hit = first_reaching(ours["curve"], "success_100", TARGET_SUCCESS)

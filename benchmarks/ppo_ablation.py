@@ -38,7 +38,7 @@ ROWS = [  # (label, trainer, changes from that trainer's base)
     ("reference + lr annealed", "reference", dict(anneal_lr=True)),
     ("reference + minibatch 512", "reference", dict(num_minibatches=4)),
     ("reference + 256-256 ReLU", "reference", dict(hidden=256, activation="relu")),
-    ("reference + symbolic view", "reference", dict(env=DO8 + "?obs=symbolic")),
+    ("reference + integer symbolic view", "reference", dict(env=DO8 + "?obs=symbolic")),
     ("ours before", "ours", {}),
     ("ours before - advantage normalisation", "ours", dict(norm_adv=False)),
     ("ours before - reward normalisation", "ours", dict(norm_reward=False)),
@@ -47,8 +47,8 @@ ROWS = [  # (label, trainer, changes from that trainer's base)
     ("ours before + the reference's settings", "ours",
      dict(norm_adv=False, norm_reward=False, init="orthogonal", lr=1e-3, anneal_lr=False, num_minibatches=8,
           arch_options="hidden_dim=64,activation=tanh")),
-    ("ours, defaults (--preset minigrid --arch mlp, one-hot view)", "ours_default", dict(env=ONEHOT)),
-    ("ours, defaults (--preset minigrid --arch mlp, symbolic view)", "ours_default", dict(env=DO8)),
+    ("ours, defaults (--preset minigrid-mlp: one-hot view)", "ours_default", {}),
+    ("ours, defaults with the integer symbolic view", "ours_default", dict(env=DO8 + "?obs=symbolic")),
 ]
 
 
@@ -58,7 +58,7 @@ def run_row(label: str, trainer: str, changes: dict, seeds, frames: int) -> dict
         if trainer == "reference":
             r = run_reference(seed, frames, TARGET_SUCCESS, **{**REFERENCE, **changes})
         else:
-            base = OURS_BEFORE if trainer == "ours" else dict(preset="minigrid", arch="mlp")
+            base = OURS_BEFORE if trainer == "ours" else dict(preset="minigrid-mlp")
             r = run_ours(seed, frames, TARGET_SUCCESS, **{**base, **changes})
         r["curve"] = [[c["frames"], c["success_100"]] for c in r["curve"]]  # (frames, success of the last 100)
         runs.append({"seed": seed, **r})

@@ -21,13 +21,13 @@ import torch
 
 from .common import file_run
 from .ppo_overhead import raw_steps_per_s
-from .ppo_runs import DO8, load_beside, run_ours, run_reference
+from .ppo_runs import load_beside, run_ours, run_reference
 
 COINRUN = "procgen:coinrun?distribution_mode=easy&use_backgrounds=false&num_levels=0"
 SETUPS = {
-    "minigrid-mlp": dict(frames=150_000, ours=dict(preset="minigrid", arch="mlp", env=DO8),
+    "minigrid-mlp": dict(frames=150_000, ours=dict(preset="minigrid-mlp"),
                          reference=dict(variant="ppo", net="mlp")),
-    "minigrid-cnn": dict(frames=150_000, ours=dict(preset="minigrid", env=DO8 + "?obs=rgb"),
+    "minigrid-cnn": dict(frames=150_000, ours=dict(preset="minigrid"),
                          reference=dict(variant="ppo", net="policylens:cnn")),
     "coinrun-impala": dict(frames=200_000, ours=dict(preset="procgen-easy", env=COINRUN, num_envs=64, num_steps=64),
                            reference=dict(variant="ppo_procgen", net="impala")),
