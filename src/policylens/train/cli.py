@@ -9,6 +9,7 @@ from .config import PRESETS, TrainConfig
 DESCRIPTION = """Train an agent with PPO. Start from a preset and override any option:
 
   policylens train --preset minigrid --out runs/do8
+  policylens train --preset minigrid-recurrent --stop-success 0.95 --out runs/do8-rec
   policylens train --preset procgen-easy --arch clear --out runs/coinrun-clear
   policylens train --out runs/do8 --resume          # continue after Ctrl-C or a kill
 

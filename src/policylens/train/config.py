@@ -10,7 +10,7 @@ class TrainConfig:
     out: str = "runs/train"
     """run directory to write (agent/, train.csv, curve.png)"""
     preset: str = "minigrid"
-    """starting hyperparameters: minigrid | procgen-easy | procgen-hard-rec | atari (other options override them)"""
+    """starting hyperparameters: minigrid | minigrid-mlp | minigrid-recurrent | procgen-easy | procgen-hard-rec | atari (other options override them)"""
     env: Optional[str] = None
     """env spec string (default: the preset's)"""
     arch: Optional[str] = None
