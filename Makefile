@@ -25,8 +25,9 @@ $(VENV)/.test: $(VENV)/.base
 install: $(VENV)/.base
 install-test: $(VENV)/.test
 
+# --overwrite: `make demo` replaces the runs/demo of an earlier `make demo`
 demo: $(VENV)/.base
-	$(VENV)/bin/policylens demo
+	$(VENV)/bin/policylens demo --overwrite
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q -p no:cacheprovider

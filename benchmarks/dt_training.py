@@ -46,7 +46,7 @@ def main(argv=None):
     store = out / "trajectories.zarr"
     had = len(rollouts.open(store)) if store.exists() else 0
     t = time.perf_counter()
-    collect(CollectConfig(run="zoo:minigrid-do8-rgb", episodes=args.episodes, out=str(store)))
+    collect(CollectConfig(run="zoo:minigrid-do8-rgb", episodes=args.episodes, out=str(store), resume=True))
     collect_s = time.perf_counter() - t
     frames = rollouts.open(store).num_frames
     collected = {"episodes": args.episodes, "frames": frames, "newly_collected": args.episodes - had,
@@ -56,7 +56,7 @@ def main(argv=None):
     for steps in range(args.check_every, args.max_steps + 1, args.check_every):
         cfg = DTTrainConfig(store=str(store), out=str(out / "dt"), steps=steps, eval_every=args.check_every,
                             eval_episodes=0, checkpoint_every=args.check_every, resume=steps > args.check_every,
-                            threads=2, progress=False)
+                            overwrite=steps == args.check_every, threads=2, progress=False)
         t = time.perf_counter()
         train(cfg)
         train_s += time.perf_counter() - t

@@ -46,7 +46,7 @@ ROWS = [  # (label, trainer, changes from that trainer's base)
     ("ours before + orthogonal init", "ours", dict(init="orthogonal")),
     ("ours before + the reference's settings", "ours",
      dict(norm_adv=False, norm_reward=False, init="orthogonal", lr=1e-3, anneal_lr=False, num_minibatches=8,
-          arch_options="hidden_dim=64,activation=tanh")),
+          arch_options="hidden_sizes=[64,64],activation=tanh")),
     ("ours, defaults (--preset minigrid-mlp: one-hot view)", "ours_default", {}),
     ("ours, defaults with the integer symbolic view", "ours_default", dict(env=DO8 + "?obs=symbolic")),
 ]

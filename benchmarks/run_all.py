@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-QUICK = ("ppo_overhead", "store", "attribution_ig", "explorer_export", "dt_app_latency", "edit_blindness")
+QUICK = ("ppo_overhead", "store", "attribution_ig", "explorer_export", "dt_app_latency", "edit_blindness",
+         "import_time", "gym_cartpole")
 
 
 def main(argv=None):

@@ -1,4 +1,4 @@
-"""Simulator fidelity against seed 000's VAE+LSTM at equal compute, at horizons 1, 10 and 32.
+"""Simulator fidelity against Saliency as causality's VAE+LSTM at equal compute, at horizons 1, 10 and 32.
 
     python -m benchmarks.sim_fidelity [--run zoo:minigrid-do8-recurrent] [--windows 1024] [--horizon 32]
     python -m benchmarks.sim_fidelity --sim DIR --lever "z_kl_weight 0.1" --baseline runs/.../sim/baseline

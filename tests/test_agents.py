@@ -12,6 +12,7 @@ from torch import nn
 from policylens.agents import AgentOutput, build, get_layer, layer_names, layer_shapes
 from policylens.agents import nets
 from policylens.agents.layers import HEAD_DOCS, describe_layers, format_layers
+from policylens.agents.base import MaxQ
 from policylens.agents.nets import attention_entropy
 
 PROCGEN, GRID, GRID_SYM, GRID_RGB, ATARI = (64, 64, 3), (7, 7, 3), (7, 7, 20), (56, 56, 3), (84, 84, 4)
@@ -278,7 +279,8 @@ def test_recurrent_batched_sequence_equals_per_env_step_loop():
 
 @pytest.mark.parametrize("arch,obs_shape,options,recurrent", [("cnn", GRID, {}, True), ("mlp", GRID_SYM, {}, True),
                                                               ("attention", GRID, {"base": "cnn"}, True),
-                                                              ("cnn", GRID, {}, False)])
+                                                              ("cnn", GRID, {}, False),
+                                                              ("mlp", GRID_SYM, {"pi_hidden": (8,), "v_hidden": (4,)}, True)])
 def test_forward_sequence_equals_stepping_forward(arch, obs_shape, options, recurrent):
     """PPO's recurrent update runs the trunk once over a whole sequence and steps only the GRU: the same outputs
     and states as calling forward step by step, episode starts included."""
@@ -420,3 +422,64 @@ def test_format_layers_lists_every_documented_layer_with_its_shape():
     # every submodule on request
     everything = [r["name"] for r in describe_layers(agent, all_modules=True)]
     assert "block1.res2.conv1" in everything and "gru" in everything
+
+
+# ---------------------------------------------------------------- layouts of agents trained elsewhere
+
+
+def test_mlp_takes_float_vectors_with_towers_and_tanh():
+    """Vector observations (B, D) go straight in (no permute); hidden_sizes=() leaves them flat; the policy and
+    value towers are separate named layers, each Linear -> Tanh; every documented layer has its documented shape."""
+    agent = build(dict(arch="mlp", obs_shape=(4,), num_actions=NUM_ACTIONS, obs_scale=1.0, options=dict(
+        hidden_sizes=(), pi_hidden=(64, 64), v_hidden=(32,), activation="tanh")))
+    assert layer_names(agent) == ["pi_fc1", "pi_fc2", "v_fc1", "pi", "v"]
+    assert layer_shapes(agent) == {"pi_fc1": (64,), "pi_fc2": (64,), "v_fc1": (32,), "pi": (7,), "v": (1,)}
+    assert all(isinstance(get_layer(agent, n)[1], nn.Tanh) for n in ("pi_fc1", "pi_fc2", "v_fc1"))
+    obs = torch.randn(5, 4)  # float32, e.g. CartPole's
+    out = agent(obs)
+    assert out.logits.shape == (5, NUM_ACTIONS) and out.value.shape == (5,)
+    with torch.no_grad():  # the towers are what they say: logits from pi_fc*, value from v_fc1
+        hand_pi = agent.pi(agent.pi_fc2(agent.pi_fc1(obs)))
+        hand_v = agent.v(agent.v_fc1(obs))[:, 0]
+    torch.testing.assert_close(out.logits, hand_pi)
+    torch.testing.assert_close(out.value, hand_v)
+    with torch.no_grad():  # the value tower does not feed the logits, and the policy tower not the value
+        agent.v_fc1[0].weight.add_(1.0)
+        after = agent(obs)
+    assert torch.equal(after.logits, out.logits) and not torch.allclose(after.value, out.value)
+
+
+def test_mlp_hidden_sizes_and_activation_are_options():
+    agent = make("mlp", (6,), hidden_sizes=(8, 16, 4))
+    assert layer_shapes(agent) == {"fc1": (8,), "fc2": (16,), "fc3": (4,), "pi": (7,), "v": (1,)}
+    with pytest.raises(ValueError, match="unknown activation 'gelu'.*relu, tanh"):
+        make("mlp", (6,), activation="gelu")
+
+
+def test_q_values_agent_reads_q_as_logits_and_max_q_as_value():
+    agent = make("mlp", (4,), hidden_sizes=(16,), q_values=True)
+    obs = torch.randn(6, 4)
+    out = agent(obs)
+    assert torch.equal(out.value, out.logits.max(-1).values)
+    assert isinstance(agent.v, MaxQ) and layer_shapes(agent)["v"] == (1,)
+    with pytest.raises(ValueError, match="no value tower"):
+        make("mlp", (4,), q_values=True, v_hidden=(8,))
+
+
+def test_separate_value_trunk_feeds_the_value_alone():
+    agent = make("nature", ATARI, separate_value=True)
+    names = layer_names(agent)
+    assert names[:4] == ["conv1", "conv2", "conv3", "fc"]
+    assert [n for n in names if n.startswith("value_trunk.")] == [f"value_trunk.{n}" for n in nets.Nature.LAYERS]
+    shapes = layer_shapes(agent)
+    assert shapes["value_trunk.conv3"] == shapes["conv3"] == (64, 7, 7)
+    assert not hasattr(agent.value_trunk, "pi") and not hasattr(agent.value_trunk, "v")
+    obs = random_obs(ATARI, batch=2)
+    with torch.no_grad():
+        before = agent(obs)
+        agent.conv1.conv.weight.mul_(-1)  # the policy's trunk: logits move, the value does not
+        mid = agent(obs)
+        agent.value_trunk.conv1.conv.weight.mul_(-1)  # the value's trunk: the value moves, the logits do not
+        after = agent(obs)
+    assert torch.equal(mid.value, before.value) and not torch.allclose(mid.logits, before.logits)
+    assert torch.equal(after.logits, mid.logits) and not torch.allclose(after.value, mid.value)

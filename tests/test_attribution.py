@@ -271,7 +271,7 @@ def test_bad_targets_layers_and_arguments_get_clear_errors(ff, obs):
         attribute(ff, obs, method="gradcam")
     with pytest.raises(ValueError, match="baseline of shape \\(5,\\) does not broadcast"):
         attribute(ff, obs, layer="fc", baseline=torch.zeros(5))
-    with pytest.raises(ValueError, match="obs must be a batch"):
+    with pytest.raises(ValueError, match="obs must be a batch of images"):
         attribute(ff, obs[0])
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         attribute(ff, obs, steps=0)

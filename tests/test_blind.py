@@ -122,3 +122,50 @@ def test_edit_command_blind_bad_input(store_path, tmp_path, capsys):
                            "--out", str(tmp_path / "x"), *argv])
         assert needle in capsys.readouterr().err
     assert not (tmp_path / "x" / "agent").exists()
+
+
+def test_blind_refuses_a_layer_where_no_direction_locates_the_entity_unless_forced(recorded, store_path, tmp_path,
+                                                                                   capsys):
+    """conv1 of the zoo agent mixes the cells around each cell: no NMF direction there locates balls, and
+    projecting out the "best" one would blind the agent to something else while reporting success."""
+    from policylens.edit.blind import MIN_NMI, choose
+
+    obs, masks = recorded
+    agent = agents.load("zoo:minigrid-do8-rgb")
+    with pytest.raises(ValueError, match=r"no NMF direction of layer 'conv1' locates 'ball': the best is direction "
+                                         r"\S+ with NMI 0\.\d+ \(its own best entity is '\w+'\), below the threshold"):
+        choose(agent, obs, masks, "ball", layer="conv1", k=8)
+    found = choose(agent, obs, masks, "ball", layer="conv1", k=8, force=True)
+    assert found.scores["directions"][found.chosen[0]]["entities"]["ball"]["nmi"] < MIN_NMI
+    argv = ["zoo:minigrid-do8-rgb", "--layer", "conv1", "--blind", "ball", "--store", str(store_path),
+            "--max-frames", "0"]
+    with pytest.raises(SystemExit):
+        edit_cli.main([*argv, "--out", str(tmp_path / "refused")])
+    assert "--force" in capsys.readouterr().err and not (tmp_path / "refused").exists()
+    assert edit_cli.main([*argv, "--force", "--out", str(tmp_path / "forced")]) == 0
+
+
+def test_blind_json_carries_each_directions_stability_and_says_when_the_chosen_one_is_unstable(store_path, tmp_path,
+                                                                                            capsys):
+    from policylens.factors.stable import UNSTABLE
+
+    new = tmp_path / "b"
+    assert edit_cli.main(["zoo:minigrid-do8-rgb", "--layer", "embed", "--blind", "ball", "--store", str(store_path),
+                          "--max-frames", "0", "--out", str(new)]) == 0
+    found = json.loads((new / "blind.json").read_text())
+    saved = Directions.load(new / "blind-directions")
+    assert [d["stability"] for d in found["directions"]] == saved.meta["stability"]
+    assert [d["unstable"] for d in found["directions"]] == [s < UNSTABLE for s in saved.meta["stability"]]
+    chosen = next(d for d in found["directions"] if d["label"] == found["chosen"])
+    assert found["chosen_unstable"] == ([found["chosen"]] if chosen["unstable"] else [])
+    assert ("unstable" in capsys.readouterr().out) == chosen["unstable"]
+
+
+def test_edit_refuses_negative_and_out_of_range_direction_indices(tmp_path, capsys):
+    path = Directions(torch.eye(4), "embed").save(tmp_path / "d")
+    for bad in ("-1", "4", "0,-2"):
+        with pytest.raises(SystemExit):
+            edit_cli.main(["zoo:minigrid-do8-rgb", "--directions", str(path), "--direction", bad,
+                           "--out", str(tmp_path / "x")])
+        assert "out of range" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

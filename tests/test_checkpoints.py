@@ -17,6 +17,10 @@ CASES = [
     ("cnn", (7, 7, 20), False, {}), ("cnn", (56, 56, 3), True, {}),
     ("mlp", (7, 7, 3), False, {}), ("mlp", (7, 7, 3), True, {}),
     ("attention", (64, 64, 3), False, {"heads": 3}), ("attention", (7, 7, 3), True, {"base": "cnn"}),
+    # layouts of agents trained elsewhere: dense towers, tanh, a Q-network, a separate value trunk
+    ("mlp", (4,), False, {"hidden_sizes": [], "pi_hidden": [64, 64], "v_hidden": [32], "activation": "tanh"}),
+    ("mlp", (4,), False, {"hidden_sizes": [64, 64], "q_values": True}),
+    ("nature", (84, 84, 4), False, {"separate_value": True, "fc_dim": 256, "pi_hidden": [16]}),
 ]
 
 
@@ -145,7 +149,7 @@ def test_pickled_checkpoint_is_refused_with_how_to_convert_and_never_unpickled(t
         text = str(err.value)
         assert str(trap) in text
         assert "never unpickles" in text and "torch.load" in text and "weights_only=True" in text
-        assert "from_cleanrl_procgen" in text and "safetensors" in text
+        assert "from_cleanrl_procgen" in text and "policylens import cleanrl" in text and "policylens import sb3" in text
     # a folder holding only the pickle: the missing config.json is reported with the same advice
     folder = tmp_path / "run"
     folder.mkdir()
@@ -161,27 +165,44 @@ def test_pickled_checkpoint_is_refused_with_how_to_convert_and_never_unpickled(t
 
 
 def test_refusal_advice_names_a_converter_that_exists():
+    import policylens.agents as agents
     import policylens.agents.convert as convert
+    from policylens.cli import COMMANDS
 
     assert "policylens.agents.convert.from_cleanrl_procgen" in REFUSE_PICKLE
     assert callable(convert.from_cleanrl_procgen)
+    assert "policylens import cleanrl" in REFUSE_PICKLE and "import" in COMMANDS
+    assert "policylens.agents.wrap(" in REFUSE_PICKLE and callable(agents.wrap)
 
 
 def test_agents_code_never_unpickles():
-    """No call to pickle / torch.load anywhere in the agents package (docstrings may show the recipe)."""
+    """Nothing in the agents package (importers included) unpickles: no pickle-like module is used but for its
+    exception type, and the one torch.load passes weights_only=True (PyTorch's tensors-only loader)."""
     import ast
     from pathlib import Path
 
     import policylens.agents as agents
 
-    for file in Path(agents.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(file.read_text())):
+    torch_loads = []
+    for file in Path(agents.__file__).parent.rglob("*.py"):
+        tree = ast.parse(file.read_text())
+        for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 mods = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
-                assert not any(m.split(".")[0] in ("pickle", "dill", "joblib", "cloudpickle") for m in mods), file
+                assert not any(m.split(".")[0] in ("dill", "joblib", "cloudpickle") for m in mods), file
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "pickle":
+                assert node.attr == "UnpicklingError", f"{file.name}:{node.lineno} uses pickle.{node.attr}"
             if isinstance(node, ast.Attribute) and node.attr in ("load", "loads", "Unpickler"):
                 owner = node.value.id if isinstance(node.value, ast.Name) else ""
-                assert owner not in ("torch", "pickle"), f"{file.name}:{node.lineno} calls {owner}.{node.attr}"
+                assert owner != "pickle", f"{file.name}:{node.lineno} calls pickle.{node.attr}"
+                if owner == "torch":
+                    torch_loads.append((file, node.lineno))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
+                flags = {k.arg: k.value for k in node.keywords}
+                assert isinstance(flags.get("weights_only"), ast.Constant) and flags["weights_only"].value is True, \
+                    f"{file.name}:{node.lineno} calls torch.load without weights_only=True"
+    assert [f.name for f, _ in torch_loads] == ["common.py"]  # the one reader of foreign .pth files
 
 
 # ---------------------------------------------------------------- broken checkpoints name the file
@@ -264,3 +285,42 @@ def test_recurrent_flag_mismatch_is_refused(ckpt):
     with pytest.raises(ValueError, match=r"missing \[.*'h0'.*'gru.weight_ih'.*pi.weight") as err:
         load_agent(ckpt)
     assert str(ckpt / "weights.safetensors") in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_or_inf_weights_are_refused_naming_the_tensor(ckpt, bad, capsys):
+    from safetensors.torch import load_file, save_file
+
+    file = ckpt / "weights.safetensors"
+    state = load_file(str(file))
+    state["pi.weight"][0, :3] = bad  # a diverged run's head
+    save_file(state, str(file))
+    with pytest.raises(ValueError, match=r"NaN or inf in 1 tensor\(s\): pi.weight \(3 of \d+ values\)") as err:
+        load_agent(ckpt)
+    assert str(file) in str(err.value)
+    from policylens.cli import main
+
+    with pytest.raises(SystemExit) as e:  # evaluated, it said "success 0.000"; now it says why it will not
+        main(["evaluate", str(ckpt), "--episodes", "2", "--env", "minigrid:MiniGrid-Empty-5x5-v0"])
+    assert e.value.code == 2 and "pi.weight" in capsys.readouterr().err
+
+
+def test_nan_directions_and_a_nan_checkpoint_to_resume_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from policylens.factors import Directions
+    from policylens.train.state import read_checkpoint
+
+    path = Directions.one_hot("embed", [0, 1], 4).save(tmp_path / "dirs").with_suffix(".safetensors")
+    vectors = load_file(str(path))["vectors"]
+    vectors[1, 2] = float("nan")
+    save_file({"vectors": vectors}, str(path))
+    with pytest.raises(ValueError, match=r"NaN or inf in 1 tensor\(s\): vectors"):
+        Directions.load(tmp_path / "dirs")
+    agent_dir = tmp_path / "run" / "agent"
+    agent_dir.mkdir(parents=True)
+    save_file({"w": torch.tensor([1.0, float("nan")])}, str(agent_dir / "weights.safetensors"))
+    save_file({"m": torch.zeros(2)}, str(agent_dir / "trainer.safetensors"))
+    (agent_dir / "trainer.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"weights.safetensors holds NaN or inf in 1 tensor\(s\): w \(1 of 2"):
+        read_checkpoint(agent_dir)

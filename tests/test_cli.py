@@ -84,4 +84,6 @@ def test_demo_vision_section_on_the_zoo_agent(tmp_path):
     assert edit["keep-others"]["compare"]["episodes"] == 8
     control = edit["keep-others"]["compare"]["control"]  # the original with balls invisible, same levels
     assert control["invisible"] == ["ball"] and "invisible=ball" in control["env"] and control["episodes"] == 8
-    assert "The control (seed 001's invisible buzzsaws)" in report
+    assert "The control (Understanding RL Vision's invisible buzzsaws)" in report
+    for name in ("keep-others", "plain"):  # each edit's share over every NMF restart
+        assert len(edit[name]["restarts"]) == 5 and edit[name]["share_spread"]["n"] <= 5

@@ -169,14 +169,14 @@ def test_interrupted_collection_resumes_to_exactly_n_with_exact_shares(runs, tmp
     k = len(killed)
     assert 0 < k < n
     before = [killed.episode(i)["action"] for i in range(k)]
-    resumed = rollouts.open(_collect(runs / "sym", out, episodes=n))
+    resumed = rollouts.open(_collect(runs / "sym", out, episodes=n, resume=True))
     assert len(resumed) == n
     for i in range(k):
         np.testing.assert_array_equal(resumed.episode(i)["action"], before[i])
     per_episode = _frames(resumed, "strategy")[resumed.index["start"]]
     np.testing.assert_array_equal(np.bincount(per_episode, minlength=4), allocate(np.array([3, 1, 1, 1]), n))
     with pytest.raises(ValueError, match="strategies"):
-        _collect(runs / "sym", out, episodes=n + 1, strategies=("greedy",), shares=())
+        _collect(runs / "sym", out, episodes=n + 1, strategies=("greedy",), shares=(), resume=True)
 
 
 def test_rtg_report_and_observe_as_the_env_mode(rgb_store):
@@ -338,7 +338,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run_bitwise(sym_st
     a, b = (load_file(str(p / "agent" / "weights.safetensors")) for p in (trained, tmp_path / "resumed"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (trained / "train.csv").read_text() == (tmp_path / "resumed" / "train.csv").read_text()
-    with pytest.raises(ValueError, match="already holds a decision transformer"):
+    with pytest.raises(FileExistsError, match="decision transformer already exists.*--resume.*--overwrite"):
         train(_tiny(sym_store, tmp_path / "resumed"))
     with pytest.raises(ValueError, match="other settings.*lr"):
         train(_tiny(sym_store, tmp_path / "resumed", lr=0.5, resume=True))

@@ -145,17 +145,17 @@ def test_http_api_answers_and_refuses(session):
 
     from policylens.dt.app.server import create_app
 
-    client = TestClient(create_app(session))
+    client = TestClient(create_app(session), base_url="http://127.0.0.1:8765")
     assert "Decision transformer" in client.get("/").text
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/api/describe").json()["components"] == ["blocks.0.attn.head0", "blocks.0.attn.head1",
                                                                 "blocks.0.mlp"]
     view = client.post("/api/act", json={"action": LEFT}).json()
     assert view["t"] == 1 and view["last"]["action"] == "left"
-    for path, body, message in [("/api/act", {"action": "jump"}, "action 'jump'"),
-                                ("/api/configure", {"ablation": ["nope"]}, "unknown component 'nope'"),
-                                ("/api/configure", {"speed": 2}, "unknown setting(s) speed"),
-                                ("/api/reset", {"level": -1}, "non-negative integer")]:
+    for path, body, message in [("/api/act", {"action": "jump"}, 'action "jump": expected one of'),
+                                ("/api/configure", {"ablation": ["nope"]}, 'ablation ["nope"]: expected a list'),
+                                ("/api/configure", {"speed": 2}, "unknown field(s) 'speed'"),
+                                ("/api/reset", {"level": -1}, "level -1: expected an integer in [0, ")]:
         r = client.post(path, json=body)
         assert r.status_code == 400 and message in r.json()["error"]
     assert client.get("/api/view").json()["t"] == 1  # the refused requests changed nothing

@@ -112,9 +112,61 @@ def test_names_with_html_are_text(page):
 def test_bad_input_shows_the_servers_message(page):
     page.evaluate("request('/api/configure', {ablation: ['nope']})")  # what a stale page could send
     page.wait_for_selector("#error:not([hidden])")
-    assert "unknown component 'nope'" in page.locator("#error").inner_text()
+    assert 'ablation ["nope"]: expected a list' in page.locator("#error").inner_text()
     assert page.errors == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"]
     page.errors.clear()
     page.keyboard.press("ArrowLeft")  # the game goes on, and the message goes away
     wait_for_step(page, 1)
     assert page.locator("#error").is_hidden()
+
+
+def pixel(page, canvas: str, x: int, y: int) -> list:
+    return page.evaluate(f"Array.from(document.getElementById('{canvas}').getContext('2d')"
+                         f".getImageData({x}, {y}, 1, 1).data)")
+
+
+def test_state_map_has_a_colour_key_naming_the_pair_and_the_scale(page, app):
+    session, _ = app
+    assert page.is_visible("#map-key")
+    analysis = session.view()["analysis"]
+    a, b = analysis["contributions"]["preference"]
+    top = max(abs(v) for row in analysis["state_map"]["cells"] for v in row)
+    assert page.inner_text("#map-key-pos") == f"{a} +{top:.3f}" and page.inner_text("#map-key-neg") == f"−{top:.3f} {b}"
+    assert f"blue favours {a}, red {b}" in page.inner_text("#map-key-note")
+    width = page.evaluate("document.getElementById('map-key-bar').width")
+    left, middle, right = (pixel(page, "map-key-bar", x, 5) for x in (0, width // 2, width - 1))
+    assert abs(left[3] - 0.7 * 255 * (1 - 1 / width)) <= 2 and left[0] > 150 and left[2] < 80  # red: -top
+    assert abs(right[3] - 0.7 * 255 * (1 - 1 / width)) <= 2 and right[2] > 150 and right[0] < 80  # blue: +top
+    assert middle[3] <= 0.7 * 255 * 2 / width + 1  # about zero: clear
+    page.click("#show-map")  # no map, no key
+    assert page.is_hidden("#map-key")
+    page.click("#show-map")
+    assert page.is_visible("#map-key")
+
+
+def end_episode(page):
+    """Walk forward until the episode ends (a wall at the latest); the banner says so."""
+    level = agent_state(page)[4]
+    for _ in range(40):
+        before = page.get_attribute("#agent-pos", "data-state")
+        page.keyboard.press("ArrowUp")
+        page.wait_for_function("(s) => document.getElementById('agent-pos').dataset.state !== s", arg=before)
+        if agent_state(page)[4] != level:
+            break
+    assert page.is_visible("#banner") and page.inner_text("#banner").startswith("Episode over:")
+    assert agent_state(page)[3] == 0
+    return agent_state(page)[4]
+
+
+def test_episode_over_banner_goes_once_the_next_level_is_played_restarted_or_reloaded(page):
+    for leave in ("ArrowLeft", "n", "r", "reload"):
+        level = end_episode(page)
+        if leave == "reload":
+            page.reload()
+            page.wait_for_selector("body[data-ready='1']")
+        else:
+            page.keyboard.press(leave)
+        page.wait_for_selector("#banner", state="hidden", timeout=5000)
+        assert "Episode over" not in page.inner_text("body"), leave
+        page.wait_for_function("(n) => document.getElementById('agent-pos').dataset.state.endsWith(',' + n)",
+                               arg=str({"n": level + 1}.get(leave, level)))

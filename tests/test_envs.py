@@ -17,7 +17,7 @@ def test_spec_round_trip_and_types():
 
 @pytest.mark.parametrize("bad, words", [
     ("coinrun", "family:name"),
-    ("atari:pong", "procgen"),
+    ("nes:pong", "procgen.*atari"),
     ("procgen:coinrunn", "coinrun"),
     ("procgen:coinrun?num_lvls=3", "num_levels"),
     ("minigrid:MiniGrid-Nope-v0", "MiniGrid-Dynamic-Obstacles-8x8-v0"),
@@ -178,7 +178,10 @@ def test_minigrid_invisible_balls_leave_the_game_and_the_rest_of_the_view_alone(
         actions = rng.integers(0, 3, 2)
         obs_p, rew_p, done_p, info_p = plain.step(actions)
         obs_h, rew_h, done_h, info_h = hidden.step(actions)
-        assert (rew_p == rew_h).all() and (done_p == done_h).all() and info_p == info_h
+        assert (rew_p == rew_h).all() and (done_p == done_h).all()
+        for ip, ih in zip(info_p, info_h):  # the same episode records; the last frames differ as the views do
+            final_p, final_h = ip.pop("final_obs", None), ih.pop("final_obs", None)
+            assert ip == ih and (final_p is None) == (final_h is None)
         ends += int(done_p.sum())
     assert ends >= 5 and hid > 100
     with pytest.raises(ValueError, match="wall cannot be hidden"):

@@ -11,10 +11,11 @@ import torch
 
 from policylens import agents, rollouts
 from policylens.agents import get_layer
+from policylens.envs.render import render_obs
 from policylens.explorer import bookmarks, export, parse_episodes
 from policylens.explorer.bundle import LayerView, Output, Trajectory, probabilities, write_explorer
 from policylens.explorer.encode import display_rgb, inflate_b64, read_js
-from policylens.explorer.export import default_layers
+from policylens.explorer.export import check_layer, default_layers
 from policylens.explorer.maps import dequantise, feature_maps, pool_factor, pool_sum, quantise
 from policylens.factors import Directions, nmf_attributions, residual
 
@@ -194,7 +195,7 @@ def test_export_shows_the_store_and_its_maps_add_up_to_the_agents_output(exporte
         np.testing.assert_allclose(traj["probs"], probabilities(ep["logits"][:t]), atol=6e-4)
         assert traj["action"] == ep["action"][:t].tolist()
         assert [b["t"] for b in traj["bookmarks"]] == bookmarks(ep["advantages"][:t], 4).tolist()
-        np.testing.assert_array_equal(decode_sheet(traj["frames"], t), display_rgb(ep["obs"][:t])[0])
+        np.testing.assert_array_equal(decode_sheet(traj["frames"], t), render_obs(ep["obs"][:t], "symbolic"))
         # the maps: dequantised within half a level of their exact totals, which add up to F(x) - F(0)
         _, maps = read_js(out / entry["maps"][0])
         obs, state = ep["obs"][:t], ep["agent_state"][:t]
@@ -250,9 +251,11 @@ def test_an_export_with_the_same_agent_store_and_settings_is_kept_and_any_change
     assert (out / "data" / "t0-l0.js").stat().st_mtime_ns == mtime  # nothing rewritten
     elsewhere = tmp_path / "copy"
     shutil.copytree(out, elsewhere)
-    assert not export(run, reuse=True, out=elsewhere, **{**same, "k": 2})["reused"]  # another setting
+    with pytest.raises(FileExistsError, match="explorer .*already exists"):  # another setting: replaced only if told
+        export(run, reuse=True, out=elsewhere, **{**same, "k": 2})
+    assert not export(run, reuse=True, out=elsewhere, overwrite=True, **{**same, "k": 2})["reused"]
     assert written_key(elsewhere)["settings"]["k"] == 2
-    assert not export(run, reuse=False, out=elsewhere, **{**same, "k": 2})["reused"]  # asked to recompute
+    assert not export(run, reuse=False, out=elsewhere, overwrite=True, **{**same, "k": 2})["reused"]  # recomputed
 
 
 def test_attention_agent_gets_its_attention_maps_as_a_layer(recorded, tmp_path):
@@ -322,8 +325,12 @@ def test_default_layers_per_architecture():
     assert default_layers(tiny_agent("cnn")[0]) == ["conv2"]
     assert default_layers(tiny_agent("clear", obs_shape=(64, 64, 3))[0]) == ["conv2b"]
     assert default_layers(tiny_agent("impala", obs_shape=(64, 64, 3))[0]) == ["block3_relu"]
-    with pytest.raises(ValueError, match="no spatial layer"):
-        default_layers(tiny_agent("mlp")[0])
+    assert default_layers(tiny_agent("mlp")[0]) == ["fc2"]  # no spatial layer: the last hidden one, one position
+    # separate towers, no shared layer: the value tower's last (the explorer's NMF is of value attributions)
+    assert default_layers(tiny_agent("mlp", obs_shape=(4,), hidden_sizes=(), pi_hidden=(8, 8))[0]) == ["v_fc2"]
+    assert default_layers(tiny_agent("mlp", obs_shape=(4,), hidden_sizes=(5,), pi_hidden=(8,))[0]) == ["fc1"]
+    with pytest.raises(ValueError, match="no hidden layer"):
+        default_layers(tiny_agent("mlp", obs_shape=(4,), hidden_sizes=())[0])
 
 
 def test_episode_ranges():
@@ -343,9 +350,20 @@ def test_bad_layers_and_episodes_are_clear_errors(recorded, tmp_path):
     args = [str(run), "--out", str(tmp_path / "x"), "--progress", "false", "--steps", "4"]
     with pytest.raises(KeyError, match="no layer 'conv9'.*conv1.*conv2"):
         main(args + ["--layer", "conv9"])
-    with pytest.raises(ValueError, match="spatial.*conv2"):
-        main(args + ["--layer", "fc"])
+    from policylens.agents import load
+
+    assert check_layer(load(run), "fc") == (256, 1, 1)  # a flat layer is drawn as one position
     with pytest.raises(ValueError, match="episode 9.*holds 3"):
         main(args + ["--episodes", "9"])
     with pytest.raises(FileNotFoundError, match="no rollouts store"):
         main(args + ["--store", str(tmp_path / "none.zarr")])
+
+
+def test_vector_observations_are_drawn_as_a_strip_red_above_zero_blue_below():
+    obs = np.array([[1.0, -2.0, 0.0], [0.5, 1.0, 0.0]], np.float32)  # (T, D)
+    frames, how = display_rgb(obs)
+    assert how == "vector" and frames.shape == (2, 1, 3, 3) and frames.dtype == np.uint8
+    assert frames[0, 0, 0].tolist() == [255, 0, 0]  # the feature's largest magnitude, positive: full red
+    assert frames[0, 0, 1].tolist() == [0, 0, 255]  # largest magnitude, negative: full blue
+    assert frames[0, 0, 2].tolist() == [255, 255, 255] == frames[1, 0, 2].tolist()  # zero: white
+    assert frames[1, 0, 0].tolist() == [255, 128, 128]  # half the largest: half-way to red

@@ -310,13 +310,17 @@ def test_factorize_command_writes_the_directions_nmf_finds_in_memory(runs, capsy
     assert factorize_cli.main([str(run), "--layer", "conv2", "--method", "nmf", "--k", "3",
                                "--max-frames", "20"]) == 0
     out = run / "analysis" / "directions" / "conv2-nmf-activations"
-    assert str(out) in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert str(out) in printed
     saved = Directions.load(out)
+    for label, stab in zip(saved.labels, saved.meta["stability"]):  # every direction's stability is printed
+        assert f"{label}: stability {stab:.3f}" in printed
     _, acts = store_activations(agents.load(run), run / "rollouts.zarr", "conv2", max_frames=20)
     expected = nmf(acts, 3, layer="conv2")
     torch.testing.assert_close(saved.vectors, expected.vectors)
     assert saved.meta["residual"] == pytest.approx(expected.meta["residual"])
     assert saved.meta["source"]["frames"] == 20 and saved.layer == "conv2"
+    assert saved.meta["stability"] == expected.meta["stability"] and len(saved.meta["restarts"]) == 5
 
     pca_out = runs / "elsewhere" / "hx-pca"
     assert factorize_cli.main([str(runs / "rnn"), "--layer", "hx", "--method", "pca", "--k", "4",

@@ -204,7 +204,7 @@ def test_kill_9_then_resume_keeps_finished_episodes_and_ends_with_n(runs, tmp_pa
 
     shutil.copytree(out, tmp_path / "copy.zarr")
     cfg = dict(episodes=n, num_envs=4, seed=3, flush_seconds=0.05)
-    resumed = rollouts.open(record(_cfg(runs / "ff", out=str(out), **cfg)))
+    resumed = rollouts.open(record(_cfg(runs / "ff", out=str(out), resume=True, **cfg)))
     _check_structure(resumed, n)
     for i, ep in enumerate(at_kill):
         _assert_same(ep, _episode(resumed, i))
@@ -215,7 +215,7 @@ def test_kill_9_then_resume_keeps_finished_episodes_and_ends_with_n(runs, tmp_pa
                                gae(_all(resumed, "reward"), _all(resumed, "value"), _all(resumed, "done"))[0], atol=1e-5)
 
     # a resume is deterministic: the same store resumed by the same command gives the same episodes
-    again = rollouts.open(record(_cfg(runs / "ff", out=str(tmp_path / "copy.zarr"), **cfg)))
+    again = rollouts.open(record(_cfg(runs / "ff", out=str(tmp_path / "copy.zarr"), resume=True, **cfg)))
     for a, b in zip(_snapshot(resumed, n), _snapshot(again, n)):
         _assert_same(a, b)
 
@@ -246,7 +246,7 @@ def test_torn_append_is_invisible_and_truncated_on_resume(ff_store, runs, tmp_pa
         assert w.array("logits").shape[0] == f  # untouched by the torn append
     assert not list(out.rglob("*.partial"))
 
-    resumed = rollouts.open(record(_cfg(runs / "ff", out=str(out), episodes=e + 4)))
+    resumed = rollouts.open(record(_cfg(runs / "ff", out=str(out), episodes=e + 4, resume=True)))
     _check_structure(resumed, e + 4)
     for i in range(e):
         _assert_same(snap[i], _episode(resumed, i))
@@ -263,7 +263,7 @@ def test_errors_name_the_store_file_or_field(ff_store, runs, tmp_path):
     with pytest.raises(IndexError, match="12 episodes"):
         store.episode(12)
     with pytest.raises(ValueError, match="other settings.*policy"):
-        record(_cfg(runs / "ff", policy="greedy"))
+        record(_cfg(runs / "ff", policy="greedy", resume=True))
     with pytest.raises(ValueError, match=r"obs \(7, 7, 3\).*obs \(56, 56, 3\)"):
         record(_cfg(runs / "ff", env=ENV + "?obs=rgb", out=str(tmp_path / "x.zarr")))
 
@@ -384,7 +384,7 @@ def test_reads_are_lazy_and_per_episode(tmp_path):
     np.testing.assert_array_equal(ep["obs"][:, 0, 0, 0], np.arange(100, 200) % 251)
     late = store.episode(7)  # building the episode reads nothing; its scalars come from the index
     np.testing.assert_array_equal(late["value"], np.arange(700, 800))
-    with pytest.raises(ValueError, match=r"frames \[700, 800\) of .*s.zarr/obs"):
+    with pytest.raises(ValueError, match=r"s.zarr: field 'obs' of episode 7 is damaged .*obs/c/2/0/0/0 is corrupt"):
         late["obs"]
 
 

@@ -485,7 +485,7 @@ def test_resume_is_bit_for_bit_and_the_checkpoint_loads(runs, tmp_path):
     sim, frozen = load_sim(whole)
     assert all(torch.equal(v, a[k]) for k, v in sim.state_dict().items()) and not sim.training
     assert frozen.sha256 == read_sim_config(whole)[1]["agent"]["sha256"]
-    with pytest.raises(ValueError, match="pass --resume"):
+    with pytest.raises(FileExistsError, match="pass --resume to continue it or --overwrite"):
         train(_train_cfg(runs, tmp_path / "whole"))
     with pytest.raises(ValueError, match=r"other settings \(lr"):
         train(_train_cfg(runs, tmp_path / "whole", steps=6, lr=0.5, resume=True))

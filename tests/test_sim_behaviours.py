@@ -215,6 +215,25 @@ def test_sign_consistency_is_one_on_equal_signs_zero_on_opposite_and_has_a_fair_
     assert sign_consistency(c, c, corr_min=10)["share"] is None
 
 
+def test_a_constant_null_keeps_its_mean_inside_its_interval_and_a_skewed_one_still_plots(tmp_path):
+    """Every shuffle of one-signed G agrees equally often: a constant null, whose float mean (0.33333333333333326
+    for 1/3) fell below its own 2.5% quantile and made matplotlib refuse the negative error bar."""
+    from policylens.sim.behaviours_plots import plot_consistency
+
+    for positive, n in ((1, 3), (2, 3), (3, 5), (4, 5), (7, 9), (10, 11)):
+        c = np.full((n + 1, n + 1), -1.0)
+        c[0, 1:positive + 1] = 1.0  # off-diagonal entries: row 0 holds n of them
+        g = np.zeros((n + 1, n + 1))
+        g[0, 1:] = 1.0  # G > 0 on row 0 only: every shuffle of it is the same
+        r = sign_consistency(c, g, corr_min=0.5, grad_min=0.5, draws=1000)
+        assert r["entries"] == n and r["null_low"] <= r["null_mean"] <= r["null_high"], (positive, n, r)
+        assert r["null_low"] == r["null_high"] == pytest.approx(positive / n)
+    cell = {"lag": 1, "share": 0.5, "null_mean": 0.06, "null_low": 0.0, "null_high": 0.0, "p": 1.0}  # skewed: mean > high
+    summary = {"groups": ["all"], "consistency": {"env": [[cell]], "own": [[dict(cell, null_mean=0.3, null_low=0.4,
+                                                                                  null_high=0.5)]]}}
+    assert plot_consistency(summary, tmp_path / "c.png").is_file()
+
+
 # -------------------------------------------------------------------------------------------------- the CLI
 def test_cli_end_to_end(run, capsys):
     hx_cli.run_hx(hx_cli.HxConfig(run=str(run), sim="none", k=K, clusters=2, tsne_frames=0, plots=False,
@@ -270,8 +289,9 @@ def test_filtered_starts_read_the_real_context_and_the_agent_acts_from_its_last_
 
 def test_cli_says_to_run_the_hx_analysis_first_and_refuses_bad_lags(run, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        behaviours_cli.main([str(run), "--directions", str(tmp_path / "hx" / "ica"), "--progress", "false"])
+        behaviours_cli.main([str(run), "--directions", str(tmp_path / "hx" / "ica"), "--progress", "false",
+                             "--out", str(tmp_path / "b")])
     assert e.value.code == 2 and "policylens sim hx" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        behaviours_cli.main([str(run), "--window", "4", "--max-lag", "4"])
+        behaviours_cli.main([str(run), "--window", "4", "--max-lag", "4", "--out", str(tmp_path / "b")])
     assert e.value.code == 2 and "--max-lag" in capsys.readouterr().err

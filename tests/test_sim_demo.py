@@ -48,7 +48,8 @@ def test_sim_report_copies_every_figure_it_links(demo):
     assert "### Simulator" in text and "### Swap" in text
     # a further scoring beside the main one gets its own table of differences
     shutil.copytree(tmp_path / "recurrent" / "analysis" / "fidelity", tmp_path / "recurrent" / "analysis" / "fidelity-again")
-    text = main([str(tmp_path / "recurrent"), "--out", str(tmp_path / "report"), "--progress", "false"]).read_text()
+    text = main([str(tmp_path / "recurrent"), "--out", str(tmp_path / "report"), "--progress", "false",
+                 "--overwrite"]).read_text()
     again = text[text.index("Scored again (`fidelity-again`)"):]
     assert "| simulator − baseline | 1 (" in again
 

@@ -310,6 +310,7 @@ def test_cli_matches_the_simulators_compute_and_split_and_writes_json_and_figure
     out = capsys.readouterr().out
     assert "baseline" in out and "simulator" in out and "repeat" in out and "recall by object" in out
     assert "h=1, env drawn again" in out and "best - baseline" in out and "closed loop, 32 draws" in out
+    args += ["--overwrite"]  # the runs below replace the first one's output
     again = json.loads(fidelity_cli.main(args + ["--plots", "false"]).read_text())  # auto: the saved one
     assert not again["models"]["baseline"]["training"]["trained_now"]
     assert again["models"]["baseline"]["per_step"] == report["models"]["baseline"]["per_step"]
@@ -355,7 +356,7 @@ def test_bad_input_gives_clear_errors(run, tmp_path, capsys):
     conf = json.loads(conf_file.read_text())
     conf["train"]["seed"] = 4
     conf_file.write_text(json.dumps(conf))
-    refused([rnn_copy], "retrain it with --baseline train")  # a baseline trained on another split
+    refused([rnn_copy, "--overwrite"], "retrain it with --baseline train")  # a baseline trained on another split
 
 
 def test_held_out_windows_come_from_the_held_out_episodes_and_reach_past_the_context(parts, monkeypatch):
@@ -422,6 +423,8 @@ def test_a_store_recorded_apart_is_scored_whole_and_the_baseline_trains_on_every
     conf = json.loads(conf_file.read_text())
     conf["data"] = {"store": f"{rnn}/rollouts.zarr,{more}", "episodes": 9, "split_episodes": 6}
     conf_file.write_text(json.dumps(conf))  # now it says it also trained on `more`
+
+    quick.append("--overwrite")  # the runs below replace the first one's output
 
     def refused(args, text):
         with pytest.raises(SystemExit) as e:

@@ -244,12 +244,12 @@ def test_cli_end_to_end_with_a_simulator(runs, capsys):
     np.testing.assert_allclose(frames["hx"].reshape(4, 5, -1)[:, :-1], r.hx[:, 1:].numpy(), atol=1e-6)
 
 
-def test_cli_bad_input_is_a_clean_error(runs, capsys):
+def test_cli_bad_input_is_a_clean_error(runs, capsys, tmp_path):
     for argv, match in (([str(runs / "ff")], "recurrent"),
                         ([str(runs / "rnn"), "--k", "40", "--sim", "none"], "k=40"),
                         ([str(runs / "rnn"), "--sim-start", "z"], "expected prior or filtered"),
                         ([str(runs / "rnn"), "--store", str(runs / "nowhere.zarr")], "no rollouts store")):
         with pytest.raises(SystemExit) as e:
-            hx_cli.main(argv + ["--progress", "false"])
+            hx_cli.main(argv + ["--progress", "false", "--out", str(tmp_path / "hx")])  # not an earlier output
         assert e.value.code == 2
         assert match in capsys.readouterr().err

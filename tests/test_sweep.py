@@ -27,7 +27,10 @@ def test_levels_sweep_trains_evaluates_both_splits_and_skips_done_runs(tmp_path,
     assert "held-out" in capsys.readouterr().out
     weights = out / "levels-2" / "agent" / "weights.safetensors"
     before = weights.stat().st_mtime_ns
-    main(argv)  # done runs are read back, not retrained
+    with pytest.raises(FileExistsError, match="sweep already exists.*--resume"):
+        main(argv)  # an existing sweep is not touched unless told
+    assert weights.stat().st_mtime_ns == before
+    main([*argv, "--resume"])  # done runs are read back, not retrained
     assert weights.stat().st_mtime_ns == before
     assert json.loads((out / "sweep.json").read_text())["runs"] == result["runs"]
 

@@ -245,12 +245,14 @@ def test_arch_options_reach_the_agent_and_bad_ones_are_refused(tmp_path):
     from policylens.train.config import parse_options
 
     run = tmp_path / "run"
-    train(TrainConfig(out=str(run), total_frames=64, arch_options="hidden_dim=64,activation=tanh", **TINY))
+    train(TrainConfig(out=str(run), total_frames=64, arch_options="hidden_sizes=[64,64],activation=tanh", **TINY))
     agent = load(run)
     assert agent.fc1[0].out_features == 64 and isinstance(agent.fc1[1], torch.nn.Tanh)
-    assert parse_options("a=1, b=0.5,c=x") == {"a": 1, "b": 0.5, "c": "x"}
+    assert parse_options("a=1, b=0.5,c=x,d=[64, 32],e=[]") == {"a": 1, "b": 0.5, "c": "x", "d": [64, 32], "e": []}
     with pytest.raises(ValueError, match="key=value"):
-        parse_options("hidden_dim")
+        parse_options("hidden_sizes")
+    with pytest.raises(ValueError, match="a list"):
+        parse_options("hidden_sizes=[64,64")
     with pytest.raises(ValueError, match="activation 'gelu'"):
         train(TrainConfig(out=str(tmp_path / "bad"), total_frames=64, arch_options="activation=gelu", **TINY))
 
@@ -274,6 +276,18 @@ def test_the_atari_preset_is_cleanrl_ppo_atari():
     assert (a.gamma, a.gae_lambda, a.clip_coef, a.ent_coef, a.vf_coef, a.max_grad_norm) == (0.99, 0.95, 0.1, 0.01, 0.5, 0.5)
     assert (a.norm_adv, a.clip_vloss, a.norm_reward, a.init) == (True, True, False, "orthogonal")
     assert a.total_frames == 10_000_000
+    # CleanRL trains with EpisodicLifeEnv and ClipRewardEnv (NoFrameskip-v4: no sticky actions): the preset's env
+    # parses to those options and runs as an 84x84x4 env
+    from policylens import envs
+    from policylens.envs.atari import options
+    from policylens.envs.spec import parse_spec
+
+    opts = options(parse_spec(a.env))
+    assert (opts["episodic_life"], opts["clip_reward"], opts["sticky"], opts["noop_max"]) == (True, True, 0.0, 30)
+    assert (opts["frame_skip"], opts["frame_stack"], opts["size"], opts["fire_reset"]) == (4, 4, 84, True)
+    env = envs.make(a.env, num_envs=1, seed=0)
+    assert env.reset(0).shape == (1, 84, 84, 4)
+    env.close()
 
 
 @pytest.mark.parametrize("bf16", [False, True])

@@ -9,19 +9,20 @@ from .config import BAD_INPUT, error_message
 
 # name -> (module with main(argv), one-line help). These names are the interface.
 COMMANDS = {
-    "train": ("policylens.train.cli", "train an agent with PPO (presets: minigrid, minigrid-mlp, minigrid-recurrent, procgen-easy, procgen-hard-rec, atari)"),
+    "train": ("policylens.train.cli", "train an agent with PPO (presets: minigrid, minigrid-mlp, minigrid-recurrent, classic, procgen-easy, procgen-hard-rec, atari)"),
     "record": ("policylens.rollouts.record", "record episodes of an agent into a rollout store (zarr)"),
     "evaluate": ("policylens.evaluate", "success rate with a 95% CI, return, length and failure causes over N levels"),
     "attribute": ("policylens.attribution.cli", "saliency / grad x act / integrated gradients / SmoothGrad / VarGrad of recorded frames"),
     "factorize": ("policylens.factors.cli", "NMF / PCA / ICA directions of a layer's activations or attributions"),
     "featvis": ("policylens.featvis.cli", "feature visualisation: dataset examples, spatial examples, optimised images, thumbnails"),
     "explore": ("policylens.explorer.cli", "trajectory explorer (HTML): attribution over NMF features, timeline, GAE bookmarks; --serve for live play"),
-    "edit": ("policylens.edit.cli", "project directions out of an agent's layer into a new run (seed 001's model editing)"),
+    "edit": ("policylens.edit.cli", "project directions out of an agent's layer into a new run (Understanding RL Vision's model editing)"),
     "compare": ("policylens.evaluate.compare", "two agents on the same levels: failure rate by cause, paired tests, bar chart"),
     "sweep": ("policylens.sweep", "one agent per level count (diversity) or attention-entropy coefficient, evaluated and plotted"),
     "dt": ("policylens.dt.cli", "decision transformer: collect, train, calibrate, analyze, ablate (policylens dt --help)"),
     "sim": ("policylens.sim.cli", "differentiable simulator with the frozen agent inside: train, hx, swap (policylens sim --help)"),
     "layers": ("policylens.agents.layers", "list an agent's named layers with their shapes"),
+    "import": ("policylens.import_cli", "an agent trained elsewhere (Stable-Baselines3 zip, CleanRL state dict), never unpickled"),
     "demo": ("policylens.demo", "the main job: agent -> record -> evaluate -> report on MiniGrid"),
 }
 

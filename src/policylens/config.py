@@ -89,7 +89,7 @@ def from_args(cls, ns: argparse.Namespace, **overrides):
     return cls(**values)
 
 
-BAD_INPUT = (FileNotFoundError, ValueError, KeyError)
+BAD_INPUT = (FileNotFoundError, FileExistsError, ValueError, KeyError)  # FileExistsError: an output not to be replaced
 
 
 def error_message(e: BaseException) -> str:

@@ -2,6 +2,8 @@
 
 agent (the zoo's, or trained here) -> record episodes -> evaluate with causes -> ``OUT/report.md`` with the
 training curve. Later suites add their analyses as further sections.
+
+An OUT that already exists is refused unless ``--overwrite`` (which replaces it; ``make demo`` passes it).
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ class DemoConfig:
     sim: bool = False
     """add the simulator section on the zoo's recurrent agent: record -> sim train -> fidelity, hx, sample,
     optimize, saliency, behaviours, swap (OUT/recurrent)"""
+    overwrite: bool = False
+    """replace the demo already in OUT (without it an existing OUT is refused; `make demo` passes it, so it runs again)"""
 
 
 FALLBACK_FRAMES = 100_000  # trained here when the zoo's agent is missing (a few minutes on 2 cores)
@@ -87,7 +91,9 @@ def run_demo(cfg: DemoConfig) -> Path:
     from .rollouts import open as open_store
     from .rollouts.record import RecordConfig, record
 
-    out = Path(cfg.out)
+    from .runs import prepare_out
+
+    out = prepare_out(cfg.out, what="demo run", overwrite=cfg.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     times = {}
     t = time.time()
@@ -195,4 +201,5 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="policylens demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_args(parser, DemoConfig)
-    run_demo(from_args(DemoConfig, parser.parse_args(argv)))
+    out = run_demo(from_args(DemoConfig, parser.parse_args(argv)))
+    print(f"[demo] wrote {out}")

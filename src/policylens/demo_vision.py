@@ -13,32 +13,45 @@ from pathlib import Path
 import torch
 
 from .evaluate.compare import CAUSE_OF
+from .scores.entities import spread
 
 ENTITIES = ("agent", "ball", "goal")
 
 
 def _direction_table(scores: dict) -> list:
-    rows = ["| direction | best entity | precision | lift | NMI | interpretable |", "|---|---|---|---|---|---|"]
+    rows = ["| direction | best entity | precision | lift | NMI | NMI over restarts | interpretable | stability |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in scores["directions"]:
         e = r["entities"][r["best_entity"]]
-        rows.append(f"| {r['label']} | {r['best_entity']} | {e['precision']:.2f} | {e['lift']:.1f} | {e['nmi']:.2f} "
-                    f"| {'yes' if r['interpretable'] else 'no'} |")
+        best = r["best_entity"] if e["nmi"] > 0 else "-"  # no entity's position tells anything about it
+        rows.append(f"| {r['label']} | {best} | {e['precision']:.2f} | {e['lift']:.1f} | {e['nmi']:.2f} "
+                    f"| {_range(r['nmi_spread'])} | {'yes' if r['interpretable'] else 'no'} | {r['stability']:.2f}"
+                    f"{' (unstable)' if r['unstable'] else ''} |")
     return rows
 
 
+def _range(x: dict, fmt: str = ".2f") -> str:
+    """``median [min, max]`` of a :func:`~policylens.scores.entities.spread`."""
+    if x["median"] is None:
+        return "-"
+    return f"{x['median']:{fmt}} [{x['min']:{fmt}}, {x['max']:{fmt}}]"
+
+
 def directions_and_scores(agent, obs, masks, out: Path, layer: str, k: int) -> tuple:
-    """NMF of ``layer``'s activations, scored against the masks, with dataset-example thumbnails."""
+    """NMF of ``layer``'s activations (the stable choice among restarts), scored against the masks, with
+    dataset-example thumbnails labelled by the entity each locates and its stability."""
     from .featvis import dataset_examples, save_grid, thumbnails
     from .scores import score_layer
 
-    directions, scores, _ = score_layer(agent, obs, masks, layer, k)
+    found = score_layer(agent, obs, masks, layer, k)
+    directions, scores = found.directions, found.scores
     directions.save(out / "analysis" / "directions" / f"{layer}-nmf")
     examples = dataset_examples(agent, obs, directions, k=4, max_per_obs=1)
-    labels = [f"{lab}: {r['best_entity'] if r['interpretable'] else '(none)'}"
+    labels = [f"{lab}: {r['best_entity'] if r['interpretable'] else '(none)'}, stab. {r['stability']:.2f}"
               for lab, r in zip(directions.labels, scores["directions"])]
     save_grid(out / "directions.png", thumbnails(examples, size=48), labels,
-              title=f"NMF directions of {layer}: best dataset example and the entity it locates (if any)")
-    return directions, scores
+              title=f"NMF directions of {layer}: best dataset example, the entity it locates (if any), stability")
+    return found
 
 
 def attribution_stats(agent, obs, masks, layer: str) -> dict:
@@ -54,35 +67,61 @@ def attribution_stats(agent, obs, masks, layer: str) -> dict:
     return {"mass": mass, "sparsity": sparsity(hidden), "curves": curves}
 
 
-def blind_experiment(agent, obs, masks, out: Path, original: dict, cfg, layer: str, k: int) -> dict:
-    """Project out the ball direction (keeping the others, and seed 001's plain projection), evaluate both
-    edits on the evaluation's levels and compare failures by cause with the original."""
-    from .edit import blind, project_out
-    from .edit.blind import pick
-    from .evaluate import evaluate
+EDITS = {  # name: (which of the ball's directions, oblique projection keeping the other directions)
+    "keep-others": ("1", True),
+    "plain": ("1", False),  # Understanding RL Vision's orthogonal projection
+    "all-ball-directions": ("all", True),
+}
+
+
+def blind_experiment(agent, obs, found, out: Path, original: dict, cfg) -> dict:
+    """Project the ball direction(s) out (keeping the other directions, the paper's plain projection, and
+    every direction whose best entity is the ball), evaluate each edit on the evaluation's levels and compare
+    failures by cause with the original and with the control (balls invisible). ``found``: the layer's
+    scored NMF (:func:`policylens.scores.score_layer`). Every NMF restart's choice is edited and evaluated
+    too, so each edit's blindness share is reported with its spread over restarts."""
+    from .edit.blind import edit_chosen, pick, select_entity
     from .envs import parse_spec
+    from .evaluate import evaluate
     from .evaluate.compare import compare_records, control_section, plot
 
     env = original["setup"]["env"]
     hidden = str(parse_spec(env).replace(invisible="ball"))  # the control: the original with balls invisible
     control = evaluate(agent, hidden, original["episodes"], start_level=cfg.eval_start_level, seed=cfg.seed)
-    blinded, info = blind(agent, obs, masks, "ball", layer=layer, k=k, keep_others=True)
-    directions = info["directions"]
-    plain = project_out(agent, layer, directions.select(info["chosen"]), obs=obs[:64])  # seed 001's projection
-    every = pick(info["scores"]["directions"], "ball", "all")  # NMF may split balls over several directions
-    rest = [j for j in range(len(directions)) if j not in every]
-    edits = [("keep-others", blinded, info["chosen"]), ("plain", plain, info["chosen"])]
-    if len(every) > 1 and rest:
-        edits.append(("all-ball-directions", project_out(agent, layer, directions.select(every),
-                                                        keep=directions.select(rest), obs=obs[:64]), every))
+    found = select_entity(found, "ball")
+    done = {}  # (edit, restart) -> comparison; a restart whose chosen vectors equal an earlier one's reuses it
+
+    def outcome(directions, chosen, oblique) -> dict:
+        key = (tuple(map(tuple, directions.select(chosen).vectors.round(decimals=4).tolist())), oblique)
+        if key not in done:
+            edited = edit_chosen(agent, directions, chosen, oblique, obs)
+            ev = evaluate(edited, env, original["episodes"], start_level=cfg.eval_start_level, seed=cfg.seed)
+            cmp = compare_records(original["per_episode"], ev["per_episode"])
+            cmp["control"] = control_section(original["per_episode"], ev["per_episode"], control["per_episode"],
+                                             "ball", hidden)
+            done[key] = cmp
+        return done[key]
+
     results = {}
-    for name, edited, chosen in edits:
-        ev = evaluate(edited, env, original["episodes"], start_level=cfg.eval_start_level, seed=cfg.seed)
-        cmp = compare_records(original["per_episode"], ev["per_episode"])
-        cmp.update(run_a="original", run_b=name, control=control_section(
-            original["per_episode"], ev["per_episode"], control["per_episode"], "ball", hidden))
-        results[name] = {"compare": cmp, "chosen": ",".join(directions.labels[j] for j in chosen),
-                         "nmi": [info["scores"]["directions"][j]["entities"]["ball"]["nmi"] for j in chosen]}
+    for name, (top, oblique) in EDITS.items():
+        chosen = pick(found.scores["directions"], "ball", top)
+        if top == "all" and (len(chosen) < 2 or len(chosen) == len(found.directions)):
+            continue  # the balls are in one direction (the first edit), or in every one (nothing to keep)
+        per_restart = []
+        for r, (directions, scores) in enumerate(found.restarts):
+            picked = pick(scores["directions"], "ball", top)
+            cmp = outcome(directions, picked, oblique)
+            share = cmp["control"]["blindness"].get("ball", {})
+            per_restart.append({"restart": r, "chosen": ",".join(directions.labels[j] for j in picked),
+                                "share": share.get("share"), "ci95": share.get("ci95"),
+                                "obstacle": cmp["causes"].get("obstacle", {}).get("b", {}).get("count", 0)})
+        cmp = outcome(found.directions, chosen, oblique)
+        cmp.update(run_a="original", run_b=name)
+        rows = found.scores["directions"]
+        results[name] = {"compare": cmp, "chosen": ",".join(found.directions.labels[j] for j in chosen),
+                         "nmi": [rows[j]["entities"]["ball"]["nmi"] for j in chosen],
+                         "stability": [rows[j]["stability"] for j in chosen], "restarts": per_restart,
+                         "share_spread": spread([x["share"] for x in per_restart])}
     plot(results["keep-others"]["compare"], out / "edit-compare.png",
          others=tuple(r["compare"] for name, r in results.items() if name != "keep-others"))
     (out / "analysis" / "edit.json").write_text(json.dumps(results, indent=1))
@@ -105,22 +144,30 @@ def _cause_rows(results: dict) -> list:
 
 
 def _control_lines(results: dict) -> list:
-    """Seed 001's control, read: how often the original dies with balls invisible, and each edit's share of it."""
+    """Understanding RL Vision's control, read: how often the original dies with balls invisible, and each
+    edit's share of it, for the chosen NMF and over every restart."""
     control = results["keep-others"]["compare"]["control"]
     cause = CAUSE_OF["ball"]
     r = control["causes"].get(cause)
     if r is None:
         return ["With balls invisible the original is never ended by an obstacle either.", ""]
-    shares = []
+    rows = ["| edit | blindness share (95% CI) | over NMF restarts: median [min, max] |", "|---|---|---|"]
     for name, res in results.items():
-        share = res["compare"]["control"]["blindness"].get("ball")
-        if share and share["share"] is not None:
-            ci = f" [{share['ci95'][0]:.2f}, {share['ci95'][1]:.2f}]" if share["ci95"] else ""
-            shares.append(f"`{name}` reaches **{share['share']:.2f}**{ci} of it")
-    return [f"The control (seed 001's invisible buzzsaws): the original agent plays the same levels with balls "
-            f"left out of its view (`invisible=ball`; the game unchanged), and {r['a']['count']} -> "
-            f"{r['b']['count']} episodes end on an obstacle: the most an edit can blind it. "
-            + ("; ".join(shares) + " (blindness share, paired bootstrap 95%)." if shares else ""), ""]
+        share = res["compare"]["control"]["blindness"].get("ball") or {}
+        if share.get("share") is None:
+            continue
+        ci = f" [{share['ci95'][0]:.2f}, {share['ci95'][1]:.2f}]" if share.get("ci95") else ""
+        rows.append(f"| {name} | {share['share']:.2f}{ci} | {_range(res['share_spread'])} |")
+    return [f"The control (Understanding RL Vision's invisible buzzsaws): the original agent plays the same levels "
+            f"with balls left out of its view (`invisible=ball`; the game unchanged), and {r['a']['count']} -> "
+            f"{r['b']['count']} episodes end on an obstacle: the most an edit can blind it. Each edit's blindness "
+            "share is its rise in obstacle deaths over the control's (paired bootstrap 95% interval), for the "
+            "chosen NMF and for the ball direction(s) of every NMF restart:", "", *rows, ""]
+
+
+def _capped(meta: dict) -> str:
+    asked = meta.get("k_requested")
+    return f" of the {asked} asked for: the activations have rank {len(meta['stability'])}" if asked else ""
 
 
 def vision_section(out: Path, store, agent, evaluation: dict, cfg, layer: "str | None" = None,
@@ -140,7 +187,8 @@ def vision_section(out: Path, store, agent, evaluation: dict, cfg, layer: "str |
 
     obs, masks = store_frames(store, kinds=list(ENTITIES))
     k = min(k, len(obs))
-    directions, scores = directions_and_scores(agent, obs, masks, out, layer, k)
+    found = directions_and_scores(agent, obs, masks, out, layer, k)
+    scores = found.scores
     (out / "analysis" / "scores.json").write_text(json.dumps(scores, indent=1))
     times["directions"] = time.time() - t
     t = time.time()
@@ -148,7 +196,7 @@ def vision_section(out: Path, store, agent, evaluation: dict, cfg, layer: "str |
     (out / "analysis" / "attribution.json").write_text(json.dumps(stats, indent=1))
     times["attribution"] = time.time() - t
     t = time.time()
-    edits = blind_experiment(agent, obs, masks, out, evaluation, cfg, layer, k)
+    edits = blind_experiment(agent, obs, found, out, evaluation, cfg)
     times["edit"] = time.time() - t
     t = time.time()
     from .explorer import export
@@ -169,11 +217,15 @@ def vision_section(out: Path, store, agent, evaluation: dict, cfg, layer: "str |
         "",
         "## Directions, scored against ground truth",
         "",
-        f"NMF ({k} directions) of layer `{layer}` over the {len(obs)} recorded frames; each direction's map of where "
-        "it fires is compared with the entity masks from the env's state (precision: share of its mass on the "
-        "entity; lift: over chance; NMI: normalised mutual information of where it fires with where the "
+        f"NMF ({len(found.directions)} directions{_capped(found.directions.meta)}) of layer `{layer}` over the "
+        f"{len(obs)} recorded frames, the stable choice among {len(found.restarts)} restarts; each direction's map "
+        "of where it fires is compared with the entity masks from the env's state (precision: share of its mass "
+        "on the entity; lift: over chance; NMI: normalised mutual information of where it fires with where the "
         f"entity is). **{scores['interpretable_share']:.0%} of directions are interpretable** by the stated "
-        f"criterion (NMI >= {scores['criterion']['min_nmi']}, lift >= {scores['criterion']['min_lift']}).",
+        f"criterion (NMI >= {scores['criterion']['min_nmi']}, lift >= {scores['criterion']['min_lift']}); "
+        f"median [min, max] over the {len(found.restarts)} restarts: "
+        f"{_range(scores['interpretable_share_spread'], '.0%')}. Stability: the median best-matched cosine of the "
+        "direction in the other restarts and in fits to bootstrap resamples of the frames.",
         "",
         *_direction_table(scores),
         "",
@@ -196,7 +248,8 @@ def vision_section(out: Path, store, agent, evaluation: dict, cfg, layer: "str |
         f"The `{layer}` direction that best locates balls (direction {edits['keep-others']['chosen']}, NMI "
         f"{edits['keep-others']['nmi'][0]:.2f}) is projected out of the agent, and the edited agent plays the same "
         f"{keep['episodes']} held-out levels. `keep-others` removes it while passing the other NMF directions "
-        "unchanged (an oblique projection); `plain` is seed 001's orthogonal projection, which also moves every "
+        "unchanged (an oblique projection); `plain` is Understanding RL Vision's orthogonal projection, which "
+        "also moves every "
         "direction that shares channels with it"
         + (f"; `all-ball-directions` removes every direction whose best entity is the ball (directions "
            f"{edits['all-ball-directions']['chosen']}, NMI "

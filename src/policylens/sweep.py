@@ -1,15 +1,19 @@
 """``policylens sweep levels|attention``: one agent per setting, trained, evaluated and plotted.
 
-- ``levels`` (seed 001's diversity hypothesis): train on ``num_levels`` = each of ``--levels`` (0: unlimited),
-  then evaluate on the training levels and on held-out levels; the generalisation gap closes as the levels grow.
-  On MiniGrid the levels are reset seeds.
-- ``attention`` (seed 003): train the ``attention`` agent with each ``--coefs`` attention-entropy coefficient
-  and report return, held-out success and the attention entropy reached (seed 003: 1e-3 no effect, 5e-3
-  sharper at little cost, >= 1e-2 fails to learn).
+- ``levels`` (Understanding RL Vision's diversity hypothesis): train on ``num_levels`` = each of ``--levels``
+  (0: unlimited), then evaluate on the training levels and on held-out levels; the generalisation gap closes as
+  the levels grow. On MiniGrid the levels are reset seeds.
+- ``attention`` (rl-attention): train the ``attention`` agent with each ``--coefs`` attention-entropy
+  coefficient and report return, held-out success and the attention entropy reached. The write-up, on Atari
+  at 10M steps: "at 1e-3 the performance does not seem to be at all reduced but reduced entropy is only weakly
+  incentivized. At 5e-3 entropy of the attention activation is strongly reduc[e]d but also reduces
+  performance, with the exception of one run which performed as well as the unregularized models"; it
+  settles "on a value between 1e-2 and 1e-3 as the region of interest".
 
 Every setting is its own run directory under OUT (``levels-100/``, ``attention-0.005/``), trained by
 ``policylens train`` with ``--train-args`` on top of the setting, resumed if interrupted and skipped once done
-(``sweep.json`` in it), so a sweep can be stopped and rerun. ``OUT/sweep.json`` and ``OUT/sweep.png`` collect it.
+(``sweep.json`` in it), so a sweep can be stopped and rerun with ``--resume`` (an existing OUT is refused without
+it, or ``--overwrite`` to start again). ``OUT/sweep.json`` and ``OUT/sweep.png`` collect it.
 """
 from __future__ import annotations
 
@@ -52,6 +56,10 @@ class SweepConfig:
     """NMF directions per run for the scores"""
     progress: bool = True
     """progress bars"""
+    resume: bool = False
+    """continue the sweep already in OUT: finished settings are kept, an interrupted one resumes"""
+    overwrite: bool = False
+    """replace the sweep already in OUT"""
 
 
 def parse_values(text: str, cast, name: str) -> list:
@@ -112,8 +120,9 @@ def tail_mean(csv_path: Path, column: str, share: float = 0.1) -> "float | None"
 
 def interpretability(run_dir: Path, cfg: SweepConfig) -> "dict | None":
     """Record a few episodes of the run on unseen levels and score NMF directions of its first spatial layer
-    against the entity masks (:func:`policylens.scores.score_layer`): the objective version of seed 001's
-    "share of interpretable features". None when the env has no ground truth or the agent no spatial layer."""
+    against the entity masks (:func:`policylens.scores.score_layer`): the objective version of Understanding RL
+    Vision's share of interpretable features, with its spread over NMF restarts. None when the env has no
+    ground truth or the agent no spatial layer."""
     from .agents import load, read_config, spatial_layers
     from .envs import parse_spec
     from .rollouts import open as open_store
@@ -126,15 +135,18 @@ def interpretability(run_dir: Path, cfg: SweepConfig) -> "dict | None":
         return None
     spec = parse_spec(read_config(run_dir / "agent")["env"]).replace(num_levels=None, start_level=1_000_000)
     store_path = record(RecordConfig(run=str(run_dir), episodes=cfg.score_episodes, out=str(run_dir / "rollouts.zarr"),
-                                     save_state=spec.family == "procgen", env=str(spec), progress=False))
+                                     save_state=spec.family == "procgen", env=str(spec), progress=False,
+                                     resume=True))  # a sweep's own store, topped up when the sweep is resumed
     try:
         obs, masks = store_frames(open_store(store_path))
     except ValueError:  # no ground truth for this env
         return None
-    _, scores, _ = score_layer(agent, obs, masks, spatial[0], cfg.score_k)
+    scores = score_layer(agent, obs, masks, spatial[0], cfg.score_k).scores
     best = {r["label"]: r["best_entity"] for r in scores["directions"] if r["interpretable"]}
     return {"layer": spatial[0], "k": cfg.score_k, "frames": len(obs),
-            "interpretable_share": scores["interpretable_share"], "interpretable": best}
+            "interpretable_share": scores["interpretable_share"], "interpretable": best,
+            "interpretable_share_spread": scores["interpretable_share_spread"],
+            "stability": {r["label"]: r["stability"] for r in scores["directions"]}}
 
 
 def run_setting(cfg: SweepConfig, name: str, setting: dict) -> dict:
@@ -190,10 +202,16 @@ def plot(result: dict, path) -> Path:
         ax.set_xticks(xs, [str(r["num_levels"] or "unlimited") for r in rows])
         ax.set_xlabel("training levels")
         ax.set_ylabel("success rate")
-        scored = [(x, r["interpretability"]["interpretable_share"]) for x, r in zip(xs, rows) if r.get("interpretability")]
+        scored = [(x, r["interpretability"]) for x, r in zip(xs, rows) if r.get("interpretability")]
         if scored:
             twin = ax.twinx()
-            twin.plot(*zip(*scored), "^:", color="tab:green", label="interpretable directions (share)")
+            x_s = [x for x, _ in scored]
+            y_s = [i["interpretable_share"] for _, i in scored]
+            spread = [i.get("interpretable_share_spread") or {} for _, i in scored]
+            err = [[max(0.0, y - (sp.get("min") if sp.get("min") is not None else y)) for y, sp in zip(y_s, spread)],
+                   [max(0.0, (sp.get("max") if sp.get("max") is not None else y) - y) for y, sp in zip(y_s, spread)]]
+            twin.errorbar(x_s, y_s, yerr=err, fmt="^:", capsize=3, color="tab:green",
+                          label="interpretable directions (share; range over NMF restarts)")
             twin.set_ylabel("interpretable share", color="tab:green")
             twin.set_ylim(0, 1.05)
             twin.legend(fontsize=8, loc="lower right")
@@ -215,7 +233,9 @@ def plot(result: dict, path) -> Path:
 
 
 def sweep(cfg: SweepConfig) -> dict:
-    out = Path(cfg.out)
+    from .runs import prepare_out
+
+    out = prepare_out(cfg.out, what="sweep", resume=cfg.resume, overwrite=cfg.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     rows = [run_setting(cfg, name, setting) for name, setting in settings(cfg)]
     result = {"kind": cfg.kind, "train_args": cfg.train_args, "episodes": cfg.episodes, "runs": rows}

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..runs import zoo_dir
 from .base import ActorCritic, AgentOutput, get_layer, layer_names, layer_shapes, spatial_layers
 from .checkpoint import load_agent, read_config, save_agent
 from .registry import ARCHITECTURES, AgentConfig, build, register
 
 
-def zoo_dir() -> Path:
-    """The zoo: ``$POLICYLENS_ZOO`` or the ``zoo/`` folder of the source checkout."""
-    import os
+def __getattr__(name):  # wrap(module, ...): any torch policy as an agent (imported on first use)
+    if name in ("wrap", "Wrapped"):
+        from . import importers
 
-    env = os.environ.get("POLICYLENS_ZOO")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "zoo"
+        return getattr(importers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_run(run) -> Path:
@@ -41,4 +42,5 @@ def load(run, device="cpu"):
 
 
 __all__ = ["ActorCritic", "AgentOutput", "AgentConfig", "ARCHITECTURES", "build", "register", "load",
-           "load_agent", "save_agent", "read_config", "resolve_run", "layer_names", "layer_shapes", "get_layer", "spatial_layers"]
+           "load_agent", "save_agent", "read_config", "resolve_run", "layer_names", "layer_shapes", "get_layer", "spatial_layers",
+           "wrap"]

@@ -18,10 +18,11 @@ from .swapped import restore_swap
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
 REFUSE_PICKLE = (
     "{path} is a pickled PyTorch file; policylens never unpickles checkpoints (loading one can run arbitrary code). "
-    "Convert its state dict once, in a Python session you trust: "
-    "`sd = torch.load(PATH, weights_only=True)`, then "
-    "`policylens.agents.convert.from_cleanrl_procgen(sd, OUT_DIR)` for a CleanRL ppo_procgen agent, or "
-    "`safetensors.torch.save_file(sd, 'weights.safetensors')` next to a config.json for a policylens one."
+    "Import it once: `policylens import cleanrl PATH --script SCRIPT --env SPEC --out RUN` for a CleanRL agent "
+    "(read with torch.load(weights_only=True), tensors only; a state dict in hand goes to "
+    "`policylens.agents.convert.from_cleanrl_procgen(sd, OUT_DIR)` for ppo_procgen), "
+    "`policylens import sb3 MODEL.zip --env SPEC --out RUN` for a Stable-Baselines3 zip, or "
+    "`policylens.agents.wrap(module, ...)` for any other torch policy."
 )
 
 
@@ -66,6 +67,20 @@ def read_config(path) -> dict:
     return cfg
 
 
+def check_finite(tensors: dict, file) -> None:
+    """Refuse tensors holding NaN or inf (a diverged run's checkpoint would evaluate to nonsense without a word),
+    naming each such tensor and how many of its values are not finite."""
+    bad = []
+    for name, value in tensors.items():
+        if torch.is_floating_point(value) or torch.is_complex(value):
+            n = int((~torch.isfinite(value)).sum())
+            if n:
+                bad.append(f"{name} ({n} of {value.numel()} values)")
+    if bad:
+        raise ValueError(f"{file} holds NaN or inf in {len(bad)} tensor(s): {', '.join(bad)}; refusing to load it "
+                         "(retrain, or resume from an earlier checkpoint)")
+
+
 def load_weights(module: nn.Module, file) -> None:
     file = Path(file)
     if not file.is_file():
@@ -74,6 +89,7 @@ def load_weights(module: nn.Module, file) -> None:
         state = load_file(str(file))
     except Exception as e:  # safetensors raises its own error types on corrupt files
         raise ValueError(f"checkpoint weights {file} are corrupt or not safetensors: {e}") from None
+    check_finite(state, file)
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

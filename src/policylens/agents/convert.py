@@ -17,10 +17,10 @@ CleanRL                                    policylens ``impala``
 ``critic.*``                               ``v.*``
 =========================================  ===============================
 
-policylens never unpickles, so a ``.pt`` file is loaded by you, once, in a Python session you trust
-(``weights_only=True`` refuses arbitrary objects, but only load files whose origin you trust)::
+The file CleanRL saves is imported with ``policylens import cleanrl agent.pt --script ppo_procgen --env SPEC
+--out RUN`` (read with ``torch.load(weights_only=True)``, which refuses anything but tensors), or from a state
+dict you already hold::
 
-    sd = torch.load("agent.pt", map_location="cpu", weights_only=True)   # the state dict CleanRL saved
     policylens.agents.convert.from_cleanrl_procgen(sd, "runs/coinrun_cleanrl/agent")
 
 (if the file holds the whole module rather than its ``state_dict()``, ``weights_only=True`` refuses it:
@@ -35,23 +35,13 @@ from pathlib import Path
 import torch
 
 from .checkpoint import save_agent
+from .importers.common import strip_wrappers
 from .registry import AgentConfig, build
 
 CLEANRL_PROCGEN_DEFAULT_ENV = "procgen:coinrun?distribution_mode=easy"
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # nn.DataParallel / torch.compile
 _CONV = re.compile(r"network\.(\d+)\.conv\.(weight|bias)$")
 _RES = re.compile(r"network\.(\d+)\.res_block(\d+)\.conv(\d)\.(weight|bias)$")
 _HEADS = {"actor": "pi", "critic": "v"}
-
-
-def _strip_wrappers(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
 
 
 def cleanrl_procgen_key(key: str, n_blocks: int = 3) -> "str | None":
@@ -82,13 +72,14 @@ def _cleanrl_name(ours: str, n_blocks: int) -> str:
 
 
 def from_cleanrl_procgen(state_dict: dict, out_dir, env: str = CLEANRL_PROCGEN_DEFAULT_ENV,
-                         obs_shape=(64, 64, 3)) -> Path:
+                         obs_shape=(64, 64, 3), extra: "dict | None" = None) -> Path:
     """Convert a CleanRL ``ppo_procgen`` agent's ``state_dict()`` to a policylens ``impala`` checkpoint.
 
     Writes ``out_dir/config.json`` (with ``"env": env``) and ``out_dir/weights.safetensors`` and returns
     ``out_dir``. The number of actions, the channels and the hidden size are read from the weights;
     ``obs_shape`` (H, W, C) is procgen's 64x64x3 unless given, and is checked against the dense layer's
-    input size. Missing or unexpected keys and wrong shapes raise a ValueError naming them.
+    input size. Missing or unexpected keys and wrong shapes raise a ValueError naming them. ``extra`` goes
+    into ``config.json`` beside the env (``policylens import cleanrl`` records the file it came from there).
     """
     if not isinstance(state_dict, dict) or not state_dict:
         raise ValueError(f"expected a non-empty state dict (str -> tensor), got {type(state_dict).__name__}")
@@ -99,7 +90,7 @@ def from_cleanrl_procgen(state_dict: dict, out_dir, env: str = CLEANRL_PROCGEN_D
                 value = torch.as_tensor(value)
             except Exception:
                 raise ValueError(f"state dict entry {key!r} is a {type(value).__name__}, not a tensor") from None
-        sd[_strip_wrappers(str(key))] = value
+        sd[strip_wrappers(str(key))] = value
 
     n_blocks = len({int(m.group(1)) for k in sd if (m := _CONV.match(k))})
     needed = [f"network.{i}.conv.weight" for i in range(n_blocks)] + [
@@ -151,4 +142,4 @@ def from_cleanrl_procgen(state_dict: dict, out_dir, env: str = CLEANRL_PROCGEN_D
     if wrong:
         raise ValueError(f"CleanRL ppo_procgen state dict has wrong shapes: {'; '.join(wrong)}")
     agent.load_state_dict({k: v.detach().to(own[k].dtype) for k, v in converted.items()}, strict=True)
-    return save_agent(agent, config, out_dir, extra={"env": env, "converted_from": "cleanrl ppo_procgen"})
+    return save_agent(agent, config, out_dir, extra={"env": env, "converted_from": "cleanrl ppo_procgen", **(extra or {})})

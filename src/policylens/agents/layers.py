@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import get_layer, layer_names, layer_shapes
+from .base import ActorCritic, get_layer, layer_names, layer_shapes
 
 HEAD_DOCS = {
     "hx": "(B, hidden) GRU state",
@@ -26,7 +26,11 @@ def describe_layers(agent: nn.Module, obs_shape=None, all_modules: bool = False)
     """
     names = [n for n, _ in agent.named_modules() if n] if all_modules else layer_names(agent)
     shapes = layer_shapes(agent, obs_shape, names=names)
-    docs = {**HEAD_DOCS, **(getattr(agent, "LAYERS", {}) or {})} if getattr(agent, "LAYERS", None) else {}
+    docs = {}
+    if getattr(agent, "LAYERS", None) or isinstance(agent, ActorCritic):
+        trunk = getattr(agent, "value_trunk", None)
+        docs = {**HEAD_DOCS, **(getattr(agent, "LAYERS", {}) or {}), **(getattr(agent, "head_layers", {}) or {}),
+                **{f"value_trunk.{k}": f"{v}, value trunk" for k, v in (getattr(trunk, "LAYERS", None) or {}).items()}}
     rows = []
     for name in names:
         module = get_layer(agent, name)
@@ -48,7 +52,8 @@ def format_layers(layers, obs_shape=None, all_modules: bool = False) -> str:
     if isinstance(layers, nn.Module):
         agent = layers
         shape = obs_shape or getattr(agent, "obs_shape", None)
-        title = f"{type(agent).__name__}, obs (H, W, C) = {tuple(shape) if shape else '?'}\n"
+        axes = "(H, W, C)" if shape is None or len(shape) == 3 else "(D,)" if len(shape) == 1 else "shape"
+        title = f"{type(agent).__name__}, obs {axes} = {tuple(shape) if shape else '?'}\n"
         layers = describe_layers(agent, obs_shape, all_modules=all_modules)
     header = ("layer", "shape", "kind", "doc")
     table = [header] + [(r["name"], format_shape(r["shape"]), r["kind"], r["doc"]) for r in layers]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import ActorCritic, ScaleObs
+from .base import ActorCritic, ScaleObs, dense_stack
 
 
 class ConvReLU(nn.Module):
@@ -178,7 +178,8 @@ class GridCNN(ActorCritic):
 
 class Nature(ActorCritic):
     """The DQN Nature CNN (Mnih et al. 2015), the Atari trunk of CleanRL's ``ppo_atari`` and Stable-Baselines3's
-    ``CnnPolicy``: conv 32x8x8/4, 64x4x4/2, 64x3x3/1 (no padding), dense 512. Shapes below for 84x84 frames."""
+    ``CnnPolicy``: conv 32x8x8/4, 64x4x4/2, 64x3x3/1 (no padding), dense ``fc_dim`` (512; SB3's
+    ``features_dim``). Shapes below for 84x84 frames."""
 
     LAYERS = {
         "conv1": "(B, 32, 20, 20) post-ReLU",
@@ -187,8 +188,8 @@ class Nature(ActorCritic):
         "fc": "(B, 512) post-ReLU",
     }
 
-    def __init__(self, obs_shape, num_actions, obs_scale=1 / 255, **kw):
-        super().__init__(obs_shape, num_actions, 512, **kw)
+    def __init__(self, obs_shape, num_actions, obs_scale=1 / 255, fc_dim=512, **kw):
+        super().__init__(obs_shape, num_actions, fc_dim, **kw)
         h, w, c = obs_shape
         if min(h, w) < 36:  # the three convs shrink 36 -> 8 -> 3 -> 1
             raise ValueError(f"the nature architecture needs observations of at least 36x36, got {tuple(obs_shape)}")
@@ -196,35 +197,39 @@ class Nature(ActorCritic):
         self.conv1, self.conv2 = ConvReLU(c, 32, 8, stride=4), ConvReLU(32, 64, 4, stride=2)
         self.conv3 = ConvReLU(64, 64, 3, padding=0)
         flat = _flat_dim(lambda x: self.conv3(self.conv2(self.conv1(x))), (c, h, w))
-        self.fc = nn.Sequential(nn.Linear(flat, 512), nn.ReLU())
+        self.fc = nn.Sequential(nn.Linear(flat, fc_dim), nn.ReLU())
+        if fc_dim != 512:
+            self.LAYERS = {**self.LAYERS, "fc": f"(B, {fc_dim}) post-ReLU"}
 
     def conv_features(self, obs):
         return self.conv3(self.conv2(self.conv1(self.scale(obs))))  # (B, 64, 7, 7)
 
     def features(self, obs):
-        return self.fc(self.conv_features(obs).flatten(1))  # (B, 512)
+        return self.fc(self.conv_features(obs).flatten(1))  # (B, fc_dim)
 
 
 class MLP(ActorCritic):
-    """Flattened observation -> ``hidden_dim`` -> ``hidden_dim`` (256 each by default), ``activation`` relu | tanh."""
+    """Flattened observation -> dense ``hidden_sizes`` (256, 256), each followed by ``activation`` (relu | tanh):
+    layers ``fc1, fc2, ...``. ``hidden_sizes=()`` leaves the observation flat (Stable-Baselines3's
+    ``FlattenExtractor``), for agents whose dense layers are all in the policy and value towers."""
 
-    LAYERS = {"fc1": "(B, hidden_dim) post-activation", "fc2": "(B, hidden_dim) post-activation"}
-    ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
-
-    def __init__(self, obs_shape, num_actions, obs_scale=1 / 255, hidden_dim=256, activation="relu", **kw):
-        super().__init__(obs_shape, num_actions, hidden_dim, **kw)
-        if activation not in self.ACTIVATIONS:
-            raise ValueError(f"mlp activation {activation!r}: expected one of {', '.join(self.ACTIVATIONS)}")
-        act = self.ACTIVATIONS[activation]
-        self.scale = ScaleObs(obs_scale)
+    def __init__(self, obs_shape, num_actions, obs_scale=1 / 255, hidden_sizes=(256, 256), activation="relu", **kw):
         n = 1
         for d in obs_shape:
             n *= d
-        self.fc1 = nn.Sequential(nn.Linear(n, hidden_dim), act())
-        self.fc2 = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), act())
+        layers, width = dense_stack("fc", hidden_sizes, n, activation)
+        super().__init__(obs_shape, num_actions, width, activation=activation, **kw)
+        self.scale = ScaleObs(obs_scale)
+        self.LAYERS = {name: f"(B, {layer[0].out_features}) post-{activation}" for name, layer in layers}
+        self.fcs = [name for name, _ in layers]
+        for name, layer in layers:
+            self.add_module(name, layer)
 
     def features(self, obs):
-        return self.fc2(self.fc1(self.scale(obs).flatten(1)))  # (B, hidden_dim)
+        x = self.scale(obs).flatten(1)  # (B, H*W*C) channel-first order for images, (B, D) for vectors
+        for name in self.fcs:
+            x = getattr(self, name)(x)
+        return x  # (B, hidden_sizes[-1])
 
 
 class Attention(ActorCritic):

@@ -30,7 +30,9 @@ class AgentConfig:
     hidden: int = 64
     """GRU state size when recurrent"""
     options: dict = field(default_factory=dict)
-    """architecture-specific keyword options (e.g. attention's base/heads)"""
+    """architecture options (e.g. attention's base/heads, mlp's hidden_sizes/activation), and for every
+    architecture: pi_hidden / v_hidden (dense towers before the heads), activation, q_values (pi gives
+    Q-values, v their maximum), separate_value (the value gets its own trunk)"""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -54,5 +56,11 @@ def build(config: "AgentConfig | dict") -> nn.Module:
     if config.arch not in ARCHITECTURES:
         raise ValueError(f"unknown agent architecture {config.arch!r}; expected one of {', '.join(ARCHITECTURES)}")
     cls = ARCHITECTURES[config.arch]
-    return cls(config.obs_shape, config.num_actions, obs_scale=config.obs_scale,
-               recurrent=config.recurrent, hidden=config.hidden, **config.options)
+    options = dict(config.options)
+    separate_value = options.pop("separate_value", False)  # the value gets its own trunk of the same architecture
+    agent = cls(config.obs_shape, config.num_actions, obs_scale=config.obs_scale,
+                recurrent=config.recurrent, hidden=config.hidden, **options)
+    if separate_value:
+        trunk_options = {k: v for k, v in options.items() if k not in ("pi_hidden", "v_hidden", "q_values")}
+        agent.attach_value_trunk(cls(config.obs_shape, config.num_actions, obs_scale=config.obs_scale, **trunk_options))
+    return agent

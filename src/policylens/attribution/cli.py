@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..config import add_dataclass_args, clear_errors, from_args
+from ..parallel import agent_files, is_local, pmap, with_agent
 from .methods import METHODS, attribute
 from .results import check_path, save_attributions
 from .targets import resolve_target
@@ -53,8 +54,19 @@ class AttributeConfig:
     """rows (frames x points) in one forward/backward pass, to bound memory (default: a whole batch)"""
     device: str = "cpu"
     """torch device for the agent"""
+    workers: int = 1
+    """worker processes (or Ray tasks) attributing batches of frames; the result does not depend on it (to float precision)"""
+    backend: str = "process"
+    """where workers run: process (local processes) | ray (a Ray cluster)"""
+    ray_address: Optional[str] = None
+    """Ray cluster address for backend=ray (default: start a local Ray)"""
+    overwrite: bool = False
+    """replace the attributions already at OUT"""
     progress: bool = True
     """show a progress bar (frames/s, ETA) on stderr"""
+
+
+EXECUTION = ("workers", "backend", "ray_address")  # how it ran (metadata "execution"), not what it computed
 
 
 def _target(text: str):
@@ -62,11 +74,10 @@ def _target(text: str):
 
 
 def _default_out(cfg: AttributeConfig, agent_dir: Path, target_name: str) -> Path:
-    from ..rollouts.record import default_out
+    from ..runs import run_dir
 
-    run_dir = default_out(cfg.run, agent_dir).parent
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{cfg.layer or 'input'}-{cfg.method}-{target_name}").strip("_")
-    return run_dir / "analysis" / "attribution" / f"{name}.zarr"
+    return run_dir(cfg.run, agent_dir) / "analysis" / "attribution" / f"{name}.zarr"
 
 
 def _episodes(cfg: AttributeConfig, store) -> list:
@@ -106,7 +117,7 @@ def run_config(cfg: AttributeConfig) -> Path:
 
     from .. import rollouts
     from ..agents import get_layer, load_agent, resolve_run
-    from ..rollouts.record import default_out
+    from ..runs import default_out, prepare_out
 
     if not cfg.run:
         raise ValueError("attribute needs a RUN: a run directory, checkpoint folder or zoo:NAME")
@@ -127,36 +138,71 @@ def run_config(cfg: AttributeConfig) -> Path:
         get_layer(agent, cfg.layer)  # a KeyError listing the layers
     target = resolve_target(_target(cfg.target), agent)
     out = check_path(cfg.out) if cfg.out else _default_out(cfg, agent_dir, target.name)
+    prepare_out(out, what="attributions", overwrite=cfg.overwrite)
     episodes = _episodes(cfg, store)
     total = int(sum(store.episode(e).length for e in episodes))
-    noisy = dict(samples=cfg.samples, noise=cfg.noise, seed=cfg.seed)
-    kwargs = dict(target=target, layer=cfg.layer or None, method=cfg.method, chunk_size=cfg.chunk_size,
-                  **{"ig": dict(steps=cfg.steps, return_delta=True), "smoothgrad": noisy, "vargrad": noisy}.get(
-                      cfg.method, {}))
+    settings = {"target": _target(cfg.target), "layer": cfg.layer or None, "method": cfg.method,
+                "options": method_options(cfg), "device": str(cfg.device)}
+    local = is_local(cfg.backend, cfg.workers)
+    shared = None if local else {**settings, "agent": agent_files(agent_dir)}
     parts = {"attribution": [], "delta": [], "episode": [], "step": [], "frame": []}
-    bar = tqdm(total=total, unit="frame", desc=f"attribute {cfg.layer or 'input'}", disable=not cfg.progress)
-    try:
+
+    def tasks():  # read here, batch by batch, as workers free up
         for b in _batches(store, episodes, recurrent, cfg.batch):
-            state = torch.as_tensor(b["state"]) if recurrent else None  # (B, hidden): what the agent received
-            result = attribute(agent, b["obs"], state=state, **kwargs)
-            attr, delta = result if cfg.method == "ig" else (result, None)
-            parts["attribution"].append(attr.detach().cpu().numpy().astype(np.float32))
-            if delta is not None:
-                parts["delta"].append(delta.detach().cpu().numpy().astype(np.float32))
             for k in ("episode", "step", "frame"):
                 parts[k].append(b[k])
-            bar.update(len(b["obs"]))
+            yield {"obs": b["obs"], "state": b["state"] if recurrent else None}
+
+    bar = tqdm(total=total, unit="frame", disable=not cfg.progress,
+               desc=f"attribute {cfg.layer or 'input'}" + (f" ({cfg.workers} {cfg.backend} workers)" * (not local)))
+    results = pmap(attribute_task, tasks(), shared, setup=attribute_setup,
+                   context={**settings, "agent": agent, "target": target} if local else None, backend=cfg.backend,
+                   workers=cfg.workers, ray_address=cfg.ray_address, what="attribution batch",
+                   on_done=lambda i, r: bar.update(len(r["attribution"])))
+    try:
+        for result in results:
+            parts["attribution"].append(result["attribution"])
+            if result["delta"] is not None:
+                parts["delta"].append(result["delta"])
     finally:
+        results.close()
         bar.close()
     arrays = {k: np.concatenate(v) for k, v in parts.items() if v}
+    meta_config = {**asdict(cfg), "episodes": episodes}
+    execution = {name: meta_config.pop(name) for name in EXECUTION}
     meta = {"run": str(cfg.run), "store": str(store.path), "layer": cfg.layer or None, "target": target.name,
             "method": cfg.method, "episodes": episodes, "frames": total,
-            "shape": list(arrays["attribution"].shape[1:]), "config": {**asdict(cfg), "episodes": episodes}}
+            "shape": list(arrays["attribution"].shape[1:]), "config": meta_config,
+            "execution": execution}
     if cfg.method == "ig":
         meta.update(steps=cfg.steps, baseline="zero", delta=delta_summary(arrays["attribution"], arrays["delta"]))
     elif cfg.method in ("smoothgrad", "vargrad"):
         meta.update(samples=cfg.samples, noise=cfg.noise, seed=cfg.seed)
     return save_attributions(out, arrays, meta)
+
+
+def method_options(cfg: AttributeConfig) -> dict:
+    """The keyword arguments of :func:`~policylens.attribution.attribute` that ``cfg.method`` takes."""
+    noisy = dict(samples=cfg.samples, noise=cfg.noise, seed=cfg.seed)
+    return {"chunk_size": cfg.chunk_size, **{"ig": dict(steps=cfg.steps, return_delta=True), "smoothgrad": noisy,
+                                             "vargrad": noisy}.get(cfg.method, {})}
+
+
+def attribute_setup(shared: dict) -> dict:
+    """A worker's context: the agent loaded and the target resolved on it."""
+    context = with_agent(shared)
+    return {**context, "target": resolve_target(context["target"], context["agent"])}
+
+
+def attribute_task(context: dict, batch: dict) -> dict:
+    """:func:`~policylens.parallel.pmap` task: ``{"attribution": (B, ...) float32, "delta": (B,) float32 or None}``
+    for a batch ``{"obs": (B, ...), "state": (B, hidden) or None}`` (the state a recurrent agent received)."""
+    state = None if batch["state"] is None else torch.as_tensor(batch["state"])  # (B, hidden)
+    result = attribute(context["agent"], batch["obs"], state=state, target=context["target"], layer=context["layer"],
+                       method=context["method"], **context["options"])
+    attr, delta = result if context["method"] == "ig" else (result, None)
+    return {"attribution": attr.detach().cpu().numpy().astype(np.float32),
+            "delta": None if delta is None else delta.detach().cpu().numpy().astype(np.float32)}
 
 
 def delta_summary(attribution: np.ndarray, delta: np.ndarray) -> dict:
@@ -180,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> Path:
     parser = build_parser()
     cfg = from_args(AttributeConfig, parser.parse_args(argv))
-    with clear_errors(parser):
+    with clear_errors(parser, also=(ImportError,)):  # ImportError: --backend ray without Ray
         out = run_config(cfg)
-    print(out)
+    print(f"wrote {out}")
     return out

@@ -30,8 +30,8 @@ METHODS = ("saliency", "grad_x_act", "ig", "smoothgrad", "vargrad")
 
 def _as_obs(obs, device) -> torch.Tensor:
     obs = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs, device=device)
-    if obs.ndim != 4:
-        raise ValueError(f"obs must be a batch (N, H, W, C), got shape {tuple(obs.shape)}")
+    if obs.ndim not in (2, 4):
+        raise ValueError(f"obs must be a batch of images (N, H, W, C) or vectors (N, D), got shape {tuple(obs.shape)}")
     if obs.dtype != torch.uint8 and not obs.is_floating_point():
         raise ValueError(f"obs must be uint8 (as the env gives it) or float of the same scale, got {obs.dtype}")
     return obs
@@ -113,7 +113,7 @@ def attribute(agent, obs, *, target="value", layer: Optional[str] = None, method
               generator: Optional[torch.Generator] = None):
     """Attribute ``target`` to ``layer``'s activations (or to the input when ``layer`` is None).
 
-    ``obs`` (N, H, W, C) uint8 or float; ``state`` (N, hidden) and ``first`` (N,) for recurrent agents (the
+    ``obs`` (N, H, W, C) uint8 or float, or (N, D) float vectors; ``state`` (N, hidden) and ``first`` (N,) for recurrent agents (the
     state the agent receives at these steps); ``chunk_size`` bounds the rows (observations x points) of one
     pass. Returns a float tensor shaped like the layer's activation ``(N, ...)`` (``(N, H, W, C)`` for the
     input), and with ``return_delta=True`` (IG only) also the completeness delta ``(N,)``.

@@ -13,8 +13,8 @@ level go through :func:`~policylens.attribution.attribute` in one batched call (
 once per parent).
 
 Every node: ``layer``, ``unit`` (``[c, y, x]`` in a spatial layer, ``[i]`` in a flat one, ``[y, x]`` for
-input pixels), ``activation``, ``score`` (signed attribution), ``share`` (|score| over the parent's total
-|attribution| in that layer, in [0, 1]), ``box`` (``[y0, x0, y1, x1]`` on the observation, or None for a
+input pixels, ``[i]`` for a feature of a vector observation), ``activation``, ``score`` (signed attribution),
+``share`` (|score| over the parent's total |attribution| in that layer, in [0, 1]), ``box`` (``[y0, x0, y1, x1]`` on the observation, or None for a
 flat layer) and ``children``. The root also holds ``target``, ``method``, ``k``, ``layers`` and ``obs_shape``.
 """
 from __future__ import annotations
@@ -108,8 +108,8 @@ def default_tree_layers(agent) -> list:
 def _box(layer_shape, unit, obs_hw, patch: int = 1) -> Optional[list]:
     """The unit's footprint on the observation ``[y0, x0, y1, x1]`` (scaled position; None for flat layers)."""
     H, W = obs_hw
-    if layer_shape is None:  # the input
-        y, x = unit
+    if layer_shape is None:  # the input: a pixel (y, x), or a feature of a vector observation (drawn as a strip)
+        y, x = unit if len(unit) == 2 else (0, unit[0])
         return [y, x, min(y + patch, H), min(x + patch, W)]
     if len(layer_shape) != 3:
         return None
@@ -119,7 +119,10 @@ def _box(layer_shape, unit, obs_hw, patch: int = 1) -> Optional[list]:
 
 
 def _pixel_scores(attr: torch.Tensor, patch: int) -> torch.Tensor:
-    """Input attribution (P, H, W, C) -> per pixel (or ``patch`` block) summed over colour: (P, H', W')."""
+    """Input attribution (P, H, W, C) -> per pixel (or ``patch`` block) summed over colour: (P, H', W');
+    a vector observation's (P, D) stays per feature."""
+    if attr.ndim == 2:
+        return attr  # (P, D)
     pix = attr.sum(-1)  # (P, H, W)
     if patch == 1:
         return pix
@@ -148,9 +151,10 @@ def saliency_tree(agent, obs, *, target="value", layers: Optional[Sequence[str]]
     if not isinstance(patch, int) or patch < 1:
         raise ValueError(f"patch must be an integer >= 1 (pixels per side), got {patch!r}")
     obs = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs)
-    obs = obs[None] if obs.ndim == 3 else obs
-    if obs.ndim != 4 or obs.shape[0] != 1:
-        raise ValueError(f"saliency_tree takes one observation (H, W, C) or (1, H, W, C), got {tuple(obs.shape)}")
+    obs = obs[None] if obs.ndim in (1, 3) else obs
+    if obs.ndim not in (2, 4) or obs.shape[0] != 1:
+        raise ValueError(f"saliency_tree takes one observation (H, W, C) or (1, H, W, C) (a vector: (D,) or "
+                         f"(1, D)), got {tuple(obs.shape)}")
     device = next(iter(agent.parameters()), torch.empty(0)).device
     obs = obs.to(device)
     names = list(default_tree_layers(agent) if layers is None else layers)
@@ -165,7 +169,7 @@ def saliency_tree(agent, obs, *, target="value", layers: Optional[Sequence[str]]
             raise ValueError(f"depth (levels below the root) must be an integer >= 1, got {depth!r}")
         chain = chain[:depth]
     tgt = resolve_target(target, agent)
-    obs_hw = tuple(obs.shape[1:3])
+    obs_hw = tuple(obs.shape[1:3]) if obs.ndim == 4 else (1, obs.shape[1])  # a vector is drawn as a (1, D) strip
 
     def expand(parents: list, parent_layer: Optional[str], layer: str) -> None:
         """Give each of ``parents`` (nodes of ``parent_layer``, or the root when None) its k children."""
@@ -183,7 +187,8 @@ def saliency_tree(agent, obs, *, target="value", layers: Optional[Sequence[str]]
             attr = attr.detach()
             if layer == INPUT:
                 attr = _pixel_scores(attr, patch)  # (P, H', W')
-                values = _pixel_scores(obs.float().expand(p, *obs.shape[1:]), patch) / (obs.shape[-1] * patch ** 2)
+                values = obs.float().expand(p, *obs.shape[1:]) if obs.ndim == 2 else \
+                    _pixel_scores(obs.float().expand(p, *obs.shape[1:]), patch) / (obs.shape[-1] * patch ** 2)
                 shape = None
             else:
                 values = acts[layer].expand(p, *acts[layer].shape[1:])  # (P, ...)
@@ -220,6 +225,13 @@ def _strip(node: dict) -> None:
     node.pop("_flat", None)
     for child in node["children"]:
         _strip(child)
+
+
+def saliency_trees(agent, obs, state, frames, k: int = 3) -> dict:
+    """``{t: the value's saliency tree at frame t}`` for the ``frames`` of one trajectory's ``obs`` (T, ...)
+    (``state`` (T, hidden): what a recurrent agent received, else None)."""
+    return {int(t): saliency_tree(agent, obs[t:t + 1], target="value", k=k,
+                                  state=None if state is None else state[t:t + 1]) for t in frames}
 
 
 def tree_nodes(tree: dict) -> list:

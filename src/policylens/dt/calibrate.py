@@ -4,7 +4,8 @@ at RTG -1, 0 and 0.9 counted from ground truth (the seed's Table 1).
 Every target plays the same levels with the same env randomness (see :mod:`policylens.dt.play`). How each
 episode ended is the env's cause, read from the grid: ``success`` (reached the goal), ``obstacle`` (walked
 into a moving ball), ``wall`` (walked into a wall), ``timeout`` (survived to the step limit without reaching
-the goal). Writes ``RUN/calibration.json``, ``RUN/calibration.png`` and ``RUN/behaviours.md``.
+the goal). Writes ``RUN/calibration.json``, ``RUN/calibration.png`` and ``RUN/behaviours.md`` (``runs/NAME/`` for a
+zoo model: the zoo is read-only); ones already there are refused unless ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from ..config import add_dataclass_args, from_args
 
+CALIBRATION_FILES = ("calibration.json", "calibration.png", "behaviours.md")  # what it writes in the run's folder
 BEHAVIOURS = (("success", "reached the goal"), ("obstacle", "hit an obstacle"), ("wall", "walked into a wall"),
               ("timeout", "survived to the time limit"))
 
@@ -45,6 +47,8 @@ class CalibrateConfig:
     """torch device"""
     progress: bool = True
     """show a progress bar over the targets"""
+    overwrite: bool = False
+    """replace the calibration already written for RUN"""
 
 
 def _floats(values, name: str) -> list:
@@ -86,6 +90,8 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     """Play every target RTG, write JSON + PNG + markdown under the run directory; returns the JSON dict."""
     from tqdm.auto import tqdm
 
+    from ..runs import prepare_out
+    from ..runs import run_dir as run_dir_of
     from .checkpoint import dt_dir, load_dt
     from .play import play, summarize
     from .plots import plot_calibration
@@ -98,6 +104,8 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     if not rtgs:
         raise ValueError("--rtgs is empty; give the target RTGs, e.g. -1,0,0.9")
     model = load_dt(cfg.run, device=cfg.device)
+    run_dir = prepare_out(run_dir_of(cfg.run, dt_dir(cfg.run)), what="calibration", overwrite=cfg.overwrite,
+                          parts=CALIBRATION_FILES)
     env = cfg.env or model.env
     if not env:
         raise ValueError(f"{dt_dir(cfg.run) / 'config.json'} names no env; pass --env SPEC")
@@ -110,8 +118,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
         lo_hi = model.rtg_range
         result["outside_training_range"] = bool(lo_hi and not lo_hi[0] - 1e-6 <= target <= lo_hi[1] + 1e-6)
         results.append(result)
-    folder = dt_dir(cfg.run)
-    run_dir = folder.parent if folder.name == "agent" else folder
+    run_dir.mkdir(parents=True, exist_ok=True)
     table = behaviour_table(results, table_rtgs)
     report = {"run": str(run_dir), "env": env, "episodes": cfg.episodes, "policy": cfg.policy,
               "temperature": cfg.temperature, "start_level": cfg.start_level, "seed": cfg.seed,
@@ -145,4 +152,5 @@ def main(argv=None) -> dict:
     print(format_results(report))
     print()
     print((Path(report["run"]) / "behaviours.md").read_text())
+    print(f"wrote {', '.join(str(Path(report['run']) / name) for name in CALIBRATION_FILES)}")
     return report

@@ -9,8 +9,9 @@ per episode: cause (success / obstacle / wall / timeout ...), return, level seed
 
 Each started episode is assigned a strategy so the store ends with exactly ``allocate(shares, N)`` episodes
 per strategy. Writing goes through :class:`~policylens.rollouts.StoreWriter`, so a killed collection keeps
-every finished episode and re-running the same command tops the store up to exactly N (episodes in flight
-at the kill are replaced by fresh ones of the strategies still missing).
+every finished episode and re-running the same command with ``--resume`` tops the store up to exactly N
+(episodes in flight at the kill are replaced by fresh ones of the strategies still missing); an existing store
+is refused without ``--resume`` or ``--overwrite``.
 
 Afterwards the RTG distribution (the seed's Figure 4) is written beside the store: ``NAME_rtg.png`` and
 ``NAME_rtg.json`` (episodes, return and causes per strategy).
@@ -31,7 +32,8 @@ from ..config import add_dataclass_args, from_args
 from ..envs import CAUSES, make
 from ..rollouts import StoreWriter, add_advantages
 from ..rollouts import open as open_store
-from ..rollouts.record import MAX_PENDING, EpisodeBuffer, check_same_settings, default_out, run_label, sha256
+from ..rollouts.record import MAX_PENDING, EpisodeBuffer, check_same_settings, run_label, sha256
+from ..runs import default_out, prepare_out
 from .data import returns_to_go
 from .strategies import episode_plan, parse_shares, parse_strategies
 
@@ -71,6 +73,10 @@ class CollectConfig:
     """torch device for the agent"""
     progress: bool = True
     """show a progress bar"""
+    resume: bool = False
+    """top up the store already at OUT to --episodes (collected with the same settings; e.g. after an interruption)"""
+    overwrite: bool = False
+    """replace the store already at OUT (and its RTG report)"""
 
 
 def observe_as(env, mode: str) -> np.ndarray:
@@ -105,6 +111,8 @@ def collect(cfg: CollectConfig) -> Path:
     agent = load_agent(agent_dir, device=cfg.device)
     env_spec = cfg.env or conf.get("env") or DEFAULT_ENV
     out = Path(cfg.out) if cfg.out else default_out(cfg.run, agent_dir, "trajectories.zarr")
+    prepare_out(out.parent, what="trajectory store", resume=cfg.resume, overwrite=cfg.overwrite,
+                parts=(out.name, *(p.name for p in report_paths(out))))
 
     probe = make(env_spec, num_envs=1, seed=cfg.seed)
     obs_shape, num_actions = tuple(probe.observation_space.shape), int(probe.action_space.n)
@@ -219,7 +227,7 @@ def _collect_into(writer, agent, cfg, env_spec, strategies, shares, extra, has_e
                 writer.append(pending)
                 pending, pending_frames, last_flush = [], 0, now
             obs, views = next_obs, next_views
-    except KeyboardInterrupt:  # keep what finished; re-running the command resumes from there
+    except KeyboardInterrupt:  # keep what finished; re-running the command with --resume continues from there
         writer.append(pending)
         raise
     finally:

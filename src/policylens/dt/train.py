@@ -23,11 +23,13 @@ import torch.nn.functional as F
 
 from ..config import add_dataclass_args, from_args
 from ..envs import make
+from ..runs import prepare_out
 from ..train.state import (check_settings, load_optimizer, optimizer_tensors, read_checkpoint, truncate_csv,
                            write_checkpoint)
 from .data import Trajectories, load_trajectories
 
-VOLATILE = ("steps", "resume", "progress", "device", "threads", "eval_every", "eval_episodes", "checkpoint_every")
+VOLATILE = ("steps", "resume", "overwrite", "progress", "device", "threads", "eval_every", "eval_episodes",
+            "checkpoint_every")
 
 
 @dataclass
@@ -82,6 +84,8 @@ class DTTrainConfig:
     """seed of the initial weights, the split and the batches"""
     resume: bool = False
     """continue from OUT/agent's last checkpoint"""
+    overwrite: bool = False
+    """replace the model, train.csv and curve.png already in OUT (without it, or --resume, they are refused)"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
     device: str = "cpu"
@@ -154,13 +158,12 @@ class _Setup:
 
         self.out, self.device = Path(cfg.out), torch.device(cfg.device)
         self.agent_dir = self.out / "agent"
-        if (self.agent_dir / "config.json").is_file():
+        if cfg.resume and (self.agent_dir / "config.json").is_file():
             from .checkpoint import read_dt_config
 
             read_dt_config(self.agent_dir)  # refuses another kind of agent
-            if not cfg.resume:
-                raise ValueError(f"{self.agent_dir} already holds a decision transformer; pass --resume to continue "
-                                 "it or choose another --out")
+        prepare_out(self.out, what="decision transformer", resume=cfg.resume, overwrite=cfg.overwrite,
+                    parts=("agent", "train.csv", "curve.png"))
         self.traj = load_trajectories(cfg.store)
         self.model_cfg = model_config(cfg, self.traj)
         self.model = DecisionTransformer(self.model_cfg, seed=cfg.seed).to(self.device)

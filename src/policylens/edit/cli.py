@@ -17,7 +17,11 @@ from pathlib import Path
 from ..agents import layer_shapes, load_agent, read_config, resolve_run, save_agent
 from ..config import add_dataclass_args, clear_errors, from_args
 from ..factors import Directions
+from ..factors.stable import UNSTABLE
+from ..runs import prepare_out
 from .project import project_out
+
+EDIT_FILES = ("agent", "blind.json", "blind-directions.json", "blind-directions.safetensors")  # what edit writes in OUT
 
 
 @dataclass
@@ -47,9 +51,13 @@ class EditConfig:
     max_frames: int = 2048
     """with --blind: frames of the store to factorise (whole episodes from the first, trimmed evenly to this)"""
     seed: int = 0
-    """with --blind: seed of the NMF"""
+    """with --blind: seed of the NMF restarts"""
+    restarts: int = 5
+    """with --blind: NMF restarts; the stable choice among them is used, and each direction's stability reported"""
+    force: bool = False
+    """with --blind: project out the best direction even when none locates the entity (NMI below the threshold)"""
     overwrite: bool = False
-    """replace a checkpoint already at OUT/agent"""
+    """replace the edit already in OUT (its agent/ and blind files)"""
 
 
 def _split(text: str) -> list:
@@ -140,11 +148,12 @@ def blind_directions(cfg: EditConfig, agent, agent_dir: Path) -> tuple:
     parse_top(cfg.top)  # refused before anything is read
     store = open_store(Path(cfg.store) if cfg.store else default_out(cfg.run, agent_dir))
     obs, masks, state = blind_frames(store, agent, cfg.max_frames)
-    directions, chosen, scores = choose(agent, obs, masks, cfg.blind, layer=cfg.layer, k=cfg.k, state=state,
-                                        seed=cfg.seed, top=cfg.top)
+    found = choose(agent, obs, masks, cfg.blind, layer=cfg.layer, k=cfg.k, state=state, seed=cfg.seed,
+                   top=cfg.top, restarts=cfg.restarts, force=cfg.force)
+    directions, chosen = found.directions, found.chosen
     rest = [j for j in range(len(directions)) if j not in chosen]
     kept = directions.select(rest) if cfg.keep == "others" and rest else None
-    return directions.select(chosen), kept, {"directions": directions, "chosen": chosen, "scores": scores,
+    return directions.select(chosen), kept, {"directions": directions, "chosen": chosen, "scores": found.scores,
                                              "frames": len(obs), "store": str(store.path)}
 
 
@@ -154,12 +163,15 @@ def write_blind(cfg: EditConfig, found: dict) -> dict:
     directions = found["directions"]
     chosen = ",".join(directions.labels[j] for j in found["chosen"])  # best first, as --direction takes them
     path = directions.save(Path(cfg.out) / "blind-directions")
-    rows = [{"label": label, "nmi": d["entities"][cfg.blind]["nmi"], "best_entity": d["best_entity"]}
+    rows = [{"label": label, "nmi": d["entities"][cfg.blind]["nmi"], "best_entity": d["best_entity"],
+             "stability": d["stability"], "unstable": d["unstable"]}
             for label, d in zip(directions.labels, found["scores"]["directions"])]
+    unstable = [rows[j]["label"] for j in found["chosen"] if rows[j]["unstable"]]
     info = {"entity": cfg.blind, "layer": cfg.layer, "chosen": chosen, "top": cfg.top, "k": len(directions),
-            "frames": found["frames"], "store": found["store"], "seed": cfg.seed, "directions": rows}
+            "frames": found["frames"], "store": found["store"], "seed": cfg.seed, "restarts": cfg.restarts,
+            "chosen_unstable": unstable, "directions": rows}
     (Path(cfg.out) / "blind.json").write_text(json.dumps(info, indent=1))
-    return {"directions": str(path), "selected": chosen, "blind": cfg.blind}
+    return {"directions": str(path), "selected": chosen, "blind": cfg.blind, "unstable": unstable}
 
 
 def edit(cfg: EditConfig) -> Path:
@@ -168,14 +180,12 @@ def edit(cfg: EditConfig) -> Path:
         raise ValueError("edit needs a RUN and --out NEW_RUN")
     agent_dir = resolve_run(cfg.run)
     config = read_config(agent_dir)
-    target = Path(cfg.out) / "agent"
-    if (target / "config.json").exists() and not cfg.overwrite:
-        raise ValueError(f"{target} already holds a checkpoint; pass --overwrite to replace it")
     if cfg.top != "1" and not cfg.blind:
         raise ValueError("--top chooses among --blind's NMF directions; without --blind name them with --direction")
     if bool(cfg.directions) + bool(cfg.channel) + bool(cfg.blind) != 1:
         raise ValueError("edit needs exactly one of --directions PATH (with --direction), --channel C or "
                          "--blind ENTITY")
+    target = prepare_out(cfg.out, what="edited run", overwrite=cfg.overwrite, parts=EDIT_FILES) / "agent"
     agent = load_agent(agent_dir)
     if cfg.blind:
         dirs, kept, found = blind_directions(cfg, agent, agent_dir)
@@ -219,4 +229,8 @@ def main(argv=None) -> int:
     record = read_config(path)["edits"][-1]
     print(f"wrote {path}: {', '.join(record['labels'])} projected out of {record['layer']!r}, folded into "
           f"{', '.join(record['into'])}")
+    if record.get("unstable"):
+        print(f"warning: direction(s) {', '.join(record['unstable'])} are unstable (stability below "
+              f"{UNSTABLE} over NMF restarts and resampled frames, see {Path(cfg.out) / 'blind.json'}): another "
+              "draw of the decomposition may choose differently; report the edit's effect over restarts")
     return 0

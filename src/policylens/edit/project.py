@@ -43,7 +43,7 @@ class ProjectOutHook:
 def projector(basis: torch.Tensor, keep: "torch.Tensor | None" = None) -> torch.Tensor:
     """The ``(C, C)`` projection that removes the span of ``basis`` ``(r, C)`` (orthonormal rows).
 
-    Without ``keep``: the orthogonal projection ``I - Q^T Q`` (seed 001). With ``keep`` ``(m, C)`` (vectors
+    Without ``keep``: the orthogonal projection ``I - Q^T Q`` of Understanding RL Vision. With ``keep`` ``(m, C)`` (vectors
     that must come through unchanged, e.g. the other NMF directions): the oblique projection
     ``M = I - V (U^T V)^-1 U^T`` where ``U`` is ``V`` minus its part in span(keep); ``M V = 0`` and ``M k = k``
     for every ``k`` in span(keep), so a direction shared with the kept ones is removed without disturbing them.

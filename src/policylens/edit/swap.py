@@ -1,4 +1,4 @@
-"""Swapping directions of a recurrent agent's hidden state (seed 000's validation by control).
+"""Swapping directions of a recurrent agent's hidden state (Saliency as causality's validation by control).
 
 At every step the agent's GRU moves its state from ``h`` to ``GRU(x, h)``. A swap rewrites that change
 ``delta = GRU(x, h) - h``: its component on direction A moves onto direction B (``B = None``: it is dropped, the

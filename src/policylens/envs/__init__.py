@@ -3,13 +3,18 @@
 >>> env = make("minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0?obs=rgb", num_envs=8, seed=0)
 >>> obs = env.reset(0)               # (8, 56, 56, 3) uint8
 >>> obs, reward, done, info = env.step(actions)
+>>> make("atari:breakout", num_envs=8, seed=0).reset(0).shape   # (8, 84, 84, 4)
+
+Families: ``procgen:GAME``, ``minigrid:ENV_ID``, ``atari:GAME`` (any ALE game, ground truth from RAM through
+OCAtari, :mod:`policylens.envs.atari`) and ``gym:ENV_ID`` (any Gymnasium env with image or vector observations
+and discrete actions, :mod:`policylens.envs.gym`).
 """
 from __future__ import annotations
 
 from .base import CAUSES, VecEnv
 from .spec import EnvSpec, parse_spec
 
-FAMILIES = ("procgen", "minigrid")
+FAMILIES = ("procgen", "minigrid", "atari", "gym")
 
 
 def make(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None) -> VecEnv:
@@ -23,7 +28,23 @@ def make(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None) -> V
         from .minigrid import MiniGridVecEnv
 
         return MiniGridVecEnv(spec, num_envs=num_envs, seed=seed)
+    if spec.family == "atari":
+        from .atari import AtariVecEnv
+
+        return AtariVecEnv(spec, num_envs=num_envs, seed=seed)
+    if spec.family == "gym":
+        from .gym import GymVecEnv
+
+        return GymVecEnv(spec, num_envs=num_envs, seed=seed)
     raise ValueError(f"unknown env family {spec.family!r} in {str(spec)!r}; expected one of {FAMILIES}")
 
 
-__all__ = ["make", "parse_spec", "EnvSpec", "VecEnv", "CAUSES", "FAMILIES"]
+def __getattr__(name):  # the Gymnasium views, imported on first use
+    if name in ("as_gymnasium", "gymnasium_env", "GymnasiumVectorView", "GymnasiumEnvView"):
+        from . import view
+
+        return getattr(view, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["make", "parse_spec", "EnvSpec", "VecEnv", "CAUSES", "FAMILIES", "as_gymnasium", "gymnasium_env"]

@@ -4,7 +4,8 @@ Semantics (gym3-like, auto-reset): ``step`` returns for each env the reward of t
 episode ended with it; where it ended, the returned observation is already the first of the next episode.
 ``info[i]`` always holds ``level_seed`` (of the episode the returned obs belongs to); on an episode's last
 step it also holds ``episode = {"return", "length", "cause", "success", "level_seed"}`` for the episode
-that just ended.
+that just ended, and, where the env can give it (MiniGrid, ``gym:``; not procgen, which resets inside),
+``final_obs``, that episode's last observation. An episode cut by a time limit ends with cause ``timeout``.
 """
 from __future__ import annotations
 
@@ -13,19 +14,21 @@ import base64
 
 import numpy as np
 
-#: Every cause an episode can end by. CoinRun uses all but ``obstacle``; MiniGrid uses success, obstacle (a moving ball), wall, lava, timeout.
-CAUSES = ("success", "saw", "enemy", "lava", "obstacle", "wall", "timeout", "other")
+#: Every cause an episode can end by. CoinRun uses all but ``obstacle``; MiniGrid uses success, obstacle (a moving ball), wall, lava, timeout;
+#: Atari (:mod:`.atari_causes`) the category of what struck the player: ball, ghost, bullet, alien, enemy, and success, timeout.
+CAUSES = ("success", "saw", "enemy", "lava", "obstacle", "wall", "timeout", "ball", "ghost", "bullet", "alien", "other")
 
 
 class VecEnv(abc.ABC):
-    """A batch of ``num_envs`` environments stepped together. Observations are uint8 ``(N, H, W, C)``."""
+    """A batch of ``num_envs`` environments stepped together. Observations are uint8 images ``(N, H, W, C)``
+    or float32 vectors ``(N, D)`` (``gym:`` envs), of ``observation_space``'s dtype."""
 
     num_envs: int
-    observation_space: "object"  # gymnasium.spaces.Box, uint8, shape (H, W, C)
+    observation_space: "object"  # gymnasium.spaces.Box, uint8 (H, W, C) or float32 (D,)
     action_space: "object"  # gymnasium.spaces.Discrete
     action_names: list
     spec: "object"  # the EnvSpec it was made from
-    obs_scale: float = 1 / 255  # factor from uint8 obs to a network's input (agents read it at build time)
+    obs_scale: float = 1 / 255  # factor from obs to a network's input (agents read it at build time): 1 for vectors
 
     @abc.abstractmethod
     def reset(self, seed: int | None = None) -> np.ndarray:

@@ -233,7 +233,7 @@ HIDEABLE = ("saw", "enemy", "crate")
 
 def hide_entities(state: bytes, kinds) -> bytes:
     """``state`` with every entity of ``kinds`` drawn fully transparent (``alpha`` 0, which only the renderer
-    reads): the game plays exactly as before, the observation no longer shows them. Seed 001's control for its
+    reads): the game plays exactly as before, the observation no longer shows them. Understanding RL Vision's control for its
     buzzsaw edit was the agent playing with invisible buzzsaws."""
     kinds = tuple(kinds)
     bad = sorted(set(kinds) - set(HIDEABLE))

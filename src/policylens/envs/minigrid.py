@@ -125,6 +125,7 @@ class MiniGridVecEnv(VecEnv):
         actions = np.asarray(actions).reshape(self.num_envs)
         obs, rewards = [], np.zeros(self.num_envs, np.float32)
         dones, causes, ended_seeds = np.zeros(self.num_envs, bool), [None] * self.num_envs, list(self._level_seeds)
+        finals = {}
         for i, env in enumerate(self.envs):
             a = int(actions[i])
             front = env.grid.get(*env.front_pos)
@@ -135,10 +136,13 @@ class MiniGridVecEnv(VecEnv):
             if terminated or truncated:
                 dones[i] = True
                 causes[i] = _cause(env, a, front_type, reward, terminated)
+                finals[i] = self._observe(i)  # the episode's last observation
                 obs.append(self._reset_one(i))
             else:
                 obs.append(self._observe(i, given))
         info = [{"level_seed": s} for s in self._level_seeds]
+        for i, final in finals.items():
+            info[i]["final_obs"] = final
         self._tracker.update(rewards, dones, info, causes, ended_seeds)
         return np.stack(obs), rewards, dones, info
 

@@ -5,7 +5,7 @@ Every procgen option is a spec option: ``distribution_mode``, ``num_levels``, ``
 ``use_generated_assets``, ``num_threads``, ``debug_mode``. ``ground_truth=true`` (CoinRun) labels every
 episode end with its cause from the game's state (see :mod:`policylens.envs.coinrun`). ``invisible=saw``
 (CoinRun; any of ``saw,enemy,crate``, comma-separated) draws those entities transparent in every episode: they
-still move and kill, the agent just cannot see them (seed 001's control for its buzzsaw edit).
+still move and kill, the agent just cannot see them (Understanding RL Vision's control for its buzzsaw edit).
 """
 from __future__ import annotations
 

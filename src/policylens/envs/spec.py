@@ -1,6 +1,6 @@
 """Env spec strings: ``family:name?key=value&key=value``.
 
-Examples: ``procgen:coinrun?distribution_mode=easy&num_levels=500`` and
+Examples: ``procgen:coinrun?distribution_mode=easy&num_levels=500``, ``atari:breakout?episodic_life=true`` and
 ``minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0?obs=rgb``.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlencode
 
 @dataclass(frozen=True)
 class EnvSpec:
-    family: str  # "procgen" | "minigrid"
+    family: str  # "procgen" | "minigrid" | "atari"
     name: str  # game or registered env id
     options: dict = field(default_factory=dict)
 

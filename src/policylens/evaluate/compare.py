@@ -3,14 +3,14 @@
 Both agents play episode k on level ``start_level + k`` with the same env and action seeds, so their outcomes
 pair up level by level. For each cause the rate of each agent gets a Wilson 95% interval, and the difference
 is tested with McNemar's exact test on the discordant levels (A ended by that cause and B not, or the
-reverse), which uses the pairing; the p-values are Holm-corrected over the causes compared. Seed 001's
+reverse), which uses the pairing; the p-values are Holm-corrected over the causes compared. Understanding RL Vision's
 figure to beat: after blinding the agent to buzzsaws, buzzsaw failures rose from 0.37% to 12.76% while the
 other causes stayed flat — here that reads as one cause significant, the others not.
 
-``invisible=KINDS`` adds seed 001's control: RUN_A plays the same levels once more with those entities drawn
+``invisible=KINDS`` adds Understanding RL Vision's control: RUN_A plays the same levels once more with those entities drawn
 transparent (``procgen:coinrun?invisible=saw``), the blindness an edit could at most reach. For each hidden
 kind that is a cause, the *blindness share* is how much of that rise the edit reaches,
-``(rate_B - rate_A) / (rate_control - rate_A)``, with a paired bootstrap 95% interval over levels. Seed 001's
+``(rate_B - rate_A) / (rate_control - rate_A)``, with a paired bootstrap 95% interval over levels. Understanding RL Vision's
 edit: (12.76 - 0.37) / (32.20 - 0.37) = 0.39 of full blindness ("we were not able to achieve more than around
 50%").
 """
@@ -28,6 +28,7 @@ import numpy as np
 
 from ..config import add_dataclass_args, clear_errors, from_args
 from ..envs.spec import option_list
+from ..runs import prepare_out
 from .run import evaluate
 from .stats import wilson_interval
 
@@ -58,6 +59,8 @@ class CompareConfig:
     """significance level after Holm's correction over causes"""
     out: str = ""
     """folder for compare.json and compare.png (default: runs/compare/A-vs-B)"""
+    overwrite: bool = False
+    """replace a comparison already in OUT"""
     progress: bool = True
     """show progress bars on stderr"""
 
@@ -111,6 +114,12 @@ def compare_records(records_a: list, records_b: list, alpha: float = 0.05) -> di
 CAUSE_OF = {"ball": "obstacle"}  # MiniGrid: walking into a moving ball
 
 
+def cause_of(kind: str, env: str = "") -> str:
+    """The cause ``kind`` brings about in ``env``: Atari causes are the category of the object (a Breakout
+    ``ball`` is the cause ``ball``), elsewhere :data:`CAUSE_OF` or the kind's own name."""
+    return kind if str(env).startswith("atari:") else CAUSE_OF.get(kind, kind)
+
+
 def blindness_share(records_a: list, records_b: list, records_control: list, cause: str,
                     resamples: int = 2000, seed: int = 0) -> dict:
     """How much of the control's rise in ``cause`` B reaches: ``(rate_B - rate_A) / (rate_control - rate_A)``
@@ -156,14 +165,14 @@ def compare(run_a, run_b, episodes: int = 1000, *, alpha: float = 0.05, env=None
 def control_section(records_a: list, records_b: list, records_control: list, invisible: str, env: str,
                     alpha: float = 0.05) -> dict:
     """A against the control (A with the ``invisible`` kinds hidden, played on the same levels), plus B's
-    :func:`blindness_share` of the cause each hidden kind brings about (:data:`CAUSE_OF`), where it ended an
+    :func:`blindness_share` of the cause each hidden kind brings about (:func:`cause_of`), where it ended an
     episode."""
     kinds = list(option_list(invisible))
     control = compare_records(records_a, records_control, alpha)
     ended = {r["cause"] for r in records_a + records_b + records_control}
     control.update(invisible=kinds, env=env, blindness={
-        k: blindness_share(records_a, records_b, records_control, CAUSE_OF.get(k, k)) for k in kinds
-        if CAUSE_OF.get(k, k) in ended})
+        k: blindness_share(records_a, records_b, records_control, cause_of(k, env)) for k in kinds
+        if cause_of(k, env) in ended})
     return control
 
 
@@ -252,6 +261,7 @@ def main(argv=None) -> int:
     name = lambda run: Path(str(run).replace("zoo:", "zoo-")).name or "run"  # noqa: E731
     out = Path(cfg.out or f"runs/compare/{name(cfg.run_a)}-vs-{name(cfg.run_b)}")
     with clear_errors(parser), contextlib.redirect_stdout(sys.stderr):
+        prepare_out(out, what="comparison", overwrite=cfg.overwrite, parts=("compare.json", "compare.png"))
         result = compare(cfg.run_a, cfg.run_b, cfg.episodes, alpha=cfg.alpha, env=cfg.env, env_b=cfg.env_b,
                          invisible=cfg.invisible, start_level=cfg.start_level, policy=cfg.policy, seed=cfg.seed, workers=cfg.workers,
                          progress=cfg.progress)

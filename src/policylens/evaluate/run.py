@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ import torch
 from ..agents import load, read_config, resolve_run
 from ..agents.policy import POLICIES
 from ..envs import make, parse_spec
+from ..parallel import Progress, agent_files, check_backend, is_local, pmap, with_agent
 from .stats import summarize
 
 def episode_plan(episodes: int, start_level: int = 0, num_levels: "int | None" = None) -> list:
@@ -46,11 +48,19 @@ def episode_seed(seed: int, k: int) -> int:
 
 
 def eval_spec(spec) -> "object":
-    """The spec episodes are played on: without level options; CoinRun labels causes (``ground_truth``)."""
+    """The spec episodes are played on: without level options; CoinRun labels causes (``ground_truth``), and so
+    do the Atari games OCAtari covers, played whole (no episodic life) with their own scores (no clipping)."""
     spec = parse_spec(spec).replace(start_level=None, num_levels=None)
     if (spec.family == "procgen" and spec.name == "coinrun" and "ground_truth" not in spec.options
             and importlib.util.find_spec("policylens.envs.coinrun") is not None):
         spec = spec.replace(ground_truth=True)
+    if spec.family == "atari":
+        from ..envs.atari import rom_id
+        from ..envs.atari_truth import unavailable
+
+        spec = spec.replace(episodic_life=None, clip_reward=None)
+        if "ground_truth" not in spec.options and unavailable(rom_id(spec.name)) is None:
+            spec = spec.replace(ground_truth=True)
     return spec
 
 
@@ -78,14 +88,31 @@ def pick_actions(logits: torch.Tensor, policy: str, temperature: float, rngs: li
     return actions
 
 
-@torch.no_grad()
-def play(agent, spec, plan: list, policy: str = "sample", temperature: float = 1.0, seed: int = 0,
-         batch: int = 8, device="cpu", on_episode=None) -> list:
-    """Play each ``(k, level)`` of ``plan`` once; returns one record per episode, in plan order.
+class Step(NamedTuple):
+    """One env step of an episode played by :func:`play_steps`."""
 
-    A record: ``episode`` (k), ``level``, ``return``, ``length``, ``cause``, ``success``.
-    ``on_episode(record)`` is called as each episode ends (progress).
-    """
+    k: int  # the episode (its place in the plan)
+    level: int  # the level it was meant for
+    obs: np.ndarray  # (H, W, C) what the agent saw
+    action: int  # what it did
+    logits: "np.ndarray | None"  # (A,) float32 (with capture "outputs")
+    value: "float | None"  # (with capture "outputs")
+    state: "np.ndarray | None"  # (hidden,) the state a recurrent agent received (with capture "outputs")
+    reward: float
+    done: bool  # the env ended the episode with this step
+    info: dict  # the env's info of this step (``episode`` on the last)
+    entities: "list | None"  # the env's ground-truth entities before the step (with capture "entities")
+    env_state: "bytes | None"  # the env's state before the step (with capture "env_state")
+    end: "str | None"  # None, "done" (the env ended it) or "max_steps" (cut after max_steps steps)
+
+
+@torch.no_grad()
+def play_steps(agent, spec, plan: list, policy: str = "sample", temperature: float = 1.0, seed: int = 0,
+               batch: int = 8, device="cpu", max_steps: "int | None" = None, capture: tuple = ()):
+    """Play each ``(k, level)`` of ``plan`` once, yielding a :class:`Step` per env step; episode k's steps come
+    in order, interleaved with the other episodes in flight. ``capture`` names what else each step carries:
+    ``"outputs"`` (logits, value, the state received), ``"entities"``, ``"env_state"``. ``max_steps`` cuts an
+    episode the env has not ended by then (``end="max_steps"``) and starts the next."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
     if policy == "temperature" and not temperature > 0:
@@ -96,9 +123,8 @@ def play(agent, spec, plan: list, policy: str = "sample", temperature: float = 1
     if spec.family == "procgen" and "num_threads" not in spec.options:
         spec = spec.replace(num_threads=0)  # one env per gym3 instance: stepping in this thread is fastest
     pending = list(plan)[::-1]  # popped from the end, so in plan order
-    envs, episodes, gens, obs = [None] * batch, [None] * batch, [None] * batch, [None] * batch
+    envs, episodes, gens, obs, steps = [None] * batch, [None] * batch, [None] * batch, [None] * batch, [0] * batch
     first = torch.ones(batch, dtype=torch.bool)
-    records = []
 
     def start(i: int) -> None:
         if not pending:
@@ -108,50 +134,80 @@ def play(agent, spec, plan: list, policy: str = "sample", temperature: float = 1
         s = episode_seed(seed, k)
         envs[i] = make(spec.replace(start_level=int(level), num_levels=1), num_envs=1, seed=s)
         obs[i] = envs[i].reset(s)[0]  # (H, W, C)
-        episodes[i], gens[i], first[i] = (k, level), np.random.default_rng(s), True
+        episodes[i], gens[i], first[i], steps[i] = (k, level), np.random.default_rng(s), True, 0
 
     for i in range(batch):
         start(i)
     if envs[0] is None:
-        return records
+        return
     blank = np.zeros_like(obs[0])
     init = getattr(agent, "initial_state", None)
     state = init(batch) if callable(init) else None
+    h0 = None if state is None else state.detach().clone()  # (B, hidden)
+    outputs = "outputs" in capture
     while any(e is not None for e in envs):
         batch_obs = np.stack([o if e is not None else blank for o, e in zip(obs, envs)])  # (B, H, W, C)
         out = agent(torch.as_tensor(batch_obs, device=device), state, first.to(device))
         live_rngs = [g if e is not None else None for g, e in zip(gens, envs)]
         actions = pick_actions(out.logits.cpu(), policy, temperature, live_rngs)  # (B,)
+        logits = values = state_in = None
+        if outputs:
+            logits, values = out.logits.float().cpu().numpy(), out.value.float().cpu().numpy()  # (B, A), (B,)
+            if state is not None:  # what each row received: its last state, or h0 where an episode begins
+                state_in = torch.where(first.to(h0.device)[:, None], h0, state).float().cpu().numpy()
         state = out.state
         for i, env in enumerate(envs):
             if env is None:
                 continue
-            next_obs, _, done, info = env.step(actions[i:i + 1])
-            if done[0]:
-                ep = info[0]["episode"]
-                k, level = episodes[i]
-                rec = {"episode": int(k), "level": int(ep["level_seed"]), "return": float(ep["return"]),
-                       "length": int(ep["length"]), "cause": str(ep["cause"]), "success": bool(ep["success"])}
-                if rec["level"] != level:
-                    raise RuntimeError(f"episode {k} was meant for level {level} but the env played {rec['level']}")
-                records.append(rec)
-                if on_episode is not None:
-                    on_episode(rec)
+            ents = env.entities() if "entities" in capture else None
+            env_state = env.get_state()[0] if "env_state" in capture else None
+            next_obs, reward, done, info = env.step(actions[i:i + 1])
+            steps[i] += 1
+            end = "done" if done[0] else "max_steps" if max_steps and steps[i] >= max_steps else None
+            k, level = episodes[i]
+            yield Step(int(k), int(level), obs[i], int(actions[i]), None if logits is None else logits[i],
+                       None if values is None else values[i], None if state_in is None else state_in[i],
+                       float(reward[0]), bool(done[0]), info[0], None if ents is None else ents[0], env_state, end)
+            if end:
                 env.close()
                 start(i)
             else:
                 obs[i] = next_obs[0]
                 first[i] = False
+
+
+def play(agent, spec, plan: list, policy: str = "sample", temperature: float = 1.0, seed: int = 0,
+         batch: int = 8, device="cpu", on_episode=None) -> list:
+    """Play each ``(k, level)`` of ``plan`` once; returns one record per episode, in plan order.
+
+    A record: ``episode`` (k), ``level``, ``return``, ``length``, ``cause``, ``success``.
+    ``on_episode(record)`` is called as each episode ends (progress).
+    """
+    records = []
+    for step in play_steps(agent, spec, plan, policy, temperature, seed, batch, device):
+        if not step.end:
+            continue
+        ep = step.info["episode"]
+        rec = {"episode": step.k, "level": int(ep["level_seed"]), "return": float(ep["return"]),
+               "length": int(ep["length"]), "cause": str(ep["cause"]), "success": bool(ep["success"])}
+        if rec["level"] != step.level:
+            raise RuntimeError(f"episode {step.k} was meant for level {step.level} but the env played {rec['level']}")
+        records.append(rec)
+        if on_episode is not None:
+            on_episode(rec)
     return sorted(records, key=lambda r: r["episode"])
 
 
-def play_shard(job: dict, on_episode=None) -> list:
-    """Worker entry: load the agent from ``job["checkpoint"]`` (a path, never a pickled agent) and
-    :func:`play` ``job["plan"]`` with one torch thread."""
-    torch.set_num_threads(1)
-    agent = load(job["checkpoint"], device=job["device"])
-    return play(agent, job["spec"], job["plan"], policy=job["policy"], temperature=job["temperature"],
-                seed=job["seed"], batch=job["batch"], device=job["device"], on_episode=on_episode)
+def play_task(context: dict, plan: list) -> list:
+    """:func:`~policylens.parallel.pmap` task: :func:`play` a shard of the plan on the worker's agent."""
+    return play(context["agent"], context["spec"], plan, policy=context["policy"],
+                temperature=context["temperature"], seed=context["seed"], batch=context["batch"],
+                device=context["device"])
+
+
+def shards(plan: list, n: int) -> list:
+    """Split ``plan`` into ``n`` interleaved shards (episode k goes to shard k % n), dropping empty ones."""
+    return [s for s in (plan[i::n] for i in range(n)) if s]
 
 
 def evaluate(agent_or_run, env_spec=None, episodes: int = 100, *, start_level: "int | None" = None,
@@ -165,12 +221,7 @@ def evaluate(agent_or_run, env_spec=None, episodes: int = 100, *, start_level: "
     ``mean_return``, ``mean_length``, ``causes``, ...) plus ``per_episode`` (records in episode order),
     ``setup`` (what determines the result) and ``timing`` (what does not).
     """
-    from .backends import BACKENDS, run_parallel
-
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    check_backend(backend, workers)
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     is_module = isinstance(agent_or_run, torch.nn.Module)
@@ -191,13 +242,14 @@ def evaluate(agent_or_run, env_spec=None, episodes: int = 100, *, start_level: "
              "num_levels": num_levels or None, "policy": policy, "temperature": temperature, "seed": seed,
              "batch": batch}
     t0 = time.perf_counter()
-    with _Progress(episodes, progress) as bar:
-        if workers == 1 and backend == "process":
+    with Progress(episodes, progress, desc="evaluate") as bar:
+        if is_local(backend, workers):
             agent = agent_or_run if is_module else load(checkpoint, device=device)
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # as in each worker: small batches run faster on one thread
             try:
-                records = play(agent, spec, plan, policy, temperature, seed, batch, device, bar.episode)
+                records = play(agent, spec, plan, policy, temperature, seed, batch, device,
+                               lambda r: bar.advance(1, r["length"]))
             finally:
                 torch.set_num_threads(threads)
         else:
@@ -205,9 +257,14 @@ def evaluate(agent_or_run, env_spec=None, episodes: int = 100, *, start_level: "
                 raise ValueError(f"workers={workers} / backend={backend!r} load the agent in each worker from "
                                  "its checkpoint: pass a run dir or checkpoint path, not an agent module "
                                  "(save it first with policylens.agents.save_agent)")
-            job = {"checkpoint": str(checkpoint), "spec": str(spec), "policy": policy, "temperature": temperature,
-                   "seed": seed, "batch": batch, "device": str(device)}
-            records = run_parallel(job, plan, workers, backend, bar, ray_address=ray_address)
+            shared = {"agent": agent_files(checkpoint), "spec": str(spec), "policy": policy,
+                      "temperature": temperature, "seed": seed, "batch": batch, "device": str(device)}
+            parts = pmap(play_task, shards(plan, workers * 4), shared, setup=with_agent, backend=backend,
+                         workers=workers, ray_address=ray_address, what="evaluation shard",
+                         on_done=lambda i, part: bar.advance(len(part), sum(r["length"] for r in part)))
+            records = sorted((r for part in parts for r in part), key=lambda r: r["episode"])
+            if [r["episode"] for r in records] != [k for k, _ in plan]:
+                raise RuntimeError("workers returned an incomplete set of episodes")
     seconds = time.perf_counter() - t0
     result = summarize(records)
     frames = sum(r["length"] for r in records)
@@ -215,34 +272,3 @@ def evaluate(agent_or_run, env_spec=None, episodes: int = 100, *, start_level: "
         "workers": workers, "backend": backend, "seconds": seconds, "frames": frames,
         "episodes_per_s": len(records) / seconds, "frames_per_s": frames / seconds})
     return result
-
-
-class _Progress:
-    """A tqdm bar on stderr counting episodes, with frames/s; ``episode(record)`` advances it."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.bar, self.frames, self.t0 = None, 0, time.perf_counter()
-        if enabled:
-            import sys
-
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="ep", desc="evaluate", file=sys.stderr, dynamic_ncols=True)
-
-    def episode(self, record: dict) -> None:
-        self.advance(1, record["length"])
-
-    def advance(self, episodes: int, frames: int) -> None:
-        self.frames += frames
-        if self.bar is not None:
-            self.bar.update(episodes)
-            self.bar.set_postfix_str(f"{self.frames / max(time.perf_counter() - self.t0, 1e-9):.0f} frames/s",
-                                     refresh=False)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
-

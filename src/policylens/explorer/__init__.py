@@ -5,7 +5,8 @@
 >>> bookmarks(store.episode(0)["advantages"], k=10)        # timesteps with the most extreme advantages
 
 ``policylens explore RUN --serve`` serves the same page on 127.0.0.1 with a live panel (:mod:`.server`).
-Layout of the written folder: :mod:`.bundle`; what is computed: :mod:`.export`; maps: :mod:`.maps`.
+Layout of the written folder: :mod:`.bundle`; what is computed: :mod:`.export`; maps: :mod:`.maps`; how frames and
+legend images are drawn: :mod:`.views`; legend labels from ground truth: :mod:`.labels`.
 """
 from .bookmarks import bookmarks
 from .bundle import LayerView, Output, Trajectory, write_explorer

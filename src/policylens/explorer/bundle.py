@@ -2,7 +2,8 @@
 lays it out as a folder that opens from disk:
 
     OUT/index.html, explorer.css, explorer.js, render.js, live.js    (copied from the package)
-    OUT/data/manifest.js        run, env, action names, layers (features: label, colour, thumbnail), trajectories
+    OUT/data/manifest.js        run, env, action names, how frames are drawn (view), whether rewards are
+                                predicted, layers (features: label, colour, thumbnail, stability), trajectories
     OUT/data/tI.js              trajectory I: PNG sprite sheet of its frames, value, action probabilities,
                                 sampled action, reward, done, advantages, GAE bookmarks, saliency trees of
                                 some frames ({frame: tree})
@@ -22,6 +23,7 @@ import numpy as np
 from .bookmarks import bookmarks
 from .encode import deflate_b64, display_rgb, png_data_url, rounded, sprite_sheet, write_js
 from .maps import quantise
+from .views import display_frames, frame_view
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = ("index.html", "explorer.css", "explorer.js", "render.js", "live.js")
@@ -85,6 +87,7 @@ class Trajectory:
     maps: dict = field(default_factory=dict)  # {layer name: {output name: (T, S, F, h, w) float, >= 0}}
     state: "np.ndarray | None" = None  # (T, hidden) the state a recurrent agent received (not exported)
     trees: dict = field(default_factory=dict)  # {frame t: saliency tree (attribution.saliency_tree's dict)}
+    masks: "dict | None" = None  # {entity kind: (T, H, W) bool} ground truth laid out like obs (not exported)
 
     def __len__(self) -> int:
         return len(self.value)
@@ -132,8 +135,8 @@ def _plain(info: dict) -> dict:
     return {str(k): (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
 
 
-def trajectory_payload(i: int, traj: Trajectory, marks: np.ndarray) -> dict:
-    frames, display = display_rgb(traj.obs)
+def trajectory_payload(i: int, traj: Trajectory, marks: np.ndarray, env: str = "") -> dict:
+    frames, display = display_frames(traj.obs, env)
     sheet, columns = sprite_sheet(frames)
     adv = np.asarray(traj.advantages, np.float64)
     return {
@@ -167,16 +170,23 @@ def maps_payload(i: int, j: int, view: LayerView, traj: Trajectory) -> dict:
 
 
 def _features(view: LayerView) -> list:
-    """The manifest's features of a layer: label, colour and thumbnail (a PNG data URL or None)."""
+    """The manifest's features of a layer: label, colour, thumbnail (a PNG data URL or None) and the direction's
+    stability across decomposition restarts when its ``Directions.meta["stability"]`` has one (else None)."""
     thumbs = display_rgb(view.thumbnails)[0] if view.thumbnails is not None else []
-    return [{"label": str(label), "color": color, "thumbnail": png_data_url(thumbs[f]) if f < len(thumbs) else None}
+    stability = list((getattr(view.directions, "meta", None) or {}).get("stability") or [])
+    return [{"label": str(label), "color": color, "thumbnail": png_data_url(thumbs[f]) if f < len(thumbs) else None,
+             "stability": float(stability[f]) if f < len(stability) and stability[f] is not None else None}
             for f, (label, color) in enumerate(zip(view.labels, feature_colors(view)))]
 
 
 def write_explorer(out, layers, trajectories, *, title: str, env: str = "", run: str = "", action_names=(),
-                   bookmark_count: int = 10, bookmark_separation: int = 3, meta: "dict | None" = None) -> dict:
+                   bookmark_count: int = 10, bookmark_separation: int = 3, meta: "dict | None" = None,
+                   predicted: bool = False) -> dict:
     """Write the explorer for ``trajectories`` (list of :class:`Trajectory`) with the ``layers`` (list of
-    :class:`LayerView`) into folder ``out``; returns ``{"index": path, "bytes": total size, "files": count}``."""
+    :class:`LayerView`) into folder ``out``; returns ``{"index": path, "bytes": total size, "files": count}``.
+    Frames are drawn as ``env`` draws its views (:func:`~policylens.explorer.views.display_frames`).
+    ``predicted``: the trajectories' rewards, returns and ends are a model's predictions (a simulator's heads),
+    and the page says so wherever it shows them."""
     out = Path(out)
     layers, trajectories = list(layers), list(trajectories)
     if not layers:
@@ -192,7 +202,7 @@ def write_explorer(out, layers, trajectories, *, title: str, env: str = "", run:
     entries = []
     for i, traj in enumerate(trajectories):
         marks = bookmarks(traj.advantages, bookmark_count, separation=bookmark_separation)
-        write_js(data / f"t{i}.js", "trajectory", trajectory_payload(i, traj, marks))
+        write_js(data / f"t{i}.js", "trajectory", trajectory_payload(i, traj, marks, env))
         for j, view in enumerate(layers):
             write_js(data / f"t{i}-l{j}.js", "maps", maps_payload(i, j, view, traj))
         entries.append({"id": i, "length": len(traj), "file": f"data/t{i}.js",
@@ -200,6 +210,8 @@ def write_explorer(out, layers, trajectories, *, title: str, env: str = "", run:
                         **_plain(traj.info)})
     manifest = {
         "format": FORMAT, "title": title, "env": env, "run": run, "action_names": [str(a) for a in action_names],
+        "view": frame_view(env, np.shape(trajectories[0].obs)[1:] if trajectories else ()),
+        "predicted": bool(predicted),
         "layers": [{"name": v.name, "kind": v.kind, "grid": list(v.grid), "meta": v.meta,
                     "features": _features(v),
                     "outputs": [{"name": o.name, "label": o.label, "signs": list(o.signs)} for o in v.outputs]}

@@ -45,9 +45,17 @@ class ExploreConfig:
     """seed of the NMF (and of recording, when the store is recorded first)"""
     device: str = "cpu"
     """torch device for the agent"""
+    workers: int = 1
+    """worker processes (or Ray tasks) analysing trajectories (attribution maps, saliency trees); the export does not depend on it"""
+    backend: str = "process"
+    """where workers run: process (local processes) | ray (a Ray cluster)"""
+    ray_address: Optional[str] = None
+    """Ray cluster address for backend=ray (default: start a local Ray)"""
     reuse: bool = True
     """keep an explorer already in OUT that was written with the same agent weights, store and settings instead of
     recomputing it (false: always recompute)"""
+    overwrite: bool = False
+    """replace an explorer already in OUT (one not kept by --reuse)"""
     serve: bool = False
     """after writing, serve the explorer on 127.0.0.1 with a live panel (play the game, see each new frame's attribution)"""
     port: int = 8000
@@ -57,7 +65,8 @@ class ExploreConfig:
 
 
 EXPORT_FIELDS = ("store", "episodes", "steps", "k", "out", "ig_steps", "nmf_frames", "bookmarks",
-                 "bookmark_separation", "thumbnail", "map_size", "tree_k", "batch", "seed", "device", "progress", "reuse")
+                 "bookmark_separation", "thumbnail", "map_size", "tree_k", "batch", "seed", "device", "progress", "reuse",
+                 "overwrite", "workers", "backend", "ray_address")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +92,10 @@ def main(argv=None) -> dict:
     cfg = from_args(ExploreConfig, parser.parse_args(argv))
     if not cfg.run:
         raise ValueError("explore needs a RUN: a run directory, checkpoint folder or zoo:NAME")
-    summary = run_config(cfg)
+    try:
+        summary = run_config(cfg)
+    except ImportError as e:  # --backend ray without Ray: say so, no traceback
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     kept = "kept: written before with the same agent, store and settings; " if summary.get("reused") else ""
     print(f"{summary['index']}  ({kept}{summary['bytes'] / 1e6:.1f} MB in {summary['files']} files; layers "
           f"{', '.join(summary['layers'])}; open it in a browser)")

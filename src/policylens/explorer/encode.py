@@ -38,11 +38,20 @@ def display_rgb(obs: np.ndarray) -> tuple:
 
     RGB pixels stay as they are (``"rgb"``). Anything else (MiniGrid's symbolic or one-hot grids, one
     channel) is shown ``"scaled"``: its first three channels (one channel: grey), each stretched to 0..255
-    by its largest value in these frames.
+    by its largest value in these frames. Vectors ``(T, D)`` (``gym:`` envs such as CartPole) become a strip
+    ``(T, 1, D, 3)``, one cell per feature (``"vector"``): red above zero, blue below, white at zero, each
+    feature stretched by its largest magnitude in these frames.
     """
     obs = np.asarray(obs)
+    if obs.ndim == 2:
+        x = obs.astype(np.float32)
+        top = np.abs(x).max(0, initial=0.0)  # (D,)
+        x = x / np.where(top > 0, top, 1.0)  # (T, D) in [-1, 1]
+        pos, neg = np.clip(x, 0, 1), np.clip(-x, 0, 1)
+        rgb = np.stack([1 - neg, 1 - pos - neg, 1 - pos], -1) * 255  # (T, D, 3)
+        return np.rint(rgb).clip(0, 255).astype(np.uint8)[:, None], "vector"
     if obs.ndim != 4:
-        raise ValueError(f"observations must be (T, H, W, C), got shape {obs.shape}")
+        raise ValueError(f"observations must be images (T, H, W, C) or vectors (T, D), got shape {obs.shape}")
     c = obs.shape[-1]
     if c == 3 and obs.dtype == np.uint8 and obs.max(initial=0) > 15:
         return obs, "rgb"

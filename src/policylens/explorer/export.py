@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from .bundle import LayerView, Output, Trajectory, explorer_summary, write_explorer
+from .dispatch import TrajectoryMap
+from .encode import display_rgb
 from .maps import attention_maps, feature_maps, pool_factor, pool_sum
 
 OUTPUTS = (Output("value", "value"), Output("action", "sampled action's logit"))
@@ -82,23 +84,38 @@ def default_layers(agent) -> list:
     spatial = spatial_layers(agent)
     attention = [n for n in spatial if is_attention(agent, n)]
     plain = [n for n in spatial if n not in attention and not n.startswith("attention")]
-    if not plain:
-        raise ValueError(f"{type(agent).__name__} has no spatial layer to attribute to (layers: "
-                         f"{', '.join(candidate_layers(agent))}); the explorer needs a (C, h, w) layer")
+    if not plain:  # an MLP (vector observations): its last shared hidden layer (one position per frame), else
+        flat = flat_layers(agent)  # the value tower's last (the NMF is of value attributions)
+        shared = [n for n in flat if n in (getattr(agent, "LAYERS", None) or {})]
+        if flat:
+            return [(shared or flat)[-1]]
+        raise ValueError(f"{type(agent).__name__} has no hidden layer to attribute to (layers: "
+                         f"{', '.join(candidate_layers(agent))}); the explorer needs a (C, h, w) or (C,) layer")
     preferred = PREFERRED_LAYER.get(type(agent).__name__)
     return [preferred if preferred in plain else plain[-1], *attention]
 
 
 def check_layer(agent, layer: str) -> tuple:
-    """The layer's activation shape ``(C, h, w)``; KeyError for an unknown layer, ValueError for a flat one."""
+    """The layer's activation shape as ``(C, h, w)``: a flat layer ``(C,)`` is drawn as one position,
+    ``(C, 1, 1)``. KeyError for an unknown layer, ValueError for any other shape."""
     from ..agents import get_layer, layer_shapes
 
     get_layer(agent, layer)  # KeyError listing the layers
     shape = layer_shapes(agent, names=[layer]).get(layer)
+    if shape is not None and len(shape) == 1:
+        return (int(shape[0]), 1, 1)
     if shape is None or len(shape) != 3:
         raise ValueError(f"layer {layer!r} gives activations of shape {shape}, but the explorer draws spatial "
-                         f"(C, h, w) layers; spatial layers: {', '.join(spatial_layers(agent))}")
+                         f"(C, h, w) or flat (C,) layers; spatial layers: {', '.join(spatial_layers(agent))}")
     return tuple(shape)
+
+
+def flat_layers(agent) -> list:
+    """The candidate layers with flat ``(C,)`` activations, heads (``pi``, ``v``) and ``hx`` left out."""
+    from ..agents import layer_shapes
+
+    names = [n for n in candidate_layers(agent) if n not in ("pi", "v", "hx")]
+    return [n for n, s in layer_shapes(agent, names=names).items() if len(s) == 1]
 
 
 # ------------------------------------------------------------------------------------------------ trajectories
@@ -122,8 +139,18 @@ def load_trajectories(store, episodes, steps: int) -> list:
                 "level_seed": int(ep.info["level_seed"]), "steps_recorded": int(ep.length)}
         state = field("agent_state") if "agent_state" in store.fields else None  # (T, hidden) input state
         trajectories.append(Trajectory(field("obs"), value, field("logits"), field("action"), reward, done,
-                                       advantages, info, state=state))
+                                       advantages, info, state=state, masks=_masks(store, e, t)))
     return trajectories
+
+
+def _masks(store, e: int, t: int) -> "dict | None":
+    """The ground-truth entity masks of the first ``t`` frames of episode ``e`` (None: the store has none)."""
+    from ..scores import episode_masks
+
+    try:
+        return {kind: m[:t] for kind, m in episode_masks(store, e).items()}
+    except ValueError:
+        return None
 
 
 def _state(traj: Trajectory):
@@ -142,7 +169,8 @@ def attributions(agent, obs, state, layer: str, target, ig_steps: int = 10, batc
     for a in range(0, len(obs), batch):
         attr, delta = attribute(agent, obs[a:a + batch], target=target, layer=layer, method="ig", steps=ig_steps,
                                 state=None if state is None else state[a:a + batch], return_delta=True)
-        parts.append(attr.detach().cpu())
+        attr = attr.detach().cpu()
+        parts.append(attr[:, :, None, None] if attr.ndim == 2 else attr)  # a flat layer: one position
         gaps.append(delta.detach().cpu())
     return torch.cat(parts), torch.cat(gaps)
 
@@ -153,16 +181,25 @@ def nmf_maps(agent, obs, state, actions, directions, ig_steps: int = 10, batch: 
     over ``pool`` x ``pool`` blocks of positions."""
     layer = directions.layer
     value, gap = attributions(agent, obs, state, layer, "value", ig_steps, batch)  # (n, C, h, w)
-    gaps = {"value": float(gap.abs().max()), "action": 0.0}
-    action = torch.empty_like(value)
-    actions = np.asarray(actions)
-    for a in np.unique(actions):  # the sampled action's logit: one target per action
-        chosen = np.flatnonzero(actions == a)
-        action[chosen], gap = attributions(agent, torch.as_tensor(obs)[chosen],
-                                           None if state is None else state[chosen], layer, int(a), ig_steps, batch)
-        gaps["action"] = max(gaps["action"], float(gap.abs().max()))
+    action, action_gap = action_attributions(agent, obs, state, actions, layer, ig_steps, batch)
+    gaps = {"value": float(gap.abs().max()), "action": action_gap}
     maps = {"value": feature_maps(value, directions), "action": feature_maps(action, directions)}
     return {name: pool_sum(m.numpy(), pool) for name, m in maps.items()}, gaps
+
+
+def action_attributions(agent, obs, state, actions, layer: str, ig_steps: int = 10, batch: int = 64) -> tuple:
+    """IG attribution of each frame's sampled action's logit to ``layer`` (one target per action): ``(n, C, h,
+    w)`` and the largest completeness gap."""
+    obs, actions = torch.as_tensor(obs), np.asarray(actions)
+    out, gaps = None, [0.0]
+    for a in np.unique(actions):
+        chosen = np.flatnonzero(actions == a)
+        attr, gap = attributions(agent, obs[chosen], None if state is None else state[chosen], layer, int(a),
+                                 ig_steps, batch)
+        out = torch.empty((len(actions), *attr.shape[1:])) if out is None else out
+        out[torch.as_tensor(chosen)] = attr
+        gaps.append(float(gap.abs().max()))
+    return out, max(gaps)
 
 
 def attention_layer_maps(agent, obs, state, layer: str, pool: int = 1) -> dict:
@@ -181,46 +218,54 @@ def nmf_sample(trajectories, frames: int) -> list:
 
 
 def analyse_layer(agent, trajectories, layer: str, *, k: int = 8, ig_steps: int = 10, nmf_frames: int = 1024,
-                  thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, progress=None) -> LayerView:
+                  thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, env: str = "",
+                  progress=None, over=None) -> LayerView:
     """Fill ``traj.maps[layer]`` of every trajectory and return the layer's view: attribution, NMF of value
-    attributions (frames sampled evenly), maps over the directions, dataset-example thumbnails. Maps of a
-    layer wider than ``map_size`` are stored summed over blocks of positions (0: never)."""
+    attributions (frames sampled evenly), maps over the directions, dataset-example thumbnails (drawn as the
+    ``env`` draws its views), labels from ground truth (:mod:`.labels`). Maps of a layer wider than ``map_size``
+    are stored summed over blocks of positions (0: never). ``over``: where trajectories are analysed."""
     from ..factors import nmf_attributions
-    from ..featvis import dataset_examples, thumbnails
+    from ..featvis import dataset_examples
+    from .labels import feature_labels, frame_masks
+    from .views import legend_images
 
+    over = over or TrajectoryMap(agent)
     _, gh, gw = check_layer(agent, layer)
     pool = pool_factor((gh, gw), map_size)
     grid = (-(-gh // pool), -(-gw // pool))
     shape = {"layer_grid": [int(gh), int(gw)], "pool": pool}
     if is_attention(agent, layer):
-        for traj in trajectories:
-            traj.maps[layer] = attention_layer_maps(agent, traj.obs, _state(traj), layer, pool)
-            progress and progress(1)
+        for traj, maps in zip(trajectories, over(attention_layer_maps, [(t.obs, _state(t)) for t in trajectories],
+                                                 layer, pool, progress=progress)):
+            traj.maps[layer] = maps
         heads = trajectories[0].maps[layer]["attention"].shape[2]
         return LayerView(layer, "attention", grid, tuple(f"head {h + 1}" for h in range(heads)),
                          (Output("attention", "attention maps", ("attention",)),), None,
                          {"method": "attention", **shape})
 
-    sample = []
-    for traj, frames in nmf_sample(trajectories, nmf_frames):
-        state = _state(traj)
-        sample.append(attributions(agent, traj.obs[frames], None if state is None else state[frames], layer,
-                                   "value", ig_steps, batch)[0])
+    nmf_on, chosen = "value attributions", nmf_sample(trajectories, nmf_frames)
+    frames_in = [(t.obs[f], None if t.state is None else _state(t)[f]) for t, f in chosen]
+    sample = [a for a, _ in over(attributions, frames_in, layer, "value", ig_steps, batch)]
+    if not any(bool(a.any()) for a in sample):  # the value does not read this layer (a separate value trunk)
+        nmf_on = "sampled-action logit attributions (the value does not read this layer)"
+        sample = [a for a, _ in over(action_attributions, [(*x, np.asarray(t.action)[f]) for x, (t, f) in
+                                                            zip(frames_in, chosen)], layer, ig_steps, batch)]
     directions = nmf_attributions(torch.cat(sample), k, layer=layer, seed=seed)  # (k, C)
+    labels, scores = feature_labels(torch.cat(sample), directions, frame_masks(trajectories, chosen, env))
     gaps = {"value": 0.0, "action": 0.0}  # largest IG completeness gap |sum(attr) - (F(x) - F(0))|
-    for traj in trajectories:
-        traj.maps[layer], gap = nmf_maps(agent, traj.obs, _state(traj), traj.action, directions, ig_steps, batch, pool)
+    for traj, (maps, gap) in zip(trajectories, over(nmf_maps, [(t.obs, _state(t), t.action) for t in trajectories],
+                                                    directions, ig_steps, batch, pool, progress=progress)):
+        traj.maps[layer] = maps
         gaps = {name: max(gaps[name], gap[name]) for name in gaps}
-        progress and progress(1)
     obs = np.concatenate([t.obs for t in trajectories])  # (N, H, W, C)
     states = [_state(t) for t in trajectories]
     state = None if states[0] is None else torch.cat(states)
     examples = dataset_examples(agent, obs, directions, k=1, state=state)
-    labels = tuple(f"NMF {i + 1}" for i in range(k)) + ("residual",)
-    meta = {"method": "ig", "ig_steps": ig_steps, "k": k, "nmf_on": "value attributions",
+    meta = {"method": "ig", "ig_steps": ig_steps, "k": k, "nmf_on": nmf_on,
             "nmf_frames": int(sum(len(s) for s in sample)), "nmf_residual": directions.meta.get("residual"),
-            "ig_completeness_gap": gaps, **shape}
-    return LayerView(layer, "nmf", grid, labels, OUTPUTS, thumbnails(examples, thumbnail), meta, directions)
+            "ig_completeness_gap": gaps, "entities": scores, **shape}
+    return LayerView(layer, "nmf", grid, labels + ("residual",), OUTPUTS, legend_images(examples, obs, env, thumbnail),
+                     meta, directions)
 
 
 def tree_frames(traj: Trajectory, bookmark_count: int, separation: int) -> list:
@@ -231,28 +276,25 @@ def tree_frames(traj: Trajectory, bookmark_count: int, separation: int) -> list:
     return sorted({0, *(int(t) for t in marks)})
 
 
-def add_saliency_trees(agent, trajectories, frames_of, *, k: int = 2, progress=None) -> None:
+def add_saliency_trees(agent, trajectories, frames_of, *, k: int = 2, progress=None, over=None) -> None:
     """Fill ``traj.trees`` with the saliency tree of the value (gradient x activation, ``k`` children per
     node, down to the input pixels) at the frames ``frames_of(traj)`` of every trajectory."""
-    from ..attribution import saliency_tree
+    from ..attribution.tree import saliency_trees
 
-    for traj in trajectories:
-        state = _state(traj)
-        for t in frames_of(traj):
-            traj.trees[t] = saliency_tree(agent, traj.obs[t:t + 1], target="value", k=k,
-                                          state=None if state is None else state[t:t + 1])
-        progress and progress(1)
+    items = [(t.obs, _state(t), frames_of(t)) for t in trajectories]
+    for traj, trees in zip(trajectories, (over or TrajectoryMap(agent))(saliency_trees, items, k, progress=progress)):
+        traj.trees.update(trees)
 
 
 # ------------------------------------------------------------------------------------------------ the command
 def run_paths(run, store=None, out=None) -> tuple:
     """``(agent dir, store path, explorer folder)`` for a RUN (zoo runs write under ``runs/NAME``)."""
     from ..agents import resolve_run
-    from ..rollouts.record import default_out
+    from ..runs import run_dir
 
     agent_dir = resolve_run(run)
-    store_path = Path(store) if store else default_out(run, agent_dir)
-    out = Path(out) if out else default_out(run, agent_dir).parent / "explorer"
+    store_path = Path(store) if store else run_dir(run, agent_dir) / "rollouts.zarr"
+    out = Path(out) if out else run_dir(run, agent_dir) / "explorer"
     return agent_dir, store_path, out
 
 
@@ -283,20 +325,26 @@ def written_key(out: Path) -> "dict | None":
 def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k: int = 8, out=None,
            ig_steps: int = 10, nmf_frames: int = 1024, bookmarks: int = 10, bookmark_separation: int = 3,
            thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, device: str = "cpu",
-           tree_k: int = 2, progress: bool = True, reuse: bool = False) -> dict:
+           tree_k: int = 2, progress: bool = True, reuse: bool = False, overwrite: bool = False,
+           backend: str = "process", workers: int = 1, ray_address: "str | None" = None) -> dict:
     """Write the explorer for ``episodes`` of the run's rollouts store (recorded first when the store does
     not exist). ``layers``: names (a list or a comma-separated string; default :func:`default_layers`).
     ``tree_k``: children per node of the saliency trees of each trajectory's first frame and bookmarks
     (0: no trees). ``reuse``: when ``out`` already holds an explorer written with the same agent weights,
-    store and settings (:func:`export_key`), keep it instead of recomputing it (``"reused": True``).
+    store and settings (:func:`export_key`), keep it instead of recomputing it (``"reused": True``); any other
+    explorer in ``out`` is refused unless ``overwrite``. ``backend``, ``workers``: where trajectories are analysed.
     Returns :func:`~policylens.explorer.bundle.write_explorer`'s summary plus ``layers``, ``store``, ``reused``."""
     from tqdm.auto import tqdm
 
     from .. import rollouts
     from ..agents import load_agent
+    from ..runs import prepare_out
 
     agent_dir, store_path, out = run_paths(run, store, out)
+    if not reuse:
+        prepare_out(out, what="explorer", overwrite=overwrite)
     agent = load_agent(agent_dir, device=device).eval()
+    over = TrajectoryMap(agent, agent_dir, backend, workers, ray_address, device)  # workers start when needed
     names = [n.strip() for n in layers.split(",")] if isinstance(layers, str) else list(layers or [])
     names = [n for n in names if n] or default_layers(agent)
     for name in names:
@@ -318,17 +366,21 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
     key = json.loads(json.dumps(export_key(agent_dir, data, settings)))  # as the manifest stores it
     if reuse and written_key(out) == key:
         return {**explorer_summary(out), "layers": names, "store": store_path, "reused": True}
+    prepare_out(out, what="explorer (of other weights, store or settings)" if reuse else "explorer",
+                overwrite=overwrite)
     trajectories = load_trajectories(data, parse_episodes(episodes, len(data)), steps)
     bar = tqdm(total=len(trajectories) * len(names), desc="explore", unit="traj", disable=not progress)
     try:
         views = [analyse_layer(agent, trajectories, name, k=k, ig_steps=ig_steps, nmf_frames=nmf_frames,
-                               thumbnail=thumbnail, map_size=map_size, batch=batch, seed=seed, progress=bar.update)
+                               thumbnail=thumbnail, map_size=map_size, batch=batch, seed=seed, env=data.env,
+                               progress=bar.update, over=over)
                  for name in names]
         if tree_k:
             bar.total += len(trajectories)
             add_saliency_trees(agent, trajectories, lambda tr: tree_frames(tr, bookmarks, bookmark_separation),
-                               k=tree_k, progress=bar.update)
+                               k=tree_k, progress=bar.update, over=over)
     finally:
+        over.close()
         bar.close()
     for j, view in enumerate(views):
         if view.directions is not None:

@@ -3,10 +3,13 @@
 The page is the static one (``index.html`` with ``data-mode="live"``); its live panel plays one env: the user
 presses actions (keys or buttons) or lets the agent act, and the server computes each new frame's value,
 policy and attribution maps exactly as the export does (the same NMF directions, saved by the export in
-``OUT/directions/``), so live frames and recorded ones read alike. Only 127.0.0.1 is bound.
+``OUT/directions/``), so live frames and recorded ones read alike. Only 127.0.0.1 is bound, and every request
+passes :class:`policylens.webapp.LocalOnly` (own host and origin only, JSON bodies of at most 64 KB).
 
-    POST /api/live/reset  {"seed": optional int}        -> {"frame": FRAME}
-    POST /api/live/step   {"action": int or null}       -> {"taken": {t, action, reward, done, cause}, "frame": FRAME}
+    POST /api/live/reset  {"seed": int in [0, 2**31) or null}   -> {"frame": FRAME}
+    POST /api/live/step   {"action": int in [0, A) or null}     -> {"taken": {t, action, reward, done, cause}, "frame": FRAME}
+
+Bad input answers 400 with ``{"error": message}`` naming the field, and changes nothing.
 
 ``FRAME``: ``{"t", "episode", "image" (PNG data URL), "value", "probs", "preferred", "maps": [per layer
 {output: {"scale", "data", "totals"}}], "tree"}``; ``"action"`` maps are for the agent's most probable action;
@@ -22,10 +25,13 @@ import numpy as np
 import torch
 
 from .. import webapp
-from ..webapp import answer, json_body
-from .encode import deflate_b64, display_rgb, png_data_url, read_js, rounded
+from .encode import deflate_b64, png_data_url, read_js, rounded
 from .export import attention_layer_maps, nmf_maps
 from .maps import quantise
+from .views import display_frames
+
+
+MAX_SEED = 2**31 - 1  # reset seeds: what every env's generator takes
 
 
 class LiveSession:
@@ -37,6 +43,7 @@ class LiveSession:
         from ..envs import make
 
         self.agent, self.views, self.ig_steps, self.tree_k, self.seed = agent, list(views), ig_steps, tree_k, seed
+        self.env_spec = str(env_spec)
         self.env = make(env_spec, num_envs=1, seed=seed)
         self.num_actions = int(self.env.action_space.n)
         self.generator = torch.Generator().manual_seed(seed)
@@ -50,10 +57,14 @@ class LiveSession:
         return None if state is None else state.detach()
 
     def reset(self, seed: "int | None" = None) -> dict:
+        """A new episode: the env reset with ``seed`` (None: the session's seed plus the episode number)."""
+        if seed is not None and not (webapp.is_int(seed) and 0 <= seed <= MAX_SEED):
+            raise ValueError(f"seed {seed!r}: expected an integer in [0, {MAX_SEED}] or None")
         with self.lock:
-            self.episode += 1
-            self.obs = self.env.reset(self.seed + self.episode if seed is None else int(seed))  # (1, H, W, C)
-            self.state, self.t = self._initial_state(), 0
+            episode = self.episode + 1
+            seed = (self.seed + episode) % (MAX_SEED + 1) if seed is None else int(seed)
+            self.obs = self.env.reset(seed)  # (1, H, W, C)
+            self.episode, self.state, self.t = episode, self._initial_state(), 0
             return {"frame": self._frame()}
 
     def step(self, action=None) -> dict:
@@ -94,7 +105,7 @@ class LiveSession:
                 q, scale = quantise(m[0])
                 encoded[name] = {"scale": scale, "data": deflate_b64(q), "totals": rounded(m[0].sum((-2, -1)), 4)}
             maps.append(encoded)
-        return {"t": self.t, "episode": self.episode, "image": png_data_url(display_rgb(self.obs)[0][0]),
+        return {"t": self.t, "episode": self.episode, "image": png_data_url(display_frames(self.obs, self.env_spec)[0][0]),
                 "value": float(self.out.value[0]), "probs": rounded(torch.softmax(logits, -1)[0].numpy(), 4),
                 "preferred": preferred, "maps": maps, "tree": self._tree()}
 
@@ -131,11 +142,13 @@ def load_session(run, folder, *, device: str = "cpu", seed: int = 0) -> LiveSess
 
 
 def create_app(folder, session: LiveSession):
-    """The Starlette app: the explorer folder's files, ``/`` in live mode, and the live API."""
-    from starlette.applications import Starlette
+    """The Starlette app (behind :class:`~policylens.webapp.LocalOnly`): the explorer folder's files, ``/`` in
+    live mode, and the live API."""
     from starlette.responses import HTMLResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
+
+    from ..webapp import endpoint, integer
 
     folder = Path(folder)
     page = (folder / "index.html").read_text(encoding="utf-8").replace('data-mode="static"', 'data-mode="live"', 1)
@@ -143,16 +156,12 @@ def create_app(folder, session: LiveSession):
     async def index(request):
         return HTMLResponse(page)
 
-    async def reset(request):
-        return await answer(session.reset, (await json_body(request)).get("seed"))
-
-    async def step(request):
-        return await answer(session.step, (await json_body(request)).get("action"))
-
+    reset = endpoint(session.reset, {"seed": integer(0, MAX_SEED, null=True)})
+    step = endpoint(session.step, {"action": integer(0, session.num_actions - 1, null=True)})
     routes = [Route("/", index), Route("/index.html", index),
               Route("/api/live/reset", reset, methods=["POST"]), Route("/api/live/step", step, methods=["POST"]),
               Mount("/", StaticFiles(directory=str(folder)))]
-    return Starlette(routes=routes)
+    return webapp.local_app(routes)
 
 
 def make_server(run, folder, *, port: int = 8000, device: str = "cpu", seed: int = 0):

@@ -46,22 +46,28 @@ class FactorizeConfig:
     steps: int = 10
     """with --on attributions: integrated-gradients steps"""
     seed: int = 0
-    """seed of the factorisation"""
+    """seed of the factorisation's restarts"""
+    restarts: int = 5
+    """NMF / ICA restarts (seeded); the stable choice among them is kept (lowest error, then most agreed on)"""
+    bootstrap: int = 5
+    """fits to bootstrap resamples of the frames for each direction's stability score (0: restarts only)"""
     max_iter: int = 1000
     """iteration cap of NMF / ICA"""
     batch_size: int = 256
     """frames per forward pass"""
     device: str = "cpu"
     """torch device for the agent"""
+    overwrite: bool = False
+    """replace the directions already at OUT"""
 
 
 def _paths(cfg: FactorizeConfig):
     """``(agent dir, store path, output path)`` with the defaults filled in."""
     from ..agents import resolve_run
-    from ..rollouts.record import default_out
+    from ..runs import run_dir as outputs_of
 
     agent_dir = resolve_run(cfg.run)
-    run_dir = default_out(cfg.run, agent_dir).parent
+    run_dir = outputs_of(cfg.run, agent_dir)
     store = Path(cfg.store) if cfg.store else run_dir / "rollouts.zarr"
     out = Path(cfg.out) if cfg.out else run_dir / "analysis" / "directions" / f"{cfg.layer}-{cfg.method}-{cfg.on}"
     return agent_dir, store, out
@@ -112,15 +118,18 @@ def gather(cfg: FactorizeConfig, agent, store) -> torch.Tensor:
 def factorize(cfg: FactorizeConfig) -> Path:
     """Run the factorisation ``cfg`` describes; returns the JSON path written."""
     from ..agents import load_agent
+    from ..runs import prepare_out
 
     _check(cfg)
     agent_dir, store_path, out = _paths(cfg)
     agent = load_agent(agent_dir, device=cfg.device)
     store = open_store(store_path)
+    prepare_out(out.parent, what="directions", overwrite=cfg.overwrite,
+                parts=(out.with_suffix(".json").name, out.with_suffix(".safetensors").name))
     data = gather(cfg, agent, store)  # (N, C, ...)
-    kwargs = {"layer": cfg.layer, "seed": cfg.seed}
+    kwargs = {"layer": cfg.layer, "seed": cfg.seed, "bootstrap": cfg.bootstrap}
     if cfg.method != "pca":
-        kwargs["max_iter"] = cfg.max_iter
+        kwargs.update(max_iter=cfg.max_iter, restarts=cfg.restarts)
     if cfg.on == "attributions":
         dirs = nmf_attributions(data, cfg.k, **kwargs)
     else:
@@ -128,6 +137,23 @@ def factorize(cfg: FactorizeConfig) -> Path:
     source = {"run": cfg.run, "store": str(store_path), "frames": int(data.shape[0]), "config": asdict(cfg)}
     dirs = Directions(dirs.vectors, dirs.layer, dirs.labels, dirs.method, {**dirs.meta, "source": source})
     return dirs.save(out)
+
+
+def stability_lines(labels, meta: dict) -> str:
+    """One line per direction: its stability and the unstable flag, and what the flag means."""
+    from .stable import UNSTABLE
+
+    rows = [f"  {label}: stability {s:.3f}{'  UNSTABLE' if bad else ''}"
+            for label, s, bad in zip(labels, meta["stability"], meta["unstable"])]
+    n_bad = sum(meta["unstable"])
+    note = (f"{n_bad} of {len(labels)} directions are unstable (median matched cosine across restarts and "
+            f"resampled frames below {UNSTABLE}): findings resting on them should be reported over restarts"
+            if n_bad else f"every direction is stable (>= {UNSTABLE})")
+    if meta.get("k_requested"):
+        note += (f"; {len(labels)} of the {meta['k_requested']} directions asked for: the data have rank "
+                 f"{len(labels)}")
+    return "\n".join(["stability (best-matched cosine over restarts and bootstrap resamples, median):", *rows,
+                      note])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,4 +177,5 @@ def main(argv=None) -> int:
         summary += f", explained variance {sum(meta['explained_variance_ratio']):.4f}"
     print(f"wrote {path} (+ .safetensors): {len(info['labels'])} {info['method']} directions of layer "
           f"{info['layer']!r} on {cfg.on} of {meta['source']['frames']} frames, {summary}")
+    print(stability_lines(info["labels"], meta))
     return 0

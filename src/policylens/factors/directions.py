@@ -15,7 +15,8 @@ import torch
 
 
 # meta entries holding one item per direction (kept in step by ``select``)
-PER_DIRECTION_META = ("unmixing", "explained_variance_ratio", "explained_variance", "positive_share", "channels")
+PER_DIRECTION_META = ("unmixing", "explained_variance_ratio", "explained_variance", "positive_share", "channels",
+                      "stability", "stability_restarts", "stability_bootstrap", "unstable", "positive_share_spread")
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,11 @@ class Directions:
 
     def index(self, key) -> int:
         """Position of a direction given its index or its label."""
-        if isinstance(key, int):
-            if not -len(self) <= key < len(self):
-                raise IndexError(f"direction {key} out of range: {len(self)} directions in layer {self.layer!r}")
-            return key % len(self)
+        if isinstance(key, int) and not isinstance(key, bool):
+            if not 0 <= key < len(self):
+                raise IndexError(f"direction {key} out of range: layer {self.layer!r} has {len(self)} directions, "
+                                 f"numbered 0 to {len(self) - 1}")
+            return key
         if key in self.labels:
             return self.labels.index(key)
         raise KeyError(f"no direction {key!r}; labels: {', '.join(self.labels)}")
@@ -120,6 +122,8 @@ class Directions:
         """Read what :meth:`save` wrote (``path`` with or without a suffix)."""
         from safetensors.torch import load_file
 
+        from ..agents.checkpoint import check_finite
+
         path = Path(path)
         path = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
         meta_file, tensor_file = path.with_suffix(".json"), path.with_suffix(".safetensors")
@@ -137,6 +141,7 @@ class Directions:
         except Exception as e:
             raise ValueError(f"cannot read directions file {tensor_file} (expected safetensors with a 'vectors' "
                              f"tensor): {e!r}") from None
+        check_finite({"vectors": vectors}, tensor_file)
         try:
             return cls(vectors, info["layer"], tuple(info.get("labels", ())), info.get("method", "manual"),
                        info.get("meta", {}))

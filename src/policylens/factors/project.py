@@ -18,6 +18,7 @@ import torch
 
 from .decompose import as_float, from_rows, to_rows
 from .directions import Directions
+from .stable import one_thread
 
 
 def channel_matmul(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -46,9 +47,10 @@ def nnls_rows(rows: torch.Tensor, vectors: torch.Tensor, tol: float = 1e-6, max_
         raise ValueError("NMF coefficients need non-negative directions; these have negative entries")
     if (rows < 0).any():
         raise ValueError("non-negative least squares needs non-negative rows")
-    coef, _, _ = non_negative_factorization(rows.double().numpy(), H=vectors.double().numpy(),
-                                            n_components=vectors.shape[0], update_H=False, tol=tol,
-                                            max_iter=max_iter)
+    with one_thread():  # the same sums at any thread count
+        coef, _, _ = non_negative_factorization(rows.double().numpy(), H=vectors.double().numpy(),
+                                                n_components=vectors.shape[0], update_H=False, tol=tol,
+                                                max_iter=max_iter)
     return torch.from_numpy(coef).float()  # (M, K)
 
 

@@ -75,9 +75,9 @@ def agent_device(agent: nn.Module) -> torch.device:
 
 
 def check_obs(obs, what: str = "obs") -> None:
-    """Observations must be a batch ``(N, H, W, C)``."""
-    if getattr(obs, "ndim", None) != 4:
-        raise ValueError(f"{what} must be a batch of observations (N, H, W, C); got shape "
+    """Observations must be a batch of images ``(N, H, W, C)`` or of vectors ``(N, D)``."""
+    if getattr(obs, "ndim", None) not in (2, 4):
+        raise ValueError(f"{what} must be a batch of observations (N, H, W, C) or (N, D); got shape "
                          f"{tuple(getattr(obs, 'shape', ()))}")
 
 

@@ -19,7 +19,8 @@ from .. import rollouts
 from ..agents import layer_shapes, load_agent, resolve_run
 from ..config import add_dataclass_args, clear_errors, from_args
 from ..factors import Directions
-from ..rollouts.record import default_out as default_store
+from ..runs import default_out as default_store
+from ..runs import prepare_out, run_dir
 from .examples import dataset_examples, spatial_examples
 from .optimize import optimize_batch
 from .sample import sample_frames
@@ -74,14 +75,15 @@ class FeatvisConfig:
     """output folder (default: RUN/analysis/featvis/LAYER)"""
     device: str = "cpu"
     """torch device for the agent"""
+    overwrite: bool = False
+    """replace the feature visualisation already in OUT"""
     progress: bool = True
     """show progress bars on stderr"""
 
 
 def default_out(run: str, agent_dir: Path, layer: str) -> Path:
     """``RUN/analysis/featvis/LAYER`` (``runs/NAME/analysis/featvis/LAYER`` for ``zoo:NAME``)."""
-    run_dir = default_store(run, agent_dir).parent
-    return run_dir / "analysis" / "featvis" / layer
+    return run_dir(run, agent_dir) / "analysis" / "featvis" / layer
 
 
 def parse_channels(values) -> list:
@@ -128,8 +130,9 @@ def run_featvis(cfg: FeatvisConfig) -> dict:
     if obs_shape and tuple(getattr(agent, "obs_shape", obs_shape)) != obs_shape:
         raise ValueError(f"rollouts store {store.path} holds obs {obs_shape}; the agent takes {tuple(agent.obs_shape)}")
     recurrent = bool(getattr(agent, "recurrent", False))
+    out = prepare_out(Path(cfg.out) if cfg.out else default_out(cfg.run, agent_dir, directions.layer),
+                      what="feature visualisation", overwrite=cfg.overwrite)
     sample = sample_frames(store, cfg.max_frames, with_state=recurrent, progress=cfg.progress)
-    out = Path(cfg.out) if cfg.out else default_out(cfg.run, agent_dir, directions.layer)
     written = {"directions": directions.save(out / "directions")}
     source = {"run": str(cfg.run), "store": str(store.path), "config": asdict(cfg)}
 

@@ -2,6 +2,7 @@
 
 >>> from policylens import rollouts
 >>> rollouts.record(rollouts.RecordConfig(run="runs/x", episodes=100))   # -> runs/x/rollouts.zarr
+>>> rollouts.record(rollouts.RecordConfig(run="runs/x", episodes=10_000, backend="ray", workers=32, out="big.zarr"))
 >>> store = rollouts.open("runs/x/rollouts.zarr")
 >>> len(store), store.fields, store.env, store.action_names
 >>> ep = store.episode(0); ep["obs"]        # (T, H, W, C) uint8, read on access
@@ -13,7 +14,8 @@ resuming and what a resumed recording guarantees in :mod:`policylens.rollouts.re
 """
 from .gae import add_advantages, gae
 from .record import RecordConfig, main, record
-from .store import FORMAT, Episode, Rollouts, StoreWriter, open
+from .store import FORMAT, Episode, Rollouts, open
+from .writer import StoreWriter
 
 __all__ = ["record", "RecordConfig", "main", "open", "Rollouts", "Episode", "StoreWriter", "gae", "add_advantages",
            "FORMAT"]

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..gae import gae  # noqa: F401  (re-exported: usable alone on recorded arrays)
-from .store import DERIVED, SMALL_CHUNK, StoreWriter, codecs_for
+from .store import DERIVED, SMALL_CHUNK
+from .writer import WRITE_ALL, StoreWriter, codecs_for
 
 
 def add_advantages(store, gamma: float = 0.999, lam: float = 0.95, block_frames: int = 1 << 20) -> Path:
@@ -28,7 +29,7 @@ def add_advantages(store, gamma: float = 0.999, lam: float = 0.95, block_frames:
             arr = w.array(name) if name in w.arrays() else None
             if arr is None or any(arr.attrs.get(k) != v for k, v in params.items()):
                 arr = group.create_array(name, shape=(0,), chunks=(SMALL_CHUNK,), dtype="float32",
-                                         compressors=codecs_for(np.float32), overwrite=True,
+                                         compressors=codecs_for(np.float32), overwrite=True, config=WRITE_ALL,
                                          attributes={**params, "num_frames": 0})
             arrays[name] = arr
             done_upto = min(done_upto, int(arr.attrs.get("num_frames", 0)))

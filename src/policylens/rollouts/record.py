@@ -1,6 +1,7 @@
 """Record an agent's episodes into a rollouts store; resumable after any interruption.
 
     python -m policylens.rollouts RUN --episodes 1000 [--out STORE] [--env SPEC] [--policy greedy]
+    policylens record --verify STORE        # read every chunk: is the store whole?
 
 Episodes are played in ``num_envs`` parallel envs. Each env's current episode is buffered and appended only
 when it finishes, so the store never shows half an episode. The recorded episodes are the first N *started*
@@ -12,12 +13,17 @@ real episode ends. Per frame: obs, action, logits, value, reward, done, level_se
 agents: the state the agent received), entities (JSON, where the env gives them), env_state (optional);
 per episode: cause, return, level seed. Afterwards ``advantages``/``returns`` are computed (GAE).
 
-Resuming: re-running the same command on a store holding K < N episodes keeps those K untouched and records
-N - K more with envs and action sampling seeded by ``seed + K``. "Same result" therefore means: exactly N
+An existing store is refused unless the command says what to do with it: ``--overwrite`` replaces it,
+``--resume`` tops it up. Resuming: re-running the same command with ``--resume`` on a store holding K < N
+episodes keeps those K untouched and records N - K more with envs and action sampling seeded by ``seed + K``. "Same result" therefore means: exactly N
 complete episodes, the K recorded before the interruption byte-for-byte unchanged, and the rest a
 deterministic function of (command, K); it does not reproduce the episodes an uninterrupted run would have
 recorded after the K-th (those in flight at the kill are replayed from fresh seeds). The recording settings
 (agent weights, env, policy, seed, num_envs, ...) must match the store's, else it refuses to append.
+
+``--backend process|ray --workers W`` records by episode plan instead (:mod:`policylens.rollouts.plan`): episode
+k on level ``start_level + k`` with seeds of its own, on W local processes or Ray workers, appended in episode
+order; the store is the same for any W and either backend, and a resumed recording equals an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -27,17 +33,20 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
 from ..agents import load_agent, read_config, resolve_run
 from ..agents.policy import POLICIES, AgentStepper
-from ..config import add_dataclass_args, from_args
+from ..config import add_dataclass_args, clear_errors, from_args
 from ..envs import CAUSES, make
+from ..runs import default_out, prepare_out
 from .gae import add_advantages
-from .store import StoreWriter
+from .plan import PLAN_BACKENDS, plan_levels, record_plan
 from .store import open as open_store
+from .writer import StoreWriter
 
 MAX_PENDING = 8192  # frames of finished episodes held in memory before a commit is forced
 
@@ -74,16 +83,26 @@ class RecordConfig:
     """commit finished episodes to the store at least this often (0: as soon as they finish)"""
     device: str = "cpu"
     """torch device for the agent"""
+    backend: str = "vector"
+    """vector: num_envs envs stepped together here, their levels drawn from the seed; process | ray: episode k on level start_level + k with seeds of its own (as evaluate plays it), recorded by --workers local processes or Ray tasks and appended in episode order: the store is the same for any workers and either backend"""
+    workers: int = 1
+    """workers recording episodes for backend process | ray (1 with process: in this process)"""
+    batch: int = 8
+    """backend process | ray: episodes a worker plays side by side, one agent forward for all (the store depends on it)"""
+    start_level: Optional[int] = None
+    """backend process | ray: level of episode 0 (default: the env spec's start_level, else 0)"""
+    num_levels: Optional[int] = None
+    """backend process | ray: cycle through levels [start_level, start_level + num_levels) (default: the env spec's num_levels; 0: a new level per episode)"""
+    ray_address: Optional[str] = None
+    """Ray cluster address for backend ray (default: start a local Ray)"""
     progress: bool = True
     """show a progress bar (episodes done, frames/s)"""
-
-
-def default_out(run: str, agent_dir: Path, name: str = "rollouts.zarr") -> Path:
-    """Where a store of RUN goes by default: beside its agent, or ``runs/NAME/`` for ``zoo:NAME``."""
-    if str(run).startswith("zoo:"):
-        return Path("runs") / str(run)[4:] / name
-    run_dir = agent_dir.parent if agent_dir.name == "agent" else agent_dir
-    return run_dir / name
+    resume: bool = False
+    """top up the store already at OUT to --episodes (recorded with the same settings; e.g. after an interruption)"""
+    overwrite: bool = False
+    """replace the store already at OUT"""
+    verify: str = ""
+    """instead of recording: read every chunk of the store at this path and report each missing or corrupt one by episode and field (exit status 1 if any)"""
 
 
 def sha256(file: Path) -> str:
@@ -110,9 +129,17 @@ def _check(cfg: RecordConfig) -> None:
         raise ValueError("record needs a RUN: a run directory, checkpoint folder or zoo:NAME")
     if cfg.policy not in POLICIES:
         raise ValueError(f"policy {cfg.policy!r}; expected one of {POLICIES}")
-    for name in ("episodes", "num_envs", "max_steps"):
+    for name in ("episodes", "num_envs", "max_steps", "workers", "batch"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.backend not in ("vector", *PLAN_BACKENDS):
+        raise ValueError(f"unknown backend {cfg.backend!r}; expected vector, {' or '.join(PLAN_BACKENDS)}")
+    if cfg.backend == "vector" and cfg.workers != 1:
+        raise ValueError(f"--workers {cfg.workers} records with --backend process or ray (backend vector steps "
+                         "its --num-envs envs in this process)")
+    for name in ("start_level", "num_levels"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
 
 
 class EpisodeBuffer:
@@ -152,12 +179,14 @@ def record(cfg: RecordConfig) -> Path:
     env_spec = cfg.env or conf.get("env")
     if not env_spec:
         raise ValueError(f"{agent_dir / 'config.json'} names no env the agent was trained on; pass --env SPEC")
-    out = Path(cfg.out) if cfg.out else default_out(cfg.run, agent_dir)
+    out = prepare_out(Path(cfg.out) if cfg.out else default_out(cfg.run, agent_dir), what="rollouts store",
+                      resume=cfg.resume, overwrite=cfg.overwrite)
     recurrent = agent.initial_state(1) is not None if hasattr(agent, "initial_state") else False
 
     # a throwaway 1-env instance tells the fields' shapes and what the env offers
     probe = make(env_spec, num_envs=1, seed=cfg.seed)
     obs_shape, num_actions = tuple(probe.observation_space.shape), int(probe.action_space.n)
+    obs_dtype = str(probe.observation_space.dtype)  # uint8 frames, float32 vectors (gym:)
     agent_obs, agent_actions = tuple(getattr(agent, "obs_shape", obs_shape)), getattr(agent, "num_actions", num_actions)
     if agent_obs != obs_shape or agent_actions != num_actions:
         raise ValueError(f"agent {cfg.run} takes obs {agent_obs} and {agent_actions} actions, "
@@ -169,7 +198,7 @@ def record(cfg: RecordConfig) -> Path:
     action_names = list(probe.action_names)
     probe.close()
 
-    fields = {"obs": (obs_shape, "uint8"), "action": ((), "int32"), "logits": ((num_actions,), "float32"),
+    fields = {"obs": (obs_shape, obs_dtype), "action": ((), "int32"), "logits": ((num_actions,), "float32"),
               "value": ((), "float32"), "reward": ((), "float32"), "done": ((), "bool"), "level_seed": ((), "int64")}
     if recurrent:
         fields["agent_state"] = ((int(agent.initial_state(1).shape[-1]),), "float32")
@@ -180,13 +209,25 @@ def record(cfg: RecordConfig) -> Path:
     recording = {"env": str(env_spec), "agent_sha256": sha256(agent_dir / "weights.safetensors"),
                  "policy": cfg.policy, "temperature": cfg.temperature, "seed": cfg.seed, "num_envs": cfg.num_envs,
                  "save_state": cfg.save_state, "entities": has_entities, "max_steps": cfg.max_steps}
+    if cfg.backend != "vector":  # by episode plan: what the store is a function of (not workers or backend)
+        from ..evaluate.run import episode_plan
+
+        start_level, num_levels = plan_levels(cfg, env_spec)
+        del recording["num_envs"]
+        recording.update(order="episode plan", start_level=start_level, num_levels=num_levels, batch=cfg.batch)
     attrs = {"env": str(env_spec), "run": run_label(cfg.run), "agent": conf["agent"], "action_names": action_names,
              "obs_shape": list(obs_shape), "recurrent": recurrent, "causes": [*CAUSES, "max_steps"],
              "recording": recording}
 
     with StoreWriter(out, fields, attrs) as writer:
         check_same_settings(writer, recording)
-        _record_into(writer, agent, cfg, env_spec, has_entities, recurrent)
+        if cfg.backend == "vector":
+            _record_into(writer, agent, cfg, env_spec, has_entities, recurrent)
+        else:
+            settings = {"spec": str(env_spec), "policy": cfg.policy, "temperature": cfg.temperature,
+                        "seed": cfg.seed, "batch": cfg.batch, "device": str(cfg.device), "max_steps": cfg.max_steps,
+                        "entities": has_entities, "save_state": cfg.save_state, "recurrent": recurrent}
+            record_plan(writer, agent, agent_dir, cfg, settings, episode_plan(cfg.episodes, start_level, num_levels))
     add_advantages(out, cfg.gamma, cfg.gae_lambda)
     return out
 
@@ -256,7 +297,7 @@ def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, h
                 pending, pending_frames, last_flush = [], 0, now
                 bar.set_postfix(frames=frames_done, fps=f"{frames / max(now - t0, 1e-9):.0f}")
             obs = next_obs
-    except KeyboardInterrupt:  # keep what finished; re-running the command resumes from there
+    except KeyboardInterrupt:  # keep what finished; re-running the command with --resume continues from there
         writer.append(pending)
         raise
     finally:
@@ -266,7 +307,8 @@ def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, h
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``RUN`` positional + one ``--option`` per :class:`RecordConfig` field."""
-    parser.add_argument("run", help="run directory, checkpoint folder or zoo:NAME of the agent to record")
+    parser.add_argument("run", nargs="?", default="",
+                        help="run directory, checkpoint folder or zoo:NAME of the agent to record (none with --verify)")
     add_dataclass_args(parser, RecordConfig, skip=("run",))
     return parser
 
@@ -274,8 +316,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def main(argv=None) -> Path:
     parser = add_arguments(argparse.ArgumentParser(prog="policylens record", description=__doc__.split("\n")[0]))
     cfg = from_args(RecordConfig, parser.parse_args(argv))
-    out = record(cfg)
-    print(f"{out}: {len(open_store(out))} episodes")
+    if cfg.verify:
+        from .integrity import format_verify, verify
+
+        report = verify(cfg.verify)
+        print(format_verify(report))
+        if report["problems"]:
+            raise SystemExit(1)
+        return Path(cfg.verify)
+    with clear_errors(parser, also=(ImportError,)):  # ImportError: --backend ray without Ray
+        out = record(cfg)
+    print(f"wrote {out}: {len(open_store(out))} episodes")
     return out
 
 

@@ -1,9 +1,11 @@
-"""The rollouts store: recorded episodes in a zarr v3 directory, chunked, compressed, append-only.
+"""The rollouts store: recorded episodes in a zarr v3 directory, chunked, compressed, append-only; read here,
+written by :class:`~policylens.rollouts.writer.StoreWriter`.
 
 Layout of ``STORE/`` (frames of all episodes concatenated in the order they were committed)::
 
     zarr.json          attrs: format, env, run, agent config, action_names, obs_shape, fields, recording settings
-    obs/               (F, H, W, C) uint8       observation the agent saw at each step
+    obs/               (F, H, W, C) uint8       observation the agent saw at each step ((F, D) float32 vectors
+                                                for gym: envs with vector observations)
     action/            (F,) int32               action it took
     logits/            (F, A) float32           its policy logits
     value/             (F,) float32             its value estimate
@@ -19,6 +21,9 @@ Layout of ``STORE/`` (frames of all episodes concatenated in the order they were
     episodes/          the episode index, (E,) each: start, length, level_seed, return, cause;
                        attrs {num_episodes, num_frames}: the commit
 
+Every chunk of every array is written (none is left to the fill value) and ends with a crc32c checksum, so a
+missing or corrupt chunk is an error naming the episode and the field (:mod:`policylens.rollouts.integrity`).
+
 Commit protocol (what makes ``kill -9`` safe): an append writes the frame arrays first, then the index arrays,
 then the commit counters in ``episodes/zarr.json``. Every file zarr writes is replaced atomically, so a killed
 append leaves the previous commit intact; anything past it (a torn tail) is ignored by readers and truncated
@@ -26,16 +31,13 @@ away when a writer next opens the store. Only one writer at a time (an exclusive
 """
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, ZstdCodec
+
+from .integrity import bad_chunk, chunk_file, chunk_items, damage, frame_episodes, missing_chunks, state_episodes
 
 FORMAT = "policylens.rollouts/1"
 OBS_CHUNK = 256  # frames per obs chunk (~2.4 MB raw for 56x56x3)
@@ -46,13 +48,6 @@ BLOCK_FRAMES = 4096  # frames read at once by batches()
 INDEX_FIELDS = {"start": "int64", "length": "int64", "level_seed": "int64", "return": "float64", "cause": str}
 DERIVED = ("advantages", "returns")
 STATE_DATA, STATE_END = "env_state_data", "env_state_end"
-
-
-def codecs_for(dtype):
-    """Blosc+zstd (byte-shuffled) for numbers: ~55 B/frame for MiniGrid RGB obs vs 9408 raw; zstd for strings."""
-    if dtype is str:
-        return ZstdCodec(level=5)
-    return BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 
 
 def _open_group(path: Path, mode: str):
@@ -90,6 +85,10 @@ def read_commit(group, path: Path) -> tuple[int, int, dict]:
         if arr.shape[0] < n_ep:
             raise ValueError(f"corrupt episode index: {path / 'episodes' / name} has {arr.shape[0]} entries "
                              f"but {meta} commits {n_ep} episodes")
+        lost = missing_chunks(arr, path / "episodes" / name, f"episodes/{name}", 0, n_ep)
+        if lost:
+            raise ValueError(f"corrupt episode index: {chunk_file(path / 'episodes' / name, arr, lost[0])} is "
+                             f"missing (episodes {chunk_items(arr, lost[0])[0]}..{chunk_items(arr, lost[0])[1] - 1})")
         try:
             index[name] = arr[:n_ep]  # (E,)
         except Exception as e:
@@ -112,158 +111,6 @@ def check_length(arr, path: Path, n_frames: int) -> None:
     """A frame array must hold at least the committed frames (more is a torn tail)."""
     if arr.shape[0] < n_frames:
         raise ValueError(f"corrupt rollouts store: {path} holds {arr.shape[0]} frames but the index commits {n_frames}")
-
-
-def chunk_frames(shape: tuple, dtype) -> int:
-    """Frames per chunk: a few hundred for images, else up to SMALL_CHUNK keeping a chunk near 4 MB raw."""
-    if len(shape) >= 2:
-        return OBS_CHUNK
-    if dtype is str:
-        return 2048
-    frame_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    return int(min(SMALL_CHUNK, max(OBS_CHUNK, (1 << 22) // max(frame_bytes, 1))))
-
-
-class StoreWriter:
-    """Appends whole episodes to a store, creating it or resuming it (truncating a torn tail).
-
-    ``fields`` (for a new store): ``{name: (shape without frames, dtype)}``; ``"env_state"`` stores bytes.
-    Holds an exclusive lock on the store directory until :meth:`close`.
-    """
-
-    def __init__(self, path, fields: dict | None = None, attrs: dict | None = None):
-        self.path = Path(path)
-        if not (self.path / "zarr.json").is_file():
-            if fields is None:
-                _open_group(self.path, "r")  # raises the clear "no store" error
-            if self.path.exists() and any(self.path.iterdir()):
-                raise FileExistsError(f"{self.path} exists and is not a rollouts store; choose another --out")
-            self._create(fields, attrs or {})
-        self._lock_fd = os.open(self.path, os.O_RDONLY)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise RuntimeError(f"another process is writing to the rollouts store {self.path}") from None
-        self.group = _open_group(self.path, "a")
-        self.num_episodes, self.num_frames, self.index = read_commit(self.group, self.path)
-        self.fields = frame_fields(self.group)
-        self._cache = {}
-        self._truncate()
-
-    def array(self, name: str):
-        """A store array by path (``obs``, ``episodes/length``), opened once."""
-        if name not in self._cache:
-            self._cache[name] = self.group[name]
-        return self._cache[name]
-
-    # ----------------------------------------------------------------------------------------------
-    def _create(self, fields: dict, attrs: dict) -> None:
-        """Build the empty store beside ``path`` and rename it into place, so no reader sees it half made."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.creating")
-        group = zarr.open_group(str(tmp), mode="w", attributes={**attrs, "format": FORMAT, "fields": list(fields)})
-        for name, (shape, dtype) in fields.items():
-            if name == "env_state":
-                group.create_array(STATE_END, shape=(0,), chunks=(SMALL_CHUNK,), dtype="int64",
-                                   compressors=codecs_for(np.int64))
-                group.create_array(STATE_DATA, shape=(0,), chunks=(STATE_DATA_CHUNK,), dtype="uint8",
-                                   compressors=codecs_for(np.uint8))
-                continue
-            group.create_array(name, shape=(0, *shape), chunks=(chunk_frames(shape, dtype), *shape), dtype=dtype,
-                               compressors=codecs_for(dtype))
-        episodes = group.create_group("episodes", attributes={"num_episodes": 0, "num_frames": 0})
-        for name, dtype in INDEX_FIELDS.items():
-            episodes.create_array(name, shape=(0,), chunks=(INDEX_CHUNK,), dtype=dtype, compressors=codecs_for(dtype))
-        try:
-            os.rename(tmp, self.path)  # replaces an empty directory; fails if another writer got there first
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not (self.path / "zarr.json").is_file():
-                raise
-
-    def _truncate(self) -> None:
-        """Cut every array back to the commit (a torn append leaves longer arrays behind)."""
-        for p in self.path.rglob("*.partial"):  # zarr's temporary files left by a killed write
-            p.unlink(missing_ok=True)
-        n = self.num_frames
-        for name in self.arrays():
-            arr = self.array(name)
-            keep = n
-            if name not in DERIVED and name != STATE_DATA:
-                check_length(arr, self.path / name, n)
-            if name == STATE_DATA:
-                keep = int(self.array(STATE_END)[n - 1]) if n else 0
-            elif name in DERIVED:
-                keep = min(int(arr.attrs.get("num_frames", 0)), n)
-            if arr.shape[0] != keep:
-                arr.resize((keep, *arr.shape[1:]))
-        for name in INDEX_FIELDS:
-            arr = self.array(f"episodes/{name}")
-            if arr.shape[0] != self.num_episodes:
-                arr.resize((self.num_episodes,))
-
-    def arrays(self) -> list:
-        """Every frame-indexed array in the store (plus env_state_data)."""
-        names = [f for f in self.fields if f != "env_state"]
-        if "env_state" in self.fields:
-            names += [STATE_END, STATE_DATA]
-        return names + [d for d in DERIVED if d in self.group]
-
-    @staticmethod
-    def write_at(arr, at: int, data) -> None:
-        """Write ``data`` at ``[at, at + len)`` and make that the array's end."""
-        if arr.shape[0] == at:
-            arr.append(data, axis=0)  # resize + write in one call
-        else:
-            arr.resize((at + len(data), *arr.shape[1:]))
-            arr[at:at + len(data)] = data
-
-    def append(self, episodes: list) -> None:
-        """Append finished episodes: dicts of per-step fields ``(T, ...)`` plus ``cause`` and ``return``.
-
-        Frames first, then the index, then the commit, so a kill at any point keeps the previous commit.
-        """
-        if not episodes:
-            return
-        f0, e0 = self.num_frames, self.num_episodes
-        lengths = np.array([len(ep["done"]) for ep in episodes], np.int64)  # (e,)
-        for name in self.fields:
-            if name == "env_state":
-                self._append_states([s for ep in episodes for s in ep["env_state"]], f0)
-            else:
-                self.write_at(self.array(name), f0, np.concatenate([np.asarray(ep[name]) for ep in episodes]))
-        index = {
-            "start": f0 + np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),  # (e,)
-            "length": lengths,
-            "level_seed": np.array([ep["level_seed"][0] for ep in episodes], np.int64),
-            "return": np.array([ep["return"] for ep in episodes], np.float64),
-            "cause": np.array([str(ep["cause"]) for ep in episodes], dtype=object),
-        }
-        for name, values in index.items():
-            self.write_at(self.array(f"episodes/{name}"), e0, values)
-        n_ep, n_fr = e0 + len(episodes), f0 + int(lengths.sum())
-        self.array("episodes").update_attributes({"num_episodes": n_ep, "num_frames": n_fr})  # the commit: one write
-        self.num_episodes, self.num_frames = n_ep, n_fr
-        self.index = {k: np.concatenate([v, index[k]]) for k, v in self.index.items()}
-        self.index["cause"] = self.index["cause"].astype(str)
-
-    def _append_states(self, states: list, f0: int) -> None:
-        base = int(self.array(STATE_END)[f0 - 1]) if f0 else 0
-        sizes = np.array([len(s) for s in states], np.int64)  # (T,)
-        self.write_at(self.array(STATE_DATA), base, np.frombuffer(b"".join(states), np.uint8))
-        self.write_at(self.array(STATE_END), f0, base + np.cumsum(sizes))
-
-    def close(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the lock
-            self._lock_fd = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class Episode(Mapping):
@@ -352,22 +199,42 @@ class Rollouts:
             raise KeyError(f"rollouts store {self.path} has no field {name!r}; fields: {', '.join(self.fields)}")
 
     def read(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Frames ``[start, stop)`` of one field (``env_state``: an object array of bytes)."""
+        """Frames ``[start, stop)`` of one field (``env_state``: an object array of bytes). A missing or corrupt
+        chunk among them raises :class:`~policylens.rollouts.integrity.StoreDamage` naming episode and field."""
         self._check_field(name, stop)
         if not 0 <= start <= stop <= self.num_frames:
             raise IndexError(f"frames [{start}, {stop}) out of range: {self.path} holds {self.num_frames} frames")
+        if name == "env_state":
+            ends = self._checked(STATE_END, "env_state", max(start - 1, 0), stop, frame_episodes)  # (T [+ 1],)
+            ends = ends[1:] if start else ends
+            base = int(self._arrays[STATE_END][start - 1]) if start else 0
+            stop_byte = int(ends[-1]) if len(ends) else base
+            data = self._checked(STATE_DATA, "env_state", base, stop_byte, state_episodes).tobytes()
+            bounds = np.concatenate([[0], ends - base])  # (T + 1,)
+            out = np.empty(len(ends), dtype=object)  # (T,) of bytes
+            out[:] = [data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            return out
+        return self._checked(name, name, start, stop, frame_episodes)
+
+    def _checked(self, array: str, field: str, start: int, stop: int, episodes) -> np.ndarray:
+        """Items ``[start, stop)`` of one of the store's arrays, its chunks checked: a missing one (where every
+        chunk is written) or one that does not decode raises, naming ``field`` and ``episodes(self, a, b)``."""
+        arr, folder = self._arrays[array], self.path / array
+        lost = missing_chunks(arr, folder, field, start, stop)
+        if lost:
+            a, b = chunk_items(arr, lost[0])
+            raise damage(self.path, field, episodes(self, max(a, start), min(b, stop)),
+                         f"chunk {chunk_file(folder, arr, lost[0]).relative_to(self.path)} is missing")
         try:
-            if name == "env_state":
-                ends = self._arrays[STATE_END][start:stop]  # (T,)
-                base = int(self._arrays[STATE_END][start - 1]) if start else 0
-                data = self._arrays[STATE_DATA][base:int(ends[-1]) if len(ends) else base].tobytes()
-                bounds = np.concatenate([[0], ends - base])  # (T + 1,)
-                out = np.empty(len(ends), dtype=object)  # (T,) of bytes
-                out[:] = [data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-                return out
-            return self._arrays[name][start:stop]
-        except Exception as e:
-            raise ValueError(f"cannot read frames [{start}, {stop}) of {self.path / name}: {e!r}") from None
+            return arr[start:stop]
+        except Exception as e:  # noqa: BLE001  (any codec error: checksum, decompression, truncation)
+            found = bad_chunk(arr, start, stop)
+            if found is None:
+                raise ValueError(f"cannot read items [{start}, {stop}) of {folder}: {e!r}") from None
+            a, b = chunk_items(arr, found[0])
+            raise damage(self.path, field, episodes(self, max(a, start), min(b, stop)),
+                         f"chunk {chunk_file(folder, arr, found[0]).relative_to(self.path)} is corrupt: "
+                         f"{found[1]}") from None
 
     def episode_of(self, frames: np.ndarray) -> np.ndarray:
         """Episode number of each global frame index."""

@@ -1,6 +1,6 @@
 """How well directions and attributions line up with ground-truth entities.
 
-Seed 001 counted "interpretable features" with human raters. Here each direction's spatial map (N, h, w) of
+Understanding RL Vision counted "interpretable features" with human raters. Here each direction's spatial map (N, h, w) of
 where it fires is compared with entity masks pooled onto the same grid (share of each cell the entity covers):
 
 - ``precision``: the share of the direction's firing mass that falls on the entity;
@@ -13,6 +13,8 @@ A direction counts as *interpretable* when its best entity reaches ``nmi >= min_
 a stated, repeatable criterion instead of a rater's judgement.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -82,18 +84,70 @@ def attribution_entity_mass(attr: np.ndarray, masks: dict) -> dict:
     return out
 
 
-def score_layer(agent, obs, masks: dict, layer: str, k: int = 8, seed: int = 0, state=None) -> tuple:
-    """NMF (``k`` directions) of a spatial layer's activations over ``obs``, each direction scored against the
-    entity masks: ``(Directions, direction_entity_scores(...), coefficient maps (N, K, h, w))``."""
+class LayerScores(NamedTuple):
+    """What :func:`score_layer` finds: the chosen NMF directions scored, and every restart scored alike."""
+    directions: "object"  # Directions: the stable choice among the NMF restarts
+    scores: dict  # direction_entity_scores of the chosen directions, with stability and the spread over restarts
+    maps: np.ndarray  # (N, K, h, w) where each chosen direction fires
+    restarts: list  # per NMF restart: (Directions, scores); the chosen one at directions.meta["restart"]
+
+
+def spread(values) -> dict:
+    """``{"median", "min", "max", "n"}`` of a finding over decomposition restarts (None entries left out)."""
+    v = np.array([x for x in values if x is not None], np.float64)
+    if not len(v):
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}
+
+
+def score_layer(agent, obs, masks: dict, layer: str, k: int = 8, seed: int = 0, state=None, restarts: int = 5,
+                bootstrap: int = 5) -> LayerScores:
+    """NMF (``k`` directions, the stable choice among ``restarts``) of a spatial layer's activations over
+    ``obs``, each direction scored against the entity masks. The scores carry each direction's ``stability``
+    and ``unstable`` flag, and ``interpretable_share_spread``: the share of interpretable directions over the
+    restarts (median, min, max), since a finding that rests on a decomposition depends on which draw it got."""
     import torch
 
-    from ..factors import coefficients, collect_activations, nmf
-    from .masks import pool_masks
+    from ..factors import collect_activations, nmf
+    from ..factors.decompose import restart_directions
 
     acts = collect_activations(agent, torch.as_tensor(np.asarray(obs)), layer, state=state).clamp_min(0)
     if acts.ndim != 4:
         raise ValueError(f"layer {layer!r} is not spatial ({tuple(acts.shape[1:])}); scoring needs (C, h, w) maps")
-    directions = nmf(acts, min(k, acts.shape[0] * acts.shape[2] * acts.shape[3], acts.shape[1]), layer=layer, seed=seed)
+    k = min(k, acts.shape[0] * acts.shape[2] * acts.shape[3], acts.shape[1])
+    directions, fits = nmf(acts, k, layer=layer, seed=seed, restarts=restarts, bootstrap=bootstrap, return_fits=True)
+    every = restart_directions(directions, fits)
+    scored = [score_directions(acts, masks, d) for d in every]
+    scores, maps = scored[directions.meta["restart"]]
+    rows = scores["directions"]
+    for row, stab, flag in zip(rows, directions.meta["stability"], directions.meta["unstable"]):
+        row.update(stability=stab, unstable=flag)
+    for row, spread_ in zip(rows, _nmi_spread(directions, every, scored)):
+        row["nmi_spread"] = spread_
+    scores["interpretable_share_restarts"] = [s["interpretable_share"] for s, _ in scored]
+    scores["interpretable_share_spread"] = spread(scores["interpretable_share_restarts"])
+    return LayerScores(directions, scores, maps, [(d, s) for d, (s, _) in zip(every, scored)])
+
+
+def _nmi_spread(directions, every: list, scored: list) -> list:
+    """Per chosen direction, the spread over the restarts of its NMI with its best entity, each restart's
+    direction matched to it (:func:`policylens.factors.stable.matches`)."""
+    from ..factors.stable import matches
+
+    rows = scored[directions.meta["restart"]][0]["directions"]
+    values = [[] for _ in rows]
+    for d, (s, _) in zip(every, scored):
+        for k, j in enumerate(matches(directions.vectors.numpy(), d.vectors.numpy())):
+            if j >= 0 and rows[k]["best_entity"] is not None:
+                values[k].append(s["directions"][j]["entities"][rows[k]["best_entity"]]["nmi"])
+    return [spread(v) for v in values]
+
+
+def score_directions(acts, masks: dict, directions) -> tuple:
+    """``(direction_entity_scores, coefficient maps (N, K, h, w))`` of ``directions`` over non-negative
+    activations ``acts`` ``(N, C, h, w)``."""
+    from ..factors import coefficients
+    from .masks import pool_masks
+
     maps = coefficients(acts, directions).numpy()  # (N, K, h, w)
-    scores = direction_entity_scores(maps, pool_masks(masks, tuple(acts.shape[-2:])), labels=directions.labels)
-    return directions, scores, maps
+    return direction_entity_scores(maps, pool_masks(masks, tuple(acts.shape[-2:])), labels=directions.labels), maps

@@ -1,7 +1,7 @@
 """Is an attribution faithful to the agent? Sparsity, deletion/insertion curves, parameter randomisation.
 
 - :func:`sparsity`: the share of |attribution| held by the top ``top`` (position, channel) pairs of each frame
-  (seed 001's statistic: attributions concentrate on few units).
+  (Understanding RL Vision's statistic: attributions concentrate on few units).
 - :func:`deletion_insertion`: remove the most-attributed positions first (set them to the baseline) and follow
   the target down; or start from the baseline and insert them first and follow it up. A faithful attribution
   drops (rises) faster than a random order; the areas under the normalised curves say by how much.

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 def episode_masks(store, i: int, kinds=None) -> dict:
     """``{kind: (T, H, W) bool}`` for episode ``i`` of a rollout store, from its ground truth.
 
-    MiniGrid stores read the per-frame ``entities`` JSON; CoinRun stores need the ``env_state`` field
+    MiniGrid and Atari stores read the per-frame ``entities`` JSON; CoinRun stores need the ``env_state`` field
     (``policylens record --save-state``). Kinds absent from every frame are left out unless asked for.
     """
     from ..envs.masks import coinrun_masks, minigrid_masks
@@ -32,8 +32,13 @@ def episode_masks(store, i: int, kinds=None) -> dict:
             raise ValueError(f"store {store.path} has no 'env_state' field; CoinRun masks need "
                              "`policylens record --save-state true`")
         frames = [coinrun_masks(bytes(s), obs_shape) for s in ep["env_state"]]
+    elif env.startswith("atari:") and "entities" in ep:
+        from ..envs.atari_truth import entity_masks
+
+        frames = [entity_masks(json.loads(e), obs_shape) for e in ep["entities"]]
     else:
-        raise ValueError(f"no ground-truth masks for env {env!r} (MiniGrid and CoinRun have them)")
+        raise ValueError(f"no ground truth (entity masks) for env {env!r}: MiniGrid, CoinRun and the Atari games "
+                         "OCAtari covers have it")
     kinds = kinds or sorted({k for f in frames for k in f})
     empty = np.zeros(obs_shape[:2], bool)
     return {k: np.stack([f.get(k, empty) for f in frames]) for k in kinds}

@@ -1,4 +1,4 @@
-"""The differentiable simulator (Saliency as causality, seeds 000/002): a recurrent state-space model of the
+"""The differentiable simulator (Saliency as causality): a recurrent state-space model of the
 agent's environment with the frozen agent inside, so gradients flow through time and through the environment.
 
 >>> from policylens import sim
@@ -17,8 +17,10 @@ t-SNE; simulated states on the real components), :mod:`~policylens.sim.swap` (hi
 paired statistics and a random control, in the env and in the simulator), :mod:`~policylens.sim.targets` (what to
 explain or optimise), :mod:`~policylens.sim.sample`, :mod:`~policylens.sim.optimize` (generative visualisation),
 :mod:`~policylens.sim.saliency` (saliency through time), :mod:`~policylens.sim.fidelity` (against
-:mod:`~policylens.sim.baseline`, seed 000's VAE+LSTM), :mod:`~policylens.sim.behaviours`, :mod:`~policylens.sim.video`,
-:mod:`~policylens.sim.command` (what the commands share). Names load on first use; ``train`` is exported as
+:mod:`~policylens.sim.baseline`, Saliency as causality's VAE+LSTM), :mod:`~policylens.sim.behaviours`, :mod:`~policylens.sim.video`,
+:mod:`~policylens.sim.command` (what the commands share), :mod:`~policylens.sim.guests` (any agent with the
+simulator's spaces inside it: another run, untrained, scripted), :mod:`~policylens.sim.compare_agents` (those
+agents in the simulator against the environment, ``sim agents``). Names load on first use; ``train`` is exported as
 ``train_sim``.
 """
 from __future__ import annotations
@@ -52,6 +54,9 @@ _EXPORTS = {  # exported name -> (module, name there)
     **{n: ("behaviours", n) for n in ("Readout", "jacobians", "simulate", "lagged_xcorr", "sign_consistency")},
     "BehavioursConfig": ("behaviours_cli", "BehavioursConfig"), "run_behaviours": ("behaviours_cli", "run_behaviours"),
     "sim_demo": ("demo", "sim_demo"),
+    "load_guest": ("guests", "load_guest"), "check_spaces": ("guests", "check_spaces"),
+    **{n: ("compare_agents", n) for n in ("play_real", "play_imagined", "ended_outcomes", "paired_table")},
+    "AgentsConfig": ("agents_cli", "AgentsConfig"), "run_agents": ("agents_cli", "run_agents"),
 }
 
 

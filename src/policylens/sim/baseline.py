@@ -1,4 +1,4 @@
-"""The fidelity baseline: seed 000's first architecture, a per-frame Gaussian VAE with an action-conditioned LSTM
+"""The fidelity baseline: Saliency as causality's first architecture, a per-frame Gaussian VAE with an action-conditioned LSTM
 over its latents (World Models' V + M), trained on the same windows as the simulator for the same wall time.
 
 Parts (named submodules): ``obs_encoder`` and ``obs_decoder`` are the simulator's own frame coder

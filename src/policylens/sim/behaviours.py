@@ -1,4 +1,4 @@
-"""Behaviours (seed 002, "Identifying causal stories for behaviours"): cluster simulated agent+environment
+"""Behaviours (Saliency as causality, "Identifying causal stories for behaviours"): cluster simulated agent+environment
 dynamics into behaviours, then compare, per behaviour, how the hidden-state directions *co-vary* (lagged
 cross-correlation) with how they *cause* each other (gradients: "cross-causation"), with and without the
 gradient paths that run through the environment.
@@ -125,8 +125,8 @@ def jacobians(sim, agent: FrozenAgent, readout: Readout, start, steps: int, max_
 
     Returns ``(Rollout detached, J (B, T, max_lag + 1, K, K))`` with ``J[b, t, lag, i, j] = d ic_j(t + lag) /
     d ic_i(t)`` (NaN where t + lag >= T). ``intervene`` (name, t, tensor) is applied before the probes and cuts.
-    ``recorded``: a recorded prefix for :func:`~policylens.sim.loop.rollout` (``actions``, ``obs``, ``mask``: a
-    filtered start's).
+    ``recorded``: a recorded prefix for :func:`~policylens.sim.loop.rollout` (``actions``, ``obs``, ``mask`` and
+    ``agent_state``: a filtered start's).
     """
     _check_paths(cut, actions)
     if not 0 <= max_lag < steps:
@@ -200,19 +200,18 @@ def simulate(sim, agent: FrozenAgent, readout: Readout, samples: int, steps: int
     for a in tqdm(range(0, samples, batch_size), desc="behaviour samples", unit="batch", disable=not progress):
         b = min(batch_size, samples - a)
         noise = Noise.draw(b, steps, sim, generator, device=device)
-        start, real, intervene = noise.z, {}, None
+        start, real = noise.z, {}
         if isinstance(starts, Context):
             start = Context(*(None if x is None else x[a:a + b].to(device)
                               for x in (starts.obs, starts.agent_state, starts.mask)))
-        elif starts is not None:  # Windows: the filtered start
+        elif starts is not None:  # Windows: the filtered start (with the recorded state at the first frame)
             rows = starts.rows(slice(a, a + b)).to(device)
             start, real = rows.context(k), filtered_start(rows, k)
-            intervene = real.pop("intervene")  # the recorded state at the first frame
         out = {}
         for path in PATHS:
             r, out[f"jacobian_{path}"] = jacobians(sim, agent, readout, start, steps, max_lag, env=path == "env",
                                                    cut=cut, actions=actions, latent=latent, noise=noise,
-                                                   intervene=intervene, recorded=real)
+                                                   recorded=real)
         parts.append({**{k: v.cpu() for k, v in _frames(r, readout).items()}, **out})
     return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
 
@@ -245,16 +244,15 @@ def window_features(blocks: dict, window: int, stride: int) -> tuple:
 
 def cluster_windows(features: np.ndarray, behaviours: int, seed: int = 0) -> tuple:
     """k-means of the windows: ``(labels (M,), centres (B, F), representative (B,) window nearest each centre)``."""
-    from sklearn.cluster import KMeans
+    from ..factors.stable import kmeans
 
     if not 1 <= behaviours <= len(features):
         raise ValueError(f"behaviours={behaviours}: must be in [1, {len(features)}] for {len(features)} windows")
-    model = KMeans(n_clusters=behaviours, n_init=10, random_state=seed).fit(features)
-    labels = model.labels_.astype(np.int64)
-    distance = np.linalg.norm(features - model.cluster_centers_[labels], axis=1)  # (M,)
+    labels, centres = kmeans(features, behaviours, seed)
+    distance = np.linalg.norm(features - centres[labels], axis=1)  # (M,)
     representative = np.array([np.flatnonzero(labels == b)[np.argmin(distance[labels == b])]
                                for b in range(behaviours)])
-    return labels, model.cluster_centers_, representative
+    return labels, centres, representative
 
 
 def lagged_xcorr(series: np.ndarray, max_lag: int) -> np.ndarray:
@@ -306,7 +304,10 @@ def sign_consistency(c: np.ndarray, g: np.ndarray, *, corr_min: float = 0.1, gra
     null = np.array([(sc == sg[rng.permutation(len(sg))]).mean() for _ in range(draws)]) if draws else np.array([])
     out["share"] = share
     if len(null):
-        out.update(null_mean=float(null.mean()), null_low=float(np.quantile(null, 0.025)),
+        # the mean lies within the draws' range; summing in floating point can leave it just outside (a constant
+        # null of 1/3 averages to 0.33333333333333326), below its own 2.5% quantile
+        mean = float(np.clip(null.mean(), null.min(), null.max()))
+        out.update(null_mean=mean, null_low=float(np.quantile(null, 0.025)),
                    null_high=float(np.quantile(null, 0.975)), p=float((1 + (null >= share).sum()) / (1 + len(null))))
     return out
 

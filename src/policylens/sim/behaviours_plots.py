@@ -120,9 +120,10 @@ def plot_consistency(summary: dict, path) -> Path:
                    label="with env" if name == "env" else "own recurrence")
             for xi, c in zip(x + offset, cells):
                 if c["null_mean"] is not None:
-                    ax.errorbar(xi, c["null_mean"], yerr=[[c["null_mean"] - c["null_low"]],
-                                                          [c["null_high"] - c["null_mean"]]], fmt="_", color="k",
-                                ms=8, lw=1, capsize=2)
+                    # a skewed null's mean may lie outside its 95% interval: that side's bar is then empty
+                    ax.errorbar(xi, c["null_mean"], yerr=[[max(0.0, c["null_mean"] - c["null_low"])],
+                                                          [max(0.0, c["null_high"] - c["null_mean"])]], fmt="_",
+                                color="k", ms=8, lw=1, capsize=2)
         ax.axhline(0.5, color="0.7", lw=0.8, ls=":")
         ax.set_xticks(x, [g.replace("behaviour ", "B") for g in groups], fontsize=7)
         ax.set_title(f"lag {lag}", fontsize=8)

@@ -24,6 +24,9 @@ SUBCOMMANDS = {
                    "without the environment, sign consistency against a shuffled null (-> RUN/analysis/behaviours)"),
     "swap": ("policylens.sim.swap", "swap hidden-state directions: the agent, the swap and a random control on the "
              "same levels (and imagined episodes in the simulator), failures by cause with paired tests"),
+    "agents": ("policylens.sim.agents_cli", "other agents inside the simulator (untrained, scripted:forward, any run "
+               "with its spaces) against the same agents in the environment from the same starts: outcomes by "
+               "cause, real against imagined, with intervals; videos (-> RUN/analysis/agents)"),
     "report": ("policylens.sim.report", "one markdown report of what the sim commands found on a run, figures "
                "copied beside it (-> RUN/analysis/report)"),
 }
@@ -37,6 +40,9 @@ EXAMPLES = [
     "policylens sim saliency zoo:minigrid-do8-recurrent --target value --t 12 --samples 0-3",
     "policylens sim hx zoo:minigrid-do8-recurrent",
     "policylens sim behaviours zoo:minigrid-do8-recurrent",
+    "policylens sim sample zoo:minigrid-do8-recurrent --agent scripted:forward --n 8",
+    "policylens sim agents zoo:minigrid-do8-recurrent --agents trained,untrained,scripted:forward,scripted:left "
+    "--episodes 500",
     "policylens sim swap zoo:minigrid-do8-recurrent --directions runs/minigrid-do8-recurrent/analysis/hx/ica "
     "--swap 0:1 --episodes 1000",
 ]

@@ -3,7 +3,8 @@ options that name them (:class:`SimCommand`, the base of each command's config),
 with its frozen agent.
 
 A RUN is a run directory, a checkpoint folder or ``zoo:NAME``; a zoo agent's outputs go under ``runs/NAME``
-(the zoo stays read-only), its simulator is ``runs/NAME/sim`` or, when the zoo ships one, ``zoo/NAME/sim``.
+(the zoo stays read-only, :mod:`policylens.runs`), its simulator is ``runs/NAME/sim`` or, when the zoo ships one,
+``zoo/NAME/sim``. A command's output folder that already holds something is refused unless ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ class SimCommand:
     """torch device for the agent and the simulator"""
     progress: bool = True
     """show progress on stderr"""
+    overwrite: bool = False
+    """replace what this command wrote before in its output folder"""
 
 
 @dataclass(frozen=True)
@@ -42,17 +45,19 @@ class SimPaths:
     out: Path  # this command's output folder
 
 
-def resolve(cfg: SimCommand, command: str, require_sim: bool = True) -> SimPaths:
-    """The paths ``cfg`` names, defaults filled in; ``require_sim``: a clear error when there is no simulator."""
+def resolve(cfg: SimCommand, command: str, require_sim: bool = True, claim: bool = True) -> SimPaths:
+    """The paths ``cfg`` names, defaults filled in; ``require_sim``: a clear error when there is no simulator;
+    ``claim``: the output folder is checked for writing (:func:`claim`; False when the command writes into a
+    folder under it and claims that one)."""
     from ..agents import resolve_run
-    from ..rollouts.record import default_out
+    from ..runs import run_dir as outputs_of
     from .checkpoint import sim_dir
 
     if not cfg.run:
         raise ValueError(f"sim {command} needs a RUN: a run directory, checkpoint folder or zoo:NAME of a "
                          "recurrent agent")
     agent_dir = resolve_run(cfg.run)
-    run_dir = default_out(cfg.run, agent_dir).parent
+    run_dir = outputs_of(cfg.run, agent_dir)
     store = Path(cfg.store) if cfg.store else run_dir / "rollouts.zarr"
     out = Path(cfg.out) if cfg.out else run_dir / "analysis" / command
     if cfg.sim == "none":
@@ -67,7 +72,17 @@ def resolve(cfg: SimCommand, command: str, require_sim: bool = True) -> SimPaths
         sim = Path(cfg.sim)
     if sim is None and require_sim:
         raise ValueError(f"sim {command} needs a simulator; --sim none leaves it without one")
+    if claim:
+        out = claim_out(cfg, out, command)
     return SimPaths(agent_dir, run_dir, store, sim, out)
+
+
+def claim_out(cfg: SimCommand, out, command: str) -> Path:
+    """``out``, checked for writing: refused inside the zoo, or when it holds an earlier output and
+    ``--overwrite`` was not given (then the earlier output is removed)."""
+    from ..runs import prepare_out
+
+    return prepare_out(out, what=f"the output of sim {command}", overwrite=cfg.overwrite)
 
 
 def load_parts(cfg: SimCommand, paths: SimPaths) -> tuple:

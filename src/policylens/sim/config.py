@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..envs import parse_spec
+from ..envs.render import view_kind
 from ..envs.minigrid import ONEHOT_SIZES as MINIGRID_PLANES  # categories of the object, colour, state planes
 
 OBS_KINDS = ("symbolic", "onehot", "pixels")
@@ -80,8 +80,7 @@ def obs_kind(env: str, obs_shape: tuple) -> tuple:
     as onehot, anything else as pixels."""
     obs_shape = tuple(obs_shape)
     if env:
-        spec = parse_spec(env)
-        mode = spec.options.get("obs", "symbolic") if spec.family == "minigrid" else "pixels"
+        mode = view_kind(env)
     elif obs_shape[-1] == 3 and max(obs_shape[:2]) <= 15:
         mode = "symbolic"
     else:

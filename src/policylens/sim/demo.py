@@ -85,7 +85,7 @@ def _run(out: Path, agent: str, size: dict, seed: int) -> str:
 
 
 def _hypothesis(run: Path) -> tuple:
-    """A hypothesis from ground truth, as seed 000 made its buzzsaw one by eye: the ICA direction whose
+    """A hypothesis from ground truth, as Saliency as causality made its buzzsaw one by eye: the ICA direction whose
     coefficient tracks "a ball is in the cell ahead" best (``ball``) and the one that tracks "a wall is ahead"
     best, oriented so that its positive side means "the cell ahead is clear" (``clear``). Swapping ball -> clear
     should make the agent walk into balls. Returns (oriented directions path, the hypothesis in words)."""

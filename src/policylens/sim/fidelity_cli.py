@@ -1,6 +1,6 @@
 """``policylens sim fidelity RUN [--horizon 32] [--windows 512] [--baseline auto|train|none|DIR]``.
 
-How well the simulator predicts held-out episodes, step by step after its context, against seed 000's first
+How well the simulator predicts held-out episodes, step by step after its context, against Saliency as causality's first
 architecture (a Gaussian VAE with an action-conditioned LSTM, :mod:`policylens.sim.baseline`) trained for the
 same wall time, and against repeating the last context frame (:mod:`policylens.sim.fidelity` says how each
 metric is scored). On MiniGrid the environment itself is drawn again one step after each window's context

@@ -1,4 +1,4 @@
-"""Hidden-state analysis (seed 002, "Analysis of agent's hidden state"): what a recurrent agent is "thinking".
+"""Hidden-state analysis (Saliency as causality, "Analysis of agent's hidden state"): what a recurrent agent is "thinking".
 
 The core, :func:`analyze`, takes any ``(N, D)`` array of states (the agent's ``hx`` on real rollouts, or the
 simulator's own state) and returns an :class:`HxAnalysis`:
@@ -130,16 +130,24 @@ def _directions(z: torch.Tensor, k: int, layer: str, seed: int, max_iter: int, z
     return {"pca": pcs, "ica": ics, "nmf": nfs}, ratio
 
 
-def _kmeans(z: torch.Tensor, clusters: int, seed: int) -> tuple:
-    from sklearn.cluster import KMeans
+def _stability(directions: Directions) -> dict:
+    """Each direction's stability score and unstable flag, by label (see :mod:`policylens.factors.stable`)."""
+    return {"stability": dict(zip(directions.labels, directions.meta["stability"])),
+            "unstable": [lab for lab, bad in zip(directions.labels, directions.meta["unstable"]) if bad]}
 
-    model = KMeans(n_clusters=clusters, n_init=10, random_state=seed).fit(z.double().numpy())
-    return torch.from_numpy(model.cluster_centers_).float(), model.labels_.astype(np.int64)  # (C, D), (N,)
+
+def _kmeans(z: torch.Tensor, clusters: int, seed: int) -> tuple:
+    from ..factors.stable import kmeans
+
+    labels, centres = kmeans(z.double().numpy(), clusters, seed)
+    return torch.from_numpy(centres).float(), labels  # (C, D), (N,)
 
 
 def _tsne(z: torch.Tensor, frames: int, perplexity: float, seed: int, max_iter: int) -> tuple:
     """``(coordinates (M, 2), frame index (M,))`` of a seeded subsample of at most ``frames`` frames."""
     from sklearn.manifold import TSNE
+
+    from ..factors.stable import one_thread
 
     n = z.shape[0]
     index = np.sort(np.random.default_rng(seed).choice(n, frames, replace=False)) if frames < n else np.arange(n)
@@ -147,7 +155,8 @@ def _tsne(z: torch.Tensor, frames: int, perplexity: float, seed: int, max_iter: 
         return np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
     perplexity = min(perplexity, (len(index) - 1) / 3)
     model = TSNE(2, perplexity=perplexity, init="pca", max_iter=max_iter, random_state=seed)
-    coords = model.fit_transform(z[index].double().numpy())  # (M, 2)
+    with one_thread():  # Barnes-Hut sums in a fixed order
+        coords = model.fit_transform(z[index].double().numpy())  # (M, 2)
     return coords.astype(np.float32), index.astype(np.int64)
 
 
@@ -190,9 +199,11 @@ def analyze(states, colours: "dict | None" = None, *, k: int = 8, clusters: int 
         "layer": layer, "frames": n, "units": d, "k": k, "space": "z", "std_floor": std_floor,
         "constant_units": int((std <= std_floor).sum()), "seed": seed, "action_names": list(action_names),
         "pca": {"explained_variance_ratio": ratio_k.tolist(), "cumulative": ratio_k.cumsum(0).tolist(),
-                "all_components": ratio.tolist()},
-        "ica": {k_: dirs["ica"].meta[k_] for k_ in ("residual", "converged", "n_iter", "on")},
-        "nmf": {k_: dirs["nmf"].meta[k_] for k_ in ("residual", "converged", "n_iter", "on")},
+                "all_components": ratio.tolist(), **_stability(dirs["pca"])},
+        "ica": {**{k_: dirs["ica"].meta[k_] for k_ in ("residual", "converged", "n_iter", "on")},
+                **_stability(dirs["ica"])},
+        "nmf": {**{k_: dirs["nmf"].meta[k_] for k_ in ("residual", "converged", "n_iter", "on")},
+                **_stability(dirs["nmf"])},
         "clusters": cluster_table(labels, clusters, colours, action_names),
         "tsne": {"frames": int(len(index)), "perplexity": float(min(perplexity, max((len(index) - 1) / 3, 0))),
                  "iterations": tsne_iter, "seed": seed},

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import add_dataclass_args, clear_errors, from_args
+from ..factors.stable import UNSTABLE
 from .command import SimCommand, resolve, say
 from .hx import analyze, project, save_analysis, simulated_frames, store_frames
 
@@ -179,6 +180,9 @@ def main(argv=None) -> int:
     print(f"wrote {path.parent}: {s['frames']} frames of {s['units']}-unit hx; top {s['k']} PCs explain "
           f"{100 * s['pca']['cumulative'][-1]:.1f}% of the z-variance; ICA converged {s['ica']['converged']}, "
           f"NMF residual {s['nmf']['residual']:.3f}; {len(s['clusters'])} clusters of {sizes} frames")
+    unstable = [lab for m in ("pca", "ica", "nmf") for lab in s[m]["unstable"]]
+    print(f"unstable directions (stability below {UNSTABLE}, see summary.json): {', '.join(unstable)}" if unstable
+          else f"every direction is stable (stability >= {UNSTABLE}, in summary.json)")
     if sim_path is not None:
         c = json.loads(sim_path.read_text())
         print(f"wrote {sim_path.parent}: {c['samples']} x {c['steps']} simulated states; the real top PCs hold "

@@ -37,32 +37,46 @@ def agent_sha256(agent: nn.Module) -> str:
 
 
 class FrozenAgent:
-    """A deep copy of a recurrent agent in eval mode with ``requires_grad`` off on every parameter.
+    """A deep copy of an agent in eval mode with ``requires_grad`` off on every parameter.
 
     Gradients flow through it to its inputs (observations, hidden state) but its parameters never get a
     ``.grad`` and never change; the agent given is not modified. Deliberately not an ``nn.Module``, so it
     is never registered inside the simulator's state dict, optimizer or DDP wrapper.
+
+    ``guest``: an agent other than the one the simulator was trained with, driving it in that one's place
+    (:func:`rollout`: the same observation and action spaces, any state; it starts from its own initial state,
+    not the simulator's guess of the trained agent's). A guest may be feed-forward or scripted: its state is
+    then an empty ``(B, 0)`` tensor. Without ``guest`` the agent must be recurrent (the simulator reads and
+    predicts its hidden state).
     """
 
-    def __init__(self, agent: nn.Module):
-        if not callable(getattr(agent, "initial_state", None)) or agent.initial_state(1) is None:
+    def __init__(self, agent: nn.Module, guest: bool = False):
+        init = getattr(agent, "initial_state", None)
+        recurrent = callable(init) and init(1) is not None
+        if not recurrent and not guest:
             raise ValueError(f"the simulator needs a recurrent agent (its hidden state hx is a training target and "
                              f"carries the agent's memory through the rollout); {type(agent).__name__} "
                              "has no recurrent state")
+        self.guest, self.stateless = bool(guest), not recurrent
         self.sha256 = agent_sha256(agent)
         self.net = copy.deepcopy(agent).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.obs_shape = tuple(getattr(agent, "obs_shape", ()))
         self.num_actions = int(getattr(agent, "num_actions", 0))
-        self.hidden = int(agent.initial_state(1).shape[-1])
+        self.hidden = int(agent.initial_state(1).shape[-1]) if recurrent else 0
         self.action_names = list(getattr(agent, "action_names", []))
 
     def __call__(self, obs: torch.Tensor, hx: torch.Tensor) -> AgentOutput:
         """``obs`` (B, H, W, C) float or uint8, ``hx`` (B, hidden) -> AgentOutput(logits, value, next hx)."""
+        if self.stateless:
+            out = self.net(obs)
+            return AgentOutput(out.logits, out.value, hx)  # hx: (B, 0)
         return self.net(obs, hx)
 
     def initial_state(self, batch: int) -> torch.Tensor:
+        if self.stateless:
+            return torch.zeros(batch, 0)
         return self.net.initial_state(batch).detach()  # (B, hidden)
 
     @property
@@ -70,7 +84,8 @@ class FrozenAgent:
         """Whether :meth:`sequence` can run the feature extractor once over all steps (an actor-critic with
         ``features``, a GRU cell and ``pi`` / ``v`` heads, as every policylens recurrent agent)."""
         net = self.net
-        return all(callable(getattr(net, n, None)) for n in ("features", "pi", "v", "hx", "check_obs")) and \
+        return not self.stateless and \
+            all(callable(getattr(net, n, None)) for n in ("features", "pi", "v", "hx", "check_obs")) and \
             isinstance(getattr(net, "gru", None), nn.GRUCell)
 
     def sequence(self, obs: torch.Tensor, hx: torch.Tensor) -> tuple:
@@ -210,7 +225,11 @@ def _check(sim: Simulator, agent: FrozenAgent, steps: int, mode: str, latent: st
         raise ValueError(f"rollout needs a FrozenAgent (policylens.sim.FrozenAgent(agent)), got {type(agent).__name__}")
     cfg = sim.config
     wrong_obs = bool(agent.obs_shape) and tuple(agent.obs_shape) != tuple(cfg.obs_shape)
-    if wrong_obs or agent.num_actions != cfg.num_actions or agent.hidden != cfg.agent_hidden:
+    if agent.guest and (wrong_obs or agent.num_actions != cfg.num_actions):
+        raise ValueError(f"agent takes obs {agent.obs_shape} and {agent.num_actions} actions; the simulator was built "
+                         f"for obs {tuple(cfg.obs_shape)} and {cfg.num_actions} actions (an agent in the simulator "
+                         "needs the same observation and action spaces)")
+    if not agent.guest and (wrong_obs or agent.num_actions != cfg.num_actions or agent.hidden != cfg.agent_hidden):
         raise ValueError(f"agent takes obs {agent.obs_shape}, {agent.num_actions} actions, hidden {agent.hidden}; the "
                          f"simulator was built for obs {tuple(cfg.obs_shape)}, {cfg.num_actions} actions, "
                          f"hidden {cfg.agent_hidden}")
@@ -231,7 +250,8 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
             *, actions: "torch.Tensor | None" = None, obs: "torch.Tensor | None" = None,
             mask: "torch.Tensor | None" = None, latent: str = "sample", noise: "Noise | None" = None,
             generator: "torch.Generator | None" = None, temperature: float = 1.0,
-            straight_through: "bool | None" = None, view: str = "modal", intervene=None) -> Rollout:
+            straight_through: "bool | None" = None, view: str = "modal", intervene=None,
+            agent_state: "torch.Tensor | None" = None) -> Rollout:
     """Unroll the simulator with the frozen agent inside for ``steps`` steps from ``start``.
 
     ``start``: a latent z (B, latent) (e.g. ``torch.randn`` or a tensor being optimised) or a
@@ -254,6 +274,9 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
     before they are used; what it returns is used and recorded. For edits (swap a hidden-state direction) and
     gradient probes (return ``tensor + probe`` with a zero ``probe`` that requires grad: its gradient is the
     gradient w.r.t. that step's tensor).
+    ``agent_state`` (B, hidden): the state the agent receives at the first step in place of the converter's hx_0
+    (a real start's recorded state, :func:`filtered_start`). A guest agent (``FrozenAgent(agent, guest=True)``)
+    ignores it and the converter's: it starts from its own initial state.
     """
     _check(sim, agent, steps, mode, latent, view)
     if noise is None and (latent == "sample" or (mode == "sample" and actions is None) or view == "sample"):
@@ -266,6 +289,10 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
     z, z_dist = _start(sim, start, latent, noise)
     forced = _recorded_steps(z.shape[0], steps, actions, obs)
     h, s, hx = sim.initial(z)  # (B, deter), (B, stoch), (B, hidden)
+    if agent.guest:  # its own first state: the converter's and a recorded one are the trained agent's
+        hx = agent.initial_state(z.shape[0]).to(device=h.device, dtype=h.dtype)  # (B, its hidden)
+    elif agent_state is not None:
+        hx = agent_state.to(device=h.device, dtype=h.dtype)  # (B, hidden)
     embeds = sim.embed(obs[:, 1:steps]) if obs is not None and min(steps, obs.shape[1]) > 1 else None  # (B, m-1, E)
     keep = mask.bool() if mask is not None else None  # (B, m)
     if forced == steps and intervene is None and not detach_actions and agent.batches_time:
@@ -389,8 +416,7 @@ def filtered_start(windows, k: int) -> dict:
     context frame on), the frames for the posterior, and the recorded agent state at the first frame in place of
     the converter's. Frames decoded from z alone can show what is not there (on the zoo's MiniGrid simulator, a
     goal in a third of the episode starts), and an agent acting on them walks towards it."""
-    state = windows.agent_state[:, 0]  # (B, hidden)
-    real = dict(intervene=lambda name, t, x: state if name == "hx" and t == 0 else x)
+    real = dict(agent_state=windows.agent_state[:, 0])  # (B, hidden)
     if k > 1:
         real.update(actions=windows.action[:, :k - 1], obs=windows.obs[:, :k], mask=windows.mask[:, :k])
     return real

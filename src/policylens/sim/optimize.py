@@ -1,4 +1,4 @@
-"""Generative visualisation (seed 000, "Optimising generated samples"): optimise the simulator's latent so the
+"""Generative visualisation (Saliency as causality, "Optimising generated samples"): optimise the simulator's latent so the
 rollouts it unrolls to maximise or minimise a target (:mod:`policylens.sim.targets`) over a window, kept on the
 prior by a penalty.
 

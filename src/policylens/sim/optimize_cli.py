@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from .command import SimCommand, command_main, load_parts, resolve, say
+from .command import SimCommand, claim_out, command_main, load_parts, resolve, say
 
 HX_METHODS = ("pca", "ica", "nmf")  # directions that `policylens sim hx` writes to RUN/analysis/hx/
 
@@ -150,10 +150,10 @@ def run_optimize(cfg: OptimizeConfig) -> dict:
     maximize = goal(cfg)
     if cfg.samples < 1 or cfg.iterations < 0:
         raise ValueError(f"--samples must be >= 1 and --iterations >= 0, got {cfg.samples} and {cfg.iterations}")
-    paths = resolve(cfg, "optimize")
+    paths = resolve(cfg, "optimize", claim=False)  # its output is a folder per target under OUT
     sim, frozen, _, names = load_parts(cfg, paths)
     target = build_target(cfg, sim, names, paths.run_dir)
-    out = paths.out / folder_name(cfg, maximize)
+    out = claim_out(cfg, paths.out / folder_name(cfg, maximize), "optimize")
     say(cfg, f"{'maximising' if maximize else 'minimising'} {target.label} over {cfg.samples} samples")
     result = optimize_latents(sim, frozen, target, samples=cfg.samples, steps=cfg.steps, iterations=cfg.iterations,
                               lr=cfg.lr, maximize=maximize, prior_weight=cfg.prior_weight, prior=cfg.prior,

@@ -144,7 +144,7 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
     if fid:
         train = {m: v.get("training") or {} for m, v in fid["models"].items()}
         lines += [f"{sub} Fidelity", "",
-                  f"{fidelity_source(fid)}, {fid['settings']['context_frames']} context frames; seed 000's "
+                  f"{fidelity_source(fid)}, {fid['settings']['context_frames']} context frames; Saliency as causality's "
                   f"VAE+LSTM trained on the same episodes {baseline_budget(train.get('baseline', {}))} and a model "
                   "that repeats the last frame. Action agreement and value error: the real agent on simulated "
                   "against real frames.", "",
@@ -213,7 +213,7 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
 
 def write_report(cfg: ReportConfig) -> Path:
     paths = resolve(cfg, "report", require_sim=False)
-    out = Path(cfg.out) if cfg.out else paths.run_dir / "analysis" / "report"
+    out = paths.out  # RUN/analysis/report by default
     figures = out / "figures"
 
     def link(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""Saliency through time (seed 000, "Saliency as causality"): the gradient of a target at step t of a simulated
+"""Saliency through time (Saliency as causality, "Saliency as causality"): the gradient of a target at step t of a simulated
 rollout with respect to what the agent saw, the state it received, the simulator's state and the action at every
 step 0..t, so one sees how far back the cause of a value or an action lies.
 

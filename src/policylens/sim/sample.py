@@ -1,4 +1,4 @@
-"""Sampling the simulator (seed 000's "samples from the generative model"): imagined rollouts of the frozen agent
+"""Sampling the simulator (Saliency as causality's "samples from the generative model"): imagined rollouts of the frozen agent
 from the latent prior or from encoded real starts, as explorer trajectories and captioned videos.
 
     >>> r = sample(sim, agent, n=16, steps=32, start="prior", mode="modal", seed=0)    # Rollout, (16, 32, ...)
@@ -6,7 +6,8 @@ from the latent prior or from encoded real starts, as explorer trajectories and 
     >>> write_videos(trajectories, sim.config.obs_kind, action_names, "out/video")   # sample_000.gif ... grid.gif
 
 ``policylens sim sample RUN [--n 16 --steps 32 --start prior|real|filtered --mode modal|sample --video true
---explorer true]`` writes ``OUT`` (default ``RUN/analysis/sample``)::
+--explorer true --agent AGENT]`` writes ``OUT`` (default ``RUN/analysis/sample``); ``--agent`` puts another agent
+with the same spaces in the loop (:mod:`~policylens.sim.guests`: a run, ``untrained``, ``scripted:forward``)::
 
     samples.npz      per sample: z, obs (uint8, the env's format), value, logits, action, reward, done_logit, done,
                      hx, advantages (NaN past the cut), length; real starts: episode, frame, real_obs, real_mask
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from .command import SimCommand, command_main, load_parts, resolve, say
+from .guests import is_scripted, load_guest
 from .obs import agent_view
 from .loop import Context, Noise, Rollout, filtered_start, rollout
 from .model import Gaussian
@@ -197,7 +199,8 @@ def write_sample_explorer(agent, trajectories, out, *, layers=None, k: int = 8, 
                           action_names=(), progress: bool = False, meta: "dict | None" = None) -> dict:
     """The trajectory explorer on simulated trajectories, built as ``policylens explore`` builds it
     (:func:`~policylens.explorer.export.analyse_layer`, ``write_explorer``; ``layers`` default as ``explore``:
-    :func:`~policylens.explorer.export.default_layers`); returns ``write_explorer``'s summary plus ``layers``."""
+    :func:`~policylens.explorer.export.default_layers`), its rewards, returns and ends shown as the simulator's
+    predictions; returns ``write_explorer``'s summary plus ``layers``."""
     from tqdm.auto import tqdm
 
     from ..explorer.bundle import write_explorer
@@ -208,20 +211,24 @@ def write_sample_explorer(agent, trajectories, out, *, layers=None, k: int = 8, 
         check_layer(agent, name)
     bar = tqdm(total=len(trajectories) * len(names), desc="explorer", unit="traj", disable=not progress)
     try:
-        views = [analyse_layer(agent, trajectories, name, k=k, ig_steps=ig_steps, seed=seed, progress=bar.update)
-                 for name in names]
+        views = [analyse_layer(agent, trajectories, name, k=k, ig_steps=ig_steps, seed=seed, env=env,
+                               progress=bar.update) for name in names]
         if tree_k:
             add_saliency_trees(agent, trajectories, lambda tr: tree_frames(tr, 10, 3), k=tree_k)
     finally:
         bar.close()
     summary = write_explorer(out, views, trajectories, title=title, env=env, run=run, action_names=action_names,
-                             meta=meta)
+                             meta=meta, predicted=True)  # rewards, returns and ends: the simulator's predictions
     return {**summary, "layers": names}
 
 
 # ------------------------------------------------------------------------------------------------ the command
 @dataclass
 class SampleConfig(SimCommand):
+    agent: str = ""
+    """the agent inside the simulator in place of RUN's (any with its observation and action spaces): a run or
+    zoo:NAME, untrained (RUN's architecture, weights from --seed), untrained:RUN, scripted:ACTION (e.g.
+    scripted:forward) or scripted:random (default: RUN's agent, the one the simulator was trained with)"""
     n: int = 16
     """samples"""
     steps: int = 32
@@ -303,7 +310,11 @@ def run_sample(cfg: SampleConfig) -> dict:
     _check(cfg)
     paths = resolve(cfg, "sample")
     sim, frozen, agent, names = load_parts(cfg, paths)
-    env = read_sim_config(paths.sim)[1].get("env", "")
+    conf = read_sim_config(paths.sim)[1]
+    env = conf.get("env", "")
+    if cfg.agent:
+        agent, frozen, _ = load_guest(cfg.agent, cfg.run, sim, names, conf.get("agent", {}).get("sha256", ""),
+                                      cfg.seed, cfg.device)
     start, arrays, info = "prior", {}, None
     if cfg.start in ("real", "filtered"):
         say(cfg, f"choosing {cfg.n} real starts from {paths.store}")
@@ -317,7 +328,8 @@ def run_sample(cfg: SampleConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_samples(out / "samples.npz", r, trajectories, sim.config, **arrays)
     action = r.action_index.cpu().numpy()
-    summary = {"run": cfg.run, "simulator": str(paths.sim), "env": env, "samples": cfg.n, "steps": cfg.steps,
+    summary = {"run": cfg.run, "agent": cfg.agent or cfg.run, "guest": frozen.guest, "simulator": str(paths.sim),
+               "env": env, "samples": cfg.n, "steps": cfg.steps,
                "lengths": [len(t) for t in trajectories], "ended": int(sum(bool(t.done[-1]) for t in trajectories)),
                "mean_value": float(r.value.mean()),
                "predicted_return": [round(t.info["return"], 5) for t in trajectories],
@@ -328,10 +340,13 @@ def run_sample(cfg: SampleConfig) -> dict:
         videos = write_videos(trajectories, sim.config.obs_kind, names, out / "video", fmt=cfg.video_format,
                               fps=cfg.fps)
         summary["files"]["videos"] = [str(p.relative_to(out)) for p in videos]
-    if cfg.explorer:
+    if cfg.explorer and is_scripted(cfg.agent):
+        say(cfg, f"no explorer: {cfg.agent} has no layers to attribute")
+    elif cfg.explorer:
         say(cfg, "building the explorer on the samples")
         layers = [x.strip() for x in cfg.layer.split(",") if x.strip()]
-        title = f"{cfg.run}: {cfg.n} simulated samples ({cfg.start} start, {cfg.mode} actions)"
+        driver = f" driven by {cfg.agent}" if cfg.agent else ""
+        title = f"{cfg.run}: {cfg.n} simulated samples{driver} ({cfg.start} start, {cfg.mode} actions)"
         done = write_sample_explorer(agent, trajectories, out / "explorer", layers=layers, k=cfg.k,
                                      ig_steps=cfg.ig_steps, tree_k=cfg.tree_k, seed=cfg.seed, title=title, env=env,
                                      run=cfg.run, action_names=names, progress=cfg.progress,

@@ -1,6 +1,6 @@
 """``policylens sim swap RUN --directions PATH --swap A:B[,C:none]``: test a hidden-state hypothesis by control.
 
-Seed 000 swapped the "buzzsaw" direction of the agent's hidden state for the "box" one and watched the agent
+Saliency as causality swapped the "buzzsaw" direction of the agent's hidden state for the "box" one and watched the agent
 jump onto buzzsaws; the statistics it left as TODO ("% of samples with deaths by buzzsaw with and without
 swap") are what this computes. Three agents play the same ``episodes`` levels with the same env and action
 seeds (so outcomes pair up level by level): the agent, the agent with the swaps
@@ -42,7 +42,7 @@ class SwapConfig(SimCommand):
     store: str = ""
     """rollouts store whose episode beginnings start the imagined episodes (default: RUN/rollouts.zarr)"""
     out: str = ""
-    """output folder (default: RUN/sim/swap, or runs/swap/NAME for a zoo agent)"""
+    """output folder (default: RUN/analysis/swap, runs/NAME/analysis/swap for zoo:NAME)"""
     seed: int = 0
     """env and action seed, shared by the three agents (and the imagined episodes' starts and noise)"""
     device: str = "cpu"
@@ -103,14 +103,6 @@ def random_control(directions: Directions, seed: int = 0) -> Directions:
                       {**meta, "control_seed": seed})
 
 
-def _default_out(cfg: SwapConfig) -> Path:
-    if cfg.out:
-        return Path(cfg.out)
-    if cfg.run.startswith("zoo:"):
-        return Path("runs") / "swap" / cfg.run[4:]
-    return Path(cfg.run) / "sim" / "swap"
-
-
 def swap_experiment(cfg: SwapConfig) -> dict:
     """Run the three evaluations and compare; returns what ``OUT/swap.json`` holds."""
     from ..agents import load, read_config, resolve_run, save_agent
@@ -125,8 +117,9 @@ def swap_experiment(cfg: SwapConfig) -> dict:
         raise ValueError(f"--sim-view {cfg.sim_view!r}; expected {' or '.join(VIEWS)}")
     directions = Directions.load(cfg.directions)
     swaps = [(direction_index(directions, a), direction_index(directions, b)) for a, b in parse_swaps(cfg.swap)]
+    paths = resolve(cfg, "swap", require_sim=False)  # the simulator: None with --sim none or none found
+    out = paths.out
     agent = load(cfg.run)
-    out = _default_out(cfg)
     config = read_config(resolve_run(cfg.run))
     extra = {k: v for k, v in config.items() if k not in ("agent", "edits")}
     edited = {"swapped": swap_directions(agent, directions, swaps),
@@ -146,7 +139,6 @@ def swap_experiment(cfg: SwapConfig) -> dict:
               "swaps": [[a, b] for a, b in swaps], "swap_labels": names, "runs": runs,
               "episodes": cfg.episodes, "setup": evaluations["original"]["setup"],
               "settings": {"real": _compared(results, cfg.alpha)}}
-    paths = resolve(cfg, "swap", require_sim=False)  # the simulator: None with --sim none or none found
     simulator = paths.sim
     if simulator is not None:
         from .checkpoint import load_sim, read_sim_config
@@ -272,6 +264,7 @@ def _rows(compared: dict) -> list:
 def main(argv=None) -> dict:
     report = command_main(SwapConfig, swap_experiment, __doc__.split("\n\n")[1], argv, prog="policylens sim swap")
     print(markdown(report))
+    print(f"wrote {Path(report['runs']['swapped']).parent}")  # swap.json, swap.md, figures and the edited agents
     return report
 
 

@@ -1,4 +1,4 @@
-"""The swap experiment inside the simulator (seed 000 ran its swaps there): the agent, the swapped agent and the
+"""The swap experiment inside the simulator (Saliency as causality ran its swaps there): the agent, the swapped agent and the
 random control each drive the same imagined episodes (same starts, same latent and action noise), and each
 imagined episode gets an outcome read from what the simulator shows, so the real-env statistics apply.
 
@@ -24,11 +24,22 @@ import torch
 OBJECTS = {6: "obstacle", 8: "success", 9: "lava"}  # MiniGrid's object codes of ball, goal, lava
 
 
-def _forward_index(action_names, num_actions: int) -> "int | None":
+def forward_index(action_names, num_actions: int) -> "int | None":
+    """The index of MiniGrid's ``forward`` action among ``action_names`` (MiniGrid's order without names), or None."""
     names = [str(n).lower() for n in action_names or ()]
     if "forward" in names:
         return names.index("forward")
     return 2 if num_actions >= 3 and not names else None  # MiniGrid's order: left, right, forward
+
+
+def front_cells(r, cfg) -> "np.ndarray | None":
+    """The object code of the cell in front of the agent in each view it saw, ``(B, T)`` (the agent stands at the
+    bottom centre of MiniGrid's view facing up); None for pixel views."""
+    if cfg.obs_kind not in ("symbolic", "onehot"):
+        return None
+    codes = r.obs[..., 0] if cfg.obs_kind == "symbolic" else r.obs[..., :cfg.planes[0]].argmax(-1)  # (B, T, W, H)
+    w, h = codes.shape[2:4]
+    return codes[:, :, w // 2, h - 2].round().long().cpu().numpy()  # (B, T) the cell ahead
 
 
 def imagined_outcomes(r, cfg, action_names=(), first: int = 0) -> list:
@@ -39,11 +50,8 @@ def imagined_outcomes(r, cfg, action_names=(), first: int = 0) -> list:
     ended = (r.done_logit > 0).cpu().numpy()  # (B, T)
     reward = r.reward.float().cpu().numpy()  # (B, T)
     events = np.full((b, t), "", dtype=object)
-    forward = _forward_index(action_names, cfg.num_actions)
-    if cfg.obs_kind in ("symbolic", "onehot") and forward is not None:
-        codes = r.obs[..., 0] if cfg.obs_kind == "symbolic" else r.obs[..., :cfg.planes[0]].argmax(-1)  # (B,T,W,H)
-        w, h = codes.shape[2:4]
-        front = codes[:, :, w // 2, h - 2].round().long().cpu().numpy()  # (B, T) the cell ahead
+    forward, front = forward_index(action_names, cfg.num_actions), front_cells(r, cfg)
+    if front is not None and forward is not None:
         for code, name in OBJECTS.items():
             events[(action == forward) & (front == code)] = name
     sim_end = ended & (events == "")

@@ -43,7 +43,9 @@ from .model import Simulator
 from .objective import DETACHABLE, OPEN_LOOP_STARTS, TERMS, SimObjective, held_out_scores, means, trained_start
 from .obs import object_weights
 
-VOLATILE = ("steps", "seconds", "resume", "progress", "device", "threads", "eval_every", "checkpoint_every")
+VOLATILE = ("steps", "seconds", "resume", "overwrite", "progress", "device", "threads", "eval_every",
+            "checkpoint_every")
+SIM_FILES = ("config.json", "weights.safetensors", "trainer", "train.csv")  # a simulator's files in OUT
 LATER = {"obs_balance": 0.0}  # settings added after checkpoints were written: left out at these values, so they resume
 DERIVED = ("obs_shape", "obs_kind", "planes", "num_actions", "agent_hidden", "cells")
 
@@ -154,6 +156,8 @@ class SimTrainConfig:
     hold out the same episodes, so sim fidelity scores them against one baseline"""
     resume: bool = False
     """continue from OUT/trainer, the last checkpoint"""
+    overwrite: bool = False
+    """replace the simulator already in OUT (without it, or --resume, it is refused)"""
     bf16: bool = False
     """bfloat16 autocast for the forward pass"""
     threads: int = 0
@@ -230,7 +234,8 @@ class _Setup:
 
     def __init__(self, cfg: SimTrainConfig, rank: int, world: int):
         from ..agents import load_agent, read_config, resolve_run
-        from ..rollouts.record import default_out, run_label
+        from ..rollouts.record import run_label
+        from ..runs import default_out, prepare_out
         from .checkpoint import check_match
 
         self.rank, self.world, self.device = rank, world, _device(cfg, world)
@@ -254,12 +259,11 @@ class _Setup:
         self.sim_cfg = for_data(cfg.sim, self.data.env, shape, actions, hidden, obs=self.data.obs)
         _check_codes(self.data, self.sim_cfg)
         trainer_conf = self.out / "trainer" / "config.json"
-        if trainer_conf.is_file() or (self.out / "config.json").is_file():
+        if cfg.resume and (trainer_conf.is_file() or (self.out / "config.json").is_file()):
             conf = json.loads((trainer_conf if trainer_conf.is_file() else self.out / "config.json").read_text())
             check_match(conf, self.out, self.agent.sha256, label, self.data.env)  # refuses another agent or env
-            if not cfg.resume:
-                raise ValueError(f"{self.out} already holds a simulator; pass --resume to continue it or choose "
-                                 "another --out")
+        if rank == 0:
+            prepare_out(self.out, what="simulator", resume=cfg.resume, overwrite=cfg.overwrite, parts=SIM_FILES)
         self.sim = Simulator(self.sim_cfg, seed=cfg.seed).to(self.device)
         self.agent.to(self.device)
         weights = object_weights(self.data.obs, self.sim_cfg, cfg.obs_balance)

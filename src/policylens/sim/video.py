@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-TILE = 16  # pixels per MiniGrid cell
+from ..envs.render import TILE, render_obs  # noqa: F401  (observations drawn as the env draws them)
+
 VIDEO_SUFFIXES = (".gif", ".mp4")
 
 
@@ -22,46 +23,6 @@ def _stack(frames) -> np.ndarray:
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (T, h, w, 3) RGB, got shape {frames.shape}")
     return frames.astype(np.uint8, copy=False)
-
-
-def _minigrid_frame(codes: np.ndarray, tile: int) -> np.ndarray:
-    """One MiniGrid agent view (7, 7, 3) of (object, colour, state) codes -> RGB with MiniGrid's own tiles; the
-    agent at the bottom centre facing up. Codes MiniGrid cannot decode are drawn as unseen (black)."""
-    from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
-    from minigrid.core.grid import Grid
-
-    codes = np.array(codes, dtype=np.uint8)
-    valid = (codes[..., 0] < OBJECT_TO_IDX["agent"]) & (codes[..., 1] < len(COLOR_TO_IDX)) & (codes[..., 2] < 3)
-    codes[~valid] = 0  # unseen
-    try:
-        grid, seen = Grid.decode(codes)
-    except (AssertionError, ValueError, KeyError, IndexError):
-        codes[...] = 0
-        grid, seen = Grid.decode(codes)
-    w, h = codes.shape[:2]
-    return grid.render(tile, agent_pos=(w // 2, h - 1), agent_dir=3, highlight_mask=seen)
-
-
-def render_obs(obs, obs_kind: str, tile: int = TILE) -> np.ndarray:
-    """Observations ``(T, H, W, C)`` (uint8 or float of the same values) -> ``(T, h, w, 3)`` uint8.
-
-    ``symbolic``: MiniGrid codes drawn with MiniGrid's renderer (``tile`` pixels per cell; MiniGrid's arrays are
-    indexed [x, y], the picture is upright). ``pixels``: as they are (rounded, clipped). ``onehot``: each plane
-    group's argmax, then as symbolic."""
-    obs = np.asarray(obs)
-    if obs.ndim != 4:
-        raise ValueError(f"observations must be (T, H, W, C), got shape {obs.shape}")
-    if obs_kind == "pixels":
-        return np.rint(obs.astype(np.float32)).clip(0, 255).astype(np.uint8)
-    if obs_kind == "onehot":
-        from ..envs.minigrid import ONEHOT_SIZES
-
-        parts = np.split(obs, np.cumsum(ONEHOT_SIZES)[:-1], axis=-1)
-        obs = np.stack([p.argmax(-1) for p in parts], -1)
-    elif obs_kind != "symbolic":
-        raise ValueError(f"obs kind {obs_kind!r}; expected symbolic, onehot or pixels")
-    codes = np.rint(obs.astype(np.float32)).clip(0, 255).astype(np.uint8)
-    return np.stack([_minigrid_frame(frame, tile) for frame in codes])
 
 
 def cell_heat(values, obs_kind: str) -> np.ndarray:

@@ -12,6 +12,7 @@ DESCRIPTION = """Train an agent with PPO. Start from a preset and override any o
   policylens train --preset minigrid-recurrent --stop-success 0.95 --out runs/do8-rec
   policylens train --preset procgen-easy --arch clear --out runs/coinrun-clear
   policylens train --out runs/do8 --resume          # continue after Ctrl-C or a kill
+  policylens train --out runs/do8 --overwrite       # start again, replacing the run (else it is refused)
 
 Presets: """ + "; ".join(f"{k}: {v['env']} {v['arch']}{' recurrent' if v.get('recurrent') else ''}"
                          f" {v['num_envs']}x{v['num_steps']}" for k, v in PRESETS.items())

@@ -10,11 +10,11 @@ class TrainConfig:
     out: str = "runs/train"
     """run directory to write (agent/, train.csv, curve.png)"""
     preset: str = "minigrid"
-    """starting hyperparameters: minigrid | minigrid-mlp | minigrid-recurrent | procgen-easy | procgen-hard-rec | atari (other options override them)"""
+    """starting hyperparameters: minigrid | minigrid-mlp | minigrid-recurrent | classic | procgen-easy | procgen-hard-rec | atari (other options override them)"""
     env: Optional[str] = None
     """env spec string (default: the preset's)"""
     arch: Optional[str] = None
-    """agent architecture: impala | clear | cnn | mlp | attention (default: the preset's)"""
+    """agent architecture: impala | clear | cnn | nature | mlp | attention (mlp for vector observations) (default: the preset's)"""
     recurrent: Optional[bool] = None
     """put a GRU (64 hidden, learned initial state) before the heads (default: the preset's)"""
     total_frames: Optional[int] = None
@@ -52,9 +52,9 @@ class TrainConfig:
     init: Optional[str] = None
     """weight init: orthogonal (CleanRL's: gain sqrt(2), 0.01 on the policy head, 1 on the value head, zero biases) | heads (torch's default, orthogonal heads only) | default (torch's) (default: the preset's)"""
     arch_options: Optional[str] = None
-    """architecture options, comma-separated key=value, e.g. hidden_dim=64,activation=tanh for mlp (default: the preset's)"""
+    """architecture options, comma-separated key=value, e.g. hidden_sizes=[64,64],activation=tanh for mlp (default: the preset's)"""
     attention_entropy_coef: float = 0.0
-    """rl-attention's penalty on the entropy of layer 'attention' (their range: 1e-3 .. 1e-2)"""
+    """rl-attention's penalty on the entropy of layer 'attention' (their "region of interest": 1e-3 to 1e-2)"""
     bptt: Optional[int] = None
     """recurrent agents: truncated-BPTT segment length, a divisor of num_steps (0: the whole rollout) (default: the preset's)"""
     stop_success: float = 0.0
@@ -69,6 +69,8 @@ class TrainConfig:
     """the first updates train the value head alone, every other weight held (for init_from: the value fits this run's reward scale before its advantages move the policy)"""
     resume: bool = False
     """continue from OUT/agent's last checkpoint (same seed: same weights as an uninterrupted run)"""
+    overwrite: bool = False
+    """replace the agent, train.csv and curve.png already in OUT (without it, or --resume, an existing run is refused)"""
     bf16: Optional[bool] = None
     """bfloat16 autocast of the agent's forward passes: faster for CNNs on hardware with native bf16 (AVX512-BF16/AMX CPUs, recent GPUs), about 9x slower without it (default: the preset's; the CNN presets turn it on where the hardware has it)"""
     channels_last: Optional[bool] = None
@@ -96,18 +98,22 @@ PRESETS = {
     # MiniGrid Dynamic Obstacles from the RGB view, a small CNN.
     "minigrid": dict(_MINIGRID, env=_DO8 + "?obs=rgb", arch="cnn", lr=5e-4, total_frames=1_000_000),
     # The symbolic grid one-hot encoded (7x7x20), CleanRL ppo.py's 64-64 tanh MLP.
-    "minigrid-mlp": dict(_MINIGRID, env=_DO8 + "?obs=onehot", arch="mlp", arch_options="hidden_dim=64,activation=tanh",
-                         lr=1e-3, total_frames=500_000),
+    "minigrid-mlp": dict(_MINIGRID, env=_DO8 + "?obs=onehot", arch="mlp",
+                         arch_options="hidden_sizes=[64,64],activation=tanh", lr=1e-3, total_frames=500_000),
     # The one-hot view, the CNN with a GRU before the heads, truncated BPTT over 16 steps (minibatches of 16
     # sequences from all envs rather than 2 whole-rollout sequences).
     "minigrid-recurrent": dict(_MINIGRID, env=_DO8 + "?obs=onehot", arch="cnn", recurrent=True, bptt=16, lr=1e-3,
                                total_frames=1_000_000),
+    # CartPole from its 4 numbers (any gym: env with vector observations): an MLP, a short run.
+    "classic": dict(env="gym:CartPole-v1", arch="mlp", total_frames=100_000, num_envs=16, num_steps=128, lr=5e-4,
+                    num_minibatches=4, update_epochs=4, gamma=0.99, gae_lambda=0.95, anneal_lr=True),
     # CleanRL ppo_procgen's hyperparameters.
     "procgen-easy": dict(env="procgen:coinrun?distribution_mode=easy&use_backgrounds=false&num_levels=0",
                          arch="impala", total_frames=25_000_000, num_envs=64, num_steps=256, lr=5e-4,
                          num_minibatches=8, update_epochs=3, gamma=0.999, gae_lambda=0.95, anneal_lr=True, bf16="auto"),
-    # CleanRL ppo_atari's hyperparameters with its Nature CNN (the env gives 84x84x4 grey frames).
-    "atari": dict(env="atari:breakout", arch="nature", total_frames=10_000_000, num_envs=8, num_steps=128,
+    # CleanRL ppo_atari's hyperparameters with its Nature CNN: 84x84x4 grey frames, and as it trains, a lost life
+    # ends the episode for the learner and rewards are clipped to their sign (episode records keep the score).
+    "atari": dict(env="atari:breakout?episodic_life=true&clip_reward=true", arch="nature", total_frames=10_000_000, num_envs=8, num_steps=128,
                   lr=2.5e-4, anneal_lr=True, num_minibatches=4, update_epochs=4, gamma=0.99, gae_lambda=0.95,
                   clip_coef=0.1, norm_adv=True, clip_vloss=True, norm_reward=False, init="orthogonal", bf16="auto"),
     # interpreting-rl-behavior's hard-rec: 256 envs, minibatch 2048 (8 envs x 256 steps), recurrent.
@@ -151,20 +157,41 @@ def bf16_is_fast(device: str = "cpu") -> bool:
         return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
 
 
+def _split_items(text: str) -> list:
+    """Split on the commas outside brackets: ``"a=[1,2],b=3"`` -> ``["a=[1,2]", "b=3"]``."""
+    items, depth, start = [], 0, 0
+    for k, ch in enumerate(text):
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            items.append(text[start:k])
+            start = k + 1
+    return [t.strip() for t in items + [text[start:]] if t.strip()]
+
+
+def _option_value(key: str, value: str):
+    """An int, a float, a list of them in brackets (``[64,64]``, ``[]``), else the string."""
+    value = value.strip()
+    if value.startswith("["):
+        if not value.endswith("]"):
+            raise ValueError(f"arch_options {key}={value!r}: expected a list such as [64,64]")
+        return [_option_value(key, v) for v in value[1:-1].split(",") if v.strip()]
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 def parse_options(text: str) -> dict:
-    """``"hidden_dim=64,activation=tanh"`` -> ``{"hidden_dim": 64, "activation": "tanh"}`` (ints and floats parsed)."""
+    """``"hidden_sizes=[64,64],activation=tanh"`` -> ``{"hidden_sizes": [64, 64], "activation": "tanh"}`` (ints,
+    floats and bracketed lists parsed)."""
     out = {}
-    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+    for item in _split_items(text or ""):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise ValueError(f"arch_options item {item!r}: expected key=value (e.g. hidden_dim=64,activation=tanh)")
-        for kind in (int, float):
-            try:
-                value = kind(value)
-                break
-            except ValueError:
-                pass
-        out[key.strip()] = value
+            raise ValueError(f"arch_options item {item!r}: expected key=value (e.g. hidden_sizes=[64,64],activation=tanh)")
+        out[key.strip()] = _option_value(key.strip(), value)
     return out
 
 

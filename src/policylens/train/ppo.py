@@ -3,7 +3,7 @@
 One entry point, :func:`train`, driven by :class:`~policylens.train.config.TrainConfig`. It writes
 ``OUT/agent/`` (a loadable, resumable checkpoint), ``OUT/train.csv`` (one row per update) and
 ``OUT/curve.png``. ``resume=True`` continues from the last checkpoint and, with the same config, reaches
-exactly the weights an uninterrupted run reaches.
+exactly the weights an uninterrupted run reaches; without it (or ``overwrite``) an OUT holding them is refused.
 """
 from __future__ import annotations
 
@@ -21,11 +21,13 @@ from .. import envs
 from ..agents import AgentConfig, build
 from ..agents.policy import select_actions
 from ..gae import gae
+from ..runs import prepare_out
 from .config import TrainConfig, parse_options, resolve, validate
 from .init import init_weights
 from .state import load_optimizer, optimizer_tensors, read_checkpoint, truncate_csv, write_checkpoint
 from .update import Rollout, TrainingStopped, autocast, ppo_update
 
+RUN_FILES = ("agent", "train.csv", "curve.png")  # what a training run writes in OUT (refused if there, unless told)
 CSV_FIELDS = ["update", "frames", "seconds", "fps", "episodes", "return_mean", "length_mean", "success_rate",
               "return_100", "success_100", "pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "attention_entropy", "lr"]
 
@@ -75,7 +77,7 @@ class _AttentionProbe:
 def train(cfg: TrainConfig) -> Path:
     cfg = resolve(cfg)
     validate(cfg)
-    out = Path(cfg.out)
+    out = prepare_out(cfg.out, what="run", resume=cfg.resume, overwrite=cfg.overwrite, parts=RUN_FILES)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -133,7 +135,8 @@ def train(cfg: TrainConfig) -> Path:
         write_checkpoint(out / "agent", snap["weights"], agent_cfg.to_dict(),
                          {**extra, "frames": snap["meta"]["frames"]}, snap["tensors"], snap["meta"])
 
-    buf = Rollout(T, N, tuple(obs.shape[1:]), state.shape[-1] if state is not None else None)
+    buf = Rollout(T, N, tuple(obs.shape[1:]), state.shape[-1] if state is not None else None,
+                  obs_dtype=torch.from_numpy(np.asarray(obs)).dtype)  # uint8 frames | float vectors
     probe = _AttentionProbe(agent)
     csv_file = open(out / "train.csv", "a", newline="")
     writer = csv.DictWriter(csv_file, fieldnames=CSV_FIELDS)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..agents.checkpoint import save_agent
+from ..agents.checkpoint import check_finite, save_agent
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, list]:
@@ -66,10 +66,13 @@ def read_checkpoint(agent_dir: Path) -> tuple[dict, dict, dict]:
     """``(weights, trainer tensors, trainer meta)`` of the newest complete checkpoint."""
     folder = checkpoint_dir(agent_dir)
     try:
-        return (load_file(str(folder / "weights.safetensors")), load_file(str(folder / "trainer.safetensors")),
-                json.loads((folder / "trainer.json").read_text()))
+        weights, tensors = load_file(str(folder / "weights.safetensors")), load_file(str(folder / "trainer.safetensors"))
+        meta = json.loads((folder / "trainer.json").read_text())
     except Exception as e:
         raise ValueError(f"checkpoint in {folder} is corrupt: {e}") from None
+    check_finite(weights, folder / "weights.safetensors")  # resuming from NaN or inf would train on nonsense
+    check_finite(tensors, folder / "trainer.safetensors")
+    return weights, tensors, meta
 
 
 def truncate_csv(path: Path, last: int) -> None:

@@ -23,8 +23,8 @@ class TrainingStopped(RuntimeError):
 class Rollout:
     """The buffers of one rollout, time-major ``(T, N, ...)``, allocated once and overwritten each update."""
 
-    def __init__(self, T: int, N: int, obs_shape: tuple, hidden: "int | None"):
-        self.obs = torch.zeros((T, N, *obs_shape), dtype=torch.uint8)  # (T, N, H, W, C)
+    def __init__(self, T: int, N: int, obs_shape: tuple, hidden: "int | None", obs_dtype=torch.uint8):
+        self.obs = torch.zeros((T, N, *obs_shape), dtype=obs_dtype)  # (T, N, H, W, C) uint8 frames | (T, N, D) vectors
         self.act = torch.zeros((T, N), dtype=torch.long)
         self.logp, self.val, self.rew, self.done = (torch.zeros(T, N) for _ in range(4))
         self.first = torch.zeros((T, N), dtype=torch.bool)  # step t begins an episode (the GRU resets)

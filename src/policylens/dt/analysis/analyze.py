@@ -1,12 +1,14 @@
 """``policylens dt analyze RUN``: every analysis of a trained decision transformer into ``RUN/analysis/``
 (JSON + PNG) and its section of ``RUN/report.md``; ``policylens dt ablate RUN``: one ablation table.
 
-``analyze`` reads windows from the run's trajectory store (``--store``, default the one it was trained on):
+``analyze`` reads windows from the run's trajectory store (``--store``, default the one it was trained on, else
+the windows a previous analysis saved, see :mod:`.windows`) and saves them (``windows.safetensors``):
 mean activations for mean ablation (``means.safetensors``), attribution by situation (``situations.json``),
 one example window per entity in front of the agent (contributions, a per-cell state map and an RTG scan
 each), RTG patching on the obstacle example (``patching.json``), QK/OV circuits and embedding projections
 (``circuits.json``), and the ablation table played in the env (``ablation.json``). Figures are drawn from
-those files.
+those files. A zoo model's analyses go to ``runs/NAME/`` (the zoo is read-only); an analysis already there is
+refused unless ``--resume`` or ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ import numpy as np
 import torch
 
 from ...config import add_dataclass_args, from_args
+from ...runs import prepare_out
+from .windows import FILE as WINDOWS_FILE
+from .windows import load_windows, model_folder, save_windows
 
 
 @dataclass
@@ -48,7 +53,11 @@ class AnalyzeConfig:
     batch: int = 64
     """episodes played side by side"""
     fresh: bool = False
-    """replay the ablation table even when ablation.json already holds one for these weights and settings"""
+    """with --resume: replay the ablation table even when ablation.json already holds one for these weights and settings"""
+    resume: bool = False
+    """write over the analysis already there, reusing its ablation table when it was played by these weights with these settings"""
+    overwrite: bool = False
+    """replace the analysis already there (RUN/analysis and RUN/report.md)"""
     progress: bool = True
     """show progress"""
 
@@ -70,7 +79,7 @@ class AblateConfig:
     windows: int = 2000
     """windows drawn from the store for the means"""
     out: str = ""
-    """folder for ablation.json and ablation.png (default: RUN/analysis/ablate)"""
+    """folder for ablation.json and ablation.png (default: RUN/ablate, runs/NAME/ablate for a zoo model)"""
     start_level: int = 1_000_000
     """first level (the same levels for every ablation and RTG)"""
     seed: int = 0
@@ -81,13 +90,15 @@ class AblateConfig:
     """episodes played side by side"""
     progress: bool = True
     """show progress"""
+    overwrite: bool = False
+    """replace the ablation table already in OUT"""
 
 
-def run_dir(run) -> Path:
-    from ..checkpoint import dt_dir
+def outputs(run) -> Path:
+    """Where the analyses of RUN go: its run directory, ``runs/NAME`` for a zoo model (the zoo is read-only)."""
+    from ...runs import run_dir
 
-    folder = dt_dir(run)
-    return folder.parent if folder.name == "agent" else folder
+    return run_dir(run, model_folder(run))
 
 
 def _floats(values, name: str) -> list:
@@ -97,30 +108,16 @@ def _floats(values, name: str) -> list:
         raise ValueError(f"--{name} {','.join(map(str, values))}: expected numbers, e.g. -1,0,0.9") from None
 
 
-def load_windows(model, run, store: str, n: int, seed: int):
-    """``n`` random windows (DTInputs) of the model's context from ``store`` (default: its training store)."""
-    from ..checkpoint import read_dt_config
-    from ..data import load_trajectories
-    from .inputs import as_inputs
-
-    if not store:
-        store = read_dt_config(run)[1].get("data", {}).get("store", "")
-        if not store or not Path(store).exists():
-            raise FileNotFoundError(f"the store this model was trained on ({store or 'not recorded'}) is not there; "
-                                    "pass --store STORE")
-    traj = load_trajectories(store)
-    frames = np.random.default_rng(seed).choice(traj.num_frames, size=min(n, traj.num_frames), replace=False)
-    return as_inputs(traj.windows(np.sort(frames), model.config.context)), str(store)
-
-
 def load_means(run) -> dict:
-    """The mean activations ``policylens dt analyze`` saved for mean ablation (``RUN/analysis/means.safetensors``)."""
+    """The mean activations ``policylens dt analyze`` saved for mean ablation (``analysis/means.safetensors`` of
+    the run's outputs, else of the model's own folder: the zoo ships them)."""
     from safetensors.torch import load_file
 
-    path = run_dir(run) / "analysis" / "means.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; run `policylens dt analyze {run}` first, or compute means "
-                                "with component_means(model, batch)")
+    paths = [folder / "analysis" / "means.safetensors" for folder in (outputs(run), model_folder(run))]
+    path = next((p for p in paths if p.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"{paths[0]} does not exist; run `policylens dt analyze {run}` first, or compute "
+                                "means with component_means(model, batch)")
     return load_file(str(path))
 
 
@@ -173,15 +170,6 @@ def _patching(model, inputs, preference) -> dict:
     return out
 
 
-def data_causes(store) -> dict:
-    """How the store's episodes ended: ``{cause: episodes}``."""
-    from collections import Counter
-
-    from ...rollouts import open as open_store
-
-    return dict(Counter(str(c) for c in open_store(Path(store)).index["cause"]))
-
-
 def _ablation(cfg: AnalyzeConfig, model, rtgs: list, means: dict, path: Path) -> dict:
     """The ablation table, reused from ``path`` when it was played by these weights with these settings."""
     import hashlib
@@ -231,16 +219,20 @@ def analyze(cfg: AnalyzeConfig) -> dict:
     for action in preference:
         if action not in model.action_names:
             raise KeyError(f"--preference: unknown action {action!r}; actions: {', '.join(model.action_names)}")
-    root = run_dir(cfg.run)
+    inputs, source = load_windows(model, cfg.run, cfg.store, cfg.windows, cfg.seed)  # before an --overwrite
+    root = prepare_out(outputs(cfg.run), what="analysis", resume=cfg.resume, overwrite=cfg.overwrite,
+                       parts=("analysis", "report.md"))
     out = root / "analysis"
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    inputs, store = load_windows(model, cfg.run, cfg.store, cfg.windows, cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    save_windows(out / WINDOWS_FILE, inputs, {**{k: v for k, v in source.items() if k != "saved"},
+                                              "windows": inputs.batch_size})
     say = print if cfg.progress else (lambda *a, **k: None)
     means = component_means(model, inputs)
     save_file({k: v.contiguous() for k, v in means.items()}, str(out / "means.safetensors"))
-    summary = {"run": str(root), "store": store, "windows": inputs.batch_size, "preference": list(preference),
-               "data_causes": data_causes(store),
+    summary = {"run": str(root), "store": source["store"], "windows": inputs.batch_size,
+               **({"windows_from": source["saved"]} if "saved" in source else {}), "preference": list(preference),
+               "data_causes": source["data_causes"],
                "config": model.config.to_dict(), "action_names": list(model.action_names),
                "rtg_range": list(model.rtg_range) if model.rtg_range else None}
     situations = by_situation(model, inputs, rtgs, preference)
@@ -285,7 +277,7 @@ def ablate_main(argv=None) -> dict:
     """``policylens dt ablate RUN --components ... --episodes N``."""
     from ..checkpoint import load_dt
     from ..cli import join_negative_values
-    from .ablation import ablation_table, component_means
+    from .ablation import ablation_table, component_means, resolve_all
     from .plots import plot_ablation
     from .report import ablation_markdown
 
@@ -299,8 +291,12 @@ def ablate_main(argv=None) -> dict:
         raise ValueError(f"--mode {cfg.mode!r}; expected mean or zero")
     model = load_dt(cfg.run)
     if not model.env:
-        raise ValueError(f"{run_dir(cfg.run)} names no env to play in (its agent/config.json has no 'env')")
+        raise ValueError(f"{model_folder(cfg.run)} names no env to play in (its agent/config.json has no 'env')")
     sets = parse_sets(model, cfg.components)
+    for components in sets:  # an unknown name is refused before anything is written
+        resolve_all(model, components)
+    out = prepare_out(Path(cfg.out) if cfg.out else outputs(cfg.run) / "ablate", what="ablation table",
+                      overwrite=cfg.overwrite, parts=("ablation.json", "ablation.png"))
     means = None
     if cfg.mode == "mean":
         inputs, _ = load_windows(model, cfg.run, cfg.store, cfg.windows, cfg.seed)
@@ -308,7 +304,6 @@ def ablate_main(argv=None) -> dict:
     table = ablation_table(model, model.env, sets, _floats(cfg.rtgs, "rtgs"), cfg.episodes, mode=cfg.mode,
                            means=means, start_level=cfg.start_level, seed=cfg.seed, policy=cfg.policy,
                            batch=cfg.batch, progress=cfg.progress)
-    out = Path(cfg.out) if cfg.out else run_dir(cfg.run) / "analysis" / "ablate"
     out.mkdir(parents=True, exist_ok=True)
     _write(out / "ablation.json", table)
     plot_ablation(table, out / "ablation.png")

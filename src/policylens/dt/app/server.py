@@ -7,10 +7,13 @@ contributions and the state map.
     GET  /api/describe                                          -> the model, the env, actions, components
     GET  /api/view                                              -> VIEW (the current step)
     POST /api/act        {"action": name | index | null}        -> VIEW after the move (null: the model's choice)
-    POST /api/reset      {"level": int | null}                  -> VIEW at the level's start
-    POST /api/configure  {"rtg", "ablation": [...], "mode": "zero"|"mean", "preference": [a, b] | []} -> VIEW
+    POST /api/reset      {"level": int in [0, 2**31) | null}    -> VIEW at the level's start
+    POST /api/configure  {"rtg": number in [-RTG_LIMIT, RTG_LIMIT], "ablation": [component, ...],
+                          "mode": "zero"|"mean", "preference": [a, b] | []}  (each optional) -> VIEW
 
-Bad input answers 400 with ``{"error": message}`` and changes nothing.
+Only 127.0.0.1 is bound, and every request passes :class:`policylens.webapp.LocalOnly` (own host and origin
+only, JSON bodies of at most 64 KB). Bad input answers 400 with ``{"error": message}`` naming the field, and
+changes nothing.
 """
 from __future__ import annotations
 
@@ -20,7 +23,6 @@ from pathlib import Path
 
 from ... import webapp
 from ...config import add_dataclass_args, clear_errors, from_args
-from ...webapp import answer, json_body
 
 STATIC = Path(__file__).parent / "static"
 
@@ -48,45 +50,31 @@ class AppConfig:
 
 
 def create_app(session):
-    """The Starlette app for one :class:`~policylens.dt.app.AppSession`."""
-    from starlette.applications import Starlette
+    """The Starlette app for one :class:`~policylens.dt.app.AppSession` (behind
+    :class:`~policylens.webapp.LocalOnly`), each field of each request checked before the session sees it."""
     from starlette.responses import FileResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
+    from ...webapp import any_of, choice, endpoint, integer, names, number
+    from .session import MAX_LEVEL, MODES, RTG_LIMIT
+
     async def index(request):
         return FileResponse(STATIC / "index.html")
 
-    async def describe(request):
-        return await answer(session.describe)
-
-    async def view(request):
-        return await answer(session.view)
-
-    async def act(request):
-        return await answer(session.act, (await json_body(request)).get("action"))
-
-    async def reset(request):
-        return await answer(session.reset, (await json_body(request)).get("level"))
-
-    async def configure(request):
-        body = await json_body(request)
-        unknown = sorted(set(body) - {"rtg", "ablation", "mode", "preference"})
-        if unknown:
-            return await answer(_refuse, f"unknown setting(s) {', '.join(unknown)}; expected rtg, ablation, mode, "
-                                         "preference")
-        return await answer(lambda: session.configure(**body))
-
+    actions = session.names
+    act = {"action": any_of(choice(actions), integer(0, len(actions) - 1), null=True)}
+    settings = {"rtg": number(-RTG_LIMIT, RTG_LIMIT, null=True),
+                "ablation": names(session.analysis["ablation"]["available"], null=True),
+                "mode": choice(MODES, null=True), "preference": names(actions, lengths=(0, 2), null=True)}
     routes = [Route("/", index), Route("/index.html", index),
-              Route("/api/describe", describe), Route("/api/view", view),
-              Route("/api/act", act, methods=["POST"]), Route("/api/reset", reset, methods=["POST"]),
-              Route("/api/configure", configure, methods=["POST"]),
+              Route("/api/describe", endpoint(session.describe)), Route("/api/view", endpoint(session.view)),
+              Route("/api/act", endpoint(session.act, act), methods=["POST"]),
+              Route("/api/reset", endpoint(session.reset, {"level": integer(0, MAX_LEVEL, null=True)}),
+                    methods=["POST"]),
+              Route("/api/configure", endpoint(session.configure, settings), methods=["POST"]),
               Mount("/static", StaticFiles(directory=str(STATIC)))]
-    return Starlette(routes=routes)
-
-
-def _refuse(message: str):
-    raise ValueError(message)
+    return webapp.local_app(routes)
 
 
 def load_session(cfg: AppConfig):

@@ -109,6 +109,7 @@
   const whenReady = new Promise((resolve) => { readyResolve = resolve; });
 
   const manifest = () => registry.manifest;
+  const transposed = () => Boolean(manifest().view && manifest().view.transposed);
   const layerInfo = () => manifest().layers[state.layer];
   const outputInfo = () => layerInfo().outputs[state.output] || layerInfo().outputs[0];
   const isolated = () => (state.hover >= 0 ? state.hover : state.pinned);
@@ -190,8 +191,9 @@
       const url = safeImage(feature.thumbnail);
       let thumb;
       if (url) { thumb = el("img"); thumb.src = url; thumb.alt = ""; } else thumb = el("span", "no-thumb");
+      const stable = typeof feature.stability === "number" && Number.isFinite(feature.stability);
       li.append(el("kbd", "key", f < 9 ? String(f + 1) : ""), sw, thumb, el("span", "label", feature.label),
-        el("span", "amount"));
+        el("span", "stability", stable ? "stability " + fmt(feature.stability, 2) : ""), el("span", "amount"));
       li.addEventListener("mouseenter", () => { state.hover = f; render(); });
       li.addEventListener("mouseleave", () => { state.hover = -1; render(); });
       li.addEventListener("click", () => { if (state.hidden.has(f)) state.hidden.delete(f); else state.hidden.add(f); render(); });
@@ -202,9 +204,9 @@
   function buildTrajectoryPanel() {
     const info = $("trajectory-info");
     info.replaceChildren();
-    const m = manifest(), src = source;
+    const m = manifest(), src = source, predicted = m.predicted ? "predicted " : "";
     const rows = [["env", m.env], ["agent", m.run], ["episode", src.info && src.info.episode], ["steps", src.length],
-      ["return", fmt(src.info && src.info["return"])], ["end", src.info && src.info.cause], ["level", src.info && src.info.level_seed],
+      [predicted + "return", fmt(src.info && src.info["return"])], ["end", src.info && src.info.cause], ["level", src.info && src.info.level_seed],
       ["layer", layerInfo().name], ["method", layerInfo().meta && layerInfo().meta.method]];
     for (const [k, v] of rows) if (v !== undefined && v !== null && v !== "") info.append(el("dt", "", k), el("dd", "", v));
     const marks = $("bookmarks");
@@ -247,7 +249,8 @@
     document.querySelectorAll(".panel.sign").forEach((fig) => {
       R.drawFrame(fig.querySelector("canvas.obs"), source, t, size, size);
       const overlay = fig.querySelector("canvas.overlay");
-      const used = R.drawOverlay(overlay, slice, Number(overlay.dataset.sign), shape, visible, colors, state.gain, state.smooth);
+      const used = R.drawOverlay(overlay, slice, Number(overlay.dataset.sign), shape, visible, colors, state.gain, state.smooth,
+        transposed());
       used.forEach((f) => drawn.add(f));
     });
     state.drawn = [...drawn].sort((a, b) => a - b);
@@ -263,10 +266,11 @@
     // frame details
     const names = m.action_names || [], a = source.action[t], info = $("frame-info");
     info.replaceChildren();
+    const predicted = m.predicted ? "predicted " : "";  // a simulator's heads, not the game's values
     const rows = [["frame", t + " / " + (source.length - 1)], ["value", fmt(source.value[t])],
       ["action", a === undefined || a === null || a < 0 ? "-" : (names[a] !== undefined ? names[a] : a)],
-      ["reward", fmt(source.reward[t])], ["advantage", fmt(source.advantages[t])]];
-    if (source.done[t]) rows.push(["episode", "ends here"]);
+      [predicted + "reward", fmt(source.reward[t])], ["advantage" + (predicted ? " (of predicted rewards)" : ""), fmt(source.advantages[t])]];
+    if (source.done[t]) rows.push(["episode", m.predicted ? "predicted to end here" : "ends here"]);
     for (const [k, v] of rows) info.append(el("dt", "", k), el("dd", "", v));
     const p = source.probs[t] || [];
     document.querySelectorAll("#probs li").forEach((li, i) => {
@@ -337,7 +341,10 @@
   function showTreeBox(box, shape) {
     const hl = $("tree-highlight");
     if (!Array.isArray(box) || box.length !== 4 || !shape) { hl.hidden = true; state.treeBox = null; return; }
-    const [y0, x0, y1, x1] = box.map(Number), [H, W] = shape;
+    // a box [y0, x0, y1, x1] of the observation's array; over an upright picture of a MiniGrid view ([x, y]
+    // arrays) its first axis runs across
+    const b = box.map(Number), s = shape.map(Number);
+    const [y0, x0, y1, x1] = transposed() ? [b[1], b[0], b[3], b[2]] : b, [H, W] = transposed() ? [s[1], s[0]] : s;
     hl.style.top = (100 * y0 / H) + "%"; hl.style.left = (100 * x0 / W) + "%";
     hl.style.height = (100 * (y1 - y0) / H) + "%"; hl.style.width = (100 * (x1 - x0) / W) + "%";
     hl.hidden = false;
@@ -503,6 +510,7 @@
     get drawnFeatures() { return state.drawn.slice(); },
     get treeFrames() { return Object.keys((source && source.trees) || {}).map(Number).sort((x, y) => x - y); },
     get treeBox() { return state.treeBox ? state.treeBox.slice() : null; },
+    get view() { return { ...(manifest().view || {}), predicted: Boolean(manifest().predicted) }; },
     get bookmarks() { return source ? (source.bookmarks || []).map((b) => ({ t: b.t, advantage: b.advantage })) : []; },
     whenReady,
     visibleFeatures,

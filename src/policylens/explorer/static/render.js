@@ -62,13 +62,28 @@
     return field;
   }
 
+  /** The (n, h, w) maps in q as (n, w, h): each map's rows become its columns. */
+  function transpose(q, n, h, w) {
+    const out = new Uint8Array(n * h * w);
+    for (let k = 0; k < n; k++) {
+      const base = k * h * w;
+      for (let i = 0; i < h; i++) for (let j = 0; j < w; j++) out[base + j * h + i] = q[base + i * w + j];
+    }
+    return out;
+  }
+
   /**
    * Draw one sign's overlay of one frame into `canvas` (resized to the overlay resolution).
    * slice: {q: Uint8Array (S, F, gh, gw), scale, ref}: values are q / 255 * scale, shown relative to ref.
+   * transposed: the maps are laid out [x, y] (MiniGrid's arrays) under an upright picture: drawn transposed.
    * Returns the features that put any colour on the canvas.
    */
-  function drawOverlay(canvas, slice, sign, shape, visible, colors, gain, smooth) {
-    const [S, F, gh, gw] = shape;
+  function drawOverlay(canvas, slice, sign, shape, visible, colors, gain, smooth, transposed) {
+    let [S, F, gh, gw] = shape;
+    if (transposed) {
+      if (slice) slice = { ...slice, q: transpose(slice.q, S * F, gh, gw) };
+      [gh, gw] = [gw, gh];
+    }
     const cell = Math.max(1, Math.round(OVERLAY_TARGET / Math.max(gh, gw)));
     const rw = gw * cell, rh = gh * cell, n = rw * rh;
     if (canvas.width !== rw || canvas.height !== rh) { canvas.width = rw; canvas.height = rh; }
@@ -209,5 +224,5 @@
     ctx.fillRect(Math.round(x - dpr), 0, Math.max(1, Math.round(2 * dpr)), canvas.height);
   }
 
-  window.PolicyLensRender = { drawOverlay, drawFrame, drawTimeline, drawPlayhead, frameFromX, hexToRgb, blur, upsample };
+  window.PolicyLensRender = { drawOverlay, transpose, drawFrame, drawTimeline, drawPlayhead, frameFromX, hexToRgb, blur, upsample };
 })();

@@ -11,6 +11,7 @@ let info = null;      // /api/describe
 let current = null;   // the last VIEW
 let queue = Promise.resolve();
 let autoplay = null;
+let ended = null;     // the outcome of the move that ended an episode, shown until the next move or reset
 
 function el(tag, attrs = {}, text) {
   const node = document.createElement(tag);
@@ -38,7 +39,7 @@ function request(path, body) {
     const data = await res.json();
     if (!res.ok) { showError(data.error || res.statusText); return null; }
     showError("");
-    if (path !== "/api/describe") render(data, performance.now() - started);
+    if (path !== "/api/describe") render(data, performance.now() - started, path);
     return data;
   };
   queue = queue.then(run, run);
@@ -87,20 +88,39 @@ function drawGrid(view) {
   drawAgent(ctx, ax, ay, dir, s);
 }
 
+// the state map's colours: blue where a cell pushes the preference's first action, red its second
+function heat(v, top) {
+  const a = Math.min(1, Math.abs(v) / top) * 0.7;
+  return v >= 0 ? `rgba(43, 108, 176, ${a})` : `rgba(197, 48, 48, ${a})`;
+}
+
 function drawView(view) {
   const canvas = $("view"), ctx = canvas.getContext("2d");
   const n = view.view.length, s = Math.floor(canvas.width / n);
   for (let x = 0; x < n; x++) for (let y = 0; y < n; y++) drawCell(ctx, view.view[x][y], x, y, s);
   drawAgent(ctx, Math.floor(n / 2), n - 1, 3, s);
-  const map = view.analysis.state_map;
-  if (map && $("show-map").checked) {
-    const top = Math.max(1e-6, ...map.cells.flat().map(Math.abs));
-    for (let x = 0; x < n; x++) for (let y = 0; y < n; y++) {
-      const v = map.cells[x][y], a = Math.min(1, Math.abs(v) / top) * 0.7;
-      ctx.fillStyle = v >= 0 ? `rgba(43, 108, 176, ${a})` : `rgba(197, 48, 48, ${a})`;
-      ctx.fillRect(x * s, y * s, s, s);
-    }
+  const map = view.analysis.state_map, shown = Boolean(map) && $("show-map").checked;
+  $("map-key").hidden = !shown;
+  if (!shown) return;
+  const top = Math.max(1e-6, ...map.cells.flat().map(Math.abs));
+  for (let x = 0; x < n; x++) for (let y = 0; y < n; y++) {
+    ctx.fillStyle = heat(map.cells[x][y], top);
+    ctx.fillRect(x * s, y * s, s, s);
   }
+  drawMapKey(view.analysis.contributions.preference, top);
+}
+
+// the key: the colour scale from -top to +top, and what each end means
+function drawMapKey([a, b], top) {
+  const bar = $("map-key-bar"), ctx = bar.getContext("2d");
+  ctx.clearRect(0, 0, bar.width, bar.height);
+  for (let i = 0; i < bar.width; i++) {
+    ctx.fillStyle = heat(top * ((2 * i + 1) / bar.width - 1), top);
+    ctx.fillRect(i, 0, 1, bar.height);
+  }
+  $("map-key-neg").textContent = `−${top.toFixed(3)} ${b}`;
+  $("map-key-pos").textContent = `${a} +${top.toFixed(3)}`;
+  $("map-key-note").textContent = `each cell's share of the state token's contribution to ${a} − ${b}: blue favours ${a}, red ${b}`;
 }
 
 // ------------------------------------------------------------------------------------------------ analysis
@@ -214,7 +234,7 @@ function drawAttention(analysis) {
 }
 
 // ------------------------------------------------------------------------------------------------ page
-function render(view, roundTrip) {
+function render(view, roundTrip, path) {
   current = view;
   $("level").textContent = view.level;
   $("t").textContent = view.t;
@@ -224,10 +244,14 @@ function render(view, roundTrip) {
   $("agent-pos").textContent = `agent (${view.agent.x}, ${view.agent.y}) facing ${["east", "south", "west", "north"][view.agent.dir]}`;
   $("agent-pos").dataset.state = `${view.agent.x},${view.agent.y},${view.agent.dir},${view.t},${view.level}`;
   $("latency").textContent = `analysis ${view.analysis.ms.toFixed(1)} ms · step ${view.ms.toFixed(1)} ms · round trip ${roundTrip.toFixed(0)} ms`;
-  const banner = $("banner"), last = view.last;
-  banner.hidden = !(last && last.done);
-  if (last && last.done) banner.textContent = `Episode over: ${last.cause} (return ${last.outcome.return}) — level ${view.level} now.`;
-  else if (view.note) { banner.hidden = false; banner.textContent = view.note; }
+  // an episode's end is news of the move that ended it: shown until the next move, reset or page load
+  const last = view.last;
+  if (path === "/api/act") ended = last && last.done ? { ...last.outcome, level: view.level } : null;
+  else if (path !== "/api/configure") ended = null;
+  const banner = $("banner");
+  banner.hidden = !ended && !view.note;
+  banner.dataset.kind = ended ? "end" : view.note ? "note" : "";
+  banner.textContent = ended ? `Episode over: ${ended.cause} (return ${ended.return}) — level ${ended.level} now.` : view.note || "";
   const list = clear($("outcomes"));
   view.outcomes.forEach((o) => list.appendChild(el("li", {}, `level ${o.level}: ${o.cause}, return ${o.return}, ${o.length} steps (target RTG ${o.target_rtg})`)));
   drawGrid(view);

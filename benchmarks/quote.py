@@ -1,0 +1,190 @@
+"""Docs quote results: every figure in README and docs is read from a committed JSON file a command wrote.
+
+Two kinds of marks, invisible when the markdown is rendered:
+
+- a value: ``<!--q FILE PATH FORMAT-->0.12<!--/q-->`` is the entry at ``PATH`` (keys and list indices joined
+  by ``/``) of ``FILE`` (relative to the repository), written with the Python format spec ``FORMAT`` (``.2f``,
+  ``,``, ``.1%``; ``raw`` for the value as it is);
+- a block: ``<!--quote NAME-->`` ... ``<!--/quote-->`` is the markdown that ``BLOCKS[NAME]`` writes from its
+  JSON (a table, say).
+
+``python -m benchmarks.quote`` rewrites every mark from the files; ``--check`` only says which are stale
+(exit 1), as the test suite does. Edit a figure by re-running the command that writes its JSON, then this.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ("README.md", "docs", "benchmarks/README.md", "zoo/README.md")
+VALUE = re.compile(r"<!--q (\S+) (\S+) ([^\s<>]+)-->(.*?)<!--/q-->", re.S)
+BLOCK = re.compile(r"(<!--quote (\S+)-->\n)(.*?)(<!--/quote-->)", re.S)
+
+
+@lru_cache(maxsize=None)
+def load(file: str):
+    path = ROOT / file
+    if not path.is_file():
+        raise FileNotFoundError(f"quoted file {file} is not in the repository")
+    return json.loads(path.read_text())
+
+
+def lookup(file: str, path: str):
+    """The entry at ``path`` (``a/b/0/c``) of the JSON ``file``."""
+    value = load(file)
+    for key in path.split("/"):
+        try:
+            value = value[int(key)] if isinstance(value, list) else value[key]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise KeyError(f"{file} has no entry {path!r} (stopped at {key!r})") from None
+    return value
+
+
+def fmt(value, spec: str = "raw") -> str:
+    return str(value) if spec == "raw" else format(value, spec)
+
+
+def value(file: str, path: str, spec: str = "raw") -> str:
+    return fmt(lookup(file, path), spec)
+
+
+# ---------------------------------------------------------------- blocks
+
+EDIT = "benchmarks/results/edit_blindness.json"
+EDIT_ROWS = {
+    "keep-others": "ball direction out, other directions kept (`--keep others`)",
+    "plain": "ball direction out, the paper's orthogonal projection",
+    "all-ball-directions": "every ball direction out, others kept (`--top all --keep others`)",
+}
+
+
+def _ci(x: dict) -> str:
+    return f"{x['share']:.2f} [{x['ci95'][0]:.2f}, {x['ci95'][1]:.2f}]" if x and x.get("ci95") else "-"
+
+
+def edit_table() -> list:
+    """The MiniGrid editing experiment: each edit's deaths and blindness share, with its spread over NMF
+    restarts, beside the original and the control."""
+    r = load(EDIT)
+    rows = ["| | success | obstacle deaths | wall deaths | blindness share (95% CI) | over NMF restarts: median [min, max] |",
+            "|---|---|---|---|---|---|",
+            f"| original | {r['original']['success']:.3f} | {r['original']['deaths'].get('obstacle', 0)} | "
+            f"{r['original']['deaths'].get('wall', 0)} | | |"]
+    for name, label in EDIT_ROWS.items():
+        e = r["edits"].get(name)
+        if e is None:
+            continue
+        s = e["share_spread"]
+        spread = "-" if s["median"] is None else f"{s['median']:.2f} [{s['min']:.2f}, {s['max']:.2f}]"
+        rows.append(f"| {label} | {e['success']:.3f} | {e['deaths'].get('obstacle', 0)} | "
+                    f"{e['deaths'].get('wall', 0)} | {_ci(e['blindness_share'])} | {spread} |")
+    c = r["control"]
+    rows.append(f"| original, balls invisible (the control) | {c['success']:.3f} | {c['deaths'].get('obstacle', 0)} | "
+                f"{c['deaths'].get('wall', 0)} | 1 | |")
+    return rows
+
+
+def _env_name(spec: str) -> str:
+    family, _, rest = spec.partition(":")
+    name, _, options = rest.partition("?")
+    opts = dict(o.split("=", 1) for o in options.split("&") if "=" in o)
+    extra = [f"{opts['obs']} view"] if "obs" in opts else []
+    extra += [opts["distribution_mode"]] if "distribution_mode" in opts else []
+    return ", ".join([name.replace("MiniGrid-", "").removesuffix("-v0"), *extra])
+
+
+def _arch(agent: dict) -> str:
+    if agent["arch"] == "decision_transformer":
+        layers = f"{agent['n_layers']} layer" + ("s" if agent["n_layers"] > 1 else "")
+        return (f"decision transformer ({layers}, {agent['n_heads']} heads, d_model "
+                f"{agent['d_model']}, `{agent['state_embedding']}` embedding, context {agent['context']})")
+    return f"`{agent['arch']}`" + (f" + GRU ({agent['hidden']})" if agent.get("recurrent") else "")
+
+
+def zoo_table() -> list:
+    """Every zoo agent: env, architecture, frames trained, held-out success with its 95% CI and failure causes
+    (its ``evaluation.json``), or a decision transformer's return at each target (its ``calibration.json``)."""
+    rows = ["| name | env | agent | frames trained | held-out result |", "|---|---|---|---|---|"]
+    for run in sorted(p for p in (ROOT / "zoo").iterdir() if (p / "agent" / "config.json").is_file()):
+        config = json.loads((run / "agent" / "config.json").read_text())
+        frames = sum(c["frames"] for c in config.get("curriculum", [])) or config.get("frames")
+        if (run / "evaluation.json").is_file():
+            e = json.loads((run / "evaluation.json").read_text())
+            causes = ", ".join(f"{c} {n}" for c, n in e["causes"].items() if n and c != "success")
+            result = (f"**{e['success_rate']:.3f}** ({e['ci95'][0]:.3f}-{e['ci95'][1]:.3f}) on {e['episodes']:,} "
+                      f"levels" + (f"; {causes}" if causes else ""))
+        elif (run / "calibration.json").is_file():
+            c = json.loads((run / "calibration.json").read_text())
+            result = "return " + ", ".join(f"{r['mean_return']:.2f} at RTG {r['target_rtg']:g}" for r in c["results"]
+                                            if r["target_rtg"] in (-1, 0, 0.9))
+            frames = None
+        else:
+            result = "-"
+        rows.append(f"| `{run.name}` | {_env_name(config['env'])} | {_arch(config['agent'])} | "
+                    f"{f'{frames:,}' if frames else '-'} | {result} |")
+    return rows
+
+
+SIM_AGENTS = "benchmarks/results/sim_agents.json"
+
+
+def sim_agents_table() -> list:
+    """Agents inside the simulator: per agent, each outcome's rate in the environment and in the simulator (and the
+    imagined ends as their views show them) with Wilson intervals, as ``policylens sim agents`` writes it."""
+    from policylens.sim.agents_report import table_rows
+
+    return table_rows(load(SIM_AGENTS))
+
+
+BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table, "sim_agents_table": sim_agents_table}
+
+
+# ---------------------------------------------------------------- rewriting and checking
+
+
+def render(text: str) -> str:
+    """``text`` with every mark filled from its file."""
+    text = VALUE.sub(lambda m: f"<!--q {m[1]} {m[2]} {m[3]}-->{value(m[1], m[2], m[3])}<!--/q-->", text)
+
+    def block(m):
+        if m[2] not in BLOCKS:
+            raise KeyError(f"no quote block {m[2]!r}; known: {', '.join(BLOCKS)}")
+        return m[1] + "\n".join(BLOCKS[m[2]]()) + "\n" + m[4]
+
+    return BLOCK.sub(block, text)
+
+
+def documents() -> list:
+    out = []
+    for name in DOCS:
+        path = ROOT / name
+        out += sorted(path.rglob("*.md")) if path.is_dir() else [path] if path.is_file() else []
+    return out
+
+
+def stale() -> list:
+    """The documents whose marks differ from what their files say now."""
+    load.cache_clear()
+    return [p for p in documents() if render(p.read_text()) != p.read_text()]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only list the documents whose quotes are stale")
+    args = parser.parse_args(argv)
+    paths = stale()
+    for p in paths:
+        if args.check:
+            print(f"stale quotes: {p.relative_to(ROOT)}")
+        else:
+            p.write_text(render(p.read_text()))
+            print(f"rewrote {p.relative_to(ROOT)}")
+    return 1 if args.check and paths else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""Docs quote results: every quoted figure equals its committed JSON, and the repository's docs are current."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import quote
+
+
+def test_a_value_mark_is_filled_from_its_file_and_a_changed_file_makes_it_stale(tmp_path):
+    data = tmp_path / "r.json"
+    data.write_text(json.dumps({"edits": {"keep-others": {"share": 0.1234, "runs": [3, 1500]}}}))
+    doc = (f"share <!--q {data} edits/keep-others/share .2f-->old<!--/q--> over "
+           f"<!--q {data} edits/keep-others/runs/1 ,-->?<!--/q--> levels")
+    quote.load.cache_clear()
+    done = quote.render(doc)
+    assert done == (f"share <!--q {data} edits/keep-others/share .2f-->0.12<!--/q--> over "
+                    f"<!--q {data} edits/keep-others/runs/1 ,-->1,500<!--/q--> levels")
+    assert quote.render(done) == done  # filled marks are stable
+    data.write_text(json.dumps({"edits": {"keep-others": {"share": 0.5, "runs": [3, 1500]}}}))
+    quote.load.cache_clear()
+    assert quote.render(done) != done and "0.50" in quote.render(done)
+
+
+def test_a_mark_naming_a_missing_entry_or_file_is_an_error(tmp_path):
+    data = tmp_path / "r.json"
+    data.write_text(json.dumps({"a": [1]}))
+    quote.load.cache_clear()
+    with pytest.raises(KeyError, match="no entry 'a/3'"):
+        quote.render(f"<!--q {data} a/3 raw-->x<!--/q-->")
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        quote.render(f"<!--q {tmp_path / 'nope.json'} a raw-->x<!--/q-->")
+    with pytest.raises(KeyError, match="no quote block 'nothing'"):
+        quote.render("<!--quote nothing-->\nx\n<!--/quote-->")
+
+
+def test_the_edit_table_is_the_benchmark_json_row_for_row():
+    quote.load.cache_clear()
+    filed = quote.load(quote.EDIT)
+    table = quote.edit_table()
+    assert len(table) == 2 + 1 + len([n for n in quote.EDIT_ROWS if n in filed["edits"]]) + 1
+    for name, row in zip([n for n in quote.EDIT_ROWS if n in filed["edits"]], table[3:]):
+        e = filed["edits"][name]
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == f"{e['success']:.3f}" and cells[2] == str(e["deaths"].get("obstacle", 0))
+        assert cells[4].startswith(f"{e['blindness_share']['share']:.2f}")
+
+
+def test_readme_and_docs_quote_their_files_exactly():
+    """Re-rendering every mark in README, docs/, benchmarks/README and zoo/README changes nothing: the figures
+    there are what the committed JSON says (run ``python -m benchmarks.quote`` after a benchmark)."""
+    assert [str(p) for p in quote.stale()] == []
+
+
+def test_the_readme_editing_table_is_quoted():
+    readme = (quote.ROOT / "README.md").read_text()
+    assert "<!--quote edit_table-->" in readme
+
+
+def test_the_simulator_agents_table_is_the_benchmark_json_row_for_row():
+    quote.load.cache_clear()
+    filed = quote.load(quote.SIM_AGENTS)
+    table = quote.sim_agents_table()
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in table[2:]]
+    agent = None
+    for row in cells:
+        if row[0]:
+            agent = row[0].split("`")[1]
+            assert row[0] == f"`{agent}` ({filed['agents'][agent]['paired']} paired)"
+        if row[1] in filed["agents"][agent]["real"]:
+            for col, side in ((2, "real"), (3, "imagined"), (4, "imagined_view")):
+                assert row[col].startswith(f"{100 * filed['agents'][agent][side][row[1]]['rate']:.1f}%")
+    assert {r[0].split("`")[1] for r in cells if r[0]} == set(filed["agents"])
