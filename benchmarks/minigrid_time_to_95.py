@@ -53,6 +53,7 @@ def reference_for(preset: str, quick: bool) -> "dict | None":
 def run_setup(name: str, threads: int, seed: int, stop: float, quick: bool) -> dict:
     from policylens.evaluate import evaluate
 
+    load_before = load_beside()
     setup = SETUPS[name]
     out = RUNS / name
     shutil.rmtree(out, ignore_errors=True)
@@ -79,7 +80,7 @@ def run_setup(name: str, threads: int, seed: int, stop: float, quick: bool) -> d
                                "seconds_to_95": ref["seconds_to_95"],
                                "curve": [[c["frames"], c["seconds"], c["return_100"], c["success_100"]]
                                          for c in ref["curve"]]}
-    result["beside"] = load_beside()
+    result["beside"] = {"before": load_before, "after": load_beside()}  # the machine is shared: its load
     return result
 
 
@@ -115,7 +116,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--stop-success", type=float, default=0.97, help="training stops once the last 100 episodes "
-                   "succeed this often (above 0.95, so that 200 held-out levels clear 95%)")
+                   "succeed this often (above 0.95, so that 200 held-out levels clear 95%%)")
     p.add_argument("--quick", action="store_true", help="smoke test: two small updates per setup, 4 held-out levels")
     args = p.parse_args(argv)
     names = [s for s in args.setups.split(",") if s]

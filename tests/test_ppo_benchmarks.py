@@ -36,6 +36,6 @@ def test_minigrid_time_to_95_quick_trains_evaluates_and_plots(tmp_path, monkeypa
     assert set(runs) == {"mlp", "recurrent"} and filed["target"] == 0.95
     assert runs["mlp"]["held_out"]["episodes"] == 4 and runs["mlp"]["held_out"]["start_level"] == 1_000_000
     assert "reference" in runs["mlp"] and "reference" not in runs["recurrent"]  # CleanRL has no recurrent ppo.py
-    assert runs["mlp"]["beside"]["cpus"] >= 1 and runs["mlp"]["threads"] == 1
+    assert runs["mlp"]["beside"]["before"]["cpus"] >= 1 and "loadavg_1_5_15" in runs["mlp"]["beside"]["after"] and runs["mlp"]["threads"] == 1
     assert (tmp_path / "minigrid_time_to_95_quick.png").stat().st_size > 5000
     assert (tmp_path / "runs" / "mlp" / "agent" / "config.json").is_file()
