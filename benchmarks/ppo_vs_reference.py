@@ -118,7 +118,8 @@ def run_setup(name: str, seeds, quick: bool, threads: int, frames_scale: float) 
     b = bounds(cfg, reference, threads)
     fps = {who: float(np.mean([r["fps"] for r in rs])) for who, rs in runs.items()}
     finals = {who: [_final(r) for r in rs if _final(r) is not None] for who, rs in runs.items()}
-    summary = {"frames": frames, "seeds": list(seeds), "threads": threads,
+    summary = {"frames": frames, "frames_scale": frames_scale, "full_frames": SETUPS[name]["frames"],
+               "seeds": list(seeds), "threads": threads,
                "fps_ours": round(fps["ours"], 1), "fps_reference": round(fps["reference"], 1),
                "fps_ratio_ours_over_reference": round(fps["ours"] / fps["reference"], 2),
                "ours_share_of_its_bound": round(fps["ours"] / b["combined_ours"], 2),

@@ -140,7 +140,19 @@ def sim_agents_table() -> list:
     return table_rows(load(SIM_AGENTS))
 
 
-BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table, "sim_agents_table": sim_agents_table}
+def _ppo(name: str, file_attr: str):
+    def block() -> list:
+        from . import quote_ppo
+
+        return getattr(quote_ppo, name)(load(getattr(quote_ppo, file_attr)))
+
+    block.__doc__ = f"the PPO benchmark table of :func:`benchmarks.quote_ppo.{name}`"
+    return block
+
+
+BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table, "sim_agents_table": sim_agents_table,
+          "ppo_time_to_95": _ppo("time_to_95_table", "TIME_TO_95"), "ppo_ablation": _ppo("ablation_table", "ABLATION"),
+          "ppo_vs_reference": _ppo("vs_reference_table", "VS_REFERENCE")}
 
 
 # ---------------------------------------------------------------- rewriting and checking

@@ -14,8 +14,10 @@ DESCRIPTION = """Train an agent with PPO. Start from a preset and override any o
   policylens train --out runs/do8 --resume          # continue after Ctrl-C or a kill
   policylens train --out runs/do8 --overwrite       # start again, replacing the run (else it is refused)
 
-Presets: """ + "; ".join(f"{k}: {v['env']} {v['arch']}{' recurrent' if v.get('recurrent') else ''}"
-                         f" {v['num_envs']}x{v['num_steps']}" for k, v in PRESETS.items())
+Presets (architecture, envs x steps per rollout, learning rate; the env below):
+""" + "\n".join(f"  {k}: {v['arch']}{' (' + v['arch_options'] + ')' if v.get('arch_options') else ''}"
+                f"{' + GRU' if v.get('recurrent') else ''}{', bptt ' + str(v['bptt']) if v.get('bptt') else ''}, "
+                f"{v['num_envs']}x{v['num_steps']}, lr {v['lr']:g}\n      {v['env']}" for k, v in PRESETS.items())
 
 
 def main(argv=None) -> None:

@@ -86,7 +86,7 @@ class TrainConfig:
         return asdict(self)
 
 
-#: What Dynamic-Obstacles-8x8 needs from scratch (benchmarks/README.md, "PPO"): no reward or advantage
+#: What Dynamic-Obstacles-8x8 needs from scratch (benchmarks/README.md, "PPO: MiniGrid from scratch"): no reward or advantage
 #: normalisation (a -1 penalty before any goal is seen, scaled up by either, drives the policy to turn in place),
 #: CleanRL's orthogonal init, a constant learning rate, minibatches of 256; and, without pixels, the one-hot
 #: view: in the integer view the goal (8) reads as "more of" a ball (6) or wall (2), the penalty for walking
