@@ -17,17 +17,20 @@ def _minutes(seconds) -> str:
 def time_to_95_table(data: dict) -> list:
     """Per setup run: frames and minutes to 95% training success, ours and the reference's, the held-out success
     with its 95% interval, and the machine's load average around it."""
-    rows = ["| setup | preset | target | ours: frames to 95% | ours: minutes | reference: frames to 95% | "
-            "reference: minutes | held-out success (95% CI) | load average (1 min) before, after |",
+    rows = ["| setup | preset | target | ours: frames to 95% | ours: minutes | reference, in as many frames as ours "
+            "trained: frames to 95% | reference: minutes | ours held-out success (95% CI) | "
+            "load average (1 min) before, after |",
             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in data["runs"].items():
         ref = r.get("reference")
         held = r["held_out"]
+        last = [c[3] for c in ref["curve"] if c[3] is not None] if ref else []
+        ref_success = f" (last 100: {last[-1]:.0%} at {ref['curve'][-1][0]:,})" if ref and last else ""
         load = r["beside"]
         load = (f"{load['before']['loadavg_1_5_15'][0]:.1f}, {load['after']['loadavg_1_5_15'][0]:.1f}"
                 if "before" in load else f"-, {load['loadavg_1_5_15'][0]:.1f}")
         rows.append(f"| {name} | `{r['preset']}` | {r['target_minutes']} min | {_frames(r['frames_to_95'])} | "
-                    f"{_minutes(r['seconds_to_95'])} | {_frames(ref['frames_to_95']) if ref else 'no counterpart'} | "
+                    f"{_minutes(r['seconds_to_95'])} | {_frames(ref['frames_to_95']) + ref_success if ref else 'no counterpart'} | "
                     f"{_minutes(ref['seconds_to_95']) if ref else '-'} | {held['success_rate']:.3f} "
                     f"({held['ci95'][0]:.3f}-{held['ci95'][1]:.3f}) on {held['episodes']} | {load} |")
     return rows
