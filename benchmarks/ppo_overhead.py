@@ -19,7 +19,7 @@ from .common import write
 SETUPS = {
     "minigrid-rgb-cnn": dict(preset="minigrid"),
     "minigrid-symbolic-cnn": dict(preset="minigrid", env="minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0"),
-    "coinrun-impala-bf16": dict(preset="procgen-easy", num_envs=64, num_steps=64),
+    "coinrun-impala-bf16": dict(preset="procgen-easy", num_envs=64, num_steps=64, bf16=True),
     "coinrun-impala-fp32": dict(preset="procgen-easy", num_envs=64, num_steps=64, bf16=False),
 }
 

@@ -170,6 +170,16 @@ def sim_agents_table() -> list:
     return table_rows(load(SIM_AGENTS))
 
 
+def _ppo(name: str, file_attr: str):
+    def block() -> list:
+        from . import quote_ppo
+
+        return getattr(quote_ppo, name)(load(getattr(quote_ppo, file_attr)))
+
+    block.__doc__ = f"the PPO benchmark table of :func:`benchmarks.quote_ppo.{name}`"
+    return block
+
+
 SIM_LEVERS = "benchmarks/results/sim_fidelity_levers.json"
 SIM_SWAP = "benchmarks/results/sim_swap_imagined.json"
 SIM_BALLS = "benchmarks/results/sim_balls.json"
@@ -262,7 +272,9 @@ def sim_balls_table() -> list:
 BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table, "explorer_table": explorer_table,
           "sim_agents_table": sim_agents_table, "sim_fidelity_table": sim_fidelity_table,
           "sim_reach_table": sim_reach_table, "sim_closed_loop_table": sim_closed_loop_table,
-          "sim_swap_table": sim_swap_table, "sim_balls_table": sim_balls_table, "dt_models_table": dt_models_table}
+          "sim_swap_table": sim_swap_table, "sim_balls_table": sim_balls_table, "dt_models_table": dt_models_table,
+          "ppo_time_to_95": _ppo("time_to_95_table", "TIME_TO_95"), "ppo_ablation": _ppo("ablation_table", "ABLATION"),
+          "ppo_vs_reference": _ppo("vs_reference_table", "VS_REFERENCE")}
 
 
 # ---------------------------------------------------------------- rewriting and checking

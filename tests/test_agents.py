@@ -277,6 +277,35 @@ def test_recurrent_batched_sequence_equals_per_env_step_loop():
     assert not torch.allclose(carried.logits[0], batched_logits[2][0], atol=1e-4)
 
 
+@pytest.mark.parametrize("arch,obs_shape,options,recurrent", [("cnn", GRID, {}, True), ("mlp", GRID_SYM, {}, True),
+                                                              ("attention", GRID, {"base": "cnn"}, True),
+                                                              ("cnn", GRID, {}, False),
+                                                              ("mlp", GRID_SYM, {"pi_hidden": (8,), "v_hidden": (4,)}, True)])
+def test_forward_sequence_equals_stepping_forward(arch, obs_shape, options, recurrent):
+    """PPO's recurrent update runs the trunk once over a whole sequence and steps only the GRU: the same outputs
+    and states as calling forward step by step, episode starts included."""
+    agent = make(arch, obs_shape, recurrent=recurrent, **options)
+    if recurrent:
+        with torch.no_grad():
+            agent.h0.normal_()
+    L, B = 5, 3
+    obs = torch.stack([random_obs(obs_shape, batch=B, seed=20 + t) for t in range(L)])  # (L, B, H, W, C)
+    first = torch.zeros(L, B, dtype=torch.bool)
+    first[2, 0] = first[3, 1] = True
+    state = torch.randn(B, 64) if recurrent else None
+    with torch.no_grad():
+        seq = agent.forward_sequence(obs, state, first)
+        steps, s = [], state
+        for k in range(L):
+            out = agent(obs[k], s, first[k])
+            s = out.state
+            steps.append(out)
+    torch.testing.assert_close(seq.logits, torch.cat([o.logits for o in steps]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(seq.value, torch.cat([o.value for o in steps]), rtol=1e-5, atol=1e-5)
+    if recurrent:
+        torch.testing.assert_close(seq.state, torch.cat([o.state for o in steps]), rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------- attention
 
 

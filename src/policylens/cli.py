@@ -9,7 +9,7 @@ from .config import BAD_INPUT, error_message
 
 # name -> (module with main(argv), one-line help). These names are the interface.
 COMMANDS = {
-    "train": ("policylens.train.cli", "train an agent with PPO (presets: minigrid, classic, procgen-easy, procgen-hard-rec)"),
+    "train": ("policylens.train.cli", "train an agent with PPO (presets: minigrid, minigrid-mlp, minigrid-recurrent, classic, procgen-easy, procgen-hard-rec, atari)"),
     "record": ("policylens.rollouts.record", "record episodes of an agent into a rollout store (zarr)"),
     "evaluate": ("policylens.evaluate", "success rate with a 95% CI, return, length and failure causes over N levels"),
     "attribute": ("policylens.attribution.cli", "saliency / grad x act / integrated gradients / SmoothGrad / VarGrad of recorded frames"),

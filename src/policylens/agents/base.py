@@ -139,6 +139,10 @@ class ActorCritic(nn.Module):
                 keep = (~first.bool()).float().unsqueeze(-1)  # (B, 1)
                 state = keep * state + (1 - keep) * h0
             x = self.hx(self.gru(x, state))  # (B, hidden)
+        return self._heads(x, obs)
+
+    def _heads(self, x: torch.Tensor, obs: torch.Tensor) -> AgentOutput:
+        """Policy and value from the trunk's (or GRU's) output ``x`` (B, F); ``obs`` (B, ...) for a value trunk."""
         logits = self.pi(self._tower("pi", x))  # (B, A)
         if self.q_values:
             value = self.v(logits)  # (B, 1) the largest Q-value
@@ -146,6 +150,27 @@ class ActorCritic(nn.Module):
             xv = x if self.value_trunk is None else self.value_trunk.features(obs)  # (B, F)
             value = self.v(self._tower("v", xv))  # (B, 1)
         return AgentOutput(logits, value.squeeze(-1), x if self.recurrent else None)
+
+    def forward_sequence(self, obs, state=None, first=None) -> AgentOutput:
+        """``L`` steps at once: ``obs`` (L, B, H, W, C), ``state`` (B, hidden) before the first, ``first`` (L, B).
+        The same outputs as ``L`` calls of :meth:`forward` (time-major, (L*B, ...)), with the trunk run once over
+        all ``L*B`` observations and only the GRU stepped in a loop; ``state`` holds every step's GRU state."""
+        L, B = obs.shape[:2]
+        self.check_obs(obs[0])
+        flat = obs.reshape(L * B, *obs.shape[2:])  # (L*B, H, W, C)
+        x = self.features(flat)  # (L*B, F)
+        if self.recurrent:
+            h0 = self.initial_state(B)
+            h = h0 if state is None else state  # (B, hidden)
+            x, states = x.reshape(L, B, -1), []
+            for k in range(L):
+                if first is not None:
+                    keep = (~first[k].bool()).float().unsqueeze(-1)  # (B, 1)
+                    h = keep * h + (1 - keep) * h0
+                h = self.hx(self.gru(x[k], h))
+                states.append(h)
+            x = torch.cat(states)  # (L*B, hidden)
+        return self._heads(x, flat)
 
 
 def layer_names(agent: nn.Module) -> list:

@@ -91,19 +91,24 @@ class MiniGridVecEnv(VecEnv):
             return self.start_level + int(rng.integers(self.num_levels))
         return int(rng.integers(2**31 - 1))
 
-    def _observe(self, i: int) -> np.ndarray:
+    def _observe(self, i: int, given: "dict | None" = None) -> np.ndarray:
+        """Env ``i``'s observation; ``given``: the obs dict MiniGrid just returned for this very state, reused
+        for the symbolic views where nothing is hidden (drawing it again costs as much as the step itself)."""
         env = self.envs[i]
-        with _hidden(env, self.invisible):
-            if self.obs_mode == "rgb":
-                return env.get_frame(highlight=False, tile_size=self.tile_size, agent_pov=True)
-            image = env.gen_obs()["image"]
+        if given is not None and self.obs_mode != "rgb" and not self.invisible:
+            image = given["image"]
+        else:
+            with _hidden(env, self.invisible):
+                if self.obs_mode == "rgb":
+                    return env.get_frame(highlight=False, tile_size=self.tile_size, agent_pov=True)
+                image = env.gen_obs()["image"]
         return onehot(image) if self.obs_mode == "onehot" else image.astype(np.uint8)
 
     def _reset_one(self, i: int) -> np.ndarray:
         self._level_seeds[i] = self._next_seed(i)
-        self.envs[i].reset(seed=self._level_seeds[i])
+        given, _ = self.envs[i].reset(seed=self._level_seeds[i])
         self._actions[i] = []
-        return self._observe(i)
+        return self._observe(i, given)
 
     def observe(self) -> np.ndarray:
         """The current observation of every env, ``(N, H, W, C)`` uint8."""
@@ -125,7 +130,7 @@ class MiniGridVecEnv(VecEnv):
             a = int(actions[i])
             front = env.grid.get(*env.front_pos)
             front_type = front.type if front is not None else None
-            _, reward, terminated, truncated, _ = env.step(a)
+            given, reward, terminated, truncated, _ = env.step(a)
             self._actions[i].append(a)
             rewards[i] = reward
             if terminated or truncated:
@@ -134,7 +139,7 @@ class MiniGridVecEnv(VecEnv):
                 finals[i] = self._observe(i)  # the episode's last observation
                 obs.append(self._reset_one(i))
             else:
-                obs.append(self._observe(i))
+                obs.append(self._observe(i, given))
         info = [{"level_seed": s} for s in self._level_seeds]
         for i, final in finals.items():
             info[i]["final_obs"] = final

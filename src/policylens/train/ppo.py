@@ -7,7 +7,6 @@ exactly the weights an uninterrupted run reaches; without it (or ``overwrite``) 
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import time
 from collections import deque
@@ -20,16 +19,17 @@ from tqdm.auto import tqdm
 
 from .. import envs
 from ..agents import AgentConfig, build
-from ..agents.nets import attention_entropy
 from ..agents.policy import select_actions
 from ..gae import gae
 from ..runs import prepare_out
-from .config import TrainConfig, resolve
+from .config import TrainConfig, parse_options, resolve, validate
+from .init import init_weights
 from .state import load_optimizer, optimizer_tensors, read_checkpoint, truncate_csv, write_checkpoint
+from .update import Rollout, TrainingStopped, autocast, ppo_update
 
 RUN_FILES = ("agent", "train.csv", "curve.png")  # what a training run writes in OUT (refused if there, unless told)
 CSV_FIELDS = ["update", "frames", "seconds", "fps", "episodes", "return_mean", "length_mean", "success_rate",
-              "pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "attention_entropy", "lr"]
+              "return_100", "success_100", "pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "attention_entropy", "lr"]
 
 
 class RewardNormalizer:
@@ -74,14 +74,9 @@ class _AttentionProbe:
             self.handle.remove()
 
 
-def _autocast(cfg: TrainConfig):
-    if cfg.bf16:
-        return torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def train(cfg: TrainConfig) -> Path:
     cfg = resolve(cfg)
+    validate(cfg)
     out = prepare_out(cfg.out, what="run", resume=cfg.resume, overwrite=cfg.overwrite, parts=RUN_FILES)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -92,12 +87,13 @@ def train(cfg: TrainConfig) -> Path:
 
     env = envs.make(cfg.env, num_envs=N, seed=cfg.seed)
     agent_cfg = AgentConfig(arch=cfg.arch, obs_shape=tuple(env.observation_space.shape),
-                            num_actions=int(env.action_space.n), obs_scale=env.obs_scale, recurrent=cfg.recurrent)
+                            num_actions=int(env.action_space.n), obs_scale=env.obs_scale, recurrent=cfg.recurrent,
+                            options=parse_options(cfg.arch_options))
     torch.manual_seed(cfg.seed)
-    agent = build(agent_cfg).to(device)
+    agent = init_weights(build(agent_cfg), cfg.init).to(device)
     if cfg.init_from and not cfg.resume:
         _init_from(agent, agent_cfg, cfg.init_from)
-    if cfg.bf16:
+    if cfg.channels_last:
         agent = agent.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=1e-5)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -121,6 +117,7 @@ def train(cfg: TrainConfig) -> Path:
         start_update, frames = meta["update"], meta["frames"]
         recent.extend(meta["recent"])
         truncate_csv(out / "train.csv", start_update)
+        print(f"resuming {out} from update {start_update} of {num_updates}, frame {frames:,}", flush=True)
 
     def capture(update: int) -> dict:
         """Everything at an update boundary, copied, so it can be written at any later moment."""
@@ -138,6 +135,8 @@ def train(cfg: TrainConfig) -> Path:
         write_checkpoint(out / "agent", snap["weights"], agent_cfg.to_dict(),
                          {**extra, "frames": snap["meta"]["frames"]}, snap["tensors"], snap["meta"])
 
+    buf = Rollout(T, N, tuple(obs.shape[1:]), state.shape[-1] if state is not None else None,
+                  obs_dtype=torch.from_numpy(np.asarray(obs)).dtype)  # uint8 frames | float vectors
     probe = _AttentionProbe(agent)
     csv_file = open(out / "train.csv", "a", newline="")
     writer = csv.DictWriter(csv_file, fieldnames=CSV_FIELDS)
@@ -162,50 +161,58 @@ def train(cfg: TrainConfig) -> Path:
                     g["lr"] = cfg.lr * (1.0 - update / num_updates)
             t0 = time.time()
             # ---- rollout -------------------------------------------------------------------------
-            obs_buf = torch.zeros((T, N, *obs.shape[1:]), dtype=torch.as_tensor(obs).dtype)  # uint8 frames | float vectors
-            act_buf, logp_buf = torch.zeros((T, N), dtype=torch.long), torch.zeros(T, N)
-            val_buf, rew_buf, done_buf = torch.zeros(T, N), torch.zeros(T, N), torch.zeros(T, N)
-            first_buf = torch.zeros((T, N), dtype=torch.bool)
-            state_buf = torch.zeros((T, N, state.shape[-1])) if state is not None else None
             ended = []
             for t in range(T):
-                obs_t = torch.as_tensor(obs)
-                obs_buf[t], first_buf[t] = obs_t, first
+                obs_t = buf.obs[t]
+                obs_t.copy_(torch.from_numpy(obs))
+                buf.first[t] = first
                 if state is not None:
-                    state_buf[t] = state.detach().float().cpu()
-                with torch.no_grad(), _autocast(cfg):
+                    buf.state[t] = state.detach()
+                with torch.no_grad(), autocast(cfg):
                     o = agent(obs_t.to(device), state, first.to(device))
                 logits = o.logits.float().cpu()
+                if not torch.isfinite(logits).all():
+                    raise TrainingStopped(f"update {update + 1}: the policy's logits are not finite (the weights "
+                                          "diverged); try a lower --lr or a smaller --max-grad-norm")
                 action = select_actions(logits, "sample", generator=gen)  # (N,)
-                act_buf[t] = action
-                logp_buf[t] = torch.log_softmax(logits, -1).gather(-1, action[:, None]).squeeze(-1)
-                val_buf[t] = o.value.float().cpu()
+                buf.act[t] = action
+                buf.logp[t] = torch.log_softmax(logits, -1).gather(-1, action[:, None]).squeeze(-1)
+                buf.val[t] = o.value.float()
                 state = o.state.float() if o.state is not None else None
                 obs, reward, done, info = env.step(action.numpy())
-                rew_buf[t] = torch.as_tensor(norm(reward, done) if cfg.norm_reward else reward, dtype=torch.float32)
-                done_buf[t] = torch.as_tensor(done, dtype=torch.float32)
-                first = torch.as_tensor(done)
+                buf.rew[t] = torch.from_numpy(np.asarray(norm(reward, done) if cfg.norm_reward else reward))
+                buf.done[t] = torch.from_numpy(done)
+                first = torch.from_numpy(done)
                 ended += [i["episode"] for i in info if "episode" in i]
             frames += N * T
-            with torch.no_grad(), _autocast(cfg):
-                next_value = agent(torch.as_tensor(obs).to(device), state, first.to(device)).value.float().cpu()
-            adv = torch.from_numpy(gae(rew_buf.numpy(), val_buf.numpy(), done_buf.numpy(), cfg.gamma,
-                                       cfg.gae_lambda, last_value=next_value.numpy())[0])  # (T, N)
-            ret = adv + val_buf
+            with torch.no_grad(), autocast(cfg):
+                next_value = agent(torch.from_numpy(obs).to(device), state, first.to(device)).value.float().cpu()
+            adv, ret = gae(buf.rew.numpy(), buf.val.numpy(), buf.done.numpy(), cfg.gamma, cfg.gae_lambda,
+                           last_value=next_value.numpy())  # (T, N) each
+            buf.adv.copy_(torch.from_numpy(adv))
+            buf.ret.copy_(torch.from_numpy(ret))
             # ---- update --------------------------------------------------------------------------
-            stats = _update(cfg, agent, optimizer, probe, gen, device, obs_buf, act_buf, logp_buf, val_buf,
-                            adv, ret, first_buf, state_buf, value_only=update < cfg.value_warmup)
+            stats = ppo_update(cfg, agent, optimizer, probe, gen, device, buf, update,
+                               value_only=update < cfg.value_warmup)
             recent.extend([e["return"], e["length"], e["success"]] for e in ended)
             row = _row(update + 1, frames, elapsed(), N * T / (time.time() - t0), ended, stats,
                        optimizer.param_groups[0]["lr"])
+            r = np.asarray(recent, dtype=float).reshape(-1, 3)  # (<= 100, [return, length, success])
+            if len(r):
+                row.update(return_100=r[:, 0].mean(), success_100=r[:, 2].mean())
             writer.writerow(row)
             csv_file.flush()
             bar.update(N * T)
-            if recent:
-                r = np.asarray(recent, dtype=float)
+            if len(r):
                 bar.set_postfix(ret=f"{r[:, 0].mean():.2f}", success=f"{r[:, 2].mean():.2f}",
                                 fps=f"{(frames - frames_at_start) / (time.time() - t_start):.0f}")
-        snap = capture(num_updates)
+            if cfg.stop_success and len(r) == recent.maxlen and r[:, 2].mean() >= cfg.stop_success:
+                bar.write(f"stopping at update {update + 1}, frame {frames:,}: the last {len(r)} episodes "
+                          f"succeeded {r[:, 2].mean():.0%} of the time (--stop-success {cfg.stop_success})")
+                break
+        else:
+            update = num_updates - 1
+        snap = capture(update + 1)
         save(snap)
     except KeyboardInterrupt:
         if snap is not None:
@@ -213,6 +220,10 @@ def train(cfg: TrainConfig) -> Path:
         bar.write(f"interrupted: checkpoint at update {snap['meta']['update'] if snap else 0} saved in {out / 'agent'}; "
                   "rerun with --resume to continue")
         raise
+    except TrainingStopped as e:
+        save(snap)  # the weights before the failing update
+        raise TrainingStopped(f"training stopped at {e}; the checkpoint of update {snap['meta']['update']} "
+                              f"(before it) is saved in {out / 'agent'}") from None
     finally:
         restore_sigterm()
         probe.close()
@@ -254,85 +265,6 @@ def _init_from(agent: nn.Module, agent_cfg: AgentConfig, run: str) -> None:
     if differ:
         raise ValueError(f"init_from {run}: its agent differs from the one being trained in {differ} (theirs, ours)")
     load_weights(agent, folder / "weights.safetensors")
-
-
-def _update(cfg, agent, optimizer, probe, gen, device, obs_buf, act_buf, logp_buf, val_buf, adv, ret,
-            first_buf, state_buf, value_only: bool = False) -> dict:
-    """PPO epochs over one rollout; ``value_only``: the value loss alone, and only the value head steps."""
-    T, N = act_buf.shape
-    value_head = {id(p) for p in agent.v.parameters()}
-    recurrent = state_buf is not None
-    L = (cfg.bptt or T) if recurrent else 1
-    if recurrent:
-        chunks = T // L  # sequences: (env, chunk) pairs, each L steps starting from the stored state
-        seq_ids = torch.arange(N * chunks)
-        mb_seqs = max(1, len(seq_ids) // cfg.num_minibatches)
-    else:
-        flat_ids = torch.arange(T * N)
-        mb_size = max(1, len(flat_ids) // cfg.num_minibatches)
-    totals = {k: 0.0 for k in ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "attention_entropy")}
-    count = 0
-    for _ in range(cfg.update_epochs):
-        if recurrent:
-            perm = seq_ids[torch.randperm(len(seq_ids), generator=gen)]
-            batches = [perm[i:i + mb_seqs] for i in range(0, len(perm), mb_seqs)]
-        else:
-            perm = flat_ids[torch.randperm(len(flat_ids), generator=gen)]
-            batches = [perm[i:i + mb_size] for i in range(0, len(perm), mb_size)]
-        for mb in batches:
-            with _autocast(cfg):
-                if recurrent:
-                    envs_, starts = mb % N, (mb // N) * L
-                    steps = starts[None, :] + torch.arange(L)[:, None]  # (L, B)
-                    cols = envs_[None, :].expand(L, -1)  # (L, B)
-                    h = state_buf[starts, envs_].to(device)  # (B, hidden)
-                    logits_l, values_l, attn_l = [], [], []
-                    for k in range(L):
-                        o = agent(obs_buf[steps[k], cols[k]].to(device), h, first_buf[steps[k], cols[k]].to(device))
-                        h = o.state
-                        logits_l.append(o.logits)
-                        values_l.append(o.value)
-                        if probe.maps is not None:
-                            attn_l.append(probe.maps)
-                    logits, value = torch.cat(logits_l).float(), torch.cat(values_l).float()
-                    idx = (steps.reshape(-1), cols.reshape(-1))
-                    attn = torch.cat(attn_l) if attn_l else None
-                else:
-                    idx = (mb // N, mb % N)
-                    o = agent(obs_buf[idx].to(device))
-                    logits, value, attn = o.logits.float(), o.value.float(), probe.maps
-            b_act, b_logp, b_adv = act_buf[idx].to(device), logp_buf[idx].to(device), adv[idx].to(device)
-            b_ret, b_val = ret[idx].to(device), val_buf[idx].to(device)
-            logp_all = torch.log_softmax(logits, -1)
-            new_logp = logp_all.gather(-1, b_act[:, None]).squeeze(-1)
-            entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
-            log_ratio = new_logp - b_logp
-            ratio = log_ratio.exp()
-            b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)
-            pg_loss = torch.max(-b_adv * ratio, -b_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
-            v_clipped = b_val + (value - b_val).clamp(-cfg.clip_coef, cfg.clip_coef)
-            v_loss = 0.5 * torch.max((value - b_ret) ** 2, (v_clipped - b_ret) ** 2).mean()
-            loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
-            attn_ent = attention_entropy(attn.float()) if attn is not None else None
-            if attn_ent is not None and cfg.attention_entropy_coef:
-                loss = loss + cfg.attention_entropy_coef * attn_ent
-            optimizer.zero_grad(set_to_none=True)
-            (cfg.vf_coef * v_loss if value_only else loss).backward()
-            if value_only:  # a parameter without a gradient is left alone by Adam (no moment, no step)
-                for p in agent.parameters():
-                    if id(p) not in value_head:
-                        p.grad = None
-            nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            with torch.no_grad():
-                totals["pg_loss"] += pg_loss.item()
-                totals["v_loss"] += v_loss.item()
-                totals["entropy"] += entropy.item()
-                totals["approx_kl"] += ((ratio - 1) - log_ratio).mean().item()
-                totals["clipfrac"] += ((ratio - 1).abs() > cfg.clip_coef).float().mean().item()
-                totals["attention_entropy"] += attn_ent.item() if attn_ent is not None else float("nan")
-            count += 1
-    return {k: v / max(count, 1) for k, v in totals.items()}
 
 
 def _row(update, frames, seconds, fps, ended, stats, lr) -> dict:
