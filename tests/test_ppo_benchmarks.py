@@ -18,7 +18,9 @@ def test_ppo_vs_reference_quick_files_both_trainers_and_the_bounds(tmp_path, mon
         assert s["frames"] == 2 * 4 * 16 and s["seeds"] == [1]
         assert s["fps_ours"] > 0 and s["fps_reference"] > 0 and s["fps_ratio_ours_over_reference"] > 0
         b = r["bounds_frames_per_s"]
-        assert b["combined_ours"] < min(b["env_random_actions"], b["net_ours"])  # 1 / (1/a + 1/b) < each
+        a, n = b["env_random_actions"], b["net_ours"]
+        assert b["combined_ours"] <= min(a, n)  # 1 / (1/a + 1/b) < each (equal once rounded to 0.1)
+        assert abs(b["combined_ours"] - 1 / (1 / a + 1 / n)) <= 0.1
         for who in ("ours", "reference"):
             assert [run["frames"] for run in r["runs"][who]] == [128]
         # the reference trains with our resolved hyperparameters
