@@ -20,8 +20,8 @@ class SimTrainConfig:
     steps: int = 2000
     """optimizer steps (raise it with --resume to train on)"""
     seconds: float = 0.0
-    """also stop once the optimizer steps have taken this many seconds, summed over resumed runs (0: no time limit; the
-    rule the VAE+LSTM baseline's equal-time budget follows, so both can be given the same seconds)"""
+    """also stop once the optimizer steps have taken this many seconds, summed over resumed runs (0: no time limit;
+    the rule the VAE+LSTM baseline's equal-time budget follows, so both can be given the same seconds)"""
     batch_size: int = 32
     """windows per step, over all ranks (a multiple of the number of ranks)"""
     lr: float = 3e-4
