@@ -4,9 +4,9 @@
 
 1. Collect ``episodes`` episodes of ``zoo:minigrid-do8-rgb`` with the default strategy mix into
    ``runs/bench-dt/trajectories.zarr`` (reused when it already holds them: collection is resumable).
-2. Train the seed's model (1 layer, 2 heads, d_model 128, context 1, ``grid`` embedding) in chunks of
-   ``check_every`` steps (``--resume`` is bit-exact, so the chunks equal one run); after each chunk play
-   ``eval_episodes`` held-out levels at target RTG -1, 0 and 0.9. The model is *calibrated* when every
+2. Train Decision Transformer Interpretability's model (1 layer, 2 heads, d_model 128, context 1, ``grid``
+   embedding) in chunks of ``check_every`` steps (``--resume`` is bit-exact, so the chunks equal one run); after
+   each chunk play ``eval_episodes`` held-out levels at target RTG -1, 0 and 0.9. The model is *calibrated* when every
    achieved mean return lies within 0.25 of its target. Reported: steps, frames (windows seen) and seconds of
    training (the train calls, which reload the store each chunk; evaluation not counted) to the first
    calibrated check, against the issue's 10 minutes.

@@ -1,4 +1,5 @@
-"""GAE bookmarks: the timesteps of a trajectory whose advantage is most extreme (seed 001's hallucination search).
+"""GAE bookmarks: the timesteps of a trajectory whose advantage is most extreme (Understanding RL Vision's
+hallucination search).
 
 An unusually high or low advantage means something unexpected happened, or the value function was wrong
 about the state (a "hallucinated" coin or buzzsaw); these are the frames worth looking at first.

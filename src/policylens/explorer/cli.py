@@ -26,7 +26,7 @@ class ExploreConfig:
     out: Optional[str] = None
     """folder to write index.html and its data into (default: RUN/explorer)"""
     ig_steps: int = 10
-    """integrated-gradients steps (alpha = 1/steps ... 1, as seed 001)"""
+    """integrated-gradients steps (alpha = 1/steps ... 1, as in Understanding RL Vision)"""
     nmf_frames: int = 1024
     """frames (spread over the trajectories) whose value attributions the NMF is fitted on"""
     bookmarks: int = 10

@@ -1,8 +1,8 @@
 """Attribution maps per feature, as the explorer draws them, and their compact uint8 form.
 
 A hidden layer's attribution ``A`` ``(N, C, h, w)`` is split over ``K`` NMF directions plus a residual, per
-spatial position and per sign (seed 001's interface): ``maps[:, 0]`` is the good news (positive part),
-``maps[:, 1]`` the bad news (negative part), each ``(N, K + 1, h, w)`` and non-negative. Direction ``k``'s
+spatial position and per sign (Understanding RL Vision's interface): ``maps[:, 0]`` is the good news (positive
+part), ``maps[:, 1]`` the bad news (negative part), each ``(N, K + 1, h, w)`` and non-negative. Direction ``k``'s
 map is the attribution mass it carries: its coefficient times ``sum_c v_k`` (the amount a unit of the
 direction adds to the output). The residual takes what the directions miss, so at every position
 

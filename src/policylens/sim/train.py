@@ -9,10 +9,9 @@ Writes ``RUN/sim/`` (config.json + weights.safetensors, :mod:`policylens.sim.che
 teacher-forced held-out terms, and open-loop fidelity on held-out windows: the recorded actions drive the
 prior from the start the simulator is trained for, as ``sim fidelity`` reads it (the context frames through the
 posterior with the prior-step term, ``sim train``'s default, or mixed starts; else z alone), scored on the frames
-after the context; before session 11 these columns always read z alone). ``--resume`` continues bit-for-bit: step s's
-windows and noise come from a generator seeded by (seed, s) alone. ``config.json`` records ``trained_steps`` and
-``trained_seconds`` (wall time of the optimizer steps over all sessions, evaluation excluded: the compute budget a
-baseline is matched to).
+after the context). ``--resume`` continues bit-for-bit: step s's windows and noise come from a generator seeded by
+(seed, s) alone. ``config.json`` records ``trained_steps`` and ``trained_seconds`` (wall time of the optimizer steps
+summed over resumed runs, evaluation excluded: the compute budget a baseline is matched to).
 
 Several processes (``torchrun --nproc_per_node N -m policylens.sim.train RUN``, or any launcher that sets
 RANK / WORLD_SIZE): DistributedDataParallel, each rank taking its share of every step's global batch, so N

@@ -20,8 +20,8 @@ class SimTrainConfig:
     steps: int = 2000
     """optimizer steps (raise it with --resume to train on)"""
     seconds: float = 0.0
-    """also stop once the optimizer steps have taken this many seconds over all sessions (0: no time limit; the
-    rule the VAE+LSTM baseline's equal-time budget follows, so both can be given the same seconds)"""
+    """also stop once the optimizer steps have taken this many seconds, summed over resumed runs (0: no time limit;
+    the rule the VAE+LSTM baseline's equal-time budget follows, so both can be given the same seconds)"""
     batch_size: int = 32
     """windows per step, over all ranks (a multiple of the number of ranks)"""
     lr: float = 3e-4
@@ -53,14 +53,13 @@ class SimTrainConfig:
     """weight of KL(recorded policy || policy of the agent in the loop)"""
     open_loop_weight: float = 0.25
     """weight of the same windows unrolled open-loop (prior only, from z, recorded actions), scored with the
-    weights above (observation overshooting; a second unroll per step; 0: teacher forcing alone). On the zoo's
-    MiniGrid agent at equal time, 0.25 with the decoder detached (below) beat 1 with everything trained: action
-    agreement ten steps out 0.818 vs 0.718 on 20,000 episodes recorded apart (the VAE+LSTM baseline: 0.725)"""
+    weights above (observation overshooting; a second unroll per step; 0: teacher forcing alone); what it trains
+    is set by open_loop_detaches"""
     prior_obs_weight: float = 0.0
     """weight of the observation loss of each recorded frame decoded from the prior one step after the posterior
-    state before it (decode(h_t, s_t from p(s_t | h_t), as prior_step_latent says) against o_t): trains the decoder on the states a filtered
-    start predicts one step after its context (0: off; at 1 on the zoo's MiniGrid agent, scored with sim fidelity
-    --start filtered, the first setting level with the VAE+LSTM baseline one step after the context)"""
+    state before it (decode(h_t, s_t from p(s_t | h_t), as prior_step_latent says) against o_t): trains the
+    decoder on the states a filtered start predicts one step after its context (0: off; prior_step_weight scores
+    the whole step)"""
     prior_step_weight: float = 1.0
     """weight of that whole first prior step, scored on the obs, reward and done terms with their weights: the frame
     decoded from the prior, and the reward and episode end of the recorded action taken from that prior state (what
@@ -74,28 +73,24 @@ class SimTrainConfig:
     decoder (the reward and episode-end heads still learn from the prior's states) or readouts (decoder and both
     heads: the term trains the dynamics alone). With the decoder detached it learns from the posterior's states
     and is not taught to hedge on frames the prior cannot foresee, such as where a moving ball will be; with the
-    heads detached too, the reward ten steps out was worse than the baseline's (error 0.152 vs 0.129; decoder
-    alone: 0.110)"""
+    heads detached too, the reward and episode-end heads learn from the posterior's states alone and drift from
+    the prior's over long unrolls"""
     obs_balance: float = 0.0
     """weight each cell of the observation loss by (share of its object type in the store's frames) ** -this,
     normalised to a mean of 1 (0: every cell alike; categorical views). MiniGrid's moving balls are a few cells of a
     view and vanish from the simulator's frames"""
     prior_step_latent: str = "mean"
     """the prior state s_t the prior_obs and prior_step terms read: mean (the prior's mean, what sim fidelity's
-    filtered start reads one step after its context) or sample (a draw with the step's noise; on the zoo's MiniGrid
-    agent the reward head then hedged on the prior's mean: reward error 0.023 one step after the context, 0.012 with
-    mean)"""
+    filtered start reads one step after its context) or sample (a draw with the step's noise, so the heads are
+    trained on draws but read the mean in a filtered start)"""
     open_loop_start: str = "z"
     """where that open-loop unroll starts: z (the prior from z alone, as imagination starts) or mixed (each window
     first reads 0 to context_frames-1 of its context frames after the first through the posterior, drawn
-    uniformly, so unrolls from z alone and from the filtered context are both trained; on the zoo's MiniGrid
-    agent at equal time it scored lower: action agreement 0.675 filtered / 0.735 z alone 1 step after the
-    context, against 0.801 for z)"""
+    uniformly, so unrolls from z alone and from the filtered context are both trained)"""
     tail_windows: bool = True
     """also train on windows that run past their episode's end (padded; at least one frame after the context left),
     as sim fidelity scores them (false: whole windows inside an episode alone, where an episode ends only in a
-    window's last frames, and the episode-end head can learn the step count instead of the goal: on the zoo's
-    MiniGrid agent it then caught none of the held-out ends 1 step after the context)"""
+    window's last frames, and the episode-end head can learn the step count instead of the goal)"""
     val_fraction: float = 0.1
     """share of the episodes held out"""
     val_windows: int = 256

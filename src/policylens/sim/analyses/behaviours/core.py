@@ -13,8 +13,8 @@ action at t, so the environment can carry it on.
   so ``d ic / d p = V @ readout = I`` at lag 0. One backward per target (t', j) gives the gradients w.r.t. the
   probes of all i at steps t' - lag at once (per sample: the samples of a batch are independent).
 - With the environment (``env=True``): every path, including agent -> action -> simulator -> observation ->
-  agent. Without (the seed's "without passing gradients through the environment"): only the agent's own
-  recurrence, by ``cut="actions"`` (the actions driving the simulator carry no gradient, ``detach_actions``) or
+  agent. Without (Saliency as causality's "without passing gradients through the environment"): only the agent's
+  own recurrence, by ``cut="actions"`` (the actions driving the simulator carry no gradient, ``detach_actions``) or
   ``cut="obs"`` (the observations the agent reads carry none). The agent reaches the simulator only through its
   actions and the simulator reaches the agent only through its observations, so both cuts give the same
   Jacobian (a test checks it). At lags 0 and 1 the two agree by construction (the first environment path from a
