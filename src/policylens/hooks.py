@@ -49,18 +49,19 @@ def _names(layers) -> list:
 
 
 @contextmanager
-def capture(agent: nn.Module, layers, *, stop: bool = False):
+def capture(agent: nn.Module, layers, *, stop: bool = False, whole: bool = False):
     """Context manager yielding a :class:`Cache` of ``layers`` (a name or a list of names, each checked with
     :func:`~policylens.agents.get_layer`: a KeyError lists the valid ones) filled by the forward passes run
     inside the block. ``stop=True`` ends a pass with :class:`LayerReached` once every layer has run (catch it,
-    or use :func:`run_with_cache`). The hooks are removed when the block exits, also on an exception."""
+    or use :func:`run_with_cache`); ``whole=True`` caches a tuple output as it is, not its first tensor. The
+    hooks are removed when the block exits, also on an exception."""
     names = _names(layers)
     modules = [(name, get_layer(agent, name)) for name in names]
     cache = Cache(names)
 
     def hook(name):
         def record(_module, _inputs, out):
-            cache[name] = first_tensor(out)
+            cache[name] = out if whole else first_tensor(out)
             cache.calls[name] += 1
             if stop and all(n in cache for n in names):
                 raise LayerReached
