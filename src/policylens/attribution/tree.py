@@ -45,25 +45,22 @@ class UnitTarget:
     """
 
     def __init__(self, agent, layer: str, units: Sequence[int]):
-        self.module, self.layer = get_layer(agent, layer), layer
+        get_layer(agent, layer)  # KeyError listing the layers
+        self.agent, self.layer = agent, layer
         self.units = torch.as_tensor(list(units), dtype=torch.long)  # (P,)
-        self.name, self.output, self.handle = f"unit of {layer}", None, None
-
-    def _record(self, module, inputs, output):
-        self.output = output
+        self.name, self._capture, self._cache = f"unit of {layer}", None, {}
 
     def __enter__(self):
-        self.output = None
-        self.handle = self.module.register_forward_hook(self._record)
+        self._capture = capture(self.agent, self.layer, whole=True)
+        self._cache = self._capture.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self.handle.remove()
-        self.handle = None
-        return False
+        done, self._capture = self._capture, None
+        return done.__exit__(*exc)
 
     def __call__(self, out) -> torch.Tensor:
-        acts = self.output
+        acts = self._cache.get(self.layer)
         if not isinstance(acts, torch.Tensor):
             raise ValueError(f"layer {self.layer!r} gave no tensor in this forward pass (a hidden-unit target needs "
                              "a layer above the attributed one, reached by the forward pass)")
