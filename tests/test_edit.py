@@ -12,7 +12,8 @@ from policylens import agents
 from policylens.edit import ablate, project_out
 from policylens.edit import cli as edit_cli
 from policylens.evaluate import evaluate
-from policylens.factors import Directions, capture
+from policylens.factors import Directions
+from policylens.hooks import capture
 
 ENV = "minigrid:MiniGrid-Dynamic-Obstacles-5x5-v0"
 GRID, PROCGEN = (7, 7, 3), (64, 64, 3)
@@ -44,9 +45,9 @@ def weights(agent) -> dict:
 def layer_output(agent, layer, obs) -> torch.Tensor:
     """The layer's output as the rest of the network sees it (the capture hook is registered last, so it
     runs after any ablation hook already on the layer)."""
-    with capture(agent, layer) as seen, torch.no_grad():
+    with capture(agent, layer) as cache, torch.no_grad():
         agent(obs)
-    return seen["out"]
+    return cache[layer]
 
 
 def most_active_channel(agent, layer, obs) -> int:

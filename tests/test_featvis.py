@@ -12,12 +12,13 @@ from torch import nn
 from policylens import agents, rollouts
 from policylens.agents import AgentOutput, build
 from policylens.factors import Directions
-from policylens.featvis import (capture, dataset_examples, direction_objective, extremal_penalty, extremal_share,
+from policylens.featvis import (dataset_examples, direction_objective, extremal_penalty, extremal_share,
                                 layer_activations, optimize, optimize_batch, receptive_field, resize, save_grid,
                                 spatial_examples, thumbnails)
 from policylens.featvis.cli import main as featvis_main
 from policylens.featvis.receptive import CHECKER, crop
 from policylens.featvis.sample import even_frames, sample_frames
+from policylens.hooks import capture
 
 RGB = (56, 56, 3)  # MiniGrid RGB: 7x7 cells of 8 pixels; the cnn's embed is an 8x8 conv with stride 8
 

@@ -23,7 +23,7 @@ from policylens.sim.analyses.fidelity.core import (baseline_unroll, curve, held_
 from policylens.sim.baseline import Prediction, VaeLstm, load_baseline, save_baseline, train_baseline
 from policylens.sim.data import load_sim_data
 from policylens.sim.obs import obs_score
-from policylens.train.state import split_episodes
+from policylens.rollouts.store import split_episodes
 
 STEPS = 12  # steps after the context
 

@@ -1,4 +1,5 @@
-"""Run directories: where a RUN's outputs go, and the one rule every command follows before writing one.
+"""Run directories: where a RUN's outputs go, and the one rule every command follows before writing one;
+how an output names the run it came from (:func:`run_label`) and the weights it was made with (:func:`sha256`).
 
 A RUN is a run directory, a checkpoint folder or ``zoo:NAME``. The zoo is read-only: the outputs of a zoo agent
 (``zoo:NAME``, or a path inside the zoo) go under ``runs/NAME/``.
@@ -11,6 +12,7 @@ output is removed first, so nothing of it is mixed into the new one).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -58,6 +60,16 @@ def run_dir(run, agent_dir: "Path | None" = None) -> Path:
 def default_out(run, agent_dir: "Path | None" = None, name: str = "rollouts.zarr") -> Path:
     """``run_dir(run) / name``: e.g. where a rollouts store of RUN goes by default."""
     return run_dir(run, agent_dir) / name
+
+
+def run_label(run) -> str:
+    """How an output names the run it came from: ``zoo:NAME`` as given, a path made absolute."""
+    return str(run) if str(run).startswith("zoo:") else str(Path(run).resolve())
+
+
+def sha256(file) -> str:
+    """The sha256 hex digest of a file's bytes (e.g. an agent's ``weights.safetensors``: its identity)."""
+    return hashlib.sha256(Path(file).read_bytes()).hexdigest()
 
 
 def _present(path: Path) -> bool:

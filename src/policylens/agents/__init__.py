@@ -7,16 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..runs import zoo_dir
-from .base import ActorCritic, AgentOutput, get_layer, layer_names, layer_shapes, spatial_layers
+from .base import ActorCritic, AgentOutput, get_layer, layer_names
 from .checkpoint import load_agent, read_config, save_agent
 from .registry import ARCHITECTURES, AgentConfig, build, register
 
 
-def __getattr__(name):  # wrap(module, ...): any torch policy as an agent (imported on first use)
+def __getattr__(name):  # imported on first use: wrap(module, ...) (any torch policy as an agent), layer shapes
     if name in ("wrap", "Wrapped"):
         from . import importers
 
         return getattr(importers, name)
+    if name in ("layer_shapes", "spatial_layers"):
+        from .. import hooks
+
+        return getattr(hooks, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

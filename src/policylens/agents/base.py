@@ -190,36 +190,3 @@ def get_layer(agent: nn.Module, name: str) -> nn.Module:
     if name not in modules or not name:
         raise KeyError(f"agent has no layer {name!r}; layers: {', '.join(layer_names(agent))}")
     return modules[name]
-
-
-@torch.no_grad()
-def layer_shapes(agent: nn.Module, obs_shape=None, names=None) -> dict:
-    """``{layer name: activation shape without the batch}`` from one dummy forward pass, over ``names``
-    (default :func:`layer_names`); a module the pass does not reach is left out."""
-    obs_shape = obs_shape or getattr(agent, "obs_shape", None)
-    if obs_shape is None:
-        raise ValueError(f"{type(agent).__name__} has no obs_shape attribute; pass obs_shape=(H, W, C)")
-    obs_shape = tuple(obs_shape)
-    shapes, handles = {}, []
-
-    def record(name, out):
-        if isinstance(out, (tuple, list)):  # e.g. nn.GRU / nn.LSTM: (output, state) -> the first tensor
-            out = next((o for o in out if isinstance(o, torch.Tensor)), None)
-        if isinstance(out, torch.Tensor):
-            shapes[name] = tuple(out.shape[1:])
-
-    for name in (layer_names(agent) if names is None else names):
-        mod = get_layer(agent, name)
-        handles.append(mod.register_forward_hook(lambda m, i, o, name=name: record(name, o)))
-    try:
-        agent(torch.zeros((2, *obs_shape), dtype=torch.uint8))
-    finally:
-        for h in handles:
-            h.remove()
-    return shapes
-
-
-def spatial_layers(agent: nn.Module, names=None) -> dict:
-    """``{name: (C, h, w)}`` of the layers among ``names`` (default :func:`layer_names`) with spatial
-    activations, in the order listed (input side first for documented layers)."""
-    return {n: s for n, s in layer_shapes(agent, names=names).items() if len(s) == 3}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import ActorCritic, get_layer, layer_names, layer_shapes
+from ..hooks import layer_shapes
+from .base import ActorCritic, get_layer, layer_names
 
 HEAD_DOCS = {
     "hx": "(B, hidden) GRU state",

@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..hooks import agent_device
 from .layer import evaluate_rows
 from .targets import resolve_target
 
@@ -35,11 +36,6 @@ def _as_obs(obs, device) -> torch.Tensor:
     if obs.dtype != torch.uint8 and not obs.is_floating_point():
         raise ValueError(f"obs must be uint8 (as the env gives it) or float of the same scale, got {obs.dtype}")
     return obs
-
-
-def _device(agent) -> torch.device:
-    param = next(iter(agent.parameters()), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 class _Baseline:
@@ -137,7 +133,7 @@ def attribute_many(agent, obs, targets, *, layer: Optional[str] = None, method: 
     if not len(targets):
         raise ValueError("attribute_many needs at least one target")
     tgts = tuple(resolve_target(t, agent) for t in targets)
-    device = _device(agent)
+    device = agent_device(agent)
     obs = _as_obs(obs, device)
     n_obs = obs.shape[0]
     common = dict(layer=layer, state=state, first=first, chunk_size=chunk_size)

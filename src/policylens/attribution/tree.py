@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..agents import get_layer, layer_names
+from ..hooks import agent_device, capture
 from .methods import METHODS, attribute
 from .targets import resolve_target
 
@@ -44,25 +45,22 @@ class UnitTarget:
     """
 
     def __init__(self, agent, layer: str, units: Sequence[int]):
-        self.module, self.layer = get_layer(agent, layer), layer
+        get_layer(agent, layer)  # KeyError listing the layers
+        self.agent, self.layer = agent, layer
         self.units = torch.as_tensor(list(units), dtype=torch.long)  # (P,)
-        self.name, self.output, self.handle = f"unit of {layer}", None, None
-
-    def _record(self, module, inputs, output):
-        self.output = output
+        self.name, self._capture, self._cache = f"unit of {layer}", None, {}
 
     def __enter__(self):
-        self.output = None
-        self.handle = self.module.register_forward_hook(self._record)
+        self._capture = capture(self.agent, self.layer, whole=True)
+        self._cache = self._capture.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self.handle.remove()
-        self.handle = None
-        return False
+        done, self._capture = self._capture, None
+        return done.__exit__(*exc)
 
     def __call__(self, out) -> torch.Tensor:
-        acts = self.output
+        acts = self._cache.get(self.layer)
         if not isinstance(acts, torch.Tensor):
             raise ValueError(f"layer {self.layer!r} gave no tensor in this forward pass (a hidden-unit target needs "
                              "a layer above the attributed one, reached by the forward pass)")
@@ -76,23 +74,10 @@ class UnitTarget:
 
 def _record_activations(agent, obs, names, state, first) -> tuple:
     """One forward pass: ``({layer: activation (1, ...)}, layers in the order the pass reached them, output)``."""
-    acts, order, handles = {}, [], []
-
-    def hook(name):
-        def record(module, inputs, output):
-            if name not in acts:
-                order.append(name)
-            acts[name] = output.detach() if isinstance(output, torch.Tensor) else output
-        return record
-
-    for name in names:
-        handles.append(get_layer(agent, name).register_forward_hook(hook(name)))
-    try:
-        with torch.no_grad():
-            out = agent(obs, state, first)
-    finally:
-        for h in handles:
-            h.remove()
+    with torch.no_grad(), capture(agent, names, whole=True) as cache:
+        out = agent(obs, state, first)
+    acts = {n: a.detach() if isinstance(a, torch.Tensor) else a for n, a in cache.items()}
+    order = list(cache)  # the order the pass first reached them
     missing = [n for n in names if n not in acts]
     if missing:
         raise ValueError(f"layers {missing} are not reached by the agent's forward pass")
@@ -115,25 +100,11 @@ class _Graph:
 
     @classmethod
     def record(cls, agent, obs, names, state, first) -> "Optional[_Graph]":
-        acts, calls, handles = {}, {}, []
-
-        def hook(name):
-            def keep(module, inputs, output):
-                calls[name] = calls.get(name, 0) + 1
-                acts[name] = output
-            return keep
-
-        for name in names:
-            handles.append(get_layer(agent, name).register_forward_hook(hook(name)))
         x = obs.float().requires_grad_()  # (B, ...) the input as attribute() takes it
-        try:
-            with torch.enable_grad():
-                out = agent(x, state, first)
-        finally:
-            for h in handles:
-                h.remove()
-        if any(c != 1 for c in calls.values()) or not all(isinstance(acts.get(n), torch.Tensor) and
-                                                         acts[n].requires_grad for n in names):
+        with torch.enable_grad(), capture(agent, names, whole=True) as acts:
+            out = agent(x, state, first)
+        if any(c != 1 for c in acts.calls.values()) or not all(isinstance(acts.get(n), torch.Tensor) and
+                                                             acts[n].requires_grad for n in names):
             return None
         return cls(out, acts, x)
 
@@ -227,7 +198,7 @@ def saliency_trees(agent, obs, *, target="value", layers: Optional[Sequence[str]
     obs = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs)
     if obs.ndim not in (2, 4) or obs.shape[0] < 1:
         raise ValueError(f"saliency_trees takes observations (B, H, W, C) (vectors: (B, D)), got {tuple(obs.shape)}")
-    device = next(iter(agent.parameters()), torch.empty(0)).device
+    device = agent_device(agent)
     obs, b = obs.to(device), obs.shape[0]
     names = list(default_tree_layers(agent) if layers is None else layers)
     for name in names:

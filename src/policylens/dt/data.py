@@ -95,8 +95,8 @@ class Trajectories:
         return np.concatenate([np.arange(self.start[e], self.start[e] + self.length[e]) for e in episodes])
 
     def split(self, val_fraction: float, seed: int = 0) -> tuple:
-        """Episodes ``(train, held_out)``: :func:`policylens.train.state.split_episodes`."""
-        from ..train.state import split_episodes
+        """Episodes ``(train, held_out)``: :func:`policylens.rollouts.store.split_episodes`."""
+        from ..rollouts.store import split_episodes
 
         return split_episodes(self.num_episodes, val_fraction, seed)
 

@@ -135,7 +135,7 @@ def blind_directions(cfg: EditConfig, agent, agent_dir: Path) -> tuple:
     """``(chosen, kept or None, found)`` for ``--blind``: the NMF directions of ``--layer`` that best locate the
     entity (``--top``), the other NMF directions when ``--keep others``, and what was found (directions, scores, frames)."""
     from ..factors.collect import open_store
-    from ..rollouts.record import default_out
+    from ..runs import default_out
     from .blind import choose, parse_top
 
     if not cfg.layer:

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from ..agents import get_layer
-from ..factors.collect import agent_device, capture
 from ..factors.project import channel_matmul
+from ..hooks import agent_device, capture
 from .ablate import ablate, as_directions
 
 FOLDABLE = (nn.Conv2d, nn.Linear, nn.RNNCellBase)
@@ -109,16 +109,16 @@ def trace_consumers(agent: nn.Module, layer: str, obs: torch.Tensor):
             handles.append(module.register_forward_pre_hook(
                 lambda m, args, name=name: fed.append((name, m, args[0] if args else None))))
     try:
-        with capture(agent, layer) as seen:
+        with capture(agent, layer) as cache:
             agent(obs)
     finally:
         for h in handles:
             h.remove()
-    acts = seen["out"]
+    acts = cache.get(layer)
     if not isinstance(acts, torch.Tensor) or acts.ndim < 2:
         raise ValueError(f"layer {layer!r} does not output a (B, C, ...) tensor in the forward pass")
-    if seen["calls"] != 1:
-        return acts, [], f"layer {layer!r} runs {seen['calls']} times per forward pass"
+    if cache.calls[layer] != 1:
+        return acts, [], f"layer {layer!r} runs {cache.calls[layer]} times per forward pass"
     consumers = [(name, how) for name, m, inp in fed if (how := _how_fed(acts, inp, m))]
     reason = "" if consumers else f"no conv, linear or RNN cell takes {layer!r}'s output directly"
     return acts, consumers, reason

@@ -136,7 +136,7 @@ def export_key(agent_dir: Path, data, settings: dict) -> dict:
     """What an export is a function of: the agent's weights (sha256), the store ``data`` (sha256 of its
     attributes, its episode and frame counts) and the export's settings. Two exports with equal keys write the
     same explorer."""
-    from ..rollouts.record import sha256
+    from ..runs import sha256
 
     return {"agent_sha256": sha256(Path(agent_dir) / "weights.safetensors"),
             "store": {"attributes_sha256": sha256(Path(data.path) / "zarr.json"), "episodes": len(data),

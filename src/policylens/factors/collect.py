@@ -2,46 +2,21 @@
 
 Recurrent agents are fed the state they received when the frame was recorded (the store's ``agent_state``,
 already reset to ``h0`` on an episode's first frame), so the activations are the ones the agent had while
-playing. Hooks are removed whatever happens (:func:`capture` is a context manager).
+playing. The layer is read with :func:`policylens.hooks.capture` (its hook is removed whatever happens).
 """
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..agents import get_layer
+from ..hooks import agent_device, capture
 
 
 def is_recurrent(agent: nn.Module) -> bool:
     """Whether the agent carries a state between steps (``initial_state(1)`` is not None)."""
     init = getattr(agent, "initial_state", None)
     return callable(init) and init(1) is not None
-
-
-def agent_device(agent: nn.Module) -> torch.device:
-    return next((p.device for p in agent.parameters()), torch.device("cpu"))
-
-
-@contextmanager
-def capture(agent: nn.Module, layer: str):
-    """``with capture(agent, "conv2") as seen: agent(obs)``: ``seen["out"]`` is the layer's output of the last
-    forward pass (the first tensor of a tuple output), ``seen["calls"]`` how often the layer ran."""
-    module = get_layer(agent, layer)
-    seen = {"out": None, "calls": 0}
-
-    def record(mod, inputs, out):
-        if isinstance(out, (tuple, list)):
-            out = next((o for o in out if isinstance(o, torch.Tensor)), None)
-        seen["out"], seen["calls"] = out, seen["calls"] + 1
-
-    handle = module.register_forward_hook(record)
-    try:
-        yield seen
-    finally:
-        handle.remove()
 
 
 def _batch_arg(value, n: int, name: str, device):
@@ -57,7 +32,10 @@ def _batch_arg(value, n: int, name: str, device):
 def collect_activations(agent: nn.Module, obs, layer: str, *, state=None, first=None,
                         batch_size: int = 256) -> torch.Tensor:
     """The output of ``layer`` for every observation: ``obs`` ``(N, H, W, C)`` -> ``(N, *layer shape)``
-    on the CPU. ``state`` ``(N, hidden)`` and ``first`` ``(N,)`` go to a recurrent agent row by row."""
+    on the CPU. ``state`` ``(N, hidden)`` and ``first`` ``(N,)`` go to a recurrent agent row by row.
+
+    Arguments in the order ``(agent, obs, layer)``, as :func:`policylens.hooks.run_with_cache` takes them
+    (``policylens.featvis.collect_activations`` keeps its older ``(agent, layer, obs)``)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = agent_device(agent)
@@ -65,14 +43,14 @@ def collect_activations(agent: nn.Module, obs, layer: str, *, state=None, first=
     n = obs.shape[0]
     state, first = _batch_arg(state, n, "state", device), _batch_arg(first, n, "first", device)
     chunks = []
-    with capture(agent, layer) as seen:
+    with capture(agent, layer) as cache:
         for a in range(0, n, batch_size):
             b = min(a + batch_size, n)
-            seen["out"] = None
+            cache.clear()
             agent(obs[a:b].to(device), None if state is None else state[a:b], None if first is None else first[a:b])
-            if not isinstance(seen["out"], torch.Tensor):
+            if not isinstance(cache.get(layer), torch.Tensor):
                 raise ValueError(f"layer {layer!r} gave no tensor in the forward pass (not reached, or not a tensor)")
-            chunks.append(seen["out"].detach().float().cpu())
+            chunks.append(cache[layer].detach().float().cpu())
     if not chunks:
         raise ValueError("no observations given (obs has 0 rows)")
     return torch.cat(chunks)  # (N, ...)

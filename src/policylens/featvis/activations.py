@@ -1,4 +1,4 @@
-"""A layer's activations for a batch of observations, with the hook always removed.
+"""A layer's activations for a batch of observations, read with :mod:`policylens.hooks` (hooks always removed).
 
 ``layer_activations(agent, layer, obs)`` runs the agent only as far as ``layer`` (the forward pass is cut
 right after the layer's hook fires) and returns its output, keeping the autograd graph when ``obs`` needs
@@ -7,71 +7,21 @@ agents get the recorded input ``state`` of each frame (a rollouts store's ``agen
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 from torch import nn
 
-from ..agents import get_layer
-
-
-class _LayerReached(Exception):
-    """Raised by the capture hook to stop the forward pass once the layer's output is known."""
-
-
-def _first_tensor(out):
-    if isinstance(out, (tuple, list)):  # e.g. nn.GRU: (output, state)
-        return next((o for o in out if isinstance(o, torch.Tensor)), None)
-    return out
-
-
-@contextmanager
-def capture(agent: nn.Module, layer: str, stop: bool = False):
-    """Context manager: a dict whose ``"acts"`` is the output of ``layer`` in the next forward pass.
-
-    ``stop=True`` ends that pass right after the layer (callers catch it through :func:`layer_activations`).
-    The hook is removed when the block exits, also on an exception.
-    """
-    module = get_layer(agent, layer)  # KeyError listing the layers
-    got = {}
-
-    def hook(_module, _inputs, out):
-        got["acts"] = _first_tensor(out)
-        if stop:
-            raise _LayerReached
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield got
-    finally:
-        handle.remove()
-
-
-def run_agent(agent: nn.Module, obs: torch.Tensor, state=None, first=None):
-    """``agent(obs)``, passing ``state``/``first`` only when given (so any agent-like module works)."""
-    if state is None and first is None:
-        return agent(obs)
-    return agent(obs, state=state, first=first)
+from ..hooks import agent_device, run_with_cache
 
 
 def layer_activations(agent: nn.Module, layer: str, obs: torch.Tensor, state=None, first=None) -> torch.Tensor:
     """Output of ``layer`` for ``obs`` (B, H, W, C): ``(B, C')`` or ``(B, C', h, w)``; differentiable."""
-    with capture(agent, layer, stop=True) as got:
-        try:
-            run_agent(agent, obs, state, first)
-        except _LayerReached:
-            pass
-    acts = got.get("acts")
+    _, cache = run_with_cache(agent, obs, layer, state=state, first=first, stop=True)
+    acts = cache.get(layer)
     if not isinstance(acts, torch.Tensor):
         raise ValueError(f"layer {layer!r} gave no tensor output in the agent's forward pass "
                          "(the layer is not used for these inputs)")
     return acts
-
-
-def agent_device(agent: nn.Module) -> torch.device:
-    param = next(agent.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 def check_obs(obs, what: str = "obs") -> None:
@@ -108,5 +58,9 @@ def iter_activations(agent: nn.Module, layer: str, obs, state=None, batch_size: 
 
 def collect_activations(agent: nn.Module, layer: str, obs, state=None, batch_size: int = 256,
                         progress: bool = False) -> torch.Tensor:
-    """All of ``layer``'s activations for ``obs`` (N, H, W, C): ``(N, C')`` or ``(N, C', h, w)`` float32."""
+    """All of ``layer``'s activations for ``obs`` (N, H, W, C): ``(N, C')`` or ``(N, C', h, w)`` float32.
+
+    Arguments in the order ``(agent, layer, obs)``, kept for this module's callers; the same activations come
+    from ``policylens.factors.collect_activations(agent, obs, layer)``, in :func:`policylens.hooks.run_with_cache`'s
+    order, which also takes ``first``."""
     return torch.cat([acts for _, acts in iter_activations(agent, layer, obs, state, batch_size, progress)])

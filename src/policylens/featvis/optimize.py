@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .activations import agent_device, layer_activations
+from ..hooks import agent_device
+from .activations import layer_activations
 
 PARAMS = ("fft", "pixel")
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .activations import agent_device, layer_activations
+from ..hooks import agent_device
+from .activations import layer_activations
 
 CHECKER = (192, 255)  # grey and white: pixels outside the observation (the "edge of the screen")
 

@@ -29,7 +29,6 @@ order; the store is the same for any W and either backend, and a resumed recordi
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 import zlib
@@ -44,7 +43,7 @@ from ..agents import load_agent, read_config, resolve_run
 from ..agents.policy import POLICIES, AgentStepper
 from ..config import add_dataclass_args, clear_errors, from_args
 from ..envs import CAUSES, make
-from ..runs import default_out, prepare_out
+from ..runs import default_out, prepare_out, run_label, sha256
 from .gae import add_advantages
 from .plan import PLAN_BACKENDS, plan_levels, record_plan
 from .store import open as open_store
@@ -107,15 +106,6 @@ class RecordConfig:
     """replace the store already at OUT"""
     verify: str = ""
     """instead of recording: read every chunk of the store at this path and report each missing or corrupt one by episode and field (exit status 1 if any)"""
-
-
-def sha256(file: Path) -> str:
-    return hashlib.sha256(Path(file).read_bytes()).hexdigest()
-
-
-def run_label(run) -> str:
-    """How a store names the run it came from: ``zoo:NAME`` as given, a path made absolute."""
-    return str(run) if str(run).startswith("zoo:") else str(Path(run).resolve())
 
 
 def check_same_settings(writer: "StoreWriter", recording: dict, what: str = "rollouts store") -> None:

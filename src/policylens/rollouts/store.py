@@ -114,6 +114,16 @@ def check_length(arr, path: Path, n_frames: int) -> None:
         raise ValueError(f"corrupt rollouts store: {path} holds {arr.shape[0]} frames but the index commits {n_frames}")
 
 
+def split_episodes(num_episodes: int, val_fraction: float, seed: int = 0) -> tuple:
+    """Episodes ``(train, held_out)`` (sorted index arrays), a seeded split; held-out gets
+    ``round(E * val_fraction)`` episodes (>= 1 when ``val_fraction > 0`` and there are at least two)."""
+    order = np.random.default_rng(seed).permutation(num_episodes)  # (E,)
+    n_val = int(round(num_episodes * val_fraction))
+    if val_fraction > 0 and num_episodes > 1:
+        n_val = min(max(n_val, 1), num_episodes - 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
 class Episode(Mapping):
     """One episode: ``ep["obs"]`` reads that field's frames ``(T, ...)`` from the store when accessed.
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..agents import get_layer
 from ..attribution import attribute, resolve_target
+from ..hooks import capture
 
 
 def sparsity(attr, top: int = 10) -> float:
@@ -91,16 +92,10 @@ def deletion_insertion(agent, obs, attr, *, target="value", layer=None, fraction
 def _forward_order(agent: nn.Module, obs, state=None, first=None) -> list:
     """Names of the modules that own parameters directly, in the order the forward pass calls them."""
     owners = [(n, m) for n, m in agent.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
-    order, handles = [], []
-    for name, module in owners:
-        handles.append(module.register_forward_hook(lambda m, i, o, name=name: order.append(name)))
-    try:
+    with capture(agent, [n for n, _ in owners]) as cache:
         agent(torch.as_tensor(obs)[:2], state=None if state is None else state[:2],
               first=None if first is None else first[:2])
-    finally:
-        for h in handles:
-            h.remove()
-    seen = list(dict.fromkeys(order))
+    seen = list(cache)  # in the order the pass first called them
     return seen + [n for n, _ in owners if n not in seen]  # never called (e.g. h0 owners): last
 
 

@@ -77,10 +77,10 @@ class SimData:
         return self.split_episodes or self.num_episodes
 
     def split(self, val_fraction: float, seed: int = 0) -> tuple:
-        """Episodes ``(train, held_out)``: :func:`policylens.train.state.split_episodes` of the first store's
+        """Episodes ``(train, held_out)``: :func:`policylens.rollouts.store.split_episodes` of the first store's
         episodes; the episodes of any further stores (``--store A,B``) all train, so the held-out episodes are
         the ones the first store alone would hold out, and analyses of that store stay on unseen episodes."""
-        from ..train.state import split_episodes
+        from ..rollouts.store import split_episodes
 
         n = self.split_pool
         train, held_out = split_episodes(n, val_fraction, seed)

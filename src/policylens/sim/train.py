@@ -114,8 +114,7 @@ class _Setup:
 
     def __init__(self, cfg: SimTrainConfig, rank: int, world: int):
         from ..agents import load_agent, read_config, resolve_run
-        from ..rollouts.record import run_label
-        from ..runs import default_out, prepare_out
+        from ..runs import default_out, prepare_out, run_label
         from .checkpoint import check_match
 
         self.rank, self.world, self.device = rank, world, _device(cfg, world)

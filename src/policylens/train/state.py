@@ -97,15 +97,3 @@ def check_settings(meta: dict, settings: dict, where) -> None:
     then, now = {k: stored.get(k) for k in diff}, {k: settings.get(k) for k in diff}
     raise ValueError(f"cannot resume {where}: it was trained with other settings ({', '.join(diff)}: "
                      f"{then} vs now {now})")
-
-
-def split_episodes(num_episodes: int, val_fraction: float, seed: int = 0) -> tuple:
-    """Episodes ``(train, held_out)`` (sorted index arrays), a seeded split; held-out gets
-    ``round(E * val_fraction)`` episodes (>= 1 when ``val_fraction > 0`` and there are at least two)."""
-    import numpy as np
-
-    order = np.random.default_rng(seed).permutation(num_episodes)  # (E,)
-    n_val = int(round(num_episodes * val_fraction))
-    if val_fraction > 0 and num_episodes > 1:
-        n_val = min(max(n_val, 1), num_episodes - 1)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
