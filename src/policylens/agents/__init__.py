@@ -5,19 +5,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_exports
 from ..runs import zoo_dir
-from .base import ActorCritic, AgentOutput, get_layer, layer_names, layer_shapes, spatial_layers
-from .checkpoint import load_agent, read_config, save_agent
-from .registry import ARCHITECTURES, AgentConfig, build, register
 
-
-def __getattr__(name):  # wrap(module, ...): any torch policy as an agent (imported on first use)
-    if name in ("wrap", "Wrapped"):
-        from . import importers
-
-        return getattr(importers, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if TYPE_CHECKING:  # imported on first use (see policylens.lazy); wrap(module, ...): any torch policy as an agent
+    from .base import ActorCritic, AgentOutput, get_layer, layer_names, layer_shapes, spatial_layers
+    from .checkpoint import load_agent, read_config, save_agent
+    from .importers import Wrapped, wrap
+    from .registry import ARCHITECTURES, AgentConfig, build, register
 
 
 def resolve_run(run) -> Path:
@@ -38,9 +35,13 @@ def resolve_run(run) -> Path:
 
 def load(run, device="cpu"):
     """The agent of a run directory, checkpoint folder or ``zoo:NAME`` (never unpickles)."""
+    from .checkpoint import load_agent
+
     return load_agent(resolve_run(run), device=device)
 
 
 __all__ = ["ActorCritic", "AgentOutput", "AgentConfig", "ARCHITECTURES", "build", "register", "load",
            "load_agent", "save_agent", "read_config", "resolve_run", "layer_names", "layer_shapes", "get_layer", "spatial_layers",
            "wrap"]
+
+lazy_exports(__name__)

@@ -23,9 +23,8 @@ import numpy as np
 import torch
 
 from .layer import evaluate_rows
+from .method_names import METHODS
 from .targets import resolve_target
-
-METHODS = ("saliency", "grad_x_act", "ig", "smoothgrad", "vargrad")
 
 
 def _as_obs(obs, device) -> torch.Tensor:
