@@ -37,8 +37,7 @@ def _usage() -> str:
 
 def version() -> str:
     """The installed distribution's version; in a source tree that is not installed, pyproject.toml's."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
+    from importlib.metadata import PackageNotFoundError, version as dist_version
 
     try:
         return dist_version("policylens")

@@ -42,6 +42,6 @@ def load(run, device="cpu"):
 
 __all__ = ["ActorCritic", "AgentOutput", "AgentConfig", "ARCHITECTURES", "build", "register", "load",
            "load_agent", "save_agent", "read_config", "resolve_run", "layer_names", "layer_shapes", "get_layer", "spatial_layers",
-           "wrap"]
+           "wrap", "Wrapped"]
 
 lazy_exports(__name__)

@@ -13,8 +13,15 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .collect import (capture, choose_frames, collect_activations, is_recurrent, iter_store, store_activations,
-                          stream_activations)
+    from .collect import (
+        capture,
+        choose_frames,
+        collect_activations,
+        is_recurrent,
+        iter_store,
+        store_activations,
+        stream_activations,
+    )
     from .decompose import METHODS, ica, nmf, nmf_attributions, pca
     from .directions import Directions
     from .project import coefficients, reconstruct, residual

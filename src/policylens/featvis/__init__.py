@@ -16,8 +16,7 @@ from ..lazy import lazy_exports
 if TYPE_CHECKING:
     from .activations import capture, collect_activations, iter_activations, layer_activations
     from .examples import DatasetExamples, SpatialExamples, dataset_examples, spatial_examples
-    from .optimize import (Optimized, direction_objective, extremal_penalty, extremal_share, optimize,
-                           optimize_batch)
+    from .optimize import Optimized, direction_objective, extremal_penalty, extremal_share, optimize, optimize_batch
     from .receptive import ReceptiveField, crop, receptive_field
     from .thumbnails import plot_examples, plot_images, plot_spatial, resize, save_grid, thumbnails
 

@@ -19,8 +19,7 @@ from .. import rollouts
 from ..agents import resolve_run
 from ..config import add_dataclass_args, clear_errors, from_args
 from ..envs.render import frame_stack
-from ..runs import default_out as default_store
-from ..runs import prepare_out, run_dir
+from ..runs import default_out as default_store, prepare_out, run_dir
 
 if TYPE_CHECKING:
     from ..factors import Directions

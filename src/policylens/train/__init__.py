@@ -4,8 +4,8 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .config import PRESETS, TrainConfig, resolve
     from ..gae import gae
+    from .config import PRESETS, TrainConfig, resolve
     from .ppo import train
 
 __all__ = ["TrainConfig", "PRESETS", "resolve", "train", "gae"]
