@@ -28,8 +28,18 @@ def test_version_prints_the_installed_version():
     assert len(parts) >= 2 and all(p.isdigit() for p in parts[:2]), version()
 
 
+# sub-commands whose modules still import torch at the top (their --help takes a torch import)
+STILL_IMPORT_TORCH = {"dt collect", "dt train", "dt analyze", "dt ablate", "sim train", "sim fidelity",
+                      "sim sample", "sim saliency", "sim swap"}
+
+
 def commands():
-    return [[name] for name in COMMANDS]
+    from policylens.dt.cli import SUBCOMMANDS as DT
+    from policylens.sim.cli import SUBCOMMANDS as SIM
+
+    names = [[name] for name in COMMANDS] + [["dt", sub] for sub in DT] + [["sim", sub] for sub in SIM]
+    return [pytest.param(argv, marks=pytest.mark.xfail(strict=True, reason="imports torch at the top"))
+            if " ".join(argv) in STILL_IMPORT_TORCH else argv for argv in names]
 
 
 @pytest.mark.parametrize("argv", commands(), ids=" ".join)
