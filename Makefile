@@ -1,4 +1,5 @@
-# Set-up and the two entry points: `make demo` and `make test`.
+# Set-up and the two entry points: `make demo` and `make test` (`make test-fast`: without the slow tests;
+# `make lint`: ruff; `make typecheck`: mypy).
 # The CPU build of torch goes in first so that no CUDA wheels are pulled on a CPU machine;
 # the package itself only asks for torch>=2.1 and so installs against any recent torch.
 PYTHON ?= python3
@@ -9,7 +10,7 @@ TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test install install-test bench clean
+.PHONY: demo test test-fast lint typecheck install install-test bench clean
 
 $(VENV)/.base: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +32,16 @@ demo: $(VENV)/.base
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# the tests not marked @pytest.mark.slow
+test-fast: $(VENV)/.test
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+
+lint: $(VENV)/.test
+	$(PY) -m ruff check src
+
+typecheck: $(VENV)/.test
+	$(PY) -m mypy
 
 bench: $(VENV)/.test
 	$(PY) -m benchmarks.run_all

@@ -269,6 +269,7 @@ def test_an_sb3_cnn_policy_trained_on_breakout_goes_through_every_command(tmp_pa
     torch.testing.assert_close(ours, sb3_value.detach(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_page_draws_the_newest_frame_its_stack_and_the_game_screen(run):
     """In Chromium, opened from disk: the observation canvas shows the newest grey frame, the strip beneath it
     the 4 stacked frames oldest first, the panel beside it the game's colour screen, each frame's own."""

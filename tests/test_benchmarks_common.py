@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
+
 import benchmarks.common as common
 
 
@@ -25,6 +27,7 @@ def test_runs_filed_at_once_are_all_kept(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["shared.json"]
 
 
+@pytest.mark.slow
 def test_edit_blindness_files_every_edit_against_the_control(tmp_path, monkeypatch):
     import benchmarks.edit_blindness as bench
 

@@ -34,6 +34,7 @@ def conv1_of(agent, x):  # what the consumer of `embed` makes of an embedding (B
         return agent.conv1(x)
 
 
+@pytest.mark.slow
 def test_blind_removes_the_ball_direction_and_passes_the_others(recorded):
     obs, masks = recorded
     agent = agents.load("zoo:minigrid-do8-rgb")
@@ -91,6 +92,7 @@ def test_blind_names_the_entities_it_has(recorded):
         blind(agents.load("zoo:minigrid-do8-rgb"), obs, masks, "saw", layer="embed")
 
 
+@pytest.mark.slow
 def test_edit_command_blind_equals_the_in_memory_edit(store_path, recorded, tmp_path, capsys):
     obs, masks = recorded
     new = tmp_path / "blind-ball"
@@ -124,6 +126,7 @@ def test_edit_command_blind_bad_input(store_path, tmp_path, capsys):
     assert not (tmp_path / "x" / "agent").exists()
 
 
+@pytest.mark.slow
 def test_blind_refuses_a_layer_where_no_direction_locates_the_entity_unless_forced(recorded, store_path, tmp_path,
                                                                                    capsys):
     """conv1 of the zoo agent mixes the cells around each cell: no NMF direction there locates balls, and
@@ -145,6 +148,7 @@ def test_blind_refuses_a_layer_where_no_direction_locates_the_entity_unless_forc
     assert edit_cli.main([*argv, "--force", "--out", str(tmp_path / "forced")]) == 0
 
 
+@pytest.mark.slow
 def test_blind_json_carries_each_directions_stability_and_says_when_the_chosen_one_is_unstable(store_path, tmp_path,
                                                                                             capsys):
     from policylens.factors.stable import UNSTABLE

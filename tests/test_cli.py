@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 
 from policylens.cli import COMMANDS
 
@@ -32,6 +33,7 @@ def test_help_lists_every_command_and_each_command_explains_its_options(capsys):
         assert code in (0, None) and "usage: policylens " + name in text and "--" in text, name
 
 
+@pytest.mark.slow
 def test_unknown_command_and_bad_input_are_clear_errors(tmp_path):
     proc = pl("trian", check=False)
     assert proc.returncode == 2 and "train" in proc.stderr
@@ -45,6 +47,7 @@ def test_unknown_command_and_bad_input_are_clear_errors(tmp_path):
     assert proc.returncode == 2 and "config.json" in proc.stderr
 
 
+@pytest.mark.slow
 def test_train_record_evaluate_layers_demo(tmp_path):
     run = tmp_path / "run"
     pl("train", "--env", ENV, "--arch", "mlp", "--num-envs", 2, "--num-steps", 16, "--total-frames", 64,
@@ -70,6 +73,7 @@ def test_train_record_evaluate_layers_demo(tmp_path):
     assert "no spatial (conv) layer" in report  # an MLP agent: the vision section says why it is skipped
 
 
+@pytest.mark.slow
 def test_demo_vision_section_on_the_zoo_agent(tmp_path):
     demo = tmp_path / "demo"
     pl("demo", "--out", demo, "--record-episodes", 3, "--eval-episodes", 8, "--workers", 1)

@@ -314,6 +314,7 @@ def test_inputs_from_env_state_rebuild_the_training_window(trained):
         inputs_from_env_state(model, traj.obs[start:start + 2], [0.5], [])
 
 
+@pytest.mark.slow
 def test_cli_analyze_and_ablate_on_a_tiny_run(trained, capsys):
     from policylens.dt.analysis.paper import quote
     from policylens.dt.analysis.report import write_report

@@ -152,6 +152,7 @@ def quick(tmp_path_factory):
     return work, main(["--quick", "--work", str(work)])
 
 
+@pytest.mark.slow
 def test_quick_benchmark_compares_a_grid_and_a_raw_model(quick):
     work, result = quick
     assert json.loads((work / "dt_models.json").read_text())["models"] == json.loads(json.dumps(result["models"]))

@@ -144,6 +144,7 @@ def test_outcome_does_not_depend_on_slot_or_neighbours():
     assert forward == backward and [e["level"] for e in forward] == list(range(300, 312))
 
 
+@pytest.mark.slow
 def test_two_workers_equal_one(run):
     one = evaluate(run, episodes=20, start_level=7, seed=11, workers=1, batch=4)
     two = evaluate(run, episodes=20, start_level=7, seed=11, workers=2, batch=4)
@@ -161,6 +162,7 @@ def test_module_agent_and_its_limits(run):
         evaluate(agent, episodes=4)
 
 
+@pytest.mark.slow
 def test_bad_input(run, tmp_path, capsys):
     missing = tmp_path / "no_such_run"
     with pytest.raises(FileNotFoundError, match="no_such_run"):
@@ -228,6 +230,7 @@ def test_coinrun_end_to_end(tmp_path):
             assert e["length"] == 1000
 
 
+@pytest.mark.slow
 def test_ray_backend_equals_processes(run):
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'policylens[ray]')")
     expected = evaluate(run, episodes=12, seed=5, batch=4)

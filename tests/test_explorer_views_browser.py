@@ -80,6 +80,7 @@ def open_page(context, folder):
     return page
 
 
+@pytest.mark.slow
 def test_the_page_holds_and_draws_minigrids_tiles(context, folders):
     out, obs = folders
     page = open_page(context, out["game"])

@@ -100,6 +100,7 @@ def atari_frames():
 
 @pytest.mark.parametrize("script,cls", [("ppo_atari", AtariAgent), ("ppo_atari_envpool", AtariAgent),
                                         ("dqn_atari", QNetwork)])
+@pytest.mark.slow
 def test_atari_scripts_give_the_same_outputs_on_real_frames(tmp_path, atari_frames, script, cls):
     net = randomised(cls(4))
     ckpt = from_cleanrl(saved(net, tmp_path / f"{script}.cleanrl_model"), tmp_path / "agent", script=script,

@@ -102,6 +102,7 @@ def trained(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ppo_mlp", "a2c_relu", "dqn_mlp", "ppo_cnn", "ppo_cnn_separate", "dqn_cnn"])
 def test_imported_agent_gives_sb3s_logits_and_values(trained, name):
     model, spec, _, ckpt = trained[name]
@@ -156,6 +157,7 @@ def test_sb3_atari_frames_stacked_channel_last_give_the_same_outputs(tmp_path):
     assert_agree(load(ckpt), model, obs)
 
 
+@pytest.mark.slow
 def test_the_analyses_run_on_imported_agents(trained, tmp_path):
     from pipeline import pl, run_pipeline
 

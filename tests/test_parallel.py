@@ -110,6 +110,7 @@ def local_ray():
 BACKENDS = [("process", 1), ("process", 2), ("ray", 2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend,workers", BACKENDS)
 def test_results_come_in_task_order_each_reported_with_the_workers_setup(backend, workers, request):
     if backend == "ray":
@@ -129,6 +130,7 @@ def test_results_come_in_task_order_each_reported_with_the_workers_setup(backend
         assert list(pmap(add, [1], {"add": 1}, setup=offset, context={"add": 5})) == [6]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["process", "ray"])
 def test_worker_errors_are_clear(backend, request):
     if backend == "ray":
@@ -143,6 +145,7 @@ def test_worker_errors_are_clear(backend, request):
         run("die")
 
 
+@pytest.mark.slow
 def test_a_pool_reads_tasks_as_workers_free_up_keeps_them_across_maps_and_replaces_them_after_a_failure():
     pulled = []
 

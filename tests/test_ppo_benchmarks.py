@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import benchmarks.common as common
 
 
+@pytest.mark.slow
 def test_ppo_vs_reference_quick_files_both_trainers_and_the_bounds(tmp_path, monkeypatch):
     import benchmarks.ppo_vs_reference as bench
 

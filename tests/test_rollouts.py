@@ -175,6 +175,7 @@ def test_max_steps_cuts_episodes(runs, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_kill_9_then_resume_keeps_finished_episodes_and_ends_with_n(runs, tmp_path):
     n, out = 100, tmp_path / "k.zarr"
     args = [str(runs / "ff"), "--out", str(out), "--episodes", str(n), "--num-envs", "4", "--seed", "3",

@@ -200,6 +200,7 @@ def zoo_copy(tmp_path, monkeypatch):
     return tmp_path / "zoo"
 
 
+@pytest.mark.slow
 def test_commands_on_zoo_agents_write_to_runs_and_leave_the_zoo_unchanged(zoo_copy, capsys):
     before = snapshot(zoo_copy)
     agent, dt, quiet = "zoo:minigrid-do8-rgb", "zoo:dt-minigrid-do8", ["--progress", "false"]
@@ -238,6 +239,7 @@ def test_commands_on_zoo_agents_write_to_runs_and_leave_the_zoo_unchanged(zoo_co
 
 
 # ------------------------------------------------------------------------------------------------ dt on the zoo
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dt-minigrid-do8", "dt-minigrid-do8-raw"])
 def test_the_zoo_decision_transformer_analyses_as_shipped(name, tmp_path, monkeypatch, capsys):
     """Its training store is not committed: analyze and (mean) ablate read the windows it ships, write runs/NAME."""

@@ -102,6 +102,7 @@ def test_a_plan_store_holds_what_the_agent_saw_and_did(run, here):
         np.testing.assert_allclose(ep["value"], out.value.numpy(), atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_record_on_ray_workers_equals_recording_here(run, here, local_ray):
     on_ray = record(RecordConfig(run=str(run), backend="ray", workers=2, out=str(run / "ray.zarr"), **PLAN))
     assert_same_store(here, on_ray)
@@ -139,6 +140,7 @@ def _children(pid: int) -> list:
     return kids
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_recording_on_workers_then_resume_equals_one_go(run, tmp_path):
     """The driver killed while two worker processes record: the episodes committed stay, the workers go, and
     --resume (here, in this process) ends with the store one uninterrupted recording writes."""
@@ -247,6 +249,7 @@ def _explore(run, store, out, *extra) -> dict:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(Path(out).rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["ray", "process"])
 def test_explore_on_workers_writes_the_same_files(run, here, local_ray, tmp_path, backend, capsys):
     threads = torch.get_num_threads()
@@ -263,6 +266,7 @@ def test_explore_on_workers_writes_the_same_files(run, here, local_ray, tmp_path
 
 
 # -- the benchmark -----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_scale_out_benchmark_quick(local_ray, tmp_path, monkeypatch):
     import json
 

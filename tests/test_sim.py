@@ -532,6 +532,7 @@ def test_a_time_budget_stops_training_at_a_checkpoint_and_a_resume_without_time_
     assert read_sim_config(out)[1]["trained_steps"] == 3
 
 
+@pytest.mark.slow
 def test_ddp_on_two_gloo_ranks_equals_one_process(runs, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

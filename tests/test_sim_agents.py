@@ -98,6 +98,7 @@ def test_the_paired_table_adds_up():
                           "imagined": pytest.approx(np.mean([4, 5, 18, 18, 2]))}
 
 
+@pytest.mark.slow
 def test_sim_agents_runs_and_writes_its_table_figure_and_videos(run, tmp_path):
     out = tmp_path / "out"
     result = main([str(run), "--episodes", "6", "--horizon", "12", "--videos", "1", "--video-steps", "6", "--seed", "1",
@@ -128,6 +129,7 @@ def test_sim_agents_refuses_bad_input(run, tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_benchmark_files_real_against_imagined_rates_per_agent(tmp_path, monkeypatch):
     import benchmarks.common as common
     import benchmarks.sim_agents as bench

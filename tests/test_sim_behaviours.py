@@ -236,6 +236,7 @@ def test_a_constant_null_keeps_its_mean_inside_its_interval_and_a_skewed_one_sti
 
 
 # -------------------------------------------------------------------------------------------------- the CLI
+@pytest.mark.slow
 def test_cli_end_to_end(run, capsys):
     hx_cli.run_hx(hx_cli.HxConfig(run=str(run), sim="none", k=K, clusters=2, tsne_frames=0, plots=False,
                                   progress=False))

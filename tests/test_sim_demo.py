@@ -16,6 +16,7 @@ def demo(tmp_path_factory):
     return root, sim_demo(root, quick=True)
 
 
+@pytest.mark.slow
 def test_the_simulator_section_runs_every_command_and_links_what_exists(demo):
     tmp_path, section = demo
     run = tmp_path / "recurrent"

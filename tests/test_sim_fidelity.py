@@ -278,6 +278,7 @@ def _run_copy(run, tmp_path, **train) -> str:
     return str(root / "rnn")
 
 
+@pytest.mark.slow
 def test_cli_matches_the_simulators_compute_and_split_and_writes_json_and_figure(run, tmp_path, capsys):
     rnn = _run_copy(run, tmp_path)
     args = [rnn, "--horizon", "5", "--windows", "16", "--bootstrap", "50", "--progress", "false"]

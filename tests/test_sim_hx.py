@@ -192,6 +192,7 @@ def _save_tiny_sim(runs):
     save_sim(Simulator(cfg, seed=0), runs / "rnn" / "sim", {"agent": info, "env": ENV})
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_with_a_simulator(runs, capsys):
     _save_tiny_sim(runs)
     out = runs / "rnn" / "analysis" / "hx"

@@ -67,6 +67,7 @@ def test_a_larger_prior_weight_keeps_the_latents_nearer_the_origin(parts):
     assert (norms[1.0] < norms[0.01]).all()
 
 
+@pytest.mark.slow
 def test_the_typical_prior_keeps_the_norm_on_the_shell_where_draws_lie(parts):
     import math
 

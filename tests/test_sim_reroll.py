@@ -146,6 +146,7 @@ def test_closed_loop_agreement_equals_a_hand_count():
         agreement(np.zeros((1, 2), np.int64), np.zeros((1, 3, 2), np.int64))
 
 
+@pytest.mark.slow
 def test_closed_loop_draws_start_from_the_recorded_state_and_part_as_the_world_is_drawn_again(tmp_path):
     from policylens.sim.analyses.fidelity.closed_loop import ENDED, closed_loop, drawn_outcomes
 

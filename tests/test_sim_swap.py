@@ -115,6 +115,7 @@ def sim_run(tmp_path_factory):
     return root, run
 
 
+@pytest.mark.slow
 def test_in_the_simulator_identity_swap_changes_nothing_and_the_same_starts_pair_up(sim_run):
     root, run = sim_run
     kw = dict(run="rnn", sim_samples=24, sim_steps=6, episodes=4)
@@ -157,6 +158,7 @@ def test_a_filtered_start_shows_every_agent_the_same_real_context_and_lets_it_ac
     assert not torch.equal(a.hx[:, k:], b.hx[:, k:])  # from the last context frame on, each its own way
 
 
+@pytest.mark.slow
 def test_the_simulator_start_is_recorded_and_a_bad_one_refused_before_any_evaluation(sim_run):
     from policylens.sim.objective import trained_start
 

@@ -270,6 +270,7 @@ def test_attribution_nmf_reports_each_directions_positive_share_over_the_restart
         assert s["n"] == 5 and s["min"] <= share <= s["max"]
 
 
+@pytest.mark.slow
 def test_layer_scores_carry_each_directions_nmi_over_the_restarts(store_path):
     from policylens import agents, rollouts
     from policylens.scores import score_layer, store_frames

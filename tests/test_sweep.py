@@ -11,6 +11,7 @@ TRAIN = ("--preset minigrid --env minigrid:MiniGrid-Empty-5x5-v0?obs=symbolic --
          "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1")
 
 
+@pytest.mark.slow
 def test_levels_sweep_trains_evaluates_both_splits_and_skips_done_runs(tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["levels", "--levels", "2,0", "--train-args", TRAIN, "--episodes", "6", "--out", str(out),

@@ -98,6 +98,7 @@ def _wait_for_update(run, update, proc, timeout=120):
     raise TimeoutError("training made no checkpoint")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recurrent, sig", [(True, signal.SIGKILL), (False, signal.SIGINT), (False, signal.SIGTERM)])
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path, recurrent, sig):
     extra = {**TINY, "recurrent": recurrent, "bptt": 8}
@@ -128,6 +129,7 @@ def test_resume_without_checkpoint_names_the_folder(tmp_path):
         train(TrainConfig(out=str(tmp_path / "none"), total_frames=64, resume=True, **TINY))
 
 
+@pytest.mark.slow
 def test_attention_entropy_penalty_sharpens_attention(tmp_path):
     kw = {**TINY, "env": "minigrid:MiniGrid-Dynamic-Obstacles-5x5-v0?obs=rgb", "arch": "attention",
           "total_frames": 4 * 16 * 6}
@@ -139,6 +141,7 @@ def test_attention_entropy_penalty_sharpens_attention(tmp_path):
     assert ents[1.0] < ents[0.0] - 0.05, ents
 
 
+@pytest.mark.slow
 def test_ppo_learns_an_easy_task(tmp_path):
     run = tmp_path / "empty"
     train(TrainConfig(out=str(run), preset="minigrid", env="minigrid:MiniGrid-Empty-5x5-v0", arch="mlp",
@@ -257,6 +260,7 @@ def test_arch_options_reach_the_agent_and_bad_ones_are_refused(tmp_path):
         train(TrainConfig(out=str(tmp_path / "bad"), total_frames=64, arch_options="activation=gelu", **TINY))
 
 
+@pytest.mark.slow
 def test_stop_success_ends_training_once_the_last_100_episodes_succeed(tmp_path):
     run = tmp_path / "run"
     train(TrainConfig(out=str(run), env="minigrid:MiniGrid-Empty-5x5-v0", arch="mlp", num_envs=8, num_steps=64,

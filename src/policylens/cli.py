@@ -30,14 +30,33 @@ COMMANDS = {
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    return ("usage: policylens COMMAND [options]   (policylens COMMAND --help for its options)\n\n"
+    return ("usage: policylens COMMAND [options]   (policylens COMMAND --help for its options;"
+            " policylens --version)\n\n"
             "commands:\n" + "\n".join(lines) + "\n\nA RUN argument is a run directory or zoo:NAME.")
+
+
+def version() -> str:
+    """The installed distribution's version; in a source tree that is not installed, pyproject.toml's."""
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+
+    try:
+        return dist_version("policylens")
+    except PackageNotFoundError:
+        import re
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.M) if pyproject.is_file() else None
+        return found.group(1) if found else "unknown"
 
 
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
+        return
+    if argv[0] in ("-V", "--version"):
+        print(f"policylens {version()}")
         return
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

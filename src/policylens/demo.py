@@ -81,7 +81,6 @@ def run_demo(cfg: DemoConfig) -> Path:
     from .evaluate import evaluate
     from .rollouts import open as open_store
     from .rollouts.record import RecordConfig, record
-
     from .runs import prepare_out
 
     out = prepare_out(cfg.out, what="demo run", overwrite=cfg.overwrite)

@@ -5,23 +5,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_exports
 from ..runs import zoo_dir
-from .base import ActorCritic, AgentOutput, get_layer, layer_names
-from .checkpoint import load_agent, read_config, save_agent
-from .registry import ARCHITECTURES, AgentConfig, build, register
 
-
-def __getattr__(name):  # imported on first use: wrap(module, ...) (any torch policy as an agent), layer shapes
-    if name in ("wrap", "Wrapped"):
-        from . import importers
-
-        return getattr(importers, name)
-    if name in ("layer_shapes", "spatial_layers"):
-        from .. import hooks
-
-        return getattr(hooks, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if TYPE_CHECKING:  # imported on first use (see policylens.lazy); wrap(module, ...): any torch policy as an agent
+    from ..hooks import layer_shapes, spatial_layers
+    from .base import ActorCritic, AgentOutput, get_layer, layer_names
+    from .checkpoint import load_agent, read_config, save_agent
+    from .importers import Wrapped, wrap
+    from .registry import ARCHITECTURES, AgentConfig, build, register
 
 
 def resolve_run(run) -> Path:
@@ -42,9 +36,13 @@ def resolve_run(run) -> Path:
 
 def load(run, device="cpu"):
     """The agent of a run directory, checkpoint folder or ``zoo:NAME`` (never unpickles)."""
+    from .checkpoint import load_agent
+
     return load_agent(resolve_run(run), device=device)
 
 
 __all__ = ["ActorCritic", "AgentOutput", "AgentConfig", "ARCHITECTURES", "build", "register", "load",
            "load_agent", "save_agent", "read_config", "resolve_run", "layer_names", "layer_shapes", "get_layer", "spatial_layers",
-           "wrap"]
+           "wrap", "Wrapped"]
+
+lazy_exports(__name__)

@@ -7,10 +7,10 @@ an ``obs_shape`` attribute. Shapes come from one dummy forward pass with hooks (
 """
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
-from ..hooks import layer_shapes
-from .base import ActorCritic, get_layer, layer_names
+if TYPE_CHECKING:
+    from torch import nn
 
 HEAD_DOCS = {
     "hx": "(B, hidden) GRU state",
@@ -25,6 +25,9 @@ def describe_layers(agent: nn.Module, obs_shape=None, all_modules: bool = False)
     ``shape`` is the activation shape without the batch dimension (a tuple), or None for a module the
     forward pass does not reach; ``doc`` is the documented meaning ("" if none); ``kind`` the module's class.
     """
+    from ..hooks import layer_shapes
+    from .base import ActorCritic, get_layer, layer_names
+
     names = [n for n, _ in agent.named_modules() if n] if all_modules else layer_names(agent)
     shapes = layer_shapes(agent, obs_shape, names=names)
     docs = {}
@@ -49,6 +52,8 @@ def format_shape(shape) -> str:
 
 def format_layers(layers, obs_shape=None, all_modules: bool = False) -> str:
     """A plain-text table of ``describe_layers`` rows (or of an agent, described first)."""
+    from torch import nn
+
     title = ""
     if isinstance(layers, nn.Module):
         agent = layers

@@ -11,10 +11,17 @@ Methods ``saliency``, ``grad_x_act``, ``ig``, ``smoothgrad``, ``vargrad`` (see :
 Hidden layers are done in one batched pass, folding the points into the batch above the layer
 (see :mod:`.layer`). From the shell: ``policylens attribute RUN --store STORE --layer L`` (:mod:`.cli`).
 """
-from .layer import LayerSwap, NotACutWarning, Rows, evaluate_rows
-from .methods import METHODS, attribute, attribute_many
-from .targets import PerObservation, Target, action_index, own_actions, resolve_target
-from .tree import UnitTarget, saliency_tree, saliency_trees, tree_nodes
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .layer import LayerSwap, NotACutWarning, Rows, evaluate_rows
+    from .methods import METHODS, attribute, attribute_many
+    from .targets import PerObservation, Target, action_index, own_actions, resolve_target
+    from .tree import UnitTarget, saliency_tree, saliency_trees, tree_nodes
 
 __all__ = ["attribute", "attribute_many", "own_actions", "PerObservation", "METHODS", "resolve_target", "Target", "action_index", "evaluate_rows", "Rows",
            "LayerSwap", "NotACutWarning", "saliency_tree", "saliency_trees", "UnitTarget", "tree_nodes"]
+
+lazy_exports(__name__)

@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 
 from ..config import add_dataclass_args, clear_errors, from_args
 from ..parallel import agent_files, is_local, pmap, with_agent
-from .methods import METHODS, attribute
+from .method_names import METHODS
 from .results import check_path, save_attributions
-from .targets import resolve_target
 
 
 @dataclass
@@ -118,6 +116,7 @@ def run_config(cfg: AttributeConfig) -> Path:
     from .. import rollouts
     from ..agents import get_layer, load_agent, resolve_run
     from ..runs import default_out, prepare_out
+    from .targets import resolve_target
 
     if not cfg.run:
         raise ValueError("attribute needs a RUN: a run directory, checkpoint folder or zoo:NAME")
@@ -190,6 +189,8 @@ def method_options(cfg: AttributeConfig) -> dict:
 
 def attribute_setup(shared: dict) -> dict:
     """A worker's context: the agent loaded and the target resolved on it."""
+    from .targets import resolve_target
+
     context = with_agent(shared)
     return {**context, "target": resolve_target(context["target"], context["agent"])}
 
@@ -197,6 +198,10 @@ def attribute_setup(shared: dict) -> dict:
 def attribute_task(context: dict, batch: dict) -> dict:
     """:func:`~policylens.parallel.pmap` task: ``{"attribution": (B, ...) float32, "delta": (B,) float32 or None}``
     for a batch ``{"obs": (B, ...), "state": (B, hidden) or None}`` (the state a recurrent agent received)."""
+    import torch
+
+    from .methods import attribute
+
     state = None if batch["state"] is None else torch.as_tensor(batch["state"])  # (B, hidden)
     result = attribute(context["agent"], batch["obs"], state=state, target=context["target"], layer=context["layer"],
                        method=context["method"], **context["options"])

@@ -130,7 +130,9 @@ class _Pass:
         self.acts = obs.float() if layer is None else None  # (N, ...) filled chunk by chunk for a layer
 
     def _inputs(self, idx: torch.Tensor):
-        pick = (lambda x: None if x is None else x[idx])
+        def pick(x):
+            return None if x is None else x[idx]
+
         return pick(self.state), pick(self.first)
 
     def _gradient(self, out, rows: torch.Tensor, n, r, batch_of_obs: int):

@@ -24,9 +24,8 @@ import torch
 
 from ..hooks import agent_device
 from .layer import evaluate_rows
+from .method_names import METHODS
 from .targets import resolve_target
-
-METHODS = ("saliency", "grad_x_act", "ig", "smoothgrad", "vargrad")
 
 
 def _as_obs(obs, device) -> torch.Tensor:

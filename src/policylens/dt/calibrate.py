@@ -92,8 +92,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     """Play every target RTG, write JSON + PNG + markdown under the run directory; returns the JSON dict."""
     from tqdm.auto import tqdm
 
-    from ..runs import prepare_out
-    from ..runs import run_dir as run_dir_of
+    from ..runs import prepare_out, run_dir as run_dir_of
     from .checkpoint import dt_dir, load_dt
     from .play import play, summarize
     from .plots import plot_calibration

@@ -30,8 +30,7 @@ import torch
 from ..agents import load_agent, read_config, resolve_run
 from ..config import add_dataclass_args, from_args
 from ..envs import CAUSES, make
-from ..rollouts import StoreWriter, add_advantages
-from ..rollouts import open as open_store
+from ..rollouts import StoreWriter, add_advantages, open as open_store
 from ..rollouts.record import MAX_PENDING, EpisodeBuffer, check_same_settings
 from ..runs import default_out, prepare_out, run_label, sha256
 from .data import returns_to_go

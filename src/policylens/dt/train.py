@@ -25,8 +25,14 @@ import torch.nn.functional as F
 from ..config import add_dataclass_args, from_args
 from ..envs import make
 from ..runs import prepare_out
-from ..train.state import (check_settings, load_optimizer, optimizer_tensors, read_checkpoint, truncate_csv,
-                           write_checkpoint)
+from ..train.state import (
+    check_settings,
+    load_optimizer,
+    optimizer_tensors,
+    read_checkpoint,
+    truncate_csv,
+    write_checkpoint,
+)
 from .data import Trajectories, load_trajectories
 
 VOLATILE = ("steps", "resume", "overwrite", "progress", "device", "threads", "eval_every", "eval_episodes",

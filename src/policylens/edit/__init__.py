@@ -9,9 +9,16 @@
 
 From the shell: ``policylens edit RUN --layer L --directions PATH --direction K --out NEW_RUN``.
 """
-from .ablate import Ablation, ablate
-from .blind import blind
-from .project import project_out, projector
-from .swap import swap_directions, swap_matrix
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .ablate import Ablation, ablate
+    from .blind import blind
+    from .project import project_out, projector
+    from .swap import swap_directions, swap_matrix
 
 __all__ = ["project_out", "projector", "ablate", "Ablation", "blind", "swap_directions", "swap_matrix"]
+
+lazy_exports(__name__)

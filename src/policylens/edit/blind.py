@@ -17,7 +17,6 @@ import torch
 
 from .project import project_out
 
-
 MIN_NMI = 0.1
 """``--blind`` refuses when no direction locates the entity at least this well (the interpretable criterion's
 NMI), unless forced"""

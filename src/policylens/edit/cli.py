@@ -13,13 +13,14 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..agents import layer_shapes, load_agent, read_config, resolve_run, save_agent
+from ..agents import resolve_run
 from ..config import add_dataclass_args, clear_errors, from_args
-from ..factors import Directions
-from ..factors.stable import UNSTABLE
 from ..runs import prepare_out
-from .project import project_out
+
+if TYPE_CHECKING:
+    from ..factors import Directions
 
 EDIT_FILES = ("agent", "blind.json", "blind-directions.json", "blind-directions.safetensors")  # what edit writes in OUT
 
@@ -66,6 +67,9 @@ def _split(text: str) -> list:
 
 def chosen_directions(cfg: EditConfig, agent) -> Directions:
     """The directions the config names, in the layer they belong to."""
+    from ..agents import layer_shapes
+    from ..factors import Directions
+
     if cfg.channel:
         if not cfg.layer:
             raise ValueError("--channel needs --layer")
@@ -94,6 +98,8 @@ def _keys(text: str) -> list:
 
 def kept_directions(cfg: EditConfig, chosen: Directions) -> "Directions | None":
     """The directions ``--keep`` names (from the same file), or None."""
+    from ..factors import Directions
+
     if not cfg.keep:
         return None
     if not cfg.directions:
@@ -176,6 +182,9 @@ def write_blind(cfg: EditConfig, found: dict) -> dict:
 
 def edit(cfg: EditConfig) -> Path:
     """Write the edited checkpoint ``cfg`` describes; returns its folder (``OUT/agent``)."""
+    from ..agents import load_agent, read_config, save_agent
+    from .project import project_out
+
     if not cfg.run or not cfg.out:
         raise ValueError("edit needs a RUN and --out NEW_RUN")
     agent_dir = resolve_run(cfg.run)
@@ -224,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     cfg = from_args(EditConfig, parser.parse_args(argv))
+    from ..agents import read_config
+    from ..factors.stable import UNSTABLE
+
     with clear_errors(parser, also=(IndexError,)):
         path = edit(cfg)
     record = read_config(path)["edits"][-1]

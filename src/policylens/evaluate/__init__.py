@@ -9,9 +9,16 @@ identical whatever the number of workers or the backend.
 """
 from __future__ import annotations
 
-from .cli import EvalConfig, format_table, main, run_config
-from .run import episode_plan, episode_seed, evaluate, play
-from .stats import summarize, wilson_interval
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .cli import EvalConfig, format_table, main, run_config
+    from .run import episode_plan, episode_seed, evaluate, play
+    from .stats import summarize, wilson_interval
 
 __all__ = ["EvalConfig", "evaluate", "wilson_interval", "summarize", "episode_plan", "episode_seed", "play",
            "main", "run_config", "format_table"]
+
+lazy_exports(__name__)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..config import add_dataclass_args, clear_errors, from_args
-from .run import evaluate
 
 
 @dataclass
@@ -50,6 +49,8 @@ class EvalConfig:
 
 def run_config(cfg: EvalConfig) -> dict:
     """Evaluate as ``cfg`` says; returns :func:`~policylens.evaluate.evaluate`'s dict."""
+    from .run import evaluate
+
     return evaluate(cfg.run, cfg.env, cfg.episodes, start_level=cfg.start_level, num_levels=cfg.num_levels,
                     policy=cfg.policy, temperature=cfg.temperature, seed=cfg.seed, workers=cfg.workers,
                     backend=cfg.backend, batch=cfg.batch, device=cfg.device, progress=cfg.progress,

@@ -29,7 +29,6 @@ import numpy as np
 from ..config import add_dataclass_args, clear_errors, from_args
 from ..envs.spec import option_list
 from ..runs import prepare_out
-from .run import evaluate
 from .stats import wilson_interval
 
 
@@ -142,6 +141,7 @@ def compare(run_a, run_b, episodes: int = 1000, *, alpha: float = 0.05, env=None
     """Evaluate both agents on the same levels (``kwargs`` as :func:`evaluate`) and compare by cause; with
     ``invisible`` (entity kinds, comma-separated) also RUN_A with them invisible, and the blindness shares."""
     from ..envs import make, parse_spec
+    from .run import evaluate
 
     if env is None:
         from .run import run_env_spec

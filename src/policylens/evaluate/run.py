@@ -28,6 +28,7 @@ from ..envs import make, parse_spec
 from ..parallel import Progress, agent_files, check_backend, is_local, pmap, with_agent
 from .stats import summarize
 
+
 def episode_plan(episodes: int, start_level: int = 0, num_levels: "int | None" = None) -> list:
     """``[(k, level)]`` for episodes ``k = 0..episodes-1``: level ``start_level + k``, or cycling through
     ``[start_level, start_level + num_levels)`` when ``num_levels`` is given (> 0)."""

@@ -8,10 +8,17 @@
 Layout of the written folder: :mod:`.bundle`; what is computed: :mod:`.export`; maps: :mod:`.maps`; how frames and
 legend images are drawn: :mod:`.views`; legend labels from ground truth: :mod:`.labels`.
 """
-from .bookmarks import bookmarks
-from .bundle import LayerView, Output, Trajectory, write_explorer
-from .export import analyse_layer, default_layers, export, load_trajectories, parse_episodes
-from .maps import dequantise, feature_maps, quantise
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .bookmarks import bookmarks
+    from .bundle import LayerView, Output, Trajectory, write_explorer
+    from .export import analyse_layer, default_layers, export, load_trajectories, parse_episodes
+    from .maps import dequantise, feature_maps, quantise
 
 __all__ = ["bookmarks", "export", "write_explorer", "LayerView", "Output", "Trajectory", "analyse_layer",
            "default_layers", "load_trajectories", "parse_episodes", "feature_maps", "quantise", "dequantise"]
+
+lazy_exports(__name__)

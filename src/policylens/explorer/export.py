@@ -20,10 +20,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis import (NMF_BOOTSTRAP, NMF_DTYPE, NMF_RESTARTS, OUTPUTS,  # noqa: F401 (the API)
-                       action_attributions, add_saliency_trees, analyse_layer, attention_layer_maps, attributions,
-                       candidate_layers, check_layer, is_attention, layer_attributions, nmf_maps, nmf_sample,
-                       tree_frames)
+from .analysis import (  # noqa: F401 (the API)
+    NMF_BOOTSTRAP,
+    NMF_DTYPE,
+    NMF_RESTARTS,
+    OUTPUTS,
+    action_attributions,
+    add_saliency_trees,
+    analyse_layer,
+    attention_layer_maps,
+    attributions,
+    candidate_layers,
+    check_layer,
+    is_attention,
+    layer_attributions,
+    nmf_maps,
+    nmf_sample,
+    tree_frames,
+)
 from .bundle import Trajectory, explorer_summary, write_explorer
 from .dispatch import TrajectoryMap
 

@@ -30,7 +30,6 @@ from .export import attention_layer_maps, nmf_maps
 from .maps import quantise
 from .views import display_frames
 
-
 MAX_SEED = 2**31 - 1  # reset seeds: what every env's generator takes
 
 

@@ -10,13 +10,12 @@ import argparse
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..config import add_dataclass_args, clear_errors, from_args
-from .collect import choose_frames, collect_activations, iter_store, open_store
-from .decompose import METHODS, nmf_attributions
-from .directions import Directions
+
+if TYPE_CHECKING:
+    import torch
 
 ON = ("activations", "attributions")
 
@@ -74,6 +73,8 @@ def _paths(cfg: FactorizeConfig):
 
 
 def _check(cfg: FactorizeConfig) -> None:
+    from .decompose import METHODS
+
     if not cfg.run:
         raise ValueError("factorize needs a RUN: a run directory, checkpoint folder or zoo:NAME")
     if not cfg.layer:
@@ -98,6 +99,10 @@ def _attribute_fn():
 
 def gather(cfg: FactorizeConfig, agent, store) -> torch.Tensor:
     """The layer's activations or attributions for the chosen frames of the store, ``(N, *layer shape)``."""
+    import torch
+
+    from .collect import choose_frames, collect_activations, iter_store
+
     frames = choose_frames(store.num_frames, cfg.max_frames or None, cfg.every)
     attribute = _attribute_fn() if cfg.on == "attributions" else None
     target = int(cfg.target) if cfg.target.lstrip("-").isdigit() else cfg.target
@@ -119,6 +124,9 @@ def factorize(cfg: FactorizeConfig) -> Path:
     """Run the factorisation ``cfg`` describes; returns the JSON path written."""
     from ..agents import load_agent
     from ..runs import prepare_out
+    from .collect import open_store
+    from .decompose import METHODS, nmf_attributions
+    from .directions import Directions
 
     _check(cfg)
     agent_dir, store_path, out = _paths(cfg)

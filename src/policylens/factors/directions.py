@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-
 # meta entries holding one item per direction (kept in step by ``select``)
 PER_DIRECTION_META = ("unmixing", "explained_variance_ratio", "explained_variance", "positive_share", "channels",
                       "stability", "stability_restarts", "stability_bootstrap", "unstable", "positive_share_spread")

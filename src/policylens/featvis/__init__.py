@@ -9,14 +9,20 @@
 From the shell: ``policylens featvis RUN --layer L [--directions PATH | --channels 0,1,2] [--optimize]``
 writes arrays + JSON + PNGs under ``RUN/analysis/featvis/LAYER/``.
 """
-from .activations import collect_activations, iter_activations, layer_activations
-from .examples import DatasetExamples, SpatialExamples, dataset_examples, spatial_examples
-from .optimize import (Optimized, direction_objective, extremal_penalty, extremal_share, optimize,
-                       optimize_batch)
-from .receptive import ReceptiveField, crop, receptive_field
-from .thumbnails import plot_examples, plot_images, plot_spatial, resize, save_grid, thumbnails
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .activations import collect_activations, iter_activations, layer_activations
+    from .examples import DatasetExamples, SpatialExamples, dataset_examples, spatial_examples
+    from .optimize import Optimized, direction_objective, extremal_penalty, extremal_share, optimize, optimize_batch
+    from .receptive import ReceptiveField, crop, receptive_field
+    from .thumbnails import plot_examples, plot_images, plot_spatial, resize, save_grid, thumbnails
 
 __all__ = ["collect_activations", "iter_activations", "layer_activations", "DatasetExamples",
            "SpatialExamples", "dataset_examples", "spatial_examples", "Optimized", "direction_objective",
            "extremal_penalty", "extremal_share", "optimize", "optimize_batch", "ReceptiveField", "crop",
            "receptive_field", "plot_examples", "plot_images", "plot_spatial", "resize", "save_grid", "thumbnails"]
+
+lazy_exports(__name__)

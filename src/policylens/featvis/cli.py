@@ -11,21 +11,18 @@ import argparse
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .. import rollouts
-from ..agents import layer_shapes, load_agent, resolve_run
+from ..agents import resolve_run
 from ..config import add_dataclass_args, clear_errors, from_args
 from ..envs.render import frame_stack
-from ..factors import Directions
-from ..runs import default_out as default_store
-from ..runs import prepare_out, run_dir
-from .examples import dataset_examples, spatial_examples
-from .optimize import optimize_batch
-from .sample import sample_frames
-from .thumbnails import plot_examples, plot_images, plot_spatial, thumbnails
+from ..runs import default_out as default_store, prepare_out, run_dir
+
+if TYPE_CHECKING:
+    from ..factors import Directions
 
 
 @dataclass
@@ -97,6 +94,11 @@ def parse_channels(values) -> list:
 
 def pick_directions(cfg: FeatvisConfig, agent) -> Directions:
     """The directions to visualise: a Directions file, or one-hot channels of ``cfg.layer``."""
+    import torch
+
+    from ..agents import layer_shapes
+    from ..factors import Directions
+
     if cfg.directions and cfg.channels:
         raise ValueError("give either --directions or --channels, not both")
     if cfg.directions:
@@ -120,6 +122,12 @@ def pick_directions(cfg: FeatvisConfig, agent) -> Directions:
 
 def run_featvis(cfg: FeatvisConfig) -> dict:
     """Compute, save and plot as ``cfg`` says; returns ``{what: path}`` of the files written."""
+    from ..agents import load_agent
+    from .examples import dataset_examples, spatial_examples
+    from .optimize import optimize_batch
+    from .sample import sample_frames
+    from .thumbnails import plot_examples, plot_images, plot_spatial, thumbnails
+
     if not cfg.run:
         raise ValueError("featvis needs a RUN: a run directory, checkpoint folder or zoo:NAME")
     cfg = replace(cfg, channels=tuple(parse_channels(cfg.channels)))

@@ -131,7 +131,7 @@ def crop(obs: np.ndarray, rf: ReceptiveField, y: int, x: int) -> np.ndarray:
     top, left, bottom, right = rf.box(y, x)
     H, W, C = obs.shape
     patch = checkerboard(rf.size[0], rf.size[1], C, max(1, min(rf.size) // 8))
-    t, l, b, r = max(top, 0), max(left, 0), min(bottom, H), min(right, W)
-    if t < b and l < r:
-        patch[t - top:b - top, l - left:r - left] = obs[t:b, l:r]
+    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(bottom, H), min(right, W)
+    if y0 < y1 and x0 < x1:
+        patch[y0 - top:y1 - top, x0 - left:x1 - left] = obs[y0:y1, x0:x1]
     return patch

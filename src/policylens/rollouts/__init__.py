@@ -12,10 +12,17 @@ From the shell: ``python -m policylens.rollouts RUN --episodes 100`` (``--help``
 The store layout and its commit protocol are described in :mod:`policylens.rollouts.store`; recording,
 resuming and what a resumed recording guarantees in :mod:`policylens.rollouts.record`.
 """
-from .gae import add_advantages, gae
-from .record import RecordConfig, main, record
-from .store import FORMAT, Episode, Rollouts, open
-from .writer import StoreWriter
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .gae import add_advantages, gae
+    from .record import RecordConfig, main, record
+    from .store import FORMAT, Episode, Rollouts, open
+    from .writer import StoreWriter
 
 __all__ = ["record", "RecordConfig", "main", "open", "Rollouts", "Episode", "StoreWriter", "gae", "add_advantages",
            "FORMAT"]
+
+lazy_exports(__name__)

@@ -37,15 +37,12 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 
-from ..agents import load_agent, read_config, resolve_run
-from ..agents.policy import POLICIES, AgentStepper
+from ..agents import resolve_run
 from ..config import add_dataclass_args, clear_errors, from_args
 from ..envs import CAUSES, make
 from ..runs import default_out, prepare_out, run_label, sha256
 from .gae import add_advantages
-from .plan import PLAN_BACKENDS, plan_levels, record_plan
 from .store import open as open_store
 from .writer import StoreWriter
 
@@ -119,6 +116,9 @@ def check_same_settings(writer: "StoreWriter", recording: dict, what: str = "rol
 
 
 def _check(cfg: RecordConfig) -> None:
+    from ..agents.policy import POLICIES
+    from .plan import PLAN_BACKENDS
+
     if not cfg.run:
         raise ValueError("record needs a RUN: a run directory, checkpoint folder or zoo:NAME")
     if cfg.policy not in POLICIES:
@@ -168,6 +168,9 @@ class EpisodeBuffer:
 
 def record(cfg: RecordConfig) -> Path:
     """Record ``cfg.episodes`` complete episodes of the run's agent into a rollouts store; returns its path."""
+    from ..agents import load_agent, read_config
+    from .plan import plan_levels, record_plan
+
     _check(cfg)
     agent_dir = resolve_run(cfg.run)
     conf = read_config(agent_dir)
@@ -245,7 +248,10 @@ class Packed:
 
 def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, has_entities: bool, recurrent: bool,
                  has_render: bool = False):
+    import torch
     from tqdm.auto import tqdm
+
+    from ..agents.policy import AgentStepper
 
     k = writer.num_episodes
     target = cfg.episodes - k  # episodes still to record

@@ -6,8 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .integrity import (bad_chunk, checksummed, chunk_file, chunk_items, chunk_span, episodes_text, frame_episodes,
-                        missing_chunks, state_episodes)
+from .integrity import (
+    bad_chunk,
+    checksummed,
+    chunk_file,
+    chunk_items,
+    chunk_span,
+    episodes_text,
+    frame_episodes,
+    missing_chunks,
+    state_episodes,
+)
 from .layout import INDEX_FIELDS, STATE_DATA, STATE_END
 from .store import open as open_store
 

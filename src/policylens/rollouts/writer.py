@@ -16,8 +16,21 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-from .store import (DERIVED, FORMAT, INDEX_CHUNK, INDEX_FIELDS, OBS_CHUNK, SMALL_CHUNK, STATE_DATA, STATE_DATA_CHUNK,
-                    STATE_END, _open_group, check_length, frame_fields, read_commit)
+from .store import (
+    DERIVED,
+    FORMAT,
+    INDEX_CHUNK,
+    INDEX_FIELDS,
+    OBS_CHUNK,
+    SMALL_CHUNK,
+    STATE_DATA,
+    STATE_DATA_CHUNK,
+    STATE_END,
+    _open_group,
+    check_length,
+    frame_fields,
+    read_commit,
+)
 
 WRITE_ALL = {"write_empty_chunks": True}  # every chunk is written, even one equal to the fill value
 

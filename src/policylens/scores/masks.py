@@ -21,9 +21,8 @@ def episode_masks(store, i: int, kinds=None) -> dict:
     its masks are those of the frames it stacks: steps ``t - stack + 1 .. t`` of the episode (the first frame
     before its start, as the env fills the stack).
     """
-    from ..envs.render import frame_stack
-
     from ..envs.masks import coinrun_masks, minigrid_masks
+    from ..envs.render import frame_stack
 
     ep = store.episode(i)
     env = str(store.env)

@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..agents import load as load_agent
-from ..agents import save_agent, zoo_dir
+from ..agents import load as load_agent, save_agent, zoo_dir
 from ..agents.checkpoint import load_weights
 from ..envs import parse_spec
 from .config import SimConfig

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..envs.render import view_kind
 from ..envs.minigrid import ONEHOT_SIZES as MINIGRID_PLANES  # categories of the object, colour, state planes
+from ..envs.render import view_kind
 
 OBS_KINDS = ("symbolic", "onehot", "pixels")
 

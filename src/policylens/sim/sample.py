@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .obs import agent_view
 from .loop import Context, Noise, Rollout, filtered_start, rollout
 from .model import Gaussian
+from .obs import agent_view
 
 STARTS = ("prior", "real", "filtered")
 

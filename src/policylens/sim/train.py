@@ -33,8 +33,14 @@ import torch
 from torch import nn
 
 from ..config import add_dataclass_args, clear_errors, from_args
-from ..train.state import (check_settings, load_optimizer, optimizer_tensors, read_checkpoint, truncate_csv,
-                           write_checkpoint)
+from ..train.state import (
+    check_settings,
+    load_optimizer,
+    optimizer_tensors,
+    read_checkpoint,
+    truncate_csv,
+    write_checkpoint,
+)
 from .config import SimConfig, for_data
 from .data import SimData, load_sim_data
 from .loop import FrozenAgent, Noise

@@ -23,8 +23,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
-
 from ..registry import AgentConfig
 from .common import build_and_save, read_state_dict, sha256_bytes
 

@@ -22,8 +22,7 @@ import torch
 
 from ...config import add_dataclass_args, from_args
 from ...runs import prepare_out
-from .windows import FILE as WINDOWS_FILE
-from .windows import load_windows, model_folder, save_windows
+from .windows import FILE as WINDOWS_FILE, load_windows, model_folder, save_windows
 
 TABLE_FORMAT = 2  # an ablation table cached in another format (2: goal entries by side) is played again
 

@@ -9,7 +9,14 @@
 
 :mod:`.session` holds the game, :mod:`.analysis` the per-step analysis, :mod:`.server` the page and its API.
 """
-from .analysis import step_analysis
-from .session import AppSession
+from typing import TYPE_CHECKING
+
+from ...lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .analysis import step_analysis
+    from .session import AppSession
 
 __all__ = ["AppSession", "step_analysis"]
+
+lazy_exports(__name__)

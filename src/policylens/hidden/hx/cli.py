@@ -23,9 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ...config import add_dataclass_args, clear_errors, from_args
-from ...factors.stable import UNSTABLE
 from ...sim.command import SimCommand, resolve, say
-from .core import analyze, project, save_analysis, simulated_frames, store_frames
 
 COLOUR_FIELDS = ("value", "action", "entropy", "reward", "progress")
 
@@ -75,6 +73,8 @@ def _analyze(cfg: HxConfig, states, colours: dict, out: Path, layer: str, action
              k: int, clusters: int) -> tuple:
     """The pipeline on ``states`` with the CLI's settings, saved (and plotted) in ``out``: ``(summary path,
     HxAnalysis)``."""
+    from .core import analyze, save_analysis
+
     analysis = analyze(states, colours, k=k, clusters=clusters, tsne_frames=cfg.tsne_frames,
                        perplexity=cfg.perplexity, tsne_iter=cfg.tsne_iter, seed=cfg.seed, max_iter=cfg.max_iter,
                        std_floor=cfg.std_floor, layer=layer, action_names=action_names)
@@ -92,6 +92,7 @@ def compare_simulated(cfg: HxConfig, sim_folder: Path, agent, analysis, out: Pat
     (``out/sim/state``); returns ``out/sim/summary.json``. ``store``: where ``--sim-start filtered`` draws its
     real contexts."""
     from ...sim.checkpoint import load_sim
+    from .core import project, simulated_frames
 
     sim, frozen = load_sim(sim_folder, agent=agent, device=cfg.device)
     starts = None
@@ -136,6 +137,7 @@ def run_hx(cfg: HxConfig) -> tuple:
     """Run the analysis ``cfg`` describes; returns ``(the real analysis' summary.json, the simulator comparison's
     summary.json or None)``."""
     from ...agents import load_agent
+    from .core import store_frames
 
     _check(cfg)
     paths = resolve(cfg, "hx", require_sim=False)
@@ -173,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     cfg = from_args(HxConfig, parser.parse_args(argv))
+    from ...factors.stable import UNSTABLE
+
     with clear_errors(parser, also=(ImportError, IndexError)):
         path, sim_path = run_hx(cfg)
     s = json.loads(path.read_text())

@@ -120,8 +120,8 @@ def swap_experiment(cfg: SwapConfig) -> dict:
     if simulator is not None:
         from ...sim.checkpoint import load_sim, read_sim_config
         from ...sim.data import load_sim_data
-        from ...sim.objective import trained_start
         from ...sim.imagined import simulated_swap
+        from ...sim.objective import trained_start
 
         sim, _ = load_sim(simulator, agent=agent, device=cfg.device)
         start = cfg.sim_start if cfg.sim_start != "auto" else trained_start(read_sim_config(simulator)[1])

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 SIDES = (("real", "#4c72b0", "real"), ("imagined", "#dd8452", "imagined"),
          ("imagined_view", "#f2c9a8", "imagined end, as its view shows it"))
 

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from ...command import SimCommand, command_main, load_parts, resolve, say
-from .core import ARRAYS_FILE, JSON_FILE, VIDEO_FILE
 
 
 @dataclass
@@ -122,6 +121,7 @@ def representative_frames(samples: dict, arrays: dict, window: int) -> np.ndarra
 def write_video(out: Path, frames: np.ndarray, arrays: dict, samples: dict, summary: dict, obs_kind: str) -> Path:
     """``out/behaviours.gif``: each behaviour's representative window, captioned with step, action and value."""
     from ... import video
+    from .core import VIDEO_FILE
 
     stacks, names = [], summary["action_names"]
     for b, (rep, obs) in enumerate(zip(arrays["representative"], frames)):
@@ -136,7 +136,7 @@ def run_behaviours(cfg: BehavioursConfig) -> Path:
     """The whole command; returns the path of ``behaviours.json``."""
     import torch
 
-    from .core import Readout, analyze, simulate
+    from .core import ARRAYS_FILE, JSON_FILE, Readout, analyze, simulate
 
     _check(cfg)
     paths = resolve(cfg, "behaviours")

@@ -302,8 +302,17 @@ def ceiling_report(ceiling: dict, values: dict, mask, draws: int, bootstrap: int
 def run_fidelity(cfg: FidelityConfig) -> Path:
     """Score the simulator, the baseline and the repeat reference as ``cfg`` says; returns ``OUT/fidelity.json``."""
     from ...checkpoint import read_sim_config
-    from .core import (baseline_unroll, held_out_windows, object_recall, report_horizons, repeat_unroll, score_models,
-                       scored_windows, simulator_unroll, summarize)
+    from .core import (
+        baseline_unroll,
+        held_out_windows,
+        object_recall,
+        repeat_unroll,
+        report_horizons,
+        score_models,
+        scored_windows,
+        simulator_unroll,
+        summarize,
+    )
 
     _check(cfg)
     paths = resolve(cfg, "fidelity")

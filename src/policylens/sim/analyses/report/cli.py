@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...command import SimCommand, command_main, resolve
-from .core import report_lines
 
 
 @dataclass
@@ -24,6 +23,8 @@ class ReportConfig(SimCommand):
 
 
 def write_report(cfg: ReportConfig) -> Path:
+    from .core import report_lines
+
     paths = resolve(cfg, "report", require_sim=False)
     out = paths.out  # RUN/analysis/report by default
     figures = out / "figures"
