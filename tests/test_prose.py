@@ -1,6 +1,6 @@
 """The product describes the tool as it is: no development history ("session 7") and papers named by title, never
-by their number in the project's reading list ("seed 001"), in the README, docs/, benchmarks/README, zoo/README
-and the package's sources (docstrings, comments and help strings alike)."""
+by their number in the project's reading list ("seed 001"), in the README, docs/, benchmarks/README, the zoo's
+README, notes and reports, and the package's sources (docstrings, comments and help strings alike)."""
 from __future__ import annotations
 
 import glob
@@ -17,8 +17,8 @@ def offending_lines(text: str) -> list:
 
 
 def product_files() -> list:
-    md = ["README.md", "benchmarks/README.md", "zoo/README.md", *sorted(glob.glob("docs/**/*.md", root_dir=ROOT,
-                                                                                     recursive=True))]
+    md = ["README.md", "benchmarks/README.md", *sorted(glob.glob("docs/**/*.md", root_dir=ROOT, recursive=True)),
+          *sorted(glob.glob("zoo/**/*.md", root_dir=ROOT, recursive=True))]
     py = sorted(glob.glob("src/policylens/**/*.py", root_dir=ROOT, recursive=True))
     return [f for f in md + py if (ROOT / f).is_file()]
 
