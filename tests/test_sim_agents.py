@@ -51,9 +51,9 @@ def test_imagined_ends_are_read_from_the_heads_and_the_view(parts):
     reward = torch.zeros(6, 6)
     ends[0, 0] = 5.0  # before the takeover: not counted, and nothing after -> timeout
     ends[1, 3], reward[1, 3] = 5.0, 0.9  # a positive reward: success
-    ends[2, 2], action[2, 2], obs[2, 2, *front, 0] = 5.0, 2, 2  # forward into a wall
-    ends[3, 4], action[3, 4], obs[3, 4, *front, 0] = 5.0, 2, 6  # forward into a ball
-    action[3, 2], obs[3, 2, *front, 0] = 2, 6  # a ball walked into without an end: the heads decide, not rules
+    ends[2, 2], action[2, 2], obs[(2, 2, *front, 0)] = 5.0, 2, 2  # forward into a wall
+    ends[3, 4], action[3, 4], obs[(3, 4, *front, 0)] = 5.0, 2, 6  # forward into a ball
+    action[3, 2], obs[(3, 2, *front, 0)] = 2, 6  # a ball walked into without an end: the heads decide, not rules
     ends[4, 5] = 5.0  # an end while turning
     ends[5, 2], action[5, 2], obs[5, 2, *front, 0], reward[5, 2] = 5.0, 2, 2, 0.5  # a wall, but a positive reward
     r = dataclasses.replace(r, obs=obs, action=torch.nn.functional.one_hot(action, 3).float(), done_logit=ends,
