@@ -420,3 +420,16 @@ def filtered_start(windows, k: int) -> dict:
     if k > 1:
         real.update(actions=windows.action[:, :k - 1], obs=windows.obs[:, :k], mask=windows.mask[:, :k])
     return real
+
+
+def check_starts(starts, samples: int) -> None:
+    """Refuse real starts (anything with ``obs`` rows) whose count is not ``samples``."""
+    if starts is not None and starts.obs.shape[0] != samples:
+        raise ValueError(f"{starts.obs.shape[0]} real starts for {samples} samples")
+
+
+def windows_start(windows, rows: slice, k: int, device) -> tuple:
+    """Rows ``rows`` of real ``windows`` as a start: ``(their K-frame context, the filtered start's
+    :func:`rollout` keywords)`` on ``device``."""
+    part = windows.rows(rows).to(device)
+    return part.context(k), filtered_start(part, k)

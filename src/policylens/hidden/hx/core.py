@@ -289,12 +289,11 @@ def simulated_frames(sim, agent, *, samples: int = 256, steps: int = 20, seed: i
     ``{"hx": (N, hidden) the agent's produced state (the next step's received one, ``hx_last`` at the end),
     "sim_state": (N, deter + stoch) the simulator's own state [h_t, s_t], "value", "entropy", "action", "reward",
     "progress" (t / steps), "sample", "t": (N,)}`` with ``N = samples * steps``."""
-    from ...sim.loop import filtered_start, rollout
+    from ...sim.loop import check_starts, rollout, windows_start
 
     if samples < 1 or steps < 1:
         raise ValueError(f"simulated rollouts need samples >= 1 and steps >= 1, got {samples} and {steps}")
-    if starts is not None and starts.obs.shape[0] != samples:
-        raise ValueError(f"{starts.obs.shape[0]} real starts for {samples} samples")
+    check_starts(starts, samples)
     generator = torch.Generator().manual_seed(seed)
     device = next(sim.parameters()).device
     k = sim.config.context_frames
@@ -303,8 +302,7 @@ def simulated_frames(sim, agent, *, samples: int = 256, steps: int = 20, seed: i
         z = torch.randn(min(batch_size, samples - a), sim.config.latent, generator=generator).to(device)
         real = {}
         if starts is not None:
-            rows = starts.rows(slice(a, a + batch_size)).to(device)
-            z, real = rows.context(k), filtered_start(rows, k)
+            z, real = windows_start(starts, slice(a, a + batch_size), k, device)
         r = rollout(sim, agent, z, steps, mode=mode, generator=generator, **real)
         hx = torch.cat([r.hx[:, 1:], r.hx_last[:, None]], 1)  # (B, T, hidden) produced at each step
         parts.append({"hx": hx, "sim_state": torch.cat([r.h, r.s], -1), "value": r.value, "logits": r.logits,

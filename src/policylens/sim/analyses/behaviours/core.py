@@ -188,12 +188,11 @@ def simulate(sim, agent: FrozenAgent, readout: Readout, samples: int, steps: int
     ``jacobian_own`` (N, T, max_lag + 1, K, K)."""
     from tqdm.auto import tqdm
 
-    from ...loop import filtered_start
+    from ...loop import check_starts, windows_start
 
     if samples < 1 or batch_size < 1:
         raise ValueError(f"samples and batch_size must be >= 1, got {samples} and {batch_size}")
-    if starts is not None and starts.obs.shape[0] != samples:
-        raise ValueError(f"{starts.obs.shape[0]} real starts for {samples} samples")
+    check_starts(starts, samples)
     generator = torch.Generator().manual_seed(seed)
     device = next(sim.parameters()).device
     k = sim.config.context_frames
@@ -206,8 +205,7 @@ def simulate(sim, agent: FrozenAgent, readout: Readout, samples: int, steps: int
             start = Context(*(None if x is None else x[a:a + b].to(device)
                               for x in (starts.obs, starts.agent_state, starts.mask)))
         elif starts is not None:  # Windows: the filtered start (with the recorded state at the first frame)
-            rows = starts.rows(slice(a, a + b)).to(device)
-            start, real = rows.context(k), filtered_start(rows, k)
+            start, real = windows_start(starts, slice(a, a + b), k, device)
         out = {}
         for path in PATHS:
             r, out[f"jacobian_{path}"] = jacobians(sim, agent, readout, start, steps, max_lag, env=path == "env",
