@@ -4,6 +4,8 @@
 
 MiniGrid and ``gym:`` envs step in Python, one env after another, so a PPO update on them waits on the env; with
 ``workers=K`` the first shard steps in this process while the other ``K - 1`` step in their own, at the same time.
+That pays on machines with physical cores to spare; where two logical CPUs share one core, as on a small cloud
+machine, the shards step no faster than one process.
 Env ``i`` of the batch draws its episodes from the same seed whatever the split (:func:`policylens.envs.base.env_rngs`),
 so ``workers`` changes the speed and nothing else: observations, rewards, episode ends, causes and states equal
 those of one process, step for step (``tests/test_env_workers.py``).

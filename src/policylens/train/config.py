@@ -77,8 +77,8 @@ class TrainConfig:
     """store conv weights channels_last (NHWC), the layout the env's frames already have (default: bf16's value)"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
-    env_workers: int = 0
-    """processes stepping the envs where they step in Python (MiniGrid, gym:), with the same results whatever the number (0: one per CPU core, at most one per 4 envs)"""
+    env_workers: int = 1
+    """processes stepping the envs where they step in Python (MiniGrid, gym:), with the same results whatever the number: more than 1 pays where the machine has physical cores to spare"""
     device: str = "cpu"
     """torch device"""
     progress: bool = True
@@ -143,15 +143,6 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, channels_last=cfg.bf16) if cfg.channels_last is None else cfg
 
 
-def env_workers(cfg: TrainConfig) -> int:
-    """The processes to step ``cfg``'s envs in: ``--env-workers``, or one per CPU core, at most one per 4 envs."""
-    if cfg.env_workers:
-        return cfg.env_workers
-    import os
-
-    return max(1, min(os.cpu_count() or 1, (cfg.num_envs or 1) // 4))
-
-
 def bf16_is_fast(device: str = "cpu") -> bool:
     """Whether ``device`` computes bfloat16 natively: a GPU that supports it, or a CPU with AVX512-BF16 or AMX
     (oneDNN's check). Elsewhere bf16 autocast is emulated and several times slower than float32."""
@@ -211,8 +202,8 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_frames"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.env_workers < 0:
-        raise ValueError(f"--env-workers must be >= 0 (0: one per CPU core), got {cfg.env_workers}")
+    if cfg.env_workers < 1:
+        raise ValueError(f"--env-workers must be >= 1, got {cfg.env_workers}")
     if cfg.init not in INITS:
         raise ValueError(f"--init {cfg.init!r}: expected one of {', '.join(INITS)}")
     if cfg.bptt < 0:

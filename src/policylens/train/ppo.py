@@ -22,7 +22,7 @@ from ..agents import AgentConfig, build
 from ..agents.policy import select_actions
 from ..gae import gae
 from ..runs import prepare_out
-from .config import TrainConfig, env_workers, parse_options, resolve, validate
+from .config import TrainConfig, parse_options, resolve, validate
 from .init import init_weights
 from .state import load_optimizer, optimizer_tensors, read_checkpoint, truncate_csv, write_checkpoint
 from .update import Rollout, TrainingStopped, autocast, ppo_update
@@ -85,7 +85,7 @@ def train(cfg: TrainConfig) -> Path:
     N, T = cfg.num_envs, cfg.num_steps
     num_updates = max(1, cfg.total_frames // (N * T))
 
-    env = envs.make(cfg.env, num_envs=N, seed=cfg.seed, workers=env_workers(cfg))
+    env = envs.make(cfg.env, num_envs=N, seed=cfg.seed, workers=cfg.env_workers)
     agent_cfg = AgentConfig(arch=cfg.arch, obs_shape=tuple(env.observation_space.shape),
                             num_actions=int(env.action_space.n), obs_scale=env.obs_scale, recurrent=cfg.recurrent,
                             options=parse_options(cfg.arch_options))
