@@ -37,7 +37,7 @@ def episodes_of(agent, plan: list, s: dict):
     recording settings (spec, policy, temperature, seed, batch, device, max_steps, entities, render, save_state,
     recurrent)."""
     from ..evaluate.run import play_steps
-    from .record import EpisodeBuffer, Packed
+    from .buffer import EpisodeBuffer, Packed
 
     render = s.get("render", False)
     capture = ("outputs",) + ("entities",) * s["entities"] + ("render",) * render + ("env_state",) * s["save_state"]
@@ -87,7 +87,7 @@ def record_plan(writer, agent, agent_dir, cfg, settings: dict, plan: list) -> No
     append them in order, committing at least every ``cfg.flush_seconds``."""
     from tqdm.auto import tqdm
 
-    from .record import MAX_PENDING
+    from .buffer import MAX_PENDING
 
     todo = plan[writer.num_episodes:]
     if not todo:

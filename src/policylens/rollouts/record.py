@@ -31,10 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -42,11 +41,10 @@ from ..agents import resolve_run
 from ..config import add_dataclass_args, clear_errors, from_args
 from ..envs import CAUSES, make
 from ..runs import default_out, prepare_out, run_label, sha256
-from .gae import add_advantages
-from .store import open as open_store
-from .writer import StoreWriter
+from .buffer import MAX_PENDING, EpisodeBuffer, Packed
 
-MAX_PENDING = 8192  # frames of finished episodes held in memory before a commit is forced
+if TYPE_CHECKING:
+    from .writer import StoreWriter
 
 
 @dataclass
@@ -136,40 +134,12 @@ def _check(cfg: RecordConfig) -> None:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
 
 
-class EpisodeBuffer:
-    """The frames of one env's episode in progress."""
-
-    def __init__(self):
-        self.steps = []  # one dict of per-step values per frame
-
-    def finish(self, cause: str, ret: float, level_seed: int) -> dict:
-        """The episode as ``{field: (T, ...)}`` plus ``cause`` and ``return``; empties the buffer."""
-        ep = {}
-        for key in self.steps[0]:
-            values = [s[key] for s in self.steps]
-            if key == "render":
-                values = [v.unpack() for v in values]
-            ep[key] = values if key == "env_state" else np.array(values, dtype=object if key == "entities" else None)
-        ep["done"][-1] = True  # already so unless cut by max_steps
-        ep["level_seed"] = np.full(len(self.steps), level_seed, np.int64)  # (T,)
-        self.steps = []
-        return {**ep, "cause": cause, "return": float(ret)}
-
-    def close_if_ended(self, done: bool, info: dict, max_steps: int) -> "dict | None":
-        """The episode if the env ended it (with its cause) or it reached ``max_steps`` (cause ``max_steps``,
-        the guard against envs that never end), else None."""
-        if done:
-            ep = info["episode"]
-            return self.finish(ep["cause"], ep["return"], ep["level_seed"])
-        if len(self.steps) >= max_steps:
-            return self.finish("max_steps", float(sum(s["reward"] for s in self.steps)), info["level_seed"])
-        return None
-
-
 def record(cfg: RecordConfig) -> Path:
     """Record ``cfg.episodes`` complete episodes of the run's agent into a rollouts store; returns its path."""
     from ..agents import load_agent, read_config
+    from .gae import add_advantages
     from .plan import plan_levels, record_plan
+    from .writer import StoreWriter
 
     _check(cfg)
     agent_dir = resolve_run(cfg.run)
@@ -234,16 +204,6 @@ def record(cfg: RecordConfig) -> Path:
             record_plan(writer, agent, agent_dir, cfg, settings, episode_plan(cfg.episodes, start_level, num_levels))
     add_advantages(out, cfg.gamma, cfg.gae_lambda)
     return out
-
-
-class Packed:
-    """A frame's picture held deflated while its episode is buffered (an Atari screen: 100 KB raw, a few KB)."""
-
-    def __init__(self, image: np.ndarray):
-        self.shape, self.data = image.shape, zlib.compress(np.ascontiguousarray(image, np.uint8).tobytes(), 1)
-
-    def unpack(self) -> np.ndarray:
-        return np.frombuffer(zlib.decompress(self.data), np.uint8).reshape(self.shape)
 
 
 def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, has_entities: bool, recurrent: bool,
@@ -347,6 +307,8 @@ def main(argv=None) -> Path:
         return Path(cfg.verify)
     with clear_errors(parser, also=(ImportError,)):  # ImportError: --backend ray without Ray
         out = record(cfg)
+    from .store import open as open_store
+
     print(f"wrote {out}: {len(open_store(out))} episodes")
     return out
 
