@@ -1,5 +1,5 @@
-"""``policylens dt collect RUN --episodes N``: a PPO agent's episodes, played with sampling strategies of
-varied quality, recorded as decision-transformer training data.
+"""A PPO agent's episodes, played with sampling strategies of varied quality, recorded as decision-transformer
+training data: what ``policylens dt collect`` (:mod:`.collect_cli`, settings in :mod:`.collect_config`) runs.
 
 The agent acts on the observations it was trained on (the zoo's MiniGrid agent sees RGB); every frame also
 stores the env's symbolic 7x7x3 view (``--extra-obs symbolic``, field ``obs_symbolic``) for the DT. Per frame:
@@ -21,62 +21,19 @@ Afterwards the RTG distribution (Decision Transformer Interpretability's Figure 
 """
 from __future__ import annotations
 
-import argparse
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..agents import load_agent, read_config, resolve_run
-from ..config import add_dataclass_args, from_args
 from ..envs import make
 from ..rollouts import StoreWriter, add_advantages, open as open_store
 from ..rollouts.loop import Extras, check_same_settings, describe, frame_fields, record_vector, store_attrs
 from ..runs import default_out, prepare_out, sha256
+from .collect_config import DEFAULT_ENV, CollectConfig
 from .data import returns_to_go
 from .strategies import episode_plan, parse_shares, parse_strategies
-
-DEFAULT_ENV = "minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0"
-# success (greedy .. topk), failure (bottomk:1, random, most of temperature:5) and timeouts (bottomk:2 turns in place)
-DEFAULT_STRATEGIES = ("greedy", "sampled", "temperature:2", "temperature:5", "topk:2", "bottomk:1", "bottomk:2",
-                      "random")
-
-
-@dataclass
-class CollectConfig:
-    run: str = ""
-    """run directory, checkpoint folder or zoo:NAME of the PPO agent that plays"""
-    episodes: int = 1000
-    """number of complete episodes the store should hold (a resumed collection tops it up to this)"""
-    env: str = ""
-    """env spec to play in (default: the env in the run's config.json, e.g. MiniGrid-Dynamic-Obstacles-8x8 with RGB)"""
-    strategies: tuple = DEFAULT_STRATEGIES
-    """sampling strategies: greedy, sampled, temperature:T, topk:K, bottomk:K, random"""
-    shares: tuple = ()
-    """share of the episodes per strategy, in the order of --strategies (default: equal shares)"""
-    extra_obs: str = "symbolic"
-    """also store the env's view in this observation mode as field obs_MODE (symbolic | onehot | rgb; '' none)"""
-    out: str = ""
-    """store path (default: RUN/trajectories.zarr, or runs/NAME/trajectories.zarr for zoo:NAME)"""
-    num_envs: int = 8
-    """environments stepped in parallel"""
-    seed: int = 0
-    """seed of the envs, the strategy order and action sampling (a resumed collection uses seed + episodes stored)"""
-    entities: bool = True
-    """store ground-truth entities per frame (JSON)"""
-    max_steps: int = 10000
-    """guard: cut an episode after this many steps (stored with cause 'max_steps')"""
-    flush_seconds: float = 2.0
-    """commit finished episodes to the store at least this often"""
-    device: str = "cpu"
-    """torch device for the agent"""
-    progress: bool = True
-    """show a progress bar"""
-    resume: bool = False
-    """top up the store already at OUT to --episodes (collected with the same settings; e.g. after an interruption)"""
-    overwrite: bool = False
-    """replace the store already at OUT (and its RTG report)"""
 
 
 def observe_as(env, mode: str) -> np.ndarray:
@@ -212,12 +169,3 @@ def format_summary(summary: dict) -> str:
     lines.append(f"RTG distribution: {summary['png']}")
     return "\n".join(lines)
 
-
-def main(argv=None) -> Path:
-    parser = argparse.ArgumentParser(prog="policylens dt collect", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", help="run directory, checkpoint folder or zoo:NAME of the PPO agent that plays")
-    add_dataclass_args(parser, CollectConfig, skip=("run",))
-    cfg = from_args(CollectConfig, parser.parse_args(argv))
-    out = collect(cfg)
-    print(format_summary(json.loads(report_paths(out)[0].read_text())))
-    return out

@@ -36,12 +36,7 @@ from typing import Optional
 
 from ..agents import resolve_run
 from ..config import add_dataclass_args, clear_errors, from_args
-from ..envs import make
 from ..runs import default_out, prepare_out, sha256
-from .gae import add_advantages
-from .loop import Extras, check_same_settings, describe, frame_fields, record_vector, store_attrs
-from .store import open as open_store
-from .writer import StoreWriter
 
 
 @dataclass
@@ -124,7 +119,11 @@ def _check(cfg: RecordConfig) -> None:
 def record(cfg: RecordConfig) -> Path:
     """Record ``cfg.episodes`` complete episodes of the run's agent into a rollouts store; returns its path."""
     from ..agents import load_agent, read_config
+    from ..envs import make
+    from .gae import add_advantages
+    from .loop import Extras, check_same_settings, describe, frame_fields, record_vector, store_attrs
     from .plan import plan_levels, record_plan
+    from .writer import StoreWriter
 
     _check(cfg)
     agent_dir = resolve_run(cfg.run)
@@ -200,6 +199,8 @@ def main(argv=None) -> Path:
         return Path(cfg.verify)
     with clear_errors(parser, also=(ImportError,)):  # ImportError: --backend ray without Ray
         out = record(cfg)
+    from .store import open as open_store
+
     print(f"wrote {out}: {len(open_store(out))} episodes")
     return out
 
