@@ -180,7 +180,8 @@ def record(cfg: RecordConfig) -> Path:
         raise ValueError(f"{agent_dir / 'config.json'} names no env the agent was trained on; pass --env SPEC")
     out = prepare_out(Path(cfg.out) if cfg.out else default_out(cfg.run, agent_dir), what="rollouts store",
                       resume=cfg.resume, overwrite=cfg.overwrite)
-    recurrent = agent.initial_state(1) is not None if hasattr(agent, "initial_state") else False
+    first_state = agent.initial_state(1) if hasattr(agent, "initial_state") else None  # (1, hidden) if recurrent
+    recurrent = first_state is not None
 
     # a throwaway 1-env instance tells the fields' shapes and what the env offers
     probe = make(env_spec, num_envs=1, seed=cfg.seed)
@@ -198,10 +199,10 @@ def record(cfg: RecordConfig) -> Path:
     action_names = list(probe.action_names)
     probe.close()
 
-    fields = {"obs": (obs_shape, obs_dtype), "action": ((), "int32"), "logits": ((num_actions,), "float32"),
+    fields: dict[str, tuple] = {"obs": (obs_shape, obs_dtype), "action": ((), "int32"), "logits": ((num_actions,), "float32"),
               "value": ((), "float32"), "reward": ((), "float32"), "done": ((), "bool"), "level_seed": ((), "int64")}
-    if recurrent:
-        fields["agent_state"] = ((int(agent.initial_state(1).shape[-1]),), "float32")
+    if first_state is not None:
+        fields["agent_state"] = ((int(first_state.shape[-1]),), "float32")
     if has_entities:
         fields["entities"] = ((), str)
     if screen is not None:
@@ -279,8 +280,8 @@ def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, h
             ents = env.entities() if has_entities else None
             screens = env.render() if has_render else None  # (n, h, w, 3)
             states = env.get_state() if cfg.save_state else None
-            state_in = None
-            if recurrent:  # what the agent receives: its last state, or h0 where an episode begins
+            state_in = None  # what a recurrent agent receives: its last state, or h0 where an episode begins
+            if h0 is not None and stepper.state is not None:
                 first = stepper.first.to(h0.device)[:, None]  # (n, 1)
                 state_in = torch.where(first, h0, stepper.state).detach().cpu().numpy()  # (n, hidden)
             out, actions = stepper.act(obs)
@@ -291,9 +292,9 @@ def _record_into(writer: StoreWriter, agent, cfg: RecordConfig, env_spec: str, h
             for i in np.flatnonzero(counted):
                 step = {"obs": obs[i], "action": np.int32(actions[i]), "logits": logits[i], "value": value[i],
                         "reward": np.float32(reward[i]), "done": bool(done[i])}
-                if recurrent:
+                if state_in is not None:
                     step["agent_state"] = state_in[i]
-                if has_entities:
+                if ents is not None:
                     step["entities"] = json.dumps(ents[i], separators=(",", ":"))
                 if screens is not None:
                     step["render"] = Packed(screens[i])
