@@ -121,7 +121,7 @@ def collect(cfg: CollectConfig) -> Path:
                          f"but env {env_spec} gives obs {obs_shape} and {num_actions} actions")
     extra = cfg.extra_obs if cfg.extra_obs and cfg.extra_obs != getattr(probe, "obs_mode", None) else ""
     has_entities = cfg.entities and probe.entities() is not None
-    fields = {"obs": (obs_shape, "uint8"), "action": ((), "int32"), "logits": ((num_actions,), "float32"),
+    fields: dict[str, tuple] = {"obs": (obs_shape, "uint8"), "action": ((), "int32"), "logits": ((num_actions,), "float32"),
               "value": ((), "float32"), "reward": ((), "float32"), "done": ((), "bool"), "level_seed": ((), "int64"),
               "rtg": ((), "float32"), "strategy": ((), "int16")}
     if extra:
@@ -204,9 +204,9 @@ def _collect_into(writer, agent, cfg, env_spec, strategies, shares, extra, has_e
             for i in np.flatnonzero(assigned >= 0):
                 step = {"obs": obs[i], "action": np.int32(actions[i]), "logits": logits[i].numpy(), "value": value[i],
                         "reward": np.float32(reward[i]), "done": bool(done[i]), "strategy": np.int16(assigned[i])}
-                if extra:
+                if views is not None:
                     step[f"obs_{extra}"] = views[i]
-                if has_entities:
+                if ents is not None:
                     step["entities"] = json.dumps(ents[i], separators=(",", ":"))
                 buffers[i].steps.append(step)
                 episode = buffers[i].close_if_ended(done[i], info[i], cfg.max_steps)
