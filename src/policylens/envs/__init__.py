@@ -11,8 +11,13 @@ and discrete actions, :mod:`policylens.envs.gym`).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import CAUSES, VecEnv
 from .spec import EnvSpec, parse_spec
+
+if TYPE_CHECKING:
+    from .minigrid import MiniGridVecEnv
 
 FAMILIES = ("procgen", "minigrid", "atari", "gym")
 
@@ -39,6 +44,17 @@ def make(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None) -> V
     raise ValueError(f"unknown env family {spec.family!r} in {str(spec)!r}; expected one of {FAMILIES}")
 
 
+def make_minigrid(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None) -> MiniGridVecEnv:
+    """:func:`make` for a ``minigrid:`` spec, as the MiniGrid vector env it is (``envs``: its MiniGrid games)."""
+    from .minigrid import MiniGridVecEnv
+
+    env = make(spec, num_envs, seed)
+    if not isinstance(env, MiniGridVecEnv):
+        env.close()
+        raise ValueError(f"env {str(env.spec)!r} is not a MiniGrid env (minigrid:ENV_ID)")
+    return env
+
+
 def __getattr__(name):  # the Gymnasium views, imported on first use
     if name in ("as_gymnasium", "gymnasium_env", "GymnasiumVectorView", "GymnasiumEnvView"):
         from . import view
@@ -47,4 +63,4 @@ def __getattr__(name):  # the Gymnasium views, imported on first use
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["make", "parse_spec", "EnvSpec", "VecEnv", "CAUSES", "FAMILIES", "as_gymnasium", "gymnasium_env"]
+__all__ = ["make", "make_minigrid", "parse_spec", "EnvSpec", "VecEnv", "CAUSES", "FAMILIES", "as_gymnasium", "gymnasium_env"]
