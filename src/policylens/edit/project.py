@@ -18,6 +18,7 @@ is untouched. The edit is made one of two ways, and ``edited.policylens_edits[-1
 from __future__ import annotations
 
 import copy
+from typing import TypeVar, cast
 
 import torch
 from torch import nn
@@ -26,6 +27,8 @@ from ..agents import get_layer
 from ..factors.project import channel_matmul
 from ..hooks import agent_device, capture
 from .ablate import ablate, as_directions
+
+M = TypeVar("M", bound=nn.Module)
 
 FOLDABLE = (nn.Conv2d, nn.Linear, nn.RNNCellBase)
 
@@ -76,7 +79,7 @@ def probe_obs(agent: nn.Module, obs=None) -> torch.Tensor:
 
 
 def _input_weight(module: nn.Module) -> nn.Parameter:
-    return module.weight_ih if isinstance(module, nn.RNNCellBase) else module.weight
+    return module.weight_ih if isinstance(module, nn.RNNCellBase) else cast(nn.Parameter, module.weight)
 
 
 def _how_fed(acts: torch.Tensor, inp, module: nn.Module) -> "str | None":
@@ -169,7 +172,7 @@ def check_fold(agent: nn.Module, layer: str, consumers, num_channels: int, obs: 
     return ""
 
 
-def project_out(agent: nn.Module, layer: str, directions, *, keep=None, obs=None) -> nn.Module:
+def project_out(agent: M, layer: str, directions, *, keep=None, obs=None) -> M:
     """A copy of ``agent`` in which ``layer``'s output loses its component along ``directions``
     (``Directions`` of that layer, or a ``(C,)`` / ``(K, C)`` tensor; several: their span).
 
@@ -199,5 +202,5 @@ def project_out(agent: nn.Module, layer: str, directions, *, keep=None, obs=None
     record = {"op": "project_out", "layer": layer, "how": how, "into": into, "reason": reason,
               "method": dirs.method, "labels": list(dirs.labels), "vectors": dirs.vectors.tolist(),
               "keep": None if kept is None else kept.vectors.tolist()}
-    edited.policylens_edits = [*getattr(agent, "policylens_edits", []), record]
+    setattr(edited, "policylens_edits", [*getattr(agent, "policylens_edits", []), record])  # any module
     return edited
