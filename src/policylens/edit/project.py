@@ -78,8 +78,9 @@ def probe_obs(agent: nn.Module, obs=None) -> torch.Tensor:
     return torch.randint(0, 256, (4, *shape), generator=g, dtype=torch.uint8).to(device)  # (4, H, W, C)
 
 
-def _input_weight(module: nn.Module) -> nn.Parameter:
-    return module.weight_ih if isinstance(module, nn.RNNCellBase) else cast(nn.Parameter, module.weight)
+def _input_weight(module: nn.Module) -> torch.Tensor:
+    """The weight applied to the module's input (a conv's, a linear layer's, an RNN cell's ``weight_ih``)."""
+    return module.weight_ih if isinstance(module, nn.RNNCellBase) else cast(torch.Tensor, module.weight)
 
 
 def _how_fed(acts: torch.Tensor, inp, module: nn.Module) -> "str | None":
