@@ -121,7 +121,8 @@ def collect(cfg: CollectConfig) -> Path:
                          f"but env {env_spec} gives obs {obs_shape} and {num_actions} actions")
     extra = cfg.extra_obs if cfg.extra_obs and cfg.extra_obs != getattr(probe, "obs_mode", None) else ""
     has_entities = cfg.entities and probe.entities() is not None
-    fields: dict[str, tuple] = {"obs": (obs_shape, "uint8"), "action": ((), "int32"), "logits": ((num_actions,), "float32"),
+    fields: dict[str, tuple]  # name -> (shape per frame, dtype)
+    fields = {"obs": (obs_shape, "uint8"), "action": ((), "int32"), "logits": ((num_actions,), "float32"),
               "value": ((), "float32"), "reward": ((), "float32"), "done": ((), "bool"), "level_seed": ((), "int64"),
               "rtg": ((), "float32"), "strategy": ((), "int16")}
     if extra:

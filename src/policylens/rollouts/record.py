@@ -199,7 +199,8 @@ def record(cfg: RecordConfig) -> Path:
     action_names = list(probe.action_names)
     probe.close()
 
-    fields: dict[str, tuple] = {"obs": (obs_shape, obs_dtype), "action": ((), "int32"), "logits": ((num_actions,), "float32"),
+    fields: dict[str, tuple]  # name -> (shape per frame, dtype)
+    fields = {"obs": (obs_shape, obs_dtype), "action": ((), "int32"), "logits": ((num_actions,), "float32"),
               "value": ((), "float32"), "reward": ((), "float32"), "done": ((), "bool"), "level_seed": ((), "int64")}
     if first_state is not None:
         fields["agent_state"] = ((int(first_state.shape[-1]),), "float32")
