@@ -169,10 +169,10 @@ def run_config(cfg: AttributeConfig) -> Path:
     arrays = {k: np.concatenate(v) for k, v in parts.items() if v}
     meta_config = {**asdict(cfg), "episodes": episodes}
     execution = {name: meta_config.pop(name) for name in EXECUTION}
-    meta: dict[str, Any] = {"run": str(cfg.run), "store": str(store.path), "layer": cfg.layer or None, "target": target.name,
-            "method": cfg.method, "episodes": episodes, "frames": total,
-            "shape": list(arrays["attribution"].shape[1:]), "config": meta_config,
-            "execution": execution}
+    meta: dict[str, Any] = {"run": str(cfg.run), "store": str(store.path), "layer": cfg.layer or None,
+                            "target": target.name, "method": cfg.method, "episodes": episodes, "frames": total,
+                            "shape": list(arrays["attribution"].shape[1:]), "config": meta_config,
+                            "execution": execution}
     if cfg.method == "ig":
         meta.update(steps=cfg.steps, baseline="zero", delta=delta_summary(arrays["attribution"], arrays["delta"]))
     elif cfg.method in ("smoothgrad", "vargrad"):

@@ -236,9 +236,10 @@ def saliency_trees(agent, obs, *, target="value", layers: Optional[Sequence[str]
         return torch.cat(parts)
 
     values_out = tgt(out).reshape(-1)  # (B,)
-    roots: list[dict[str, Any]] = [{"layer": "output", "unit": tgt.name, "activation": float(values_out[i]), "score": float(values_out[i]),
-              "share": 1.0, "box": None, "children": [], "target": tgt.name, "method": method, "k": k,
-              "layers": chain, "obs_shape": list(obs.shape[1:])} for i in range(b)]
+    roots: list[dict[str, Any]] = [
+        {"layer": "output", "unit": tgt.name, "activation": float(values_out[i]), "score": float(values_out[i]),
+         "share": 1.0, "box": None, "children": [], "target": tgt.name, "method": method, "k": k,
+         "layers": chain, "obs_shape": list(obs.shape[1:])} for i in range(b)]
     levels, parent_layer = [[r] for r in roots], None
     attrs: "torch.Tensor | list[torch.Tensor]"  # (B, P, ...) or per observation (P, ...)
     for layer in chain:

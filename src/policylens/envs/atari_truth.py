@@ -146,7 +146,8 @@ class Truth:
         kinds = self.categories() if self.mod is not None else ()
         self.invisible = invisible_option(opts.get("invisible"), kinds, "atari") if option_list(
             opts.get("invisible")) else ()
-        self.bg: list[np.ndarray | None] = [None] * num_envs  # (210, 160, 3) per env: the screen as last seen outside hidden objects
+        # (210, 160, 3) per env: the screen as last seen outside hidden objects
+        self.bg: list[np.ndarray | None] = [None] * num_envs
         self.causes = None
         if opts.get("ground_truth") and self.mod is not None:
             from .atari_causes import Causes

@@ -152,8 +152,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 #: Values of the preset-able fields that a preset leaves unset.
-FALLBACK: dict[str, Any] = dict(anneal_lr=False, recurrent=False, bf16=False, bptt=0, clip_coef=0.2, norm_reward=True, norm_adv=True,
-                clip_vloss=True, init="default", arch_options="")
+FALLBACK: dict[str, Any] = dict(anneal_lr=False, recurrent=False, bf16=False, bptt=0, clip_coef=0.2, norm_reward=True,
+                                norm_adv=True, clip_vloss=True, init="default", arch_options="")
 INITS = ("orthogonal", "heads", "default")
 
 

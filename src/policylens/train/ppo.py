@@ -94,7 +94,8 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.init_from and not cfg.resume:
         _init_from(agent, agent_cfg, cfg.init_from)
     if cfg.channels_last:
-        agent = agent.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
+        # torch's type stubs leave out the memory_format keyword that Module.to takes
+        agent = agent.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=1e-5)
     gen = torch.Generator().manual_seed(cfg.seed)
     norm = RewardNormalizer(N, cfg.gamma)

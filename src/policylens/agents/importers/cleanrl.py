@@ -86,7 +86,8 @@ def from_cleanrl(source, out_dir, *, script: str, env: str, obs_shape, num_actio
     name = Path(source).name if isinstance(source, (str, Path)) else "state dict"
     digest = sha256_bytes(Path(source).read_bytes()) if isinstance(source, (str, Path)) and Path(source).is_file() else ""
     sd = read_state_dict(source, name) if isinstance(source, (str, Path)) else dict(source)
-    extra: dict[str, Any] = {"env": str(env), "imported_from": {"library": "cleanrl", "script": script, "file": name, "sha256": digest}}
+    extra: dict[str, Any] = {"env": str(env), "imported_from": {"library": "cleanrl", "script": script, "file": name,
+                                                                 "sha256": digest}}
     if action_names:
         extra["action_names"] = list(action_names)
     if script == "ppo_procgen":

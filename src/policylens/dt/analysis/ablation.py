@@ -254,7 +254,7 @@ def _row(rtg: float, label: str, records: list, base: "list | None", alpha: floa
     goal = {side: sum(r["cause"] == "success" and r.get("entered_from") == side for r in records)
             for side in ENTERED_FROM}
     row: dict[str, Any] = {"rtg": rtg, "ablation": label, "episodes": n, "counts": counts, "rates": _rates(counts, n),
-           "goal_entered_from": {"counts": goal, "rates": _rates(goal, n)}}
+                           "goal_entered_from": {"counts": goal, "rates": _rates(goal, n)}}
     if base is not None:
         if [r["level"] for r in base] != [r["level"] for r in records]:
             raise ValueError("the ablated and unablated runs did not play the same levels; cannot pair them")

@@ -296,8 +296,8 @@ def sign_consistency(c: np.ndarray, g: np.ndarray, *, corr_min: float = 0.1, gra
     if not diagonal:
         keep &= ~np.eye(len(c), dtype=bool)
     sc, sg = np.sign(c[keep]), np.sign(g[keep])
-    out: dict[str, Any] = {"entries": int(keep.sum()), "share": None, "null_mean": None, "null_low": None, "null_high": None,
-           "p": None}
+    out: dict[str, Any] = {"entries": int(keep.sum()), "share": None, "null_mean": None, "null_low": None,
+                           "null_high": None, "p": None}
     if not len(sc):
         return out
     share = float((sc == sg).mean())
