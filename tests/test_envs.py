@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from policylens.envs import CAUSES, make, parse_spec
+from policylens.envs import CAUSES, make, make_minigrid, parse_spec
 from policylens.envs.minigrid import onehot
 
 DO5 = "minigrid:MiniGrid-Dynamic-Obstacles-5x5-v0"
@@ -26,6 +26,13 @@ def test_spec_round_trip_and_types():
 def test_bad_specs_name_the_valid_choices(bad, words):
     with pytest.raises(ValueError, match=words):
         make(bad)
+
+
+def test_make_minigrid_gives_the_minigrid_games_and_refuses_other_families():
+    env = make_minigrid("minigrid:MiniGrid-Empty-5x5-v0", 2, seed=0)
+    assert len(env.envs) == 2 and env.envs[0].max_steps > 0
+    with pytest.raises(ValueError, match="not a MiniGrid env"):
+        make_minigrid("gym:CartPole-v1")
 
 
 @pytest.mark.parametrize("mode, shape, scale", [("symbolic", (7, 7, 3), 0.1), ("onehot", (7, 7, 20), 1.0),

@@ -370,6 +370,21 @@ def test_obs_kinds_and_a_pixel_simulator_unrolls():
         rollout(sim, FrozenAgent(agents.build({**AGENT, "recurrent": True, "hidden": 8})), r.z, 2)
 
 
+def test_a_sampled_rollout_after_a_recorded_prefix_draws_the_noise_its_own_actions_need():
+    """``mode="sample"`` with recorded actions for the first steps only and ``latent="mean"``: the agent picks the
+    later actions, so Gumbel noise is drawn (from ``generator``, as every sampled rollout draws it)."""
+    onehot = agents.build({**AGENT, "obs_shape": [7, 7, 20], "obs_scale": 1.0, "recurrent": True, "hidden": 8})
+    cfg = for_data(TINY, "minigrid:MiniGrid-Empty-5x5-v0?obs=onehot", (7, 7, 20), 3, 8)
+    sim, frozen = Simulator(cfg, seed=0), FrozenAgent(onehot)
+    z, prefix = torch.randn(4, cfg.latent, generator=torch.Generator().manual_seed(0)), torch.tensor([[2, 1]] * 4)
+    drawn = rollout(sim, frozen, z, 6, mode="sample", actions=prefix, latent="mean",
+                    generator=torch.Generator().manual_seed(3))
+    given = rollout(sim, frozen, z, 6, mode="sample", actions=prefix, latent="mean",
+                    noise=Noise.draw(4, 6, sim, torch.Generator().manual_seed(3)))
+    assert torch.equal(drawn.action_index[:, :2], prefix)
+    assert torch.equal(drawn.action_index, given.action_index)
+
+
 def test_kl_terms_against_torch_distributions_and_the_balance_of_their_gradients():
     gen = torch.Generator().manual_seed(0)
     qm, pm = torch.randn(4, 5, generator=gen, requires_grad=True), torch.randn(4, 5, generator=gen, requires_grad=True)

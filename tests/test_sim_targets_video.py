@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from policylens.factors import coefficients
+from policylens.factors import Directions, coefficients
 from policylens.hidden.hx.core import analyze, zscore
 from policylens.sim import video
 from policylens.sim.loop import Rollout
@@ -72,6 +72,8 @@ def test_bad_targets_are_refused_naming_what_exists():
         make_target("neuron", index=5, **kw)
     with pytest.raises(ValueError, match="needs directions"):
         make_target("direction", **kw)
+    with pytest.raises(ValueError, match="needs the index or label"):
+        make_target("direction", index=None, directions=Directions(torch.eye(D)[:2], "hx", ("a", "b"), "pca", {}), **kw)
     with pytest.raises(ValueError, match="empty"):
         make_target("value", start=3, stop=3, **kw)
     with pytest.raises(ValueError, match="does not fit a rollout of 6 steps"):

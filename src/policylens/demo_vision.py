@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .evaluate.compare import CAUSE_OF
-from .scores.entities import spread
+from .scores.entities import LayerScores, spread
 
 ENTITIES = ("agent", "ball", "goal")
 
@@ -37,7 +37,7 @@ def _range(x: dict, fmt: str = ".2f") -> str:
     return f"{x['median']:{fmt}} [{x['min']:{fmt}}, {x['max']:{fmt}}]"
 
 
-def directions_and_scores(agent, obs, masks, out: Path, layer: str, k: int) -> tuple:
+def directions_and_scores(agent, obs, masks, out: Path, layer: str, k: int) -> LayerScores:
     """NMF of ``layer``'s activations (the stable choice among restarts), scored against the masks, with
     dataset-example thumbnails labelled by the entity each locates and its stability."""
     from .featvis import dataset_examples, save_grid, thumbnails
@@ -102,7 +102,7 @@ def blind_experiment(agent, obs, found, out: Path, original: dict, cfg) -> dict:
             done[key] = cmp
         return done[key]
 
-    results = {}
+    results: dict[str, dict] = {}
     for name, (top, oblique) in EDITS.items():
         chosen = pick(found.scores["directions"], "ball", top)
         if top == "all" and (len(chosen) < 2 or len(chosen) == len(found.directions)):

@@ -29,10 +29,10 @@ def gae(reward, value, done, gamma: float = 0.999, lam: float = 0.95, last_value
             out[t], next_value = next_adv, v[t]
         adv[:] = out
     else:
-        next_adv = np.zeros_like(reward[0])  # (N, ...)
-        next_value = np.broadcast_to(np.asarray(last_value, np.float64), reward[0].shape)
+        adv_after = np.zeros_like(reward[0])  # (N, ...) the advantage of the step after t
+        value_after = np.broadcast_to(np.asarray(last_value, np.float64), reward[0].shape)
         for t in range(len(reward) - 1, -1, -1):
-            delta = reward[t] + gamma * next_value * nonterminal[t] - value[t]  # (N,)
-            next_adv = delta + gamma * lam * nonterminal[t] * next_adv
-            adv[t], next_value = next_adv, value[t]
+            deltas = reward[t] + gamma * value_after * nonterminal[t] - value[t]  # (N,)
+            adv_after = deltas + gamma * lam * nonterminal[t] * adv_after
+            adv[t], value_after = adv_after, value[t]
     return adv.astype(np.float32), (adv + value).astype(np.float32)

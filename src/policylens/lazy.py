@@ -27,6 +27,7 @@ def _exports(path: str) -> dict:
 def lazy_exports(name: str) -> None:
     """Make the package ``name`` import each name of its ``TYPE_CHECKING`` block on first access."""
     package = sys.modules[name]
+    assert package.__file__ is not None, f"{name} is a regular package (an __init__.py)"
     exports = _exports(package.__file__)
 
     class LazyPackage(ModuleType):

@@ -27,6 +27,7 @@ import time
 import traceback
 import uuid
 from pathlib import Path
+from typing import Any
 
 from .wire import pack, unpack
 
@@ -77,7 +78,10 @@ class Pool:
         check_backend(backend, workers)
         self.backend, self.workers, self.ray_address = backend, workers, ray_address
         self.local = is_local(backend, workers)
-        self._procs, self._boxes, self._outbox, self._tokens = [], [], None, []
+        self._procs: list = []  # mp.Process per worker
+        self._boxes: list = []  # each worker's inbox (mp.Queue)
+        self._outbox: Any = None  # the mp.Queue every worker replies on
+        self._tokens: list[set[str]] = []  # per worker: the maps whose shared data it holds
 
     def map(self, fn, tasks, shared=None, *, setup=None, context=None, on_done=None, what: str = "task"):
         """An iterator over ``fn(context, task)`` for each task, in task order (see the module doc)."""
@@ -207,8 +211,9 @@ _CONTEXTS: dict = {}  # token -> context, the latest few
 _SHARED: dict = {}  # token -> packed shared data (local processes get it once)
 
 
-def _context(token: str, setup, shared_blob: bytes):
+def _context(token: str, setup, shared_blob: "bytes | None"):
     if token not in _CONTEXTS:
+        assert shared_blob is not None, "a map's shared data comes with its first task to each worker"
         import torch
 
         torch.set_num_threads(1)  # workers share the machine: one thread each
@@ -218,7 +223,7 @@ def _context(token: str, setup, shared_blob: bytes):
     return _CONTEXTS[token]
 
 
-def _work(fn, setup, token: str, shared_blob: bytes, task_blob: bytes) -> bytes:
+def _work(fn, setup, token: str, shared_blob: "bytes | None", task_blob: bytes) -> bytes:
     """One task in a worker: a packed ``["ok", result]`` or ``["error", kind, message, traceback]``."""
     try:
         return pack(["ok", fn(_context(token, setup, shared_blob), unpack(task_blob))])
@@ -260,7 +265,8 @@ def _result(blob: bytes, index: int, what: str):
 def _ordered(submit, receive, tasks, slots: int):
     """Keep up to ``slots`` tasks ahead of the next result due; yield results in task order.
     ``submit(index, task)`` starts one, ``receive()`` waits for any: ``(index, result)``."""
-    it, sent, due, ready = iter(tasks), 0, 0, {}
+    it, sent, due = iter(tasks), 0, 0
+    ready: dict = {}  # index -> result, received ahead of its turn
     exhausted = False
     while True:
         while not exhausted and sent < due + slots:

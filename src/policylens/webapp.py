@@ -24,6 +24,7 @@ import math
 import socket
 import threading
 import time
+from typing import Any, Callable
 
 HOST = "127.0.0.1"
 LOCAL_NAMES = ("127.0.0.1", "localhost")
@@ -216,7 +217,18 @@ def checked(body: dict, fields: dict) -> dict:
     return {name: check(name, body.get(name)) for name, check in fields.items()}
 
 
-def _check(test, expected: str, null: bool):
+class Check:
+    """A field's check: ``check(name, value)`` gives the value (as the field takes it) or raises a ValueError
+    naming the field; ``expected`` says what it takes."""
+
+    def __init__(self, fn: Callable[[str, Any], Any], expected: str):
+        self.fn, self.expected = fn, expected
+
+    def __call__(self, name: str, value):
+        return self.fn(name, value)
+
+
+def _check(test, expected: str, null: bool) -> Check:
     def check(name, value):
         if value is None and null:
             return None
@@ -224,20 +236,19 @@ def _check(test, expected: str, null: bool):
             raise ValueError(f"{name} {_shown(value)}: expected {expected}{' or null' if null else ''}")
         return value
 
-    check.expected = expected
-    return check
+    return Check(check, expected)
 
 
 def is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def integer(lo: int, hi: int, *, null: bool = False):
+def integer(lo: int, hi: int, *, null: bool = False) -> Check:
     """A check: a JSON integer in ``[lo, hi]`` (not a bool, not 1.5)."""
     return _check(lambda v: is_int(v) and lo <= v <= hi, f"an integer in [{lo}, {hi}]", null)
 
 
-def number(lo: float, hi: float, *, null: bool = False):
+def number(lo: float, hi: float, *, null: bool = False) -> Check:
     """A check: a finite JSON number in ``[lo, hi]`` (not a bool), as a float."""
     inner = _check(lambda v: (is_int(v) or isinstance(v, float)) and math.isfinite(v) and lo <= v <= hi,
                    f"a number in [{lo}, {hi}]", null)
@@ -246,17 +257,16 @@ def number(lo: float, hi: float, *, null: bool = False):
         value = inner(name, value)
         return None if value is None else float(value)
 
-    check.expected = inner.expected
-    return check
+    return Check(check, inner.expected)
 
 
-def choice(options, *, null: bool = False):
+def choice(options, *, null: bool = False) -> Check:
     """A check: one of the strings ``options``."""
     options = list(options)
     return _check(lambda v: isinstance(v, str) and v in options, f"one of {', '.join(map(repr, options))}", null)
 
 
-def names(options, *, lengths=None, null: bool = False):
+def names(options, *, lengths=None, null: bool = False) -> Check:
     """A check: a list of distinct strings from ``options`` (``lengths``: the allowed list lengths)."""
     options = list(options)
     lengths = tuple(lengths) if lengths is not None else tuple(range(len(options) + 1))
@@ -266,7 +276,7 @@ def names(options, *, lengths=None, null: bool = False):
                   f"a list of {howmany} distinct names from {', '.join(map(repr, options)) or 'none'}", null)
 
 
-def any_of(*checks, null: bool = False):
+def any_of(*checks: Check, null: bool = False) -> Check:
     """A check passing what any of ``checks`` passes (``null``: also null)."""
     expected = " or ".join(c.expected for c in checks)
 
@@ -280,8 +290,7 @@ def any_of(*checks, null: bool = False):
                 pass
         raise ValueError(f"{name} {_shown(value)}: expected {expected}{' or null' if null else ''}")
 
-    check.expected = expected
-    return check
+    return Check(check, expected)
 
 
 # ------------------------------------------------------------------------------------------------ endpoints

@@ -27,7 +27,7 @@ def pack(obj) -> bytes:
     """``obj`` as bytes (see the module doc for what packs)."""
     from safetensors.numpy import save
 
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
 
     def add(array: np.ndarray) -> str:
         name = str(len(arrays))

@@ -70,6 +70,12 @@ class ActorCritic(nn.Module):
     """
 
     LAYERS: dict = {}
+    action_names: list[str]  # the env's names for the logits, where the checkpoint has them (load_agent sets it)
+    policylens_edits: list[dict]  # what out-of-place edits record (edit.swap, edit.project); saved as "edits"
+    # recurrent agents only:
+    gru: nn.GRUCell
+    h0: nn.Parameter  # (hidden,)
+    hx: nn.Module
 
     def __init__(self, obs_shape, num_actions: int, feature_dim: int, recurrent: bool = False, hidden: int = 64,
                  pi_hidden=(), v_hidden=None, activation: str = "relu", q_values: bool = False):
@@ -77,7 +83,7 @@ class ActorCritic(nn.Module):
         self.obs_shape, self.num_actions, self.recurrent = tuple(obs_shape), int(num_actions), bool(recurrent)
         self.q_values = bool(q_values)
         self.head_layers = {}  # tower layer name -> shape doc
-        self.value_trunk = None
+        self.value_trunk: ActorCritic | None = None
         head_in = feature_dim
         if recurrent:
             self.gru = nn.GRUCell(feature_dim, hidden)

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .base import ActorCritic
 from .registry import AgentConfig, build
 from .swapped import restore_swap
 
@@ -37,8 +38,9 @@ def save_agent(agent: nn.Module, config: "AgentConfig | dict", path, extra: dict
     ``policylens_edits`` (what out-of-place edits record) go into ``edits`` unless ``extra`` has its own."""
     path = Path(path)
     extra = dict(extra or {})
-    if getattr(agent, "policylens_edits", None) and "edits" not in extra:
-        extra["edits"] = list(agent.policylens_edits)
+    edits = getattr(agent, "policylens_edits", None)
+    if edits and "edits" not in extra:
+        extra["edits"] = list(edits)
     path.mkdir(parents=True, exist_ok=True)
     cfg = config.to_dict() if isinstance(config, AgentConfig) else dict(config)
     tensors = {k: v.detach().contiguous().cpu() for k, v in agent.state_dict().items()}
@@ -101,7 +103,7 @@ def load_weights(module: nn.Module, file) -> None:
     module.load_state_dict(state, strict=True)
 
 
-def load_agent(path, device: "str | torch.device" = "cpu") -> nn.Module:
+def load_agent(path, device: "str | torch.device" = "cpu") -> ActorCritic:
     """Build the agent from ``path/config.json`` and load ``path/weights.safetensors``; the env's action
     names, when the checkpoint has them, become ``agent.action_names``."""
     cfg = read_config(path)

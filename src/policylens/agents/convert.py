@@ -116,7 +116,7 @@ def from_cleanrl_procgen(state_dict: dict, out_dir, env: str = CLEANRL_PROCGEN_D
             f"the dense layer network.{n_blocks + 2} takes {flat} inputs, but obs_shape {tuple(obs_shape)} gives "
             f"{channels[-1]}x{side_h}x{side_w} = {channels[-1] * side_h * side_w}; pass the obs_shape it was trained on")
 
-    options = {}
+    options: dict = {}
     if tuple(channels) != (16, 32, 32):
         options["channels"] = channels
     if hidden_dim != 256:

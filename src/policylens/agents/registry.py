@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from torch import nn
-
+from .base import ActorCritic
 from .nets import MLP, Attention, Clear, GridCNN, Impala, Nature
 
 ARCHITECTURES: dict = {"impala": Impala, "clear": Clear, "cnn": GridCNN, "nature": Nature, "mlp": MLP, "attention": Attention}
@@ -47,7 +46,7 @@ class AgentConfig:
         return cfg
 
 
-def build(config: "AgentConfig | dict") -> nn.Module:
+def build(config: "AgentConfig | dict") -> ActorCritic:
     if isinstance(config, dict):
         config = AgentConfig.from_dict(config)
     if config.arch == "decision_transformer":

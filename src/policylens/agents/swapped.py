@@ -4,14 +4,19 @@ any other (the matrix is a buffer beside the weights; the checkpoint's ``edits``
 """
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
 
 KIND = "hx_swap"  # the edits record's kind
+M = TypeVar("M", bound=nn.Module)
 
 
 class SwappedGRUCell(nn.GRUCell):
     """A GRU cell whose state change is rewritten: ``h' = h + (GRU(x, h) - h) @ swap``; ``swap`` (C, C)."""
+
+    swap: torch.Tensor  # (C, C) buffer
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
         super().__init__(input_size, hidden_size, bias)
@@ -32,9 +37,9 @@ class SwappedGRUCell(nn.GRUCell):
         return h + (new - h) @ self.swap.to(new.dtype)
 
 
-def restore_swap(agent: nn.Module, config: dict) -> nn.Module:
+def restore_swap(agent: M, config: dict) -> M:
     """Before loading weights: give ``agent`` the swapped GRU cell its checkpoint's ``edits`` record asks for."""
-    if any(e.get("kind") == KIND for e in config.get("edits", [])) and isinstance(getattr(agent, "gru", None),
-                                                                             nn.GRUCell):
-        agent.gru = SwappedGRUCell.from_cell(agent.gru)
+    gru = getattr(agent, "gru", None)
+    if any(e.get("kind") == KIND for e in config.get("edits", [])) and isinstance(gru, nn.GRUCell):
+        agent.gru = SwappedGRUCell.from_cell(gru)
     return agent

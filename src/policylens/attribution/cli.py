@@ -12,7 +12,7 @@ import argparse
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -92,7 +92,7 @@ def _episodes(cfg: AttributeConfig, store) -> list:
 def _batches(store, episodes: list, recurrent: bool, batch: int):
     """Yield ``{"obs", "state", "episode", "step", "frame"}`` with up to ``batch`` frames, across episodes."""
     keys = ("obs", "state", "episode", "step", "frame")
-    pending = {k: [] for k in keys}
+    pending: dict[str, list] = {k: [] for k in keys}
     size = 0
     for i, e in enumerate(episodes):
         ep = store.episode(e)
@@ -144,7 +144,7 @@ def run_config(cfg: AttributeConfig) -> Path:
                 "options": method_options(cfg), "device": str(cfg.device)}
     local = is_local(cfg.backend, cfg.workers)
     shared = None if local else {**settings, "agent": agent_files(agent_dir)}
-    parts = {"attribution": [], "delta": [], "episode": [], "step": [], "frame": []}
+    parts: dict[str, list] = {"attribution": [], "delta": [], "episode": [], "step": [], "frame": []}
 
     def tasks():  # read here, batch by batch, as workers free up
         for b in _batches(store, episodes, recurrent, cfg.batch):
@@ -169,10 +169,10 @@ def run_config(cfg: AttributeConfig) -> Path:
     arrays = {k: np.concatenate(v) for k, v in parts.items() if v}
     meta_config = {**asdict(cfg), "episodes": episodes}
     execution = {name: meta_config.pop(name) for name in EXECUTION}
-    meta = {"run": str(cfg.run), "store": str(store.path), "layer": cfg.layer or None, "target": target.name,
-            "method": cfg.method, "episodes": episodes, "frames": total,
-            "shape": list(arrays["attribution"].shape[1:]), "config": meta_config,
-            "execution": execution}
+    meta: dict[str, Any] = {"run": str(cfg.run), "store": str(store.path), "layer": cfg.layer or None,
+                            "target": target.name, "method": cfg.method, "episodes": episodes, "frames": total,
+                            "shape": list(arrays["attribution"].shape[1:]), "config": meta_config,
+                            "execution": execution}
     if cfg.method == "ig":
         meta.update(steps=cfg.steps, baseline="zero", delta=delta_summary(arrays["attribution"], arrays["delta"]))
     elif cfg.method in ("smoothgrad", "vargrad"):
@@ -183,8 +183,8 @@ def run_config(cfg: AttributeConfig) -> Path:
 def method_options(cfg: AttributeConfig) -> dict:
     """The keyword arguments of :func:`~policylens.attribution.attribute` that ``cfg.method`` takes."""
     noisy = dict(samples=cfg.samples, noise=cfg.noise, seed=cfg.seed)
-    return {"chunk_size": cfg.chunk_size, **{"ig": dict(steps=cfg.steps, return_delta=True), "smoothgrad": noisy,
-                                             "vargrad": noisy}.get(cfg.method, {})}
+    by_method: dict[str, dict] = {"ig": dict(steps=cfg.steps, return_delta=True), "smoothgrad": noisy, "vargrad": noisy}
+    return {"chunk_size": cfg.chunk_size, **by_method.get(cfg.method, {})}
 
 
 def attribute_setup(shared: dict) -> dict:

@@ -173,6 +173,7 @@ class _Pass:
             return self._gradient(out, rows, n, r, -1)
 
     def layer_chunk(self, mode: str, n, r):
+        assert self.module is not None and self.layer is not None, "a pass through a layer"
         c = n.shape[0]
         if mode == "repeated":
             obs_idx, src = n, torch.arange(c, device=n.device)
@@ -224,7 +225,7 @@ def evaluate_rows(agent, obs: torch.Tensor, target, build: RowBuilder, reps: int
     chunk = total if chunk_size is None else int(chunk_size)
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1 (rows of the folded batch), got {chunk_size}")
-    values, grads, path = [], [], None
+    value_chunks, grad_chunks, path = [], [], None
     for start in range(0, total, chunk):
         g = torch.arange(start, min(start + chunk, total), device=obs.device)  # (C,) rows of this chunk
         n, r = g // reps, g % reps
@@ -234,10 +235,11 @@ def evaluate_rows(agent, obs: torch.Tensor, target, build: RowBuilder, reps: int
             path, (v, gr) = _first_layer_chunk(job, n, r, paths)
         else:
             v, gr = job.layer_chunk(path, n, r)
-        values.append(v)
-        grads.append(gr)
-    grads = grads[0] if len(grads) == 1 else torch.cat(grads)  # (N*R, ...) the chunks are consecutive rows
-    values = values[0] if len(values) == 1 else torch.cat(values)  # (N*R,)
+        value_chunks.append(v)
+        grad_chunks.append(gr)
+    grads = grad_chunks[0] if len(grad_chunks) == 1 else torch.cat(grad_chunks)  # (N*R, ...) consecutive rows
+    values = value_chunks[0] if len(value_chunks) == 1 else torch.cat(value_chunks)  # (N*R,)
+    assert job.acts is not None and path is not None  # every row was evaluated
     return Rows(job.acts, grads.reshape(n_obs, reps, *grads.shape[1:]), values.reshape(n_obs, reps, *values.shape[1:]),
                 path)
 

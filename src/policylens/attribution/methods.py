@@ -42,7 +42,8 @@ class _Baseline:
 
     def __init__(self, baseline, n: int, device):
         self.value = None if baseline is None else torch.as_tensor(baseline, dtype=torch.float32, device=device)
-        self.n, self.device, self.full = n, device, None
+        self.n, self.device = n, device
+        self.full: torch.Tensor | None = None
 
     def of(self, act_shape) -> torch.Tensor:
         if self.full is None:
@@ -151,7 +152,7 @@ def attribute_many(agent, obs, targets, *, layer: Optional[str] = None, method: 
 
         rows = evaluate_rows(agent, obs, tgts, path, len(alphas), describe=lambda r: f"alpha={float(alphas[r]):.3g}",
                              **common)  # grads (N, R, T, ...), values (N, R, T)
-        out = []
+        out: list = []  # per target: attr, or (attr, delta)
         for j in range(len(tgts)):
             attr = (rows.acts - base.of(rows.acts.shape[1:])) * rows.grads[:, :steps, j].mean(1)  # (N, ...)
             _check_attr(attr, method, layer)

@@ -21,7 +21,7 @@ flat layer) and ``children``. The root also holds ``target``, ``method``, ``k``,
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -48,7 +48,8 @@ class UnitTarget:
         get_layer(agent, layer)  # KeyError listing the layers
         self.agent, self.layer = agent, layer
         self.units = torch.as_tensor(list(units), dtype=torch.long)  # (P,)
-        self.name, self._capture, self._cache = f"unit of {layer}", None, {}
+        self.name, self._capture = f"unit of {layer}", None
+        self._cache: dict = {}
 
     def __enter__(self):
         self._capture = capture(self.agent, self.layer, whole=True)
@@ -119,12 +120,12 @@ class _Graph:
         else:
             flat = self.acts[parent_layer].reshape(below.shape[0], -1)  # (B, units)
             tops = torch.stack([flat[rows, units[:, j].to(flat.device)] for j in range(units.shape[1])], 1)  # (B, P)
-        grads = []
+        per_slot = []
         for j in range(tops.shape[1]):  # one backward pass per parent slot (vmap's batched backward is far slower
             top = tops[:, j].sum()  # for some layers, e.g. max-pooling)
             got = torch.autograd.grad(top, below, retain_graph=True, allow_unused=True)[0] if top.requires_grad else None
-            grads.append(torch.zeros_like(below) if got is None else got)
-        grads = torch.stack(grads, 1)  # (B, P, ...)
+            per_slot.append(torch.zeros_like(below) if got is None else got)
+        grads = torch.stack(per_slot, 1)  # (B, P, ...)
         return (grads * below.detach()[:, None] if method == "grad_x_act" else grads).detach()
 
 
@@ -235,10 +236,12 @@ def saliency_trees(agent, obs, *, target="value", layers: Optional[Sequence[str]
         return torch.cat(parts)
 
     values_out = tgt(out).reshape(-1)  # (B,)
-    roots = [{"layer": "output", "unit": tgt.name, "activation": float(values_out[i]), "score": float(values_out[i]),
-              "share": 1.0, "box": None, "children": [], "target": tgt.name, "method": method, "k": k,
-              "layers": chain, "obs_shape": list(obs.shape[1:])} for i in range(b)]
+    roots: list[dict[str, Any]] = [
+        {"layer": "output", "unit": tgt.name, "activation": float(values_out[i]), "score": float(values_out[i]),
+         "share": 1.0, "box": None, "children": [], "target": tgt.name, "method": method, "k": k,
+         "layers": chain, "obs_shape": list(obs.shape[1:])} for i in range(b)]
     levels, parent_layer = [[r] for r in roots], None
+    attrs: "torch.Tensor | list[torch.Tensor]"  # (B, P, ...) or per observation (P, ...)
     for layer in chain:
         if graph is not None:
             units = None if parent_layer is None else torch.as_tensor([[n["_flat"] for n in lv] for lv in levels])

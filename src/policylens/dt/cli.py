@@ -35,7 +35,7 @@ EXAMPLES = [
 def join_negative_values(argv, options) -> list:
     """``--rtgs -1,0`` -> ``--rtgs=-1,0``: argparse would otherwise read the negative list as an option."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    out = []
+    out: list[str] = []
     for arg in argv:
         if out and out[-1] in options and arg.startswith("-") and not arg.startswith("--"):
             out[-1] = f"{out[-1]}={arg}"

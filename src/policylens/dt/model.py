@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Callable, cast
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,7 @@ from transformer_lens.hook_points import HookPoint
 from ..envs.minigrid import ONEHOT_SIZES
 
 STATE_EMBEDDINGS = ("grid", "raw", "cnn")
-ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "gelu": F.gelu}
 ARCH = "decision_transformer"  # the "arch" of a DT checkpoint's config.json
 
 
@@ -134,6 +135,14 @@ def _norm(cfg: DTConfig) -> nn.Module:
 class Attention(nn.Module):
     """Causal multi-head attention with TransformerLens's weights and hooks; ``QK``/``OV`` factored circuits."""
 
+    causal: torch.Tensor  # (n_ctx, n_ctx) bool buffer, lower triangle
+    hook_q: HookPoint
+    hook_k: HookPoint
+    hook_v: HookPoint
+    hook_attn_scores: HookPoint
+    hook_pattern: HookPoint
+    hook_z: HookPoint
+
     def __init__(self, cfg: DTConfig):
         super().__init__()
         h, d, dh = cfg.n_heads, cfg.d_model, cfg.d_head
@@ -190,6 +199,12 @@ class MLP(nn.Module):
 
 class Block(nn.Module):
     """Pre-norm residual block: resid_pre -> +attn -> resid_mid -> +mlp -> resid_post."""
+
+    hook_resid_pre: HookPoint
+    hook_attn_out: HookPoint
+    hook_resid_mid: HookPoint
+    hook_mlp_out: HookPoint
+    hook_resid_post: HookPoint
 
     def __init__(self, cfg: DTConfig):
         super().__init__()
@@ -268,6 +283,12 @@ class DecisionTransformer(HookedRootModule):
     ``config.context``; there is no within-window position embedding, so a shorter window is just that.
     """
 
+    hook_rtg_embed: HookPoint
+    hook_state_embed: HookPoint
+    hook_action_embed: HookPoint
+    hook_embed: HookPoint
+    hook_pos_embed: HookPoint
+
     def __init__(self, config: DTConfig, seed: int = 0):
         super().__init__()
         self.config, self.cfg = config, config.tl_config()
@@ -283,7 +304,7 @@ class DecisionTransformer(HookedRootModule):
         self.W_U = nn.Parameter(torch.empty(d, config.num_actions))
         self.b_U = nn.Parameter(torch.zeros(config.num_actions))
         self.action_names = [str(a) for a in range(config.num_actions)]
-        self.rtg_range = None  # (lo, hi) of the training data's RTGs, set by the loader
+        self.rtg_range: tuple[float, float] | None = None  # (lo, hi) of the training data's RTGs, set by the loader
         self.setup()
         self.init_weights(seed)
 
@@ -378,7 +399,7 @@ class DecisionTransformer(HookedRootModule):
     def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> torch.Tensor:
         """Sum of the output biases (attention ``b_O``, MLP ``b_out``) of the blocks before ``layer``, (d_model,)."""
         total = torch.zeros(self.config.d_model, device=self.W_U.device)
-        for i, block in enumerate(self.blocks[: layer + (1 if mlp_input else 0)]):
+        for i, block in enumerate(cast("list[Block]", self.blocks[: layer + (1 if mlp_input else 0)])):
             total = total + block.attn.b_O
             if include_mlp_biases and not block.attn_only and i < layer:
                 total = total + block.mlp.b_out

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..agents.policy import POLICIES
-from ..envs import CAUSES, make, parse_spec
+from ..envs import CAUSES, make_minigrid, parse_spec
 from ..evaluate.run import episode_seed, pick_actions
 from ..evaluate.stats import wilson_interval
 from .data import symbolic_env
@@ -58,7 +58,7 @@ def _play_together(model, spec, target_rtg, ks, start_level, seed, policy, tempe
     every window has the same length and needs no padding."""
     device = next(model.parameters()).device
     seeds = [episode_seed(seed, k) for k in ks]
-    envs = [make(spec.replace(start_level=start_level + k, num_levels=1), 1, seed=s) for k, s in zip(ks, seeds)]
+    envs = [make_minigrid(spec.replace(start_level=start_level + k, num_levels=1), 1, seed=s) for k, s in zip(ks, seeds)]
     rngs = [np.random.default_rng(s) for s in seeds]
     horizon = envs[0].envs[0].max_steps + 1
     n, context = len(envs), model.config.context
@@ -68,7 +68,8 @@ def _play_together(model, spec, target_rtg, ks, start_level, seed, policy, tempe
     for i, (e, s) in enumerate(zip(envs, seeds)):
         states[i, 0] = e.reset(s)[0]
     rtgs[:, 0] = target_rtg
-    records, active, t = [None] * n, np.ones(n, bool), 0
+    records: list[dict | None] = [None] * n
+    active, t = np.ones(n, bool), 0
     while active.any():
         rows = np.flatnonzero(active)  # (b,)
         w = slice(max(0, t - context + 1), t + 1)  # the window's steps

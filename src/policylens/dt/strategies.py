@@ -60,8 +60,10 @@ class Strategy:
             probs = torch.ones_like(logits)  # (B, A) uniform
         else:
             if self.name == "temperature":
+                assert self.param is not None  # parse() gives these strategies their parameter
                 logits = logits / self.param
             elif self.name in ("topk", "bottomk"):
+                assert self.param is not None
                 k = min(int(self.param), logits.shape[-1])
                 keep = logits.topk(k, -1, largest=self.name == "topk").indices  # (B, k)
                 logits = torch.full_like(logits, float("-inf")).scatter(-1, keep, logits.gather(-1, keep))

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..envs import make
+from ..envs import make_minigrid
 from ..runs import prepare_out
 from ..train.state import (
     check_settings,
@@ -55,7 +55,7 @@ def model_config(cfg: DTTrainConfig, traj: Trajectories):
     """The architecture for this data: obs shape, actions and episode length come from the store and env."""
     from .model import DTConfig
 
-    max_steps = make(traj.env, 1).envs[0].max_steps if traj.env.startswith("minigrid:") else 0
+    max_steps = make_minigrid(traj.env, 1).envs[0].max_steps if traj.env.startswith("minigrid:") else 0
     return DTConfig(obs_shape=traj.obs.shape[1:], num_actions=len(traj.action_names) or int(traj.action.max()) + 1,
                     state_embedding=cfg.state_embedding, n_layers=cfg.layers, n_heads=cfg.heads, d_model=cfg.d_model,
                     d_mlp=cfg.d_mlp, context=cfg.context, layer_norm=cfg.layer_norm, act_fn=cfg.act_fn,

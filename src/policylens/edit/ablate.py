@@ -36,9 +36,9 @@ class Ablation:
         self.layer, self.channels, self.basis = layer, channels, basis
         self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
 
-    def _mean_like(self, out: torch.Tensor) -> torch.Tensor:
-        """The mean broadcast to one frame of the output, ``(1, C, ...)``."""
-        m, per_frame = self.mean, tuple(out.shape[1:])
+    def _mean_like(self, m: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The mean ``m`` broadcast to one frame of the output, ``(1, C, ...)``."""
+        per_frame = tuple(out.shape[1:])
         if tuple(m.shape) == per_frame:
             return m.to(out.device, out.dtype).unsqueeze(0)
         if tuple(m.shape) == per_frame[:1]:
@@ -50,7 +50,7 @@ class Ablation:
         if not isinstance(out, torch.Tensor) or out.ndim < 2:
             raise ValueError(f"layer {self.layer!r} does not output a (B, C, ...) tensor; cannot ablate it")
         num_channels = out.shape[1]
-        fill = None if self.mean is None else self._mean_like(out)  # (1, C, ...)
+        fill = None if self.mean is None else self._mean_like(self.mean, out)  # (1, C, ...)
         if self.channels is not None:
             bad = [c for c in self.channels if not -num_channels <= c < num_channels]
             if bad:

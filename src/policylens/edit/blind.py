@@ -10,12 +10,15 @@ that share channels with the chosen one (a ball and a wall, say) are not disturb
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 
 from .project import project_out
+
+if TYPE_CHECKING:
+    from ..factors import Directions
 
 MIN_NMI = 0.1
 """``--blind`` refuses when no direction locates the entity at least this well (the interpretable criterion's
@@ -25,7 +28,7 @@ NMI), unless forced"""
 class Choice(NamedTuple):
     """What :func:`choose` found: the NMF directions, the ones chosen (best first), every direction's scores,
     and every NMF restart's directions and scores (for the spread of a finding over restarts)."""
-    directions: "object"  # Directions of the chosen restart
+    directions: Directions  # of the chosen restart
     chosen: list  # indices into directions, best first
     scores: dict  # direction_entity_scores, with stability per direction
     restarts: list  # per NMF restart: (Directions, scores), the chosen restart's being directions and scores

@@ -18,6 +18,7 @@ is untouched. The edit is made one of two ways, and ``edited.policylens_edits[-1
 from __future__ import annotations
 
 import copy
+from typing import TypeVar, cast
 
 import torch
 from torch import nn
@@ -26,6 +27,8 @@ from ..agents import get_layer
 from ..factors.project import channel_matmul
 from ..hooks import agent_device, capture
 from .ablate import ablate, as_directions
+
+M = TypeVar("M", bound=nn.Module)
 
 FOLDABLE = (nn.Conv2d, nn.Linear, nn.RNNCellBase)
 
@@ -75,8 +78,9 @@ def probe_obs(agent: nn.Module, obs=None) -> torch.Tensor:
     return torch.randint(0, 256, (4, *shape), generator=g, dtype=torch.uint8).to(device)  # (4, H, W, C)
 
 
-def _input_weight(module: nn.Module) -> nn.Parameter:
-    return module.weight_ih if isinstance(module, nn.RNNCellBase) else module.weight
+def _input_weight(module: nn.Module) -> torch.Tensor:
+    """The weight applied to the module's input (a conv's, a linear layer's, an RNN cell's ``weight_ih``)."""
+    return module.weight_ih if isinstance(module, nn.RNNCellBase) else cast(torch.Tensor, module.weight)
 
 
 def _how_fed(acts: torch.Tensor, inp, module: nn.Module) -> "str | None":
@@ -169,7 +173,7 @@ def check_fold(agent: nn.Module, layer: str, consumers, num_channels: int, obs: 
     return ""
 
 
-def project_out(agent: nn.Module, layer: str, directions, *, keep=None, obs=None) -> nn.Module:
+def project_out(agent: M, layer: str, directions, *, keep=None, obs=None) -> M:
     """A copy of ``agent`` in which ``layer``'s output loses its component along ``directions``
     (``Directions`` of that layer, or a ``(C,)`` / ``(K, C)`` tensor; several: their span).
 
@@ -199,5 +203,5 @@ def project_out(agent: nn.Module, layer: str, directions, *, keep=None, obs=None
     record = {"op": "project_out", "layer": layer, "how": how, "into": into, "reason": reason,
               "method": dirs.method, "labels": list(dirs.labels), "vectors": dirs.vectors.tolist(),
               "keep": None if kept is None else kept.vectors.tolist()}
-    edited.policylens_edits = [*getattr(agent, "policylens_edits", []), record]
+    setattr(edited, "policylens_edits", [*getattr(agent, "policylens_edits", []), record])  # any module
     return edited

@@ -26,6 +26,7 @@ import copy
 import torch
 from torch import nn
 
+from ..agents.base import ActorCritic
 from ..agents.swapped import KIND, SwappedGRUCell
 from ..factors import Directions
 
@@ -74,7 +75,7 @@ def swap_matrix(directions: Directions, swaps) -> torch.Tensor:
     return m.float()
 
 
-def swap_directions(agent: nn.Module, directions: Directions, swaps) -> nn.Module:
+def swap_directions(agent: ActorCritic, directions: Directions, swaps) -> ActorCritic:
     """A copy of the recurrent ``agent`` with ``swaps`` applied to every hidden-state change (the original is
     untouched). Swaps compose: swapping an already swapped agent multiplies the matrices."""
     if not isinstance(getattr(agent, "gru", None), nn.GRUCell):

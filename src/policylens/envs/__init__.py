@@ -11,9 +11,14 @@ and discrete actions, :mod:`policylens.envs.gym`).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import CAUSES, VecEnv
 from .families import FAMILIES, STEPPED_IN_PYTHON, make_batch
 from .spec import EnvSpec, parse_spec
+
+if TYPE_CHECKING:
+    from .minigrid import MiniGridVecEnv
 
 
 def make(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None, workers: int = 1) -> VecEnv:
@@ -30,6 +35,17 @@ def make(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None, work
     return make_batch(spec, num_envs=num_envs, seed=seed)
 
 
+def make_minigrid(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None) -> MiniGridVecEnv:
+    """:func:`make` for a ``minigrid:`` spec, as the MiniGrid vector env it is (``envs``: its MiniGrid games)."""
+    from .minigrid import MiniGridVecEnv
+
+    env = make(spec, num_envs, seed)
+    if not isinstance(env, MiniGridVecEnv):
+        env.close()
+        raise ValueError(f"env {str(env.spec)!r} is not a MiniGrid env (minigrid:ENV_ID)")
+    return env
+
+
 def __getattr__(name):  # the Gymnasium views, imported on first use
     if name in ("as_gymnasium", "gymnasium_env", "GymnasiumVectorView", "GymnasiumEnvView"):
         from . import view
@@ -38,4 +54,4 @@ def __getattr__(name):  # the Gymnasium views, imported on first use
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["make", "parse_spec", "EnvSpec", "VecEnv", "CAUSES", "FAMILIES", "as_gymnasium", "gymnasium_env"]
+__all__ = ["make", "make_minigrid", "parse_spec", "EnvSpec", "VecEnv", "CAUSES", "FAMILIES", "as_gymnasium", "gymnasium_env"]

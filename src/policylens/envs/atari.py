@@ -138,7 +138,8 @@ class AtariVecEnv(VecEnv):
     def _skip(self, i: int, a: int) -> tuple:
         """One agent step: ``frame_skip`` frames of action ``a``; returns ``(reward, frame (size, size, C))``."""
         g, opts = self.games[i], self.opts
-        skip, reward, pooled = int(opts["frame_skip"]), 0.0, []
+        skip, reward = int(opts["frame_skip"]), 0.0
+        pooled: list[np.ndarray] = []
         g.rams, g.step_actions = g.rams[-1:], []
         if opts["max_pool"] and skip == 1:
             pooled.append(g.last_screen)
@@ -163,7 +164,7 @@ class AtariVecEnv(VecEnv):
         return screen
 
     def _push(self, g: _Game, frame: np.ndarray, fill: bool = False) -> np.ndarray:
-        if fill or g.stack is None:
+        if fill:  # every game starts with a filled stack
             g.stack = np.concatenate([frame] * int(self.opts["frame_stack"]), axis=-1)
         else:
             g.stack = np.concatenate([g.stack[..., self.channels:], frame], axis=-1)

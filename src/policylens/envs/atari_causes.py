@@ -23,6 +23,7 @@ an env's saved state: after ``set_state`` the search starts from there.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def _set(addr: int, value: int):
 
 
 #: game -> (player category, {lethal category: slots or None for any}, fixed cause or None).
-RULES = {
+RULES: dict[str, tuple[str, dict[str, tuple[int, ...] | None], str | None]] = {
     "breakout": ("player", {}, "ball"),
     "pong": ("player", {}, "ball"),
     "ms_pacman": ("player", {"ghost": None}, None),
@@ -80,9 +81,9 @@ class Causes:
     def __init__(self, rom: str, truth, num_envs: int):
         self.rom, self.truth = rom, truth
         self.rule = RULES.get(rom)
-        self.history = [deque(maxlen=HISTORY) for _ in range(num_envs)]
+        self.history: list[deque[dict]] = [deque(maxlen=HISTORY) for _ in range(num_envs)]
         self._replayer = None
-        self.last_run = ([], {})
+        self.last_run: tuple[list, dict] = ([], {})
 
     def new_episode(self, i: int) -> None:
         self.history[i].clear()
@@ -129,6 +130,7 @@ class Causes:
     def in_reach(self, ram: np.ndarray) -> dict:
         """``{slot: (category, gap)}`` of the lethal objects within :data:`REACH` of the player in the screen
         ``ram`` describes."""
+        assert self.rule is not None, "in_reach is asked only of games with a touch rule"
         player_cat, lethal, _ = self.rule
         objs = self.truth.objects(ram)
         if self.rom == "space_invaders":  # OCAtari pairs bullet i's y (ram[81 + i]) with x ram[83 + i], but the
@@ -139,7 +141,7 @@ class Causes:
             return {}
         found = {}
         for slot, cat, *box in objs:
-            if cat in lethal and (lethal[cat] is None or slot in lethal[cat]):
+            if cat in lethal and ((slots := lethal[cat]) is None or slot in slots):
                 gap = _gap(tuple(player[2:]), tuple(box))
                 if gap <= REACH:
                     found[slot] = (cat, gap)
@@ -152,9 +154,10 @@ class Causes:
     def runs(self, steps: list) -> list:
         """The runs of consecutive steps with lethal objects in reach, latest first: ``[(start, {slot: (category,
         gap)})]`` (each slot with its smallest gap in the run)."""
-        out, cur = [], None
+        out: list[list[Any]] = []  # [start, {slot: (category, gap)}] per run
+        cur: list[Any] | None = None
         for s in range(len(steps) - 1, -1, -1):
-            here = {}
+            here: dict[int, tuple[str, float]] = {}
             for ram in self._shown(steps[s]):
                 for slot, (cat, gap) in self.in_reach(ram).items():
                     here[slot] = (cat, min(gap, here.get(slot, (cat, 1e9))[1]))

@@ -28,8 +28,9 @@ class _Game:
         self.actions = list(acts)
         self.level_seed, self.lives, self.last_action, self.score, self.length = 0, 0, 0, 0.0, 0
         self.rng = np.random.default_rng(0)
-        self.stack = None  # (size, size, C * frame_stack)
-        self.last_screen = None  # the previous frame's screen, where max-pooling reaches back before a step
-        self.screen = None  # (210, 160, 3) the step's last frame as the game draws it (hidden objects shown)
+        # set when a game starts (AtariVecEnv._start, which the env's reset in its constructor runs):
+        self.stack: np.ndarray  # (size, size, C * frame_stack)
+        self.last_screen: np.ndarray  # the previous frame's screen, where max-pooling reaches back before a step
+        self.screen: np.ndarray  # (210, 160, 3) the step's last frame as the game draws it (hidden objects shown)
         self.rams = [self.ale.getRAM()]  # RAM before the step, then after each of its frames
-        self.step_actions = []  # the ALE actions of the step's frames (after sticky repeats)
+        self.step_actions: list = []  # the ALE actions of the step's frames (after sticky repeats)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import functools
 import importlib
 import re
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +34,7 @@ LAG = {"ms_pacman": 1}
 #: on real frames (Pong's paddles are drawn 16 rows high, its ball a row higher; Asterix's lyres 8 columns wide).
 GROW = {("pong", "player"): (0, 1, 0, 2), ("pong", "enemy"): (0, 0, 0, 1), ("pong", "ball"): (0, 1, 0, 0),
         ("asterix", "enemy"): (0, 0, 1, 0)}
-_MODULES: dict = {}
+_MODULES: dict[str, ModuleType | None] = {}
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,7 +43,7 @@ def category(cls_name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls_name).lower()
 
 
-def ocatari_module(rom: str):
+def ocatari_module(rom: str) -> ModuleType | None:
     """OCAtari's RAM-extraction module for ALE game ``rom``, or None where OCAtari does not cover the game
     (or is not installed)."""
     if rom not in _MODULES:
@@ -79,13 +81,14 @@ _SEEN: dict = {}  # the last RAMs' objects (a frame's RAM is read for its mask, 
 
 def _detect(mod, ram: np.ndarray, hud: bool, max_calls: int) -> list:
     objs = mod._init_objects_ram(hud)
-    last = None
+    last: list[tuple[Any, ...]] | None = None
     for _ in range(max_calls):
         mod._detect_objects_ram(objs, ram, hud)
         now = [(k, type(o).__name__, bool(o), *map(int, o.xywh)) for k, o in enumerate(objs)]  # absent ones too
         if now == last:
             break
         last = now
+    assert last is not None, "max_calls must be at least 1"
     return [(k, category(c), x, y, w, h) for k, c, shown, x, y, w, h in last if shown and w > 0 and h > 0]
 
 
@@ -143,7 +146,8 @@ class Truth:
         kinds = self.categories() if self.mod is not None else ()
         self.invisible = invisible_option(opts.get("invisible"), kinds, "atari") if option_list(
             opts.get("invisible")) else ()
-        self.bg = [None] * num_envs  # (210, 160, 3) per env: the screen as last seen outside hidden objects
+        # (210, 160, 3) per env: the screen as last seen outside hidden objects
+        self.bg: list[np.ndarray | None] = [None] * num_envs
         self.causes = None
         if opts.get("ground_truth") and self.mod is not None:
             from .atari_causes import Causes
@@ -155,7 +159,9 @@ class Truth:
         return self.mod is not None
 
     def categories(self) -> tuple:
-        """Every object category the game's extraction can give (HUD excluded)."""
+        """Every object category the game's extraction can give (HUD excluded); none without the extraction."""
+        if self.mod is None:
+            return ()
         return tuple(sorted({category(k) for k in self.mod.MAX_NB_OBJECTS}))
 
     def objects(self, ram: np.ndarray) -> list:
@@ -178,7 +184,7 @@ class Truth:
         ``box`` ``[x, y, w, h]`` in the agent's frame (the last frame's), ``pooled`` (its boxes in every frame
         the observation max-pools); Ms. Pac-Man's ghosts also have a ``name``."""
         frames = [self.objects(r) for r in self.shown_rams(rams, pooled)]
-        out = {}
+        out: dict[int, dict[str, Any]] = {}
         for objs in frames:
             for slot, cat, x, y, w, h in objs:
                 e = out.setdefault(slot, {"type": cat, "id": slot, "pooled": []})
@@ -197,11 +203,12 @@ class Truth:
         mask = np.zeros((SCREEN_H, SCREEN_W), bool)
         for x, y, w, h in boxes:
             mask[max(0, y):max(0, y + h), max(0, x):max(0, x + w)] = True
-        if self.bg[i] is None:
-            self.bg[i] = screen.copy()
+        bg = self.bg[i]
+        if bg is None:
+            bg = screen.copy()
             for x, y, w, h in boxes:
-                self.bg[i][max(0, y):max(0, y + h), max(0, x):max(0, x + w)] = _ring_colour(screen, x, y, w, h)
-        out = np.where(mask[..., None], self.bg[i], screen)
+                bg[max(0, y):max(0, y + h), max(0, x):max(0, x + w)] = _ring_colour(screen, x, y, w, h)
+        out = np.where(mask[..., None], bg, screen)
         self.bg[i] = out
         return out
 
@@ -211,7 +218,8 @@ class Truth:
             self.causes.new_episode(i)
 
     def state(self, i: int) -> dict | None:
-        return None if self.bg[i] is None else {"bg": _b64(self.bg[i])}
+        bg = self.bg[i]
+        return None if bg is None else {"bg": _b64(bg)}
 
     def load(self, i: int, state: dict | None) -> None:
         self.bg[i] = None if not state else _unb64(state["bg"]).reshape(SCREEN_H, SCREEN_W, 3)

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import abc
 import base64
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from gymnasium import spaces
+
+    from .spec import EnvSpec
 
 #: Every cause an episode can end by. CoinRun uses all but ``obstacle``; MiniGrid uses success, obstacle (a moving ball), wall, lava, timeout;
 #: Atari (:mod:`.atari_causes`) the category of what struck the player: ball, ghost, bullet, alien, enemy, and success, timeout.
@@ -32,11 +38,12 @@ class VecEnv(abc.ABC):
     or float32 vectors ``(N, D)`` (``gym:`` envs), of ``observation_space``'s dtype."""
 
     num_envs: int
-    observation_space: "object"  # gymnasium.spaces.Box, uint8 (H, W, C) or float32 (D,)
-    action_space: "object"  # gymnasium.spaces.Discrete
+    observation_space: spaces.Box  # uint8 (H, W, C) or float32 (D,)
+    action_space: spaces.Discrete
     action_names: list
-    spec: "object"  # the EnvSpec it was made from
+    spec: EnvSpec  # the spec it was made from
     obs_scale: float = 1 / 255  # factor from obs to a network's input (agents read it at build time): 1 for vectors
+    _tracker: EpisodeTracker  # running returns and lengths (what :meth:`snapshot` saves)
 
     @abc.abstractmethod
     def reset(self, seed: int | None = None) -> np.ndarray:

@@ -21,6 +21,7 @@ In CoinRun saws (``SAW``), walking monsters (``ENEMY``) and crates (``CRATE``) a
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 
@@ -254,7 +255,7 @@ def make_entity(kind: str, x: float, y: float, vx: float = 0.0, vy: float = 0.0,
     if kind not in ids:
         raise ValueError(f"make_entity kind {kind!r}; expected one of {sorted(ids)}")
     t = ids[kind]
-    e = dict(x=x, y=y, vx=vx, vy=vy, rx=0.5, ry=0.5, type_id=t, image_type=t, image_theme=0, render_z=0,
+    e: dict[str, Any] = dict(x=x, y=y, vx=vx, vy=vy, rx=0.5, ry=0.5, type_id=t, image_type=t, image_theme=0, render_z=0,
              will_erase=0, collides_with_entities=0, collision_margin=0.0, rotation=0.0, vrot=0.0, is_reflected=0,
              fire_time=-1, spawn_time=-1, life_time=0, expire_time=-1, use_abs_coords=0, friction=1.0,
              smart_step=0, avoids_collisions=0, auto_erase=1, alpha=1.0, health=1.0, theta=-100.0, grow_rate=1.0,
@@ -346,7 +347,7 @@ def hazards_in_reach(parsed: dict, action: int) -> dict:
 _REPLAY_ENVS: dict = {}
 
 
-def _replay_env(options: dict):
+def _replay_env(options: dict | None):
     """A cached 1-env procgen CoinRun (no worker threads) made with the same options."""
     key = tuple(sorted((options or {}).items()))
     if key not in _REPLAY_ENVS:
@@ -382,7 +383,7 @@ def make_harmless(parsed: dict, lethal: tuple = ()) -> dict:
     return p
 
 
-def killers(state_before: bytes, action: int, options: dict | None = None) -> list:
+def killers(state_before: bytes, action: int, options: dict | None = None) -> list | None:
     """Everything that touches the agent in the step ``action`` takes from ``state_before``, in the order
     BasicAbstractGame::game_step checks it (entities from last to first; lava when it reaches the agent):
     a list of ``("saw"|"enemy", entity_index)`` / ``("lava", (x, y))``, found by replaying the step with every

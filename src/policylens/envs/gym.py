@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from typing import TypeGuard
 
 import gymnasium as gym
 import numpy as np
@@ -57,7 +58,7 @@ def _resize_shape(value) -> tuple:
     return h, int(m.group(2) or h)
 
 
-def _is_image(space) -> bool:
+def _is_image(space) -> TypeGuard[spaces.Box]:
     return isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) in (2, 3)
 
 
@@ -122,6 +123,8 @@ class GymVecEnv(VecEnv):
         self._action_start = int(acts.start)
         meanings = getattr(self.envs[0].unwrapped, "get_action_meanings", None)
         self.action_names = list(meanings()) if callable(meanings) else [str(a) for a in range(int(acts.n))]
+        one: tuple
+        dtype: type[np.generic]
         if _is_image(space):
             one = space.shape if len(space.shape) == 3 else (*space.shape, 1)
             self.kind, dtype, self.obs_scale = "image", np.uint8, 1 / 255
@@ -134,6 +137,8 @@ class GymVecEnv(VecEnv):
                              "or a Discrete observation)")
         self._one_shape = tuple(int(d) for d in one)
         shape = (*self._one_shape[:-1], self._one_shape[-1] * self.stack)
+        low: np.ndarray | float
+        high: np.ndarray | float
         if self.kind == "vector":  # the env's own bounds, flattened, once per stacked observation (0 before the first)
             low = np.tile(np.minimum(np.asarray(space.low, np.float32).reshape(-1), 0), self.stack)
             high = np.tile(np.maximum(np.asarray(space.high, np.float32).reshape(-1), 0), self.stack)
@@ -179,7 +184,8 @@ class GymVecEnv(VecEnv):
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         self._rngs = env_rngs(seed, self.num_envs, self.shard)
-        self._frames, self._actions = [[] for _ in range(self.num_envs)], [[] for _ in range(self.num_envs)]
+        self._frames: list[list[np.ndarray]] = [[] for _ in range(self.num_envs)]
+        self._actions: list[list[int]] = [[] for _ in range(self.num_envs)]
         self._level_seeds = [0] * self.num_envs
         self._tracker = EpisodeTracker(self.num_envs)
         for i in range(self.num_envs):

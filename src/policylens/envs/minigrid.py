@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+from typing import TYPE_CHECKING, cast
 
 import gymnasium as gym
 import numpy as np
@@ -21,6 +22,9 @@ from gymnasium import spaces
 
 from .base import EpisodeTracker, VecEnv, env_rngs
 from .spec import EnvSpec, invisible_option
+
+if TYPE_CHECKING:
+    from minigrid.minigrid_env import MiniGridEnv
 
 OBS_MODES = ("symbolic", "onehot", "rgb")
 # One-hot widths of the three planes of MiniGrid's encoding: object, colour, state.
@@ -65,8 +69,8 @@ class MiniGridVecEnv(VecEnv):
         make_kwargs = {k: v for k, v in opts.items() if k not in _OWN_OPTIONS}
         self.spec, self.shard = spec, shard
         self.num_envs = num_envs
-        self.envs = [gym.make(spec.name, **make_kwargs).unwrapped for _ in range(num_envs)]
-        available = int(self.envs[0].action_space.n)
+        self.envs = [cast("MiniGridEnv", gym.make(spec.name, **make_kwargs).unwrapped) for _ in range(num_envs)]
+        available = int(cast(spaces.Discrete, self.envs[0].action_space).n)
         n_actions = int(opts.get("num_actions", available))
         if not 1 <= n_actions <= available:
             raise ValueError(f"minigrid option num_actions={n_actions}: {spec.name} has {available} actions")
@@ -123,7 +127,7 @@ class MiniGridVecEnv(VecEnv):
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         self._rngs = env_rngs(seed, self.num_envs, self.shard)
-        self._actions = [[] for _ in range(self.num_envs)]
+        self._actions: list[list[int]] = [[] for _ in range(self.num_envs)]
         self._tracker = EpisodeTracker(self.num_envs)
         return self._encode(np.stack([self._reset_one(i) for i in range(self.num_envs)]))
 

@@ -9,6 +9,8 @@ still move and kill, the agent just cannot see them (Understanding RL Vision's c
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from gymnasium import spaces
 
@@ -65,7 +67,7 @@ class ProcgenVecEnv(VecEnv):
         self.observation_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
         self.action_space = spaces.Discrete(15)
         self.action_names = list(ACTION_NAMES)
-        self.env = None
+        self.env: Any = None  # procgen's gym3 env (untyped), made by reset
         self.reset(seed)
 
     def reset(self, seed: int | None = None) -> np.ndarray:

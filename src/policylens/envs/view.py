@@ -28,6 +28,7 @@ episode returns that episode's last observation (procgen, which cannot give it, 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -67,10 +68,10 @@ class GymnasiumVectorView(GymnasiumVectorEnv):
         self._start = time.perf_counter()
 
     def _infos(self, info: list) -> dict:
-        infos = {}
+        infos: dict = {}
         entities = self.env.entities() if self.with_entities else None
         for i, one in enumerate(info):
-            item = {"level_seed": int(one["level_seed"])}
+            item: dict[str, Any] = {"level_seed": int(one["level_seed"])}
             if entities is not None:
                 item["entities"] = entities[i]
             if "episode" in one:
@@ -117,9 +118,10 @@ class GymnasiumEnvView(gym.Env):
         self._seed, self._pending, self._started = seed, None, False
 
     def _info(self, one: dict) -> dict:
-        info = {"level_seed": int(one.get("level_seed", -1))}
-        if self.with_entities:
-            info["entities"] = self.env.entities()[0]
+        info: dict[str, Any] = {"level_seed": int(one.get("level_seed", -1))}
+        entities = self.env.entities() if self.with_entities else None
+        if entities is not None:
+            info["entities"] = entities[0]
         if "episode" in one:
             info["episode"] = dict(one["episode"])
             info["cause"] = one["episode"]["cause"]

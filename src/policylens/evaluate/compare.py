@@ -74,7 +74,7 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
 
 def holm(pvalues: dict) -> dict:
     """Holm-Bonferroni adjusted p-values (``{name: p}`` -> ``{name: adjusted p}``)."""
-    order = sorted(pvalues, key=pvalues.get)
+    order = sorted(pvalues, key=lambda name: pvalues[name])
     adjusted, running = {}, 0.0
     for rank, name in enumerate(order):
         running = max(running, min(1.0, (len(order) - rank) * pvalues[name]))

@@ -125,7 +125,11 @@ def play_steps(agent, spec, plan: list, policy: str = "sample", temperature: flo
     if spec.family == "procgen" and "num_threads" not in spec.options:
         spec = spec.replace(num_threads=0)  # one env per gym3 instance: stepping in this thread is fastest
     pending = list(plan)[::-1]  # popped from the end, so in plan order
-    envs, episodes, gens, obs, steps = [None] * batch, [None] * batch, [None] * batch, [None] * batch, [0] * batch
+    envs: list = [None] * batch  # per slot: its one-env VecEnv, None once the plan is done
+    episodes: list = [None] * batch  # per slot: (k, level) of the episode it plays
+    gens: list = [None] * batch
+    obs: list = [None] * batch
+    steps = [0] * batch
     first = torch.ones(batch, dtype=torch.bool)
 
     def start(i: int) -> None:
@@ -155,7 +159,8 @@ def play_steps(agent, spec, plan: list, policy: str = "sample", temperature: flo
         logits = values = state_in = None
         if outputs:
             logits, values = out.logits.float().cpu().numpy(), out.value.float().cpu().numpy()  # (B, A), (B,)
-            if state is not None:  # what each row received: its last state, or h0 where an episode begins
+            if state is not None and h0 is not None:  # recurrent
+                # what each row received: its last state, or h0 where an episode begins
                 state_in = torch.where(first.to(h0.device)[:, None], h0, state).float().cpu().numpy()
         state = out.state
         for i, env in enumerate(envs):

@@ -313,7 +313,8 @@ def tree_frames(traj: Trajectory, bookmark_count: int, separation: int) -> list:
     """The frames that get a saliency tree: the first frame and the GAE bookmarks (as the page lists them)."""
     from .bookmarks import bookmarks
 
-    marks = bookmarks(traj.advantages, bookmark_count, separation=separation) if bookmark_count > 0 else []
+    marks: "np.ndarray | list" = (bookmarks(traj.advantages, bookmark_count, separation=separation)
+                                  if bookmark_count > 0 else [])
     return sorted({0, *(int(t) for t in marks)})
 
 

@@ -30,7 +30,7 @@ def bookmarks(advantages, k: int = 10, *, separation: int = 1) -> np.ndarray:
     if separation == 1:
         return order[:int(k)].astype(np.int64)
     taken = np.zeros(len(adv), bool)  # (T,) within `separation` of a chosen step
-    chosen = []
+    chosen: list[int] = []
     for t in order:
         if len(chosen) >= k:
             break

@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from .bookmarks import bookmarks
 from .encode import deflate_b64, display_rgb, png_data_url, rounded, sprite_sheet, write_js
 from .maps import quantise
 from .views import display_frames, frame_view
+
+if TYPE_CHECKING:
+    from ..factors import Directions
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = ("index.html", "explorer.css", "explorer.js", "render.js", "live.js")
@@ -55,7 +59,7 @@ class LayerView:
     outputs: tuple  # Output, ...
     thumbnails: "np.ndarray | None" = None  # (F, s, s, 3) uint8 legend images (None: none)
     meta: dict = field(default_factory=dict)  # JSON-able: method, steps, NMF residual share, ...
-    directions: object = None  # the Directions the features come from ("nmf"), kept for the live server
+    directions: "Directions | None" = None  # the features' directions ("nmf"), kept for the live server
 
     def __post_init__(self):
         if self.kind not in ("nmf", "attention"):

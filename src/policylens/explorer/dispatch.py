@@ -30,6 +30,7 @@ class TrajectoryMap:
         if self.pool.local:
             return list(self.pool.map(_call, items, context={"agent": self.agent, "fn": fn, "common": common},
                                       on_done=done))
+        assert self.shared is not None  # made for workers
         shared = {**self.shared, "fn": f"{fn.__module__}:{fn.__qualname__}", "common": [_send(c) for c in common]}
         return list(self.pool.map(_call, items, shared, setup=_setup, on_done=done,
                                   what=f"{fn.__name__} of trajectory"))

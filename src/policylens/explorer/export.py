@@ -50,7 +50,7 @@ def parse_episodes(text, available: int) -> list:
     """``"0-7"``, ``"0,3,5-6"`` or ``"all"`` -> episode indices, checked against ``available``."""
     if str(text).strip() == "all":
         return list(range(available))
-    chosen = []
+    chosen: list[int] = []
     for part in str(text).split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m:

@@ -10,7 +10,7 @@ import argparse
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..config import add_dataclass_args, clear_errors, from_args
 
@@ -135,7 +135,7 @@ def factorize(cfg: FactorizeConfig) -> Path:
     prepare_out(out.parent, what="directions", overwrite=cfg.overwrite,
                 parts=(out.with_suffix(".json").name, out.with_suffix(".safetensors").name))
     data = gather(cfg, agent, store)  # (N, C, ...)
-    kwargs = {"layer": cfg.layer, "seed": cfg.seed, "bootstrap": cfg.bootstrap}
+    kwargs: dict[str, Any] = {"layer": cfg.layer, "seed": cfg.seed, "bootstrap": cfg.bootstrap}
     if cfg.method != "pca":
         kwargs.update(max_iter=cfg.max_iter, restarts=cfg.restarts)
     if cfg.on == "attributions":

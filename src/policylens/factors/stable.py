@@ -68,7 +68,7 @@ def matched_spread(chosen, fits: list, value) -> list:
     every restart: ``value(r, j)`` is the finding for direction ``j`` of restart ``r`` (``fits[r]`` ``(K_r, C)``),
     read at the direction matched to each chosen one. How much a finding about "this direction" depends on
     which decomposition was drawn."""
-    per = [[] for _ in range(len(chosen))]
+    per: list[list[float]] = [[] for _ in range(len(chosen))]
     for r, f in enumerate(fits):
         for k, j in enumerate(matches(chosen, f)):
             if j >= 0 and value(r, int(j)) is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,8 @@ class DatasetExamples:
     def load(cls, folder, name: str = "examples") -> "DatasetExamples":
         info, arrays = _read(folder, name)
         rf = info.get("receptive_field")
-        rf = ReceptiveField(**{k: tuple(v) if isinstance(v, list) else v for k, v in rf.items()}) if rf else None
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in rf.items()} if rf else {}
+        rf = ReceptiveField(**fields) if rf else None
         return cls(arrays["patches"], arrays["obs_index"], arrays["position"], arrays["score"], info["layer"],
                    tuple(info["labels"]), rf, info.get("meta", {}))
 
@@ -132,7 +134,7 @@ def dataset_examples(agent, obs, directions: Directions, *, k: int = 8, patch: b
         raise ValueError(f"k must be >= 1, got {k}")
     if max_per_obs is not None and max_per_obs < 1:
         raise ValueError(f"max_per_obs must be >= 1 (or None for no cap), got {max_per_obs}")
-    values, where = [], []  # per batch: (B, K, m) best scores of each obs and their flat positions
+    batch_values, batch_where = [], []  # per batch: (B, K, m) best scores of each obs and their flat positions
     spatial_grid = None
     for _, scores in iter_scores(agent, obs, directions, state, batch_size, progress):
         if scores.ndim == 4:
@@ -140,9 +142,9 @@ def dataset_examples(agent, obs, directions: Directions, *, k: int = 8, patch: b
         flat = scores.reshape(scores.shape[0], scores.shape[1], -1)  # (B, K, h*w) or (B, K, 1)
         m = flat.shape[2] if max_per_obs is None else min(max_per_obs, flat.shape[2])
         top = flat.topk(m, dim=2)  # within each obs: only its m best positions can ever be picked
-        values.append(top.values)
-        where.append(top.indices)
-    values, where = torch.cat(values), torch.cat(where)  # (N, K, m)
+        batch_values.append(top.values)
+        batch_where.append(top.indices)
+    values, where = torch.cat(batch_values), torch.cat(batch_where)  # (N, K, m)
     n_obs, n_dirs, m = values.shape
     n = min(k, n_obs * m)
     per_dir = values.permute(1, 0, 2).reshape(n_dirs, -1)  # (K, N*m) ordered by obs, then rank within obs
@@ -201,10 +203,11 @@ def spatial_examples(agent, obs, directions: Directions, *, max_reuse: "int | No
             depth = 1 if max_reuse is None else min(n_obs, (cells - 1) // max_reuse + 1)
         vals = scores.flatten(2).permute(1, 2, 0)  # (K, h*w, B)
         idx = torch.arange(start, start + scores.shape[0]).expand_as(vals)  # (K, h*w, B)
-        if best_val is not None:
+        if best_val is not None and best_idx is not None:
             vals, idx = torch.cat([best_val, vals], 2), torch.cat([best_idx, idx], 2)
         top = vals.topk(min(depth, vals.shape[2]), dim=2)  # ties: the earlier observation
         best_val, best_idx = top.values, idx.gather(2, top.indices)
+    assert best_val is not None and best_idx is not None and grid is not None, "no observations"
     chosen = best_idx[:, :, 0].clone()  # (K, h*w)
     if max_reuse is not None:
         chosen = _assign_with_reuse_cap(best_val, best_idx, max_reuse)
@@ -231,7 +234,7 @@ def _assign_with_reuse_cap(values: torch.Tensor, candidates: torch.Tensor, max_r
     ``values``/``candidates`` (K, P, T) sorted best first -> chosen observation per position (K, P)."""
     chosen = torch.empty(candidates.shape[:2], dtype=torch.int64)
     for d in range(values.shape[0]):
-        used = {}
+        used: dict[int, int] = {}
         for p in torch.argsort(values[d, :, 0], descending=True, stable=True).tolist():
             pick = next(int(c) for c in candidates[d, p].tolist() if used.get(int(c), 0) < max_reuse)
             used[pick] = used.get(pick, 0) + 1

@@ -112,9 +112,10 @@ def receptive_field(agent: nn.Module, layer: str, obs_shape=None, samples: int =
             if r.any():
                 lo[i], hi[i] = np.flatnonzero(r)[[0, -1]]
         axes.append(_axis_field(lo, hi, extent))
-    if None in axes:  # larger than the observation: every position sees all of it
+    along_y, along_x = axes
+    if along_y is None or along_x is None:  # larger than the observation: every position sees all of it
         return ReceptiveField((H, W), (0, 0), (0, 0), (h, w), (H, W), exact=False)
-    (sy, jy, oy), (sx, jx, ox) = axes
+    (sy, jy, oy), (sx, jx, ox) = along_y, along_x
     return ReceptiveField((sy, sx), (jy, jx), (oy, ox), (h, w), (H, W))
 
 

@@ -35,7 +35,7 @@ def sample_frames(store, max_frames: int = 4000, with_state: bool = False, progr
                          "record the store with this agent")
     frames = even_frames(store.num_frames, max_frames)  # (N,)
     fields = ("obs", "agent_state") if with_state else ("obs",)
-    parts = {name: [] for name in fields}
+    parts: dict[str, list] = {name: [] for name in fields}
     windows = np.unique(frames // OBS_CHUNK)
     if progress:
         from tqdm.auto import tqdm

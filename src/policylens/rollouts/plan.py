@@ -41,7 +41,7 @@ def episodes_of(agent, plan: list, s: dict):
 
     render = s.get("render", False)
     capture = ("outputs",) + ("entities",) * s["entities"] + ("render",) * render + ("env_state",) * s["save_state"]
-    buffers = {}
+    buffers: dict = {}
     for st in play_steps(agent, s["spec"], plan, s["policy"], s["temperature"], s["seed"], s["batch"], s["device"],
                          max_steps=s["max_steps"], capture=capture):
         step = {"obs": st.obs, "action": np.int32(st.action), "logits": st.logits, "value": st.value,

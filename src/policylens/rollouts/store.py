@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal, NoReturn
 
 import numpy as np
 import zarr
@@ -51,10 +52,14 @@ BLOCK_FRAMES = 4096  # frames read at once by batches()
 DERIVED = ("advantages", "returns")
 
 
-def _open_group(path: Path, mode: str):
+def _no_store(path: Path) -> NoReturn:
+    raise FileNotFoundError(f"no rollouts store at {path} ({path / 'zarr.json'} not found); "
+                            f"record one with `policylens record RUN --out {path}`")
+
+
+def _open_group(path: Path, mode: Literal["r", "r+", "a", "w", "w-"]):
     if not (path / "zarr.json").is_file():
-        raise FileNotFoundError(f"no rollouts store at {path} ({path / 'zarr.json'} not found); "
-                                f"record one with `policylens record RUN --out {path}`")
+        _no_store(path)
     try:
         group = zarr.open_group(str(path), mode=mode)
         fmt = group.attrs.get("format")

@@ -25,7 +25,7 @@ def _arrays(store) -> list:
     """``(field, array name, array, items covered, episodes of items [a, b))`` for every array of the store."""
     from functools import partial
 
-    out = []
+    out: list[tuple] = []
     for name, arr in store._arrays.items():
         if name == STATE_DATA:
             try:

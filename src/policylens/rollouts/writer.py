@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import zarr
@@ -26,13 +27,19 @@ from .store import (
     STATE_DATA,
     STATE_DATA_CHUNK,
     STATE_END,
+    _no_store,
     _open_group,
     check_length,
     frame_fields,
     read_commit,
 )
 
-WRITE_ALL = {"write_empty_chunks": True}  # every chunk is written, even one equal to the fill value
+if TYPE_CHECKING:
+    from zarr.core.array_spec import ArrayConfigParams
+
+# every chunk is written, even one equal to the fill value (the cast: zarr marks "order" NotRequired through
+# typing.NotRequired, which a check for Python 3.10 does not see)
+WRITE_ALL = cast("ArrayConfigParams", {"write_empty_chunks": True})
 
 
 def codecs_for(dtype) -> list:
@@ -69,11 +76,11 @@ class StoreWriter:
         self.path = Path(path)
         if not (self.path / "zarr.json").is_file():
             if fields is None:
-                _open_group(self.path, "r")  # raises the clear "no store" error
+                _no_store(self.path)
             if self.path.exists() and any(self.path.iterdir()):
                 raise FileExistsError(f"{self.path} exists and is not a rollouts store; choose another --out")
             self._create(fields, attrs or {})
-        self._lock_fd = os.open(self.path, os.O_RDONLY)
+        self._lock_fd: int | None = os.open(self.path, os.O_RDONLY)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -83,7 +90,7 @@ class StoreWriter:
             self.group = _open_group(self.path, "a")
         self.num_episodes, self.num_frames, self.index = read_commit(self.group, self.path)
         self.fields = frame_fields(self.group)
-        self._cache = {}
+        self._cache: dict = {}
         self._truncate()
 
     def array(self, name: str):

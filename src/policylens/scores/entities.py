@@ -16,9 +16,13 @@ a stated, repeatable criterion instead of a rater's judgement.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..factors import Directions
+
 
 
 def _entropy(p: np.ndarray) -> float:
@@ -97,7 +101,7 @@ def attribution_entity_mass(attr: np.ndarray, masks: dict) -> dict:
 
 class LayerScores(NamedTuple):
     """What :func:`score_layer` finds: the chosen NMF directions scored, and every restart scored alike."""
-    directions: "object"  # Directions: the stable choice among the NMF restarts
+    directions: Directions  # the stable choice among the NMF restarts
     scores: dict  # direction_entity_scores of the chosen directions, with stability and the spread over restarts
     maps: np.ndarray  # (N, K, h, w) where each chosen direction fires
     restarts: list  # per NMF restart: (Directions, scores); the chosen one at directions.meta["restart"]
@@ -146,7 +150,7 @@ def _nmi_spread(directions, every: list, scored: list) -> list:
     from ..factors.stable import matches
 
     rows = scored[directions.meta["restart"]][0]["directions"]
-    values = [[] for _ in rows]
+    values: list[list] = [[] for _ in rows]
     for d, (s, _) in zip(every, scored):
         for k, j in enumerate(matches(directions.vectors.numpy(), d.vectors.numpy())):
             if j >= 0 and rows[k]["best_entity"] is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .loop import Context
@@ -94,7 +95,7 @@ class SimData:
         starts = [np.arange(self.start[e], self.start[e] + max(self.length[e] - keep, 0) + 1) for e in episodes]
         return np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, np.int64)
 
-    def episode_of(self, frames: np.ndarray) -> np.ndarray:
+    def episode_of(self, frames: npt.ArrayLike) -> np.ndarray:
         """The episode of each global frame index, (n,) int64."""
         return (np.searchsorted(self.start, np.asarray(frames, np.int64), side="right") - 1).astype(np.int64)
 

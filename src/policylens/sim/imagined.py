@@ -18,8 +18,13 @@ towards it.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .data import Windows
 
 OBJECTS = {6: "obstacle", 8: "success", 9: "lava"}  # MiniGrid's object codes of ball, goal, lava
 
@@ -65,7 +70,7 @@ def imagined_outcomes(r, cfg, action_names=(), first: int = 0) -> list:
     return records
 
 
-def episode_starts(data, samples: int, context: int, seed: int) -> "object":
+def episode_starts(data, samples: int, context: int, seed: int) -> Windows:
     """Windows of ``context`` frames at the beginnings of ``samples`` episodes of the store (seeded; with
     replacement only when the store has fewer episodes)."""
     picks = np.random.default_rng(seed).choice(data.num_episodes, samples, replace=data.num_episodes < samples)
@@ -101,7 +106,7 @@ def simulated_swap(sim, agents: dict, data, samples: int, steps: int, seed: int 
     frozen = {name: FrozenAgent(agent).to(device) for name, agent in agents.items()}
     noise = Noise.draw(samples, k + steps, sim, torch.Generator().manual_seed(seed), device=device,
                        view=view == "sample")
-    records = {name: [] for name in agents}
+    records: dict[str, list] = {name: [] for name in agents}
     for a in tqdm(range(0, samples, batch_size), desc="swap in the simulator", unit="batch", disable=not progress):
         part = slice(a, a + batch_size)
         windows = starts.rows(part)

@@ -15,13 +15,14 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import dataclass, fields
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from ..agents import AgentOutput
+from ..agents import ActorCritic, AgentOutput
 from .model import Gaussian, Simulator
 from .obs import agent_view
 
@@ -52,19 +53,21 @@ class FrozenAgent:
 
     def __init__(self, agent: nn.Module, guest: bool = False):
         init = getattr(agent, "initial_state", None)
-        recurrent = callable(init) and init(1) is not None
+        first = init(1) if callable(init) else None  # (1, hidden); None: a feed-forward agent
+        recurrent = first is not None
         if not recurrent and not guest:
             raise ValueError(f"the simulator needs a recurrent agent (its hidden state hx is a training target and "
                              f"carries the agent's memory through the rollout); {type(agent).__name__} "
                              "has no recurrent state")
         self.guest, self.stateless = bool(guest), not recurrent
         self.sha256 = agent_sha256(agent)
-        self.net = copy.deepcopy(agent).eval()
+        # any agent module; typed by the interface of policylens's actor-critics, which recurrent agents share
+        self.net = cast(ActorCritic, copy.deepcopy(agent).eval())
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.obs_shape = tuple(getattr(agent, "obs_shape", ()))
         self.num_actions = int(getattr(agent, "num_actions", 0))
-        self.hidden = int(agent.initial_state(1).shape[-1]) if recurrent else 0
+        self.hidden = int(first.shape[-1]) if first is not None else 0
         self.action_names = list(getattr(agent, "action_names", []))
 
     def __call__(self, obs: torch.Tensor, hx: torch.Tensor) -> AgentOutput:
@@ -77,7 +80,9 @@ class FrozenAgent:
     def initial_state(self, batch: int) -> torch.Tensor:
         if self.stateless:
             return torch.zeros(batch, 0)
-        return self.net.initial_state(batch).detach()  # (B, hidden)
+        state = self.net.initial_state(batch)  # (B, hidden)
+        assert state is not None, "a stateful agent has an initial state"
+        return state.detach()
 
     @property
     def batches_time(self) -> bool:
@@ -145,10 +150,11 @@ class Noise:
 
     def rows(self, index) -> "Noise":
         """The draws of some batch rows (e.g. one DDP rank's share of a global batch)."""
-        return Noise(*(None if x is None else x[index] for x in (self.z, self.s, self.gumbel, self.view)))
+        return Noise(self.z[index], self.s[index], self.gumbel[index], None if self.view is None else self.view[index])
 
     def to(self, device) -> "Noise":
-        return Noise(*(None if x is None else x.to(device) for x in (self.z, self.s, self.gumbel, self.view)))
+        return Noise(self.z.to(device), self.s.to(device), self.gumbel.to(device),
+                     None if self.view is None else self.view.to(device))
 
 
 @dataclass
@@ -208,11 +214,11 @@ def choose_action(logits: torch.Tensor, mode: str, gumbel: "torch.Tensor | None"
     return hard + (soft - soft.detach())  # exactly the one-hot forward
 
 
-def _start(sim: Simulator, start, latent: str, noise: Noise) -> tuple:
-    """``(z, q(z) or None)`` from a latent tensor or a :class:`Context`."""
+def _start(sim: Simulator, start, latent: str, noise: "Noise | None") -> tuple:
+    """``(z, q(z) or None)`` from a latent tensor or a :class:`Context` (``noise``: drawn for ``latent="sample"``)."""
     if isinstance(start, Context):
         q = sim.encode(start.obs, start.agent_state, start.mask)
-        return q.sample(None if latent == "mean" else noise.z), q
+        return q.sample(noise.z if latent == "sample" and noise is not None else None), q
     if isinstance(start, torch.Tensor):
         if start.dim() != 2 or start.shape[1] != sim.config.latent:
             raise ValueError(f"z must be (B, {sim.config.latent}), got {tuple(start.shape)}")
@@ -279,13 +285,14 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
     ignores it and the converter's: it starts from its own initial state.
     """
     _check(sim, agent, steps, mode, latent, view)
-    if noise is None and (latent == "sample" or (mode == "sample" and actions is None) or view == "sample"):
+    agent_acts = actions is None or actions.dim() != 2 or actions.shape[1] < steps  # the agent picks some action
+    if noise is None and (latent == "sample" or (mode == "sample" and agent_acts) or view == "sample"):
         batch = start.obs.shape[0] if isinstance(start, Context) else start.shape[0]
         noise = Noise.draw(batch, steps, sim, generator, device=next(sim.parameters()).device,
                            view=view == "sample")
-    if view == "sample" and noise.view is None:
+    draws = noise.view if view == "sample" and noise is not None else None  # (B, T, H, W, planes)
+    if view == "sample" and draws is None:
         raise ValueError("view='sample' needs noise drawn with its view uniforms: Noise.draw(..., view=True)")
-    draws = noise.view if view == "sample" else None  # (B, T, H, W, planes)
     z, z_dist = _start(sim, start, latent, noise)
     forced = _recorded_steps(z.shape[0], steps, actions, obs)
     h, s, hx = sim.initial(z)  # (B, deter), (B, stoch), (B, hidden)
@@ -298,8 +305,8 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
     if forced == steps and intervene is None and not detach_actions and agent.batches_time:
         return _recorded(sim, agent, z, z_dist, (h, s, hx), steps, actions, embeds, keep, latent, noise,
                          straight_through, draws)
-    out = {k: [] for k in ("obs", "decoded", "logits", "value", "hx", "action", "h", "s", "reward", "done_logit",
-                           "prior_mean", "prior_std", "post_mean", "post_std")}
+    out: dict[str, list] = {k: [] for k in ("obs", "decoded", "logits", "value", "hx", "action", "h", "s", "reward",
+                                            "done_logit", "prior_mean", "prior_std", "post_mean", "post_std")}
     tap = intervene or (lambda name, t, x: x)
     for t in range(steps):
         h, s = tap("h", t, h), tap("s", t, s)
@@ -308,10 +315,10 @@ def rollout(sim: Simulator, agent: FrozenAgent, start, steps: int, mode: str = "
         seen = tap("obs", t, agent_view(decoded, sim.config, straight_through, draw))  # (B, H, W, C)
         hx = tap("hx", t, hx)
         step = agent(seen, hx)
-        if t < forced:
+        if actions is not None and t < forced:
             action = F.one_hot(actions[:, t].long(), sim.config.num_actions).to(seen.dtype)  # (B, A)
         else:
-            gumbel = noise.gumbel[:, t] if mode == "sample" else None  # (B, A)
+            gumbel = noise.gumbel[:, t] if mode == "sample" and noise is not None else None  # (B, A)
             action = choose_action(step.logits, mode, gumbel, temperature)  # (B, A)
         if detach_actions:
             action = action.detach()
@@ -389,7 +396,7 @@ def _recorded(sim: Simulator, agent: FrozenAgent, z, z_dist, state: tuple, steps
     h, s, hx = state
     b = z.shape[0]
     onehot = F.one_hot(actions.long(), sim.config.num_actions).to(h.dtype)  # (B, T, A)
-    out = {k: [] for k in ("h", "s", "h_next", "prior_mean", "prior_std", "post_mean", "post_std")}
+    out: dict[str, Any] = {k: [] for k in ("h", "s", "h_next", "prior_mean", "prior_std", "post_mean", "post_std")}
     for t in range(steps):
         out["h"].append(h)
         out["s"].append(s)

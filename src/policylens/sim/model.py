@@ -72,7 +72,7 @@ def standard_normal_kl(q: Gaussian) -> torch.Tensor:
 
 def mlp(sizes: list, last_act: bool = False) -> nn.Sequential:
     """Linear layers with ELU between them (and after the last one if ``last_act``)."""
-    layers = []
+    layers: list[nn.Module] = []
     for k, (a, b) in enumerate(zip(sizes, sizes[1:])):
         layers.append(nn.Linear(a, b))
         if k < len(sizes) - 2 or last_act:

@@ -36,7 +36,7 @@ after the default 2000 steps, 0.931 and 67% (held-out windows, frames after the 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -76,10 +76,11 @@ class SimObjective(nn.Module):
         w = self.obs_weights
         sums = step_sums(r, batch, self.sim.config, self.cfg, w)
         if self.cfg.open_loop_weight > 0:  # the same z unrolled on the prior, with the recorded actions
-            posterior = {}
+            posterior: dict[str, Any] = {}
             if seen is not None and bool((seen > 1).any()):  # the first seen frames through the posterior
                 posterior = {"obs": batch.obs, "mask": seen_mask(batch.mask, seen)}
-            args, kw = (self.agent, r.z, steps), dict(actions=batch.action, latent=latent, noise=noise, **posterior)
+            args = (self.agent, r.z, steps)
+            kw: dict[str, Any] = dict(actions=batch.action, latent=latent, noise=noise, **posterior)
             detached = DETACHABLE[self.cfg.open_loop_detaches]
             imagined = (torch.func.functional_call(_Unroll(self.sim), readouts_detached(self.sim, "sim.", detached),
                                                    args, kw) if detached else rollout(self.sim, *args, **kw))
@@ -195,6 +196,7 @@ def step_sums(r: Rollout, batch: Windows, sim_cfg: SimConfig, cfg: "SimTrainConf
     Sums, not means, so that DDP's average over ranks equals one process's loss on the global batch."""
     mask = batch.mask.float()  # (B, T)
     sums = {k: (v * mask).sum() for k, v in per_step_terms(r, batch, sim_cfg, obs_weights).items()}
+    assert r.posterior is not None and r.z_dist is not None, "a teacher-forced rollout from a context"
     kl = balanced_kl(r.posterior, r.prior, cfg.kl_balance, cfg.free_nats)  # (B, T-1)
     sums["kl"] = (kl * mask[:, 1:]).sum()
     sums["z_kl"] = standard_normal_kl(r.z_dist).sum()
@@ -232,7 +234,8 @@ def held_out_scores(loss: SimObjective, batch: Windows, chunk: int = 128, filter
     fidelity`` scores a simulator trained for it from); obs score, agreement of the agent's argmax with the
     recorded one, and hx error on the frames after the context."""
     k = loss.sim.config.context_frames
-    total, open_sums = {}, {"obs_score": 0.0, "action_acc": 0.0, "hx": 0.0, "steps": 0.0}
+    total: dict[str, float] = {}
+    open_sums = {"obs_score": 0.0, "action_acc": 0.0, "hx": 0.0, "steps": 0.0}
     for a in range(0, batch.mask.shape[0], chunk):
         part = batch.rows(slice(a, a + chunk))
         _, sums = loss(part, latent="mean")

@@ -167,8 +167,9 @@ def obs_loss(pred: torch.Tensor, obs: torch.Tensor, cfg: SimConfig,
     if cfg.obs_kind == "pixels":
         return ((pred.float() - obs.float()) / 255.0).pow(2).flatten(-3).sum(-1)
     target = categorical_targets(obs, cfg)  # (..., H, W, planes)
-    total = 0.0
-    for k, logits in enumerate(pred.float().split(list(cfg.planes), -1)):
+    planes = pred.float().split(list(cfg.planes), -1)
+    total = planes[0].new_zeros(())  # () until the first plane's term broadcasts it to (..., H, W)
+    for k, logits in enumerate(planes):
         total = total - logits.log_softmax(-1).gather(-1, target[..., k:k + 1]).squeeze(-1)  # (..., H, W)
     if weights is not None:
         total = total * weights[target[..., 0]]  # (..., H, W)

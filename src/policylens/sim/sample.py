@@ -71,10 +71,10 @@ def sample(sim, agent, n: "int | None" = None, steps: int = 32, start="prior", m
         raise ValueError("a filtered start needs real starts as Windows (their recorded actions and frames), got "
                          f"{start if isinstance(start, str) else type(start).__name__}")
     if context is not None:
-        rows = context.obs.shape[0]
-        if n is not None and n != rows:
-            raise ValueError(f"n={n} samples asked, but the real starts hold {rows}; pass n=None or {rows}")
-        n = rows
+        given = context.obs.shape[0]
+        if n is not None and n != given:
+            raise ValueError(f"n={n} samples asked, but the real starts hold {given}; pass n=None or {given}")
+        n = given
     if n is None or n < 1:
         raise ValueError(f"n (samples) must be >= 1, got {n}")
     if batch_size < 1:

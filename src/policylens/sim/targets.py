@@ -88,6 +88,7 @@ class Target:
         hx = produced_hx(r)[:, span]  # (B, W, hidden)
         if self.kind == "neuron":
             return hx[..., self.index].mean(1)
+        assert self.readout is not None  # made for every "direction" target
         mean, std, offset, w = (x.to(hx) for x in self.readout)
         return ((((hx - mean) / std) - offset) @ w).mean(1)  # (B,)
 
@@ -133,8 +134,10 @@ def make_target(kind: str, *, start: int = 0, stop: "int | None" = None, index=0
 
         if directions.vectors.shape[1] != hidden:
             raise ValueError(f"directions of {directions.vectors.shape[1]} units; the agent's state has {hidden}")
-        k = direction_index(directions, index)
-        label = directions.labels[k] if k < len(directions.labels) else str(k)
-        return Target(kind, start, stop, k, readout=direction_readout(directions, k),
+        d = direction_index(directions, index)
+        if d is None:
+            raise ValueError("target direction needs the index or label of one of the directions (--index)")
+        label = directions.labels[d] if d < len(directions.labels) else str(d)
+        return Target(kind, start, stop, d, readout=direction_readout(directions, d),
                       label=f"{directions.method} {label}")
     return Target(kind, start, stop, label=kind.replace("_", " "))

@@ -27,6 +27,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -163,13 +164,14 @@ class _Setup:
         self.val = self.data.windows(val_starts, cfg.window).to(self.device) if len(val_starts) else None
         settings = {k: v for k, v in asdict(cfg).items() if k not in VOLATILE and LATER.get(k, ...) != v}
         self.settings = json.loads(json.dumps({**settings, "store_frames": self.data.num_frames}))  # as stored
-        self.extra = {"agent": {"run": label, "sha256": self.agent.sha256, "config": agent_conf["agent"]},
-                      "env": self.data.env, "action_names": list(self.data.action_names),
-                      "data": {"store": self.data.path, "episodes": self.data.num_episodes,
-                               "split_episodes": self.data.split_pool,
-                               "frames": self.data.num_frames, "train_episodes": len(train_eps),
-                               "val_episodes": len(val_eps), "train_windows": len(self.train_starts)},
-                      "train": asdict(cfg)}
+        self.extra: dict[str, Any] = {
+            "agent": {"run": label, "sha256": self.agent.sha256, "config": agent_conf["agent"]},
+            "env": self.data.env, "action_names": list(self.data.action_names),
+            "data": {"store": self.data.path, "episodes": self.data.num_episodes,
+                     "split_episodes": self.data.split_pool,
+                     "frames": self.data.num_frames, "train_episodes": len(train_eps),
+                     "val_episodes": len(val_eps), "train_windows": len(self.train_starts)},
+            "train": asdict(cfg)}
 
     def batch(self, cfg: SimTrainConfig, step: int) -> tuple:
         """This rank's share of step ``step``'s windows, noise and open-loop starts (context frames each window's
@@ -284,7 +286,7 @@ def fit(cfg: SimTrainConfig) -> tuple:
         torch.set_num_threads(cfg.threads)
     s = _Setup(cfg, rank, world)
     lead = rank == 0
-    model = s.loss
+    model: nn.Module = s.loss
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 

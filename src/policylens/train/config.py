@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 
 @dataclass
@@ -88,6 +88,34 @@ class TrainConfig:
         return asdict(self)
 
 
+if TYPE_CHECKING:
+    class ResolvedTrainConfig(TrainConfig):
+        """A :class:`TrainConfig` after :func:`resolve` (for the type checker only: at run time it is the same
+        class): every field that says "default: the preset's" holds a value."""
+
+        env: str
+        arch: str
+        recurrent: bool
+        total_frames: int
+        num_envs: int
+        num_steps: int
+        lr: float
+        anneal_lr: bool
+        num_minibatches: int
+        update_epochs: int
+        gamma: float
+        gae_lambda: float
+        clip_coef: float
+        norm_reward: bool
+        norm_adv: bool
+        clip_vloss: bool
+        init: str
+        arch_options: str
+        bptt: int
+        bf16: bool
+        channels_last: bool
+
+
 #: What Dynamic-Obstacles-8x8 needs from scratch (benchmarks/README.md, "PPO: MiniGrid from scratch"): no reward or advantage
 #: normalisation (a -1 penalty before any goal is seen, scaled up by either, drives the policy to turn in place),
 #: CleanRL's orthogonal init, a constant learning rate, minibatches of 256; and, without pixels, the one-hot
@@ -96,7 +124,7 @@ class TrainConfig:
 _MINIGRID = dict(num_envs=16, num_steps=128, num_minibatches=8, update_epochs=4, gamma=0.99, gae_lambda=0.95,
                  anneal_lr=False, norm_adv=False, norm_reward=False, clip_vloss=True, init="orthogonal")
 _DO8 = "minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0"
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     # MiniGrid Dynamic Obstacles from the RGB view, a small CNN.
     "minigrid": dict(_MINIGRID, env=_DO8 + "?obs=rgb", arch="cnn", lr=5e-4, total_frames=1_000_000),
     # The symbolic grid one-hot encoded (7x7x20), CleanRL ppo.py's 64-64 tanh MLP.
@@ -126,12 +154,12 @@ PRESETS = {
 
 
 #: Values of the preset-able fields that a preset leaves unset.
-FALLBACK = dict(anneal_lr=False, recurrent=False, bf16=False, bptt=0, clip_coef=0.2, norm_reward=True, norm_adv=True,
-                clip_vloss=True, init="default", arch_options="")
+FALLBACK: dict[str, Any] = dict(anneal_lr=False, recurrent=False, bf16=False, bptt=0, clip_coef=0.2, norm_reward=True,
+                                norm_adv=True, clip_vloss=True, init="default", arch_options="")
 INITS = ("orthogonal", "heads", "default")
 
 
-def resolve(cfg: TrainConfig) -> TrainConfig:
+def resolve(cfg: TrainConfig) -> ResolvedTrainConfig:
     """Fill every unset (None) field from the preset, then from FALLBACK; explicit values win. ``channels_last``
     left unset follows ``bf16``."""
     if cfg.preset not in PRESETS:
@@ -140,7 +168,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     cfg = replace(cfg, **{k: v for k, v in merged.items() if getattr(cfg, k) is None})
     if cfg.bf16 == "auto":
         cfg = replace(cfg, bf16=bf16_is_fast(cfg.device))
-    return replace(cfg, channels_last=cfg.bf16) if cfg.channels_last is None else cfg
+    return cast("ResolvedTrainConfig", replace(cfg, channels_last=cfg.bf16) if cfg.channels_last is None else cfg)
 
 
 def bf16_is_fast(device: str = "cpu") -> bool:
@@ -197,7 +225,7 @@ def parse_options(text: str) -> dict:
     return out
 
 
-def validate(cfg: TrainConfig) -> None:
+def validate(cfg: ResolvedTrainConfig) -> None:
     """Refuse settings that would train on nothing or on part of each rollout, naming the option."""
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_frames"):
         if getattr(cfg, name) < 1:

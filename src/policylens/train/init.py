@@ -8,17 +8,20 @@ weights orthogonal with gain 1, biases zero. ``heads``: torch's default init but
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 from torch import nn
 
+M = TypeVar("M", bound=nn.Module)
 
-def _orthogonal(layer: nn.Module, gain: float) -> None:
+
+def _orthogonal(layer: nn.Linear | nn.Conv2d, gain: float) -> None:
     nn.init.orthogonal_(layer.weight, gain)
     if layer.bias is not None:
         nn.init.zeros_(layer.bias)
 
 
-def init_weights(agent: nn.Module, scheme: str) -> nn.Module:
+def init_weights(agent: M, scheme: str) -> M:
     """Initialise ``agent`` in place by ``scheme`` (orthogonal | heads | default); returns it."""
     if scheme == "default":
         return agent

@@ -62,7 +62,7 @@ class _AttentionProbe:
     """Collects the output of a layer named ``attention`` during forward passes (if the agent has one)."""
 
     def __init__(self, agent: nn.Module):
-        self.maps = None
+        self.maps: torch.Tensor | None = None
         layer = dict(agent.named_modules()).get("attention")
         self.handle = layer.register_forward_hook(self._hook) if layer is not None else None
 
@@ -94,7 +94,8 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.init_from and not cfg.resume:
         _init_from(agent, agent_cfg, cfg.init_from)
     if cfg.channels_last:
-        agent = agent.to(memory_format=torch.channels_last)
+        # torch's type stubs leave out the memory_format keyword that Module.to takes
+        agent = agent.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=1e-5)
     gen = torch.Generator().manual_seed(cfg.seed)
     norm = RewardNormalizer(N, cfg.gamma)
@@ -104,7 +105,8 @@ def train(cfg: TrainConfig) -> Path:
     obs = env.reset(cfg.seed)
     state = agent.initial_state(N)
     first = torch.ones(N, dtype=torch.bool)
-    start_update, frames, recent = 0, 0, deque(maxlen=100)
+    start_update, frames = 0, 0
+    recent: deque[list] = deque(maxlen=100)  # [return, length, success] of the last finished episodes
     if cfg.resume:
         weights, tensors, meta = read_checkpoint(out / "agent")
         agent.load_state_dict(weights)
@@ -144,7 +146,8 @@ def train(cfg: TrainConfig) -> Path:
         writer.writeheader()
     bar = tqdm(total=num_updates * N * T, initial=frames, unit="frame", unit_scale=True, disable=not cfg.progress,
                desc=f"train {cfg.arch}{'-rec' if cfg.recurrent else ''}", dynamic_ncols=True)
-    snap, t_start, frames_at_start = None, time.time(), frames
+    snap: dict | None = None
+    t_start, frames_at_start = time.time(), frames
     seconds_before = meta.get("seconds", 0.0) if cfg.resume else 0.0  # train.csv's clock goes on across resumes
 
     def elapsed() -> float:
@@ -166,7 +169,7 @@ def train(cfg: TrainConfig) -> Path:
                 obs_t = buf.obs[t]
                 obs_t.copy_(torch.from_numpy(obs))
                 buf.first[t] = first
-                if state is not None:
+                if state is not None and buf.state is not None:
                     buf.state[t] = state.detach()
                 with torch.no_grad(), autocast(cfg):
                     o = agent(obs_t.to(device), state, first.to(device))
@@ -221,6 +224,7 @@ def train(cfg: TrainConfig) -> Path:
                   "rerun with --resume to continue")
         raise
     except TrainingStopped as e:
+        assert snap is not None  # captured at the start of the update that stopped
         save(snap)  # the weights before the failing update
         raise TrainingStopped(f"training stopped at {e}; the checkpoint of update {snap['meta']['update']} "
                               f"(before it) is saved in {out / 'agent'}") from None

@@ -56,6 +56,7 @@ def _forward_sequences(cfg, agent, buf: Rollout, mb: torch.Tensor, probe, device
     envs_, starts = mb % N, (mb // N) * L
     steps = starts[None, :] + torch.arange(L)[:, None]  # (L, B)
     cols = envs_[None, :].expand(L, -1)  # (L, B)
+    assert buf.state is not None, "sequences are for recurrent agents, whose rollouts hold their states"
     h = buf.state[starts, envs_].to(device)  # (B, hidden)
     idx = (steps.reshape(-1), cols.reshape(-1))
     if hasattr(agent, "forward_sequence"):  # the trunk once over all L*B frames, the GRU stepped alone

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from ..registry import AgentConfig
 from .common import build_and_save, read_state_dict, sha256_bytes
@@ -52,7 +53,7 @@ def layout(script: str, sd: dict) -> tuple:
         if convs != [(32, 8), (64, 4), (64, 3)]:
             raise ValueError(f"CleanRL {script}: convs (out, kernel) {convs}, expected the Nature CNN's "
                              "[(32, 8), (64, 4), (64, 3)]")
-        options = {"fc_dim": int(sd["network.7.weight"].shape[0])}
+        options: dict[str, Any] = {"fc_dim": int(sd["network.7.weight"].shape[0])}
         if script == "dqn_atari":
             options["q_values"] = True
         return "nature", 1 / 255, options, keys, int(sd[f"{head}.weight"].shape[0])
@@ -85,7 +86,8 @@ def from_cleanrl(source, out_dir, *, script: str, env: str, obs_shape, num_actio
     name = Path(source).name if isinstance(source, (str, Path)) else "state dict"
     digest = sha256_bytes(Path(source).read_bytes()) if isinstance(source, (str, Path)) and Path(source).is_file() else ""
     sd = read_state_dict(source, name) if isinstance(source, (str, Path)) else dict(source)
-    extra = {"env": str(env), "imported_from": {"library": "cleanrl", "script": script, "file": name, "sha256": digest}}
+    extra: dict[str, Any] = {"env": str(env), "imported_from": {"library": "cleanrl", "script": script, "file": name,
+                                                                 "sha256": digest}}
     if action_names:
         extra["action_names"] = list(action_names)
     if script == "ppo_procgen":

@@ -35,6 +35,7 @@ import json
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -213,7 +214,8 @@ def from_sb3(zip_path, out_dir, *, env: str, obs_shape, num_actions: "int | None
         activation = ACTIVATIONS[given]
     scale, reads_hwc = obs_layout(space(data, "observation_space"), obs_shape, _plain(kwargs.get("normalize_images", True)))
 
-    keys, options = {}, {"activation": activation}
+    keys: dict[str, str] = {}
+    options: dict[str, Any] = {"activation": activation}
     if is_dqn:
         trunk = _nature_keys(state, "q_net.features_extractor")
         layers = _dense_layers(state, "q_net.q_net")
@@ -226,8 +228,7 @@ def from_sb3(zip_path, out_dir, *, env: str, obs_shape, num_actions: "int | None
     else:
         pi_prefix = "pi_features_extractor" if "pi_features_extractor.cnn.0.weight" in state else "features_extractor"
         trunk = _nature_keys(state, pi_prefix)
-        if trunk is not None and "vf_features_extractor.cnn.0.weight" in state:
-            vf = _nature_keys(state, "vf_features_extractor")
+        if trunk is not None and (vf := _nature_keys(state, "vf_features_extractor")) is not None:
             if any(not torch.equal(state[vf[k]], state[trunk[k]]) for k in trunk):  # shared ones are equal
                 options["separate_value"] = True
                 keys.update({f"value_trunk.{ours}": theirs for ours, theirs in vf.items()})

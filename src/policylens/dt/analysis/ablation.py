@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -132,7 +132,7 @@ def ablate(model, components, mode: str = "zero", means: "dict | None" = None):
         if missing:
             raise KeyError(f"means lack {', '.join(missing)}; compute them with component_means(model, batch, "
                            f"hooks={missing})")
-    by_hook = {}
+    by_hook: dict[str, list] = {}
     for t in targets:
         by_hook.setdefault(t.hook, []).append(t)
     added = []
@@ -173,7 +173,8 @@ def component_means(model, batch, hooks=None, chunk: int = 1024) -> dict:
     unknown = [h for h in hooks if h not in model.hook_dict]
     if unknown:
         raise KeyError(f"unknown hook(s) {', '.join(unknown)}; the model's hooks: {', '.join(model.hook_dict)}")
-    sums, counts = {}, {}
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, torch.Tensor] = {}
     for lo in range(0, inputs.batch_size, chunk):
         part = inputs.select(list(range(lo, min(lo + chunk, inputs.batch_size))))
         _, cache = model.run_with_cache(*part.args(), names_filter=lambda n: n in hooks)
@@ -252,8 +253,8 @@ def _row(rtg: float, label: str, records: list, base: "list | None", alpha: floa
     n, counts = len(records), _outcomes(records)
     goal = {side: sum(r["cause"] == "success" and r.get("entered_from") == side for r in records)
             for side in ENTERED_FROM}
-    row = {"rtg": rtg, "ablation": label, "episodes": n, "counts": counts, "rates": _rates(counts, n),
-           "goal_entered_from": {"counts": goal, "rates": _rates(goal, n)}}
+    row: dict[str, Any] = {"rtg": rtg, "ablation": label, "episodes": n, "counts": counts, "rates": _rates(counts, n),
+                           "goal_entered_from": {"counts": goal, "rates": _rates(goal, n)}}
     if base is not None:
         if [r["level"] for r in base] != [r["level"] for r in records]:
             raise ValueError("the ablated and unablated runs did not play the same levels; cannot pair them")
@@ -281,7 +282,8 @@ def ablation_table(model, env_spec: str, components_sets, rtgs=(-1, 0, 0.9), epi
     labels = ["+".join(t.label for t in resolve_all(model, s)) for s in sets]  # validates every name first
     if mode == "mean" and means is None:
         raise ValueError("mean ablation needs means: component_means(model, batch) over a dataset")
-    kwargs = dict(start_level=start_level, seed=seed, policy=policy, temperature=temperature, batch=batch)
+    kwargs: dict[str, Any] = dict(start_level=start_level, seed=seed, policy=policy, temperature=temperature,
+                                  batch=batch)
     rows = []
     bar = tqdm(total=len(rtgs) * (len(sets) + 1), desc="dt ablate", unit="run", disable=not progress)
     for rtg in [float(r) for r in rtgs]:

@@ -29,7 +29,7 @@ def table3(summary: dict) -> "dict | None":
     minus = {e: v - absolute["empty"] for e, v in absolute.items()}
     paper_minus = {e: v - TABLE3["empty"] for e, v in TABLE3.items()}
     others = [e for e in minus if e != "empty"]
-    checks = {"strong_wall_avoider": min(others, key=minus.get) == "wall" and minus["wall"] < 0,
+    checks = {"strong_wall_avoider": min(others, key=lambda e: minus[e]) == "wall" and minus["wall"] < 0,
               "weak_goal_seeker": minus["goal"] > 0,
               "ambivalent_to_obstacles": min(others, key=lambda e: abs(minus[e])) == "obstacle"}
     weights = maps.get("front_weights")

@@ -20,6 +20,7 @@ direct path of a layer's output to the logits is read (exact for a 1-layer model
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 from transformer_lens.FactoredMatrix import FactoredMatrix
@@ -82,6 +83,12 @@ def full_qk(model, query: torch.Tensor, key: torch.Tensor, layer: int = 0, key_b
 
 
 @torch.no_grad()
+def _ab(m: FactoredMatrix) -> torch.Tensor:
+    """The product of a factored matrix of tensors (TransformerLens types ``AB`` as possibly a duck-typed
+    TensorLike, which these never are)."""
+    return cast(torch.Tensor, m.AB)
+
+
 def full_ov(model, source: torch.Tensor, layer: int = 0) -> FactoredMatrix:
     """(H, n, A): what each head of ``layer`` adds to the action logits when it attends (weight 1) to residual
     vectors ``source`` (n, d): ``ln(source) @ OV @ unembed`` via ``model.OV``."""
@@ -115,7 +122,7 @@ def circuit_maps(model, preference=("forward", "right"), rtg: "float | None" = N
     if rtg is None:
         rtg = model.rtg_range[1] if getattr(model, "rtg_range", None) else 1.0
     key = rtg_vector(model, rtg) + (model.W_time.detach()[key_time] if key_time is not None else 0)  # (d,)
-    qk = full_qk(model, rows, key[None], layer).AB[..., 0].reshape(-1, n_e, h, w)  # (heads, E, H, W)
+    qk = _ab(full_qk(model, rows, key[None], layer))[..., 0].reshape(-1, n_e, h, w)  # (heads, E, H, W)
     minus_empty = lambda x: x - x[..., empty:empty + 1, :, :]  # noqa: E731
     x, y = front_cell(model)
     front = state_weights(model)[x, y] @ to_pref  # (F,) per input feature of the cell ahead
@@ -135,11 +142,11 @@ def embedding_projections(model, layer: int = 0) -> dict:
     u = unembed_matrix(model)  # (d, A)
     w_rtg, b_rtg = model.embed_rtg.weight.detach()[:, 0], model.embed_rtg.bias.detach()  # (d,), (d,)
     time = model.W_time.detach()  # (T, d)
-    out = {"rtg": {}, "time": {}, "layer": layer}
+    out: dict[str, Any] = {"rtg": {}, "time": {}, "layer": layer}
     for a, b in preference_pairs(list(model.action_names)):
         weights, label = target_direction(model, (a, b))
         direction = u @ weights  # (d,)
-        rtg_ov = full_ov(model, w_rtg[None], layer).AB[:, 0] @ weights  # (heads,)
+        rtg_ov = _ab(full_ov(model, w_rtg[None], layer))[:, 0] @ weights  # (heads,)
         out["rtg"][label] = {"direct": float(w_rtg @ direction), "bias": float(b_rtg @ direction),
                              "ov": rtg_ov.tolist()}
         out["time"][label] = {"direct": (time @ direction).tolist(),

@@ -7,7 +7,7 @@ Every analysis takes :class:`DTInputs` (or anything :func:`as_inputs` turns into
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -54,20 +54,22 @@ class DTInputs:
         """``(states, actions, rtgs, timesteps, mask)`` for the model's forward."""
         return self.states, self.actions, self.rtgs, self.timesteps, self.mask
 
+    def _apply(self, f: Callable[[torch.Tensor], torch.Tensor]) -> "DTInputs":
+        """``f`` of every field (of the mask too, where there is one)."""
+        return DTInputs(f(self.states), f(self.actions), f(self.rtgs), f(self.timesteps),
+                        None if self.mask is None else f(self.mask))
+
     def to(self, device) -> "DTInputs":
-        move = lambda x: None if x is None else x.to(device)  # noqa: E731
-        return DTInputs(*(move(x) for x in self.args()))
+        return self._apply(lambda x: x.to(device))
 
     def select(self, rows) -> "DTInputs":
         """The windows at ``rows`` (an int keeps a batch of one)."""
         rows = [rows] if isinstance(rows, int) else rows
-        pick = lambda x: None if x is None else x[rows]  # noqa: E731
-        return DTInputs(*(pick(x) for x in self.args()))
+        return self._apply(lambda x: x[rows])
 
     def repeat(self, n: int) -> "DTInputs":
         """Each window ``n`` times in a row: (B * n, ...)."""
-        rep = lambda x: None if x is None else x.repeat_interleave(n, 0)  # noqa: E731
-        return DTInputs(*(rep(x) for x in self.args()))
+        return self._apply(lambda x: x.repeat_interleave(n, 0))
 
     def with_rtg(self, values) -> "DTInputs":
         """One window (B = 1) repeated for each RTG in ``values`` (R,): the last step's RTG becomes the value and

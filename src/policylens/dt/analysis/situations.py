@@ -46,7 +46,7 @@ def by_situation(model, inputs, rtgs=(-1.0, 0.0, 0.9), preference=("forward", "r
     inputs = as_inputs(inputs)
     groups = front_entities(model, inputs.states)
     names = [n for n in ENTITIES if n in groups] + (["other"] if "other" in groups else [])
-    rows = {}
+    rows: dict = {}
     for rtg in [float(r) for r in rtgs]:
         shifted = replace(inputs, rtgs=inputs.rtgs.float() - inputs.rtgs.float()[:, -1:] + rtg)
         contrib = logit_contributions(model, shifted)

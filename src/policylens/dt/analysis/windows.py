@@ -64,7 +64,8 @@ def read_windows(path) -> tuple:
     missing = [name for name in FIELDS[:4] if name not in tensors]
     if missing:
         raise ValueError(f"{path} lacks the window field(s) {', '.join(missing)}")
-    return DTInputs(*(tensors.get(name) for name in FIELDS)), json.loads(meta.get("source", "{}"))
+    inputs = DTInputs(tensors["states"], tensors["actions"], tensors["rtgs"], tensors["timesteps"], tensors.get("mask"))
+    return inputs, json.loads(meta.get("source", "{}"))
 
 
 def data_causes(store) -> dict:

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from ...envs import make, parse_spec
+from ...envs import make_minigrid, parse_spec
 from ..analysis.inputs import inputs_from_env_state
 from ..data import symbolic_env
 from .analysis import step_analysis
@@ -47,12 +47,15 @@ class AppSession:
             raise ValueError(f"policy {policy!r}; expected one of {POLICIES}")
         self.model, self.means, self.policy, self.history_size = model, means, policy, history
         self.spec = symbolic_env(spec)
-        self.env = make(parse_spec(self.spec), 1, seed=seed)
+        self.env = make_minigrid(parse_spec(self.spec), 1, seed=seed)
         self.names = list(model.action_names)
         self.rng = np.random.default_rng(seed)
         self.lock = threading.Lock()
-        self.target_rtg, self.ablation, self.mode, self.preference = _rtg(target_rtg), [], "zero", None
-        self.outcomes, self.last = [], None
+        self.target_rtg, self.mode = _rtg(target_rtg), "zero"
+        self.ablation: list = []  # the ablated components
+        self.preference: tuple | None = None  # two action names, or None
+        self.outcomes: list[dict] = []  # the latest episodes' outcomes, newest first
+        self.last: dict | None = None  # the last step taken
         self._start(_level(level))
 
     # ------------------------------------------------------------------------------------------ game
@@ -61,10 +64,11 @@ class AppSession:
         state = json.loads(self.env.get_state()[0])
         state.update(level_seed=level, actions=[])
         self.env.set_state([json.dumps(state).encode()])
-        self.level, self.t, self.rewards = level, 0, []
+        self.level, self.t = level, 0
+        self.rewards: list[float] = []
         self.views = [self.env.observe()[0]]  # the last `context` symbolic views, (7, 7, 3) each
         self.before = [0.0]  # per view of the window: the exact sum of the rewards received before it
-        self.actions = []
+        self.actions: list[int] = []
         self.analysis, self.note = self._analyse(self.target_rtg, self.ablation, self.mode, self.preference)
 
     @property

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,7 +120,7 @@ def _directions(z: torch.Tensor, k: int, layer: str, seed: int, max_iter: int, z
     ratio = torch.tensor(full.meta["explained_variance_ratio"])  # (min(N, D),)
     top = full.select(range(k))
     pcs = Directions(top.vectors, layer, tuple(f"PC{i + 1}" for i in range(k)), "pca",
-                     {**top.meta, "residual": float(max(0.0, 1.0 - ratio[:k].double().sum())), **zmeta})
+                     {**top.meta, "residual": max(0.0, 1.0 - float(ratio[:k].double().sum())), **zmeta})
     ics = ica(z, k, layer=layer, seed=seed, max_iter=max_iter)
     ics = Directions(ics.vectors, layer, tuple(f"IC{i + 1}" for i in range(k)), "ica",
                      {**ics.meta, "on": "z-scored states (FastICA whitens to the top-k principal components)", **zmeta})
@@ -165,7 +166,7 @@ def cluster_table(labels: np.ndarray, clusters: int, colours: dict, action_names
     rows = []
     for c in range(clusters):
         members = labels == c
-        row = {"cluster": c, "size": int(members.sum()), "share": float(members.mean())}
+        row: dict[str, Any] = {"cluster": c, "size": int(members.sum()), "share": float(members.mean())}
         for name, values in colours.items():
             if name == "action":
                 counts = np.bincount(values[members].astype(np.int64), minlength=len(action_names) or 1)

@@ -63,7 +63,7 @@ def _colour_names(arrays: dict) -> list:
     return [c for c in COLOURS if c in arrays]
 
 
-def _plane(coefs: np.ndarray, i: int) -> tuple:
+def _plane(coefs: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
     """Columns i and i + 1 of ``(N, k)`` coefficients (zeros for a missing second one when k = 1)."""
     return coefs[:, i], coefs[:, i + 1] if i + 1 < coefs.shape[1] else np.zeros(len(coefs))
 

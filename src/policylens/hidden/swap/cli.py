@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ...sim.command import SimCommand, command_main, resolve, shown
 from .plots import plot
@@ -106,8 +106,8 @@ def swap_experiment(cfg: SwapConfig) -> dict:
         save_agent(model, config["agent"], out / name / "agent", extra=extra)
         runs[name] = str(out / name)
     env = cfg.env or run_env_spec(cfg.run)
-    kwargs = dict(start_level=cfg.start_level, policy=cfg.policy, seed=cfg.seed, workers=cfg.workers,
-                  progress=cfg.progress)
+    kwargs: dict[str, Any] = dict(start_level=cfg.start_level, policy=cfg.policy, seed=cfg.seed,
+                                  workers=cfg.workers, progress=cfg.progress)
     evaluations = {name: evaluate(run, env, cfg.episodes, **kwargs) for name, run in runs.items()}
     results = {name: e["per_episode"] for name, e in evaluations.items()}
     label = lambda k: directions.labels[k] if k < len(directions.labels) else str(k)  # noqa: E731

@@ -51,8 +51,10 @@ def play_real(agent, spec, episodes: int, start_level: int = 0, seed: int = 0, p
         envs = [make(spec.replace(start_level=int(level), num_levels=1), num_envs=1, seed=s)
                 for (_, level), s in zip(part, seeds)]
         obs = [env.reset(s)[0] for env, s in zip(envs, seeds)]  # each (H, W, C)
-        frames, actions = [[o] for o in obs], [[] for _ in part]
-        gens, ends = [np.random.default_rng(s) for s in seeds], [None] * len(part)
+        frames = [[o] for o in obs]
+        actions: list[list[int]] = [[] for _ in part]
+        gens = [np.random.default_rng(s) for s in seeds]
+        ends: list = [None] * len(part)  # each env's episode record, once its episode ended
         state = init(len(part)) if callable(init) else None
         first = torch.ones(len(part), dtype=torch.bool)
         while any(e is None for e in ends):
@@ -111,8 +113,9 @@ def ended_outcomes(r, cfg, action_names=(), first: int = 0) -> list:
             records.append({"cause": "timeout", "success": False, "step": t - first, "view": "timeout"})
             continue
         step = int(hits[0]) + first
-        moved = front is not None and forward is not None and action[i, step] == forward
-        view = VIEW_CAUSES.get(int(front[i, step]), "other") if moved else "other"
+        view = "other"
+        if front is not None and forward is not None and action[i, step] == forward:  # it moved ahead
+            view = VIEW_CAUSES.get(int(front[i, step]), "other")
         cause = "success" if reward[i, step] > 0 else view if view != "success" else "other"
         records.append({"cause": cause, "success": cause == "success", "step": step - first, "view": view})
     return records
@@ -142,7 +145,7 @@ def play_imagined(sim, agent, records: list, horizon: int, noise, agent_state: t
         seen = env_obs(r.decoded, sim.config) if a < keep else None  # (B, T, H, W, C)
         for i, (rec, got) in enumerate(zip(part, ended_outcomes(r, sim.config, action_names, first))):
             got = {"episode": rec["episode"], **got}
-            if a + i < keep:
+            if seen is not None and a + i < keep:
                 end = first + got["step"] + (got["cause"] != "timeout")
                 got.update(obs=seen[i, :end], actions=r.action_index[i, :end].cpu().numpy())
             out.append(got)

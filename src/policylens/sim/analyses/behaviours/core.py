@@ -41,6 +41,7 @@ behaviour's representative). Per behaviour (and for all windows, "all"):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -200,10 +201,11 @@ def simulate(sim, agent: FrozenAgent, readout: Readout, samples: int, steps: int
     for a in tqdm(range(0, samples, batch_size), desc="behaviour samples", unit="batch", disable=not progress):
         b = min(batch_size, samples - a)
         noise = Noise.draw(b, steps, sim, generator, device=device)
-        start, real = noise.z, {}
+        start: "torch.Tensor | Context" = noise.z
+        real: dict = {}
         if isinstance(starts, Context):
-            start = Context(*(None if x is None else x[a:a + b].to(device)
-                              for x in (starts.obs, starts.agent_state, starts.mask)))
+            start = Context(starts.obs[a:a + b].to(device), starts.agent_state[a:a + b].to(device),
+                            None if starts.mask is None else starts.mask[a:a + b].to(device))
         elif starts is not None:  # Windows: the filtered start (with the recorded state at the first frame)
             start, real = windows_start(starts, slice(a, a + b), k, device)
         out = {}
@@ -294,8 +296,8 @@ def sign_consistency(c: np.ndarray, g: np.ndarray, *, corr_min: float = 0.1, gra
     if not diagonal:
         keep &= ~np.eye(len(c), dtype=bool)
     sc, sg = np.sign(c[keep]), np.sign(g[keep])
-    out = {"entries": int(keep.sum()), "share": None, "null_mean": None, "null_low": None, "null_high": None,
-           "p": None}
+    out: dict[str, Any] = {"entries": int(keep.sum()), "share": None, "null_mean": None, "null_low": None,
+                           "null_high": None, "p": None}
     if not len(sc):
         return out
     share = float((sc == sg).mean())

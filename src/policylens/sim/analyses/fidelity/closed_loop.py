@@ -33,10 +33,10 @@ def drawn_outcomes(data: SimData, starts: np.ndarray, context: int, steps: int, 
     """The agent's outcome at each of ``steps`` steps from the last context frame of the windows starting at
     ``starts`` (B,), in ``draws`` reseeded draws of the environment each (seeded by ``(seed, start, draw)``), the
     agent starting from its recorded state there and taking its likeliest action: (B, D, steps) int64."""
-    from ....envs import make
+    from ....envs import make_minigrid
 
     check_replayable(data)
-    one, worlds = make(data.env, num_envs=1, seed=0), make(data.env, num_envs=draws, seed=0)
+    one, worlds = make_minigrid(data.env, num_envs=1, seed=0), make_minigrid(data.env, num_envs=draws, seed=0)
     out = np.full((len(starts), draws, steps), ENDED, np.int64)  # (B, D, H)
     for i, first in enumerate(np.asarray(starts, np.int64)):
         frame, branch, _ = replay_to(one, data, int(first), context)
@@ -97,7 +97,7 @@ def closed_loop(sim, agent, data: SimData, windows: Windows, context: int, steps
     last context frame of each of ``windows`` (which must come from ``data``): ``{way: (N, H)}``."""
     from tqdm.auto import tqdm
 
-    parts = {way: [] for way in WAYS}
+    parts: dict[str, list] = {way: [] for way in WAYS}
     n = windows.obs.shape[0]
     for a in tqdm(range(0, n, batch_size), desc="closed loop", unit="batch", disable=not progress):
         part = windows.rows(slice(a, a + batch_size))

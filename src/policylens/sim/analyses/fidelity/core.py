@@ -144,7 +144,9 @@ def object_recall(objects: dict, mask: np.ndarray, names: "dict | None" = None) 
     counts: recall pools the cells of every window in its episode at that step (None where there are none);
     object types never recorded are left out. ``names``: object index -> name (MiniGrid's by default)."""
     if names is None:
-        from minigrid.core.constants import IDX_TO_OBJECT as names
+        from minigrid.core.constants import IDX_TO_OBJECT
+
+        names = IDX_TO_OBJECT
     keep = mask.astype(np.float64)[..., None]  # (N, H, 1)
     out = {}
     for model, (hits, cells) in objects.items():
@@ -167,8 +169,8 @@ def score_models(models: dict, windows: Windows, context: int, cfg: SimConfig, a
     if windows.obs.shape[1] <= context:
         raise ValueError(f"windows of {windows.obs.shape[1]} frames leave no step after {context} context frames")
     n = windows.obs.shape[0]
-    parts = {name: {k: [] for k in METRICS} for name in models}
-    counts = {name: ([], []) for name in models} if cfg.obs_kind != "pixels" else {}
+    parts: dict[str, dict[str, list]] = {name: {k: [] for k in METRICS} for name in models}
+    counts: dict[str, tuple[list, list]] = {name: ([], []) for name in models} if cfg.obs_kind != "pixels" else {}
     chunks = range(0, n, batch_size)
     for a in tqdm(chunks, desc="fidelity", unit="batch", disable=not progress):
         part = windows.rows(slice(a, a + batch_size))

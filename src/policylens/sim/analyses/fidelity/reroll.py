@@ -73,15 +73,16 @@ def rerolled(data: SimData, starts: np.ndarray, context: int, steps: int, seed: 
     uint8, reward (B, D, steps), done (B, D, steps), alive (B, D, steps) bool)``: reward and done are those of the
     recorded action at each frame, as in :class:`Windows`; ``alive`` is False on frames after the drawn episode
     ended (its last frame held)."""
-    from ....envs import make
+    from ....envs import make_minigrid
 
     check_replayable(data)
-    env = make(data.env, num_envs=1, seed=0)
+    env = make_minigrid(data.env, num_envs=1, seed=0)
     starts = np.asarray(starts, np.int64)  # (B,)
     b = len(starts)
     obs = np.zeros((b, draws, steps, *data.obs.shape[1:]), np.uint8)  # (B, D, H, h, w, C)
     reward, done = np.zeros((b, draws, steps), np.float32), np.zeros((b, draws, steps), np.float32)  # (B, D, H)
     alive = np.zeros((b, draws, steps), bool)  # (B, D, H)
+    filled: tuple[np.ndarray, ...] = (obs, reward, done, alive)
     for i, first in enumerate(starts):
         frame, branch, end = replay_to(env, data, int(first), context)
         branched = copy.deepcopy(env.envs[0])
@@ -90,7 +91,7 @@ def rerolled(data: SimData, starts: np.ndarray, context: int, steps: int, seed: 
             if reseed:
                 env.envs[0].np_random = np.random.default_rng([seed, int(first), k])
             played = _play_on(env, data.action[branch:end], frame, steps)
-            for into, got in zip((obs, reward, done, alive), played):
+            for into, got in zip(filled, played):
                 into[i, k] = got
     return obs, reward, done, alive
 
@@ -132,7 +133,7 @@ def one_step_ceiling(data: SimData, windows: Windows, context: int, cfg: SimConf
 
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
-    out = {way: {k: [] for k in CEILING_METRICS} for way in WAYS}
+    out: dict[str, dict[str, list]] = {way: {k: [] for k in CEILING_METRICS} for way in WAYS}
     n = windows.obs.shape[0]
     for a in tqdm(range(0, n, batch_size), desc="one-step ceiling", unit="batch", disable=not progress):
         part = windows.rows(slice(a, a + batch_size))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ...command import SimCommand, claim_out, command_main, load_parts, resolve, say
 from .plots import plot_curves
@@ -143,7 +143,7 @@ def run_optimize(cfg: OptimizeConfig) -> dict:
     span = target.window(cfg.steps)
     plot_curves(result, f"{target.label}, steps {span.start}-{span.stop - 1} ({'max' if maximize else 'min'}imised)",
                 out / "curve.png")
-    report = {
+    report: dict[str, Any] = {
         "run": cfg.run, "simulator": str(paths.sim),
         "target": {"kind": target.kind, "label": target.label, "window": [span.start, span.stop],
                    "index": target.index, "sequence": list(target.sequence),

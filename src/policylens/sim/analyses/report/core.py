@@ -116,7 +116,7 @@ def report_lines(run_dir: Path, sim_folder: "Path | None", link, heading: str = 
     sub = heading + "#"
     lines = []
     conf = _json(sim_folder / "config.json") if sim_folder else None
-    if conf:
+    if conf and sim_folder is not None:
         c = conf["sim"]
         seconds = conf.get("trained_seconds")
         lines += [f"{sub} Simulator", "",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -224,7 +224,7 @@ def explain(cfg: SaliencyConfig, sim, frozen, target, z: torch.Tensor, ids) -> d
 
     from .core import saliency
 
-    results = {name: [] for name in SETTINGS[cfg.through_env]}
+    results: dict[str, list] = {name: [] for name in SETTINGS[cfg.through_env]}
     for b, k in enumerate(tqdm(ids, desc="samples", unit="sample", disable=not cfg.progress)):
         for name in results:
             results[name].append(saliency(sim, frozen, z[b:b + 1], cfg.steps or cfg.t + 1, target, cfg.t,
@@ -250,7 +250,7 @@ def run_saliency(cfg: SaliencyConfig) -> Path:
     out = paths.out
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(results, cfg.t)
-    files = {"arrays": save_arrays(results, z, ids, out / "saliency.npz").name}
+    files: dict[str, Any] = {"arrays": save_arrays(results, z, ids, out / "saliency.npz").name}
     if cfg.plots:
         smoothing = f", SmoothGrad n={cfg.smooth} sigma={cfg.sigma}" if cfg.smooth else ""
         files["figure"] = plot_norms(summary, cfg.t, out / "norms.png", f"{target.label} at t={cfg.t}{smoothing}").name

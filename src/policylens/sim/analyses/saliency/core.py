@@ -109,7 +109,7 @@ def _latent(sim, start, latent: str, noise: Noise) -> torch.Tensor:
 
 def _gradients(sim, agent, z: torch.Tensor, steps: int, target, run: dict) -> tuple:
     """``(grads {name: (B, T, ...)}, d target / d z (B, latent), target (B,), detached Rollout)`` at ``z``."""
-    probes = {name: [] for name in PROBES}
+    probes: dict[str, list[torch.Tensor]] = {name: [] for name in PROBES}
 
     def probe(name, step, x):
         p = torch.zeros_like(x, requires_grad=True)
@@ -126,8 +126,8 @@ def _gradients(sim, agent, z: torch.Tensor, steps: int, target, run: dict) -> tu
         if not torch.isfinite(value).all():
             raise ValueError(f"the target is not finite: {value.detach().cpu().tolist()}")
         leaves = [z] + [p for name in PROBES for p in probes[name]]
-        found = torch.autograd.grad(value.sum(), leaves, allow_unused=True)
-    found = [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, found)]
+        raw = torch.autograd.grad(value.sum(), leaves, allow_unused=True)
+    found = [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, raw)]
     grads, k = {}, 1
     for name in PROBES:
         grads[name] = torch.stack(found[k:k + steps], 1)  # (B, T, ...)
