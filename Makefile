@@ -1,5 +1,5 @@
 # Set-up and the two entry points: `make demo` and `make test` (`make test-fast`: without the slow tests;
-# `make lint`: ruff; `make typecheck`: mypy).
+# `make lint`: ruff; `make typecheck`: mypy; `make gpu-check`: the CUDA paths in a few minutes, a CPU dry run elsewhere).
 # The CPU build of torch goes in first so that no CUDA wheels are pulled on a CPU machine;
 # the package itself only asks for torch>=2.1 and so installs against any recent torch.
 PYTHON ?= python3
@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test test-fast lint typecheck install install-test bench clean
+.PHONY: demo test test-fast lint typecheck install install-test bench gpu-check clean
 
 $(VENV)/.base: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ typecheck: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(PY) -m benchmarks.run_all
+
+# PPO updates (atari, procgen-easy) and a simulator training run on CUDA -> $OUT/gpu_check.json (benchmarks/README.md)
+gpu-check: $(VENV)/.test
+	$(PY) -m benchmarks.gpu_check
 
 clean:
 	rm -rf $(VENV) runs/demo

@@ -30,7 +30,8 @@ def write(name: str, result: dict) -> Path:
 
 def file_run(name: str, label: str, result: dict, **shared) -> Path:
     """Put ``result`` under ``runs[label]`` of ``results/NAME.json``, keeping the other runs there; ``shared``:
-    top-level entries every run is read against (e.g. the environment's own figures), replaced."""
+    top-level entries every run is read against (e.g. the environment's own figures), replaced. A note under
+    ``not_run[label]`` (why a run is missing) goes once the run is filed."""
     import fcntl
 
     path = RESULTS / f"{name}.json"
@@ -40,4 +41,8 @@ def file_run(name: str, label: str, result: dict, **shared) -> Path:
         filed = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
         filed.pop("machine", None)
         filed["runs"][label] = result
+        if label in filed.get("not_run", {}):
+            del filed["not_run"][label]
+            if not filed["not_run"]:
+                del filed["not_run"]
         return write(name, {**filed, **shared})

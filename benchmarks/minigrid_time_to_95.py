@@ -50,7 +50,7 @@ def reference_for(preset: str, quick: bool) -> "dict | None":
     return {**shared, "variant": "ppo", "net": "mlp" if cfg.arch == "mlp" else f"policylens:{cfg.arch}"}
 
 
-def run_setup(name: str, threads: int, seed: int, stop: float, quick: bool) -> dict:
+def run_setup(name: str, threads: int, seed: int, stop: float, quick: bool, with_reference: bool = True) -> dict:
     from policylens.evaluate import evaluate
 
     load_before = load_beside()
@@ -73,13 +73,15 @@ def run_setup(name: str, threads: int, seed: int, stop: float, quick: bool) -> d
                            "ci95": held["ci95"], "causes": held["causes"]},
               "met": bool(held["success_rate"] >= TARGET_SUCCESS and ours["wall_seconds"] <= 60 * setup["minutes"]),
               "curve": [[c["frames"], c["seconds"], c["return_100"], c["success_100"]] for c in ours["curve"]]}
-    reference = reference_for(setup["preset"], quick)
+    reference = reference_for(setup["preset"], quick) if with_reference else None
     if reference is not None:
         ref = run_reference(seed, ours["frames"], 0.0, threads=threads, **reference)
         result["reference"] = {"config": reference, "fps": ref["fps"], "frames_to_95": ref["frames_to_95"],
                                "seconds_to_95": ref["seconds_to_95"],
                                "curve": [[c["frames"], c["seconds"], c["return_100"], c["success_100"]]
                                          for c in ref["curve"]]}
+    elif not with_reference:
+        result["reference_note"] = "run apart (benchmarks.ppo_vs_reference)"
     result["beside"] = {"before": load_before, "after": load_beside()}  # the machine is shared: its load
     return result
 
@@ -118,6 +120,8 @@ def main(argv=None) -> None:
     p.add_argument("--stop-success", type=float, default=0.97, help="training stops once the last 100 episodes "
                    "succeed this often (above 0.95, so that 200 held-out levels clear 95%%)")
     p.add_argument("--quick", action="store_true", help="smoke test: two small updates per setup, 4 held-out levels")
+    p.add_argument("--no-reference", action="store_true", help="train ours only (the reference's curves come from "
+                   "benchmarks.ppo_vs_reference)")
     args = p.parse_args(argv)
     names = [s for s in args.setups.split(",") if s]
     if set(names) - set(SETUPS):
@@ -125,7 +129,7 @@ def main(argv=None) -> None:
     name_json = "minigrid_time_to_95_quick" if args.quick else "minigrid_time_to_95"
     for name in names:
         t = time.time()
-        result = run_setup(name, args.threads, args.seed, args.stop_success, args.quick)
+        result = run_setup(name, args.threads, args.seed, args.stop_success, args.quick, not args.no_reference)
         print(f"{name}: {result['frames_to_95']} frames / {result['seconds_to_95']} s to 95% training success; "
               f"held-out {result['held_out']['success_rate']:.3f}; {time.time() - t:.0f} s in all", flush=True)
         file_run(name_json, name, result, target=TARGET_SUCCESS, env=DO8)

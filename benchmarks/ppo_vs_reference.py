@@ -1,11 +1,11 @@
 """Our PPO beside the CleanRL reference (``benchmarks.reference_ppo``), same env, same frames, same seeds.
 
-    python -m benchmarks.ppo_vs_reference [--setups minigrid-mlp,minigrid-cnn,coinrun-impala] [--seeds 1,2,3]
+    python -m benchmarks.ppo_vs_reference [--setups minigrid-mlp,minigrid-cnn,coinrun-impala,atari-nature] [--seeds 1,2,3]
     python -m benchmarks.ppo_vs_reference --quick      # a smoke test: two short updates of each, one seed
 
 For each setup, ours runs with its preset's defaults and the reference with the same hyperparameters (CleanRL's
-algorithm and, where CleanRL has one, its network: ppo.py's separate 64-64 tanh MLPs, ppo_procgen's IMPALA; the
-MiniGrid CNN is ours with CleanRL's init), seeds interleaved (ours 1, reference 1, ours 2, ...) so both see the
+algorithm and, where CleanRL has one, its network: ppo.py's separate 64-64 tanh MLPs, ppo_procgen's IMPALA,
+ppo_atari's Nature CNN; the MiniGrid CNN is ours with CleanRL's init), seeds interleaved (ours 1, reference 1, ours 2, ...) so both see the
 same machine load. Per run: return of the last 100 training episodes against frames, and frames/s. Bounds measured
 in the same run: the env alone with random actions, and the network alone (the rollout's forward passes plus the
 update's forward+backward+Adam passes, per frame, at each trainer's precision). Writes
@@ -31,6 +31,7 @@ SETUPS = {
                          reference=dict(variant="ppo", net="policylens:cnn")),
     "coinrun-impala": dict(frames=200_000, ours=dict(preset="procgen-easy", env=COINRUN, num_envs=64, num_steps=64),
                            reference=dict(variant="ppo_procgen", net="impala")),
+    "atari-nature": dict(frames=100_000, ours=dict(preset="atari"), reference=dict(variant="ppo_atari", net="nature")),
 }
 #: Hyperparameters the reference takes from our resolved config (its algorithm and network are its own).
 SHARED = ("env", "num_envs", "num_steps", "lr", "anneal_lr", "gamma", "gae_lambda", "num_minibatches",

@@ -14,13 +14,20 @@ def _minutes(seconds) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f}"
 
 
+def _no_reference(run: dict) -> str:
+    """Why a run has no reference beside it: CleanRL has no recurrent PPO here; else it ran apart."""
+    if "recurrent" in run["preset"]:
+        return "no counterpart"
+    return run.get("reference_note", "run apart (benchmarks.ppo_vs_reference)")
+
+
 def time_to_95_table(data: dict) -> list:
     """Per setup run: frames and minutes to 95% training success, ours and the reference's, the held-out success
     with its 95% interval, and the machine's load average around it."""
     rows = ["| setup | preset | target | ours: frames to 95% | ours: minutes | reference, in as many frames as ours "
             "trained: frames to 95% | reference: minutes | ours held-out success (95% CI) | "
-            "load average (1 min) before, after |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "held-out >= 95% within the target | load average (1 min) before, after |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in data["runs"].items():
         ref = r.get("reference")
         held = r["held_out"]
@@ -30,9 +37,10 @@ def time_to_95_table(data: dict) -> list:
         load = (f"{load['before']['loadavg_1_5_15'][0]:.1f}, {load['after']['loadavg_1_5_15'][0]:.1f}"
                 if "before" in load else f"-, {load['loadavg_1_5_15'][0]:.1f}")
         rows.append(f"| {name} | `{r['preset']}` | {r['target_minutes']} min | {_frames(r['frames_to_95'])} | "
-                    f"{_minutes(r['seconds_to_95'])} | {_frames(ref['frames_to_95']) + ref_success if ref else 'no counterpart'} | "
+                    f"{_minutes(r['seconds_to_95'])} | "
+                    f"{_frames(ref['frames_to_95']) + ref_success if ref else _no_reference(r)} | "
                     f"{_minutes(ref['seconds_to_95']) if ref else '-'} | {held['success_rate']:.3f} "
-                    f"({held['ci95'][0]:.3f}-{held['ci95'][1]:.3f}) on {held['episodes']} | {load} |")
+                    f"({held['ci95'][0]:.3f}-{held['ci95'][1]:.3f}) on {held['episodes']} | {'yes' if r['met'] else 'no'} | {load} |")
     return rows
 
 

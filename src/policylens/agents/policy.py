@@ -24,16 +24,16 @@ def select_actions(logits: torch.Tensor, policy: str = "sample", temperature: fl
 
 
 class AgentStepper:
-    """Keeps a (possibly recurrent) agent's state across vector-env steps.
+    """Keeps a (possibly recurrent) agent's state across vector-env steps, and a seeded generator for sampling.
 
-    >>> stepper = AgentStepper(agent, num_envs)
-    >>> out, actions = stepper.act(obs)        # before env.step(actions)
-    >>> stepper.observe_done(done)             # after: episodes that ended restart from h0
+    >>> stepper = AgentStepper(agent, num_envs, seed=0)
+    >>> out = stepper.forward(obs)                        # before env.step(actions)
+    >>> actions = select_actions(out.logits.cpu(), "sample", generator=stepper.generator)
+    >>> stepper.observe_done(done)                        # after: episodes that ended restart from h0
     """
 
-    def __init__(self, agent, num_envs: int, policy: str = "sample", temperature: float = 1.0,
-                 seed: int | None = None, device="cpu"):
-        self.agent, self.policy, self.temperature, self.device = agent, policy, temperature, device
+    def __init__(self, agent, num_envs: int, seed: int | None = None, device="cpu"):
+        self.agent, self.device = agent, device
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(0 if seed is None else int(seed))
         init = getattr(agent, "initial_state", None)
@@ -41,12 +41,11 @@ class AgentStepper:
         self.first = torch.ones(num_envs, dtype=torch.bool)
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray):
-        obs_t = torch.as_tensor(obs, device=self.device)
-        out = self.agent(obs_t, self.state, self.first.to(self.device))
-        actions = select_actions(out.logits.cpu(), self.policy, self.temperature, self.generator)
+    def forward(self, obs: np.ndarray):
+        """The agent's output on ``obs`` ``(N, ...)``, its state carried over from the last step."""
+        out = self.agent(torch.as_tensor(obs, device=self.device), self.state, self.first.to(self.device))
         self.state = out.state
-        return out, actions.numpy()
+        return out
 
     def observe_done(self, done: np.ndarray) -> None:
         self.first = torch.as_tensor(np.asarray(done, bool))

@@ -25,10 +25,10 @@ _EXPORTS = {  # exported name -> (module, name there)
     **{n: ("model", n) for n in ("DecisionTransformer", "DTConfig", "ARCH")},
     **{n: ("data", n) for n in ("Trajectories", "Batch", "load_trajectories", "returns_to_go")},
     **{n: ("strategies", n) for n in ("Strategy", "parse_strategies", "allocate")},
-    **{n: ("collect", n) for n in ("CollectConfig", "observe_as", "rtg_report")},
+    **{n: ("collect", n) for n in ("observe_as", "rtg_report")}, "CollectConfig": ("collect_config", "CollectConfig"),
     **{n: ("checkpoint", n) for n in ("load_dt", "save_dt", "read_dt_config")},
     "collect_trajectories": ("collect", "collect"), "train_dt": ("train", "train"),
-    "DTTrainConfig": ("train", "DTTrainConfig"),
+    "DTTrainConfig": ("train_config", "DTTrainConfig"),
     "calibrate_dt": ("calibrate", "calibrate"), "CalibrateConfig": ("calibrate", "CalibrateConfig"),
     "play_episodes": ("play", "play"), "summarize": ("play", "summarize"), "dt_demo": ("demo", "dt_demo"),
 }

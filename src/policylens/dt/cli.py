@@ -7,8 +7,8 @@ from ..subcommands import dispatch
 
 # name -> (module with main(argv), or "module:function", one-line help)
 SUBCOMMANDS = {
-    "collect": ("policylens.dt.collect", "record a PPO agent's episodes with sampling strategies into a trajectory store"),
-    "train": ("policylens.dt.train", "train a decision transformer on a trajectory store (resumable)"),
+    "collect": ("policylens.dt.collect_cli", "record a PPO agent's episodes with sampling strategies into a trajectory store"),
+    "train": ("policylens.dt.train_cli", "train a decision transformer on a trajectory store (resumable)"),
     "calibrate": ("policylens.dt.calibrate", "achieved return against target RTG, and behaviours by RTG from ground truth"),
     "analyze": ("policylens.dt.analysis.analyze",
                 "attribution, ablation table, patching, RTG scans, QK/OV circuits -> RUN/analysis, RUN/report.md"),

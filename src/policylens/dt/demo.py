@@ -20,8 +20,10 @@ def dt_demo(out, agent: str = "zoo:minigrid-do8-rgb", episodes: int = 480, steps
     from .analysis.analyze import AnalyzeConfig, analyze
     from .analysis.report import analysis_section
     from .calibrate import CalibrateConfig, behaviour_table, calibrate
-    from .collect import CollectConfig, collect, report_paths
-    from .train import DTTrainConfig, train
+    from .collect import collect, report_paths
+    from .collect_config import CollectConfig
+    from .train import train
+    from .train_config import DTTrainConfig
 
     root = Path(out) / "dt"
     if fresh:

@@ -1,4 +1,5 @@
-"""``policylens dt train --store STORE --out RUN``: a decision transformer on recorded trajectories.
+"""A decision transformer trained on recorded trajectories: what ``policylens dt train`` (:mod:`.train_cli`,
+settings in :mod:`.train_config`) runs.
 
 AdamW with a linear warm-up to ``lr`` (then constant, as Decision Transformer Interpretability), cross-entropy of
 the action at every state token of K-step windows, a held-out split of whole episodes, and every ``eval_every``
@@ -12,17 +13,15 @@ of step s is drawn from a generator seeded by (seed, s) alone and the optimizer 
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import add_dataclass_args, from_args
 from ..envs import make_minigrid
 from ..runs import prepare_out
 from ..train.state import (
@@ -34,71 +33,10 @@ from ..train.state import (
     write_checkpoint,
 )
 from .data import Trajectories, load_trajectories
+from .train_config import DTTrainConfig
 
 VOLATILE = ("steps", "resume", "overwrite", "progress", "device", "threads", "eval_every", "eval_episodes",
             "checkpoint_every")
-
-
-@dataclass
-class DTTrainConfig:
-    store: str = ""
-    """trajectory store to learn from (policylens dt collect)"""
-    out: str = ""
-    """run directory: writes OUT/agent, OUT/train.csv, OUT/curve.png"""
-    layers: int = 1
-    """transformer blocks"""
-    heads: int = 2
-    """attention heads per block"""
-    d_model: int = 128
-    """residual stream width"""
-    d_mlp: int = 256
-    """MLP hidden width (0: attention only)"""
-    context: int = 1
-    """timesteps per window (Decision Transformer Interpretability: 1, 3 or 9)"""
-    state_embedding: str = "grid"
-    """grid (linear on the one-hot view) | raw (linear on the integer encoding, the paper's first model) | cnn"""
-    layer_norm: bool = False
-    """LayerNorm in the blocks and before the unembedding"""
-    act_fn: str = "relu"
-    """MLP activation: relu | gelu"""
-    steps: int = 3000
-    """optimizer steps (raise it with --resume to train on)"""
-    batch_size: int = 128
-    """windows per step"""
-    lr: float = 1e-3
-    """peak learning rate"""
-    weight_decay: float = 0.01
-    """AdamW weight decay"""
-    warmup_steps: int = 100
-    """linear warm-up of the learning rate from 0 over this many steps"""
-    max_grad_norm: float = 1.0
-    """gradient clipping (0: off)"""
-    final_step_weight: float = 1.0
-    """how many times more often an episode's last step is drawn (the paper oversampled final steps)"""
-    val_fraction: float = 0.1
-    """share of the episodes held out for the validation loss"""
-    eval_every: int = 500
-    """steps between CSV rows (validation loss and evaluation in the env)"""
-    eval_rtgs: tuple = ("0.9", "0")
-    """target RTGs the model plays at each evaluation"""
-    eval_episodes: int = 16
-    """episodes per target RTG at each evaluation (0: no env evaluation)"""
-    eval_start_level: int = 1_000_000
-    """first level (MiniGrid reset seed) of the evaluation episodes"""
-    checkpoint_every: int = 500
-    """steps between checkpoints"""
-    seed: int = 0
-    """seed of the initial weights, the split and the batches"""
-    resume: bool = False
-    """continue from OUT/agent's last checkpoint"""
-    overwrite: bool = False
-    """replace the model, train.csv and curve.png already in OUT (without it, or --resume, they are refused)"""
-    threads: int = 0
-    """torch CPU threads (0: torch's default)"""
-    device: str = "cpu"
-    """torch device"""
-    progress: bool = True
-    """show a progress bar with loss and accuracy"""
 
 
 def _check(cfg: DTTrainConfig) -> None:
@@ -285,14 +223,3 @@ def train(cfg: DTTrainConfig) -> Path:
 
     plot_training(csv_path, s.out / "curve.png")
     return s.out
-
-
-def main(argv=None) -> Path:
-    parser = argparse.ArgumentParser(prog="policylens dt train", description=__doc__.split("\n\n")[0])
-    add_dataclass_args(parser, DTTrainConfig)
-    from .cli import join_negative_values
-
-    out = train(from_args(DTTrainConfig, parser.parse_args(join_negative_values(argv, ("--eval-rtgs",)))))
-    print(f"decision transformer: {out / 'agent'}; training curve: {out / 'curve.png'}")
-    return out
-

@@ -14,34 +14,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import CAUSES, VecEnv
+from .families import FAMILIES, STEPPED_IN_PYTHON, make_batch
 from .spec import EnvSpec, parse_spec
 
 if TYPE_CHECKING:
     from .minigrid import MiniGridVecEnv
 
-FAMILIES = ("procgen", "minigrid", "atari", "gym")
 
-
-def make(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None) -> VecEnv:
-    """Make the vector env named by ``spec`` (see :mod:`policylens.envs.spec`)."""
+def make(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None, workers: int = 1) -> VecEnv:
+    """Make the vector env named by ``spec`` (see :mod:`policylens.envs.spec`). ``workers > 1``: the envs step in
+    that many processes where their family steps in Python (:mod:`.workers`: MiniGrid, ``gym:``), with the same
+    results as in one."""
     spec = parse_spec(spec)
-    if spec.family == "procgen":
-        from .procgen import ProcgenVecEnv
+    if workers < 1:
+        raise ValueError(f"env workers={workers}: expected at least 1 process")
+    if workers > 1 and num_envs > 1 and spec.family in STEPPED_IN_PYTHON:
+        from .workers import WorkerVecEnv
 
-        return ProcgenVecEnv(spec, num_envs=num_envs, seed=seed)
-    if spec.family == "minigrid":
-        from .minigrid import MiniGridVecEnv
-
-        return MiniGridVecEnv(spec, num_envs=num_envs, seed=seed)
-    if spec.family == "atari":
-        from .atari import AtariVecEnv
-
-        return AtariVecEnv(spec, num_envs=num_envs, seed=seed)
-    if spec.family == "gym":
-        from .gym import GymVecEnv
-
-        return GymVecEnv(spec, num_envs=num_envs, seed=seed)
-    raise ValueError(f"unknown env family {spec.family!r} in {str(spec)!r}; expected one of {FAMILIES}")
+        return WorkerVecEnv(spec, num_envs=num_envs, seed=seed, workers=workers)
+    return make_batch(spec, num_envs=num_envs, seed=seed)
 
 
 def make_minigrid(spec: "str | EnvSpec", num_envs: int = 1, seed: int | None = None) -> MiniGridVecEnv:

@@ -25,6 +25,14 @@ if TYPE_CHECKING:
 CAUSES = ("success", "saw", "enemy", "lava", "obstacle", "wall", "timeout", "ball", "ghost", "bullet", "alien", "other")
 
 
+def env_rngs(seed: "int | None", num_envs: int, shard: "tuple | None" = None) -> list:
+    """One generator per env. ``shard = (first, total)``: these envs are envs ``first ..`` of a batch of ``total``
+    (split across worker processes, :mod:`.workers`), and draw what those envs of the whole batch would."""
+    first, total = shard or (0, num_envs)
+    children = np.random.SeedSequence(seed).spawn(total)[first:first + num_envs]
+    return [np.random.default_rng(s) for s in children]
+
+
 class VecEnv(abc.ABC):
     """A batch of ``num_envs`` environments stepped together. Observations are uint8 images ``(N, H, W, C)``
     or float32 vectors ``(N, D)`` (``gym:`` envs), of ``observation_space``'s dtype."""

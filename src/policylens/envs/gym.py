@@ -37,7 +37,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from .base import EpisodeTracker, VecEnv
+from .base import EpisodeTracker, VecEnv, env_rngs
 from .spec import EnvSpec
 
 OWN_OPTIONS = ("pixels", "grey", "resize", "stack", "max_steps", "num_levels", "start_level")
@@ -102,13 +102,13 @@ def _make_one(name: str, own: dict, kwargs: dict):
 class GymVecEnv(VecEnv):
     """``num_envs`` copies of one Gymnasium env behind the vector interface (see the module doc)."""
 
-    def __init__(self, spec: EnvSpec, num_envs: int = 1, seed: int | None = None):
+    def __init__(self, spec: EnvSpec, num_envs: int = 1, seed: int | None = None, shard: tuple | None = None):
         opts = dict(spec.options)
         refused = [k for k in NO_GROUND_TRUTH if k in opts]
         if refused:
             raise ValueError(no_ground_truth(spec, f"option {refused[0]}="))
         own = {k: opts.pop(k) for k in OWN_OPTIONS if k in opts}
-        self.spec, self.num_envs = spec, num_envs
+        self.spec, self.num_envs, self.shard = spec, num_envs, shard
         self.stack = int(own.get("stack", 1))
         if self.stack < 1:
             raise ValueError(f"gym option stack={self.stack}: expected a positive number of observations")
@@ -183,8 +183,7 @@ class GymVecEnv(VecEnv):
         return np.stack([self._observe(i) for i in range(self.num_envs)])
 
     def reset(self, seed: int | None = None) -> np.ndarray:
-        base = np.random.SeedSequence(seed)
-        self._rngs = [np.random.default_rng(s) for s in base.spawn(self.num_envs)]
+        self._rngs = env_rngs(seed, self.num_envs, self.shard)
         self._frames: list[list[np.ndarray]] = [[] for _ in range(self.num_envs)]
         self._actions: list[list[int]] = [[] for _ in range(self.num_envs)]
         self._level_seeds = [0] * self.num_envs

@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from .base import EpisodeTracker, VecEnv
+from .base import EpisodeTracker, VecEnv, env_rngs
 from .spec import EnvSpec, invisible_option
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def onehot(image: np.ndarray) -> np.ndarray:
 
 
 class MiniGridVecEnv(VecEnv):
-    def __init__(self, spec: EnvSpec, num_envs: int = 1, seed: int | None = None):
+    def __init__(self, spec: EnvSpec, num_envs: int = 1, seed: int | None = None, shard: tuple | None = None):
         ids = _minigrid_ids()
         if spec.name not in ids:
             import difflib
@@ -67,7 +67,7 @@ class MiniGridVecEnv(VecEnv):
         self.start_level = int(opts.get("start_level", 0))
         self.invisible = invisible_option(opts.get("invisible"), HIDEABLE, "minigrid")
         make_kwargs = {k: v for k, v in opts.items() if k not in _OWN_OPTIONS}
-        self.spec = spec
+        self.spec, self.shard = spec, shard
         self.num_envs = num_envs
         self.envs = [cast("MiniGridEnv", gym.make(spec.name, **make_kwargs).unwrapped) for _ in range(num_envs)]
         available = int(cast(spaces.Discrete, self.envs[0].action_space).n)
@@ -95,35 +95,41 @@ class MiniGridVecEnv(VecEnv):
             return self.start_level + int(rng.integers(self.num_levels))
         return int(rng.integers(2**31 - 1))
 
-    def _observe(self, i: int, given: "dict | None" = None) -> np.ndarray:
-        """Env ``i``'s observation; ``given``: the obs dict MiniGrid just returned for this very state, reused
-        for the symbolic views where nothing is hidden (drawing it again costs as much as the step itself)."""
+    def _raw(self, i: int, given: "dict | None" = None) -> np.ndarray:
+        """Env ``i``'s view before encoding: the integer grid (symbolic and one-hot) or the RGB picture.
+        ``given``: the obs dict MiniGrid just returned for this very state, reused where nothing is hidden
+        (drawing it again costs as much as the step itself)."""
         env = self.envs[i]
         if given is not None and self.obs_mode != "rgb" and not self.invisible:
-            image = given["image"]
-        else:
-            with _hidden(env, self.invisible):
-                if self.obs_mode == "rgb":
-                    return env.get_frame(highlight=False, tile_size=self.tile_size, agent_pov=True)
-                image = env.gen_obs()["image"]
-        return onehot(image) if self.obs_mode == "onehot" else image.astype(np.uint8)
+            return given["image"]
+        with _hidden(env, self.invisible):
+            if self.obs_mode == "rgb":
+                return env.get_frame(highlight=False, tile_size=self.tile_size, agent_pov=True)
+            return env.gen_obs()["image"]
+
+    def _encode(self, raw: np.ndarray) -> np.ndarray:
+        """Views from :meth:`_raw` (stacked or one) as the agent observes them, uint8."""
+        return onehot(raw) if self.obs_mode == "onehot" else raw.astype(np.uint8)
+
+    def _observe(self, i: int) -> np.ndarray:
+        return self._encode(self._raw(i))
 
     def _reset_one(self, i: int) -> np.ndarray:
+        """A new episode in env ``i``; its first view, unencoded."""
         self._level_seeds[i] = self._next_seed(i)
         given, _ = self.envs[i].reset(seed=self._level_seeds[i])
         self._actions[i] = []
-        return self._observe(i, given)
+        return self._raw(i, given)
 
     def observe(self) -> np.ndarray:
         """The current observation of every env, ``(N, H, W, C)`` uint8."""
-        return np.stack([self._observe(i) for i in range(self.num_envs)])
+        return self._encode(np.stack([self._raw(i) for i in range(self.num_envs)]))
 
     def reset(self, seed: int | None = None) -> np.ndarray:
-        base = np.random.SeedSequence(seed)
-        self._rngs = [np.random.default_rng(s) for s in base.spawn(self.num_envs)]
+        self._rngs = env_rngs(seed, self.num_envs, self.shard)
         self._actions: list[list[int]] = [[] for _ in range(self.num_envs)]
         self._tracker = EpisodeTracker(self.num_envs)
-        return np.stack([self._reset_one(i) for i in range(self.num_envs)])
+        return self._encode(np.stack([self._reset_one(i) for i in range(self.num_envs)]))
 
     def step(self, actions):
         actions = np.asarray(actions).reshape(self.num_envs)
@@ -143,12 +149,12 @@ class MiniGridVecEnv(VecEnv):
                 finals[i] = self._observe(i)  # the episode's last observation
                 obs.append(self._reset_one(i))
             else:
-                obs.append(self._observe(i, given))
+                obs.append(self._raw(i, given))
         info = [{"level_seed": s} for s in self._level_seeds]
         for i, final in finals.items():
             info[i]["final_obs"] = final
         self._tracker.update(rewards, dones, info, causes, ended_seeds)
-        return np.stack(obs), rewards, dones, info
+        return self._encode(np.stack(obs)), rewards, dones, info
 
     # ----------------------------------------------------------------------------------------------
     def get_state(self) -> list:

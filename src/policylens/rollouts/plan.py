@@ -20,6 +20,7 @@ import torch
 
 from ..envs import parse_spec
 from ..parallel import agent_files, chunks, is_local, pmap, with_agent
+from .loop import MAX_PENDING, EpisodeBuffer, Packed
 
 PLAN_BACKENDS = ("process", "ray")
 
@@ -37,7 +38,6 @@ def episodes_of(agent, plan: list, s: dict):
     recording settings (spec, policy, temperature, seed, batch, device, max_steps, entities, render, save_state,
     recurrent)."""
     from ..evaluate.run import play_steps
-    from .record import EpisodeBuffer, Packed
 
     render = s.get("render", False)
     capture = ("outputs",) + ("entities",) * s["entities"] + ("render",) * render + ("env_state",) * s["save_state"]
@@ -86,8 +86,6 @@ def record_plan(writer, agent, agent_dir, cfg, settings: dict, plan: list) -> No
     """Record the episodes of ``plan`` not yet in ``writer``'s store (the first ``writer.num_episodes`` are) and
     append them in order, committing at least every ``cfg.flush_seconds``."""
     from tqdm.auto import tqdm
-
-    from .record import MAX_PENDING
 
     todo = plan[writer.num_episodes:]
     if not todo:

@@ -7,7 +7,7 @@ A, H = "policylens.sim.analyses.", "policylens.hidden."  # the analyses' package
 
 # name -> (module with main(argv), or "module:function", one-line help)
 SUBCOMMANDS = {
-    "train": ("policylens.sim.train", "train the simulator of a recurrent agent's environment on its rollouts (resumable)"),
+    "train": ("policylens.sim.train_cli", "train the simulator of a recurrent agent's environment on its rollouts (resumable)"),
     "fidelity": (A + "fidelity.cli", "fidelity on held-out episodes against a VAE+LSTM baseline at equal "
                  "wall time and a repeat-the-last-frame reference: obs, action, value, reward, done per step "
                  "(-> RUN/analysis/fidelity)"),

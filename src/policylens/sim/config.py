@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..envs.minigrid import ONEHOT_SIZES as MINIGRID_PLANES  # categories of the object, colour, state planes
 from ..envs.render import view_kind
 
 OBS_KINDS = ("symbolic", "onehot", "pixels")
+DERIVED = ("obs_shape", "obs_kind", "planes", "num_actions", "agent_hidden", "cells")  # the fields set from the data
 
 
 @dataclass
@@ -78,6 +78,8 @@ def obs_kind(env: str, obs_shape: tuple) -> tuple:
     """``(kind, planes)`` of an env's observations: MiniGrid's ``obs`` option names it (symbolic is MiniGrid's
     default); without an env spec, a (h, w, 3) view of at most 15x15 cells is taken as symbolic, 20 channels
     as onehot, anything else as pixels."""
+    from ..envs.minigrid import ONEHOT_SIZES as MINIGRID_PLANES  # categories of the object, colour, state planes
+
     obs_shape = tuple(obs_shape)
     if env:
         mode = view_kind(env)

@@ -44,7 +44,7 @@ def _run(out: Path, agent: str, size: dict, seed: int) -> str:
     from ..hidden.hx import cli as hx_cli
     from ..hidden.swap import cli as swap_cli
     from ..rollouts.record import RecordConfig, record
-    from . import train as train_cli
+    from . import train_cli
     from .analyses.behaviours import cli as behaviours_cli
     from .analyses.fidelity import cli as fidelity_cli
     from .analyses.optimize import cli as optimize_cli

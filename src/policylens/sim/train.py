@@ -1,4 +1,5 @@
-"""``policylens sim train RUN``: train the simulator of a recurrent agent's environment on its rollouts store.
+"""The simulator of a recurrent agent's environment trained on its rollouts store: what ``policylens sim train``
+(:mod:`.train_cli`, settings in :mod:`.train_config`) runs.
 
 Windows of T recorded frames; z from the first ``context_frames`` frames and the agent's state; teacher-
 forced dynamics with the frozen agent reading the decoded observations; the loss terms are described in
@@ -13,13 +14,12 @@ after the context). ``--resume`` continues bit-for-bit: step s's windows and noi
 (seed, s) alone. ``config.json`` records ``trained_steps`` and ``trained_seconds`` (wall time of the optimizer steps
 summed over resumed runs, evaluation excluded: the compute budget a baseline is matched to).
 
-Several processes (``torchrun --nproc_per_node N -m policylens.sim.train RUN``, or any launcher that sets
+Several processes (``torchrun --nproc_per_node N -m policylens.sim.train_cli RUN``, or any launcher that sets
 RANK / WORLD_SIZE): DistributedDataParallel, each rank taking its share of every step's global batch, so N
 ranks compute the gradient one process would (NCCL on GPUs, gloo on CPUs). Rank 0 writes the outputs.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import json
@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import add_dataclass_args, clear_errors, from_args
 from ..train.state import (
     check_settings,
     load_optimizer,
@@ -54,7 +53,6 @@ VOLATILE = ("steps", "seconds", "resume", "overwrite", "progress", "device", "th
             "checkpoint_every")
 SIM_FILES = ("config.json", "weights.safetensors", "trainer", "train.csv")  # a simulator's files in OUT
 LATER = {"obs_balance": 0.0}  # settings added after checkpoints were written: left out at these values, so they resume
-DERIVED = ("obs_shape", "obs_kind", "planes", "num_actions", "agent_hidden", "cells")
 
 
 def split_seed(train: dict) -> int:
@@ -89,7 +87,7 @@ def _check(cfg: SimTrainConfig, world: int) -> None:
                          f"{cfg.val_fraction}")
 
 
-def _distributed() -> tuple:
+def distributed() -> tuple:
     """``(rank, world size)``: from torch.distributed when it is initialised, else (0, 1)."""
     import torch.distributed as dist
 
@@ -282,7 +280,7 @@ def fit(cfg: SimTrainConfig) -> tuple:
     """:func:`train`, returning ``(this rank's trained Simulator, the simulator folder)``."""
     from tqdm.auto import tqdm
 
-    rank, world = _distributed()
+    rank, world = distributed()
     _check(cfg, world)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -349,36 +347,3 @@ def fit(cfg: SimTrainConfig) -> tuple:
     if s.ema is not None:
         s.sim.load_state_dict(s.ema)  # what was saved
     return s.sim, s.out
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``RUN`` positional, one ``--option`` per :class:`SimTrainConfig` field and per architecture field."""
-    parser.add_argument("run", help="the recurrent agent's run directory, checkpoint folder or zoo:NAME")
-    add_dataclass_args(parser, SimTrainConfig, skip=("run", "sim"))
-    add_dataclass_args(parser, SimConfig, skip=DERIVED)
-    return parser
-
-
-def main(argv=None) -> Path:
-    parser = add_arguments(argparse.ArgumentParser(prog="policylens sim train", description=__doc__.split("\n\n")[0]))
-    ns = parser.parse_args(argv)
-    cfg = from_args(SimTrainConfig, ns, sim=from_args(SimConfig, ns))
-    import torch.distributed as dist
-
-    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized()
-    if launched:  # torchrun and friends: one process per rank
-        dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
-    rank = _distributed()[0]
-    try:
-        with clear_errors(parser):
-            out = train(cfg)
-    finally:
-        if launched:
-            dist.destroy_process_group()
-    if rank == 0:
-        print(f"simulator: {out} (log: {out / 'train.csv'})")
-    return out
-
-
-if __name__ == "__main__":
-    main()

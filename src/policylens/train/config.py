@@ -77,6 +77,8 @@ class TrainConfig:
     """store conv weights channels_last (NHWC), the layout the env's frames already have (default: bf16's value)"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
+    env_workers: int = 1
+    """processes stepping the envs where they step in Python (MiniGrid, gym:), with the same results whatever the number: more than 1 pays where the machine has physical cores to spare"""
     device: str = "cpu"
     """torch device"""
     progress: bool = True
@@ -228,6 +230,8 @@ def validate(cfg: ResolvedTrainConfig) -> None:
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_frames"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.env_workers < 1:
+        raise ValueError(f"--env-workers must be >= 1, got {cfg.env_workers}")
     if cfg.init not in INITS:
         raise ValueError(f"--init {cfg.init!r}: expected one of {', '.join(INITS)}")
     if cfg.bptt < 0:

@@ -85,7 +85,7 @@ def train(cfg: TrainConfig) -> Path:
     N, T = cfg.num_envs, cfg.num_steps
     num_updates = max(1, cfg.total_frames // (N * T))
 
-    env = envs.make(cfg.env, num_envs=N, seed=cfg.seed)
+    env = envs.make(cfg.env, num_envs=N, seed=cfg.seed, workers=cfg.env_workers)
     agent_cfg = AgentConfig(arch=cfg.arch, obs_shape=tuple(env.observation_space.shape),
                             num_actions=int(env.action_space.n), obs_scale=env.obs_scale, recurrent=cfg.recurrent,
                             options=parse_options(cfg.arch_options))

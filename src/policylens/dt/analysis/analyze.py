@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ...config import add_dataclass_args, from_args
 from ...runs import prepare_out
@@ -200,6 +199,7 @@ def _ablation(cfg: AnalyzeConfig, model, rtgs: list, means: dict, path: Path) ->
 
 def analyze(cfg: AnalyzeConfig) -> dict:
     """Run every analysis, write ``RUN/analysis/*`` and the report section; returns the summary dict."""
+    import torch
     from safetensors.torch import save_file
 
     from ..checkpoint import load_dt
@@ -277,11 +277,7 @@ def analyze(cfg: AnalyzeConfig) -> dict:
 
 def ablate_main(argv=None) -> dict:
     """``policylens dt ablate RUN --components ... --episodes N``."""
-    from ..checkpoint import load_dt
     from ..cli import join_negative_values
-    from .ablation import ablation_table, component_means, resolve_all
-    from .plots import plot_ablation
-    from .report import ablation_markdown
 
     parser = argparse.ArgumentParser(prog="policylens dt ablate", description=(
         "Ablate heads/MLPs (TransformerLens names) while the decision transformer plays the same levels at each "
@@ -289,6 +285,11 @@ def ablate_main(argv=None) -> dict:
     parser.add_argument("run", help="run directory of a decision transformer")
     add_dataclass_args(parser, AblateConfig, skip=("run",))
     cfg = from_args(AblateConfig, parser.parse_args(join_negative_values(argv, ("--rtgs",))))
+    from ..checkpoint import load_dt
+    from .ablation import ablation_table, component_means, resolve_all
+    from .plots import plot_ablation
+    from .report import ablation_markdown
+
     if cfg.mode not in ("mean", "zero"):
         raise ValueError(f"--mode {cfg.mode!r}; expected mean or zero")
     model = load_dt(cfg.run)

@@ -28,10 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ...factors import Directions
 from ...sim.command import SimCommand, command_main, resolve, shown
-from ...sim.loop import VIEWS
-from .core import horizon_setting, paired_comparison, parse_swaps, random_control
 from .plots import plot
 from .report import figure, markdown
 
@@ -85,6 +82,9 @@ def swap_experiment(cfg: SwapConfig) -> dict:
     from ...agents import load, read_config, resolve_run, save_agent
     from ...edit.swap import direction_index, swap_directions
     from ...evaluate.run import evaluate, run_env_spec
+    from ...factors import Directions
+    from ...sim.loop import VIEWS
+    from .core import horizon_setting, paired_comparison, parse_swaps, random_control
 
     if cfg.episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")

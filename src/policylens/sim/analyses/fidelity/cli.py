@@ -36,10 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from ...command import SimCommand, command_main, load_parts, resolve, say
-from ...objective import trained_start
-from .core import METRICS
 
 FORMAT = "policylens.sim.fidelity/1"
+
 
 @dataclass
 class FidelityConfig(SimCommand):
@@ -125,7 +124,9 @@ STARTS = {"filtered": "simulator (filtered)", "z": "simulator (z alone)"}
 
 
 def _start(cfg: FidelityConfig, conf: dict) -> str:
-    """``filtered`` or ``z``: ``--start``, or for auto :func:`trained_start`."""
+    """``filtered`` or ``z``: ``--start``, or for auto :func:`~policylens.sim.objective.trained_start`."""
+    from ...objective import trained_start
+
     return cfg.start if cfg.start != "auto" else trained_start(conf)
 
 
@@ -303,6 +304,7 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
     """Score the simulator, the baseline and the repeat reference as ``cfg`` says; returns ``OUT/fidelity.json``."""
     from ...checkpoint import read_sim_config
     from .core import (
+        METRICS,
         baseline_unroll,
         held_out_windows,
         object_recall,
@@ -391,9 +393,9 @@ def run_fidelity(cfg: FidelityConfig) -> Path:
 
 
 def main(argv=None) -> Path:
+    path = command_main(FidelityConfig, run_fidelity, __doc__.split("\n\n")[1], argv, prog="policylens sim fidelity")
     from .plots import ceiling_table, recall_table, table
 
-    path = command_main(FidelityConfig, run_fidelity, __doc__.split("\n\n")[1], argv, prog="policylens sim fidelity")
     report = json.loads(path.read_text())
     s = report["settings"]
     train = {m: v.get("training") or {} for m, v in report["models"].items()}

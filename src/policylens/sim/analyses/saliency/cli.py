@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ...command import SimCommand, command_main, load_parts, resolve, say
-from .core import PROBES, saliency
-from .plots import LABELS, plot_norms
+
+if TYPE_CHECKING:
+    import torch
 
 SETTINGS = {"yes": ("with_env",), "no": ("without_env",), "both": ("with_env", "without_env")}
 THROUGH_ENV = {"with_env": True, "without_env": False}
@@ -98,12 +98,16 @@ def sample_seed(seed: int, k: int) -> int:
 def sample_latents(ids, latent: int, seed: int = 0) -> torch.Tensor:
     """Each sample's latent z ~ N(0, I), (B, latent): the first draw of a generator seeded by
     :func:`sample_seed` (as ``Noise.draw``'s z, so ``saliency(..., seed=sample_seed(seed, k))`` draws the rest)."""
+    import torch
+
     return torch.stack([torch.randn(latent, generator=torch.Generator().manual_seed(sample_seed(seed, k)))
                         for k in ids])
 
 
 def read_latents(path, ids, latent: int) -> torch.Tensor:
     """Rows ``ids`` of the array ``z`` (N, latent) in ``path`` (.npz or .safetensors)."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no latents file {path}")
@@ -147,6 +151,8 @@ def _check(cfg: SaliencyConfig) -> None:
 
 def mean_lag(norms: torch.Tensor, t: int) -> torch.Tensor:
     """How far back a gradient lies: the norm-weighted mean of ``t - k`` over steps k <= t; (B,) from (B, T)."""
+    import torch
+
     lag = t - torch.arange(t + 1, dtype=norms.dtype)  # (t+1,)
     part = norms[:, :t + 1]  # (B, t+1)
     return (part * lag).sum(1) / part.sum(1).clamp_min(1e-30)
@@ -155,6 +161,10 @@ def mean_lag(norms: torch.Tensor, t: int) -> torch.Tensor:
 def summarise(results: dict, t: int) -> dict:
     """Per setting and gradient: per-sample per-step norms, their mean over samples, the mean lag; ``results``
     maps each setting to one :class:`~.core.Saliency` per sample."""
+    import torch
+
+    from .core import PROBES
+
     out = {}
     for name, per_sample in results.items():
         norms = {k: torch.cat([s.norms()[k] for s in per_sample]) for k in PROBES}  # (B, T) each
@@ -167,6 +177,10 @@ def summarise(results: dict, t: int) -> dict:
 
 def save_arrays(results: dict, z: torch.Tensor, ids, path: Path) -> Path:
     """``saliency.npz``: each array stacked over the samples (rows in ``ids`` order)."""
+    import torch
+
+    from .core import PROBES
+
     def cat(items):
         return torch.cat(list(items)).detach().cpu().numpy()
 
@@ -188,6 +202,7 @@ def save_arrays(results: dict, z: torch.Tensor, ids, path: Path) -> Path:
 def write_videos(results: dict, ids, action_names, obs_kind: str, out: Path, cfg: SaliencyConfig) -> list:
     """One video per sample: the frames the agent saw with its obs gradient overlaid, one column per setting."""
     from ...video import caption, cell_heat, grid, overlay, render_obs, write_video
+    from .plots import LABELS
 
     paths = []
     for b, k in enumerate(ids):
@@ -207,6 +222,8 @@ def explain(cfg: SaliencyConfig, sim, frozen, target, z: torch.Tensor, ids) -> d
     """Each setting -> one :class:`~.core.Saliency` per sample (seeded by its id)."""
     from tqdm.auto import tqdm
 
+    from .core import saliency
+
     results: dict[str, list] = {name: [] for name in SETTINGS[cfg.through_env]}
     for b, k in enumerate(tqdm(ids, desc="samples", unit="sample", disable=not cfg.progress)):
         for name in results:
@@ -218,6 +235,8 @@ def explain(cfg: SaliencyConfig, sim, frozen, target, z: torch.Tensor, ids) -> d
 
 def run_saliency(cfg: SaliencyConfig) -> Path:
     """Compute and write what ``cfg`` asks for; returns ``OUT/saliency.json``."""
+    from .plots import LABELS, plot_norms
+
     _check(cfg)
     ids = parse_samples(cfg.samples)
     paths = resolve(cfg, "saliency")
@@ -256,6 +275,8 @@ def main(argv=None) -> int:
         "simulator's state and the actions at every step up to t, with and without gradients through the "
         "environment; SmoothGrad in latent space; figures and blue/red videos."), argv,
         prog="policylens sim saliency")
+    from .plots import LABELS
+
     info = json.loads(path.read_text())
     lags = ", ".join(f"{LABELS[name]} {np.mean(s['mean_lag']['obs']):.1f}" for name, s in info["settings"].items())
     print(f"wrote {path.parent}: {info['target']['label']} at t={info['target']['t']} for "

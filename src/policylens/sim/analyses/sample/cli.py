@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...command import SimCommand, command_main, load_parts, resolve, say
-from ...guests import is_scripted, load_guest
-from ...loop import Rollout
-from ...sample import STARTS, env_obs, real_windows, sample, to_trajectories, write_sample_explorer, write_videos
+
+if TYPE_CHECKING:
+    from ...loop import Rollout
 
 
 @dataclass
@@ -69,6 +70,8 @@ class SampleConfig(SimCommand):
 
 
 def _check(cfg: SampleConfig) -> None:
+    from ...sample import STARTS
+
     for name in ("n", "steps", "batch_size", "k", "ig_steps"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
@@ -81,6 +84,7 @@ def _check(cfg: SampleConfig) -> None:
 def _real_starts(cfg: SampleConfig, store, context_frames: int) -> tuple:
     """``(Windows, arrays for samples.npz, info per sample)`` of ``cfg.n`` real starts from the store."""
     from ...data import load_sim_data
+    from ...sample import real_windows
 
     data = load_sim_data(store, cfg.max_episodes)
     windows, starts = real_windows(data, cfg.n, cfg.steps, cfg.seed, context_frames=context_frames)
@@ -93,6 +97,8 @@ def _real_starts(cfg: SampleConfig, store, context_frames: int) -> tuple:
 def save_samples(path, r: Rollout, trajectories, cfg, **extra) -> None:
     """``samples.npz``: the rollout's arrays (obs in the env's format), each sample's cut ``length`` and its
     ``advantages`` (NaN past the cut), and ``extra``."""
+    from ...sample import env_obs
+
     advantages = np.full(tuple(r.value.shape), np.nan, np.float32)  # (n, T)
     for b, traj in enumerate(trajectories):
         advantages[b, :len(traj)] = traj.advantages
@@ -106,6 +112,8 @@ def save_samples(path, r: Rollout, trajectories, cfg, **extra) -> None:
 def run_sample(cfg: SampleConfig) -> dict:
     """Sample, save and draw what ``cfg`` asks; returns the summary (also ``OUT/summary.json``)."""
     from ...checkpoint import read_sim_config
+    from ...guests import is_scripted, load_guest
+    from ...sample import sample, to_trajectories, write_sample_explorer, write_videos
 
     _check(cfg)
     paths = resolve(cfg, "sample")
