@@ -74,7 +74,7 @@ def collect(cfg: CollectConfig) -> Path:
     probe = make(env_spec, num_envs=1, seed=cfg.seed)
     info = describe(probe, agent, cfg.run, env_spec, entities=cfg.entities)
     extra = cfg.extra_obs if cfg.extra_obs and cfg.extra_obs != getattr(probe, "obs_mode", None) else ""
-    dt_fields: dict[str, tuple[tuple[int, ...], str]] = {"rtg": ((), "float32"), "strategy": ((), "int16")}
+    dt_fields: dict[str, tuple] = {"rtg": ((), "float32"), "strategy": ((), "int16")}
     if extra:
         dt_fields[f"obs_{extra}"] = (tuple(observe_as(probe, extra).shape[1:]), "uint8")
     probe.close()

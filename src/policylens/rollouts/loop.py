@@ -207,8 +207,7 @@ def record_vector(writer, agent, cfg, env_spec: str, choose: Callable, extras: E
             screens = env.render() if extras.render else None  # (n, h, w, 3)
             states = env.get_state() if extras.save_state else None
             views = {name: view(env) for name, view in extras.views.items()}  # {field: (n, ...)}
-            state_in = None
-            # what the agent receives: its last state, or h0 where an episode begins
+            state_in = None  # what a recurrent agent receives: its last state, or h0 where an episode begins
             if h0 is not None and stepper.state is not None:
                 first = stepper.first.to(h0.device)[:, None]  # (n, 1)
                 state_in = torch.where(first, h0, stepper.state).detach().cpu().numpy()  # (n, hidden)
