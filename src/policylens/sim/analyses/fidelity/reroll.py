@@ -82,6 +82,7 @@ def rerolled(data: SimData, starts: np.ndarray, context: int, steps: int, seed: 
     obs = np.zeros((b, draws, steps, *data.obs.shape[1:]), np.uint8)  # (B, D, H, h, w, C)
     reward, done = np.zeros((b, draws, steps), np.float32), np.zeros((b, draws, steps), np.float32)  # (B, D, H)
     alive = np.zeros((b, draws, steps), bool)  # (B, D, H)
+    arrays: "tuple[np.ndarray, ...]" = (obs, reward, done, alive)
     for i, first in enumerate(starts):
         frame, branch, end = replay_to(env, data, int(first), context)
         branched = copy.deepcopy(env.envs[0])
@@ -90,7 +91,7 @@ def rerolled(data: SimData, starts: np.ndarray, context: int, steps: int, seed: 
             if reseed:
                 env.envs[0].np_random = np.random.default_rng([seed, int(first), k])
             played = _play_on(env, data.action[branch:end], frame, steps)
-            for into, got in zip((obs, reward, done, alive), played):
+            for into, got in zip(arrays, played):
                 into[i, k] = got
     return obs, reward, done, alive
 
