@@ -61,6 +61,7 @@ def main(argv=None):
     summary = {"median_ref_s": round(statistics.median(r["ref_s"] for r in rows.values()), 3),
                "median_this_s": round(statistics.median(r["this_s"] for r in rows.values()), 3),
                "top_max_ref_s": max(rows[n]["ref_s"] for n in top), "top_max_this_s": max(rows[n]["this_s"] for n in top),
+               "max_ref_s": max(r["ref_s"] for r in rows.values()), "max_this_s": max(r["this_s"] for r in rows.values()),
                "under_1s": sum(r["this_s"] < 1 for r in rows.values()), "commands": len(rows)}
     write("cli_help", {"ref": args.ref, "repeat": args.repeat, "groups": not args.no_groups, "summary": summary, "rows": rows,
                        "note": "wall seconds of `python -m policylens.cli CMD --help` in a fresh process, median of "
