@@ -7,16 +7,43 @@ import pytest
 
 from policylens.cli import COMMANDS, version
 
-# Runs the CLI in this process and prints, as its last line, whether torch got imported.
-PROBE = ("import json, sys\nfrom policylens.cli import main\n"
-         "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
-         "print(json.dumps('torch' in sys.modules))")
+# One fresh interpreter imports the CLI, then runs each command line in a child forked from it (the state a fresh
+# `from policylens.cli import main` leaves, without paying the interpreter's start per command); each child
+# reports its exit code, what it printed and whether torch got imported.
+FORKER = """
+import contextlib, io, json, os, sys, traceback
+from policylens.cli import main
+results = {}
+for argv in json.loads(sys.argv[1]):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        out, code = io.StringIO(), 0
+        try:
+            with contextlib.redirect_stdout(out):
+                main(argv)
+        except SystemExit as e:
+            code = e.code
+        except BaseException:
+            code = traceback.format_exc()
+        with os.fdopen(w, "w") as f:
+            json.dump({"code": code, "out": out.getvalue(), "torch": "torch" in sys.modules}, f)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        results[" ".join(argv)] = json.load(f)
+    os.waitpid(pid, 0)
+print(json.dumps(results))
+"""
 
 
-def probe(*args):
-    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120)
+def probe_all(argvs: list) -> dict:
+    """``{" ".join(argv): {"code", "out", "torch"}}`` for each command line, each run as described above."""
+    proc = subprocess.run([sys.executable, "-c", FORKER, json.dumps(argvs)], capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout, json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_version_prints_the_installed_version():
@@ -33,17 +60,26 @@ STILL_IMPORT_TORCH = {"dt collect", "dt train", "dt analyze", "dt ablate", "sim 
                       "sim sample", "sim saliency", "sim swap"}
 
 
-def commands():
+def names() -> list:
     from policylens.dt.cli import SUBCOMMANDS as DT
     from policylens.sim.cli import SUBCOMMANDS as SIM
 
-    names = [[name] for name in COMMANDS] + [["dt", sub] for sub in DT] + [["sim", sub] for sub in SIM]
+    return [[name] for name in COMMANDS] + [["dt", sub] for sub in DT] + [["sim", sub] for sub in SIM]
+
+
+def commands():
     return [pytest.param(argv, marks=pytest.mark.xfail(strict=True, reason="imports torch at the top"))
-            if " ".join(argv) in STILL_IMPORT_TORCH else argv for argv in names]
+            if " ".join(argv) in STILL_IMPORT_TORCH else argv for argv in names()]
+
+
+@pytest.fixture(scope="module")
+def helps() -> dict:
+    return probe_all([[*argv, "--help"] for argv in names()])
 
 
 @pytest.mark.parametrize("argv", commands(), ids=" ".join)
-def test_help_does_not_import_torch(argv):
-    out, imported = probe(*argv, "--help")
-    assert "usage: policylens " + " ".join(argv) in out
-    assert not imported, f"policylens {' '.join(argv)} --help imported torch"
+def test_help_does_not_import_torch(argv, helps):
+    got = helps[" ".join([*argv, "--help"])]
+    assert got["code"] in (0, None), got["code"]
+    assert "usage: policylens " + " ".join(argv) in got["out"]
+    assert not got["torch"], f"policylens {' '.join(argv)} --help imported torch"
