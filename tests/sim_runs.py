@@ -2,10 +2,13 @@
 
 ``make_run(root)`` writes ``root/rnn/agent``, ``root/rnn/rollouts.zarr`` (6 episodes) and ``root/rnn/sim``
 (an untrained tiny simulator tied to that agent), plus a second recurrent agent ``root/other/agent`` for the
-"another agent" refusals; ``tiny_parts(root)`` loads them back.
+"another agent" refusals; ``tiny_parts(root)`` loads them back, ``copy_world(root, dst)`` copies them. The
+session builds one such world (conftest.py's ``sim_world`` / ``fresh_sim_world`` hand out copies).
 """
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -40,3 +43,14 @@ def make_run(root, episodes: int = 6, sim: SimConfig = TINY) -> Path:
 def tiny_parts(run) -> tuple:
     """``(Simulator, FrozenAgent)`` of a run written by :func:`make_run`."""
     return load_sim(Path(run) / "sim")
+
+
+def copy_world(src, dst) -> Path:
+    """A copy of a world written by :func:`make_run` at ``dst``, its simulator tied to the copy's own agent run."""
+    src, dst = Path(src), Path(dst)
+    shutil.copytree(src, dst)
+    conf_file = dst / "rnn" / "sim" / "config.json"
+    conf = json.loads(conf_file.read_text())
+    conf["agent"]["run"] = str(dst / "rnn")
+    conf_file.write_text(json.dumps(conf))
+    return dst

@@ -236,6 +236,7 @@ def test_edit_by_cause_and_compare_with_the_invisible_object_control(run, tmp_pa
     assert control["episodes"] == result["episodes"] == 2 and "ball" in control["blindness"]
 
 
+@pytest.mark.slow  # fast: by cause on Breakout in test_atari_cli, two workers equal one in test_evaluate
 def test_evaluation_by_cause_over_episodes_in_worker_processes(run, capsys):
     capsys.readouterr()
     pl("evaluate", run, "--episodes", 4, "--workers", 2, "--env", SHORT, "--json", "--progress", "false")
@@ -247,6 +248,7 @@ def test_evaluation_by_cause_over_episodes_in_worker_processes(run, capsys):
 # ---------------------------------------------------------------- an agent trained elsewhere
 
 
+@pytest.mark.slow  # fast: SB3's CnnPolicy on Atari frames in test_import_sb3, the commands on the nature agent above
 def test_an_sb3_cnn_policy_trained_on_breakout_goes_through_every_command(tmp_path):
     """PPO CnnPolicy trained a few hundred steps by Stable-Baselines3 on policylens's Gymnasium view of
     atari:breakout, imported from its zip; then record, evaluate, attribute, factorize, explore, edit, compare."""

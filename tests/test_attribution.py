@@ -392,23 +392,9 @@ def test_smoothgrad_noise_is_seeded_scaled_and_harmless_where_the_target_is_line
 
 
 # ---------------------------------------------------------------- CLI
-
-
-ENV = "minigrid:MiniGrid-Dynamic-Obstacles-5x5-v0"
-
-
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-    root = tmp_path_factory.mktemp("attr")
-    out = {}
-    for name, extra in (("ff", {}), ("rnn", {"recurrent": True, "hidden": 16})):
-        cfg = {"arch": "cnn", "obs_shape": list(GRID), "num_actions": 3, "obs_scale": 0.1, **extra}
-        torch.manual_seed(0)
-        agents.save_agent(agents.build(cfg), cfg, root / name / "agent", extra={"env": ENV})
-        rollouts.record(rollouts.RecordConfig(run=str(root / name), episodes=3, num_envs=2, progress=False,
-                                              max_steps=12))
-        out[name] = root / name
-    return out
+def recorded(pair):
+    return {name: pair / name for name in ("ff", "rnn")}
 
 
 @pytest.mark.parametrize("name,suffix", [("ff", ".npz"), ("rnn", ".zarr")])

@@ -64,7 +64,7 @@ def grid(v):  # one direction at every cell (1, 32, 7, 7)
 def test_blind_top_removes_each_chosen_direction_and_passes_the_rest(recorded, top):
     obs, masks = recorded
     agent = agents.load("zoo:minigrid-do8-rgb")
-    edited, info = blind(agent, obs, masks, "ball", layer="embed", k=8, top=top)
+    edited, info = blind(agent, obs, masks, "ball", layer="embed", k=8, top=top, restarts=2)
     rows, d = info["scores"]["directions"], info["directions"]
     nmi = [r["entities"]["ball"]["nmi"] for r in rows]
     if top == "2":
@@ -83,7 +83,7 @@ def test_blind_top_bad_values_are_refused(recorded, top):
     obs, masks = recorded
     with pytest.raises(ValueError, match="top="):
         blind(agents.load("zoo:minigrid-do8-rgb"), obs[:64], {k: m[:64] for k, m in masks.items()}, "ball",
-              layer="embed", k=8, top=top)
+              layer="embed", k=8, top=top, restarts=2)
 
 
 def test_blind_names_the_entities_it_has(recorded):

@@ -179,17 +179,18 @@ def test_quick_benchmark_compares_a_grid_and_a_raw_model(quick):
     assert (work / "compare" / "compare.png").stat().st_size > 10_000
 
 
-def test_cli_compare_refuses_what_it_cannot_read_and_what_is_there(quick, tmp_path, capsys):
+def test_cli_compare_refuses_what_it_cannot_read_and_what_is_there(pair, tmp_path, capsys, monkeypatch):
+    """On the zoo's two analysed models (the quick benchmark above compares freshly trained ones, slowly)."""
     from policylens.dt.cli import main
 
-    work, _ = quick
-    runs = [str(work / "dt-grid"), str(work / "dt-raw")]
+    monkeypatch.chdir(tmp_path)  # no runs/ here: the zoo models' own analyses are read
+    runs = ["zoo:dt-minigrid-do8", "zoo:dt-minigrid-do8-raw"]
     result = main(["compare", *runs, "--out", str(tmp_path / "c")])
     assert len(result["models"]) == 2 and "| finding |" in capsys.readouterr().out
     with pytest.raises(FileExistsError, match="comparison already exists"):
         main(["compare", *runs, "--out", str(tmp_path / "c")])
     with pytest.raises(FileNotFoundError, match="no analysis of"):
-        main(["compare", str(work / "ppo"), "--out", str(tmp_path / "d")])
+        main(["compare", str(pair / "ff"), "--out", str(tmp_path / "d")])  # a PPO agent's run
     with pytest.raises(ValueError, match="needs --out"):
         main(["compare", *runs])
 

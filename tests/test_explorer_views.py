@@ -142,12 +142,10 @@ def test_stability_from_the_directions_meta_reaches_the_legend(tmp_path):
     assert [f["stability"] for f in manifest["layers"][0]["features"]] == [0.97, 0.4213, None]
 
 
-def test_sim_sample_explorer_draws_tiles_and_calls_its_rewards_predictions(tmp_path):
-    from sim_runs import make_run
-
+def test_sim_sample_explorer_draws_tiles_and_calls_its_rewards_predictions(sim_world, tmp_path):
     from policylens.sim.analyses.sample.cli import main
 
-    run = make_run(tmp_path / "runs", episodes=4)
+    run = sim_world / "rnn"
     out = tmp_path / "sample"
     main([str(run), "--n", "2", "--steps", "5", "--out", str(out), "--k", "2", "--ig-steps", "2", "--video", "false",
           "--progress", "false"])

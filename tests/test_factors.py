@@ -13,9 +13,7 @@ from policylens import agents, rollouts
 from policylens.factors import (Directions, choose_frames, coefficients, collect_activations, ica, nmf,
                                 nmf_attributions, pca, reconstruct, residual, store_activations)
 from policylens.factors import cli as factorize_cli
-from policylens.rollouts import RecordConfig, record
 
-ENV = "minigrid:MiniGrid-Dynamic-Obstacles-5x5-v0"
 AGENT = {"arch": "cnn", "obs_shape": [7, 7, 3], "num_actions": 3, "obs_scale": 0.1}
 
 
@@ -267,14 +265,9 @@ def test_collect_activations_passes_the_state_to_a_recurrent_agent():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Two recorded runs on MiniGrid 5x5: feed-forward and recurrent cnn agents, 4 episodes each."""
-    root = tmp_path_factory.mktemp("runs")
-    for name, recurrent in (("ff", False), ("rnn", True)):
-        agent, cfg = tiny(recurrent)
-        agents.save_agent(agent, cfg, root / name / "agent", extra={"env": ENV})
-        record(RecordConfig(run=str(root / name), episodes=4, num_envs=2, progress=False))
-    return root
+def runs(pair):
+    """Two recorded runs on MiniGrid 5x5: feed-forward and recurrent cnn agents (``tiny``), 4 episodes each."""
+    return pair
 
 
 @pytest.mark.parametrize("name", ["ff", "rnn"])

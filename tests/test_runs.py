@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from sim_runs import make_run
+from sim_runs import copy_world
 
 from policylens import agents
 from policylens.cli import main as cli_main
@@ -44,13 +44,13 @@ def snapshot(root) -> dict:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, _sim_world):
     """A tiny agent with a recorded store, a recurrent agent with store and simulator, hx directions."""
     root = tmp_path_factory.mktemp("runs")
     torch.manual_seed(0)
     agents.save_agent(agents.build(AGENT), AGENT, root / "run" / "agent", extra={"env": ENV})
     record(RecordConfig(run=str(root / "run"), episodes=3, num_envs=2, progress=False))
-    make_run(root / "sim", episodes=4)
+    copy_world(_sim_world, root / "sim")
     Directions.one_hot("hx", [0, 1], 8).save(root / "hx-dirs")
     return root
 

@@ -32,15 +32,11 @@ TINY = SimConfig(context_frames=2, latent=8, deter=16, stoch=4, hidden=16, embed
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    for k, (name, extra) in enumerate((("rnn", {"recurrent": True, "hidden": 8}), ("other", {"recurrent": True,
-                                      "hidden": 8}), ("ff", {}))):
-        torch.manual_seed(k)
-        cfg = {**AGENT, **extra}
-        agents.save_agent(agents.build(cfg), cfg, root / name / "agent", extra={"env": ENV})
-    record(RecordConfig(run=str(root / "rnn"), episodes=6, num_envs=2, progress=False))
-    return root
+def runs(sim_world):
+    """The shared tiny world (recurrent ``rnn`` with a 6-episode store, ``other``) and a feed-forward ``ff``."""
+    torch.manual_seed(2)
+    agents.save_agent(agents.build(AGENT), AGENT, sim_world / "ff" / "agent", extra={"env": ENV})
+    return sim_world
 
 
 def _train_cfg(runs, out, **kw) -> SimTrainConfig:

@@ -17,14 +17,14 @@ from policylens.sim.analyses.agents.cli import main
 from policylens.sim.analyses.agents.core import ended_outcomes, paired_table, play_imagined, play_real
 from policylens.sim.guests import load_guest
 from policylens.sim.loop import Noise, rollout
-from sim_runs import ENV, make_run, tiny_parts
+from sim_runs import ENV, tiny_parts
 
 NAMES = ["left", "right", "forward"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("agents"))
+def run(sim_world):
+    return sim_world / "rnn"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sim_runs import make_run, tiny_parts
+from sim_runs import tiny_parts
 from sklearn.metrics import adjusted_rand_score
 
 from policylens.agents.base import ScaleObs
@@ -24,8 +24,8 @@ STEPS, LAG, K = 6, 4, 3
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("behaviours"))
+def run(sim_world):
+    return sim_world / "rnn"
 
 
 def _directions(hidden: int = 8, seed: int = 0) -> Directions:

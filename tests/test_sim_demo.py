@@ -1,5 +1,6 @@
 """The demo's simulator section end to end on the zoo's recurrent agent at tiny sizes: every sim command runs
-through its command line on a fresh run, and the section links what they wrote."""
+through its command line on a fresh run, and the section links what they wrote. ``sim report`` on the tiny
+world's run after the commands it reads ran there at the smallest sizes."""
 from __future__ import annotations
 
 import re
@@ -37,20 +38,48 @@ def test_the_simulator_section_runs_every_command_and_links_what_exists(demo):
     assert (run / "sim" / "baseline").is_dir()
 
 
-def test_sim_report_copies_every_figure_it_links(demo):
+TINY = ["--context-frames", "2", "--latent", "8", "--deter", "16", "--stoch", "4", "--hidden", "16", "--embed", "16",
+        "--channels", "4"]
+
+
+@pytest.fixture(scope="module")
+def analysed(sim_world):
+    """The tiny world's ``rnn`` run with a simulator trained for two steps, scored by fidelity against its baseline
+    and in a closed loop, saliency through time, and a swap in the environment and the simulator: ``(root, run)``."""
+    import torch
+
+    from policylens.factors import Directions
+    from policylens.hidden.swap import cli as swap_cli
+    from policylens.sim import cli as sim_cli
+    from policylens.sim.analyses.fidelity import cli as fidelity_cli
+    from policylens.sim.analyses.saliency import cli as saliency_cli
+
+    run, quiet = sim_world / "rnn", ["--progress", "false"]
+    sim_cli.main(["train", str(run), "--steps", "2", "--window", "5", "--batch-size", "4", "--eval-every", "2",
+                  "--checkpoint-every", "2", "--val-windows", "8", "--overwrite", *TINY, *quiet])
+    fidelity_cli.main([str(run), "--horizon", "3", "--windows", "16", "--bootstrap", "20", "--ceiling-draws", "0",
+                       "--closed-loop-draws", "4", "--baseline-steps", "1", *quiet])
+    saliency_cli.main([str(run), "--t", "3", "--samples", "0", "--smooth", "2", *quiet])
+    q, _ = torch.linalg.qr(torch.randn(8, 3, generator=torch.Generator().manual_seed(1)))
+    Directions(q.T.contiguous(), "hx", ("saw", "box", "coin"), "pca", {"std": [2.0] * 8}).save(sim_world / "hx")
+    swap_cli.main([str(run), "--directions", str(sim_world / "hx"), "--swap", "saw:box", "--episodes", "2",
+                   "--sim-samples", "8", "--sim-steps", "4", "--out", str(run / "analysis" / "swap"), *quiet])
+    return sim_world, run
+
+
+def test_sim_report_copies_every_figure_it_links(analysed):
     from policylens.sim.analyses.report.cli import main
 
-    tmp_path = demo[0]
-    path = main([str(tmp_path / "recurrent"), "--out", str(tmp_path / "report"), "--progress", "false"])
+    tmp_path, run = analysed
+    path = main([str(run), "--out", str(tmp_path / "report"), "--progress", "false"])
     text = path.read_text()
     links = re.findall(r"\]\(([^)]+\.png)\)", text)
     assert len(links) >= 6 and all((path.parent / link).is_file() for link in links)
     assert all(link.startswith("figures/") for link in links)  # the folder stands alone
     assert "### Simulator" in text and "### Swap" in text
     # a further scoring beside the main one gets its own table of differences
-    shutil.copytree(tmp_path / "recurrent" / "analysis" / "fidelity", tmp_path / "recurrent" / "analysis" / "fidelity-again")
-    text = main([str(tmp_path / "recurrent"), "--out", str(tmp_path / "report"), "--progress", "false",
-                 "--overwrite"]).read_text()
+    shutil.copytree(run / "analysis" / "fidelity", run / "analysis" / "fidelity-again")
+    text = main([str(run), "--out", str(tmp_path / "report"), "--progress", "false", "--overwrite"]).read_text()
     again = text[text.index("Scored again (`fidelity-again`)"):]
     assert "| simulator − baseline | 1 (" in again
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from minigrid.core.constants import IDX_TO_OBJECT, OBJECT_TO_IDX
-from sim_runs import AGENT, ENV, make_run, tiny_parts
+from sim_runs import AGENT, ENV, tiny_parts
 
 from policylens import agents
 from policylens.rollouts import RecordConfig, record
@@ -29,8 +29,8 @@ STEPS = 12  # steps after the context
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("fidelity"))
+def run(sim_world):
+    return sim_world / "rnn"
 
 
 @pytest.fixture(scope="module")

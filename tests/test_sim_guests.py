@@ -14,14 +14,14 @@ from policylens.sim.analyses.sample.cli import main as sample_main
 from policylens.sim.data import load_sim_data
 from policylens.sim.guests import load_guest
 from policylens.sim.loop import FrozenAgent, Noise, filtered_start, rollout
-from sim_runs import AGENT, make_run, tiny_parts
+from sim_runs import AGENT, tiny_parts
 
 NAMES = ["left", "right", "forward"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("guests"))
+def run(sim_world):
+    return sim_world / "rnn"
 
 
 @pytest.fixture(scope="module")

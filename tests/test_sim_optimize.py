@@ -15,15 +15,15 @@ from policylens.sim.analyses.optimize.cli import main
 from policylens.sim.analyses.optimize.core import load_latents, optimize_latents, save_latents
 from policylens.sim.loop import rollout
 from policylens.sim.targets import make_target
-from sim_runs import make_run, tiny_parts
+from sim_runs import tiny_parts
 
 NAMES = ["left", "right", "forward"]
 FAST = dict(samples=3, steps=5, iterations=20, lr=0.1)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("optimize"))
+def run(sim_world):
+    return sim_world / "rnn"
 
 
 @pytest.fixture(scope="module")

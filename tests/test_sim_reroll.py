@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from minigrid.core.constants import OBJECT_TO_IDX
-from sim_runs import AGENT, TINY, make_run, tiny_parts
+from sim_runs import AGENT, TINY, tiny_parts
 
 from policylens import agents
 from policylens.rollouts import RecordConfig, record
@@ -101,8 +101,8 @@ def test_the_one_step_ceiling_equals_a_hand_computation_from_the_draws(obstacles
     assert got["best"]["obs_score"].mean() > got["sampled"]["obs_score"].mean()  # the commonest code wins on average
 
 
-def test_in_a_deterministic_env_the_ceiling_is_perfect(tmp_path):
-    run = make_run(tmp_path)  # Empty-Random: nothing random after the reset
+def test_in_a_deterministic_env_the_ceiling_is_perfect(sim_world):
+    run = sim_world / "rnn"  # Empty-Random: nothing random after the reset
     sim, frozen = tiny_parts(run)
     data = load_sim_data(run / "rollouts.zarr")
     starts = np.concatenate([data.start, data.start + data.length - K - 1])
@@ -147,7 +147,7 @@ def test_closed_loop_agreement_equals_a_hand_count():
 
 
 @pytest.mark.slow
-def test_closed_loop_draws_start_from_the_recorded_state_and_part_as_the_world_is_drawn_again(tmp_path):
+def test_closed_loop_draws_start_from_the_recorded_state_and_part_as_the_world_is_drawn_again(tmp_path, sim_world):
     from policylens.sim.analyses.fidelity.closed_loop import ENDED, closed_loop, drawn_outcomes
 
     zoo = "zoo:minigrid-do8-recurrent"  # a trained agent: it walks, so the balls it meets differ between draws
@@ -160,7 +160,7 @@ def test_closed_loop_draws_start_from_the_recorded_state_and_part_as_the_world_i
     assert (drawn[:, :, 1:] != drawn[:, :1, 1:]).any()  # later the drawn worlds part
     ended = drawn == ENDED
     assert not (ended[:, :, :-1] & ~ended[:, :, 1:]).any()  # an ended episode stays ended
-    run = make_run(tmp_path)  # Empty-Random: nothing to draw, every draw agrees with every other
+    run = sim_world / "rnn"  # Empty-Random: nothing to draw, every draw agrees with every other
     sim, frozen = tiny_parts(run)
     flat = load_sim_data(run / "rollouts.zarr")
     windows = flat.windows(flat.start, K + 1)

@@ -14,14 +14,14 @@ from policylens.sim.analyses.saliency.cli import main, sample_latents, sample_se
 from policylens.sim.analyses.saliency.core import PROBES, saliency
 from policylens.sim.loop import Noise, rollout
 from policylens.sim.targets import make_target
-from sim_runs import make_run, tiny_parts
+from sim_runs import tiny_parts
 
 STEPS, T = 5, 3
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("saliency"))
+def run(sim_world):
+    return sim_world / "rnn"
 
 
 @pytest.fixture(scope="module")

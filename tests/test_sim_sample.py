@@ -16,12 +16,12 @@ from policylens.sim.analyses.sample.cli import main
 from policylens.sim.data import load_sim_data
 from policylens.sim.obs import network_input
 from policylens.sim.sample import env_obs, real_windows, sample, to_trajectories
-from sim_runs import make_run, tiny_parts
+from sim_runs import tiny_parts
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("sample"))
+def run(sim_world):
+    return sim_world / "rnn"
 
 
 @pytest.fixture(scope="module")

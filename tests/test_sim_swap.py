@@ -105,11 +105,8 @@ def test_imagined_outcomes_read_the_cell_ahead_and_the_predicted_end():
 
 
 @pytest.fixture(scope="module")
-def sim_run(tmp_path_factory):
-    from sim_runs import make_run
-
-    root = tmp_path_factory.mktemp("simswap")
-    run = make_run(root)
+def sim_run(sim_world):
+    root, run = sim_world, sim_world / "rnn"
     q, _ = torch.linalg.qr(torch.randn(8, 3, generator=torch.Generator().manual_seed(1)))
     Directions(q.T.contiguous(), "hx", ("saw", "box", "coin"), "pca", {"std": [2.0] * 8}).save(root / "hx")
     return root, run
