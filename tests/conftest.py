@@ -1,11 +1,12 @@
 """Shared set-up: quiet warnings, one torch thread, and the tiny runs several test files read.
 
 The simulator's tiny world (``sim_runs.make_run``: a recurrent MiniGrid agent with a recorded store and a saved
-simulator, and a second agent) is built once per session and never written to; a module gets its own copy
-(``sim_world``), a test that changes it gets a fresh one (``fresh_sim_world``). Likewise ``pair``: a
-feed-forward and a recurrent cnn agent on MiniGrid, each with a recorded store.
+simulator, and a second agent) is built once per session and never written to; each module that asks for it
+gets its own copy (``sim_world``), to write into as it likes. Likewise ``pair``: a feed-forward and a recurrent
+cnn agent on MiniGrid, each with a recorded store.
 """
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -42,14 +43,6 @@ def sim_world(_sim_world, tmp_path_factory) -> Path:
     return copy_world(_sim_world, tmp_path_factory.mktemp("sim-world") / "world")
 
 
-@pytest.fixture
-def fresh_sim_world(_sim_world, tmp_path) -> Path:
-    """This test's own copy of the simulator's tiny world, to change as it likes."""
-    from sim_runs import copy_world
-
-    return copy_world(_sim_world, tmp_path / "world")
-
-
 @pytest.fixture(scope="session")
 def _pair(tmp_path_factory) -> Path:
     """The session's one build of the feed-forward/recurrent pair: read only through ``pair``."""
@@ -69,6 +62,4 @@ def _pair(tmp_path_factory) -> Path:
 def pair(_pair, tmp_path_factory) -> Path:
     """This module's copy of two recorded runs on MiniGrid Dynamic-Obstacles 5x5 (``PAIR_ENV``): ``ff/`` and
     ``rnn/`` (hidden 16), cnn agents seeded 0, 4 episodes each in ``rollouts.zarr``."""
-    import shutil
-
     return Path(shutil.copytree(_pair, tmp_path_factory.mktemp("pair") / "pair"))

@@ -3,7 +3,7 @@
 ``make_run(root)`` writes ``root/rnn/agent``, ``root/rnn/rollouts.zarr`` (6 episodes) and ``root/rnn/sim``
 (an untrained tiny simulator tied to that agent), plus a second recurrent agent ``root/other/agent`` for the
 "another agent" refusals; ``tiny_parts(root)`` loads them back, ``copy_world(root, dst)`` copies them. The
-session builds one such world (conftest.py's ``sim_world`` / ``fresh_sim_world`` hand out copies).
+session builds one such world (conftest.py's ``sim_world`` hands out a copy per module).
 """
 from __future__ import annotations
 

@@ -230,6 +230,8 @@ def test_attribute_on_ray_equals_attributing_here(run, here, local_ray, tmp_path
         assert got[1]["delta"]["max_rel"] < 0.2
 
 
+@pytest.mark.slow  # fast: attribute's split over workers on Ray above, two worker processes from the command line
+# in test_record_resumed_on_other_workers_equals_one_go
 def test_attribute_on_two_processes_equals_attributing_here_from_the_command(run, here, tmp_path, capsys):
     ref = _attribute(run, here, tmp_path / "here.npz")
     pl(["attribute", str(run), "--store", str(here), "--layer", "conv2", "--batch", "8", "--steps", "8",
