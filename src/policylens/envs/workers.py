@@ -21,7 +21,7 @@ import multiprocessing as mp
 
 import numpy as np
 
-from .base import EpisodeTracker, VecEnv
+from .base import VecEnv
 from .families import make_batch
 from .spec import parse_spec
 
@@ -112,7 +112,7 @@ class WorkerVecEnv(VecEnv):
         self._local = make_batch(parse_spec(spec), num_envs=self.sizes[0], seed=seed, shard=(0, num_envs))
         for name in ("observation_space", "action_space", "action_names", "spec", "obs_scale"):
             setattr(self, name, getattr(self._local, name))
-        self.num_envs, self._tracker = num_envs, EpisodeTracker(num_envs)
+        self.num_envs = num_envs  # each shard tracks its own episodes; snapshot/restore join and split them
         ctx = mp.get_context("spawn")
         self._conns, self._procs = [], []
         try:
