@@ -113,7 +113,13 @@ def main(argv=None):
     parser.add_argument("--train-steps", type=int, default=1024, help="SB3 training steps before the timed part")
     parser.add_argument("--compare-episodes", type=int, default=30, help="games compare plays per agent")
     parser.add_argument("--quick", action="store_true", help="a smoke run on short games (not the figures)")
+    parser.add_argument("--zip-only", metavar="ZIP", help="only train the SB3 agent and save its zip to ZIP "
+                        "(how the zoo's sb3-breakout was made), then stop")
     args = parser.parse_args(argv)
+    if args.zip_only:
+        trained = train(Path(args.zip_only), args.train_steps)
+        print(json.dumps(trained))
+        return
     game, explore = GAME, []
     if args.quick:
         game, explore = GAME + "?max_frames=1600", ["--episodes", "0-1", "--steps", 64, "--nmf-frames", 64]

@@ -115,8 +115,12 @@ def zoo_table() -> list:
         if (run / "evaluation.json").is_file():
             e = json.loads((run / "evaluation.json").read_text())
             causes = ", ".join(f"{c} {n}" for c, n in e["causes"].items() if n and c != "success")
-            result = (f"**{e['success_rate']:.3f}** ({e['ci95'][0]:.3f}-{e['ci95'][1]:.3f}) on {e['episodes']:,} "
-                      f"levels" + (f"; {causes}" if causes else ""))
+            if config["env"].startswith("atari:"):  # a game has a score, not a success
+                result = (f"score **{e['mean_return']:.2f}** (sd {e['return_std']:.2f}) over {e['episodes']:,} "
+                          f"games" + (f"; last life lost to: {causes}" if causes else ""))
+            else:
+                result = (f"**{e['success_rate']:.3f}** ({e['ci95'][0]:.3f}-{e['ci95'][1]:.3f}) on "
+                          f"{e['episodes']:,} levels" + (f"; {causes}" if causes else ""))
         elif (run / "calibration.json").is_file():
             c = json.loads((run / "calibration.json").read_text())
             result = "return " + ", ".join(f"{r['mean_return']:.2f} at RTG {r['target_rtg']:g}" for r in c["results"]
@@ -124,7 +128,10 @@ def zoo_table() -> list:
             frames = None
         else:
             result = "-"
-        rows.append(f"| `{run.name}` | {_env_name(config['env'])} | {_arch(config['agent'])} | "
+        imported = config.get("imported_from")
+        agent = _arch(config["agent"]) + (f", imported from {imported['library']} {imported['algorithm']}"
+                                          if imported else "")
+        rows.append(f"| `{run.name}` | {_env_name(config['env'])} | {agent} | "
                     f"{f'{frames:,}' if frames else '-'} | {result} |")
     return rows
 

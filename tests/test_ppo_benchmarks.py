@@ -44,3 +44,17 @@ def test_minigrid_time_to_95_quick_trains_evaluates_and_plots(tmp_path, monkeypa
     assert runs["mlp"]["beside"]["before"]["cpus"] >= 1 and "loadavg_1_5_15" in runs["mlp"]["beside"]["after"] and runs["mlp"]["threads"] == 1
     assert (tmp_path / "minigrid_time_to_95_quick.png").stat().st_size > 5000
     assert (tmp_path / "runs" / "mlp" / "agent" / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_diversity_sweep_quick_files_the_sweep_its_groups_and_the_paper(tmp_path, monkeypatch):
+    import benchmarks.diversity_sweep as bench
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    bench.main(["--quick", "--out", str(tmp_path / "sweep"), "--threads", "1"])
+    filed = json.loads((tmp_path / "diversity_sweep_quick.json").read_text())
+    assert [r["name"] for r in filed["runs"]] == ["levels-3-seed1", "levels-0-seed1"]
+    assert [g["num_levels"] for g in filed["groups"]] == [3, 0]
+    assert filed["command"].startswith("python -m benchmarks.diversity_sweep --quick")
+    assert len(filed["paper"]["levels"]) == len(filed["paper"]["test"]["run 1"]) == 7
+    assert (tmp_path / "diversity_sweep_quick.png").stat().st_size > 5000

@@ -55,3 +55,32 @@ def test_attention_settings_and_bad_values():
         settings(SweepConfig(levels="10,many"))
     with pytest.raises(ValueError, match="unknown sweep kind"):
         settings(SweepConfig(kind="colours"))
+
+
+def _row(name, n, seed, train, held_out, share=None):
+    row = {"name": name, "num_levels": n, "seed": seed, "train": {"success_rate": train, "ci95": [train - .1, train + .1]},
+           "held_out": {"success_rate": held_out, "ci95": [held_out - .1, held_out + .1]}}
+    if share is not None:
+        row["interpretability"] = {"interpretable_share": share, "interpretable_share_spread": {"min": share - .05, "max": share + .05}}
+    return row
+
+
+def test_seeds_multiply_the_settings_and_group_joins_them(tmp_path):
+    cfg = SweepConfig(levels="10,0", seeds="1,2")
+    assert settings(cfg) == [("levels-10-seed1", {"num_levels": 10, "seed": 1}),
+                             ("levels-10-seed2", {"num_levels": 10, "seed": 2}),
+                             ("levels-0-seed1", {"num_levels": 0, "seed": 1}),
+                             ("levels-0-seed2", {"num_levels": 0, "seed": 2})]
+    assert train_config(SweepConfig(train_args=TRAIN, seeds="3"), tmp_path / "r", settings(SweepConfig(seeds="3"))[0][1]).seed == 3
+    with pytest.raises(ValueError, match="--seeds"):
+        settings(SweepConfig(seeds="1,x"))
+    from policylens.sweep import group, plot
+
+    rows = [_row("a", 10, 1, 1.0, 0.4, 0.2), _row("b", 10, 2, 0.8, 0.6, 0.4), _row("c", 0, 1, 0.9, 0.9, 0.7),
+            _row("d", 0, 2, 0.7, 0.7)]
+    groups = group(rows, "num_levels")
+    assert [g["num_levels"] for g in groups] == [10, 0] and groups[0]["seeds"] == [1, 2]
+    assert groups[0]["train"]["success_rate"] == pytest.approx(0.9) and groups[0]["held_out"]["range"] == [0.4, 0.6]
+    assert groups[0]["interpretable_share"]["mean"] == pytest.approx(0.3)
+    assert groups[1]["interpretable_share"]["per_seed"] == [0.7]  # an unscored run leaves the mean alone
+    assert plot({"kind": "levels", "runs": rows}, tmp_path / "s.png").stat().st_size > 1000

@@ -40,6 +40,8 @@ class SweepConfig:
     """kind=levels: level counts to train on, comma-separated (0: unlimited)"""
     coefs: str = "0,0.001,0.005,0.01"
     """kind=attention: attention-entropy coefficients, comma-separated"""
+    seeds: str = ""
+    """training seeds, comma-separated: one run per setting and seed (default: the one seed of --train-args)"""
     train_args: str = "--preset minigrid"
     """options for every run's policylens train, e.g. "--preset minigrid --total-frames 200000" """
     episodes: int = 200
@@ -73,16 +75,43 @@ def parse_values(text: str, cast, name: str) -> list:
 
 
 def settings(cfg: SweepConfig) -> list:
-    """``[(run name, {train options})]`` for each value of the sweep."""
+    """``[(run name, {train options})]`` for each value of the sweep, and each seed of ``--seeds`` (the name
+    then ends in ``-seedS``)."""
     if cfg.kind == "levels":
         values = parse_values(cfg.levels, int, "levels")
         if any(v < 0 for v in values):
             raise ValueError(f"--levels must be >= 0 (0: unlimited), got {values}")
-        return [(f"levels-{v}", {"num_levels": v}) for v in values]
-    if cfg.kind == "attention":
+        base = [(f"levels-{v}", {"num_levels": v}) for v in values]
+    elif cfg.kind == "attention":
         values = parse_values(cfg.coefs, float, "coefs")
-        return [(f"attention-{v:g}", {"arch": "attention", "attention_entropy_coef": v}) for v in values]
-    raise ValueError(f"unknown sweep kind {cfg.kind!r}; expected one of {', '.join(KINDS)}")
+        base = [(f"attention-{v:g}", {"arch": "attention", "attention_entropy_coef": v}) for v in values]
+    else:
+        raise ValueError(f"unknown sweep kind {cfg.kind!r}; expected one of {', '.join(KINDS)}")
+    if not cfg.seeds.strip():
+        return base
+    seeds = parse_values(cfg.seeds, int, "seeds")
+    return [(f"{name}-seed{s}", {**setting, "seed": s}) for name, setting in base for s in seeds]
+
+
+def group(rows: list, key: str) -> list:
+    """The runs of one setting (every seed) together: per split, the mean success over seeds, each seed's
+    success and the range over seeds; the interpretable share likewise. One entry per value of ``key``, in
+    the order of the sweep."""
+    values = list(dict.fromkeys(r[key] for r in rows))
+    out = []
+    for v in values:
+        runs = [r for r in rows if r[key] == v]
+        entry: dict = {key: v, "runs": [r["name"] for r in runs], "seeds": [r.get("seed") for r in runs]}
+        for split in ("train", "held_out"):
+            rates = [r[split]["success_rate"] for r in runs]
+            entry[split] = {"success_rate": sum(rates) / len(rates), "per_seed": rates,
+                            "range": [min(rates), max(rates)]}
+        shares = [r["interpretability"]["interpretable_share"] for r in runs if r.get("interpretability")]
+        if shares:
+            entry["interpretable_share"] = {"mean": sum(shares) / len(shares), "per_seed": shares,
+                                            "range": [min(shares), max(shares)]}
+        out.append(entry)
+    return out
 
 
 def train_config(cfg: SweepConfig, run_dir: Path, setting: dict):
@@ -163,7 +192,7 @@ def run_setting(cfg: SweepConfig, name: str, setting: dict) -> dict:
     pick = lambda r: {k: r[k] for k in ("episodes", "success_rate", "ci95", "mean_return", "causes")}  # noqa: E731
     held_out = evaluate(run_dir, episodes=cfg.episodes, start_level=cfg.held_out_start, workers=cfg.workers,
                         progress=cfg.progress)
-    row = {"name": name, **setting, "env": tc.env, "frames": tc.total_frames, "held_out": pick(held_out)}
+    row = {"name": name, **setting, "seed": tc.seed, "env": tc.env, "frames": tc.total_frames, "held_out": pick(held_out)}
     levels = setting.get("num_levels")
     if levels:  # a finite training set: evaluate on it too (level k mod num_levels)
         train_split = evaluate(run_dir, episodes=cfg.episodes, start_level=0, num_levels=levels,
@@ -190,33 +219,46 @@ def plot(result: dict, path) -> Path:
 
     rows = result["runs"]
     if result["kind"] == "levels":
-        fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
-        finite = sorted(r["num_levels"] for r in rows if r["num_levels"])
+        fig, (ax, ax_i) = plt.subplots(1, 2, figsize=(9.5, 3.6), dpi=120)
+        finite = sorted({r["num_levels"] for r in rows if r["num_levels"]})
         inf_x = (finite[-1] * 10) if finite else 1
-        xs = [r["num_levels"] or inf_x for r in rows]
-        for split, style in (("train", "o-"), ("held_out", "s--")):
-            ys = [r[split]["success_rate"] for r in rows]
-            err = [[y - r[split]["ci95"][0] for y, r in zip(ys, rows)], [r[split]["ci95"][1] - y for y, r in zip(ys, rows)]]
-            ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=3, label=split.replace("_", "-") + " levels")
-        ax.set_xscale("log")
-        ax.set_xticks(xs, [str(r["num_levels"] or "unlimited") for r in rows])
-        ax.set_xlabel("training levels")
+        x_of = lambda n: n or inf_x  # noqa: E731 (unlimited levels drawn one decade past the largest count)
+        levels = sorted(dict.fromkeys(r["num_levels"] for r in rows), key=x_of)
+        for split, style, colour in (("train", "o-", "tab:blue"), ("held_out", "s--", "tab:orange")):
+            runs = [[r for r in rows if r["num_levels"] == n] for n in levels]
+            means = [sum(r[split]["success_rate"] for r in rs) / len(rs) for rs in runs]
+            low = [m - min(r[split]["ci95"][0] for r in rs) for m, rs in zip(means, runs)]
+            high = [max(r[split]["ci95"][1] for r in rs) - m for m, rs in zip(means, runs)]
+            xs = [x_of(n) for n in levels]
+            ax.errorbar(xs, means, yerr=[low, high], fmt=style, capsize=3, color=colour,
+                        label=split.replace("_", "-") + " levels (mean over seeds)")
+            ax.scatter([x_of(r["num_levels"]) for r in rows], [r[split]["success_rate"] for r in rows],
+                       s=10, color=colour, alpha=0.5)
         ax.set_ylabel("success rate")
-        scored = [(x, r["interpretability"]) for x, r in zip(xs, rows) if r.get("interpretability")]
+        ax.set_title("Generalisation (bars: every seed's 95% interval)", fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+        scored = [r for r in rows if r.get("interpretability")]
         if scored:
-            twin = ax.twinx()
-            x_s = [x for x, _ in scored]
-            y_s = [i["interpretable_share"] for _, i in scored]
-            spread = [i.get("interpretable_share_spread") or {} for _, i in scored]
-            err = [[max(0.0, y - (sp.get("min") if sp.get("min") is not None else y)) for y, sp in zip(y_s, spread)],
-                   [max(0.0, (sp.get("max") if sp.get("max") is not None else y) - y) for y, sp in zip(y_s, spread)]]
-            twin.errorbar(x_s, y_s, yerr=err, fmt="^:", capsize=3, color="tab:green",
-                          label="interpretable directions (share; range over NMF restarts)")
-            twin.set_ylabel("interpretable share", color="tab:green")
-            twin.set_ylim(0, 1.05)
-            twin.legend(fontsize=8, loc="lower right")
-        ax.legend(fontsize=8, loc="upper left")
-        ax.set_title("Diversity: generalisation and interpretability against the number of levels", fontsize=9)
+            by_n = [[r for r in scored if r["num_levels"] == n] for n in levels]
+            pairs = [(n, rs) for n, rs in zip(levels, by_n) if rs]
+            means = [sum(r["interpretability"]["interpretable_share"] for r in rs) / len(rs) for _, rs in pairs]
+            lo = [min(_spread(r, "min") for r in rs) for _, rs in pairs]
+            hi = [max(_spread(r, "max") for r in rs) for _, rs in pairs]
+            ax_i.errorbar([x_of(n) for n, _ in pairs], means, yerr=[[max(0.0, m - v) for m, v in zip(means, lo)],
+                          [max(0.0, v - m) for m, v in zip(means, hi)]], fmt="^-", capsize=3, color="tab:green",
+                          label="mean over seeds")
+            ax_i.scatter([x_of(r["num_levels"]) for r in scored],
+                         [r["interpretability"]["interpretable_share"] for r in scored], s=10, color="tab:green",
+                         alpha=0.5)
+            ax_i.legend(fontsize=7, loc="lower right")
+        ax_i.set_ylim(0, 1.05)
+        ax_i.set_ylabel("share of NMF directions matching an entity")
+        ax_i.set_title("Interpretability (bars: range over seeds and NMF restarts)", fontsize=9)
+        for a in (ax, ax_i):
+            a.set_xscale("log")
+            a.set_xticks([x_of(n) for n in levels], [str(n or "unlimited") for n in levels])
+            a.minorticks_off()
+            a.set_xlabel("training levels")
     else:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=120)
         labels = [f"{r['attention_entropy_coef']:g}" for r in rows]
@@ -232,13 +274,22 @@ def plot(result: dict, path) -> Path:
     return Path(path)
 
 
+def _spread(row: dict, side: str) -> float:
+    """One end (``min``/``max``) of a run's interpretable share over NMF restarts (its share if not measured)."""
+    i = row["interpretability"]
+    v = (i.get("interpretable_share_spread") or {}).get(side)
+    return i["interpretable_share"] if v is None else v
+
+
 def sweep(cfg: SweepConfig) -> dict:
     from .runs import prepare_out
 
     out = prepare_out(cfg.out, what="sweep", resume=cfg.resume, overwrite=cfg.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     rows = [run_setting(cfg, name, setting) for name, setting in settings(cfg)]
-    result = {"kind": cfg.kind, "train_args": cfg.train_args, "episodes": cfg.episodes, "runs": rows}
+    key = "num_levels" if cfg.kind == "levels" else "attention_entropy_coef"
+    result = {"kind": cfg.kind, "train_args": cfg.train_args, "episodes": cfg.episodes, "runs": rows,
+              "groups": group(rows, key)}
     (out / "sweep.json").write_text(json.dumps(result, indent=1))
     plot(result, out / "sweep.png")
     return result
