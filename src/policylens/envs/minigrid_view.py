@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from itertools import chain
+from operator import itemgetter
 
 import numpy as np
 from minigrid.core.grid import Grid
@@ -54,13 +55,21 @@ def _offsets(size: int, direction: int) -> tuple:
     return tuple(zip(dx.ravel().tolist(), dy.ravel().tolist()))
 
 
+@lru_cache(maxsize=1 << 16)
+def _reader(width: int, height: int, size: int, x: int, y: int, direction: int) -> itemgetter:
+    """Reads the view's cells (flattened i-major) from a grid's cell list with one more entry at its end, the
+    wall MiniGrid puts outside the grid: index -1 wherever the view leaves the grid."""
+    index = [(y + dy) * width + x + dx if 0 <= x + dx < width and 0 <= y + dy < height else -1
+             for dx, dy in _offsets(size, direction)]
+    return itemgetter(*index)
+
+
 def _cells(env, hide: tuple) -> list:
     """The objects of the view's cells (None: empty), flattened i-major; the agent's cell holds the grid's."""
-    grid, size = env.grid, env.agent_view_size
-    cells, w, h = grid.grid, grid.width, grid.height
-    ax, ay = int(env.agent_pos[0]), int(env.agent_pos[1])
-    objs = [cells[(ay + dy) * w + ax + dx] if 0 <= ax + dx < w and 0 <= ay + dy < h else _OUTSIDE
-            for dx, dy in _offsets(size, int(env.agent_dir))]
+    grid = env.grid
+    read = _reader(grid.width, grid.height, env.agent_view_size, int(env.agent_pos[0]), int(env.agent_pos[1]),
+                   int(env.agent_dir))
+    objs = list(read(grid.grid + [_OUTSIDE]))
     if hide:
         objs = [None if o is not None and o.type in hide else o for o in objs]
     return objs
@@ -110,7 +119,7 @@ def _view(env, hide: tuple) -> tuple:
     vis = np.ones((size, size), bool) if see_all else _visible(objs, size)
     agent = (size // 2) * size + size - 1  # the agent's cell (size // 2, size - 1), flattened
     objs[agent] = env.carrying or None
-    codes = bytearray(chain.from_iterable(_EMPTY if o is None else o.encode() for o in objs))
+    codes = bytearray(chain.from_iterable([_EMPTY if o is None else o.encode() for o in objs]))
     image = np.frombuffer(codes, np.uint8).reshape(size, size, 3)  # (V, V, 3), writable over the bytearray
     if not see_all:
         image[~vis] = 0
