@@ -140,9 +140,6 @@ class MiniGridVecEnv(VecEnv):
         """Views from :meth:`_raw` (stacked or one) as the agent observes them, uint8."""
         return onehot(raw) if self.obs_mode == "onehot" else raw.astype(np.uint8)
 
-    def _observe(self, i: int) -> np.ndarray:
-        return self._encode(self._raw(i))
-
     def _reset_one(self, i: int) -> np.ndarray:
         """A new episode in env ``i``; its first view, unencoded."""
         self._level_seeds[i] = self._next_seed(i)
