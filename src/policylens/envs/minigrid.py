@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import types
 from typing import TYPE_CHECKING, cast
 
 import gymnasium as gym
@@ -48,7 +49,11 @@ def onehot(image: np.ndarray) -> np.ndarray:
 
 
 class MiniGridVecEnv(VecEnv):
-    def __init__(self, spec: EnvSpec, num_envs: int = 1, seed: int | None = None, shard: tuple | None = None):
+    """``fast_view``: draw the agent's view with :mod:`.minigrid_view` (numpy, the same arrays as MiniGrid's own)
+    where the env draws it MiniGrid's way; False: MiniGrid's own ``gen_obs`` and ``get_frame`` throughout."""
+
+    def __init__(self, spec: EnvSpec, num_envs: int = 1, seed: int | None = None, shard: tuple | None = None,
+                 fast_view: bool = True):
         ids = _minigrid_ids()
         if spec.name not in ids:
             import difflib
@@ -70,6 +75,15 @@ class MiniGridVecEnv(VecEnv):
         self.spec, self.shard = spec, shard
         self.num_envs = num_envs
         self.envs = [cast("MiniGridEnv", gym.make(spec.name, **make_kwargs).unwrapped) for _ in range(num_envs)]
+        from . import minigrid_view  # imports MiniGrid: here, not where only ONEHOT_SIZES is wanted
+
+        self._fast = minigrid_view
+        self.fast_view = fast_view and all(minigrid_view.supported(env) for env in self.envs)
+        # MiniGrid's step and reset end with gen_obs(); where our own drawing replaces its image, it is not drawn
+        self._view_unused = self.obs_mode == "rgb" or bool(self.invisible)
+        if self.fast_view:
+            for env in self.envs:
+                env.gen_obs = types.MethodType(minigrid_view.gen_obs, env)  # type: ignore[method-assign]
         available = int(cast(spaces.Discrete, self.envs[0].action_space).n)
         n_actions = int(opts.get("num_actions", available))
         if not 1 <= n_actions <= available:
@@ -100,24 +114,37 @@ class MiniGridVecEnv(VecEnv):
         ``given``: the obs dict MiniGrid just returned for this very state, reused where nothing is hidden
         (drawing it again costs as much as the step itself)."""
         env = self.envs[i]
-        if given is not None and self.obs_mode != "rgb" and not self.invisible:
+        if given is not None and not self._view_unused:
             return given["image"]
+        if self.fast_view and self._fast.supported(env):
+            if self.obs_mode == "rgb":
+                return self._fast.pov_frame(env, self.tile_size, self.invisible)
+            return self._fast.view(env, self.invisible)[0]
         with _hidden(env, self.invisible):
             if self.obs_mode == "rgb":
                 return env.get_frame(highlight=False, tile_size=self.tile_size, agent_pov=True)
             return env.gen_obs()["image"]
 
+    @contextlib.contextmanager
+    def _quiet(self, i: int, unused: bool = False):
+        """Env ``i``'s own gen_obs leaves its image out meanwhile (None) where :meth:`_raw` would not use it
+        (``unused``: nothing will)."""
+        env = self.envs[i]
+        env._view_unused = (unused or self._view_unused) and self.fast_view  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            env._view_unused = False  # type: ignore[attr-defined]
+
     def _encode(self, raw: np.ndarray) -> np.ndarray:
         """Views from :meth:`_raw` (stacked or one) as the agent observes them, uint8."""
         return onehot(raw) if self.obs_mode == "onehot" else raw.astype(np.uint8)
 
-    def _observe(self, i: int) -> np.ndarray:
-        return self._encode(self._raw(i))
-
     def _reset_one(self, i: int) -> np.ndarray:
         """A new episode in env ``i``; its first view, unencoded."""
         self._level_seeds[i] = self._next_seed(i)
-        given, _ = self.envs[i].reset(seed=self._level_seeds[i])
+        with self._quiet(i):
+            given, _ = self.envs[i].reset(seed=self._level_seeds[i])
         self._actions[i] = []
         return self._raw(i, given)
 
@@ -140,13 +167,14 @@ class MiniGridVecEnv(VecEnv):
             a = int(actions[i])
             front = env.grid.get(*env.front_pos)
             front_type = front.type if front is not None else None
-            given, reward, terminated, truncated, _ = env.step(a)
+            with self._quiet(i):
+                given, reward, terminated, truncated, _ = env.step(a)
             self._actions[i].append(a)
             rewards[i] = reward
             if terminated or truncated:
                 dones[i] = True
                 causes[i] = _cause(env, a, front_type, reward, terminated)
-                finals[i] = self._observe(i)  # the episode's last observation
+                finals[i] = self._encode(self._raw(i, given))  # the episode's last observation
                 obs.append(self._reset_one(i))
             else:
                 obs.append(self._raw(i, given))
@@ -173,9 +201,10 @@ class MiniGridVecEnv(VecEnv):
                 self._level_seeds[i], actions = int(state["level_seed"]), list(state["actions"])
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"not a MiniGrid env state (env {i}): {e}") from None
-            self.envs[i].reset(seed=self._level_seeds[i])
-            for a in actions:
-                self.envs[i].step(a)
+            with self._quiet(i, unused=True):
+                self.envs[i].reset(seed=self._level_seeds[i])
+                for a in actions:
+                    self.envs[i].step(a)
             self._actions[i] = actions
 
     def entities(self) -> list:
