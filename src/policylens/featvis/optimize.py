@@ -195,6 +195,22 @@ def image_shape(agent, size=None) -> tuple:
     return tuple(obs_shape[:2]), int(obs_shape[2])
 
 
+def optimize_position(agent, layer: str, where: str = "centre"):
+    """``--position`` as :func:`optimize_batch` takes it: ``"centre"`` -> the layer's middle ``(h // 2, w // 2)``,
+    ``"mean"`` -> None (the mean over positions), ``"Y,X"`` -> ``(Y, X)``; None for a non-spatial layer."""
+    from ..hooks import layer_shapes
+
+    shape = layer_shapes(agent, names=[layer]).get(layer)
+    if where not in ("centre", "mean"):
+        try:
+            y, x = (int(v) for v in where.split(","))
+        except ValueError:
+            raise ValueError(f"position must be centre, mean or Y,X (integers), got {where!r}") from None
+    if shape is None or len(shape) != 3 or where == "mean":
+        return None
+    return (shape[1] // 2, shape[2] // 2) if where == "centre" else (y, x)
+
+
 def optimize_batch(agent, layer: str, directions, *, steps: int = STEPS, lr: float = LR, size=None,
                    jitter: int = JITTER, scale: "float | None" = None, rotate: "float | None" = None,
                    colour_penalty: float = 0.0, penalty_margin: float = 0.25, seed: int = 0, param: str = "fft",
