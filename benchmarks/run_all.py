@@ -12,7 +12,7 @@ import argparse
 import importlib
 
 QUICK = ("ppo_overhead", "store", "attribution_ig", "explorer_export", "dt_app_latency", "edit_blindness",
-         "import_time", "gym_cartpole")
+         "featvis_vs_examples", "import_time", "gym_cartpole")
 
 
 def main(argv=None):

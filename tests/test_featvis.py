@@ -326,8 +326,8 @@ def test_optimize_at_one_position_and_a_channel_index(opt_setup):
 
 def test_colour_penalty_lowers_the_share_of_extremal_pixels():
     agent, red = red_detector(), torch.eye(32)[[0]]  # pure red, an extremal colour, is the optimum
-    plain = optimize_batch(agent, "embed.conv", red, steps=60)
-    penalised = optimize_batch(agent, "embed.conv", red, steps=60, colour_penalty=5.0)
+    plain = optimize_batch(agent, "embed.conv", red, steps=120)
+    penalised = optimize_batch(agent, "embed.conv", red, steps=120, colour_penalty=5.0)
     assert extremal_share(penalised.images) < extremal_share(plain.images)
     assert penalised.objective[0] > penalised.history[0, 0]  # still optimises the direction
 

@@ -55,8 +55,15 @@ class FeatvisConfig:
     """optimisation learning rate (Adam)"""
     param: str = "fft"
     """image parameterisation: fft (decorrelated) | pixel"""
-    jitter: int = 4
+    jitter: int = 2
     """random shift in pixels before each step (0 suits MiniGrid's cnn: its 8-pixel cells do not survive shifts)"""
+    position: str = "centre"
+    """where the optimised image raises the direction: centre (the layer's middle position, as the paper), mean
+    (over all positions) or Y,X; a non-spatial layer is taken whole"""
+    amplitude: float = 0.25
+    """logit scale of the fft image (a unit of its lowest frequency); larger saturates to extremal colours"""
+    redirect: int = 32
+    """steps of redirected ReLU gradients at the start (later only for images whose gradient vanished; 0: off)"""
     scale: float = 0.0
     """random relative zoom before each step, e.g. 0.1 (0: off)"""
     rotate: float = 0.0
@@ -124,7 +131,7 @@ def run_featvis(cfg: FeatvisConfig) -> dict:
     """Compute, save and plot as ``cfg`` says; returns ``{what: path}`` of the files written."""
     from ..agents import load_agent
     from .examples import dataset_examples, spatial_examples
-    from .optimize import optimize_batch
+    from .optimize import optimize_batch, optimize_position
     from .sample import sample_frames
     from .thumbnails import plot_examples, plot_images, plot_spatial, thumbnails
 
@@ -165,14 +172,17 @@ def run_featvis(cfg: FeatvisConfig) -> dict:
         written["spatial.png"] = plot_spatial(spatial, out / "spatial.png", stack)
 
     if cfg.optimize:
+        where = optimize_position(agent, directions.layer, cfg.position)
         result = optimize_batch(agent, directions.layer, directions.vectors, steps=cfg.steps, lr=cfg.lr,
                                 jitter=cfg.jitter, scale=cfg.scale or None, rotate=cfg.rotate or None,
                                 colour_penalty=cfg.colour_penalty, seed=cfg.seed, param=cfg.param,
+                                amplitude=cfg.amplitude, redirect=cfg.redirect, position=where,
                                 reference_obs=sample.obs[:1024], progress=cfg.progress)
         np.savez_compressed(out / "optimized.npz", images=result.images, objective=result.objective,
                             history=result.history)
         (out / "optimized.json").write_text(json.dumps({"layer": directions.layer, "labels": list(directions.labels),
-                                                        "objective": result.objective.tolist(), **source}, indent=1))
+                                                        "position": where, "objective": result.objective.tolist(),
+                                                        **source}, indent=1))
         written["optimized"] = out / "optimized.json"
         written["optimized.png"] = plot_images(result.images, directions.labels, out / "optimized.png",
                                                f"optimised images, layer {directions.layer}", stack)
