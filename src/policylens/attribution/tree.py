@@ -263,7 +263,8 @@ def saliency_trees(agent, obs, *, target="value", layers: Optional[Sequence[str]
                 [[n["_flat"] for n in lv] + [0] * (widest - len(lv)) for lv in levels])  # (B, P)
             attrs = graph.attribution(tgt, parent_layer, units, layer, method)  # (B, P, ...)
         else:
-            attrs = [per_observation(i, levels[i], parent_layer, layer) if levels[i] else None for i in range(b)]
+            attrs = [per_observation(i, levels[i], parent_layer, layer) if levels[i] else obs.new_zeros(0)
+                     for i in range(b)]  # (P, ...) each; nothing for an observation without parents (peaks)
         for i in range(b):
             if not levels[i]:
                 continue

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -66,13 +66,15 @@ class LayerTarget:
     def __init__(self, agent, obs: torch.Tensor, layer: str, kind: str):
         if kind not in LAYER_TARGETS:
             raise ValueError(f"unknown layer target {kind!r}; expected one of {', '.join(LAYER_TARGETS)}")
-        self.agent, self.layer, self.kind, self.units = agent, layer, kind, None
+        self.agent, self.layer, self.kind = agent, layer, kind
+        self.units: Any = None  # (N,) for "peak"
         if kind == "peak":
             with torch.no_grad(), capture(agent, layer) as cache:
                 agent(obs)
             self.units = cache[layer].reshape(obs.shape[0], -1).argmax(1)  # (N,)
         self.name = f"{layer} peak unit" if kind == "peak" else f"{layer} entropy"
-        self._capture, self._cache = None, {}
+        self._capture: Any = None
+        self._cache: dict = {}
 
     def __enter__(self) -> PerObservation:
         self._capture = capture(self.agent, self.layer)
@@ -120,7 +122,7 @@ def washout(agent, obs, *, layer: str = "attention", target="peak", method: str 
     reader = LayerTarget(agent, obs, layer, target) if target in LAYER_TARGETS else None
     with reader if reader is not None else nullcontext(resolve_target(target, agent)) as tgt:
         for j, n in enumerate(counts):
-            options = {} if method == "saliency" else dict(samples=n, noise=noise, seed=seed)
+            options: dict = {} if method == "saliency" else dict(samples=n, noise=noise, seed=seed)
             attr = attribute(agent, obs, target=tgt, method=method, chunk_size=chunk_size, **options)  # (N, H, W, C)
             p = pixel_distribution(attr.detach())  # (N, pixels)
             entropy[:, j], sparsity[:, j] = normalised_entropy(p).cpu().numpy(), gini(p).cpu().numpy()
