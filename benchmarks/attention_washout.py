@@ -130,6 +130,30 @@ def summary(targets: dict) -> dict:
     return out
 
 
+def describe(run: dict) -> str:
+    """What a filed run ran on, in a few words."""
+    env = str(run.get("env_played") or run.get("env") or "").split("?")[0]
+    if not run.get("trained"):
+        return f"untrained attention agent ({run['options'].get('base')}), {env}"
+    coef = run.get("attention_entropy_coef")
+    return (f"attention agent ({run['options'].get('base', 'impala')}), {env}, trained {run.get('train_frames'):,} "
+            f"frames, coefficient {coef:g}")
+
+
+def table(result: dict) -> list:
+    """Markdown rows: per run, target and noisy method, the mean normalised entropy and Gini of the input map at
+    the fewest samples that give a map and at the most, beside the plain gradient's entropy."""
+    rows = ["| agent (frames) | target | method | entropy, gradient | entropy, fewest -> most samples | "
+            "Gini, fewest -> most samples |", "|---|---|---|---|---|---|"]
+    for label, run in result["runs"].items():
+        for key, s in run["summary"].items():
+            target, method = key.split("/")
+            rows.append(f"| {describe(run)} ({run['frames']}) | attention {target} | {method} | "
+                        f"{s['saliency_entropy']:.3f} | {s['entropy'][0]:.3f} ({s['samples'][0]}) -> "
+                        f"{s['entropy'][1]:.3f} ({s['samples'][1]}) | {s['gini'][0]:.3f} -> {s['gini'][1]:.3f} |")
+    return rows
+
+
 def figure(result: dict) -> Path:
     """``results/attention_washout.png``: mean normalised entropy against samples (quartiles shaded), per run and
     target; the plain gradient dashed."""

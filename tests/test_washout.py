@@ -106,3 +106,29 @@ def test_bad_input_is_a_clear_error(agent_obs):
         LayerTarget(agent, obs, "attention", "mean")
     with pytest.raises(KeyError, match="nope"):
         washout(agent, obs, layer="nope")
+
+
+def test_the_benchmark_files_a_run_its_table_and_figure(tmp_path, monkeypatch):
+    """``benchmarks.attention_washout`` on an untrained agent, a few frames and sample counts: the run is filed
+    beside the others, its table rows are its summary, the figure is drawn."""
+    import json
+
+    from benchmarks import attention_washout, common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    env = "minigrid:MiniGrid-Empty-5x5-v0?obs=rgb"
+    for label, seed in (("other", "1"), ("tiny", "0")):
+        attention_washout.main(["--untrained", env, "--label", label, "--frames", "2", "--every", "1",
+                                "--samples", "1,2,4", "--targets", "peak", "--seed", seed])
+    filed = json.loads((tmp_path / "attention_washout.json").read_text())
+    assert filed["runs"]["other"]["seed"] == 1  # filed beside the other run
+    run = filed["runs"]["tiny"]
+    assert run["trained"] is False and run["frames"] == 2 and "Breakout" in run["note"]
+    vargrad = run["summary"]["peak/vargrad"]
+    assert vargrad["samples"] == [2, 4]  # one sample gives no VarGrad map
+    assert vargrad["entropy"] == [run["targets"]["peak"]["vargrad"]["entropy"]["mean"][j] for j in (1, 2)]
+    del filed["runs"]["other"]
+    rows = attention_washout.table(filed)
+    assert len(rows) == 2 + 2 and "| attention peak | vargrad |" in rows[3]
+    assert f"{vargrad['entropy'][0]:.3f} (2) -> {vargrad['entropy'][1]:.3f} (4)" in rows[3]
+    assert (tmp_path / "attention_washout.png").stat().st_size > 1000
