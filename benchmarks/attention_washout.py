@@ -116,11 +116,12 @@ def summary(targets: dict) -> dict:
     and the change (entropy up and Gini down: washed out)."""
     out: dict = {}
     for target, methods in targets.items():
+        out[target] = {}
         for method in ("smoothgrad", "vargrad"):
             c = methods[method]
             have = [j for j, v in enumerate(c["entropy"]["mean"]) if v is not None]
             lo, hi = have[0], have[-1]
-            out[f"{target}/{method}"] = {
+            out[target][method] = {
                 "samples": [c["samples"][lo], c["samples"][hi]],
                 "entropy": [c["entropy"]["mean"][lo], c["entropy"]["mean"][hi]],
                 "entropy_change": c["entropy"]["mean"][hi] - c["entropy"]["mean"][lo],
@@ -146,8 +147,7 @@ def table(result: dict) -> list:
     rows = ["| agent (frames) | target | method | entropy, gradient | entropy, fewest -> most samples | "
             "Gini, fewest -> most samples |", "|---|---|---|---|---|---|"]
     for label, run in result["runs"].items():
-        for key, s in run["summary"].items():
-            target, method = key.split("/")
+        for target, method, s in [(t, m, s) for t, ms in run["summary"].items() for m, s in ms.items()]:
             rows.append(f"| {describe(run)} ({run['frames']}) | attention {target} | {method} | "
                         f"{s['saliency_entropy']:.3f} | {s['entropy'][0]:.3f} ({s['samples'][0]}) -> "
                         f"{s['entropy'][1]:.3f} ({s['samples'][1]}) | {s['gini'][0]:.3f} -> {s['gini'][1]:.3f} |")

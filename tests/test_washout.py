@@ -124,7 +124,7 @@ def test_the_benchmark_files_a_run_its_table_and_figure(tmp_path, monkeypatch):
     assert filed["runs"]["other"]["seed"] == 1  # filed beside the other run
     run = filed["runs"]["tiny"]
     assert run["trained"] is False and run["frames"] == 2 and "Breakout" in run["note"]
-    vargrad = run["summary"]["peak/vargrad"]
+    vargrad = run["summary"]["peak"]["vargrad"]
     assert vargrad["samples"] == [2, 4]  # one sample gives no VarGrad map
     assert vargrad["entropy"] == [run["targets"]["peak"]["vargrad"]["entropy"]["mean"][j] for j in (1, 2)]
     del filed["runs"]["other"]
