@@ -10,7 +10,7 @@ counts. The peaks are ranked by |attribution|, ties by flat index (the lower fir
 a node may get fewer than ``k`` children, or none (an attribution of zero everywhere, or a plateau with no
 strict maximum).
 
-    >>> peak_units(torch.tensor([[[0., 2, 0], [0, 0, 0], [3, 0, 1]]]), k=5, threshold=0.5)   # (P=1, 3, 3)
+    >>> select_units(torch.tensor([[[0., 2, 0], [0, 0, 0], [3, 0, 1]]]), k=5, select="peaks")   # (P=1, 3, 3)
     [[6, 1]]
 """
 from __future__ import annotations
