@@ -147,8 +147,9 @@ def table(result: dict) -> list:
     rows = ["| agent (frames) | target | method | entropy, gradient | entropy, fewest -> most samples | "
             "Gini, fewest -> most samples |", "|---|---|---|---|---|---|"]
     for label, run in result["runs"].items():
-        for target, method, s in [(t, m, s) for t, ms in run["summary"].items() for m, s in ms.items()]:
-            rows.append(f"| {describe(run)} ({run['frames']}) | attention {target} | {method} | "
+        for j, (target, method, s) in enumerate([(t, m, s) for t, ms in run["summary"].items() for m, s in ms.items()]):
+            agent = f"{describe(run)} ({run['frames']})" if j == 0 else ""
+            rows.append(f"| {agent} | attention {target} | {method} | "
                         f"{s['saliency_entropy']:.3f} | {s['entropy'][0]:.3f} ({s['samples'][0]}) -> "
                         f"{s['entropy'][1]:.3f} ({s['samples'][1]}) | {s['gini'][0]:.3f} -> {s['gini'][1]:.3f} |")
     return rows
@@ -163,9 +164,13 @@ def figure(result: dict) -> Path:
     import matplotlib.pyplot as plt
 
     runs = result["runs"]
-    cells = [(label, target) for label, run in runs.items() for target in run["targets"]]
-    fig, axes = plt.subplots(1, len(cells), figsize=(3.6 * len(cells), 3.2), dpi=120, squeeze=False)
-    for ax, (label, target) in zip(axes[0], cells):
+    targets = list(dict.fromkeys(t for run in runs.values() for t in run["targets"]))
+    fig, axes = plt.subplots(len(runs), len(targets), figsize=(4 * len(targets), 2.6 * len(runs)), dpi=110,
+                             squeeze=False)
+    for ax, (label, target) in zip(axes.flat, [(label, t) for label in runs for t in targets]):
+        if target not in runs[label]["targets"]:
+            ax.set_axis_off()
+            continue
         methods = runs[label]["targets"][target]
         for method, color in (("smoothgrad", "tab:blue"), ("vargrad", "tab:orange")):
             c = methods[method]
@@ -177,8 +182,8 @@ def figure(result: dict) -> Path:
         ax.axhline(methods["saliency"]["entropy"]["mean"][0], ls="--", color="grey", label="gradient")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("samples")
-        ax.set_title(f"{label}\ntarget: attention {target}", fontsize=8)
-    axes[0][0].set_ylabel("normalised entropy of the input map")
+        ax.set_title(f"{label}, target: attention {target}", fontsize=8)
+        ax.set_ylabel("normalised entropy", fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     path = common.RESULTS / "attention_washout.png"

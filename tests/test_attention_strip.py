@@ -46,7 +46,7 @@ def test_a_strip_has_a_row_per_run_and_a_column_per_frame(tmp_path):
     import matplotlib.image
 
     picture = matplotlib.image.imread(path)  # (H, W, 4)
-    assert picture.shape[0] == int(1.75 * 2 * 120) and picture.shape[1] == int(1.6 * 3 * 120)
+    assert picture.shape[0] == int(1.9 * 2 * 120) and picture.shape[1] == int(1.6 * 3 * 120)
     with pytest.raises(ValueError, match="at least one agent"):
         attention_strip({}, obs, tmp_path / "none.png")
 

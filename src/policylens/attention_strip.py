@@ -56,7 +56,7 @@ def attention_strip(agents: dict, obs, path, *, layer: str = "attention", title:
         raise ValueError("attention_strip needs at least one agent")
     pictures = frame_pictures(obs)  # (T, H, W, 3)
     t = len(pictures)
-    fig, axes = plt.subplots(len(agents), t, figsize=(1.6 * t, 1.75 * len(agents)), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(len(agents), t, figsize=(1.6 * t, 1.9 * len(agents)), dpi=120, squeeze=False)
     for row, (label, agent) in zip(axes, agents.items()):
         maps = attention_maps(agent, obs, layer)  # (T, h, w)
         top = float(maps.max())
