@@ -276,12 +276,21 @@ def sim_balls_table() -> list:
     return rows
 
 
+def attention_washout_table() -> list:
+    """rl-attention's washout: entropy and Gini of SmoothGrad / VarGrad maps of the attention layer, fewest against
+    most samples (:func:`benchmarks.attention_washout.table`)."""
+    from .attention_washout import table
+
+    return table(load("benchmarks/results/attention_washout.json"))
+
+
 BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table, "explorer_table": explorer_table,
           "sim_agents_table": sim_agents_table, "sim_fidelity_table": sim_fidelity_table,
           "sim_reach_table": sim_reach_table, "sim_closed_loop_table": sim_closed_loop_table,
           "sim_swap_table": sim_swap_table, "sim_balls_table": sim_balls_table, "dt_models_table": dt_models_table,
           "ppo_time_to_95": _ppo("time_to_95_table", "TIME_TO_95"), "ppo_ablation": _ppo("ablation_table", "ABLATION"),
-          "ppo_vs_reference": _ppo("vs_reference_table", "VS_REFERENCE")}
+          "ppo_vs_reference": _ppo("vs_reference_table", "VS_REFERENCE"),
+          "attention_washout_table": attention_washout_table}
 
 
 # ---------------------------------------------------------------- rewriting and checking

@@ -13,7 +13,9 @@
 Every setting is its own run directory under OUT (``levels-100/``, ``attention-0.005/``), trained by
 ``policylens train`` with ``--train-args`` on top of the setting, resumed if interrupted and skipped once done
 (``sweep.json`` in it), so a sweep can be stopped and rerun with ``--resume`` (an existing OUT is refused without
-it, or ``--overwrite`` to start again). ``OUT/sweep.json`` and ``OUT/sweep.png`` collect it.
+it, or ``--overwrite`` to start again). ``OUT/sweep.json`` and ``OUT/sweep.png`` collect it; an attention sweep
+also draws ``OUT/attention_strip.png``, each run's attention maps over the same frames (rl-attention's videos of
+coefficient 0 beside 5e-3), when its runs recorded episodes for the scores.
 """
 from __future__ import annotations
 
@@ -281,6 +283,28 @@ def _spread(row: dict, side: str) -> float:
     return i["interpretable_share"] if v is None else v
 
 
+def attention_figure(out: Path, rows: list, frames: int = 6) -> "Path | None":
+    """``OUT/attention_strip.png``: every run's attention maps (:func:`~policylens.attention_strip.attention_strip`)
+    over ``frames`` frames spread over episode 0 of the first run's recorded store, a row per coefficient; None
+    when that run recorded no store (``--score-episodes 0``)."""
+    import numpy as np
+
+    from .agents import load
+    from .attention_strip import attention_strip
+    from .rollouts import open as open_store
+
+    store_path = out / rows[0]["name"] / "rollouts.zarr"
+    if not (store_path / "zarr.json").is_file():
+        return None
+    obs = open_store(store_path).episode(0)["obs"]  # (T, H, W, C)
+    picked = np.unique(np.linspace(0, len(obs) - 1, min(frames, len(obs))).round().astype(int))
+    seeds = len({r.get("seed") for r in rows}) > 1
+    agents = {f"coef {r['attention_entropy_coef']:g}" + (f", seed {r['seed']}" if seeds else ""): load(out / r["name"])
+              for r in rows}
+    return attention_strip(agents, obs[picked], out / "attention_strip.png",
+                           title=f"attention over frames {picked.tolist()} of {rows[0]['name']}'s episode 0")
+
+
 def sweep(cfg: SweepConfig) -> dict:
     from .runs import prepare_out
 
@@ -292,6 +316,8 @@ def sweep(cfg: SweepConfig) -> dict:
               "groups": group(rows, key)}
     (out / "sweep.json").write_text(json.dumps(result, indent=1))
     plot(result, out / "sweep.png")
+    if cfg.kind == "attention":
+        attention_figure(out, rows)
     return result
 
 

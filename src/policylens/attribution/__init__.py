@@ -9,7 +9,8 @@
 Methods ``saliency``, ``grad_x_act``, ``ig``, ``smoothgrad``, ``vargrad`` (see :mod:`.methods`); targets
 ``"value"``, an action index or ``"action:NAME"``, a logit difference, or a callable (see :mod:`.targets`).
 Hidden layers are done in one batched pass, folding the points into the batch above the layer
-(see :mod:`.layer`). From the shell: ``policylens attribute RUN --store STORE --layer L`` (:mod:`.cli`).
+(see :mod:`.layer`). The saliency tree (top-k or peaks, :mod:`.tree`) and the washout of SmoothGrad / VarGrad
+maps against their samples (:mod:`.washout`) are rl-attention's. From the shell: ``policylens attribute RUN --store STORE --layer L`` (:mod:`.cli`).
 """
 from typing import TYPE_CHECKING
 
@@ -20,8 +21,10 @@ if TYPE_CHECKING:
     from .methods import METHODS, attribute, attribute_many
     from .targets import PerObservation, Target, action_index, own_actions, resolve_target
     from .tree import UnitTarget, saliency_tree, saliency_trees, tree_nodes
+    from .washout import LayerTarget, washout
 
 __all__ = ["attribute", "attribute_many", "own_actions", "PerObservation", "METHODS", "resolve_target", "Target", "action_index", "evaluate_rows", "Rows",
-           "LayerSwap", "NotACutWarning", "saliency_tree", "saliency_trees", "UnitTarget", "tree_nodes"]
+           "LayerSwap", "NotACutWarning", "saliency_tree", "saliency_trees", "UnitTarget", "tree_nodes",
+           "washout", "LayerTarget"]
 
 lazy_exports(__name__)

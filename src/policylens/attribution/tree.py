@@ -1,9 +1,10 @@
-"""rl-attention's saliency tree: from an output, the top-k units layer by layer down to the input pixels.
+"""rl-attention's saliency tree: from an output, the top-k units (or the peaks) layer by layer down to the input pixels.
 
     >>> from policylens.attribution import saliency_tree
     >>> tree = saliency_tree(agent, obs[:1], target="value", k=3)       # a JSON-able dict
     >>> tree["children"][0]["layer"], tree["children"][0]["unit"]       # e.g. "fc", [17]
     >>> trees = saliency_trees(agent, obs[:8], k=2)                      # one per observation, one pass
+    >>> tree = saliency_tree(agent, obs[:1], k=3, select="peaks")       # local maxima of |attribution|, at most 3
 
 The root is the target (its value). Its children are the ``k`` units of the top layer (the one nearest the
 output among ``layers``) with the largest |attribution| of the target; each unit's children are the ``k``
@@ -13,11 +14,15 @@ that reads the unit, :class:`UnitTarget`), and so on down to the input, whose le
 frames). Saliency and gradient x activation trees are read from one recorded forward pass, one backward pass per
 parent (:func:`saliency_trees` does many observations at once); other methods send all the parents of one level
 through :func:`~policylens.attribution.attribute` in one batched call (the observation repeated once per parent).
+With ``select="peaks"`` the children are instead the peaks of |attribution| (:mod:`.peaks`: per channel, strictly
+above the 8 neighbours and at least ``peak_threshold`` of the layer's largest), at most ``k``, so a node may have
+fewer children or none.
 
 Every node: ``layer``, ``unit`` (``[c, y, x]`` in a spatial layer, ``[i]`` in a flat one, ``[y, x]`` for
 input pixels, ``[i]`` for a feature of a vector observation), ``activation``, ``score`` (signed attribution),
 ``share`` (|score| over the parent's total |attribution| in that layer, in [0, 1]), ``box`` (``[y0, x0, y1, x1]`` on the observation, or None for a
-flat layer) and ``children``. The root also holds ``target``, ``method``, ``k``, ``layers`` and ``obs_shape``.
+flat layer) and ``children``. The root also holds ``target``, ``method``, ``k``, ``select`` (with
+``peak_threshold`` for peaks), ``layers`` and ``obs_shape``.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import torch
 from ..agents import get_layer, layer_names
 from ..hooks import agent_device, capture
 from .methods import METHODS, attribute
+from .peaks import check_select, select_units
 from .targets import resolve_target
 
 HEADS = ("pi", "v")
@@ -163,7 +169,7 @@ def _pixel_scores(attr: torch.Tensor, patch: int) -> torch.Tensor:
 
 def saliency_tree(agent, obs, *, target="value", layers: Optional[Sequence[str]] = None, k: int = 3,
                   method: str = "grad_x_act", state=None, first=None, depth: Optional[int] = None, patch: int = 1,
-                  max_batch: int = 64, **method_options) -> dict:
+                  max_batch: int = 64, select: str = "topk", peak_threshold: float = 0.5, **method_options) -> dict:
     """The saliency tree of ``target`` for ONE observation ``obs`` (1, H, W, C) (or (H, W, C)).
 
     ``layers``: the hidden layers to descend through (default :func:`default_tree_layers`), taken in the
@@ -171,7 +177,9 @@ def saliency_tree(agent, obs, *, target="value", layers: Optional[Sequence[str]]
     levels below the root (default: all, down to the input); ``k`` children per node; ``method`` any of
     :data:`METHODS` (``method_options`` such as ``steps`` or ``samples`` go to ``attribute``); ``state`` (1,
     hidden) and ``first`` (1,) for recurrent agents; ``patch`` sums input attribution over blocks of pixels;
-    ``max_batch`` bounds the parents attributed in one call. Returns the root node (see the module doc).
+    ``max_batch`` bounds the parents attributed in one call; ``select``: ``topk`` (the ``k`` largest |attribution|)
+    or ``peaks`` (at most ``k`` local maxima at least ``peak_threshold`` of the layer's largest, :mod:`.peaks`).
+    Returns the root node (see the module doc).
     """
     obs = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs)
     obs = obs[None] if obs.ndim in (1, 3) else obs
@@ -179,12 +187,14 @@ def saliency_tree(agent, obs, *, target="value", layers: Optional[Sequence[str]]
         raise ValueError(f"saliency_tree takes one observation (H, W, C) or (1, H, W, C) (a vector: (D,) or "
                          f"(1, D)), got {tuple(obs.shape)}")
     return saliency_trees(agent, obs, target=target, layers=layers, k=k, method=method, state=state, first=first,
-                          depth=depth, patch=patch, max_batch=max_batch, **method_options)[0]
+                          depth=depth, patch=patch, max_batch=max_batch, select=select,
+                          peak_threshold=peak_threshold, **method_options)[0]
 
 
 def saliency_trees(agent, obs, *, target="value", layers: Optional[Sequence[str]] = None, k: int = 3,
                    method: str = "grad_x_act", state=None, first=None, depth: Optional[int] = None, patch: int = 1,
-                   max_batch: int = 64, **method_options) -> list:
+                   max_batch: int = 64, select: str = "topk", peak_threshold: float = 0.5,
+                   **method_options) -> list:
     """:func:`saliency_tree` of each observation of ``obs`` ``(B, H, W, C)`` (``state`` (B, hidden), ``first``
     (B,)), one tree each. Saliency and gradient x activation trees of the whole batch come from one recorded
     forward pass and one backward pass per parent slot (:class:`_Graph`); other methods (or any
@@ -196,6 +206,7 @@ def saliency_trees(agent, obs, *, target="value", layers: Optional[Sequence[str]
         raise ValueError(f"k (children per node) must be an integer >= 1, got {k!r}")
     if not isinstance(patch, int) or patch < 1:
         raise ValueError(f"patch must be an integer >= 1 (pixels per side), got {patch!r}")
+    check_select(select, peak_threshold)
     obs = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs)
     if obs.ndim not in (2, 4) or obs.shape[0] < 1:
         raise ValueError(f"saliency_trees takes observations (B, H, W, C) (vectors: (B, D)), got {tuple(obs.shape)}")
@@ -238,20 +249,29 @@ def saliency_trees(agent, obs, *, target="value", layers: Optional[Sequence[str]
     values_out = tgt(out).reshape(-1)  # (B,)
     roots: list[dict[str, Any]] = [
         {"layer": "output", "unit": tgt.name, "activation": float(values_out[i]), "score": float(values_out[i]),
-         "share": 1.0, "box": None, "children": [], "target": tgt.name, "method": method, "k": k,
-         "layers": chain, "obs_shape": list(obs.shape[1:])} for i in range(b)]
+         "share": 1.0, "box": None, "children": [], "target": tgt.name, "method": method, "k": k, "select": select,
+         **({"peak_threshold": peak_threshold} if select == "peaks" else {}), "layers": chain,
+         "obs_shape": list(obs.shape[1:])} for i in range(b)]
     levels, parent_layer = [[r] for r in roots], None
     attrs: "torch.Tensor | list[torch.Tensor]"  # (B, P, ...) or per observation (P, ...)
     for layer in chain:
-        if graph is not None:
-            units = None if parent_layer is None else torch.as_tensor([[n["_flat"] for n in lv] for lv in levels])
+        widest = max(len(lv) for lv in levels)
+        if not widest:  # peaks: no node of the level above has a child
+            break
+        if graph is not None:  # parent slots padded with unit 0 where an observation has fewer (peaks)
+            units = None if parent_layer is None else torch.as_tensor(
+                [[n["_flat"] for n in lv] + [0] * (widest - len(lv)) for lv in levels])  # (B, P)
             attrs = graph.attribution(tgt, parent_layer, units, layer, method)  # (B, P, ...)
         else:
-            attrs = [per_observation(i, levels[i], parent_layer, layer) for i in range(b)]
+            attrs = [per_observation(i, levels[i], parent_layer, layer) if levels[i] else obs.new_zeros(0)
+                     for i in range(b)]  # (P, ...) each; nothing for an observation without parents (peaks)
         for i in range(b):
+            if not levels[i]:
+                continue
             values = obs[i:i + 1].float() if layer == INPUT else acts[layer][i:i + 1]  # (1, ...)
-            _add_children(levels[i], attrs[i], values, layer, None if layer == INPUT else tuple(acts[layer].shape[1:]),
-                          k, patch, obs_hw)
+            _add_children(levels[i], attrs[i][:len(levels[i])], values, layer,
+                          None if layer == INPUT else tuple(acts[layer].shape[1:]), k, patch, obs_hw, select,
+                          peak_threshold)
         levels, parent_layer = [[c for n in lv for c in n["children"]] for lv in levels], layer
     for root in roots:
         _strip(root)
@@ -259,10 +279,11 @@ def saliency_trees(agent, obs, *, target="value", layers: Optional[Sequence[str]
 
 
 def _add_children(parents: list, attr: torch.Tensor, values: torch.Tensor, layer: str, shape, k: int, patch: int,
-                  obs_hw) -> None:
-    """Give each of ``parents`` its ``k`` children in ``layer``: the units of its attribution ``attr`` (P, ...)
-    with the largest |attribution|; ``values`` (1, ...) the layer's activation (the float observation for the
-    input), ``shape`` the layer's activation shape (None for the input)."""
+                  obs_hw, select: str = "topk", peak_threshold: float = 0.5) -> None:
+    """Give each of ``parents`` its children in ``layer``: the units of its attribution ``attr`` (P, ...) that
+    :func:`~policylens.attribution.peaks.select_units` picks (the ``k`` largest |attribution|, or the peaks);
+    ``values`` (1, ...) the layer's activation (the float observation for the input), ``shape`` the layer's
+    activation shape (None for the input)."""
     p = len(parents)
     if layer == INPUT:
         attr = _pixel_scores(attr, patch)  # (P, H', W')
@@ -273,9 +294,9 @@ def _add_children(parents: list, attr: torch.Tensor, values: torch.Tensor, layer
     grid = tuple(attr.shape[1:])
     flat = attr.reshape(p, -1)  # (P, units)
     total = flat.abs().sum(1)  # (P,)
-    top = flat.abs().topk(min(k, flat.shape[1]), dim=1).indices  # (P, k)
+    top = select_units(attr, k, select, peak_threshold)  # P lists of flat indices
     for i, node in enumerate(parents):
-        for j in top[i].tolist():
+        for j in top[i]:
             unit = [int(u) for u in np.unravel_index(j, grid)]
             unit = [u * patch for u in unit] if layer == INPUT else unit
             score = float(flat[i, j])

@@ -318,21 +318,23 @@ def tree_frames(traj: Trajectory, bookmark_count: int, separation: int) -> list:
     return sorted({0, *(int(t) for t in marks)})
 
 
-def trajectory_trees(agent, obs, state, frames, k: int = 2) -> dict:
+def trajectory_trees(agent, obs, state, frames, k: int = 2, select: str = "topk") -> dict:
     """``{t: the value's saliency tree at frame t}`` for the ``frames`` of one trajectory's ``obs`` ``(T, ...)``
     (``state`` ``(T, hidden)``: what a recurrent agent received, else None), from one recorded pass
-    (:func:`~policylens.attribution.saliency_trees`)."""
+    (:func:`~policylens.attribution.saliency_trees`; ``select``: topk | peaks)."""
     from ..attribution import saliency_trees
 
     frames = [int(t) for t in frames]
-    return dict(zip(frames, saliency_trees(agent, obs[frames], target="value", k=k, state=_rows(state, frames))))
+    return dict(zip(frames, saliency_trees(agent, obs[frames], target="value", k=k, select=select,
+                                             state=_rows(state, frames))))
 
 
-def add_saliency_trees(agent, trajectories, frames_of, *, k: int = 2, progress=None, over=None) -> None:
+def add_saliency_trees(agent, trajectories, frames_of, *, k: int = 2, select: str = "topk", progress=None,
+                       over=None) -> None:
     """Fill ``traj.trees`` with the saliency tree of the value (gradient x activation, ``k`` children per
-    node, down to the input pixels) at the frames ``frames_of(traj)`` of every trajectory (``over``: as
+    node, or at most ``k`` peaks with ``select="peaks"``, down to the input pixels) at the frames ``frames_of(traj)`` of every trajectory (``over``: as
     :func:`analyse_layer`)."""
     items = [(t.obs, _state(t), list(frames_of(t))) for t in trajectories]
-    for traj, trees in zip(trajectories, each_trajectory(agent, trajectory_trees, items, k, over=over,
+    for traj, trees in zip(trajectories, each_trajectory(agent, trajectory_trees, items, k, select, over=over,
                                                          progress=progress)):
         traj.trees.update(trees)

@@ -39,6 +39,8 @@ class ExploreConfig:
     """store maps of wider layers summed over blocks of positions, at most this many cells a side (0: the layer's own resolution; the overlays are smoothed over about a cell anyway)"""
     tree_k: int = 2
     """saliency tree (rl-attention) of the value at each trajectory's first frame and its bookmarks: top-k units per layer (0: none)"""
+    tree_select: str = "topk"
+    """how a tree node's children are chosen: topk (the tree-k largest |attribution|) | peaks (rl-attention's peak detection: at most tree-k local maxima of |attribution|, each at least half the layer's largest)"""
     batch: int = 64
     """frames per attribution pass (bounds memory)"""
     seed: int = 0
@@ -65,7 +67,7 @@ class ExploreConfig:
 
 
 EXPORT_FIELDS = ("store", "episodes", "steps", "k", "out", "ig_steps", "nmf_frames", "bookmarks",
-                 "bookmark_separation", "thumbnail", "map_size", "tree_k", "batch", "seed", "device", "progress", "reuse",
+                 "bookmark_separation", "thumbnail", "map_size", "tree_k", "tree_select", "batch", "seed", "device", "progress", "reuse",
                  "overwrite", "workers", "backend", "ray_address")
 
 

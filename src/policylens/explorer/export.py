@@ -173,12 +173,12 @@ def written_key(out: Path) -> "dict | None":
 def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k: int = 8, out=None,
            ig_steps: int = 10, nmf_frames: int = 1024, bookmarks: int = 10, bookmark_separation: int = 3,
            thumbnail: int = 32, map_size: int = 16, batch: int = 64, seed: int = 0, device: str = "cpu",
-           tree_k: int = 2, progress: bool = True, reuse: bool = False, overwrite: bool = False,
+           tree_k: int = 2, tree_select: str = "topk", progress: bool = True, reuse: bool = False, overwrite: bool = False,
            backend: str = "process", workers: int = 1, ray_address: "str | None" = None) -> dict:
     """Write the explorer for ``episodes`` of the run's rollouts store (recorded first when the store does
     not exist). ``layers``: names (a list or a comma-separated string; default :func:`default_layers`).
     ``tree_k``: children per node of the saliency trees of each trajectory's first frame and bookmarks
-    (0: no trees). ``reuse``: when ``out`` already holds an explorer written with the same agent weights,
+    (0: no trees), ``tree_select`` how they are chosen (topk | peaks). ``reuse``: when ``out`` already holds an explorer written with the same agent weights,
     store and settings (:func:`export_key`), keep it instead of recomputing it (``"reused": True``); any other
     explorer in ``out`` is refused unless ``overwrite``. ``backend``, ``workers``: where trajectories are analysed.
     Returns :func:`~policylens.explorer.bundle.write_explorer`'s summary plus ``layers``, ``store``, ``reused``."""
@@ -186,6 +186,7 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
 
     from .. import rollouts
     from ..agents import load_agent
+    from ..attribution.peaks import check_select
     from ..runs import prepare_out
 
     agent_dir, store_path, out = run_paths(run, store, out)
@@ -201,6 +202,8 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
         raise ValueError(f"k (NMF directions) must be >= 1, got {k}")
     if tree_k < 0:
         raise ValueError(f"tree_k (children per saliency-tree node) must be >= 0 (0: no trees), got {tree_k}")
+    check_select(tree_select, 0.5)
+    chosen = {"tree_select": tree_select} if tree_select != "topk" else {}  # topk: the keys of earlier exports
     if not (store_path / "zarr.json").is_file():
         if store:
             raise FileNotFoundError(f"no rollouts store at {store_path}")
@@ -209,7 +212,7 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
                                               progress=progress, device=device))
     settings = {"episodes": str(episodes), "steps": steps, "layers": names, "k": k, "ig_steps": ig_steps,
                 "nmf_frames": nmf_frames, "bookmarks": bookmarks, "bookmark_separation": bookmark_separation,
-                "thumbnail": thumbnail, "map_size": map_size, "tree_k": tree_k, "seed": seed,
+                "thumbnail": thumbnail, "map_size": map_size, "tree_k": tree_k, **chosen, "seed": seed,
                 "nmf": {"restarts": NMF_RESTARTS, "bootstrap": NMF_BOOTSTRAP, "dtype": NMF_DTYPE}}
     data = rollouts.open(store_path)
     key = json.loads(json.dumps(export_key(agent_dir, data, settings)))  # as the manifest stores it
@@ -227,7 +230,7 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
         if tree_k:
             bar.total += len(trajectories)
             add_saliency_trees(agent, trajectories, lambda tr: tree_frames(tr, bookmarks, bookmark_separation),
-                               k=tree_k, progress=bar.update, over=over)
+                               k=tree_k, select=tree_select, progress=bar.update, over=over)
     finally:
         over.close()
         bar.close()
@@ -240,5 +243,5 @@ def export(run, *, store=None, episodes="0-7", steps: int = 512, layers=None, k:
                              action_names=action_names, bookmark_count=bookmarks,
                              bookmark_separation=bookmark_separation,
                              meta={"store": str(store_path), "steps": steps, "episodes": str(episodes),
-                                   "tree_k": tree_k, "key": key})
+                                   "tree_k": tree_k, **chosen, "key": key})
     return {**summary, "layers": names, "store": store_path, "reused": False}

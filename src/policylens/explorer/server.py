@@ -36,12 +36,15 @@ MAX_SEED = 2**31 - 1  # reset seeds: what every env's generator takes
 class LiveSession:
     """One env (1 copy) and the agent; thread-safe. ``views``: per manifest layer ``(kind, layer, directions,
     pool)`` (maps summed over ``pool`` x ``pool`` blocks of positions, as the export stored them); ``tree_k``:
-    children per node of each frame's value saliency tree (0: none)."""
+    children per node of each frame's value saliency tree (0: none), ``tree_select`` how they are chosen
+    (topk | peaks)."""
 
-    def __init__(self, agent, env_spec: str, views, *, ig_steps: int = 10, tree_k: int = 0, seed: int = 0):
+    def __init__(self, agent, env_spec: str, views, *, ig_steps: int = 10, tree_k: int = 0, tree_select: str = "topk",
+                 seed: int = 0):
         from ..envs import make
 
         self.agent, self.views, self.ig_steps, self.tree_k, self.seed = agent, list(views), ig_steps, tree_k, seed
+        self.tree_select = tree_select
         self.env_spec = str(env_spec)
         self.env = make(env_spec, num_envs=1, seed=seed)
         self.num_actions = int(self.env.action_space.n)
@@ -115,7 +118,8 @@ class LiveSession:
 
         if not self.tree_k:
             return None
-        return rounded_tree(saliency_tree(self.agent, self.obs, target="value", k=self.tree_k, state=self.state))
+        return rounded_tree(saliency_tree(self.agent, self.obs, target="value", k=self.tree_k, select=self.tree_select,
+                                         state=self.state))
 
 
 def load_session(run, folder, *, device: str = "cpu", seed: int = 0) -> LiveSession:
@@ -137,7 +141,8 @@ def load_session(run, folder, *, device: str = "cpu", seed: int = 0) -> LiveSess
         views.append((layer["kind"], layer["name"], directions, int(layer["meta"].get("pool", 1))))
     if not manifest.get("env"):
         raise ValueError(f"{manifest_file} names no env to play")
-    return LiveSession(agent, manifest["env"], views, ig_steps=ig_steps, tree_k=tree_k, seed=seed)
+    return LiveSession(agent, manifest["env"], views, ig_steps=ig_steps, tree_k=tree_k,
+                       tree_select=str(manifest.get("meta", {}).get("tree_select", "topk")), seed=seed)
 
 
 def create_app(folder, session: LiveSession):
