@@ -38,7 +38,7 @@ test-fast: $(VENV)/.test
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
 lint: $(VENV)/.test
-	$(PY) -m ruff check src
+	$(PY) -m ruff check src tests benchmarks
 
 typecheck: $(VENV)/.test
 	$(PY) -m mypy

@@ -54,8 +54,9 @@ def main(argv=None):
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated setup names")
     args = parser.parse_args(argv)
-    from .common import RESULTS
     import json
+
+    from .common import RESULTS
 
     old = RESULTS / "ppo_overhead.json"
     results = json.loads(old.read_text())["setups"] if old.is_file() and args.only else {}

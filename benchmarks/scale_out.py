@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from policylens import agents, rollouts
-from policylens.envs import make
 from policylens.attribution.cli import AttributeConfig, run_config
 from policylens.attribution.results import load_attributions
+from policylens.envs import make
 from policylens.parallel import agent_files, pmap, with_agent
 from policylens.rollouts import RecordConfig, record
 

@@ -9,10 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from policylens.agents import AgentOutput, build, get_layer, layer_names, layer_shapes
-from policylens.agents import nets
-from policylens.agents.layers import HEAD_DOCS, describe_layers, format_layers
+from policylens.agents import AgentOutput, build, get_layer, layer_names, layer_shapes, nets
 from policylens.agents.base import MaxQ
+from policylens.agents.layers import HEAD_DOCS, describe_layers, format_layers
 from policylens.agents.nets import attention_entropy
 
 PROCGEN, GRID, GRID_SYM, GRID_RGB, ATARI = (64, 64, 3), (7, 7, 3), (7, 7, 20), (56, 56, 3), (84, 84, 4)

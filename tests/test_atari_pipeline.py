@@ -17,7 +17,6 @@ pytest.importorskip("ale_py")
 pytest.importorskip("ocatari")
 
 from pipeline import pl, run_pipeline  # noqa: E402
-
 from policylens import agents, envs, rollouts  # noqa: E402
 from policylens.envs.atari import preprocess  # noqa: E402
 from policylens.explorer.encode import read_js  # noqa: E402

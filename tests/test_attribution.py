@@ -8,8 +8,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from captum.attr import (InputXGradient, IntegratedGradients, LayerGradientXActivation, LayerIntegratedGradients,
-                         Saliency)
+from captum.attr import (
+    InputXGradient,
+    IntegratedGradients,
+    LayerGradientXActivation,
+    LayerIntegratedGradients,
+    Saliency,
+)
 
 from policylens import agents, rollouts
 from policylens.agents import build, get_layer
@@ -96,7 +101,7 @@ def hook_count(agent) -> int:
 CASES = [("ff", None), ("ff", "conv1"), ("ff", "fc"), ("rec", None), ("rec", "conv1"), ("rec", "fc"), ("rec", "hx")]
 
 
-@pytest.mark.parametrize("kind,layer", CASES, ids=[f"{k}-{l or 'input'}" for k, l in CASES])
+@pytest.mark.parametrize("kind,layer", CASES, ids=[f"{k}-{name or 'input'}" for k, name in CASES])
 def test_ig_sums_to_the_change_of_the_target_and_the_delta_is_exactly_that_gap(kind, layer, ff, rec, obs, state):
     agent = {"ff": ff, "rec": rec}[kind]
     st = state if kind == "rec" else None

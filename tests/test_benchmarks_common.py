@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 import threading
 
-import pytest
-
 import benchmarks.common as common
+import pytest
 
 
 def test_runs_filed_at_once_are_all_kept(tmp_path, monkeypatch):

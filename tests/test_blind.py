@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from policylens import agents, rollouts
-from policylens.edit import blind
-from policylens.edit import cli as edit_cli
+from policylens.edit import blind, cli as edit_cli
 from policylens.factors import Directions
 from policylens.rollouts import RecordConfig, record
 from policylens.scores import episode_masks

@@ -7,9 +7,8 @@ import json
 import pytest
 import torch
 
-from policylens.agents import load, save_agent
+from policylens.agents import load, resolve_run, save_agent
 from policylens.agents.checkpoint import read_config
-from policylens.agents import resolve_run
 from policylens.evaluate.compare import blindness_share, compare_records, holm, main, mcnemar_exact
 
 

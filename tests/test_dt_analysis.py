@@ -10,9 +10,22 @@ import pytest
 import torch
 
 from policylens import agents
-from policylens.dt.analysis import (DTInputs, ablate, ablation_table, circuit_maps, component_means, full_ov,
-                                    full_qk, inputs_from_env_state, logit_contributions, patch, patched_share,
-                                    preference_direction, rtg_scan, state_contribution_map)
+from policylens.dt.analysis import (
+    DTInputs,
+    ablate,
+    ablation_table,
+    circuit_maps,
+    component_means,
+    full_ov,
+    full_qk,
+    inputs_from_env_state,
+    logit_contributions,
+    patch,
+    patched_share,
+    preference_direction,
+    rtg_scan,
+    state_contribution_map,
+)
 from policylens.dt.analysis.circuits import ENTITIES, entity_vectors, front_cell
 
 pytestmark = pytest.mark.filterwarnings("ignore:target RTG")

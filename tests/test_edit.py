@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from policylens import agents
-from policylens.edit import ablate, project_out
-from policylens.edit import cli as edit_cli
+from policylens.edit import ablate, cli as edit_cli, project_out
 from policylens.evaluate import evaluate
 from policylens.factors import Directions
 from policylens.hooks import capture

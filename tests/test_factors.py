@@ -10,9 +10,20 @@ import torch
 from scipy.optimize import nnls
 
 from policylens import agents, rollouts
-from policylens.factors import (Directions, choose_frames, coefficients, collect_activations, ica, nmf,
-                                nmf_attributions, pca, reconstruct, residual, store_activations)
-from policylens.factors import cli as factorize_cli
+from policylens.factors import (
+    Directions,
+    choose_frames,
+    cli as factorize_cli,
+    coefficients,
+    collect_activations,
+    ica,
+    nmf,
+    nmf_attributions,
+    pca,
+    reconstruct,
+    residual,
+    store_activations,
+)
 
 AGENT = {"arch": "cnn", "obs_shape": [7, 7, 3], "num_actions": 3, "obs_scale": 0.1}
 

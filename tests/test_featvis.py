@@ -12,9 +12,20 @@ from torch import nn
 from policylens import agents, rollouts
 from policylens.agents import AgentOutput, build
 from policylens.factors import Directions
-from policylens.featvis import (dataset_examples, direction_objective, extremal_penalty, extremal_share,
-                                layer_activations, optimize, optimize_batch, receptive_field, resize, save_grid,
-                                spatial_examples, thumbnails)
+from policylens.featvis import (
+    dataset_examples,
+    direction_objective,
+    extremal_penalty,
+    extremal_share,
+    layer_activations,
+    optimize,
+    optimize_batch,
+    receptive_field,
+    resize,
+    save_grid,
+    spatial_examples,
+    thumbnails,
+)
 from policylens.featvis.cli import main as featvis_main
 from policylens.featvis.receptive import CHECKER, crop
 from policylens.featvis.sample import even_frames, sample_frames

@@ -9,7 +9,7 @@ import torch
 
 from policylens import agents, rollouts
 from policylens.agents import build
-from policylens.factors import Directions, collect_activations, nmf
+from policylens.factors import collect_activations, nmf
 from policylens.featvis import dataset_examples, direction_objective, optimize_batch
 from policylens.featvis.optimize import optimize_position
 from policylens.featvis.param import ImageParam, channel_basis

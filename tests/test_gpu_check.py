@@ -2,10 +2,9 @@
 the others still run."""
 import json
 
+import benchmarks.gpu_check as gpu_check
 import pytest
 import torch
-
-import benchmarks.gpu_check as gpu_check
 
 PARTS = {"ppo_atari", "ppo_procgen_easy", "sim_train", "cuda_tests"}
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the dry run is what a machine without CUDA runs")

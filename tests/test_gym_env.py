@@ -1,9 +1,9 @@
 """The gym: family: any Gymnasium env with image or vector observations and discrete actions."""
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
-import gymnasium as gym
 
 from policylens import envs
 
@@ -143,7 +143,6 @@ def test_bad_input_is_named(spec, message):
 
 def test_every_command_runs_on_cartpole_and_ground_truth_requests_say_there_is_none(tmp_path):
     from pipeline import pl, pl_error, run_pipeline
-
     from policylens.rollouts import open as open_store
 
     run = tmp_path / "cartpole"

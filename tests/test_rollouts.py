@@ -17,8 +17,7 @@ import zarr
 
 from policylens import agents, rollouts
 from policylens.envs import CAUSES, make
-from policylens.rollouts import RecordConfig, StoreWriter, add_advantages, gae, record
-from policylens.rollouts import store as store_mod
+from policylens.rollouts import RecordConfig, StoreWriter, add_advantages, gae, record, store as store_mod
 
 ENV = "minigrid:MiniGrid-Dynamic-Obstacles-5x5-v0"
 AGENT = {"arch": "cnn", "obs_shape": [7, 7, 3], "num_actions": 3, "obs_scale": 0.1}

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from sim_runs import copy_world
 
 from policylens import agents
 from policylens.cli import main as cli_main
 from policylens.factors import Directions
 from policylens.rollouts import RecordConfig, record
 from policylens.runs import prepare_out, run_dir, zoo_dir
+from sim_runs import copy_world
 
 ENV = "minigrid:MiniGrid-Empty-Random-5x5-v0?num_actions=3"
 AGENT = {"arch": "cnn", "obs_shape": [7, 7, 3], "num_actions": 3, "obs_scale": 0.1}

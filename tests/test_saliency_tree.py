@@ -29,9 +29,11 @@ class Wired(nn.Module):
         self.conv_b = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU())
         with torch.no_grad():
             a, b = self.conv_a[0], self.conv_b[0]
-            a.weight.fill_(0.05); a.bias.zero_()
+            a.weight.fill_(0.05)
+            a.bias.zero_()
             a.weight[1, 0, 0, 0] = 1.0  # conv_a ch 1 = obs ch 0
-            b.weight.fill_(0.02); b.bias.zero_()
+            b.weight.fill_(0.02)
+            b.bias.zero_()
             b.weight[0, 1, 1, 0] = 3.0  # conv_b ch 0 at (y, x) reads conv_a ch 1 at (y, x - 1)
         readout = torch.full((H, W), 0.1)
         readout[2, 3] = 5.0

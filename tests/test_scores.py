@@ -9,8 +9,16 @@ from torch import nn
 from policylens import agents, rollouts
 from policylens.agents import AgentOutput
 from policylens.rollouts import RecordConfig, record
-from policylens.scores import (attribution_entity_mass, deletion_insertion, direction_entity_scores, episode_masks,
-                               mutual_information, pool_masks, randomisation_check, sparsity)
+from policylens.scores import (
+    attribution_entity_mass,
+    deletion_insertion,
+    direction_entity_scores,
+    episode_masks,
+    mutual_information,
+    pool_masks,
+    randomisation_check,
+    sparsity,
+)
 
 
 def blobs(n=20, size=8, seed=0):

@@ -22,8 +22,8 @@ from policylens.sim.config import SimConfig, for_data, obs_kind
 from policylens.sim.data import load_sim_data
 from policylens.sim.loop import Context, FrozenAgent, Noise, choose_action, rollout
 from policylens.sim.model import Gaussian, Simulator, balanced_kl, kl_divergence, standard_normal_kl
-from policylens.sim.obs import agent_view, obs_loss
 from policylens.sim.objective import SimObjective, seen_mask
+from policylens.sim.obs import agent_view, obs_loss
 from policylens.sim.train import SimTrainConfig, _Setup, fit, train
 
 ENV = "minigrid:MiniGrid-Empty-Random-5x5-v0?num_actions=3"  # a random agent wanders: episodes of tens of steps

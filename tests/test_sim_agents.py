@@ -55,7 +55,7 @@ def test_imagined_ends_are_read_from_the_heads_and_the_view(parts):
     ends[3, 4], action[3, 4], obs[(3, 4, *front, 0)] = 5.0, 2, 6  # forward into a ball
     action[3, 2], obs[(3, 2, *front, 0)] = 2, 6  # a ball walked into without an end: the heads decide, not rules
     ends[4, 5] = 5.0  # an end while turning
-    ends[5, 2], action[5, 2], obs[5, 2, *front, 0], reward[5, 2] = 5.0, 2, 2, 0.5  # a wall, but a positive reward
+    ends[5, 2], action[5, 2], obs[(5, 2, *front, 0)], reward[5, 2] = 5.0, 2, 2, 0.5  # a wall, but a positive reward
     r = dataclasses.replace(r, obs=obs, action=torch.nn.functional.one_hot(action, 3).float(), done_logit=ends,
                             reward=reward)
     got = ended_outcomes(r, sim.config, NAMES, first=1)

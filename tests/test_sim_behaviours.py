@@ -9,16 +9,23 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sim_runs import tiny_parts
 from sklearn.metrics import adjusted_rand_score
 
 from policylens.agents.base import ScaleObs
 from policylens.factors import Directions, ica
 from policylens.hidden.hx import cli as hx_cli
 from policylens.sim.analyses.behaviours import cli as behaviours_cli
-from policylens.sim.analyses.behaviours.core import (Readout, cluster_windows, jacobians, lagged_xcorr,
-                                                     sign_consistency, window_features, window_jacobians)
+from policylens.sim.analyses.behaviours.core import (
+    Readout,
+    cluster_windows,
+    jacobians,
+    lagged_xcorr,
+    sign_consistency,
+    window_features,
+    window_jacobians,
+)
 from policylens.sim.loop import FrozenAgent, rollout
+from sim_runs import tiny_parts
 
 STEPS, LAG, K = 6, 4, 3
 

@@ -12,18 +12,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 from minigrid.core.constants import IDX_TO_OBJECT, OBJECT_TO_IDX
-from sim_runs import AGENT, ENV, tiny_parts
 
 from policylens import agents
 from policylens.rollouts import RecordConfig, record
+from policylens.rollouts.store import split_episodes
 from policylens.sim.analyses.fidelity import cli as fidelity_cli
-from policylens.sim.analyses.fidelity.core import (baseline_unroll, curve, held_out_windows, object_recall,
-                                                   repeat_unroll, resample_weights, score_models, scored_windows,
-                                                   simulator_unroll, summarize)
+from policylens.sim.analyses.fidelity.core import (
+    baseline_unroll,
+    curve,
+    held_out_windows,
+    object_recall,
+    repeat_unroll,
+    resample_weights,
+    score_models,
+    scored_windows,
+    simulator_unroll,
+    summarize,
+)
 from policylens.sim.baseline import Prediction, VaeLstm, load_baseline, save_baseline, train_baseline
 from policylens.sim.data import load_sim_data
 from policylens.sim.obs import obs_score
-from policylens.rollouts.store import split_episodes
+from sim_runs import AGENT, ENV, tiny_parts
 
 STEPS = 12  # steps after the context
 

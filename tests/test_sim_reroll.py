@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from minigrid.core.constants import OBJECT_TO_IDX
-from sim_runs import AGENT, TINY, tiny_parts
 
 from policylens import agents
 from policylens.rollouts import RecordConfig, record
@@ -18,6 +17,7 @@ from policylens.sim.analyses.fidelity.reroll import can_reroll, one_step_ceiling
 from policylens.sim.config import SimConfig, for_data
 from policylens.sim.data import load_sim_data
 from policylens.sim.loop import FrozenAgent
+from sim_runs import AGENT, TINY, tiny_parts
 
 OBSTACLES = "minigrid:MiniGrid-Dynamic-Obstacles-6x6-v0"
 K, STEPS = 2, 6

@@ -12,9 +12,7 @@ import torch
 
 from policylens import agents
 from policylens.cli import main as pl
-from policylens.rollouts import RecordConfig, StoreWriter, record
-from policylens.rollouts import open as open_store
-from policylens.rollouts import writer as writer_mod
+from policylens.rollouts import RecordConfig, StoreWriter, open as open_store, record, writer as writer_mod
 from policylens.rollouts.integrity import StoreDamage, chunk_file
 from policylens.rollouts.verify import verify
 

@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+import policylens.agents.importers.wrapper  # noqa: F401  (the module, for its doctest)
 from policylens.agents import layer_names, layer_shapes, wrap
 from policylens.attribution import attribute
-
-import policylens.agents.importers.wrapper  # noqa: F401  (the module, for its doctest)
 
 
 class TwoHeads(nn.Module):
