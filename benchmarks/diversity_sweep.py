@@ -41,6 +41,29 @@ PAPER = {
 }
 
 
+CANDIDATES = ("MultiRoom-N2-S4", "DoorKey-5x5", "DoorKey-6x6", "LavaGapS7", "LavaCrossingS9N1", "Empty-Random-6x6")
+
+
+def layouts(names=CANDIDATES, seeds: int = 2000) -> dict:
+    """How many distinct starts (grid, agent position and direction) each MiniGrid task has in its first
+    ``seeds`` reset seeds: a task with few cannot show what more levels add."""
+    import hashlib
+
+    import gymnasium as gym
+    import minigrid  # noqa: F401  (registers the ids)
+
+    out = {}
+    for name in names:
+        env = gym.make(f"MiniGrid-{name}-v0").unwrapped
+        seen = set()
+        for seed in range(seeds):
+            env.reset(seed=seed)
+            key = env.grid.encode().tobytes() + bytes(env.agent_pos) + bytes([env.agent_dir])
+            seen.add(hashlib.sha256(key).hexdigest())
+        out[name] = len(seen)
+    return {"command": "python -m benchmarks.diversity_sweep --layouts", "seeds": seeds, "distinct_starts": out}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default=ENV, help="a MiniGrid task whose layout varies per level (reset seed)")
@@ -53,7 +76,12 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
     parser.add_argument("--out", default="runs/diversity_sweep", help="the sweep's folder (resumed if present)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2 level counts, 1 seed, tiny runs")
+    parser.add_argument("--layouts", action="store_true", help="only count the distinct starts of candidate "
+                        "tasks over 2,000 seeds, into results/minigrid_layouts.json")
     args = parser.parse_args(argv)
+    if args.layouts:
+        common.write("minigrid_layouts", layouts())
+        return
     if args.quick:
         args.levels, args.seeds, args.frames, args.episodes = "3,0", "1", 1024, 6
     train_args = (f"--preset minigrid --total-frames {args.frames} --threads {args.threads} "
