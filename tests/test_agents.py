@@ -46,6 +46,7 @@ def random_obs(obs_shape, batch=3, seed=1, high=256):
 
 @pytest.mark.parametrize("recurrent", [False, True], ids=["ff", "gru"])
 @pytest.mark.parametrize("arch,obs_shape,options", TYPICAL, ids=[f"{a}-{'x'.join(map(str, s))}" for a, s, _ in TYPICAL])
+@pytest.mark.slow
 def test_every_architecture_gives_logits_value_state(arch, obs_shape, options, recurrent):
     agent = make(arch, obs_shape, recurrent, **options)
     obs = random_obs(obs_shape, batch=3)
@@ -180,6 +181,7 @@ def test_impala_rectifies_exactly_where_impala_does():
 
 
 @pytest.mark.parametrize("arch,obs_shape", [("mlp", GRID_SYM), ("cnn", GRID)])
+@pytest.mark.slow
 def test_all_nonlinearity_lives_in_relu_modules(arch, obs_shape):
     """With every nn.ReLU module turned into the identity, an MLP / conv net without pooling is affine in
     the observation, so f(midpoint) is the mean of f at the ends; a functional ReLU would break that."""
@@ -208,6 +210,7 @@ def test_all_nonlinearity_lives_in_relu_modules(arch, obs_shape):
 
 @pytest.mark.parametrize("arch,obs_shape,options", [("cnn", GRID, {}), ("impala", GRID_RGB, {}),
                                                     ("attention", GRID, {"base": "cnn"})])
+@pytest.mark.slow
 def test_recurrent_first_resets_to_learned_h0_and_otherwise_carries(arch, obs_shape, options):
     agent = make(arch, obs_shape, recurrent=True, **options)
     with torch.no_grad():

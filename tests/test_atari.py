@@ -83,6 +83,7 @@ class Reference:
         return self.stack, r, done
 
 
+@pytest.mark.slow
 def test_frames_equal_sb3_atari_wrapper_on_gymnasium_ale():
     env = E.make("atari:breakout", num_envs=1, seed=5)
     obs = env.reset(5)
@@ -106,6 +107,7 @@ def test_frames_equal_sb3_atari_wrapper_on_gymnasium_ale():
 # --- states, seeds, episodes --------------------------------------------------------------------------------
 @pytest.mark.parametrize("spec", ["atari:breakout", "atari:pong?frame_skip=1&sticky=0.25&noop_max=3",
                                   "atari:ms_pacman?sticky=0.25&grey=false&size=64&frame_stack=2"])
+@pytest.mark.slow
 def test_replay_from_a_restored_state_equals_the_original(spec):
     """Frame for frame, rewards, dones, infos (level seeds, episode records), the frame stack and the max-pool
     buffer (frame_skip=1 pools with the frame before the step) and the sticky-action draws included."""
@@ -124,6 +126,7 @@ def test_replay_from_a_restored_state_equals_the_original(spec):
         E.make("atari:pong", num_envs=2).set_state(E.make("atari:breakout", num_envs=2).get_state())
 
 
+@pytest.mark.slow
 def test_same_seed_same_episodes_and_each_episode_has_its_level_seed():
     runs = []
     for _ in range(2):
@@ -142,6 +145,7 @@ def test_same_seed_same_episodes_and_each_episode_has_its_level_seed():
     assert (noops[0] == noops[1]) == (env.observe() == again.observe()).all()
 
 
+@pytest.mark.slow
 def test_episodic_life_ends_the_interfaces_episode_at_each_life_and_the_game_goes_on():
     env = E.make("atari:breakout?episodic_life=true&clip_reward=true", num_envs=1, seed=0)
     rng, lives, games, ends, rewards = np.random.default_rng(0), [], [], [], set()
@@ -164,6 +168,7 @@ def test_episodic_life_ends_the_interfaces_episode_at_each_life_and_the_game_goe
     assert max(e["return"] for e in ends) >= 1
 
 
+@pytest.mark.slow
 def test_clip_reward_returns_signs_and_records_the_score():
     env = E.make("atari:ms_pacman?clip_reward=true", num_envs=2, seed=0)
     plain = E.make("atari:ms_pacman", num_envs=2, seed=0)
@@ -176,6 +181,7 @@ def test_clip_reward_returns_signs_and_records_the_score():
     assert big > 10
 
 
+@pytest.mark.slow
 def test_fire_reset_starts_the_game_and_action_spaces():
     fired = E.make("atari:breakout", num_envs=1, seed=0)
     idle = E.make("atari:breakout?fire_reset=false", num_envs=1, seed=0)
@@ -186,6 +192,7 @@ def test_fire_reset_starts_the_game_and_action_spaces():
     assert fired.action_names == ["NOOP", "FIRE", "RIGHT", "LEFT"]
 
 
+@pytest.mark.slow
 def test_sticky_actions_repeat_the_last_action():
     """With sticky=0.99 a pressed action almost never takes: the paddle hardly follows RIGHT presses."""
     moves = {}

@@ -41,6 +41,7 @@ def place(env, state, *ghosts):
 
 
 @pytest.mark.parametrize("slot,name", [(1, "sue"), (2, "inky"), (3, "pinky"), (4, "blinky")])
+@pytest.mark.slow
 def test_the_ghost_put_on_pac_man_is_the_cause(pacman, slot, name):
     env, state = pacman
     place(env, state, (slot, 0, 0))
@@ -51,6 +52,7 @@ def test_the_ghost_put_on_pac_man_is_the_cause(pacman, slot, name):
 
 
 @pytest.mark.parametrize("killer,other,dx,dy", [(1, 2, 5, 0), (4, 3, 0, 6), (2, 3, 3, 3)])
+@pytest.mark.slow
 def test_two_ghosts_in_reach_are_settled_by_replay(pacman, killer, other, dx, dy):
     """One ghost on Pac-Man, another overlapping his box a few pixels off: both in reach, and the boxes alone
     cannot tell (for 4/3 the nearer by slot order would be pinky); the counterfactual replay names the ghost
@@ -67,6 +69,7 @@ def test_two_ghosts_in_reach_are_settled_by_replay(pacman, killer, other, dx, dy
     assert not survives(causes.replayer(), run[0]["state"], actions, REMOVE["ms_pacman"][other], extra=4)
 
 
+@pytest.mark.slow
 def test_asterix_lyre_in_the_players_lane_is_the_cause():
     env = E.make("atari:asterix?ground_truth=true&noop_max=0", num_envs=1, seed=0)
     for _ in range(40):
@@ -83,6 +86,7 @@ def test_asterix_lyre_in_the_players_lane_is_the_cause():
                         "lives": 2}
 
 
+@pytest.mark.slow
 def test_space_invaders_deaths_in_real_play_are_bullets_whose_removal_saves_the_life():
     env = E.make("atari:space_invaders?ground_truth=true", num_envs=1, seed=0)
     causes, rng, seen = env.truth.causes, np.random.default_rng(0), []
@@ -100,6 +104,7 @@ def test_space_invaders_deaths_in_real_play_are_bullets_whose_removal_saves_the_
     assert len(seen) >= 2
 
 
+@pytest.mark.slow
 def test_space_invaders_invaders_brought_down_to_the_ground_are_the_cause():
     env = E.make("atari:space_invaders?ground_truth=true&noop_max=0", num_envs=1, seed=0)
     for _ in range(40):
@@ -112,6 +117,7 @@ def test_space_invaders_invaders_brought_down_to_the_ground_are_the_cause():
     assert not any(env.step([0])[2][0] for _ in range(10))
 
 
+@pytest.mark.slow
 def test_breakout_and_pong_rules():
     env = E.make("atari:breakout?ground_truth=true", num_envs=1, seed=0)
     lives = []

@@ -13,6 +13,7 @@ from policylens.cli import main  # noqa: E402
 ENV = "atari:breakout?max_frames=800&episodic_life=true&clip_reward=true"
 
 
+@pytest.mark.slow
 def test_train_record_evaluate_on_breakout_with_the_nature_agent(tmp_path, capsys):
     run = tmp_path / "run"
     main(["train", "--env", ENV, "--arch", "nature", "--num-envs", "2", "--num-steps", "8", "--total-frames", "16",

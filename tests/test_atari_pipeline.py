@@ -49,6 +49,7 @@ def sheet_tile(frames: dict, t: int) -> np.ndarray:
 # ---------------------------------------------------------------- what is recorded and drawn
 
 
+@pytest.mark.slow
 def test_the_game_screen_is_what_the_newest_frame_is_made_from_and_shows_hidden_objects():
     """env.render() is the step's last emulator frame: without max-pooling the observation's newest frame is
     exactly its grey 84x84 resize; with invisible=ball the agent's frame loses the ball where the game screen
@@ -100,6 +101,7 @@ def test_a_frame_stack_is_drawn_as_its_newest_frame_not_as_rgb():
     assert strip_stack(np.stack(episode[::-1]), GAME) == 1  # not so in reverse: no strip is drawn
 
 
+@pytest.mark.slow
 def test_the_store_holds_the_stack_the_game_screen_and_ocatari_masks(run):
     from policylens.scores import episode_masks
 
@@ -122,6 +124,7 @@ def test_the_store_holds_the_stack_the_game_screen_and_ocatari_masks(run):
     assert any((masks["ball"][t] & ~own[t]).any() for t in range(ep.length))  # the ball's earlier places too
 
 
+@pytest.mark.slow
 def test_a_recording_on_workers_stores_each_steps_game_screen_too(run, tmp_path):
     """record --backend process (episodes played by plan, as evaluate plays them) keeps the game's screen of each
     step: without max-pooling the newest frame of every stored observation is that screen in grey at 84x84."""
@@ -137,6 +140,7 @@ def test_a_recording_on_workers_stores_each_steps_game_screen_too(run, tmp_path)
 # ---------------------------------------------------------------- the analyses, command by command
 
 
+@pytest.mark.slow
 def test_integrated_gradients_on_a_hidden_layer(run):
     from policylens.attribution.results import load_attributions
 
@@ -153,6 +157,7 @@ def test_integrated_gradients_on_a_hidden_layer(run):
     assert f_zero.std() < 1e-5 * max(1.0, np.abs(f_zero).max()) and meta["delta"]["max_abs"] > 0
 
 
+@pytest.mark.slow
 def test_nmf_directions_scored_against_ocatari_masks(run):
     from policylens.scores import pool_masks, score_layer, store_frames
 
@@ -167,6 +172,7 @@ def test_nmf_directions_scored_against_ocatari_masks(run):
     assert 0 <= found.scores["interpretable_share"] <= 1 and found.maps.shape == (len(obs), 3, 7, 7)
 
 
+@pytest.mark.slow
 def test_dataset_examples(run):
     pl("featvis", run, "--layer", "conv3", "--channels", "0,1", "--k", 2, "--progress", "false")
     out = run / "analysis" / "featvis" / "conv3"
@@ -175,6 +181,7 @@ def test_dataset_examples(run):
     assert (out / "examples.png").is_file() and (out / "spatial.png").is_file()
 
 
+@pytest.mark.slow
 def test_the_explorer_shows_the_agents_frames_and_the_games_screen(run):
     pl("explore", run, "--episodes", "0-1", "--steps", 16, "--k", 2, "--nmf-frames", 32, "--bookmarks", 2,
        "--progress", "false")
@@ -196,6 +203,7 @@ def test_the_explorer_shows_the_agents_frames_and_the_games_screen(run):
     assert tree["layers"] == ["fc", "conv3", "conv2", "conv1", "input"]
 
 
+@pytest.mark.slow
 def test_the_saliency_tree_reaches_pixels_through_the_frame_stack(run):
     from policylens.attribution import saliency_tree, tree_nodes
 
@@ -221,6 +229,7 @@ def test_the_saliency_tree_reaches_pixels_through_the_frame_stack(run):
         assert leaf["score"] == pytest.approx(float(per_pixel[y, xx].detach()), rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_edit_by_cause_and_compare_with_the_invisible_object_control(run, tmp_path):
     edited = tmp_path / "blind"
     pl("edit", run, "--layer", "conv3", "--blind", "ball", "--k", 3, "--restarts", 2, "--force", "--out", edited)

@@ -48,6 +48,7 @@ def screen_box(box) -> np.ndarray:
 
 
 @pytest.mark.parametrize("game", sorted(KEY))
+@pytest.mark.slow
 def test_boxes_cover_exactly_the_pixels_that_change_when_objects_move(game):
     """Between two real frames, where an object's box moved: no pixel changed around it outside its old and new
     boxes (nor other objects'), and some changed inside them."""
@@ -76,6 +77,7 @@ def test_boxes_cover_exactly_the_pixels_that_change_when_objects_move(game):
         assert inside >= 0.9 * moves, (game, cat, inside, moves)
 
 
+@pytest.mark.slow
 def test_one_ocatari_call_misses_what_the_fixed_point_finds():
     """OCAtari's Space Invaders extraction places an invader bullet only on a later call (it tests the slot's
     previous position); a single call on a fresh object list finds none while the RAM has bullets in flight."""
@@ -109,6 +111,7 @@ def test_box_masks_are_the_resizes_footprint():
             assert not (frame.astype(bool) & ~mask).any()  # the uint8 frame reaches no further
 
 
+@pytest.mark.slow
 def test_ghost_names_match_their_colours():
     truth, rams, screens = raw_play("ms_pacman", 150, warm=250)
     colours = {"blinky": (200, 72, 72), "pinky": (198, 89, 179), "inky": (84, 184, 153), "sue": (180, 122, 48)}
@@ -122,6 +125,7 @@ def test_ghost_names_match_their_colours():
     assert all(v > 30 for v in seen.values()), seen
 
 
+@pytest.mark.slow
 def test_entities_and_masks_in_the_agents_frame():
     env = E.make("atari:breakout", num_envs=2, seed=0)
     rng = np.random.default_rng(0)
@@ -139,6 +143,7 @@ def test_entities_and_masks_in_the_agents_frame():
 
 
 @pytest.mark.parametrize("game,kind,steps", [("breakout", "ball", 100), ("ms_pacman", "ghost", 50)])
+@pytest.mark.slow
 def test_invisible_objects_leave_the_game_unchanged_and_frames_differ_only_inside_their_masks(game, kind, steps):
     plain = E.make(f"atari:{game}", num_envs=2, seed=4)
     hidden = E.make(f"atari:{game}?invisible={kind}", num_envs=2, seed=4)
@@ -163,6 +168,7 @@ def test_invisible_objects_leave_the_game_unchanged_and_frames_differ_only_insid
     assert shown > 40 and differing > 0.6 * shown
 
 
+@pytest.mark.slow
 def test_a_game_ocatari_does_not_cover_works_without_ground_truth():
     env = E.make("atari:surround", num_envs=1, seed=0)
     env.step([0])

@@ -39,6 +39,7 @@ def test_frames_are_drawn_as_the_agent_sees_them():
     assert frame_pictures(stack).shape == (2, 8, 8, 3) and (frame_pictures(stack) == 200).all()
 
 
+@pytest.mark.slow
 def test_a_strip_has_a_row_per_run_and_a_column_per_frame(tmp_path):
     obs = np.random.default_rng(2).integers(0, 256, (3, 28, 28, 3), dtype=np.uint8)
     runs = {"coef 0": attention_agent(0, (28, 28, 3))[0], "coef 0.005": attention_agent(1, (28, 28, 3))[0]}
@@ -51,6 +52,7 @@ def test_a_strip_has_a_row_per_run_and_a_column_per_frame(tmp_path):
         attention_strip({}, obs, tmp_path / "none.png")
 
 
+@pytest.mark.slow
 def test_the_attention_sweep_draws_its_runs_over_the_first_runs_frames(tmp_path):
     from policylens.rollouts import RecordConfig, record
     from policylens.sweep import attention_figure

@@ -102,6 +102,7 @@ CASES = [("ff", None), ("ff", "conv1"), ("ff", "fc"), ("rec", None), ("rec", "co
 
 
 @pytest.mark.parametrize("kind,layer", CASES, ids=[f"{k}-{name or 'input'}" for k, name in CASES])
+@pytest.mark.slow
 def test_ig_sums_to_the_change_of_the_target_and_the_delta_is_exactly_that_gap(kind, layer, ff, rec, obs, state):
     agent = {"ff": ff, "rec": rec}[kind]
     st = state if kind == "rec" else None
@@ -117,6 +118,7 @@ def test_ig_sums_to_the_change_of_the_target_and_the_delta_is_exactly_that_gap(k
     assert delta.abs().sum() <= coarse.abs().sum() + 1e-6  # the right Riemann sum converges as steps grow
 
 
+@pytest.mark.slow
 def test_ig_with_a_baseline_sums_to_the_change_from_that_baseline(ff, obs):
     base = activation(ff, "conv1", random_obs(seed=7))[:1]  # (1, 32, 7, 7) broadcast over the batch
     attr, delta = attribute(ff, obs, layer="conv1", steps=400, baseline=base, return_delta=True)
@@ -403,6 +405,7 @@ def recorded(pair):
 
 
 @pytest.mark.parametrize("name,suffix", [("ff", ".npz"), ("rnn", ".zarr")])
+@pytest.mark.slow
 def test_cli_attributes_recorded_episodes_and_saves_metadata(name, suffix, recorded, tmp_path):
     run = recorded[name]
     out = tmp_path / f"attr{suffix}"
@@ -426,6 +429,7 @@ def test_cli_attributes_recorded_episodes_and_saves_metadata(name, suffix, recor
     assert meta["delta"]["max_abs"] == pytest.approx(float(np.abs(arrays["delta"]).max()), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_default_output_and_clean_errors(recorded, capsys):
     run = recorded["ff"]
     path = attribute_main([str(run), "--method", "saliency", "--target", "1", "--progress", "false"])

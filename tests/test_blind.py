@@ -60,6 +60,7 @@ def grid(v):  # one direction at every cell (1, 32, 7, 7)
 
 
 @pytest.mark.parametrize("top", ["2", "all"])
+@pytest.mark.slow
 def test_blind_top_removes_each_chosen_direction_and_passes_the_rest(recorded, top):
     obs, masks = recorded
     agent = agents.load("zoo:minigrid-do8-rgb")
@@ -78,6 +79,7 @@ def test_blind_top_removes_each_chosen_direction_and_passes_the_rest(recorded, t
 
 
 @pytest.mark.parametrize("top", ["0", "two", "1.5", "8"])
+@pytest.mark.slow
 def test_blind_top_bad_values_are_refused(recorded, top):
     obs, masks = recorded
     with pytest.raises(ValueError, match="top="):
@@ -85,6 +87,7 @@ def test_blind_top_bad_values_are_refused(recorded, top):
               layer="embed", k=8, top=top, restarts=2)
 
 
+@pytest.mark.slow
 def test_blind_names_the_entities_it_has(recorded):
     obs, masks = recorded
     with pytest.raises(KeyError, match="ball"):
@@ -110,6 +113,7 @@ def test_edit_command_blind_equals_the_in_memory_edit(store_path, recorded, tmp_
     torch.testing.assert_close(Directions.load(record["directions"]).vectors, info["directions"].vectors)
 
 
+@pytest.mark.slow
 def test_edit_command_blind_bad_input(store_path, tmp_path, capsys):
     for argv, needle in ((["--layer", "embed", "--blind", "saw"], "ball"),   # no such entity: names the ones there
                          (["--blind", "ball"], "--layer"),

@@ -82,6 +82,7 @@ def helps() -> dict:
 
 
 @pytest.mark.parametrize("argv", names(), ids=" ".join)
+@pytest.mark.slow
 def test_help_imports_no_heavy_library(argv, helps):
     got = helps[" ".join([*argv, "--help"])]
     assert not got["heavy"], f"policylens {' '.join(argv)} --help imported {', '.join(got['heavy'])}"

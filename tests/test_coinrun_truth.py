@@ -59,6 +59,7 @@ def arena(env, x=2.5, y=4.0, vx=0.0, vy=0.0):
 
 
 # --- parsing ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_round_trip_is_byte_exact_and_accepted_by_the_game(hard_states):
     env, states = hard_states
     parsed = [C.parse_state(s) for s in states]
@@ -71,6 +72,7 @@ def test_round_trip_is_byte_exact_and_accepted_by_the_game(hard_states):
     assert env.get_state() == states[-4:]
 
 
+@pytest.mark.slow
 def test_fields_are_what_the_game_uses(truth_env):
     env = truth_env
     p = C.parse_state(env.start)
@@ -86,6 +88,7 @@ def test_fields_are_what_the_game_uses(truth_env):
     assert C.parse_state(env.get_state()[0])["cur_time"] == p["cur_time"] + 1
 
 
+@pytest.mark.slow
 def test_agent_moves_right_and_jumps_under_gravity(truth_env):
     env = truth_env
     env.set_state([env.start])
@@ -101,6 +104,7 @@ def test_agent_moves_right_and_jumps_under_gravity(truth_env):
         assert cur["y"] == pytest.approx(prev["y"] + cur["vy"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_make_entity_builds_what_the_game_builds(hard_states):
     _, states = hard_states
     fresh = [e for s in states[:4] for e in C.parse_state(s)["entities"]]  # level starts: nothing stepped yet
@@ -113,6 +117,7 @@ def test_make_entity_builds_what_the_game_builds(hard_states):
                          image_theme=monster["image_theme"]) == monster
 
 
+@pytest.mark.slow
 def test_bad_states_raise_clear_errors(truth_env, hard_states):
     s = truth_env.start
     with pytest.raises(ValueError, match="truncated"):
@@ -208,6 +213,7 @@ def test_reaching_the_coin_is_success(truth_env):
     assert steps is not None and episode["cause"] == "success" and episode["success"] and episode["return"] == 10
 
 
+@pytest.mark.slow
 def test_real_deaths_fast_path_matches_replay():
     """Deaths of a scripted runner in hard levels: the fast answer equals the replayed one, and the replayed
     cause is one whose hazards alone still kill (checked by the game itself)."""
@@ -246,6 +252,7 @@ def test_wrapper_entities_include_agent_and_coin(truth_env):
 
 
 # --- where things are on screen ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_camera_matches_the_games_own(hard_states):
     _, states = hard_states
     for s in states:
@@ -298,6 +305,7 @@ def test_entity_masks_cover_exactly_the_pixels_that_change(truth_env, kind, edit
 
 
 # --- invisible entities (seed 001's control: the agent playing with invisible buzzsaws) -----------------------
+@pytest.mark.slow
 def test_invisible_saws_change_only_saw_pixels_and_nothing_of_the_game():
     """``invisible=saw`` plays exactly the game the plain env plays (same rewards, ends, causes, and states but
     for the saws' alpha), in every episode, including those started by an automatic reset; the frames differ

@@ -53,6 +53,7 @@ def test_unpaired_levels_are_refused():
         compare_records(records(["success", "saw"], [0, 1]), records(["success", "saw"], [0, 2]))
 
 
+@pytest.mark.slow
 def test_compare_command_finds_the_failure_an_edit_causes(tmp_path, capsys):
     """An agent pushed to always walk forward dies on walls/obstacles far more often than the zoo agent."""
     agent = load("zoo:minigrid-do8-rgb")

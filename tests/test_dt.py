@@ -112,6 +112,7 @@ def test_returns_to_go_and_timesteps_on_known_episodes():
 
 
 # ------------------------------------------------------------------------------------------ collect
+@pytest.mark.slow
 def test_each_episode_plays_its_strategy_in_the_requested_shares(rgb_store):
     names = rgb_store.metadata["strategies"]
     assert names == list(STRATEGIES)
@@ -126,6 +127,7 @@ def test_each_episode_plays_its_strategy_in_the_requested_shares(rgb_store):
     assert (action[rand] != logits[rand].argmax(-1)).any()
 
 
+@pytest.mark.slow
 def test_rtg_per_step_is_the_sum_of_future_rewards(rgb_store):
     for i in range(len(rgb_store)):
         ep = rgb_store.episode(i)
@@ -135,6 +137,7 @@ def test_rtg_per_step_is_the_sum_of_future_rewards(rgb_store):
         assert abs(rtg[0] - ep.info["return"]) < 1e-6
 
 
+@pytest.mark.slow
 def test_symbolic_view_is_what_a_symbolic_env_shows_and_the_agent_saw_rgb(rgb_store, runs):
     assert rgb_store.fields[:1] == ("obs",) and "obs_symbolic" in rgb_store.fields and "entities" in rgb_store.fields
     agent = agents.load(runs / "rgb")
@@ -151,6 +154,7 @@ def test_symbolic_view_is_what_a_symbolic_env_shows_and_the_agent_saw_rgb(rgb_st
     assert causes <= {"success", "obstacle", "wall", "timeout"}
 
 
+@pytest.mark.slow
 def test_interrupted_collection_resumes_to_exactly_n_with_exact_shares(runs, tmp_path, monkeypatch):
     out, n = tmp_path / "k.zarr", 30
     real_step, calls = type(make(ENV, 1)).step, {"n": 0}
@@ -179,6 +183,7 @@ def test_interrupted_collection_resumes_to_exactly_n_with_exact_shares(runs, tmp
         _collect(runs / "sym", out, episodes=n + 1, strategies=("greedy",), shares=(), resume=True)
 
 
+@pytest.mark.slow
 def test_rtg_report_and_observe_as_the_env_mode(rgb_store):
     summary = json.loads(Path(str(rgb_store.path).replace(".zarr", "_rtg.json")).read_text())
     assert sum(s["episodes"] for s in summary["strategies"].values()) == len(rgb_store)
@@ -308,6 +313,7 @@ def test_model_refuses_bad_input(tiny_models):
 
 
 # ------------------------------------------------------------------------------------------ train
+@pytest.mark.slow
 def test_loss_decreases_and_the_run_has_its_outputs(sym_store, tmp_path):
     out = train(_tiny(sym_store, tmp_path / "run", steps=80, eval_every=20, checkpoint_every=80, eval_episodes=0,
                       lr=3e-3, val_fraction=0.0))
@@ -317,6 +323,7 @@ def test_loss_decreases_and_the_run_has_its_outputs(sym_store, tmp_path):
     assert (out / "curve.png").is_file() and (out / "agent" / "weights.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_equals_an_uninterrupted_run_bitwise(sym_store, trained, tmp_path, monkeypatch):
     real, calls = train_mod.sample_frames, []
 
@@ -344,6 +351,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run_bitwise(sym_st
         train(_tiny(sym_store, tmp_path / "resumed", lr=0.5, resume=True))
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_and_refusals(trained, sym_store, runs):
     from policylens.dt.checkpoint import load_dt, save_dt
 
@@ -367,6 +375,7 @@ def test_checkpoint_round_trip_and_refusals(trained, sym_store, runs):
         play(model, ENV, 5.0, 1)
 
 
+@pytest.mark.slow
 def test_training_refuses_stores_a_dt_cannot_read(runs, tmp_path):
     rgb_only = rollouts.record(rollouts.RecordConfig(run=str(runs / "rgb"), episodes=2, out=str(tmp_path / "r.zarr"),
                                                      progress=False))
@@ -384,6 +393,7 @@ def test_training_refuses_stores_a_dt_cannot_read(runs, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ calibrate, CLI
+@pytest.mark.slow
 def test_calibration_covers_every_rtg_and_behaviours_add_up(trained):
     report = calibrate(CalibrateConfig(run=str(trained), rtgs=("-1", "0.5"), table_rtgs=("-1", "0", "0.9"),
                                        episodes=4, progress=False))

@@ -283,6 +283,7 @@ def trained(tmp_path_factory):
                                progress=False))
 
 
+@pytest.mark.slow
 def test_ablation_table_pairs_levels_and_its_counts_add_up(trained):
     from policylens.dt.checkpoint import load_dt
 
@@ -305,6 +306,7 @@ def test_ablation_table_pairs_levels_and_its_counts_add_up(trained):
         ablation_table(model, ENV, ["blocks.0.mlp"], episodes=1, mode="mean")
 
 
+@pytest.mark.slow
 def test_inputs_from_env_state_rebuild_the_training_window(trained):
     from policylens.dt.checkpoint import load_dt
     from policylens.dt.data import load_trajectories

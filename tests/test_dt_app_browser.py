@@ -77,6 +77,7 @@ def wait_for_step(page, t: int):
     page.wait_for_function(f"document.getElementById('agent-pos').dataset.state.split(',')[3] === '{t}'")
 
 
+@pytest.mark.slow
 def test_keys_move_the_agent(page, app):
     x, y, d, t, level = agent_state(page)
     assert t == 0
@@ -91,6 +92,7 @@ def test_keys_move_the_agent(page, app):
     assert (session.env.envs[0].agent_pos[0], session.t) == (x + dx, 2)  # the page shows the server's game
 
 
+@pytest.mark.slow
 def test_ablation_toggle_changes_the_shown_preferences(page):
     before = page.locator("#preferences").inner_text()
     page.click("input[data-component='blocks.0.attn.head0']")
@@ -103,12 +105,14 @@ def test_ablation_toggle_changes_the_shown_preferences(page):
     assert page.locator("#preferences").inner_text() == before
 
 
+@pytest.mark.slow
 def test_names_with_html_are_text(page):
     assert page.locator("img").count() == 0
     assert page.locator(f"button[data-action='{EVIL}']").inner_text() == EVIL
     assert EVIL in page.locator("#policy").inner_text()
 
 
+@pytest.mark.slow
 def test_bad_input_shows_the_servers_message(page):
     page.evaluate("request('/api/configure', {ablation: ['nope']})")  # what a stale page could send
     page.wait_for_selector("#error:not([hidden])")
@@ -125,6 +129,7 @@ def pixel(page, canvas: str, x: int, y: int) -> list:
                          f".getImageData({x}, {y}, 1, 1).data)")
 
 
+@pytest.mark.slow
 def test_state_map_has_a_colour_key_naming_the_pair_and_the_scale(page, app):
     session, _ = app
     assert page.is_visible("#map-key")
@@ -158,6 +163,7 @@ def end_episode(page):
     return agent_state(page)[4]
 
 
+@pytest.mark.slow
 def test_episode_over_banner_goes_once_the_next_level_is_played_restarted_or_reloaded(page):
     for leave in ("ArrowLeft", "n", "r", "reload"):
         level = end_episode(page)

@@ -39,6 +39,7 @@ def test_every_quote_is_verbatim_in_the_paper():
     assert len(spans) >= 10 and all(q in text for q in spans), [q for q in spans if q not in text]
 
 
+@pytest.mark.slow
 def test_goal_entries_come_from_the_top_or_the_left_of_the_corner_goal():
     """The goal sits in the bottom-right corner, walled on its right and below: every entry is from the top or the
     left (a wrong direction table would name the right or the bottom)."""
@@ -179,6 +180,7 @@ def test_quick_benchmark_compares_a_grid_and_a_raw_model(quick):
     assert (work / "compare" / "compare.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_cli_compare_refuses_what_it_cannot_read_and_what_is_there(pair, tmp_path, capsys, monkeypatch):
     """On the zoo's two analysed models (the quick benchmark above compares freshly trained ones, slowly)."""
     from policylens.dt.cli import main

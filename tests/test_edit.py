@@ -260,6 +260,7 @@ def grid_runs(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_edit_command_writes_a_checkpoint_equal_to_the_in_memory_edit(grid_runs, capsys):
     new = grid_runs / "edited"
     assert edit_cli.main([str(grid_runs / "ff"), "--directions", str(grid_runs / "dirs" / "conv1-nmf.json"),

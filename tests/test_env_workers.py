@@ -44,6 +44,7 @@ def same_info(a: list, b: list) -> bool:
 
 
 @pytest.mark.parametrize("spec", [DO8, "gym:CartPole-v1"])
+@pytest.mark.slow
 def test_two_and_three_workers_play_exactly_what_one_process_plays(spec):
     one = play(spec, 1)
     assert one["kind"] is not WorkerVecEnv
@@ -63,6 +64,7 @@ def test_two_and_three_workers_play_exactly_what_one_process_plays(spec):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_a_snapshot_taken_with_two_workers_restores_in_one_process():
     env2 = envs.make(DO8, num_envs=4, seed=1, workers=2)
     env2.reset(1)
@@ -97,6 +99,7 @@ def test_bad_worker_counts_and_families_are_refused():
         make_batch(parse_spec("procgen:coinrun"), num_envs=2, shard=(0, 4))
 
 
+@pytest.mark.slow
 def test_an_error_in_a_worker_is_raised_here_with_its_message():
     env = envs.make(DO8, num_envs=4, seed=0, workers=2)
     try:
@@ -113,6 +116,7 @@ def test_an_error_in_a_worker_is_raised_here_with_its_message():
         env.close()
 
 
+@pytest.mark.slow
 def test_training_with_two_env_workers_gives_the_same_weights(tmp_path):
     from safetensors.torch import load_file
 

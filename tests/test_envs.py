@@ -66,6 +66,7 @@ def _same(a, b):
 
 
 @pytest.mark.parametrize("spec, n, steps", [(DO5 + "?obs=rgb", 3, 120), ("procgen:coinrun?distribution_mode=easy", 8, 400)])
+@pytest.mark.slow
 def test_same_seed_same_trajectory_and_snapshot_restores_exactly(spec, n, steps):
     a, b = make(spec, num_envs=n, seed=7), make(spec, num_envs=n, seed=7)
     assert np.array_equal(a.reset(7), b.reset(7))
@@ -77,6 +78,7 @@ def test_same_seed_same_trajectory_and_snapshot_restores_exactly(spec, n, steps)
     assert any(any(e is not None for e in step[3]) for step in first), "no episode ended: the test saw no reset"
 
 
+@pytest.mark.slow
 def test_minigrid_episode_records_and_causes_from_the_grid():
     env = make(DO5, num_envs=4, seed=0)
     env.reset(0)
@@ -132,6 +134,7 @@ def test_minigrid_constructed_causes():
     assert env.step([0])[3][0]["episode"]["cause"] == "timeout"
 
 
+@pytest.mark.slow
 def test_minigrid_levels_are_seeds():
     env = make(DO5 + "?start_level=100&num_levels=3", num_envs=8, seed=0)
     env.reset(0)
@@ -161,6 +164,7 @@ def test_minigrid_num_actions_keeps_the_first_actions():
 
 
 @pytest.mark.parametrize("obs", ["symbolic", "rgb"])
+@pytest.mark.slow
 def test_minigrid_invisible_balls_leave_the_game_and_the_rest_of_the_view_alone(obs):
     """``invisible=ball``: the same game (rewards, ends, causes, entities), and the view differs from the plain
     env's only where a ball stands, and there always."""

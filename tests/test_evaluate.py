@@ -110,6 +110,7 @@ def test_counts_rates_and_levels(run):
     assert result["setup"]["env"] == MINIGRID
 
 
+@pytest.mark.slow
 def test_same_levels_and_seed_are_identical_other_seed_differs(run):
     a = evaluate(run, episodes=16, seed=7)
     b = evaluate(run, episodes=16, seed=7, batch=8)
@@ -127,6 +128,7 @@ def test_level_is_the_reset_seed(run):
     assert eps[0] == eps[2] == eps[4] and eps[1] == eps[3] == eps[5]
 
 
+@pytest.mark.slow
 def test_agent_that_never_moves_times_out(turner):
     result = evaluate(turner, episodes=6, policy="greedy")
     assert result["causes"]["timeout"] == 6 and result["success_rate"] == 0.0
@@ -183,6 +185,7 @@ def test_bad_input(run, tmp_path, capsys):
 
 
 # -- the command -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_json_is_exactly_one_object(run):
     cmd = [sys.executable, "-m", "policylens.evaluate", str(run), "--episodes", "5", "--start-level", "3",
            "--json", "--per-episode"]
@@ -215,6 +218,7 @@ def test_cli_table_help_and_level_options(run, capsys):
 
 
 # -- procgen and Ray ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_coinrun_end_to_end(tmp_path):
     cfg = {"arch": "cnn", "obs_shape": [64, 64, 3], "num_actions": 15}
     torch.manual_seed(0)

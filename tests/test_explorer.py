@@ -173,6 +173,7 @@ def exported(recorded):
     return run, store_path, out, summary
 
 
+@pytest.mark.slow
 def test_export_shows_the_store_and_its_maps_add_up_to_the_agents_output(exported):
     run, store_path, out, summary = exported
     assert summary["layers"] == ["conv2"] and summary["index"] == out / "index.html" and summary["index"].is_file()
@@ -217,6 +218,7 @@ def test_export_shows_the_store_and_its_maps_add_up_to_the_agents_output(exporte
         assert torch.cat(changes).max() > 20 * (gaps[name] + 2e-4)
 
 
+@pytest.mark.slow
 def test_export_has_the_saliency_tree_of_the_first_and_bookmarked_frames(exported):
     from policylens.attribution import saliency_tree, tree_nodes
 
@@ -237,6 +239,7 @@ def test_export_has_the_saliency_tree_of_the_first_and_bookmarked_frames(exporte
                 assert a["share"] == pytest.approx(b["share"], rel=1e-3, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_an_export_with_the_same_agent_store_and_settings_is_kept_and_any_change_recomputes(exported, tmp_path):
     from policylens.explorer.export import written_key
 
@@ -258,6 +261,7 @@ def test_an_export_with_the_same_agent_store_and_settings_is_kept_and_any_change
     assert not export(run, reuse=False, out=elsewhere, overwrite=True, **{**same, "k": 2})["reused"]  # recomputed
 
 
+@pytest.mark.slow
 def test_attention_agent_gets_its_attention_maps_as_a_layer(recorded, tmp_path):
     run, store_path = recorded
     agent, cfg = tiny_agent("attention", base="cnn", heads=2)
@@ -279,6 +283,7 @@ def test_attention_agent_gets_its_attention_maps_as_a_layer(recorded, tmp_path):
     np.testing.assert_allclose(truth.sum((-2, -1)), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_live_session_analyses_each_new_frame_like_the_export(exported):
     from policylens.attribution import saliency_tree, tree_nodes
     from policylens.explorer.server import load_session

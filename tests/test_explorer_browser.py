@@ -114,6 +114,7 @@ def obs_image(page):
     return page.evaluate("document.getElementById('obs-canvas').toDataURL()")
 
 
+@pytest.mark.slow
 def test_page_loads_from_disk_without_errors(page):
     assert page.problems == []
     assert state(page, "length") == T and state(page, "frame") == 0
@@ -122,6 +123,7 @@ def test_page_loads_from_disk_without_errors(page):
     assert page.locator(".panel.sign").count() == 2  # good news, bad news
 
 
+@pytest.mark.slow
 def test_clicking_the_timeline_scrubs_to_that_frame(page):
     before = obs_image(page)
     box = page.locator("#timeline").bounding_box()
@@ -138,6 +140,7 @@ def test_clicking_the_timeline_scrubs_to_that_frame(page):
     assert page.problems == []
 
 
+@pytest.mark.slow
 def test_hovering_a_legend_item_isolates_its_feature(page):
     colors = [hex_rgb(c) for c in FEATURE_COLORS[:K]]
     shown, _ = overlay_colors(page)
@@ -155,6 +158,7 @@ def test_hovering_a_legend_item_isolates_its_feature(page):
     assert page.problems == []
 
 
+@pytest.mark.slow
 def test_keyboard_shortcuts(page):
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
@@ -181,6 +185,7 @@ def test_keyboard_shortcuts(page):
     assert page.problems == []
 
 
+@pytest.mark.slow
 def test_strings_with_html_are_shown_as_text(page):
     assert page.locator("img[src='x']").count() == 0 and page.locator("script:not([src])").count() == 0
     assert page.text_content("#title") == "<i>run</i>"
@@ -191,6 +196,7 @@ def test_strings_with_html_are_shown_as_text(page):
     assert page.problems == []  # no alert dialog
 
 
+@pytest.mark.slow
 def test_layer_picker_switches_to_attention_maps(page):
     page.select_option("#layer-select", label="attention (attention)")
     page.wait_for_function("() => window.explorer.ready && window.explorer.layer === 'attention'")
@@ -224,6 +230,7 @@ def live_server(tmp_path_factory):
     server.thread.join(timeout=10)
 
 
+@pytest.mark.slow
 def test_live_mode_plays_the_game_and_shows_each_new_frame(context, live_server):
     page = context.new_page()
     problems = []
@@ -253,6 +260,7 @@ def test_live_mode_plays_the_game_and_shows_each_new_frame(context, live_server)
     page.close()
 
 
+@pytest.mark.slow
 def test_saliency_tree_panel_shows_the_root_and_k_children_and_hover_outlines_the_unit(page):
     assert state(page, "treeFrames") == [0, 5]
     root = page.locator("#saliency-tree > li")

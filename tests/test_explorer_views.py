@@ -45,6 +45,7 @@ def written(tmp_path_factory):
     return root / "run", manifest, rf
 
 
+@pytest.mark.slow
 def test_symbolic_frames_are_drawn_with_minigrids_tiles(written):
     run, manifest, _ = written
     assert manifest["view"] == {"kind": "symbolic", "tiles": True, "transposed": True, "tile": TILE, "stack": 1}
@@ -57,6 +58,7 @@ def test_symbolic_frames_are_drawn_with_minigrids_tiles(written):
     np.testing.assert_array_equal(frames, render_obs(store.episode(0)["obs"][:n], "symbolic"))
 
 
+@pytest.mark.slow
 def test_live_frames_equal_the_envs_own_view_rendering(written):
     """MiniGrid's get_pov_render, independent of policylens's renderer, draws what the live page shows."""
     from policylens.explorer.server import load_session
@@ -70,6 +72,7 @@ def test_live_frames_equal_the_envs_own_view_rendering(written):
         assert len(np.unique(truth.reshape(-1, 3), axis=0)) > 3  # tiles, lines, objects: not a few flat codes
 
 
+@pytest.mark.slow
 def test_legend_images_are_the_rendered_patch_each_direction_sees(written):
     from policylens.explorer.export import load_trajectories
     from policylens.featvis import dataset_examples
@@ -108,6 +111,7 @@ def test_labels_name_the_entity_a_feature_lies_on():
     assert feature_labels(attr, directions, None) == (("NMF 1", "NMF 2", "NMF 3"), None)
 
 
+@pytest.mark.slow
 def test_explorer_labels_come_from_the_stores_ground_truth(written):
     from policylens.explorer.export import load_trajectories
     from policylens.scores import episode_masks
@@ -142,6 +146,7 @@ def test_stability_from_the_directions_meta_reaches_the_legend(tmp_path):
     assert [f["stability"] for f in manifest["layers"][0]["features"]] == [0.97, 0.4213, None]
 
 
+@pytest.mark.slow
 def test_sim_sample_explorer_draws_tiles_and_calls_its_rewards_predictions(sim_world, tmp_path):
     from policylens.sim.analyses.sample.cli import main
 

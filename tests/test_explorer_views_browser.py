@@ -114,6 +114,7 @@ def overlay_centre(page) -> tuple:
     return (cols * alpha).sum() / alpha.sum() / (w / 7), (rows * alpha).sum() / alpha.sum() / (h / 7)
 
 
+@pytest.mark.slow
 def test_overlays_land_on_the_cells_of_the_upright_picture(context, folders):
     out, _ = folders
     page = open_page(context, out["game"])
@@ -132,6 +133,7 @@ def test_overlays_land_on_the_cells_of_the_upright_picture(context, folders):
     assert page.problems == []
 
 
+@pytest.mark.slow
 def test_legend_shows_images_labels_and_stability(context, folders):
     out, _ = folders
     page = open_page(context, out["game"])
@@ -153,6 +155,7 @@ def test_legend_shows_images_labels_and_stability(context, folders):
     assert page.problems == []
 
 
+@pytest.mark.slow
 def test_a_simulators_rewards_returns_and_ends_read_as_predictions(context, folders):
     out, _ = folders
     game, sim = open_page(context, out["game"]), open_page(context, out["sim"])

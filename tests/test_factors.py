@@ -73,6 +73,7 @@ def test_nmf_recovers_known_components_with_no_residual(spatial_acts):
     torch.testing.assert_close(dirs.vectors.norm(dim=1), torch.ones(K_TRUE))
 
 
+@pytest.mark.slow
 def test_nmf_residual_grows_when_k_is_below_the_true_rank(spatial_acts):
     residuals = [nmf(spatial_acts, k, layer="conv2").meta["residual"] for k in (2, 3, 4)]
     assert residuals[0] > residuals[1] > residuals[2]
@@ -92,6 +93,7 @@ def test_nmf_refuses_negative_activations_and_bad_k(spatial_acts):
         nmf(torch.ones(5), 1, layer="conv2")
 
 
+@pytest.mark.slow
 def test_nmf_attributions_splits_positive_and_negative_parts_along_the_batch():
     """Good-news positions use components 0, 1 (and 3), bad-news positions 2 (and 3): one NMF over both
     parts finds all four, and ``positive_share`` tells which part each one came from."""
@@ -282,6 +284,7 @@ def runs(pair):
 
 
 @pytest.mark.parametrize("name", ["ff", "rnn"])
+@pytest.mark.slow
 def test_store_activations_of_the_policy_head_equal_the_recorded_logits(runs, name):
     """Streaming a store's frames through the agent (with the recorded state when recurrent) gives back,
     at layer ``pi``, exactly the logits the agent had while playing."""
@@ -300,6 +303,7 @@ def test_store_activations_of_the_policy_head_equal_the_recorded_logits(runs, na
         assert not np.allclose(fresh.numpy(), recorded, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_recurrent_agent_on_a_store_without_states_is_refused(runs):
     agent = agents.load(runs / "rnn")
     with pytest.raises(ValueError, match="agent_state"):
@@ -309,6 +313,7 @@ def test_recurrent_agent_on_a_store_without_states_is_refused(runs):
 # ---------------------------------------------------------------- the factorize command
 
 
+@pytest.mark.slow
 def test_factorize_command_writes_the_directions_nmf_finds_in_memory(runs, capsys):
     run = runs / "ff"
     assert factorize_cli.main([str(run), "--layer", "conv2", "--method", "nmf", "--k", "3",
@@ -334,6 +339,7 @@ def test_factorize_command_writes_the_directions_nmf_finds_in_memory(runs, capsy
     torch.testing.assert_close(saved.vectors, pca(hx, 4, layer="hx").vectors)
 
 
+@pytest.mark.slow
 def test_factorize_command_errors_are_clear(runs, capsys):
     run = str(runs / "ff")
     with pytest.raises(SystemExit) as e:
@@ -349,6 +355,7 @@ def test_factorize_command_errors_are_clear(runs, capsys):
 
 @pytest.mark.skipif(importlib.util.find_spec("policylens.attribution") is not None,
                     reason="policylens.attribution exists: the attributions path is tested with it")
+@pytest.mark.slow
 def test_factorize_on_attributions_without_the_attribution_module_says_so(runs, capsys):
     with pytest.raises(SystemExit):
         factorize_cli.main([str(runs / "ff"), "--layer", "conv2", "--on", "attributions"])
@@ -357,6 +364,7 @@ def test_factorize_on_attributions_without_the_attribution_module_says_so(runs, 
 
 @pytest.mark.skipif(importlib.util.find_spec("policylens.attribution") is None,
                     reason="policylens.attribution is not available")
+@pytest.mark.slow
 def test_factorize_on_attributions_factorises_integrated_gradients_of_the_value(runs):
     from policylens.attribution import attribute
 

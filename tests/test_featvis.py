@@ -193,6 +193,7 @@ def test_receptive_field_matches_the_formula(name):
         assert (rf.size, rf.stride, rf.offset, rf.exact) == ((r, r), (j, j), (o, o), True), f"layer l{i}"
 
 
+@pytest.mark.slow
 def test_receptive_field_of_the_clear_architecture():
     torch.manual_seed(0)
     agent = build(dict(arch="clear", obs_shape=(64, 64, 3), num_actions=3))
@@ -335,6 +336,7 @@ def test_optimize_at_one_position_and_a_channel_index(opt_setup):
         optimize(agent, layer, 5, steps=1, position=(7, 0))
 
 
+@pytest.mark.slow
 def test_colour_penalty_lowers_the_share_of_extremal_pixels():
     agent, red = red_detector(), torch.eye(32)[[0]]  # pure red, an extremal colour, is the optimum
     plain = optimize_batch(agent, "embed.conv", red, steps=120)
@@ -404,6 +406,7 @@ def recorded_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_sampled_frames_are_the_stores_frames(recorded_run):
     store = rollouts.open(recorded_run / "rollouts.zarr")
     sample = sample_frames(store, max_frames=7)
@@ -415,6 +418,7 @@ def test_sampled_frames_are_the_stores_frames(recorded_run):
         sample_frames(store, with_state=True)
 
 
+@pytest.mark.slow
 def test_cli_writes_examples_spatial_and_optimized(recorded_run, capsys):
     featvis_main([str(recorded_run), "--layer", "conv1", "--channels", "0,3", "--k", "4", "--optimize",
                   "--steps", "4", "--progress", "false"])
@@ -436,6 +440,7 @@ def test_cli_writes_examples_spatial_and_optimized(recorded_run, capsys):
     assert "examples" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_takes_a_directions_file_and_refuses_bad_input(recorded_run, tmp_path, capsys):
     path = Directions(torch.randn(2, 64, generator=torch.Generator().manual_seed(0)), "conv2", ("a", "b")).save(
         tmp_path / "dirs")
@@ -453,6 +458,7 @@ def test_cli_takes_a_directions_file_and_refuses_bad_input(recorded_run, tmp_pat
         assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_recurrent_run_reads_recorded_states_and_visualises_hx(tmp_path):
     run, env = tmp_path / "rnn", "minigrid:MiniGrid-Dynamic-Obstacles-5x5-v0"
     cfg = {"arch": "cnn", "obs_shape": [7, 7, 3], "num_actions": 3, "obs_scale": 0.1, "recurrent": True, "hidden": 8}

@@ -28,6 +28,7 @@ def minigrid(tmp_path_factory):
     return agents.load("zoo:minigrid-do8-rgb"), obs
 
 
+@pytest.mark.slow
 def test_optimised_image_beats_the_best_dataset_example_of_a_real_agent(minigrid):
     agent, obs = minigrid
     torch.set_num_threads(1)
@@ -96,6 +97,7 @@ def test_fft_decorrelates_the_frames_of_a_grey_stack():
         channel_basis(ref[..., :3], 4)
 
 
+@pytest.mark.slow
 def test_optimize_a_grey_frame_stack_direction():
     agent, ref = grey_stack_agent(), stack_frames()
     d = torch.randn(2, 64, generator=torch.Generator().manual_seed(1))

@@ -10,6 +10,7 @@ PARTS = {"ppo_atari", "ppo_procgen_easy", "sim_train", "cuda_tests"}
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the dry run is what a machine without CUDA runs")
 
 
+@pytest.mark.slow
 def test_without_cuda_a_dry_run_of_every_part_is_reported(tmp_path, capsys):
     out = tmp_path / "check.json"
     gpu_check.main(["--out", str(out)])

@@ -141,6 +141,7 @@ def test_bad_input_is_named(spec, message):
 # ---------------------------------------------------------------- every analysis on a gym: env
 
 
+@pytest.mark.slow
 def test_every_command_runs_on_cartpole_and_ground_truth_requests_say_there_is_none(tmp_path):
     from pipeline import pl, pl_error, run_pipeline
     from policylens.rollouts import open as open_store
@@ -159,6 +160,7 @@ def test_every_command_runs_on_cartpole_and_ground_truth_requests_say_there_is_n
         assert "gym:CartPole-v1" in message and "ground truth" in message, message
 
 
+@pytest.mark.slow
 def test_training_resumes_exactly_on_a_gym_env(tmp_path):
     """The env's state (replayed from its seed) is part of the checkpoint: two updates, then a resumed third,
     reach exactly the weights of three updates in one go."""

@@ -23,6 +23,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # (importer, imported): edges of known cycles left on purpose, each with its reason (none at present)
@@ -143,6 +145,7 @@ def describe(component: list, edges: dict, mods: dict) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_policylens_has_no_import_cycles():
     mods = modules()
     edges = graph(mods)

@@ -110,6 +110,7 @@ def test_imported_agent_gives_sb3s_logits_and_values(trained, name):
     assert_agree(agent, model, env_obs(spec))
 
 
+@pytest.mark.slow
 def test_the_layout_read_from_the_weights(trained):
     expect = {
         "ppo_mlp": ("mlp", {"pi_hidden": [64, 64], "v_hidden": [64, 64], "activation": "tanh"}),
@@ -133,6 +134,7 @@ def test_the_layout_read_from_the_weights(trained):
                      "value_trunk.fc", "pi_fc1", "v_fc1", "pi", "v"]
 
 
+@pytest.mark.slow
 def test_sb3_atari_frames_stacked_channel_last_give_the_same_outputs(tmp_path):
     """SB3's own Atari preprocessing (AtariWrapper: 84x84 grey, frame skip; VecFrameStack: 4 frames on the last
     axis) gives (84, 84, 4) uint8 frames, as a policylens agent takes them: the imported CnnPolicy agrees on them."""
@@ -173,6 +175,7 @@ def test_the_analyses_run_on_imported_agents(trained, tmp_path):
         assert meta["nmf_on"].startswith("value" if name == "ppo_mlp" else "sampled-action logit")
 
 
+@pytest.mark.slow
 def test_import_time_is_reported_and_an_existing_run_is_kept(trained, tmp_path, capsys):
     from pipeline import pl, pl_error
 
@@ -204,6 +207,7 @@ def zip_data(path):
         return json.loads(z.read("data"))
 
 
+@pytest.mark.slow
 def test_an_unsupported_policy_class_is_named_with_the_supported_ones(tmp_path):
     from stable_baselines3 import SAC
 
@@ -224,6 +228,7 @@ def test_a_continuous_action_space_is_not_supported_yet(tmp_path):
         from_sb3(path, tmp_path / "out", env="gym:Pendulum-v1", obs_shape=(3,))
 
 
+@pytest.mark.slow
 def test_weights_that_do_not_fit_name_the_tensor_and_both_shapes(trained, tmp_path):
     _, _, path, _ = trained["ppo_mlp"]
     with zipfile.ZipFile(path) as z:
@@ -242,6 +247,7 @@ def test_weights_that_do_not_fit_name_the_tensor_and_both_shapes(trained, tmp_pa
         from_sb3(cnn, tmp_path / "out2", env="minigrid:...?tile_size=10", obs_shape=(70, 70, 3), num_actions=3)
 
 
+@pytest.mark.slow
 def test_a_zips_pickles_never_run(trained, tmp_path):
     """Every pickled field of ``data`` replaced by a payload that would create a file when unpickled: the import
     reads what it needs from the plain JSON and the weights, and the file never appears."""
@@ -275,6 +281,7 @@ def test_a_zips_pickles_never_run(trained, tmp_path):
     (lambda d: d.pop("policy_class"), "names no policy class"),
     (lambda d: d.__setitem__("observation_space", 3), "no readable 'observation_space'"),
 ])
+@pytest.mark.slow
 def test_damaged_data_is_named(trained, tmp_path, damage, message):
     _, _, path, _ = trained["ppo_mlp"]
     data = zip_data(path)

@@ -122,6 +122,7 @@ def explorer_state(session):
             session.env.get_state())
 
 
+@pytest.mark.slow
 def test_explorer_server_refuses_hostile_requests_and_changes_nothing(explorer):
     from starlette.testclient import TestClient
 
@@ -142,6 +143,7 @@ def test_explorer_server_refuses_hostile_requests_and_changes_nothing(explorer):
     assert client.get("/").status_code == 200 and 'data-mode="live"' in client.get("/").text
 
 
+@pytest.mark.slow
 def test_explorer_reset_names_the_seed_and_takes_no_fraction(explorer):
     """The reported cases: a list gave a 500, a string an error without the field, 1.5 was truncated."""
     _, _, session = explorer
@@ -169,6 +171,7 @@ def dt_state(session):
             session.env.get_state(), session.target_rtg, session.ablation, session.mode, session.preference)
 
 
+@pytest.mark.slow
 def test_dt_app_refuses_hostile_requests_and_changes_nothing(dt_session):
     from starlette.testclient import TestClient
 
@@ -290,6 +293,7 @@ def raw_request(port: int, head: bytes, body_chunks=(), timeout: float = 10.0) -
     return int(answer.split(b" ")[1]), time.monotonic() - start
 
 
+@pytest.mark.slow
 def test_real_server_refuses_a_huge_body_without_reading_it(real_server):
     port, session = real_server
     before = explorer_state(session)

@@ -36,6 +36,7 @@ def _play(env, seeds=(0, 1, 2), steps=150):
 
 
 @pytest.mark.parametrize("name,kwargs,hide", ENVS, ids=[e[0] + "".join(f"-{v}" for v in e[1].values()) for e in ENVS])
+@pytest.mark.slow
 def test_view_and_pov_equal_minigrids_own(name, kwargs, hide):
     env = gym.make(name, **kwargs).unwrapped
     assert mv.supported(env)
@@ -127,6 +128,7 @@ def _rollout(spec: str, fast: bool, steps: int = 120):
     "minigrid:MiniGrid-DoorKey-6x6-v0?obs=rgb&tile_size=5",
     "minigrid:MiniGrid-KeyCorridorS3R1-v0?obs=symbolic&invisible=key,ball",
 ])
+@pytest.mark.slow
 def test_vec_env_rollouts_are_the_same_with_the_fast_view(spec):
     fast, env = _rollout(spec, True)
     slow, _ = _rollout(spec, False)

@@ -66,6 +66,7 @@ def test_quotations_are_found_and_checked_piece_by_piece():
 
 
 @pytest.mark.skipif(not PAPERS, reason="the papers' texts are not on this machine")
+@pytest.mark.slow
 def test_every_quotation_of_a_paper_is_its_text_word_for_word():
     papers = norm(" ".join(Path(p).read_text(errors="ignore") for p in PAPERS))
     wrong = [(f, q[:100]) for f, read in sources() for q in quotations(read(ROOT / f)) if not verbatim(q, papers)]

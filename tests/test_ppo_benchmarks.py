@@ -29,6 +29,7 @@ def test_ppo_vs_reference_quick_files_both_trainers_and_the_bounds(tmp_path, mon
         assert (r["reference_config"]["num_envs"], r["reference_config"]["num_steps"]) == (4, 16)
 
 
+@pytest.mark.slow
 def test_minigrid_time_to_95_quick_trains_evaluates_and_plots(tmp_path, monkeypatch):
     import benchmarks.minigrid_time_to_95 as bench
 

@@ -46,6 +46,7 @@ def _assert_same_episodes(rec, dt, fields):
 
 
 @pytest.mark.parametrize("run", ["ff", "rnn"])
+@pytest.mark.slow
 def test_greedy_play_is_recorded_alike_by_record_and_dt_collect(runs, tmp_path, run):
     # several envs, episodes cut by max_steps, more episodes than envs: the bookkeeping of which episodes count
     rec, dt = _both(runs / run, tmp_path, "greedy", 1.0, "greedy", episodes=8, num_envs=3, seed=4, max_steps=2)
@@ -59,6 +60,7 @@ def test_greedy_play_is_recorded_alike_by_record_and_dt_collect(runs, tmp_path, 
 
 @pytest.mark.parametrize(("policy", "temperature", "strategy"), [("sample", 1.0, "sampled"),
                                                                   ("temperature", 2.0, "temperature:2")])
+@pytest.mark.slow
 def test_sampled_play_draws_the_same_actions_through_record_and_dt_collect(runs, tmp_path, policy, temperature,
                                                                            strategy):
     # one env: record samples every env's row, dt collect only the counted ones; with one env they coincide

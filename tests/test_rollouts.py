@@ -92,6 +92,7 @@ def _assert_same(a: dict, b: dict):
 
 
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_record_holds_n_whole_episodes(ff_store, runs):
     store = rollouts.open(ff_store)
     assert ff_store == runs / "ff" / "rollouts.zarr"  # default out: RUN/rollouts.zarr
@@ -106,6 +107,7 @@ def test_record_holds_n_whole_episodes(ff_store, runs):
     assert ep.info["cause"] == store.index["cause"][3]
 
 
+@pytest.mark.slow
 def test_stored_logits_and_values_equal_a_fresh_forward_pass(ff_store, runs):
     store, agent = rollouts.open(ff_store), agents.load(runs / "ff")
     with torch.no_grad():
@@ -114,11 +116,13 @@ def test_stored_logits_and_values_equal_a_fresh_forward_pass(ff_store, runs):
     np.testing.assert_allclose(_all(store, "value"), out.value.numpy(), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_greedy_actions_are_the_argmax_of_the_stored_logits(runs, tmp_path):
     store = rollouts.open(record(_cfg(runs / "ff", episodes=4, policy="greedy", out=str(tmp_path / "g.zarr"))))
     np.testing.assert_array_equal(_all(store, "action"), _all(store, "logits").argmax(-1))
 
 
+@pytest.mark.slow
 def test_recurrent_agent_state_is_the_input_state(rnn_store, runs):
     store, agent = rollouts.open(rnn_store), agents.load(runs / "rnn")
     assert "agent_state" in store.fields
@@ -138,6 +142,7 @@ def test_recurrent_agent_state_is_the_input_state(rnn_store, runs):
             np.testing.assert_allclose(ep["value"], out.value.numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_replaying_the_actions_reproduces_obs_entities_and_causes(runs, tmp_path):
     store = rollouts.open(record(_cfg(runs / "ff", episodes=6, num_envs=1, seed=5, out=str(tmp_path / "r.zarr"))))
     env = make(ENV, num_envs=1, seed=5)
@@ -153,6 +158,7 @@ def test_replaying_the_actions_reproduces_obs_entities_and_causes(runs, tmp_path
         assert info[0]["episode"]["return"] == pytest.approx(ep.info["return"])
 
 
+@pytest.mark.slow
 def test_saved_env_states_restore_the_stored_frames(runs, tmp_path):
     store = rollouts.open(record(_cfg(runs / "ff", episodes=4, save_state=True, out=str(tmp_path / "s.zarr"))))
     assert "env_state" in store.fields
@@ -165,6 +171,7 @@ def test_saved_env_states_restore_the_stored_frames(runs, tmp_path):
             np.testing.assert_array_equal(env.observe()[0], obs[t])
 
 
+@pytest.mark.slow
 def test_max_steps_cuts_episodes(runs, tmp_path):
     store = rollouts.open(record(_cfg(runs / "ff", episodes=10, max_steps=2, out=str(tmp_path / "m.zarr"))))
     _check_structure(store, 10)
@@ -220,6 +227,7 @@ def test_kill_9_then_resume_keeps_finished_episodes_and_ends_with_n(runs, tmp_pa
         _assert_same(a, b)
 
 
+@pytest.mark.slow
 def test_torn_append_is_invisible_and_truncated_on_resume(ff_store, runs, tmp_path):
     out = tmp_path / "t.zarr"
     shutil.copytree(ff_store, out)
@@ -252,6 +260,7 @@ def test_torn_append_is_invisible_and_truncated_on_resume(ff_store, runs, tmp_pa
         _assert_same(snap[i], _episode(resumed, i))
 
 
+@pytest.mark.slow
 def test_errors_name_the_store_file_or_field(ff_store, runs, tmp_path):
     with pytest.raises(FileNotFoundError, match="no rollouts store at .*nowhere"):
         rollouts.open(tmp_path / "nowhere.zarr")
@@ -336,6 +345,7 @@ def _synthetic(path, n_eps=10, length=100, state=False):
     return path
 
 
+@pytest.mark.slow
 def test_an_append_dying_midway_keeps_the_previous_commit(tmp_path, monkeypatch):
     path = _synthetic(tmp_path / "s.zarr", n_eps=2, length=10, state=True)
     before = _snapshot(rollouts.open(path), 2)
@@ -370,6 +380,7 @@ def test_an_append_dying_midway_keeps_the_previous_commit(tmp_path, monkeypatch)
     assert list(store.episode(2)["env_state"]) == _synthetic_episode(2, 10, True)["env_state"]
 
 
+@pytest.mark.slow
 def test_reads_are_lazy_and_per_episode(tmp_path):
     path = _synthetic(tmp_path / "s.zarr")  # 1000 frames: obs chunks of 256 frames
     for chunk in (path / "obs" / "c").iterdir():  # garble every obs chunk but the first (frames 0-255)
@@ -388,6 +399,7 @@ def test_reads_are_lazy_and_per_episode(tmp_path):
         late["obs"]
 
 
+@pytest.mark.slow
 def test_batches_cover_every_frame_once(tmp_path, monkeypatch):
     store = rollouts.open(_synthetic(tmp_path / "s.zarr"))
     monkeypatch.setattr(store_mod, "BLOCK_FRAMES", 256)  # several blocks, batches straddling them
@@ -404,6 +416,7 @@ def test_batches_cover_every_frame_once(tmp_path, monkeypatch):
     assert len(list(store.batches(batch_size=96, drop_last=True))) == 10
 
 
+@pytest.mark.slow
 def test_env_state_bytes_round_trip(tmp_path):
     store = rollouts.open(_synthetic(tmp_path / "s.zarr", n_eps=3, length=5, state=True))
     assert "env_state" in store.fields

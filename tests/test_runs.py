@@ -99,6 +99,7 @@ def _rows(path) -> list:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_train_refuses_a_finished_run_and_overwrite_replaces_it(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "--env", ENV, "--arch", "mlp", "--num-envs", 2, "--num-steps", 8, "--progress", "false",
@@ -115,6 +116,7 @@ def test_train_refuses_a_finished_run_and_overwrite_replaces_it(tmp_path, capsys
     assert agents.read_config(run / "agent")["train"]["total_frames"] == 32
 
 
+@pytest.mark.slow
 def test_record_refuses_a_store_tops_it_up_with_resume_and_overwrite_replaces_it(world, tmp_path, capsys):
     store = tmp_path / "s.zarr"
     args = ["record", world / "run", "--num-envs", 2, "--progress", "false", "--out", store]
@@ -165,6 +167,7 @@ COMMANDS = list(_commands(Path("w"), Path("t")))
 
 
 @pytest.mark.parametrize("name", COMMANDS)
+@pytest.mark.slow
 def test_every_command_refuses_an_earlier_output_and_leaves_it_as_it_was(name, world, tmp_path, capsys,
                                                                          monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -178,6 +181,7 @@ def test_every_command_refuses_an_earlier_output_and_leaves_it_as_it_was(name, w
     assert snapshot(tmp_path) == before and snapshot(world) == world_before
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_a_folder_output_whole(world, tmp_path, capsys):
     out = tmp_path / "f"
     out.mkdir()

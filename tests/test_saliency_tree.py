@@ -199,6 +199,7 @@ def test_one_recorded_pass_gives_the_tree_a_pass_per_parent_gives(arch, obs_shap
 
 
 @pytest.mark.parametrize("method", ["grad_x_act", "ig"])
+@pytest.mark.slow
 def test_trees_of_a_batch_are_the_trees_of_each_observation(method):
     """saliency_trees does several observations at once (one pass for the batch): each tree is the one
     saliency_tree gives for that observation alone, its state included."""

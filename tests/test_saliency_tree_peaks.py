@@ -122,6 +122,7 @@ def test_every_peak_child_of_a_real_agent_is_a_local_maximum():
 
 
 @pytest.mark.parametrize("method", ["grad_x_act", "ig"])
+@pytest.mark.slow
 def test_ragged_peak_levels_in_a_batch_are_each_observations_own_tree(method):
     """Observations whose nodes have different numbers of peaks share one pass (slots padded): each tree is the
     one saliency_tree gives alone."""

@@ -77,6 +77,7 @@ def assert_same_store(a, b):
     assert a.metadata == b.metadata
 
 
+@pytest.mark.slow
 def test_a_plan_store_holds_what_the_agent_saw_and_did(run, here):
     """Independently of how it was recorded: episode k replays on level 40 + k from its own seed, the stored
     logits and values are the agent's on the stored obs and input states, saved states restore the frames."""
@@ -114,6 +115,7 @@ def test_record_on_ray_workers_equals_recording_here(run, here, local_ray):
     assert recording["order"] == "episode plan" and recording["batch"] == 3 and "num_envs" not in recording
 
 
+@pytest.mark.slow
 def test_record_resumed_on_other_workers_equals_one_go(run, here, local_ray, capsys):
     out = run / "resumed.zarr"
     args = ["record", str(run), "--out", str(out), "--batch", "3", "--max-steps", "6", "--save-state", "true",
@@ -181,6 +183,7 @@ def _state(pid: int) -> str:
         return "zombie"
 
 
+@pytest.mark.slow
 def test_record_refuses_mixed_orders_and_bad_backends(run, tmp_path, monkeypatch, capsys):
     vector = record(RecordConfig(run=str(run), episodes=2, num_envs=2, out=str(tmp_path / "v.zarr"), progress=False))
     with pytest.raises(ValueError, match="other settings.*num_envs.*order"):
@@ -218,6 +221,7 @@ def _same_attributions(a, b, rtol=1e-5, atol=1e-6):
 
 
 @pytest.mark.parametrize("method", ["ig", "smoothgrad"])
+@pytest.mark.slow
 def test_attribute_on_ray_equals_attributing_here(run, here, local_ray, tmp_path, method):
     ref = _attribute(run, here, tmp_path / "here.zarr", method=method, samples=4)
     got = _attribute(run, here, tmp_path / "ray.zarr", method=method, samples=4, backend="ray", workers=2)

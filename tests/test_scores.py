@@ -131,6 +131,7 @@ def test_randomisation_check_decorrelates_and_leaves_the_agent_alone():
     assert all(torch.equal(before[k], v) for k, v in agent.state_dict().items())
 
 
+@pytest.mark.slow
 def test_episode_masks_of_a_recorded_minigrid_store(tmp_path):
     cfg = dict(arch="cnn", obs_shape=[7, 7, 3], num_actions=3, obs_scale=0.1)
     agents.save_agent(agents.build(cfg), cfg, tmp_path / "run" / "agent",

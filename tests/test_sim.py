@@ -59,6 +59,7 @@ def parts(runs, data):
 
 
 # -------------------------------------------------------------------------------------------------- the loop
+@pytest.mark.slow
 def test_frozen_agent_gets_no_grad_and_stays_bit_identical_while_gradients_pass_through_it(parts):
     sim, frozen, agent, batch = parts
     sim = Simulator(sim.config, seed=1)
@@ -79,6 +80,7 @@ def test_frozen_agent_gets_no_grad_and_stays_bit_identical_while_gradients_pass_
         FrozenAgent(agents.build(AGENT))
 
 
+@pytest.mark.slow
 def test_the_prior_learns_from_the_kl_open_loop_unrolls_or_prior_frames_and_from_nothing_else(parts):
     sim, frozen, _, batch = parts
     noise = Noise.draw(len(batch.mask), 5, sim, torch.Generator().manual_seed(0))
@@ -96,6 +98,7 @@ def test_the_prior_learns_from_the_kl_open_loop_unrolls_or_prior_frames_and_from
     assert grads[0.0, 0.0, 0.0, 0.0] == 0 and all(g > 0 for key, g in grads.items() if any(key))
 
 
+@pytest.mark.slow
 def test_the_prior_frame_term_decodes_each_frame_from_the_prior_one_step_after_the_posterior(parts):
     sim, frozen, _, batch = parts
     b, t = batch.mask.shape
@@ -116,6 +119,7 @@ def test_the_prior_frame_term_decodes_each_frame_from_the_prior_one_step_after_t
 
 
 @pytest.mark.parametrize("latent", ["sample", "mean"])
+@pytest.mark.slow
 def test_the_prior_step_term_scores_the_frame_reward_and_end_one_prior_step_after_the_posterior(parts, latent):
     sim, frozen, _, batch = parts
     b, t = batch.mask.shape
@@ -143,6 +147,7 @@ def test_the_prior_step_term_scores_the_frame_reward_and_end_one_prior_step_afte
     torch.testing.assert_close(on - off, 4.0 * total / (b * t))
 
 
+@pytest.mark.slow
 def test_prior_terms_can_train_the_dynamics_alone_with_the_readouts_read_detached(parts):
     sim, frozen, _, batch = parts
     b, t = batch.mask.shape
@@ -164,6 +169,7 @@ def test_prior_terms_can_train_the_dynamics_alone_with_the_readouts_read_detache
     assert grads[False]["prior"] > 0 and grads[False]["cell"] > 0
 
 
+@pytest.mark.slow
 def test_open_loop_term_can_train_the_dynamics_alone_with_the_readouts_read_detached(parts):
     sim, frozen, _, batch = parts
     b, t = batch.mask.shape
@@ -193,6 +199,7 @@ def test_open_loop_term_can_train_the_dynamics_alone_with_the_readouts_read_deta
         assert isinstance(v, torch.nn.Parameter)
 
 
+@pytest.mark.slow
 def test_open_loop_detaches_names_a_readout_set_or_is_refused_before_training(runs, tmp_path):
     from policylens.sim.train import fit
     with pytest.raises(ValueError, match=r"open_loop_detaches 'heads'; expected one of \('none', 'decoder', "):
@@ -200,6 +207,7 @@ def test_open_loop_detaches_names_a_readout_set_or_is_refused_before_training(ru
     assert not (tmp_path / "sim").exists()
 
 
+@pytest.mark.slow
 def test_open_loop_starts_read_their_seen_frames_through_the_posterior_and_no_more(parts):
     sim, frozen, _, batch = parts
     b, t = batch.mask.shape
@@ -218,6 +226,7 @@ def test_open_loop_starts_read_their_seen_frames_through_the_posterior_and_no_mo
     torch.testing.assert_close(whole["open_loop"], teacher)
 
 
+@pytest.mark.slow
 def test_agent_in_the_loop_reproduces_the_recording_when_the_decoder_shows_the_recorded_frames(parts):
     """If the decoder gave exactly the recorded frames and the converter the recorded state, the agent in the
     loop must give the recorded hidden states (the state *received* at each step) and logits."""
@@ -313,6 +322,7 @@ def test_symbolic_view_and_loss_against_hand_computations():
     torch.testing.assert_close(obs_loss(pred, codes, cfg).mean(), reference)
 
 
+@pytest.mark.slow
 def test_balanced_obs_loss_weighs_each_cell_by_its_object_types_rarity(parts):
     from policylens.sim.obs import object_weights
 
@@ -401,6 +411,7 @@ def test_kl_terms_against_torch_distributions_and_the_balance_of_their_gradients
 
 
 # -------------------------------------------------------------------------------------------------- data
+@pytest.mark.slow
 def test_windows_stay_in_their_episode_and_the_split_is_by_episode(runs, data):
     store = rollouts.open(runs / "rnn" / "rollouts.zarr")
     train_eps, val_eps = data.split(0.34, seed=0)
@@ -417,6 +428,7 @@ def test_windows_stay_in_their_episode_and_the_split_is_by_episode(runs, data):
     assert w.mask[-1].sum() == 2 and w.done[-1, 1] == 1 and (w.obs[-1, 2:] == 0).all()
 
 
+@pytest.mark.slow
 def test_several_stores_train_together_and_hold_out_only_the_first_stores_episodes(runs, data, tmp_path):
     second = tmp_path / "t2.zarr"
     record(RecordConfig(run=str(runs / "rnn"), episodes=4, num_envs=2, progress=False, out=str(second),
@@ -466,6 +478,7 @@ def test_tail_windows_end_their_episode_at_every_step_after_the_context(runs, da
     np.testing.assert_array_equal(setup.train_starts, data.window_starts(data.split(0.1, 0)[0], 5, min_frames=3))
 
 
+@pytest.mark.slow
 def test_a_split_seed_keeps_the_held_out_episodes_while_the_seed_changes_the_weights(runs, tmp_path):
     from policylens.sim.analyses.fidelity.cli import training_split
 
@@ -481,6 +494,7 @@ def test_a_split_seed_keeps_the_held_out_episodes_while_the_seed_changes_the_wei
 
 
 # -------------------------------------------------------------------------------------------------- training
+@pytest.mark.slow
 def test_resume_is_bit_for_bit_and_the_checkpoint_loads(runs, tmp_path):
     whole = train(_train_cfg(runs, tmp_path / "whole", steps=4))
     sim_cli.main(["train", str(runs / "rnn"), "--out", str(tmp_path / "parts"), "--steps", "2", "--window", "5",
@@ -514,6 +528,7 @@ def _ddp_worker(rank, port, cfg, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_the_weight_average_is_what_is_saved_and_resumes_bit_for_bit(runs, tmp_path):
     one = train(_train_cfg(runs, tmp_path / "one", steps=1, ema=0.99))
     init = Simulator(read_sim_config(one)[0], seed=0).state_dict()
@@ -530,6 +545,7 @@ def test_the_weight_average_is_what_is_saved_and_resumes_bit_for_bit(runs, tmp_p
     assert (whole / "train.csv").read_text() == (parts / "train.csv").read_text()
 
 
+@pytest.mark.slow
 def test_a_time_budget_stops_training_at_a_checkpoint_and_a_resume_without_time_left_adds_no_step(runs, tmp_path):
     out = tmp_path / "timed"
     train(_train_cfg(runs, out, steps=1000, seconds=1e-9))  # the first step spends the budget
@@ -561,6 +577,7 @@ def test_ddp_on_two_gloo_ranks_equals_one_process(runs, tmp_path):
 
 
 # -------------------------------------------------------------------------------------------------- bad input
+@pytest.mark.slow
 def test_bad_input_is_refused_with_clear_errors(runs, tmp_path, capsys):
     ff_store = record(RecordConfig(run=str(runs / "ff"), episodes=2, num_envs=2, progress=False))
     with pytest.raises(ValueError, match="needs a recurrent agent"):
@@ -586,6 +603,7 @@ def test_bad_input_is_refused_with_clear_errors(runs, tmp_path, capsys):
         sim_cli.main(["fit"])
 
 
+@pytest.mark.slow
 def test_recorded_actions_batched_over_time_equal_the_step_by_step_loop(parts):
     sim, frozen, _, w = parts
     assert frozen.batches_time
@@ -691,6 +709,7 @@ def test_a_sampled_view_draws_each_cells_code_as_often_as_the_simulator_gives_it
         torch.testing.assert_close(g1, g2)  # the same straight-through gradient as the modal view
 
 
+@pytest.mark.slow
 def test_a_sampled_view_is_drawn_up_front_and_the_other_draws_stay_the_same(parts):
     sim, frozen, _, w = parts
     b, steps = w.mask.shape

@@ -32,6 +32,7 @@ def parts(run):
     return tiny_parts(run)
 
 
+@pytest.mark.slow
 def test_real_episodes_are_evaluates_episodes(run):
     agent = agents.load(run)
     for who in (agent, ScriptedAgent("random", (7, 7, 3), 3, NAMES)):

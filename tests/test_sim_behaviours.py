@@ -115,6 +115,7 @@ def _finite_differences(sim, agent, readout, z, *, soft, freeze_actions=False, e
 
 
 # -------------------------------------------------------------------------------------------------- gradients
+@pytest.mark.slow
 def test_jacobians_match_finite_differences_with_and_without_the_environment(double_parts):
     sim, frozen, readout, z = double_parts
     _, env = jacobians(sim, frozen, readout, z, STEPS, LAG, env=True, actions="soft", latent="mean")
@@ -144,6 +145,7 @@ def test_cutting_the_actions_or_the_observations_gives_the_same_own_recurrence(d
         np.testing.assert_allclose(by_actions.numpy(), by_obs.numpy(), atol=1e-12, equal_nan=True)
 
 
+@pytest.mark.slow
 def test_modal_rollouts_are_piecewise_constant_in_actions_so_their_exact_derivative_is_the_own_one(double_parts):
     sim, frozen, readout, z = double_parts
     _, env = jacobians(sim, frozen, readout, z, STEPS, LAG, env=True, latent="mean")
@@ -223,6 +225,7 @@ def test_sign_consistency_is_one_on_equal_signs_zero_on_opposite_and_has_a_fair_
     assert sign_consistency(c, c, corr_min=10)["share"] is None
 
 
+@pytest.mark.slow
 def test_a_constant_null_keeps_its_mean_inside_its_interval_and_a_skewed_one_still_plots(tmp_path):
     """Every shuffle of one-signed G agrees equally often: a constant null, whose float mean (0.33333333333333326
     for 1/3) fell below its own 2.5% quantile and made matplotlib refuse the negative error bar."""
@@ -275,6 +278,7 @@ def test_cli_end_to_end(run, capsys):
     assert json.loads((other / "behaviours.json").read_text())["source"]["config"]["starts"] == "store"
 
 
+@pytest.mark.slow
 def test_filtered_starts_read_the_real_context_and_the_agent_acts_from_its_last_frame(run):
     from policylens.sim.analyses.behaviours.core import simulate
     from policylens.sim.data import load_sim_data

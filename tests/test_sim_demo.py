@@ -67,6 +67,7 @@ def analysed(sim_world):
     return sim_world, run
 
 
+@pytest.mark.slow
 def test_sim_report_copies_every_figure_it_links(analysed):
     from policylens.sim.analyses.report.cli import main
 

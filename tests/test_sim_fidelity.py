@@ -77,6 +77,7 @@ def _recorded_model(planes, garbage_on_padding: bool = False):
 
 
 # -------------------------------------------------------------------------------------------------- scoring
+@pytest.mark.slow
 def test_unrolling_the_recorded_frames_scores_perfectly_even_with_nonsense_on_the_padding(parts):
     sim, frozen, _, w = parts
     k, planes = sim.config.context_frames, sim.config.planes
@@ -176,6 +177,7 @@ def test_the_bootstrap_resamples_whole_episodes():
         resample_weights(4, 10, 0, groups=np.arange(3))
 
 
+@pytest.mark.slow
 def test_models_read_only_their_context(parts):
     sim, frozen, _, w = parts
     k = sim.config.context_frames
@@ -204,6 +206,7 @@ def _spy_windows(data, monkeypatch) -> tuple:
     return seen, real_windows
 
 
+@pytest.mark.slow
 def test_baseline_trains_on_the_training_split_for_its_budget_and_learns(parts, monkeypatch):
     sim, _, data, _ = parts
     train_eps, held_out = split_episodes(data.num_episodes, 0.34, 3)
@@ -340,6 +343,7 @@ def test_cli_matches_the_simulators_compute_and_split_and_writes_json_and_figure
         assert fidelity_cli._start(mixed, {"train": {term: 0.0}}) == "z"
 
 
+@pytest.mark.slow
 def test_bad_input_gives_clear_errors(run, tmp_path, capsys):
     rnn = str(run)
     quick = ["--horizon", "3", "--windows", "4", "--progress", "false", "--plots", "false"]
@@ -400,6 +404,7 @@ def test_reach_scores_only_windows_whose_steps_lie_in_their_episode(parts):
         scored_windows(data, episodes, context=2, horizon=1000, count=10, reach=1000)
 
 
+@pytest.mark.slow
 def test_the_training_logs_open_loop_scores_read_the_context_as_sim_fidelity_does(parts):
     from policylens.sim.objective import SimObjective, held_out_scores
     from policylens.sim.train import SimTrainConfig
@@ -417,6 +422,7 @@ def test_the_training_logs_open_loop_scores_read_the_context_as_sim_fidelity_doe
     assert z_alone != pytest.approx(filtered, abs=1e-6)  # the two starts differ, so the log says which it read
 
 
+@pytest.mark.slow
 def test_a_store_recorded_apart_is_scored_whole_and_the_baseline_trains_on_every_store_the_simulator_did(
         run, tmp_path, capsys, monkeypatch):
     from policylens.sim.analyses.fidelity import core as fidelity

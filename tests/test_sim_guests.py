@@ -143,6 +143,7 @@ def test_an_agent_with_other_spaces_is_refused(parts, run, tmp_path):
         FrozenAgent(renamed)  # only a guest may be stateless
 
 
+@pytest.mark.slow
 def test_sim_sample_with_agent_drives_the_samples_and_without_it_is_unchanged(run, tmp_path):
     common = [str(run), "--n", "3", "--steps", "6", "--explorer", "false", "--video", "false", "--progress", "false"]
     base = sample_main(common + ["--out", str(tmp_path / "base")])

@@ -37,6 +37,7 @@ def mixed():
 
 
 # -------------------------------------------------------------------------------------------------- the core
+@pytest.mark.slow
 def test_pca_of_z_scored_states_matches_numpy_svd(mixed):
     x, a = mixed
     z = (x - x.mean(0)) / x.std(0)  # population std, as the analysis uses
@@ -52,6 +53,7 @@ def test_pca_of_z_scored_states_matches_numpy_svd(mixed):
     np.testing.assert_allclose(a.frames["pca"], z @ v.T, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_project_uses_the_real_z_scoring_and_reproduces_the_saved_projections(mixed, tmp_path):
     x, a = mixed
     save_analysis(a, tmp_path / "hx")
@@ -68,6 +70,7 @@ def test_project_uses_the_real_z_scoring_and_reproduces_the_saved_projections(mi
     np.testing.assert_array_equal(again["cluster"], a.frames["cluster"])
 
 
+@pytest.mark.slow
 def test_directions_are_in_z_space_for_factors_and_swaps(mixed):
     x, a = mixed
     z = torch.as_tensor((x - x.mean(0)) / x.std(0))
@@ -92,6 +95,7 @@ def test_directions_are_in_z_space_for_factors_and_swaps(mixed):
     torch.testing.assert_close(delta @ swap_matrix(pcs, [(0, 1)]), by_hand.float(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_planted_clusters_are_recovered():
     from sklearn.metrics import adjusted_rand_score
 
@@ -107,6 +111,7 @@ def test_planted_clusters_are_recovered():
         assert c["mean_value"] == pytest.approx(np.bincount(truth[a.frames["cluster"] == c["cluster"]]).argmax())
 
 
+@pytest.mark.slow
 def test_tsne_is_deterministic_given_the_seed(mixed):
     x, a = mixed
     b = analyze(x, **FAST, seed=0)
@@ -116,6 +121,7 @@ def test_tsne_is_deterministic_given_the_seed(mixed):
     assert a.frames["tsne"].shape == (40, 2) and not np.array_equal(a.frames["tsne_index"], c.frames["tsne_index"])
 
 
+@pytest.mark.slow
 def test_a_constant_unit_gets_z_zero_not_a_division_by_zero():
     x = _mixed_states(n=80)
     x[:, 3] = 2.5
@@ -150,6 +156,7 @@ def runs(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_store_frames_are_the_states_the_agent_produced(runs):
     agent = agents.load(runs / "rnn")
     frames = store_frames(runs / "rnn" / "rollouts.zarr", agent)
@@ -172,6 +179,7 @@ def test_store_frames_are_the_states_the_agent_produced(runs):
     assert set(few["episode"]) == {0, 1}
 
 
+@pytest.mark.slow
 def test_store_of_another_or_a_feed_forward_agent_is_refused(runs):
     with pytest.raises(ValueError, match="another agent"):
         store_frames(runs / "rnn" / "rollouts.zarr", agents.load(runs / "other"))
@@ -245,6 +253,7 @@ def test_cli_end_to_end_with_a_simulator(runs, capsys):
     np.testing.assert_allclose(frames["hx"].reshape(4, 5, -1)[:, :-1], r.hx[:, 1:].numpy(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_a_clean_error(runs, capsys, tmp_path):
     for argv, match in (([str(runs / "ff")], "recurrent"),
                         ([str(runs / "rnn"), "--k", "40", "--sim", "none"], "k=40"),

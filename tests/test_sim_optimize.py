@@ -47,6 +47,7 @@ def _hand_directions(seed=0) -> Directions:
 # -------------------------------------------------------------------------------------------------- the core
 @pytest.mark.parametrize("kind, kw", [("value", {}), ("neuron", {"index": 2}),
                                       ("actions", {"sequence": "right,forward", "start": 1})])
+@pytest.mark.slow
 def test_maximising_raises_and_minimising_lowers_the_target(parts, kind, kw):
     sim, agent = parts
     target = _target(kind, **kw)
@@ -56,6 +57,7 @@ def test_maximising_raises_and_minimising_lowers_the_target(parts, kind, kw):
     assert (up.after > up.before).all() and (down.after < down.before).all()
 
 
+@pytest.mark.slow
 def test_a_larger_prior_weight_keeps_the_latents_nearer_the_origin(parts):
     sim, agent = parts
     norms = {}
@@ -88,6 +90,7 @@ def test_the_typical_prior_keeps_the_norm_on_the_shell_where_draws_lie(parts):
         optimize_latents(sim, agent, _target("value"), prior="flat", **FAST)
 
 
+@pytest.mark.slow
 def test_recorded_numbers_agree_with_a_fresh_unroll_of_the_saved_latents(parts, tmp_path):
     sim, agent = parts
     target = _target("value_drop", start=1)
@@ -112,6 +115,7 @@ def test_recorded_numbers_agree_with_a_fresh_unroll_of_the_saved_latents(parts, 
     assert torch.equal(twice.z, r.z) and torch.equal(twice.noise.s, r.noise.s)
 
 
+@pytest.mark.slow
 def test_a_direction_target_equals_hand_projected_coefficients(parts):
     sim, agent = parts
     directions = _hand_directions()
@@ -139,6 +143,7 @@ def test_bad_arguments_to_the_core_are_refused(parts):
 
 
 # -------------------------------------------------------------------------------------------------- the command
+@pytest.mark.slow
 def test_cli_writes_latents_result_curve_and_videos(run, tmp_path):
     out = tmp_path / "opt"
     r = main([str(run), "--target", "neuron", "--index", "3", "--minimize", "--samples", "2", "--steps", "4",
@@ -155,6 +160,7 @@ def test_cli_writes_latents_result_curve_and_videos(run, tmp_path):
         assert Image.open(folder / "video" / name).n_frames >= 1
 
 
+@pytest.mark.slow
 def test_cli_refuses_bad_targets_windows_and_directions(run, tmp_path, capsys):
     _hand_directions().save(run / "analysis" / "hx" / "pca")
     base = [str(run), "--out", str(tmp_path), "--steps", "4", "--samples", "1", "--iterations", "1",

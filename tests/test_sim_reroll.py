@@ -35,6 +35,7 @@ def obstacles(tmp_path_factory):
     return data, starts, FrozenAgent(agents.load(root))
 
 
+@pytest.mark.slow
 def test_replayed_without_reseeding_the_record_comes_back_exactly(obstacles):
     data, starts, _ = obstacles
     w = data.windows(starts, K + STEPS)
@@ -45,6 +46,7 @@ def test_replayed_without_reseeding_the_record_comes_back_exactly(obstacles):
     assert np.array_equal(reward[m], w.reward[:, K:].numpy()[m]) and np.array_equal(done[m], w.done[:, K:].numpy()[m])
 
 
+@pytest.mark.slow
 def test_reseeded_the_world_is_drawn_again_as_a_hand_replay_draws_it(obstacles):
     data, starts, _ = obstacles
     w = data.windows(starts, K + STEPS)
@@ -75,6 +77,7 @@ def test_reseeded_the_world_is_drawn_again_as_a_hand_replay_draws_it(obstacles):
     assert np.array_equal(again, obs) and not np.array_equal(other, obs)  # seeded draws
 
 
+@pytest.mark.slow
 def test_the_one_step_ceiling_equals_a_hand_computation_from_the_draws(obstacles):
     data, starts, agent = obstacles
     cfg = for_data(SimConfig(context_frames=K), OBSTACLES, (7, 7, 3), 3, AGENT["hidden"])
@@ -113,6 +116,7 @@ def test_in_a_deterministic_env_the_ceiling_is_perfect(sim_world):
     assert sim.config.context_frames == TINY.context_frames == K
 
 
+@pytest.mark.slow
 def test_envs_that_cannot_replay_are_refused(obstacles):
     data, starts, _ = obstacles
     assert can_reroll(OBSTACLES) and not can_reroll("procgen:coinrun") and not can_reroll("")
@@ -169,6 +173,7 @@ def test_closed_loop_draws_start_from_the_recorded_state_and_part_as_the_world_i
     assert got["simulator"].shape == (len(flat.start), 4) and ((got["simulator"] == 0) | (got["simulator"] == 1)).all()
 
 
+@pytest.mark.slow
 def test_the_one_step_ceiling_on_pixels_takes_the_mean_frame_as_its_best_guess(tmp_path):
     env = "minigrid:MiniGrid-Dynamic-Obstacles-6x6-v0?obs=rgb"
     rgb = dict(AGENT, obs_shape=[56, 56, 3], obs_scale=1 / 255)

@@ -53,6 +53,7 @@ def _probed(sim, agent, z, target, **run):
 
 
 # -------------------------------------------------------------------------------------------------- the core
+@pytest.mark.slow
 def test_per_step_gradients_equal_finite_differences(parts):
     """Without the environment path (detached actions) and with soft observations every path is smooth, so each
     step's gradient along a random direction equals a central difference of an edited rollout."""
@@ -132,6 +133,7 @@ def test_the_environment_path_adds_to_earlier_steps_only_and_probes_change_nothi
     torch.testing.assert_close(env.target, value.detach())
 
 
+@pytest.mark.slow
 def test_a_context_start_is_its_encoded_latent(parts, run):
     from policylens.sim.data import load_sim_data
 
@@ -156,6 +158,7 @@ def test_smoothgrad_with_no_noise_is_the_plain_gradient(parts):
     torch.testing.assert_close(smooth.z_grad, plain.z_grad)
 
 
+@pytest.mark.slow
 def test_smoothgrad_and_vargrad_are_the_mean_and_variance_over_the_same_noised_latents(parts):
     sim, agent, z = parts
     noise, sigma, target = _noise(sim), 0.5, make_target("value")
@@ -202,6 +205,7 @@ def test_bad_targets_steps_and_settings_are_refused(parts):
 
 
 # -------------------------------------------------------------------------------------------------- the CLI
+@pytest.mark.slow
 def test_cli_end_to_end(run, parts, tmp_path, capsys):
     sim, agent, _ = parts
     main([str(run), "--t", str(T), "--samples", "0,2", "--smooth", "2", "--through-env", "both", "--target",

@@ -146,6 +146,7 @@ def test_bad_starts_and_counts_are_refused(parts, run):
 
 
 # -------------------------------------------------------------------------------------------------- the command
+@pytest.mark.slow
 def test_cli_writes_samples_videos_and_an_explorer_of_them(run, tmp_path):
     out = tmp_path / "sample"
     summary = main([str(run), "--n", "3", "--steps", "5", "--start", "real", "--out", str(out), "--k", "2",

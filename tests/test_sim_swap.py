@@ -31,6 +31,7 @@ def _cfg(root, swap, name, run="run", **kw):
                          "out": str(root / name), "progress": False, **kw})
 
 
+@pytest.mark.slow
 def test_identity_swap_reproduces_the_original_level_by_level(setup):
     report = swap_experiment(_cfg(setup, "saw:saw", "identity"))
     real = report["settings"]["real"]
@@ -41,6 +42,7 @@ def test_identity_swap_reproduces_the_original_level_by_level(setup):
     assert report["swap_labels"] == [["saw", "saw"]]
 
 
+@pytest.mark.slow
 def test_swap_writes_three_paired_evaluations_and_loadable_edited_agents(setup):
     report = swap_experiment(_cfg(setup, "saw:box,coin:none", "real", policy="greedy"))
     out = setup / "real"
@@ -176,6 +178,7 @@ def test_the_simulator_start_is_recorded_and_a_bad_one_refused_before_any_evalua
     assert not (root / "view-bad").exists()
 
 
+@pytest.mark.slow
 def test_sampled_views_show_the_three_agents_the_same_draws(sim_run):
     root, run = sim_run
     kw = dict(run="rnn", sim_samples=24, sim_steps=6, episodes=2)

@@ -45,6 +45,7 @@ def test_each_target_equals_its_hand_computation():
 
 
 @pytest.mark.parametrize("method", ["pca", "ica", "nmf"])
+@pytest.mark.slow
 def test_direction_target_reads_the_coefficients_of_the_hx_analysis(method):
     rng = np.random.default_rng(0)
     states = rng.standard_normal((400, D)) @ rng.standard_normal((D, D)) * 3 + 2  # raw, not z-scored
@@ -112,6 +113,7 @@ def test_overlay_is_red_for_positive_blue_for_negative_and_clear_for_zero():
         video.overlay(frames, np.zeros((2, 3, 3)))
 
 
+@pytest.mark.slow
 def test_caption_grid_and_videos_round_trip(tmp_path):
     from PIL import Image
 

@@ -121,6 +121,7 @@ def test_nmf_of_data_with_one_answer_is_stable_and_finds_the_parts():
     assert d.meta["residual"] <= best + 1e-4
 
 
+@pytest.mark.slow
 def test_restarts_fitted_side_by_side_give_what_they_give_one_by_one():
     """With two torch threads the restarts and bootstrap fits run two at a time: the same directions, bit for
     bit, and the same choice and stability as one at a time."""
@@ -173,6 +174,7 @@ def test_nmf_in_float32_finds_the_float64_directions():
         nmf_attributions(signed, 3, layer="l", dtype="float16")
 
 
+@pytest.mark.slow
 def test_nmf_of_data_with_many_answers_flags_its_directions_unstable():
     g = np.random.default_rng(0)
     x = torch.tensor(g.random((200, 20)), dtype=torch.float32)  # uniform noise, no parts: many near-equal NMFs

@@ -49,6 +49,7 @@ def _episodes_touching(store, chunk: int) -> set:
     return set(store.episode_of(frames).tolist())
 
 
+@pytest.mark.slow
 def test_a_whole_store_writes_every_chunk_and_verifies(recorded):
     store = open_store(recorded / "rollouts.zarr")
     report = verify(store.path)
@@ -59,6 +60,7 @@ def test_a_whole_store_writes_every_chunk_and_verifies(recorded):
             assert chunk_file(store.path / name, arr, i).is_file(), (name, i)  # even all-zero reward chunks
 
 
+@pytest.mark.slow
 def test_a_deleted_obs_chunk_names_the_episode_and_field_and_the_others_still_read(store_copy):
     store = open_store(store_copy)
     last = store.episode(len(store) - 1)
@@ -79,6 +81,7 @@ def test_a_deleted_obs_chunk_names_the_episode_and_field_and_the_others_still_re
         list(store.batches(("obs",), batch_size=8))
 
 
+@pytest.mark.slow
 def test_a_corrupt_chunk_is_an_error_and_verify_reports_both(store_copy, capsys):
     store = open_store(store_copy)
     chunk, path = _obs_chunk_of(store, 0)
@@ -103,6 +106,7 @@ def test_a_corrupt_chunk_is_an_error_and_verify_reports_both(store_copy, capsys)
     assert e.value.code == 1 and "2 damaged chunk(s)" in out and "obs of episode" in out and "reward of" in out
 
 
+@pytest.mark.slow
 def test_verify_says_a_whole_store_is_whole(recorded, capsys):
     pl(["record", "--verify", str(recorded / "rollouts.zarr")])
     assert "the store is whole" in capsys.readouterr().out
@@ -128,6 +132,7 @@ def _episodes(n: int, length: int = 40) -> list:
              "return": 0.0} for e in range(n)]
 
 
+@pytest.mark.slow
 def test_all_zero_reward_chunks_are_written_and_read_also_after_reopening(tmp_path):
     path = tmp_path / "zeros.zarr"
     with StoreWriter(path, {**SYNTHETIC, "level_seed": ((), "int64")}, {"env": "synthetic"}) as w:

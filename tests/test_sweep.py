@@ -36,6 +36,7 @@ def test_levels_sweep_trains_evaluates_both_splits_and_skips_done_runs(tmp_path,
     assert json.loads((out / "sweep.json").read_text())["runs"] == result["runs"]
 
 
+@pytest.mark.slow
 def test_an_interrupted_setting_resumes(tmp_path):
     cfg = SweepConfig(train_args=TRAIN, out=str(tmp_path))
     name, setting = settings(cfg)[0]
@@ -65,6 +66,7 @@ def _row(name, n, seed, train, held_out, share=None):
     return row
 
 
+@pytest.mark.slow
 def test_seeds_multiply_the_settings_and_group_joins_them(tmp_path):
     cfg = SweepConfig(levels="10,0", seeds="1,2")
     assert settings(cfg) == [("levels-10-seed1", {"num_levels": 10, "seed": 1}),
@@ -83,4 +85,7 @@ def test_seeds_multiply_the_settings_and_group_joins_them(tmp_path):
     assert groups[0]["train"]["success_rate"] == pytest.approx(0.9) and groups[0]["held_out"]["range"] == [0.4, 0.6]
     assert groups[0]["interpretable_share"]["mean"] == pytest.approx(0.3)
     assert groups[1]["interpretable_share"]["per_seed"] == [0.7]  # an unscored run leaves the mean alone
+    assert groups[0]["held_out"]["ci95_envelope"] == pytest.approx([0.3, 0.7])  # seed 1's low end, seed 2's high end
+    assert groups[0]["interpretable_share"]["restart_envelope"] == pytest.approx([0.15, 0.45])
     assert plot({"kind": "levels", "runs": rows}, tmp_path / "s.png").stat().st_size > 1000
+    assert plot({"kind": "levels", "runs": rows, "groups": groups}, tmp_path / "g.png").stat().st_size > 1000

@@ -57,6 +57,7 @@ def test_presets_carry_the_published_hyperparameters():
         resolve(TrainConfig(preset="nope"))
 
 
+@pytest.mark.slow
 def test_writes_a_loadable_checkpoint_csv_and_curve(tmp_path):
     run = tmp_path / "run"
     train(TrainConfig(out=str(run), total_frames=4 * 16 * 2, **TINY))
@@ -153,6 +154,7 @@ def test_ppo_learns_an_easy_task(tmp_path):
     assert sum(float(r["return_mean"]) for r in late) / len(late) > early + 0.25, (rows[:3], late)
 
 
+@pytest.mark.slow
 def test_init_from_with_value_warmup_holds_everything_but_the_value_head(tmp_path):
     first = tmp_path / "first"
     train(TrainConfig(out=str(first), total_frames=2 * 4 * 16, **TINY))
@@ -167,6 +169,7 @@ def test_init_from_with_value_warmup_holds_everything_but_the_value_head(tmp_pat
     assert any(not torch.equal(start[k], v) for k, v in _weights(on).items() if k.startswith("pi."))
 
 
+@pytest.mark.slow
 def test_init_from_another_architecture_is_refused(tmp_path):
     first = tmp_path / "first"
     train(TrainConfig(out=str(first), total_frames=4 * 16, **TINY))
@@ -218,6 +221,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_weights_before_it(tmp_path, cap
     assert e.value.code == 1 and "training stopped at update 2: the " in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_resumed_run_says_where_it_resumes(tmp_path, capsys):
     run = tmp_path / "run"
     train(TrainConfig(out=str(run), total_frames=4 * 16 * 2, **TINY))
@@ -243,6 +247,7 @@ def test_orthogonal_init_is_cleanrls():
     assert float(torch.softmax(out.logits.detach(), -1).max()) < 0.4  # near-uniform first actions over 3
 
 
+@pytest.mark.slow
 def test_arch_options_reach_the_agent_and_bad_ones_are_refused(tmp_path):
     from policylens.agents import load
     from policylens.train.config import parse_options
@@ -295,6 +300,7 @@ def test_the_atari_preset_is_cleanrl_ppo_atari():
 
 
 @pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.slow
 def test_one_ppo_update_of_a_nature_agent_on_84x84x4_frames(bf16):
     from policylens.agents import AgentConfig, build
     from policylens.train.init import init_weights

@@ -98,6 +98,7 @@ def test_vector_view_gives_causes_and_entities_as_the_env_does():
     assert seen & {"obstacle", "wall"}  # ground truth, not just "done"
 
 
+@pytest.mark.slow
 def test_procgen_vector_view_has_no_final_obs_to_give():
     view = as_gymnasium(make("procgen:coinrun?distribution_mode=easy&ground_truth=true", num_envs=2), entities=False)
     view.reset(seed=0)

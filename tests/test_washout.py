@@ -108,6 +108,7 @@ def test_bad_input_is_a_clear_error(agent_obs):
         washout(agent, obs, layer="nope")
 
 
+@pytest.mark.slow
 def test_the_benchmark_files_a_run_its_table_and_figure(tmp_path, monkeypatch):
     """``benchmarks.attention_washout`` on an untrained agent, a few frames and sample counts: the run is filed
     beside the others, its table rows are its summary, the figure is drawn."""

@@ -97,8 +97,9 @@ def settings(cfg: SweepConfig) -> list:
 
 def group(rows: list, key: str) -> list:
     """The runs of one setting (every seed) together: per split, the mean success over seeds, each seed's
-    success and the range over seeds; the interpretable share likewise. One entry per value of ``key``, in
-    the order of the sweep."""
+    success, the range over seeds and the envelope of the seeds' 95% intervals; the interpretable share
+    likewise, its envelope taken over seeds and NMF restarts. One entry per value of ``key``, in the order
+    of the sweep."""
     values = list(dict.fromkeys(r[key] for r in rows))
     out = []
     for v in values:
@@ -107,11 +108,16 @@ def group(rows: list, key: str) -> list:
         for split in ("train", "held_out"):
             rates = [r[split]["success_rate"] for r in runs]
             entry[split] = {"success_rate": sum(rates) / len(rates), "per_seed": rates,
-                            "range": [min(rates), max(rates)]}
-        shares = [r["interpretability"]["interpretable_share"] for r in runs if r.get("interpretability")]
-        if shares:
+                            "range": [min(rates), max(rates)],
+                            "ci95_envelope": [min(r[split]["ci95"][0] for r in runs),
+                                              max(r[split]["ci95"][1] for r in runs)]}
+        scored = [r for r in runs if r.get("interpretability")]
+        if scored:
+            shares = [r["interpretability"]["interpretable_share"] for r in scored]
             entry["interpretable_share"] = {"mean": sum(shares) / len(shares), "per_seed": shares,
-                                            "range": [min(shares), max(shares)]}
+                                            "range": [min(shares), max(shares)],
+                                            "restart_envelope": [min(_spread(r, "min") for r in scored),
+                                                                 max(_spread(r, "max") for r in scored)]}
         out.append(entry)
     return out
 
@@ -225,13 +231,13 @@ def plot(result: dict, path) -> Path:
         finite = sorted({r["num_levels"] for r in rows if r["num_levels"]})
         inf_x = (finite[-1] * 10) if finite else 1
         x_of = lambda n: n or inf_x  # noqa: E731 (unlimited levels drawn one decade past the largest count)
-        levels = sorted(dict.fromkeys(r["num_levels"] for r in rows), key=x_of)
+        groups = sorted(result.get("groups") or group(rows, "num_levels"), key=lambda g: x_of(g["num_levels"]))
+        levels = [g["num_levels"] for g in groups]
+        xs = [x_of(n) for n in levels]
         for split, style, colour in (("train", "o-", "tab:blue"), ("held_out", "s--", "tab:orange")):
-            runs = [[r for r in rows if r["num_levels"] == n] for n in levels]
-            means = [sum(r[split]["success_rate"] for r in rs) / len(rs) for rs in runs]
-            low = [m - min(r[split]["ci95"][0] for r in rs) for m, rs in zip(means, runs)]
-            high = [max(r[split]["ci95"][1] for r in rs) - m for m, rs in zip(means, runs)]
-            xs = [x_of(n) for n in levels]
+            means = [g[split]["success_rate"] for g in groups]
+            low = [m - g[split]["ci95_envelope"][0] for m, g in zip(means, groups)]
+            high = [g[split]["ci95_envelope"][1] - m for m, g in zip(means, groups)]
             ax.errorbar(xs, means, yerr=[low, high], fmt=style, capsize=3, color=colour,
                         label=split.replace("_", "-") + " levels (mean over seeds)")
             ax.scatter([x_of(r["num_levels"]) for r in rows], [r[split]["success_rate"] for r in rows],
@@ -239,19 +245,17 @@ def plot(result: dict, path) -> Path:
         ax.set_ylabel("success rate")
         ax.set_title("Generalisation (bars: every seed's 95% interval)", fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
-        scored = [r for r in rows if r.get("interpretability")]
+        scored = [g for g in groups if "interpretable_share" in g]
         if scored:
-            by_n = [[r for r in scored if r["num_levels"] == n] for n in levels]
-            pairs = [(n, rs) for n, rs in zip(levels, by_n) if rs]
-            means = [sum(r["interpretability"]["interpretable_share"] for r in rs) / len(rs) for _, rs in pairs]
-            lo = [min(_spread(r, "min") for r in rs) for _, rs in pairs]
-            hi = [max(_spread(r, "max") for r in rs) for _, rs in pairs]
-            ax_i.errorbar([x_of(n) for n, _ in pairs], means, yerr=[[max(0.0, m - v) for m, v in zip(means, lo)],
-                          [max(0.0, v - m) for m, v in zip(means, hi)]], fmt="^-", capsize=3, color="tab:green",
-                          label="mean over seeds")
-            ax_i.scatter([x_of(r["num_levels"]) for r in scored],
-                         [r["interpretability"]["interpretable_share"] for r in scored], s=10, color="tab:green",
-                         alpha=0.5)
+            shares = [g["interpretable_share"] for g in scored]
+            means = [s["mean"] for s in shares]
+            ax_i.errorbar([x_of(g["num_levels"]) for g in scored], means,
+                          yerr=[[max(0.0, m - s["restart_envelope"][0]) for m, s in zip(means, shares)],
+                                [max(0.0, s["restart_envelope"][1] - m) for m, s in zip(means, shares)]],
+                          fmt="^-", capsize=3, color="tab:green", label="mean over seeds")
+            ax_i.scatter([x_of(r["num_levels"]) for r in rows if r.get("interpretability")],
+                         [r["interpretability"]["interpretable_share"] for r in rows if r.get("interpretability")],
+                         s=10, color="tab:green", alpha=0.5)
             ax_i.legend(fontsize=7, loc="lower right")
         ax_i.set_ylim(0, 1.05)
         ax_i.set_ylabel("share of NMF directions matching an entity")
