@@ -193,7 +193,7 @@ SIM_BALLS = "benchmarks/results/sim_balls.json"
 ZOO_SIM = {"fidelity": "open-loop-weight 0.25, decoder detached (5537 steps), 20k test store, 16384 windows",
            "reach": "open-loop-weight 0.25, decoder detached (5537 steps), 20k test store, reach 32",
            "test": "open-loop-weight 0.25, decoder detached (5537 steps), test store of 2000 episodes, 4096 windows",
-           "swap": "olw 0.25, decoder detached (the zoo's from session 14)",
+           "swap": "olw 0.25, decoder detached (the zoo's)",
            "balls": "olw 0.25, decoder detached"}
 SIM_METRICS = {"obs_score": ("obs cell accuracy", "{:.3f}"), "action_agreement": ("action agreement", "{:.3f}"),
                "value_error": ("value error", "{:.4f}"), "reward_error": ("reward error", "{:.3f}"),

@@ -1,6 +1,7 @@
 """The product describes the tool as it is: no development history ("session 7") and papers named by title, never
 by their number in the project's reading list ("seed 001"), in the README, docs/, benchmarks/README, the zoo's
-README, notes and reports, and the package's sources (docstrings, comments and help strings alike)."""
+README, notes and reports, the notebooks, the package's and the benchmarks' sources (docstrings, comments and help
+strings alike) and the benchmarks' committed results (their labels are read as much as the prose)."""
 from __future__ import annotations
 
 import glob
@@ -20,7 +21,9 @@ def product_files() -> list:
     md = ["README.md", "benchmarks/README.md", *sorted(glob.glob("docs/**/*.md", root_dir=ROOT, recursive=True)),
           *sorted(glob.glob("zoo/**/*.md", root_dir=ROOT, recursive=True))]
     py = sorted(glob.glob("src/policylens/**/*.py", root_dir=ROOT, recursive=True))
-    return [f for f in md + py if (ROOT / f).is_file()]
+    rest = [*sorted(glob.glob("benchmarks/*.py", root_dir=ROOT)), *sorted(glob.glob("benchmarks/results/*.json", root_dir=ROOT)),
+            *sorted(glob.glob("docs/**/*.ipynb", root_dir=ROOT, recursive=True))]
+    return [f for f in md + py + rest if (ROOT / f).is_file()]
 
 
 def test_the_pattern_catches_history_and_paper_numbers_but_not_random_seeds():
@@ -33,5 +36,6 @@ def test_the_pattern_catches_history_and_paper_numbers_but_not_random_seeds():
 def test_no_product_file_narrates_sessions_or_numbers_a_paper():
     files = product_files()
     assert "benchmarks/README.md" in files and any(f.endswith("sim/train_config.py") for f in files)
+    assert "benchmarks/quote.py" in files and any(f.endswith(".json") for f in files) and any(f.endswith(".ipynb") for f in files)
     found = {f: lines for f in files if (lines := offending_lines((ROOT / f).read_text()))}
     assert found == {}
