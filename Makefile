@@ -9,6 +9,9 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
+# test processes (pytest-xdist, one file per process at a time: each test uses one torch thread)
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: demo test test-fast lint typecheck install install-test bench gpu-check clean
 
@@ -31,11 +34,11 @@ demo: $(VENV)/.base
 	$(VENV)/bin/policylens demo --overwrite
 
 test: $(VENV)/.test
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PYTEST)
 
 # the tests not marked @pytest.mark.slow
 test-fast: $(VENV)/.test
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: $(VENV)/.test
 	$(PY) -m ruff check src tests benchmarks

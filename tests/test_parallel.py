@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,8 +66,17 @@ def test_pack_refuses_what_is_not_plain_data():
 
 # -- tasks (module-level, so workers import them) ------------------------------------------------------------
 def square_later(context, task):
-    """Later tasks finish first: the result order must come from the task order alone."""
+    """Later tasks finish first: the result order must come from the task order alone. With a ``gate`` file,
+    task 0 also waits (up to a minute) for task 1 to create it, so the two finish out of order however late
+    the other worker starts."""
+    gate = context.get("gate")
+    if gate and task == 0:
+        deadline = time.monotonic() + 60
+        while not Path(gate).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
     time.sleep(context["delay"] * (context["n"] - task))
+    if gate and task == 1:
+        Path(gate).touch()
     return {"task": task, "square": task * task, "pid": os.getpid(), "threads": torch.get_num_threads(),
             "add": context.get("add")}
 
@@ -112,11 +122,13 @@ BACKENDS = [("process", 1), ("process", 2), ("ray", 2)]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend,workers", BACKENDS)
-def test_results_come_in_task_order_each_reported_with_the_workers_setup(backend, workers, request):
+def test_results_come_in_task_order_each_reported_with_the_workers_setup(backend, workers, request, tmp_path):
     if backend == "ray":
         request.getfixturevalue("local_ray")
     n, done = 6, []
-    results = list(pmap(square_later, range(n), {"delay": 0.05, "n": n, "add": 1}, setup=with_offset,
+    # two processes take tasks 0 and 1 one each: the gate makes task 1 finish first
+    gate = str(tmp_path / "task1-done") if (backend, workers) == ("process", 2) else None
+    results = list(pmap(square_later, range(n), {"delay": 0.05, "n": n, "add": 1, "gate": gate}, setup=with_offset,
                         backend=backend, workers=workers, on_done=lambda i, r: done.append(i)))
     assert [r["task"] for r in results] == list(range(n)) and [r["square"] for r in results] == [0, 1, 4, 9, 16, 25]
     assert all(r["add"] == 10 for r in results)  # setup(shared) is the context
