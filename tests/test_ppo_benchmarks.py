@@ -58,3 +58,31 @@ def test_diversity_sweep_quick_files_the_sweep_its_groups_and_the_paper(tmp_path
     assert filed["command"].startswith("python -m benchmarks.diversity_sweep --quick")
     assert len(filed["paper"]["levels"]) == len(filed["paper"]["test"]["run 1"]) == 7
     assert (tmp_path / "diversity_sweep_quick.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_atari_attention_sweep_quick_files_each_run_then_reports_without_training(tmp_path, monkeypatch):
+    import math
+
+    import benchmarks.atari_attention_sweep as bench
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    out = tmp_path / "sweep"
+    bench.main(["--quick", "--out", str(out), "--threads", "1"])
+    filed = json.loads((tmp_path / "atari_attention_sweep_quick.json").read_text())
+    assert filed["planned"] == ["attention-0-seed1", "attention-0.005-seed1"]
+    assert [(r["coef"], r["seed"]) for r in filed["runs"]] == [(0.0, 1), (0.005, 1)]
+    for r in filed["runs"]:
+        assert r["frames"] == 4 * r["agent_steps"] == 2048 and r["games"] == 2 and r["score"] >= 0
+        assert 0 < r["attention_entropy"] <= 2 * math.log(49) + 1e-6  # two 7x7 maps: at most uniform
+        config = json.loads((out / r["name"] / "agent" / "config.json").read_text())
+        assert config["agent"]["arch"] == "attention" and config["agent"]["options"]["base"] == "nature"
+    assert "reducd but also reduces performance" in filed["paper"]["findings"]  # the write-up, verbatim
+    assert (tmp_path / "atari_attention_sweep_quick.png").stat().st_size > 5000
+    assert (tmp_path / "atari_attention_strip_quick.png").stat().st_size > 5000
+    # --report files what is there and trains nothing: a run without its sweep.json is left out
+    (out / "attention-0.005-seed1" / "sweep.json").unlink()
+    bench.main(["--quick", "--out", str(out), "--report"])
+    filed = json.loads((tmp_path / "atari_attention_sweep_quick.json").read_text())
+    assert [r["name"] for r in filed["runs"]] == ["attention-0-seed1"]
+    assert not (out / "attention-0.005-seed1" / "sweep.json").exists()

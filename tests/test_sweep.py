@@ -69,9 +69,9 @@ def _row(name, n, seed, train, held_out, share=None):
 @pytest.mark.slow
 def test_seeds_multiply_the_settings_and_group_joins_them(tmp_path):
     cfg = SweepConfig(levels="10,0", seeds="1,2")
-    assert settings(cfg) == [("levels-10-seed1", {"num_levels": 10, "seed": 1}),
-                             ("levels-10-seed2", {"num_levels": 10, "seed": 2}),
+    assert settings(cfg) == [("levels-10-seed1", {"num_levels": 10, "seed": 1}),  # every value's first seed first
                              ("levels-0-seed1", {"num_levels": 0, "seed": 1}),
+                             ("levels-10-seed2", {"num_levels": 10, "seed": 2}),
                              ("levels-0-seed2", {"num_levels": 0, "seed": 2})]
     assert train_config(SweepConfig(train_args=TRAIN, seeds="3"), tmp_path / "r", settings(SweepConfig(seeds="3"))[0][1]).seed == 3
     with pytest.raises(ValueError, match="--seeds"):

@@ -78,7 +78,8 @@ def parse_values(text: str, cast, name: str) -> list:
 
 def settings(cfg: SweepConfig) -> list:
     """``[(run name, {train options})]`` for each value of the sweep, and each seed of ``--seeds`` (the name
-    then ends in ``-seedS``)."""
+    then ends in ``-seedS``), seed by seed: every value's first seed comes before any value's second, so a
+    sweep stopped part way has covered every value once."""
     if cfg.kind == "levels":
         values = parse_values(cfg.levels, int, "levels")
         if any(v < 0 for v in values):
@@ -92,7 +93,7 @@ def settings(cfg: SweepConfig) -> list:
     if not cfg.seeds.strip():
         return base
     seeds = parse_values(cfg.seeds, int, "seeds")
-    return [(f"{name}-seed{s}", {**setting, "seed": s}) for name, setting in base for s in seeds]
+    return [(f"{name}-seed{s}", {**setting, "seed": s}) for s in seeds for name, setting in base]
 
 
 def group(rows: list, key: str) -> list:
@@ -197,7 +198,7 @@ def run_setting(cfg: SweepConfig, name: str, setting: dict) -> dict:
         return json.loads(done.read_text())
     tc = train_config(cfg, run_dir, setting)
     train(tc)
-    pick = lambda r: {k: r[k] for k in ("episodes", "success_rate", "ci95", "mean_return", "causes")}  # noqa: E731
+    pick = lambda r: {k: r[k] for k in ("episodes", "success_rate", "ci95", "mean_return", "return_std", "causes")}  # noqa: E731
     held_out = evaluate(run_dir, episodes=cfg.episodes, start_level=cfg.held_out_start, workers=cfg.workers,
                         progress=cfg.progress)
     row = {"name": name, **setting, "seed": tc.seed, "env": tc.env, "frames": tc.total_frames, "held_out": pick(held_out)}
