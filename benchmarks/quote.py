@@ -131,9 +131,42 @@ def zoo_table() -> list:
         imported = config.get("imported_from")
         agent = _arch(config["agent"]) + (f", imported from {imported['library']} {imported['algorithm']}"
                                           if imported else "")
-        rows.append(f"| `{run.name}` | {_env_name(config['env'])} | {agent} | "
-                    f"{f'{frames:,}' if frames else '-'} | {result} |")
+        trained = f"{frames:,}" if frames else "-"
+        if frames and config["env"].startswith("atari:"):  # an agent step is frame_skip emulator frames
+            trained = f"{frames:,} steps ({frames * _frame_skip(config['env']):,} frames)"
+        rows.append(f"| `{run.name}` | {_env_name(config['env'])} | {agent} | {trained} | {result} |")
     return rows
+
+
+def _frame_skip(spec: str) -> int:
+    from policylens.envs.atari import DEFAULTS
+
+    return int(dict(o.split("=", 1) for o in spec.partition("?")[2].split("&") if "=" in o).get(
+        "frame_skip", DEFAULTS["frame_skip"]))
+
+
+#: CleanRL's published ppo_atari.py result (docs.cleanrl.dev, PPO, "Experiment results" of ppo_atari.py: "the
+#: average episodic returns", the script's default 10M steps, i.e. 40M frames), beside openai/baselines' PPO.
+CLEANRL_BREAKOUT = {"ppo_atari.py": "414.66 ± 28.09", "baselines": "406.57 ± 31.554",
+                    "steps": 10_000_000}
+
+
+def atari_breakout() -> list:
+    """The zoo's Breakout agent beside CleanRL's published ppo_atari.py result."""
+    run = ROOT / "zoo" / "atari-breakout"
+    config = json.loads((run / "agent" / "config.json").read_text())
+    e = json.loads((run / "evaluation.json").read_text())
+    steps = config["frames"]
+    frames = steps * _frame_skip(config["env"])
+    c = CLEANRL_BREAKOUT
+    return ["| agent | trained for | score | measured on |", "|---|---|---|---|",
+            f"| `zoo:atari-breakout` (our PPO, `--preset atari`) | {steps:,} steps ({frames:,} frames) | "
+            f"**{e['mean_return']:.1f}** (sd {e['return_std']:.1f}) | {e['episodes']:,} held-out games, "
+            f"whole games, actions sampled |",
+            f"| CleanRL `ppo_atari.py` (published) | {c['steps']:,} steps ({4 * c['steps']:,} frames) | "
+            f"{c['ppo_atari.py']} | average episodic return of whole games in training, as published |",
+            f"| openai/baselines PPO (as CleanRL publishes it) | {c['steps']:,} steps | {c['baselines']} | "
+            f"likewise |"]
 
 
 def dt_models_table() -> list:
@@ -284,7 +317,8 @@ def attention_washout_table() -> list:
     return table(load("benchmarks/results/attention_washout.json"))
 
 
-BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table, "explorer_table": explorer_table,
+BLOCKS = {"edit_table": edit_table, "zoo_table": zoo_table, "atari_breakout": atari_breakout,
+          "explorer_table": explorer_table,
           "sim_agents_table": sim_agents_table, "sim_fidelity_table": sim_fidelity_table,
           "sim_reach_table": sim_reach_table, "sim_closed_loop_table": sim_closed_loop_table,
           "sim_swap_table": sim_swap_table, "sim_balls_table": sim_balls_table, "dt_models_table": dt_models_table,
