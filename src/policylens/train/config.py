@@ -18,7 +18,7 @@ class TrainConfig:
     recurrent: Optional[bool] = None
     """put a GRU (64 hidden, learned initial state) before the heads (default: the preset's)"""
     total_frames: Optional[int] = None
-    """environment frames to train for (default: the preset's)"""
+    """environment steps to train for, summed over the envs (an Atari step is frame_skip=4 emulator frames) (default: the preset's)"""
     num_envs: Optional[int] = None
     """parallel environments (default: the preset's)"""
     num_steps: Optional[int] = None
