@@ -67,28 +67,31 @@ def attribution_stats(agent, obs, masks, layer: str) -> dict:
     return {"mass": mass, "sparsity": sparsity(hidden), "curves": curves}
 
 
-EDITS = {  # name: (which of the ball's directions, oblique projection keeping the other directions)
+EDITS = {  # name: (which of the entity's directions, oblique projection keeping the other directions)
     "keep-others": ("1", True),
     "plain": ("1", False),  # Understanding RL Vision's orthogonal projection
     "all-ball-directions": ("all", True),
 }
 
 
-def blind_experiment(agent, obs, found, out: Path, original: dict, cfg) -> dict:
-    """Project the ball direction(s) out (keeping the other directions, the paper's plain projection, and
-    every direction whose best entity is the ball), evaluate each edit on the evaluation's levels and compare
-    failures by cause with the original and with the control (balls invisible). ``found``: the layer's
-    scored NMF (:func:`policylens.scores.score_layer`). Every NMF restart's choice is edited and evaluated
-    too, so each edit's blindness share is reported with its spread over restarts."""
+def blind_experiment(agent, obs, found, out: Path, original: dict, cfg, entity: str = "ball") -> dict:
+    """Project the ``entity`` direction(s) out (keeping the other directions, the paper's plain projection,
+    and every direction whose best entity is ``entity``), evaluate each edit on the evaluation's levels and
+    compare failures by cause with the original and with the control (``entity`` invisible, the game
+    unchanged). ``found``: the layer's scored NMF (:func:`policylens.scores.score_layer`). Every NMF
+    restart's choice is edited and evaluated too, so each edit's blindness share is reported with its spread
+    over restarts. The cause the entity brings about is :func:`~policylens.evaluate.compare.cause_of`'s
+    (a MiniGrid ball: ``obstacle``; an Atari object: its own category)."""
     from .edit.blind import edit_chosen, pick, select_entity
     from .envs import parse_spec
     from .evaluate import evaluate
-    from .evaluate.compare import compare_records, control_section, plot
+    from .evaluate.compare import cause_of, compare_records, control_section, plot
 
     env = original["setup"]["env"]
-    hidden = str(parse_spec(env).replace(invisible="ball"))  # the control: the original with balls invisible
+    cause = cause_of(entity, env)
+    hidden = str(parse_spec(env).replace(invisible=entity))  # the control: the original, the entity unseen
     control = evaluate(agent, hidden, original["episodes"], start_level=cfg.eval_start_level, seed=cfg.seed)
-    found = select_entity(found, "ball")
+    found = select_entity(found, entity)
     done = {}  # (edit, restart) -> comparison; a restart whose chosen vectors equal an earlier one's reuses it
 
     def outcome(directions, chosen, oblique) -> dict:
@@ -98,28 +101,28 @@ def blind_experiment(agent, obs, found, out: Path, original: dict, cfg) -> dict:
             ev = evaluate(edited, env, original["episodes"], start_level=cfg.eval_start_level, seed=cfg.seed)
             cmp = compare_records(original["per_episode"], ev["per_episode"])
             cmp["control"] = control_section(original["per_episode"], ev["per_episode"], control["per_episode"],
-                                             "ball", hidden)
+                                             entity, hidden)
             done[key] = cmp
         return done[key]
 
     results: dict[str, dict] = {}
     for name, (top, oblique) in EDITS.items():
-        chosen = pick(found.scores["directions"], "ball", top)
+        chosen = pick(found.scores["directions"], entity, top)
         if top == "all" and (len(chosen) < 2 or len(chosen) == len(found.directions)):
             continue  # the balls are in one direction (the first edit), or in every one (nothing to keep)
         per_restart = []
         for r, (directions, scores) in enumerate(found.restarts):
-            picked = pick(scores["directions"], "ball", top)
+            picked = pick(scores["directions"], entity, top)
             cmp = outcome(directions, picked, oblique)
-            share = cmp["control"]["blindness"].get("ball", {})
+            share = cmp["control"]["blindness"].get(entity, {})
             per_restart.append({"restart": r, "chosen": ",".join(directions.labels[j] for j in picked),
                                 "share": share.get("share"), "ci95": share.get("ci95"),
-                                "obstacle": cmp["causes"].get("obstacle", {}).get("b", {}).get("count", 0)})
+                                cause: cmp["causes"].get(cause, {}).get("b", {}).get("count", 0)})
         cmp = outcome(found.directions, chosen, oblique)
         cmp.update(run_a="original", run_b=name)
         rows = found.scores["directions"]
         results[name] = {"compare": cmp, "chosen": ",".join(found.directions.labels[j] for j in chosen),
-                         "nmi": [rows[j]["entities"]["ball"]["nmi"] for j in chosen],
+                         "nmi": [rows[j]["entities"][entity]["nmi"] for j in chosen],
                          "stability": [rows[j]["stability"] for j in chosen], "restarts": per_restart,
                          "share_spread": spread([x["share"] for x in per_restart])}
     plot(results["keep-others"]["compare"], out / "edit-compare.png",
