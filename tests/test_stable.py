@@ -284,3 +284,31 @@ def test_layer_scores_carry_each_directions_nmi_over_the_restarts(store_path):
         assert row["nmi_spread"]["n"] == 5 and row["nmi_spread"]["min"] <= nmi <= row["nmi_spread"]["max"]
     shares = found.scores["interpretable_share_restarts"]
     assert len(shares) == 5 and shares[found.directions.meta["restart"]] == found.scores["interpretable_share"]
+
+
+@pytest.mark.slow
+def test_layer_scores_on_attributions_are_the_nmf_of_both_signs_scored_where_they_matter(store_path):
+    from policylens import agents, rollouts
+    from policylens.attribution import attribute
+    from policylens.factors import coefficients, nmf_attributions
+    from policylens.scores import score_layer, store_frames
+    from policylens.scores.entities import score_directions
+
+    obs, masks = store_frames(rollouts.open(store_path), kinds=["agent", "ball", "goal"])
+    obs, masks = obs[:48], {k: v[:48] for k, v in masks.items()}
+    agent = agents.load("zoo:minigrid-do8-rgb")
+    found = score_layer(agent, obs, masks, "embed", 4, on="attributions", steps=8)
+    attr = attribute(agent, torch.as_tensor(obs), target="value", layer="embed", method="ig", steps=8)
+    assert (attr < 0).any() and (attr > 0).any()  # signed: both parts take part
+    direct = nmf_attributions(attr, 4, layer="embed")
+    assert torch.allclose(found.directions.vectors, direct.vectors)  # the same stable choice
+    assert found.directions.meta["on"] == "attributions" and found.scores["on"] == "attributions"
+    np.testing.assert_allclose(found.maps, coefficients(attr.abs(), direct).numpy(), rtol=1e-5, atol=1e-6)
+    direct_scores = score_directions(attr.abs(), masks, direct)[0]
+    same = lambda rows: [(r["label"], r["best_entity"], r["entities"]) for r in rows]  # noqa: E731
+    assert same(found.scores["directions"]) == same(direct_scores["directions"])
+    assert found.scores["interpretable_share"] == direct_scores["interpretable_share"]
+    for row in found.scores["directions"]:
+        assert {"stability", "unstable", "nmi_spread"} <= set(row)
+    with pytest.raises(ValueError, match="on='gradients'"):
+        score_layer(agent, obs, masks, "embed", 4, on="gradients")

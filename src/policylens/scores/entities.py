@@ -116,29 +116,47 @@ def spread(values) -> dict:
 
 
 def score_layer(agent, obs, masks: dict, layer: str, k: int = 8, seed: int = 0, state=None, restarts: int = 5,
-                bootstrap: int = 5) -> LayerScores:
-    """NMF (``k`` directions, the stable choice among ``restarts``) of a spatial layer's activations over
-    ``obs``, each direction scored against the entity masks. The scores carry each direction's ``stability``
+                bootstrap: int = 5, on: str = "activations", target="value", steps: int = 16) -> LayerScores:
+    """NMF (``k`` directions, the stable choice among ``restarts``) of a spatial layer over ``obs``, each
+    direction scored against the entity masks where it is used. The scores carry each direction's ``stability``
     and ``unstable`` flag, and ``interpretable_share_spread``: the share of interpretable directions over the
-    restarts (median, min, max), since a finding that rests on a decomposition depends on which draw it got."""
+    restarts (median, min, max), since a finding that rests on a decomposition depends on which draw it got.
+
+    ``on="activations"``: NMF of the (post-ReLU) activations, a direction's map its coefficients there.
+    ``on="attributions"``: NMF of the integrated-gradients attribution of ``target`` (``steps`` steps) to the
+    layer, positive and negative parts together (:func:`~policylens.factors.nmf_attributions`, Understanding
+    RL Vision's way), a direction's map its coefficients in ``|attribution|``: where it matters, as good or as
+    bad news. Either way a direction is a vector over the layer's channels, so it edits the same way."""
     import torch
 
-    from ..factors import collect_activations, nmf
+    from ..factors import collect_activations, nmf, nmf_attributions
     from ..factors.decompose import restart_directions
 
-    acts = collect_activations(agent, torch.as_tensor(np.asarray(obs)), layer, state=state).clamp_min(0)
-    if acts.ndim != 4:
-        raise ValueError(f"layer {layer!r} is not spatial ({tuple(acts.shape[1:])}); scoring needs (C, h, w) maps")
-    k = min(k, acts.shape[0] * acts.shape[2] * acts.shape[3], acts.shape[1])
-    directions, fits = nmf(acts, k, layer=layer, seed=seed, restarts=restarts, bootstrap=bootstrap, return_fits=True)
+    x = torch.as_tensor(np.asarray(obs))
+    if on == "activations":
+        values = collect_activations(agent, x, layer, state=state).clamp_min(0)  # (N, C, h, w)
+    elif on == "attributions":
+        from ..attribution import attribute
+
+        values = attribute(agent, x, target=target, layer=layer, method="ig", steps=steps, state=state)
+    else:
+        raise ValueError(f"score_layer on={on!r}: expected 'activations' or 'attributions'")
+    if values.ndim != 4:
+        raise ValueError(f"layer {layer!r} is not spatial ({tuple(values.shape[1:])}); scoring needs (C, h, w) maps")
+    k = min(k, values.shape[0] * values.shape[2] * values.shape[3], values.shape[1])
+    factorise = nmf if on == "activations" else nmf_attributions
+    directions, fits = factorise(values, k, layer=layer, seed=seed, restarts=restarts, bootstrap=bootstrap,
+                                 return_fits=True)
+    used = values if on == "activations" else values.abs()  # (N, C, h, w), non-negative
     every = restart_directions(directions, fits)
-    scored = [score_directions(acts, masks, d) for d in every]
+    scored = [score_directions(used, masks, d) for d in every]
     scores, maps = scored[directions.meta["restart"]]
     rows = scores["directions"]
     for row, stab, flag in zip(rows, directions.meta["stability"], directions.meta["unstable"]):
         row.update(stability=stab, unstable=flag)
     for row, spread_ in zip(rows, _nmi_spread(directions, every, scored)):
         row["nmi_spread"] = spread_
+    scores["on"] = on
     scores["interpretable_share_restarts"] = [s["interpretable_share"] for s, _ in scored]
     scores["interpretable_share_spread"] = spread(scores["interpretable_share_restarts"])
     return LayerScores(directions, scores, maps, [(d, s) for d, (s, _) in zip(every, scored)])
