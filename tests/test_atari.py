@@ -212,3 +212,23 @@ def test_max_frames_cuts_an_episode_as_a_timeout():
             break
     assert info[0]["episode"]["cause"] == "timeout" and info[0]["episode"]["length"] == t + 1
     assert 90 <= t + 1 <= 101  # 400 frames, 4 a step (fire reset and no-ops count too)
+
+
+@pytest.mark.slow
+def test_one_life_ends_the_game_at_its_first_lost_life_and_the_next_episode_is_a_new_game():
+    one = E.make("atari:breakout?one_life=true&ground_truth=true", num_envs=2, seed=3)
+    whole = E.make("atari:breakout", num_envs=2, seed=3)  # the same level seeds, games played to the end
+    rng, ends, seeds = np.random.default_rng(0), [], [[g.level_seed for g in one.games]]
+    first = [g.level_seed for g in whole.games]
+    while len(ends) < 6:
+        obs, _, done, info = one.step(rng.integers(0, 4, 2))
+        for i in np.flatnonzero(done):
+            ends.append(info[i])
+            assert one.games[i].ale.lives() == 5  # a new game, all its lives
+        if done.any():
+            seeds.append([g.level_seed for g in one.games])
+    assert seeds[0] == first  # the same levels as whole games
+    for e in ends:
+        assert e["episode"]["cause"] == "ball" and e["life"]["cause"] == "ball"  # the one life lost, and to what
+        assert e["game"]["length"] == e["episode"]["length"] and e["game"]["return"] == e["episode"]["return"]
+    assert len({s for row in seeds for s in row}) == len(ends) + 2  # every episode its own level

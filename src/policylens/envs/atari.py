@@ -16,6 +16,9 @@ option (default first):
 * ``episodic_life=false`` (true for training, as CleanRL and SB3 train): a lost life ends the interface's
   episode (``done``); the game goes on from there after one NOOP step and the fire reset, and ``info["game"]``
   holds ``{"return", "length"}`` of the whole game on the step it really ends;
+* ``one_life=false``: the game ends at its first lost life (cause: that life's), and the next episode is a new
+  game on its own level seed: each episode is one life from a game's start, so episodes of two agents on the
+  same levels are paired, as CoinRun's are (what an evaluation by cause of a blinded agent wants);
 * ``clip_reward=false`` (true for training only): rewards returned as their sign; the episode records keep the
   game's own score;
 * ``sticky=0.0``: the probability that the previous action is repeated at each frame (ALE v5's sticky actions
@@ -51,7 +54,7 @@ from .spec import EnvSpec
 
 #: Spec options and their defaults (see the module docstring).
 DEFAULTS = {"noop_max": 30, "frame_skip": 4, "max_pool": True, "size": 84, "grey": True, "frame_stack": 4,
-            "fire_reset": True, "episodic_life": False, "clip_reward": False, "sticky": 0.0,
+            "fire_reset": True, "episodic_life": False, "one_life": False, "clip_reward": False, "sticky": 0.0,
             "full_action_space": False, "max_frames": 108000, "num_levels": 0, "start_level": 0,
             "ground_truth": False, "invisible": ""}
 _MAGIC = b"PLATARI1"
@@ -230,6 +233,7 @@ class AtariVecEnv(VecEnv):
                 if causes_of is not None else (None, None)
             if event is not None:
                 info[i]["life"] = event
+            game_over = game_over or (life_lost and self.opts["one_life"])
             if game_over or (life_lost and self.opts["episodic_life"]):
                 dones[i] = True
                 causes[i] = "timeout" if truncated else end or (event or {}).get("cause") or "other"
