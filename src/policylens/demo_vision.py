@@ -74,14 +74,16 @@ EDITS = {  # name: (which of the entity's directions, oblique projection keeping
 }
 
 
-def blind_experiment(agent, obs, found, out: Path, original: dict, cfg, entity: str = "ball") -> dict:
+def blind_experiment(agent, obs, found, out: Path, original: dict, cfg, entity: str = "ball",
+                     force: bool = False) -> dict:
     """Project the ``entity`` direction(s) out (keeping the other directions, the paper's plain projection,
     and every direction whose best entity is ``entity``), evaluate each edit on the evaluation's levels and
     compare failures by cause with the original and with the control (``entity`` invisible, the game
     unchanged). ``found``: the layer's scored NMF (:func:`policylens.scores.score_layer`). Every NMF
     restart's choice is edited and evaluated too, so each edit's blindness share is reported with its spread
     over restarts. The cause the entity brings about is :func:`~policylens.evaluate.compare.cause_of`'s
-    (a MiniGrid ball: ``obstacle``; an Atari object: its own category)."""
+    (a MiniGrid ball: ``obstacle``; an Atari object: its own category). ``force``: edit even where no direction
+    locates the entity above :data:`~policylens.edit.blind.MIN_NMI` (else that is refused)."""
     from .edit.blind import edit_chosen, pick, select_entity
     from .envs import parse_spec
     from .evaluate import evaluate
@@ -91,7 +93,7 @@ def blind_experiment(agent, obs, found, out: Path, original: dict, cfg, entity: 
     cause = cause_of(entity, env)
     hidden = str(parse_spec(env).replace(invisible=entity))  # the control: the original, the entity unseen
     control = evaluate(agent, hidden, original["episodes"], start_level=cfg.eval_start_level, seed=cfg.seed)
-    found = select_entity(found, entity)
+    found = select_entity(found, entity, force=force)
     done = {}  # (edit, restart) -> comparison; a restart whose chosen vectors equal an earlier one's reuses it
 
     def outcome(directions, chosen, oblique) -> dict:
