@@ -77,8 +77,7 @@ def main(argv=None) -> None:
     from policylens.evaluate import evaluate
     from policylens.evaluate.compare import cause_of
     from policylens.evaluate.run import run_env_spec
-    from policylens.rollouts import RecordConfig, record
-    from policylens.rollouts import open as open_store
+    from policylens.rollouts import RecordConfig, open as open_store, record
     from policylens.scores import score_layer, store_frames
 
     torch.set_num_threads(args.threads)

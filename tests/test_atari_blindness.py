@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import benchmarks.common as common
+import pytest
 
 
 @pytest.mark.slow
