@@ -23,7 +23,6 @@ quarter of that, as CleanRL's own Breakout figures are at 10M steps.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import shutil
 import sys
@@ -86,13 +85,8 @@ def scatter(runs: list, path: Path) -> Path:
     return path
 
 
-def finished(out: Path, names: list) -> list:
-    """The rows of the runs of this sweep that have finished (their ``sweep.json``), in the sweep's order."""
-    return [json.loads((out / n / "sweep.json").read_text()) for n in names if (out / n / "sweep.json").is_file()]
-
-
 def main(argv=None):
-    from policylens.sweep import SweepConfig, attention_figure, run_setting, settings
+    from policylens.sweep import SweepConfig, attention_figure, finished, run_setting, settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--coefs", default="0,0.001,0.005,0.01", help="attention-entropy coefficients")
@@ -118,7 +112,7 @@ def main(argv=None):
         out.mkdir(parents=True, exist_ok=True)
         for name, setting in todo:
             run_setting(cfg, name, setting)
-    rows = finished(out, [n for n, _ in todo])
+    rows = finished(cfg)
     if not rows:
         sys.exit(f"no finished run in {out}: nothing to file")
     name = "atari_attention_sweep_quick" if args.quick else "atari_attention_sweep"

@@ -7,7 +7,8 @@ One ``policylens sweep levels`` (an agent per level count and seed, the RGB ``cn
 each agent is evaluated on its own training levels and on held-out levels, and NMF directions of its first conv
 layer are scored against the ground-truth entity masks (the objective stand-in for the paper's human raters).
 The sweep lives in ``--out`` and is resumed where it stopped (finished runs are read back, an interrupted one
-continues from its checkpoint), so the benchmark can be stopped and rerun. Written to
+continues from its checkpoint), so the benchmark can be stopped and rerun; ``--report`` files the runs finished
+so far (``planned`` lists them all) and trains nothing. Written to
 ``results/diversity_sweep.json`` (the sweep, its per-level-count groups, the command, the paper's own table)
 and ``results/diversity_sweep.png``; ``--quick``: a smoke run into ``results/diversity_sweep_quick.json``.
 """
@@ -19,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from policylens.sweep import SweepConfig, sweep
+from policylens.sweep import SweepConfig, collect, finished, plot, sweep
 
 from . import common
 
@@ -75,6 +76,7 @@ def main(argv=None):
     parser.add_argument("--episodes", type=int, default=200, help="evaluation episodes per split")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
     parser.add_argument("--out", default="runs/diversity_sweep", help="the sweep's folder (resumed if present)")
+    parser.add_argument("--report", action="store_true", help="file the finished runs only; train nothing")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2 level counts, 1 seed, tiny runs")
     parser.add_argument("--layouts", action="store_true", help="only count the distinct starts of candidate "
                         "tasks over 2,000 seeds, into results/minigrid_layouts.json")
@@ -91,12 +93,19 @@ def main(argv=None):
     cfg = SweepConfig(kind="levels", env=args.env, levels=args.levels, seeds=args.seeds, train_args=train_args,
                       episodes=args.episodes, out=args.out, resume=Path(args.out).exists(),
                       score_episodes=2 if args.quick else 8)
-    result = sweep(cfg)
     name = "diversity_sweep_quick" if args.quick else "diversity_sweep"
+    if args.report:
+        result = collect(cfg, finished(cfg))
+        if not result["runs"]:
+            sys.exit(f"no finished run in {args.out}: nothing to file")
+        png = plot(result, Path(args.out) / "sweep-report.png")
+    else:
+        result = sweep(cfg)
+        png = Path(args.out) / "sweep.png"
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python -m benchmarks.diversity_sweep", *map(shlex.quote, given)])
     common.write(name, {"command": command.strip(), "env": args.env, "frames": args.frames, **result, "paper": PAPER})
-    shutil.copyfile(Path(args.out) / "sweep.png", common.RESULTS / f"{name}.png")
+    shutil.copyfile(png, common.RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":

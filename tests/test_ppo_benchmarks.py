@@ -58,6 +58,14 @@ def test_diversity_sweep_quick_files_the_sweep_its_groups_and_the_paper(tmp_path
     assert filed["command"].startswith("python -m benchmarks.diversity_sweep --quick")
     assert len(filed["paper"]["levels"]) == len(filed["paper"]["test"]["run 1"]) == 7
     assert (tmp_path / "diversity_sweep_quick.png").stat().st_size > 5000
+    assert filed["planned"] == ["levels-3-seed1", "levels-0-seed1"]
+    # --report files what has finished and trains nothing
+    (tmp_path / "sweep" / "levels-0-seed1" / "sweep.json").unlink()
+    bench.main(["--quick", "--out", str(tmp_path / "sweep"), "--report"])
+    filed = json.loads((tmp_path / "diversity_sweep_quick.json").read_text())
+    assert [r["name"] for r in filed["runs"]] == ["levels-3-seed1"] and len(filed["planned"]) == 2
+    assert [g["num_levels"] for g in filed["groups"]] == [3]
+    assert not (tmp_path / "sweep" / "levels-0-seed1" / "sweep.json").exists()
 
 
 @pytest.mark.slow

@@ -310,19 +310,30 @@ def attention_figure(out: Path, rows: list, frames: int = 6) -> "Path | None":
                            title=f"attention over frames {picked.tolist()} of {rows[0]['name']}'s episode 0")
 
 
+def finished(cfg: SweepConfig) -> list:
+    """The rows of the sweep's runs that have finished (each run's own ``sweep.json``), in the sweep's order."""
+    out = Path(cfg.out)
+    return [json.loads((out / n / "sweep.json").read_text()) for n, _ in settings(cfg)
+            if (out / n / "sweep.json").is_file()]
+
+
+def collect(cfg: SweepConfig, rows: list) -> dict:
+    """The sweep's result over ``rows``: every run, the groups per setting, and the runs planned."""
+    key = "num_levels" if cfg.kind == "levels" else "attention_entropy_coef"
+    return {"kind": cfg.kind, "train_args": cfg.train_args, "episodes": cfg.episodes,
+            "planned": [n for n, _ in settings(cfg)], "runs": rows, "groups": group(rows, key) if rows else []}
+
+
 def sweep(cfg: SweepConfig) -> dict:
     from .runs import prepare_out
 
     out = prepare_out(cfg.out, what="sweep", resume=cfg.resume, overwrite=cfg.overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [run_setting(cfg, name, setting) for name, setting in settings(cfg)]
-    key = "num_levels" if cfg.kind == "levels" else "attention_entropy_coef"
-    result = {"kind": cfg.kind, "train_args": cfg.train_args, "episodes": cfg.episodes, "runs": rows,
-              "groups": group(rows, key)}
+    result = collect(cfg, [run_setting(cfg, name, setting) for name, setting in settings(cfg)])
     (out / "sweep.json").write_text(json.dumps(result, indent=1))
     plot(result, out / "sweep.png")
     if cfg.kind == "attention":
-        attention_figure(out, rows)
+        attention_figure(out, result["runs"])
     return result
 
 
