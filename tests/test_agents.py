@@ -112,7 +112,9 @@ def test_documented_layers_exist_and_have_the_documented_shape_for_64x64(arch, o
     modules = dict(agent.named_modules())
     for name in agent.LAYERS:
         assert name in modules, f"LAYERS names {name!r}, which is not a submodule of {arch}"
-    expected_names = list(agent.LAYERS) + (["hx"] if recurrent else []) + ["pi", "v"]
+    # an agent on another's conv trunk lists the trunk's layers it keeps first (attention: IMPALA without its fc)
+    trunk = ["trunk.block1", "trunk.block2", "trunk.block3", "trunk.block3_relu"] if arch == "attention" else []
+    expected_names = trunk + list(agent.LAYERS) + (["hx"] if recurrent else []) + ["pi", "v"]
     assert layer_names(agent) == expected_names
     # what the docs promise, evaluated for a 64x64 input (patch 8 for the grid CNN, impala trunk of attention)
     namespace = {"H": 64, "W": 64, "patch": 8, "heads": 2, "h": 8, "w": 8, "hidden": 64, "A": NUM_ACTIONS}
@@ -129,7 +131,7 @@ def test_documented_layers_exist_and_have_the_documented_shape_for_64x64(arch, o
     for h in handles:
         h.remove()
     for name in expected_names:
-        doc = agent.LAYERS.get(name) or HEAD_DOCS[name]
+        doc = agent.LAYERS.get(name) or (agent.trunk.LAYERS[name[6:]] if name.startswith("trunk.") else HEAD_DOCS[name])
         assert rows[name]["doc"] == doc
         assert rows[name]["kind"] == type(modules[name]).__name__
         assert measured[name] == _doc_shape(doc, namespace), (arch, name, doc)

@@ -151,7 +151,8 @@ def small(arch, recurrent=False, obs_shape=(7, 7, 3), **options):
 @pytest.mark.parametrize("arch,obs_shape,options,recurrent,expected", [
     ("cnn", (7, 7, 3), {}, False, ["fc", "conv2", "conv1", "embed", "input"]),
     ("impala", (16, 16, 3), {}, False, ["fc_relu", "block3_relu", "block3", "block2", "block1", "input"]),
-    ("attention", (7, 7, 3), {"base": "cnn"}, False, ["fc", "attention", "attention_logits", "input"]),
+    ("attention", (7, 7, 3), {"base": "cnn"}, False,  # down through the attention layer into its conv trunk
+     ["fc", "attention", "attention_logits", "trunk.conv2", "trunk.conv1", "trunk.embed", "input"]),
     ("cnn", (7, 7, 3), {}, True, ["hx", "fc", "conv2", "conv1", "embed", "input"]),
 ], ids=["cnn", "impala", "attention", "cnn-gru"])
 def test_real_agents_give_a_well_formed_tree(arch, obs_shape, options, recurrent, expected):

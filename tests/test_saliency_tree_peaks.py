@@ -91,10 +91,10 @@ def test_every_peak_child_of_a_real_agent_is_a_local_maximum():
     k, threshold = 3, 0.5
     tree = saliency_tree(agent, obs, k=k, target="action:1", select="peaks", peak_threshold=threshold)
     assert tree["select"] == "peaks" and tree["peak_threshold"] == threshold
-    assert tree["layers"] == ["fc", "attention", "attention_logits", "input"]
+    assert tree["layers"] == ["fc", "attention", "attention_logits", "trunk.conv2", "trunk.conv1", "trunk.embed", "input"]
     with torch.no_grad():
         from policylens.hooks import capture
-        with capture(agent, ["fc", "attention", "attention_logits"], whole=True) as acts:
+        with capture(agent, tree["layers"][:-1], whole=True) as acts:  # every layer of the tree but the input
             agent(obs)
         shapes = {n: tuple(a.shape[1:]) for n, a in acts.items()}
     checked = 0

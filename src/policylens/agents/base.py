@@ -180,9 +180,15 @@ class ActorCritic(nn.Module):
 
 
 def layer_names(agent: nn.Module) -> list:
-    """Names of the layers worth analysing: the agent's documented ones, else every named submodule."""
+    """Names of the layers worth analysing: the agent's documented ones, else every named submodule. An agent
+    built on another's conv trunk (``trunk``, as the attention agent) lists that trunk's documented layers
+    first (``trunk.conv3``), those it still has."""
     documented = list(getattr(agent, "LAYERS", {}) or {})
     if documented or isinstance(agent, ActorCritic):
+        inner = getattr(agent, "trunk", None)
+        if isinstance(inner, nn.Module):
+            kept = dict(inner.named_modules())
+            documented = [f"trunk.{n}" for n in (getattr(inner, "LAYERS", None) or {}) if n in kept] + documented
         extra = ["hx"] if getattr(agent, "recurrent", False) else []
         trunk = getattr(agent, "value_trunk", None)
         extra += [f"value_trunk.{n}" for n in (getattr(trunk, "LAYERS", None) or {})] if trunk is not None else []

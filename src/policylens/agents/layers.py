@@ -32,9 +32,10 @@ def describe_layers(agent: nn.Module, obs_shape=None, all_modules: bool = False)
     shapes = layer_shapes(agent, obs_shape, names=names)
     docs = {}
     if getattr(agent, "LAYERS", None) or isinstance(agent, ActorCritic):
-        trunk = getattr(agent, "value_trunk", None)
+        trunk, inner = getattr(agent, "value_trunk", None), getattr(agent, "trunk", None)
         docs = {**HEAD_DOCS, **(getattr(agent, "LAYERS", {}) or {}), **(getattr(agent, "head_layers", {}) or {}),
-                **{f"value_trunk.{k}": f"{v}, value trunk" for k, v in (getattr(trunk, "LAYERS", None) or {}).items()}}
+                **{f"value_trunk.{k}": f"{v}, value trunk" for k, v in (getattr(trunk, "LAYERS", None) or {}).items()},
+                **{f"trunk.{k}": v for k, v in (getattr(inner, "LAYERS", None) or {}).items()}}
     rows = []
     for name in names:
         module = get_layer(agent, name)
