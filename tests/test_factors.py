@@ -2,8 +2,6 @@
 from agents and from a real rollouts store, Directions files, and the factorize command."""
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
@@ -353,17 +351,6 @@ def test_factorize_command_errors_are_clear(runs, capsys):
     assert "missing.zarr" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("policylens.attribution") is not None,
-                    reason="policylens.attribution exists: the attributions path is tested with it")
-@pytest.mark.slow
-def test_factorize_on_attributions_without_the_attribution_module_says_so(runs, capsys):
-    with pytest.raises(SystemExit):
-        factorize_cli.main([str(runs / "ff"), "--layer", "conv2", "--on", "attributions"])
-    assert "policylens.attribution" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(importlib.util.find_spec("policylens.attribution") is None,
-                    reason="policylens.attribution is not available")
 @pytest.mark.slow
 def test_factorize_on_attributions_factorises_integrated_gradients_of_the_value(runs):
     from policylens.attribution import attribute

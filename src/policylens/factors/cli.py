@@ -88,29 +88,20 @@ def _check(cfg: FactorizeConfig) -> None:
                          "use --method nmf")
 
 
-def _attribute_fn():
-    try:
-        from ..attribution import attribute
-    except ImportError as e:
-        raise ImportError(f"--on attributions needs policylens.attribution.attribute, which is not available "
-                          f"({e}); use --on activations") from None
-    return attribute
-
-
 def gather(cfg: FactorizeConfig, agent, store) -> torch.Tensor:
     """The layer's activations or attributions for the chosen frames of the store, ``(N, *layer shape)``."""
     import torch
 
+    from ..attribution import attribute
     from .collect import choose_frames, collect_activations, iter_store
 
     frames = choose_frames(store.num_frames, cfg.max_frames or None, cfg.every)
-    attribute = _attribute_fn() if cfg.on == "attributions" else None
     target = int(cfg.target) if cfg.target.lstrip("-").isdigit() else cfg.target
     parts = []
     for batch in iter_store(agent, store, frames, cfg.batch_size):
         obs, state = batch["obs"].to(cfg.device), batch["state"]
         state = None if state is None else state.to(cfg.device)
-        if attribute is None:
+        if cfg.on == "activations":
             parts.append(collect_activations(agent, obs, cfg.layer, state=state, batch_size=cfg.batch_size))
         else:
             attr = attribute(agent, obs, target=target, layer=cfg.layer, method="ig", steps=cfg.steps, state=state)
