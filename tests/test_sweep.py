@@ -88,4 +88,3 @@ def test_seeds_multiply_the_settings_and_group_joins_them(tmp_path):
     assert groups[0]["held_out"]["ci95_envelope"] == pytest.approx([0.3, 0.7])  # seed 1's low end, seed 2's high end
     assert groups[0]["interpretable_share"]["restart_envelope"] == pytest.approx([0.15, 0.45])
     assert plot({"kind": "levels", "runs": rows}, tmp_path / "s.png").stat().st_size > 1000
-    assert plot({"kind": "levels", "runs": rows, "groups": groups}, tmp_path / "g.png").stat().st_size > 1000

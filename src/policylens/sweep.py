@@ -232,7 +232,7 @@ def plot(result: dict, path) -> Path:
         finite = sorted({r["num_levels"] for r in rows if r["num_levels"]})
         inf_x = (finite[-1] * 10) if finite else 1
         x_of = lambda n: n or inf_x  # noqa: E731 (unlimited levels drawn one decade past the largest count)
-        groups = sorted(result.get("groups") or group(rows, "num_levels"), key=lambda g: x_of(g["num_levels"]))
+        groups = sorted(group(rows, "num_levels"), key=lambda g: x_of(g["num_levels"]))  # one home for the means
         levels = [g["num_levels"] for g in groups]
         xs = [x_of(n) for n in levels]
         for split, style, colour in (("train", "o-", "tab:blue"), ("held_out", "s--", "tab:orange")):
