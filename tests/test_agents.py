@@ -86,6 +86,9 @@ def test_nature_is_the_dqn_nature_cnn_on_84x84_frames():
         "conv1": (32, 20, 20), "conv2": (64, 9, 9), "conv3": (64, 7, 7), "fc": (512,), "pi": (NUM_ACTIONS,),
         "v": (1,)}
     assert layer_shapes(make("attention", ATARI, base="nature"))["attention"] == (2, 7, 7)
+    default = make("attention", ATARI)  # on 84x84 frames the trunk is the Nature CNN unless told otherwise
+    assert type(default.trunk).__name__ == "Nature" and layer_shapes(default)["attention"] == (2, 7, 7)
+    assert type(make("attention", PROCGEN).trunk).__name__ == "Impala"  # elsewhere IMPALA, as before
     with pytest.raises(ValueError, match="36x36.*\\(7, 7, 3\\)"):
         make("nature", GRID)
     with pytest.raises(ValueError, match="attention base 'vgg'.*impala, nature, cnn"):

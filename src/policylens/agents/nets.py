@@ -233,8 +233,9 @@ class MLP(ActorCritic):
 
 
 class Attention(ActorCritic):
-    """rl-attention's agent: a conv trunk (``base``: impala, nature or cnn), 1x1 convs to ``heads`` spatial-softmax
-    attention maps over the last conv features, multiplied into them, then dense 256."""
+    """rl-attention's agent: a conv trunk (``base``: impala, nature or cnn; default nature on 84x84 frames, the
+    write-up's Atari set-up with 7x7 maps, else impala), 1x1 convs to ``heads`` spatial-softmax attention maps
+    over the last conv features, multiplied into them, then dense 256."""
 
     LAYERS = {
         "attention_logits": "(B, heads, h, w) pre-softmax; (h, w) = the trunk's last conv map: (H/8, W/8) for impala, "
@@ -243,9 +244,11 @@ class Attention(ActorCritic):
         "fc": "(B, 256) post-ReLU",
     }
 
-    def __init__(self, obs_shape, num_actions, obs_scale=1 / 255, base="impala", heads=2, **kw):
+    def __init__(self, obs_shape, num_actions, obs_scale=1 / 255, base=None, heads=2, **kw):
         super().__init__(obs_shape, num_actions, 256, **kw)
         trunks = {"impala": Impala, "nature": Nature, "cnn": GridCNN}
+        if base is None:
+            base = "nature" if tuple(obs_shape[:2]) == (84, 84) else "impala"
         if base not in trunks:
             raise ValueError(f"attention base {base!r}: expected one of {', '.join(trunks)}")
         trunk_cls = trunks[base]
