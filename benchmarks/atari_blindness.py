@@ -42,12 +42,12 @@ def rates(evaluation: dict, cause: str) -> dict:
     return {"count": k, "episodes": n, "rate": k / n, "ci95": list(wilson_interval(k, n))}
 
 
-def edit_rows(results: dict, cause: str) -> dict:
+def edit_rows(results: dict, entity: str, cause: str) -> dict:
     """Each edit of :func:`~policylens.demo_vision.blind_experiment`, as the result file keeps it."""
     return {name: {"chosen": r["chosen"], "nmi": r["nmi"], "stability": r["stability"],
                    "deaths": {c: x["b"]["count"] for c, x in r["compare"]["causes"].items()},
                    "cause_p_holm": (r["compare"]["causes"].get(cause) or {}).get("p_holm"),
-                   "blindness_share": r["compare"]["control"]["blindness"].get(r["entity"]),
+                   "blindness_share": r["compare"]["control"]["blindness"].get(entity),
                    "share_spread": r["share_spread"], "restarts": r["restarts"]}
             for name, r in results.items()}
 
@@ -130,12 +130,10 @@ def main(argv=None) -> None:
                 except ValueError as e:  # no direction locates the entity: a finding, filed as such
                     result[on] = {"refused": str(e)}
                     continue
-                for r in edits.values():
-                    r["entity"] = args.entity
                 result[on] = {"directions": [{k: d[k] for k in ("label", "best_entity", "stability", "unstable")}
                                              for d in found.scores["directions"]],
                               "interpretable_share": found.scores["interpretable_share"],
-                              "edits": edit_rows(edits, cause)}
+                              "edits": edit_rows(edits, args.entity, cause)}
     result["setup"]["seconds"] = round(time.time() - t0, 1)
     given = sys.argv[1:] if argv is None else argv
     result["command"] = " ".join(["python -m benchmarks.atari_blindness", *map(shlex.quote, given)])

@@ -139,10 +139,10 @@ def zoo_table() -> list:
 
 
 def _frame_skip(spec: str) -> int:
+    from policylens.envs import parse_spec
     from policylens.envs.atari import DEFAULTS
 
-    return int(dict(o.split("=", 1) for o in spec.partition("?")[2].split("&") if "=" in o).get(
-        "frame_skip", DEFAULTS["frame_skip"]))
+    return int(parse_spec(spec).options.get("frame_skip", DEFAULTS["frame_skip"]))
 
 
 #: CleanRL's published ppo_atari.py result (docs.cleanrl.dev, PPO, "Experiment results" of ppo_atari.py: "the
